@@ -1,0 +1,247 @@
+//! `raftlm license ...`: the vendor's and the administrator's license tools.
+//!
+//! - `keygen` creates a vendor key pair (`PREFIX.key`, mode 0600, and `PREFIX.pub`);
+//! - `sign` adds a signature to every feature line of a license file;
+//! - `verify` checks a file offline, as a cluster would, and prints its features.
+//!
+//! This is the shell around [`crate::license::file`] and
+//! [`crate::license::signature`]: it reads and writes files, reads the clock
+//! and prints. Exit codes (DESIGN §8): a file that is refused (does not
+//! parse, bad signature, wrong cluster, expired) is exit 1; a file or key that
+//! cannot be read or written, or a malformed key file, is exit 2.
+//!
+//! Left out: `import` (sending a file to a running cluster) lives with the
+//! client code.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Subcommand;
+
+use crate::cli::Failure;
+use crate::license::file::{self, LICENSE_FILE_BYTES_MAX};
+use crate::license::signature::{self, VendorPublicKey, VendorSigningKey};
+use crate::license::{FeatureLine, LineKind};
+
+/// The license tools.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum LicenseCommand {
+    /// Create a vendor key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the key files; `.key` and `.pub` are appended.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+        /// Bind the key to this vendor name: clusters then accept it only on
+        /// that vendor's lines. Without it the key may sign for any vendor.
+        #[arg(long, value_name = "NAME")]
+        vendor: Option<String>,
+    },
+    /// Sign every FEATURE/INCREMENT line of a license file.
+    Sign {
+        /// The vendor secret key file (PREFIX.key).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The license file to sign.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Where to write the signed file (default: standard output).
+        #[arg(long, value_name = "OUT")]
+        out: Option<PathBuf>,
+    },
+    /// Check a license file offline, as a cluster would, and list its features.
+    Verify {
+        /// A trusted vendor public key file (PREFIX.pub); repeat for several.
+        #[arg(long = "pubkey", value_name = "FILE", required = true)]
+        pubkeys: Vec<PathBuf>,
+        /// The cluster (access point) name the file must be issued for.
+        #[arg(long, value_name = "NAME")]
+        cluster_name: String,
+        /// The license file to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// Runs one license command.
+pub fn run(cmd: LicenseCommand) -> Result<(), Failure> {
+    match cmd {
+        LicenseCommand::Keygen { out, vendor } => keygen(&out, vendor.as_deref()),
+        LicenseCommand::Sign { key, file, out } => sign(&key, &file, out.as_deref()),
+        LicenseCommand::Verify {
+            pubkeys,
+            cluster_name,
+            file,
+        } => verify(&pubkeys, &cluster_name, &file),
+    }
+}
+
+/// `PREFIX` + `suffix` (appended, so `acme.v2` gives `acme.v2.key`).
+fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut path = prefix.as_os_str().to_owned();
+    path.push(suffix);
+    PathBuf::from(path)
+}
+
+fn keygen(prefix: &Path, vendor: Option<&str>) -> Result<(), Failure> {
+    if let Some(vendor) = vendor
+        && !file::is_name(vendor)
+    {
+        return Err(Failure::usage(format!(
+            "vendor {vendor:?} is not a name, expected letters, digits, '_', '.' or '-'"
+        )));
+    }
+    let key_path = with_suffix(prefix, ".key");
+    let pub_path = with_suffix(prefix, ".pub");
+    for path in [&key_path, &pub_path] {
+        if path.exists() {
+            return Err(Failure::usage(format!(
+                "{} already exists: choose another --out prefix or move the old key away (an existing key is never overwritten)",
+                path.display()
+            )));
+        }
+    }
+    let key = VendorSigningKey::generate(vendor);
+    write_new(&key_path, &key.to_file_text(), 0o600)?;
+    let public = key.public_key();
+    write_new(&pub_path, &public.to_file_text(), 0o644)?;
+    println!(
+        "wrote secret key {} (mode 0600: keep it private, it signs license files)",
+        key_path.display()
+    );
+    println!(
+        "wrote public key {} (give it to the clusters that accept your files)",
+        pub_path.display()
+    );
+    println!(
+        "key id {}, signs for {}",
+        public.key_id(),
+        match vendor {
+            Some(v) => format!("vendor {v:?} only"),
+            None => "any vendor".to_string(),
+        }
+    );
+    Ok(())
+}
+
+/// Creates `path` (which must not exist) with `mode` and writes `text` to it.
+fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), Failure> {
+    let fail = |e: std::io::Error| Failure::usage(format!("cannot write {}: {e}", path.display()));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(fail)?;
+    f.write_all(text.as_bytes()).map_err(fail)?;
+    f.sync_all().map_err(fail)
+}
+
+/// Reads a license file, refusing one too large to be a license file.
+fn read_license(path: &Path) -> Result<String, Failure> {
+    let fail = |e: std::io::Error| {
+        Failure::usage(format!("cannot read license file {}: {e}", path.display()))
+    };
+    let len = std::fs::metadata(path).map_err(fail)?.len();
+    if len > LICENSE_FILE_BYTES_MAX as u64 {
+        return Err(Failure::refused(format!(
+            "{}: the file is {len} bytes long, expected at most {LICENSE_FILE_BYTES_MAX} bytes",
+            path.display()
+        )));
+    }
+    std::fs::read_to_string(path).map_err(fail)
+}
+
+fn sign(key_path: &Path, path: &Path, out: Option<&Path>) -> Result<(), Failure> {
+    let key = VendorSigningKey::load(key_path).map_err(|e| Failure::usage(e.to_string()))?;
+    let text = read_license(path)?;
+    let name = path.display().to_string();
+    let signed = signature::sign_text(&name, &text, &key).map_err(|e| match e {
+        signature::SignError::SelfCheck { .. } => Failure::usage(e.to_string()),
+        _ => Failure::refused(e.to_string()),
+    })?;
+    match out {
+        None => {
+            print!("{signed}");
+            Ok(())
+        }
+        Some(out) => std::fs::write(out, signed)
+            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display()))),
+    }
+}
+
+fn verify(pubkeys: &[PathBuf], cluster_name: &str, path: &Path) -> Result<(), Failure> {
+    let trusted = pubkeys
+        .iter()
+        .map(|p| VendorPublicKey::load(p).map_err(|e| Failure::usage(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = read_license(path)?;
+    let name = path.display().to_string();
+    let parsed = file::parse(&name, &text).map_err(|e| Failure::refused(e.to_string()))?;
+    let lines = signature::verify(&parsed, &name, &trusted, cluster_name, now_ms())
+        .map_err(|e| Failure::refused(e.to_string()))?;
+    println!(
+        "{name}: {} feature line{} verified for cluster {cluster_name:?}",
+        lines.len(),
+        if lines.len() == 1 { "" } else { "s" }
+    );
+    if !lines.is_empty() {
+        print!("{}", table(&lines));
+    }
+    Ok(())
+}
+
+/// Milliseconds since the epoch by the system clock (0 if it is before 1970).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The feature lines as a table with aligned columns.
+fn table(lines: &[FeatureLine]) -> String {
+    let header = ["FEATURE", "VENDOR", "VERSION", "EXPIRY", "SEATS", "KIND"];
+    let rows: Vec<[String; 6]> = lines
+        .iter()
+        .map(|l| {
+            [
+                l.feature.clone(),
+                l.vendor.clone(),
+                l.version.clone(),
+                l.expiry.to_string(),
+                l.seats.to_string(),
+                match l.kind {
+                    LineKind::Feature => "FEATURE",
+                    LineKind::Increment => "INCREMENT",
+                }
+                .to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut push_row = |cells: &[&str]| {
+        let mut line = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    };
+    push_row(&header);
+    for row in &rows {
+        push_row(&row.each_ref().map(String::as_str));
+    }
+    out
+}

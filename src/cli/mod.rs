@@ -1,0 +1,39 @@
+//! The command-line front end: one module per subcommand group.
+//!
+//! Each subcommand returns `Result<(), Failure>`; `main` prints the failure's
+//! one-sentence message on stderr and exits with its code (DESIGN §8:
+//! 0 success, 1 refused, 2 usage or configuration error, 3 cluster unreachable).
+
+pub mod license;
+pub mod server;
+
+/// Exit code: the request was refused (no seats, bad license, …).
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit code: usage or configuration error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the cluster could not be reached.
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+/// A command that did not succeed: the exit code and one plain sentence for stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The process exit code (1, 2 or 3).
+    pub code: u8,
+    /// What went wrong, as one sentence.
+    pub message: String,
+}
+
+impl Failure {
+    /// A refusal (exit code 1).
+    pub fn refused(message: impl Into<String>) -> Failure {
+        Failure { code: EXIT_REFUSED, message: message.into() }
+    }
+    /// A usage or configuration error (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure { code: EXIT_USAGE, message: message.into() }
+    }
+    /// The cluster could not be reached (exit code 3).
+    pub fn unreachable(message: impl Into<String>) -> Failure {
+        Failure { code: EXIT_UNREACHABLE, message: message.into() }
+    }
+}

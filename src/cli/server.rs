@@ -1,0 +1,48 @@
+//! `raftlm server --config FILE`: runs one node until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+
+use tracing::info;
+
+use crate::cli::Failure;
+use crate::config::Config;
+use crate::node::Node;
+
+/// Runs one node from its config file.
+pub fn run(config_path: PathBuf) -> Result<(), Failure> {
+    let config = Config::load(&config_path).map_err(|e| Failure::usage(e.to_string()))?;
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::usage(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let node = Node::start(config).await.map_err(|e| Failure::usage(e.to_string()))?;
+        wait_for_signal().await;
+        info!("stopping");
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Logs to stderr; the level comes from `RAFTLM_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTLM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

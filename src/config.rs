@@ -1,0 +1,476 @@
+//! Node configuration: one TOML file per node, one validated struct.
+//!
+//! Every field, its default and its meaning is documented in
+//! `docs/examples/node1.toml`; defaults live here, in one place
+//! ([`Timing::default`], [`Batching::default`], …). [`Config::load`] parses
+//! and validates, and every error names the file and the field
+//! ("timing.lease_ms (500) must be less than timing.election_timeout_min_ms (400)").
+//! Unknown fields are refused, so a typo is an error rather than a silently
+//! ignored setting.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration that cannot be used, with the file and the field named.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a field of the wrong type or name.
+    #[error("config {path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, with line and column.
+        message: String,
+    },
+    /// A field has a value raftlm cannot use.
+    #[error("config {path}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field, as a dotted TOML path.
+        field: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+/// One node's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id: one of the ids in `nodes`.
+    pub node_id: u64,
+    /// The cluster name: the access point's name that license files are issued for
+    /// (their `SERVER` line). Case-sensitive.
+    pub cluster_name: String,
+    /// Where this node keeps its sled database.
+    pub data_dir: PathBuf,
+    /// Address to listen on for Raft, license and admin gRPC. Defaults to this
+    /// node's address in `nodes`; set it to e.g. `0.0.0.0:27001` to listen on
+    /// every interface while peers use the address in `nodes`.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Every node of the cluster, this one included; the same list on every node.
+    pub nodes: Vec<NodeAddress>,
+    /// Files with the vendor public keys this cluster trusts (`raftlm license keygen` writes them).
+    #[serde(default)]
+    pub vendor_keys: Vec<PathBuf>,
+    /// A directory of license files imported at start-up (each once, through the log).
+    #[serde(default)]
+    pub license_dir: Option<PathBuf>,
+    /// The client access point.
+    #[serde(default)]
+    pub access_point: AccessPoint,
+    /// Raft, lease and session timing.
+    #[serde(default)]
+    pub timing: Timing,
+    /// How requests are batched into log entries.
+    #[serde(default)]
+    pub batching: Batching,
+    /// When snapshots are taken.
+    #[serde(default)]
+    pub snapshot: SnapshotPolicy,
+}
+
+/// A node's id and address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAddress {
+    /// The node id (non-zero).
+    pub id: u64,
+    /// `host:port` the other nodes and clients use to reach it.
+    pub address: String,
+}
+
+/// How the active node takes the client access point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessPointMode {
+    /// Bind the access-point socket address (no privileges; every 127.x address is local).
+    #[default]
+    Bind,
+    /// Run `up`/`down` commands to add and remove the address, then bind.
+    Command,
+    /// No access point: clients use the node list.
+    None,
+}
+
+/// The client access point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessPoint {
+    /// `bind`, `command` or `none`.
+    #[serde(default)]
+    pub mode: AccessPointMode,
+    /// The access point's socket address, e.g. `127.0.0.100:27000`.
+    pub address: SocketAddr,
+    /// Network prefix length of the address (`command` mode).
+    #[serde(default = "default_prefix")]
+    pub prefix: u8,
+    /// Network interface the address goes on (`command` mode).
+    #[serde(default)]
+    pub interface: String,
+    /// Command that brings the address up (`command` mode); `{address}`, `{ip}`,
+    /// `{prefix}` and `{interface}` are substituted. Run without a shell.
+    #[serde(default)]
+    pub up: Vec<String>,
+    /// Command that takes the address down (`command` mode), same substitutions.
+    #[serde(default)]
+    pub down: Vec<String>,
+}
+
+fn default_prefix() -> u8 {
+    24
+}
+
+impl Default for AccessPoint {
+    fn default() -> AccessPoint {
+        AccessPoint {
+            mode: AccessPointMode::Bind,
+            address: SocketAddr::from(([127, 0, 0, 100], 27000)),
+            prefix: default_prefix(),
+            interface: String::new(),
+            up: Vec::new(),
+            down: Vec::new(),
+        }
+    }
+}
+
+/// Raft, lease and session timing, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timing {
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Election timeout, lower bound.
+    pub election_timeout_min_ms: u64,
+    /// Election timeout, upper bound.
+    pub election_timeout_max_ms: u64,
+    /// Quorum lease `L`: how long one successful quorum round lets the active node serve.
+    pub lease_ms: u64,
+    /// Margin `M`: a new leader waits `L + M` after its first quorum round before it serves.
+    pub lease_margin_ms: u64,
+    /// A session that has not heartbeated for this long is expired and its seats freed.
+    pub session_ttl_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            lease_ms: 250,
+            lease_margin_ms: 100,
+            session_ttl_ms: 30_000,
+        }
+    }
+}
+
+/// How concurrent requests are collected into one log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Batching {
+    /// Most commands in one log entry.
+    pub commands_max: usize,
+    /// How long the batcher waits for more commands after the first, in microseconds.
+    pub linger_us: u64,
+    /// Most batches proposed and not yet committed at once.
+    pub in_flight_max: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Batching {
+        Batching { commands_max: 512, linger_us: 200, in_flight_max: 4 }
+    }
+}
+
+/// When the state machine is snapshotted and the log purged behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotPolicy {
+    /// Take a snapshot after this many log entries since the last one.
+    pub logs_since_last: u64,
+    /// Log entries kept behind a snapshot (so a briefly lagging follower
+    /// catches up from the log instead of a snapshot).
+    pub logs_kept: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> SnapshotPolicy {
+        SnapshotPolicy { logs_since_last: 5_000, logs_kept: 1_000 }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` is used in messages and to
+    /// resolve relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        config.validate().map_err(|(field, message)| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Relative paths in the file are relative to the file's directory.
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.data_dir);
+        self.vendor_keys.iter_mut().for_each(resolve);
+        if let Some(dir) = self.license_dir.as_mut() {
+            resolve(dir);
+        }
+    }
+
+    /// Checks every field and relation; the error names the field.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !is_name(&self.cluster_name) {
+            return Err((
+                "cluster_name",
+                format!(
+                    "\"{}\" is not a valid access point name: use letters, digits, '_', '.' and '-'",
+                    self.cluster_name
+                ),
+            ));
+        }
+        if self.nodes.is_empty() {
+            return Err(("nodes", "list every node of the cluster, this one included".into()));
+        }
+        if self.nodes.len() > NODES_MAX {
+            return Err(("nodes", format!("at most {NODES_MAX} nodes are supported")));
+        }
+        let mut ids = BTreeSet::new();
+        let mut addresses = BTreeSet::new();
+        for node in &self.nodes {
+            if node.id == 0 {
+                return Err(("nodes.id", "node ids start at 1".into()));
+            }
+            if !ids.insert(node.id) {
+                return Err(("nodes.id", format!("node id {} is listed twice", node.id)));
+            }
+            if !addresses.insert(node.address.as_str()) {
+                return Err(("nodes.address", format!("address {} is listed twice", node.address)));
+            }
+            if split_host_port(&node.address).is_none() {
+                return Err((
+                    "nodes.address",
+                    format!("\"{}\" is not host:port (e.g. 10.0.0.1:27001)", node.address),
+                ));
+            }
+        }
+        if !ids.contains(&self.node_id) {
+            return Err((
+                "node_id",
+                format!("{} is not one of the ids in nodes ({:?})", self.node_id, ids),
+            ));
+        }
+        if self.listen_address().is_none() {
+            return Err((
+                "listen",
+                format!(
+                    "this node's address {} is not an IP socket address; set listen = \"IP:PORT\"",
+                    self.own_address()
+                ),
+            ));
+        }
+        let t = &self.timing;
+        if t.heartbeat_ms == 0 {
+            return Err(("timing.heartbeat_ms", "must be at least 1".into()));
+        }
+        if t.lease_ms <= t.heartbeat_ms {
+            return Err((
+                "timing.lease_ms",
+                format!(
+                    "({}) must be greater than timing.heartbeat_ms ({}): the lease is renewed once per heartbeat",
+                    t.lease_ms, t.heartbeat_ms
+                ),
+            ));
+        }
+        if t.lease_ms >= t.election_timeout_min_ms {
+            return Err((
+                "timing.lease_ms",
+                format!(
+                    "({}) must be less than timing.election_timeout_min_ms ({}): a lease must run out before another node can be elected",
+                    t.lease_ms, t.election_timeout_min_ms
+                ),
+            ));
+        }
+        if t.election_timeout_max_ms <= t.election_timeout_min_ms {
+            return Err((
+                "timing.election_timeout_max_ms",
+                format!(
+                    "({}) must be greater than timing.election_timeout_min_ms ({})",
+                    t.election_timeout_max_ms, t.election_timeout_min_ms
+                ),
+            ));
+        }
+        if t.session_ttl_ms < 3 * t.election_timeout_max_ms {
+            return Err((
+                "timing.session_ttl_ms",
+                format!(
+                    "({}) must be at least three election timeouts ({}), or sessions expire during a failover",
+                    t.session_ttl_ms,
+                    3 * t.election_timeout_max_ms
+                ),
+            ));
+        }
+        let b = &self.batching;
+        if b.commands_max == 0 || b.commands_max > 65_536 {
+            return Err(("batching.commands_max", "must be between 1 and 65536".into()));
+        }
+        if b.linger_us > 100_000 {
+            return Err(("batching.linger_us", "must be at most 100000 (0.1 s)".into()));
+        }
+        if b.in_flight_max == 0 || b.in_flight_max > 64 {
+            return Err(("batching.in_flight_max", "must be between 1 and 64".into()));
+        }
+        if self.snapshot.logs_since_last == 0 {
+            return Err(("snapshot.logs_since_last", "must be at least 1".into()));
+        }
+        let ap = &self.access_point;
+        if ap.mode == AccessPointMode::Command {
+            if ap.up.is_empty() {
+                return Err(("access_point.up", "command mode needs an up command".into()));
+            }
+            if ap.down.is_empty() {
+                return Err(("access_point.down", "command mode needs a down command".into()));
+            }
+            if ap.prefix > 128 {
+                return Err(("access_point.prefix", "must be at most 128".into()));
+            }
+        }
+        if ap.mode != AccessPointMode::None {
+            if let Some(listen) = self.listen_address() {
+                if listen == ap.address {
+                    return Err((
+                        "access_point.address",
+                        format!("{} is also this node's own address; give the access point its own address", ap.address),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This node's address as the other nodes know it.
+    pub fn own_address(&self) -> &str {
+        self.nodes
+            .iter()
+            .find(|n| n.id == self.node_id)
+            .map(|n| n.address.as_str())
+            .unwrap_or("")
+    }
+
+    /// The socket address this node listens on.
+    pub fn listen_address(&self) -> Option<SocketAddr> {
+        self.listen.or_else(|| self.own_address().parse().ok())
+    }
+}
+
+/// Most nodes a cluster may list.
+pub const NODES_MAX: usize = 7;
+
+/// Whether `name` is a valid access-point (cluster) name.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Splits `host:port` (host may be `[v6]`); `None` if it is not of that form.
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    Some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = 2
+cluster_name = "LICSRV"
+data_dir = "data/node2"
+[[nodes]]
+id = 1
+address = "127.0.0.1:27001"
+[[nodes]]
+id = 2
+address = "127.0.0.1:27002"
+[[nodes]]
+id = 3
+address = "127.0.0.1:27003"
+"#;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("/etc/raftlm/node.toml"), text).map_err(|e| e.to_string())
+    }
+
+    // A minimal config gets the documented defaults and resolves relative paths.
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.timing, Timing::default());
+        assert_eq!(config.access_point.address.to_string(), "127.0.0.100:27000");
+        assert_eq!(config.data_dir, PathBuf::from("/etc/raftlm/data/node2"));
+        assert_eq!(config.listen_address().unwrap().to_string(), "127.0.0.1:27002");
+    }
+
+    // Each invalid value is refused with an error naming the file and the field.
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("node_id = 2", "node_id = 9", "config /etc/raftlm/node.toml: node_id: 9 is not one of the ids in nodes ({1, 2, 3})"),
+            ("cluster_name = \"LICSRV\"", "cluster_name = \"lic srv\"", "config /etc/raftlm/node.toml: cluster_name: \"lic srv\" is not a valid access point name: use letters, digits, '_', '.' and '-'"),
+            ("address = \"127.0.0.1:27003\"", "address = \"127.0.0.1:27002\"", "config /etc/raftlm/node.toml: nodes.address: address 127.0.0.1:27002 is listed twice"),
+            ("data_dir = \"data/node2\"", "data_dir = \"data/node2\"\n[timing]\nlease_ms = 500", "config /etc/raftlm/node.toml: timing.lease_ms: (500) must be less than timing.election_timeout_min_ms (400): a lease must run out before another node can be elected"),
+            ("data_dir = \"data/node2\"", "data_dir = \"data/node2\"\n[timing]\nlease_ms = 90", "config /etc/raftlm/node.toml: timing.lease_ms: (90) must be greater than timing.heartbeat_ms (100): the lease is renewed once per heartbeat"),
+            ("data_dir = \"data/node2\"", "data_dir = \"data/node2\"\n[access_point]\nmode = \"command\"\naddress = \"10.0.0.100:27000\"", "config /etc/raftlm/node.toml: access_point.up: command mode needs an up command"),
+        ];
+        for (from, to, expected) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            assert_eq!(parse(&text).unwrap_err(), expected, "config:\n{text}");
+        }
+    }
+
+    // A misspelt field is an error naming it, not a silently ignored setting.
+    #[test]
+    fn unknown_fields_are_refused() {
+        let error = parse(&GOOD.replace("node_id = 2", "node_id = 2\nnode_idd = 3")).unwrap_err();
+        assert!(error.contains("unknown field `node_idd`"), "{error}");
+        assert!(error.starts_with("config /etc/raftlm/node.toml: "), "{error}");
+    }
+}

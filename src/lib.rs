@@ -1,0 +1,12 @@
+//! raftlm — a floating-license server that runs as a three-node Raft cluster.
+//!
+//! See `docs/architecture.md` for the layers and how they fit together.
+
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod license;
+pub mod node;
+pub mod proto;
+pub mod raft;
+pub mod server;

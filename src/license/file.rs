@@ -1,0 +1,937 @@
+//! The license file format: a parser that turns text into a [`LicenseFile`].
+//!
+//! A license file is what a vendor issues for one cluster. It looks like a
+//! FlexNet file, one statement per line:
+//!
+//! ```text
+//! # issued to Example Corp
+//! SERVER LICSRV ANY 27000
+//! VENDOR acme
+//! FEATURE cad acme 2.0 31-dec-2027 25 ISSUED=22-nov-2026 \
+//!     NOTICE="Example Corp" SIGN="ed25519:..."
+//! INCREMENT cad acme 2.0 permanent 5 SIGN="ed25519:..."
+//! ```
+//!
+//! Lexical rules: `#` starts a comment that runs to the end of the line
+//! (outside quotes); a `\` that is the last thing on a line (before any
+//! comment) continues the statement on the next line, and the line break then
+//! separates tokens like a space; blank lines are ignored; tokens are separated
+//! by spaces or tabs (a trailing `\r` is ignored, so CRLF files work); a token
+//! may contain double-quoted parts (`NOTICE="two words"`), inside which `\"`
+//! and `\\` are the only escapes. Keywords are case-insensitive.
+//!
+//! Statements: exactly one `SERVER <access-point-name> <hostid> <port>`; at
+//! least one `VENDOR <name> [KEY=value ...]`; any number of
+//! `FEATURE|INCREMENT <feature> <vendor> <version> <expiry> <count> [KEY=value ...]`.
+//! Every feature line's vendor must be declared by a `VENDOR` line somewhere in
+//! the file, and a file may hold only one `FEATURE` line per feature and vendor
+//! (further seats come from `INCREMENT` lines). `docs/license-format.md` has
+//! the full grammar and a table of every error.
+//!
+//! Why a hand-written parser: the messages are part of the product. Every
+//! error is a [`ParseError`] that names the file, the 1-based line and
+//! character column of the offending token, what was found and what was
+//! expected, so an administrator can fix a typo without reading this code.
+//! Parsing stops at the first error.
+//!
+//! The parser keeps the byte span of every feature statement and of its
+//! `SIGN=` token, so the signing tool can rewrite a file while keeping its
+//! comments and layout (see [`crate::license::signature::sign_text`]).
+//!
+//! Left out on purpose: signature checking and the binding to the cluster name
+//! (that is [`crate::license::signature`]), expiry against the clock, and the
+//! FlexNet statements raftlm has no use for (`USE_SERVER`, `PACKAGE`,
+//! `UPGRADE`, host ids with meaning, vendor daemon paths). The parser does no
+//! I/O: it is given the text and the name to use in messages.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::license::feature::{Date, Expiry, FeatureLine, LineKind};
+
+/// The largest license file accepted, in bytes. A real file has a few dozen
+/// lines; the limit keeps line and column numbers small and bounds the work
+/// an import request can cause.
+pub const LICENSE_FILE_BYTES_MAX: usize = 1 << 20;
+
+/// The prefix of every `SIGN=` value: the signature scheme.
+pub const SIGN_SCHEME_PREFIX: &str = "ed25519:";
+
+/// A parsed license file: its server binding, vendors and feature lines, in
+/// file order. Signatures are carried but not checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicenseFile {
+    /// The `SERVER` line: the access point the file is issued for.
+    pub server: ServerLine,
+    /// The `VENDOR` lines, in file order.
+    pub vendors: Vec<VendorLine>,
+    /// The `FEATURE` and `INCREMENT` lines, in file order.
+    pub lines: Vec<ParsedFeature>,
+}
+
+/// `SERVER <access-point-name> <hostid> <port>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLine {
+    /// The access point (cluster) name the file is issued for, e.g. `LICSRV`.
+    /// Compared case-sensitively with the cluster name.
+    pub name: String,
+    /// The host id as written (free text such as `ANY`); informational only.
+    pub hostid: String,
+    /// The TCP port clients use, 1–65535.
+    pub port: u16,
+    /// The 1-based line of the `SERVER` keyword.
+    pub line: u32,
+}
+
+/// `VENDOR <name> [KEY=value ...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorLine {
+    /// The vendor name, e.g. `acme`.
+    pub name: String,
+    /// `KEY=value` attributes, in file order, keys as written.
+    pub attributes: Vec<(String, String)>,
+    /// The 1-based line of the `VENDOR` keyword.
+    pub line: u32,
+}
+
+/// A `FEATURE` or `INCREMENT` line as written in the file: the fields of a
+/// [`FeatureLine`], a signature that may be missing, and the positions needed
+/// for messages and for rewriting the line when it is signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedFeature {
+    /// `FEATURE` or `INCREMENT`.
+    pub kind: LineKind,
+    /// The feature name, e.g. `cad`.
+    pub feature: String,
+    /// The vendor name; declared by a `VENDOR` line of the same file.
+    pub vendor: String,
+    /// The version as written, e.g. `2.0`.
+    pub version: String,
+    /// When the line stops granting seats.
+    pub expiry: Expiry,
+    /// Seats this line licenses (at least 1).
+    pub seats: u32,
+    /// Every `KEY=value` attribute except `SIGN`, in file order, keys and
+    /// values as written (unquoted). `ISSUED` is included.
+    pub attributes: Vec<(String, String)>,
+    /// The `ISSUED=` date, if the line has one (it is also in `attributes`).
+    pub issued: Option<Date>,
+    /// The `SIGN=` value (`ed25519:<base64>`), if the line is signed. Its
+    /// shape is checked by the parser; whether it is valid is not.
+    pub signature: Option<String>,
+    /// The 1-based line of the keyword.
+    pub line: u32,
+    /// Byte range of the statement in the text, from the first character of
+    /// the keyword to the last character of its last token (comments and a
+    /// trailing `\` excluded).
+    pub span: Range<usize>,
+    /// Byte range of the whole `SIGN=...` token, if the line has one.
+    pub sign_span: Option<Range<usize>>,
+}
+
+impl ParsedFeature {
+    /// The line as the state machine holds it, or `None` if it is unsigned.
+    ///
+    /// This does not check the signature: call
+    /// [`crate::license::signature::verify`] for lines from an untrusted source.
+    pub fn to_feature_line(&self) -> Option<FeatureLine> {
+        Some(FeatureLine {
+            kind: self.kind,
+            feature: self.feature.clone(),
+            vendor: self.vendor.clone(),
+            version: self.version.clone(),
+            expiry: self.expiry,
+            seats: self.seats,
+            attributes: self.attributes.clone(),
+            signature: self.signature.clone()?,
+            line: self.line,
+        })
+    }
+}
+
+/// A license file that could not be parsed. Displays as
+/// `FILE:LINE:COLUMN: <what was found>, expected <what was expected>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {kind}")]
+pub struct ParseError {
+    /// The file name given to [`parse`].
+    pub file: String,
+    /// 1-based line of the offending token.
+    pub line: u32,
+    /// 1-based character (not byte) column of the offending token.
+    pub column: u32,
+    /// What is wrong.
+    pub kind: ParseErrorKind,
+}
+
+/// What is wrong in a license file. Each variant's message reads
+/// "what was found, expected what".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseErrorKind {
+    /// The text is longer than [`LICENSE_FILE_BYTES_MAX`].
+    #[error("the file is {bytes} bytes long, expected at most {max} bytes")]
+    TooLong {
+        /// The length of the text.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A `"` opens a quoted value that the line does not close.
+    #[error("a quoted value is not closed, expected a closing \" on the same line")]
+    UnterminatedQuote,
+    /// A backslash inside quotes is followed by something other than `"` or `\`.
+    #[error("escape \"\\{found}\" inside quotes, expected \\\" or \\\\")]
+    BadEscape {
+        /// The character after the backslash.
+        found: char,
+    },
+    /// The last line of the file ends with a continuation backslash.
+    #[error("the last line ends with \\, expected another line to continue the statement")]
+    ContinuationAtEnd,
+    /// A statement starts with a word that is not a keyword.
+    #[error("unknown keyword {found:?}, expected SERVER, VENDOR, FEATURE or INCREMENT")]
+    UnknownKeyword {
+        /// The first token of the statement.
+        found: String,
+    },
+    /// A statement ends before one of its fields.
+    #[error("the {keyword} line ends before the {field}, expected {usage}")]
+    MissingField {
+        /// The statement's keyword, e.g. `FEATURE`.
+        keyword: &'static str,
+        /// The missing field, e.g. `count`.
+        field: &'static str,
+        /// The statement's syntax.
+        usage: &'static str,
+    },
+    /// A statement that takes no attributes has a token after its last field.
+    #[error("unexpected {found:?} after the {after}, expected the end of the {keyword} line")]
+    ExtraToken {
+        /// The statement's keyword.
+        keyword: &'static str,
+        /// The last field of the statement.
+        after: &'static str,
+        /// The extra token.
+        found: String,
+    },
+    /// A feature, vendor or access point name has characters outside `[A-Za-z0-9_.-]`.
+    #[error("{what} name {found:?} is not a name, expected letters, digits, '_', '.' or '-'")]
+    BadName {
+        /// Which name: `access point`, `vendor` or `feature`.
+        what: &'static str,
+        /// The token.
+        found: String,
+    },
+    /// A version has characters outside `[A-Za-z0-9_.-]`.
+    #[error(
+        "version {found:?} is not a version, expected letters, digits, '_', '.' or '-' (e.g. 2.0)"
+    )]
+    BadVersion {
+        /// The token.
+        found: String,
+    },
+    /// The `SERVER` port is not a number from 1 to 65535.
+    #[error("port {found:?} is not a port number, expected a whole number from 1 to 65535")]
+    BadPort {
+        /// The token.
+        found: String,
+    },
+    /// The expiry is neither a date nor `permanent`.
+    #[error(
+        "expiry {found:?} is not a date, expected dd-mmm-yyyy (e.g. 31-dec-2027) or \"permanent\""
+    )]
+    BadExpiry {
+        /// The token.
+        found: String,
+    },
+    /// The count is not a whole number that fits in 32 bits.
+    #[error(
+        "count {found:?} is not a number of seats, expected a whole number from 1 to 4294967295"
+    )]
+    BadCount {
+        /// The token.
+        found: String,
+    },
+    /// The count is zero.
+    #[error(
+        "count {found:?} licenses no seats, expected at least 1 (a feature line must license at least one seat)"
+    )]
+    ZeroCount {
+        /// The token as written (`0`, `000`, ...).
+        found: String,
+    },
+    /// A token after the fixed fields is not `KEY=value`.
+    #[error(
+        "{found:?} is not a KEY=value attribute, expected KEY=value with a KEY of letters, digits and '_'"
+    )]
+    NotAttribute {
+        /// The token.
+        found: String,
+    },
+    /// The same attribute key (compared case-insensitively) appears twice on a line.
+    #[error(
+        "a second {key} attribute, expected each key at most once per line (the first is at column {first_column})"
+    )]
+    DuplicateAttribute {
+        /// The key as written the second time.
+        key: String,
+        /// Column of the first occurrence.
+        first_column: u32,
+    },
+    /// The `ISSUED=` value is not a date.
+    #[error("ISSUED date {found:?} is not a date, expected dd-mmm-yyyy (e.g. 22-nov-2026)")]
+    BadIssued {
+        /// The value.
+        found: String,
+    },
+    /// The `SIGN=` value is not `ed25519:` followed by the base64 of 72 bytes.
+    #[error(
+        "SIGN value {found:?} is not a signature, expected \"ed25519:\" and 96 base64 characters as written by raftlm license sign"
+    )]
+    BadSignatureValue {
+        /// The value.
+        found: String,
+    },
+    /// A second `SERVER` line.
+    #[error(
+        "a second SERVER line, expected exactly one SERVER line per file (the first is line {first_line})"
+    )]
+    DuplicateServer {
+        /// The line of the first `SERVER`.
+        first_line: u32,
+    },
+    /// The file has no `SERVER` line.
+    #[error(
+        "no SERVER line in the file, expected one SERVER line naming the access point (e.g. SERVER LICSRV ANY 27000)"
+    )]
+    NoServer,
+    /// A second `VENDOR` line for the same vendor.
+    #[error(
+        "a second VENDOR line for {name:?}, expected one VENDOR line per vendor (the first is line {first_line})"
+    )]
+    DuplicateVendor {
+        /// The vendor name.
+        name: String,
+        /// The line of the first declaration.
+        first_line: u32,
+    },
+    /// The file has no `VENDOR` line.
+    #[error(
+        "no VENDOR line in the file, expected at least one VENDOR line declaring the vendor (e.g. VENDOR acme)"
+    )]
+    NoVendor,
+    /// A feature line names a vendor that no `VENDOR` line declares.
+    #[error("vendor {name:?} is not declared, expected a VENDOR {name} line in the file")]
+    UndeclaredVendor {
+        /// The vendor name on the feature line.
+        name: String,
+    },
+    /// A second `FEATURE` line for the same feature and vendor.
+    #[error(
+        "a second FEATURE line for {feature:?} of vendor {vendor:?}, expected INCREMENT to add seats to a feature (the first FEATURE line is line {first_line})"
+    )]
+    DuplicateFeature {
+        /// The feature name.
+        feature: String,
+        /// The vendor name.
+        vendor: String,
+        /// The line of the first `FEATURE` line.
+        first_line: u32,
+    },
+}
+
+const SERVER_USAGE: &str = "SERVER <access-point-name> <hostid> <port>";
+const VENDOR_USAGE: &str = "VENDOR <name> [KEY=value ...]";
+const FEATURE_USAGE: &str = "FEATURE <feature> <vendor> <version> <expiry> <count> [KEY=value ...]";
+const INCREMENT_USAGE: &str =
+    "INCREMENT <feature> <vendor> <version> <expiry> <count> [KEY=value ...]";
+
+/// Parses the text of a license file. `file_name` is only used in messages.
+///
+/// Returns the first error found, in file order; checks that need the whole
+/// file (a `SERVER` and a `VENDOR` line exist, every feature's vendor is
+/// declared) come after the line-by-line checks.
+pub fn parse(file_name: &str, text: &str) -> Result<LicenseFile, ParseError> {
+    let fail = |line: u32, column: u32, kind: ParseErrorKind| ParseError {
+        file: file_name.to_string(),
+        line,
+        column,
+        kind,
+    };
+    if text.len() > LICENSE_FILE_BYTES_MAX {
+        return Err(fail(
+            1,
+            1,
+            ParseErrorKind::TooLong {
+                bytes: text.len(),
+                max: LICENSE_FILE_BYTES_MAX,
+            },
+        ));
+    }
+    let statements =
+        split_statements(text).map_err(|(line, column, kind)| fail(line, column, kind))?;
+
+    let mut server: Option<ServerLine> = None;
+    let mut vendors: Vec<VendorLine> = Vec::new();
+    let mut lines: Vec<ParsedFeature> = Vec::new();
+    // Where each feature line's vendor token is, for the undeclared-vendor check.
+    let mut vendor_positions: Vec<(u32, u32)> = Vec::new();
+    let mut first_feature: HashMap<(String, String), u32> = HashMap::new();
+
+    for tokens in &statements {
+        let result = parse_statement(tokens);
+        let statement = result.map_err(|(line, column, kind)| fail(line, column, kind))?;
+        match statement {
+            Statement::Server(s, column) => {
+                if let Some(first) = &server {
+                    return Err(fail(
+                        s.line,
+                        column,
+                        ParseErrorKind::DuplicateServer {
+                            first_line: first.line,
+                        },
+                    ));
+                }
+                server = Some(s);
+            }
+            Statement::Vendor(v, name_column) => {
+                if let Some(first) = vendors.iter().find(|f| f.name == v.name) {
+                    return Err(fail(
+                        v.line,
+                        name_column,
+                        ParseErrorKind::DuplicateVendor {
+                            name: v.name.clone(),
+                            first_line: first.line,
+                        },
+                    ));
+                }
+                vendors.push(v);
+            }
+            Statement::Feature(f, keyword_column, vendor_column) => {
+                if f.kind == LineKind::Feature {
+                    let key = (f.feature.clone(), f.vendor.clone());
+                    if let Some(&first_line) = first_feature.get(&key) {
+                        return Err(fail(
+                            f.line,
+                            keyword_column,
+                            ParseErrorKind::DuplicateFeature {
+                                feature: f.feature.clone(),
+                                vendor: f.vendor.clone(),
+                                first_line,
+                            },
+                        ));
+                    }
+                    first_feature.insert(key, f.line);
+                }
+                vendor_positions.push((f.line, vendor_column));
+                lines.push(f);
+            }
+        }
+    }
+
+    let Some(server) = server else {
+        return Err(fail(1, 1, ParseErrorKind::NoServer));
+    };
+    if vendors.is_empty() {
+        return Err(fail(1, 1, ParseErrorKind::NoVendor));
+    }
+    for (f, &(line, column)) in lines.iter().zip(&vendor_positions) {
+        if !vendors.iter().any(|v| v.name == f.vendor) {
+            return Err(fail(
+                line,
+                column,
+                ParseErrorKind::UndeclaredVendor {
+                    name: f.vendor.clone(),
+                },
+            ));
+        }
+    }
+    Ok(LicenseFile {
+        server,
+        vendors,
+        lines,
+    })
+}
+
+/// An error before the file name is attached: line, column, kind.
+type Located = (u32, u32, ParseErrorKind);
+
+/// One token of a statement.
+#[derive(Debug, Clone)]
+struct Token {
+    /// The text with quotes removed and escapes resolved.
+    value: String,
+    /// Byte range of the token as written.
+    span: Range<usize>,
+    /// 1-based line.
+    line: u32,
+    /// 1-based character column of the first character.
+    column: u32,
+    /// 1-based character column just after the last character.
+    end_column: u32,
+    /// Byte index in `value` of the first `=` written outside quotes.
+    eq: Option<usize>,
+}
+
+/// Splits the text into statements (lists of tokens), joining continued lines.
+fn split_statements(text: &str) -> Result<Vec<Vec<Token>>, Located> {
+    let mut statements = Vec::new();
+    let mut current: Vec<Token> = Vec::new();
+    // Where the pending continuation backslash is, if the statement continues.
+    let mut continuation: Option<(u32, u32)> = None;
+    let mut line_start = 0usize;
+    let mut line_no = 0u32;
+    for raw in text.split_inclusive('\n') {
+        line_no += 1;
+        let line = raw.strip_suffix('\n').unwrap_or(raw);
+        let (tokens, continues) = lex_line(line, line_start, line_no)?;
+        line_start += raw.len();
+        current.extend(tokens);
+        continuation = continues.map(|column| (line_no, column));
+        if continuation.is_none() && !current.is_empty() {
+            statements.push(std::mem::take(&mut current));
+        }
+    }
+    if let Some((line, column)) = continuation {
+        return Err((line, column, ParseErrorKind::ContinuationAtEnd));
+    }
+    Ok(statements)
+}
+
+fn is_blank(c: char) -> bool {
+    c == ' ' || c == '\t' || c == '\r' || c == '\x0b' || c == '\x0c'
+}
+
+/// Lexes one physical line (without its `\n`). Returns its tokens and, if it
+/// ends with a continuation backslash, that backslash's column.
+fn lex_line(
+    line: &str,
+    line_start: usize,
+    line_no: u32,
+) -> Result<(Vec<Token>, Option<u32>), Located> {
+    let chars: Vec<(usize, char)> = line.char_indices().collect();
+    let byte_at = |i: usize| chars.get(i).map_or(line.len(), |&(b, _)| b);
+    // Column numbers are char indices + 1; a line is at most
+    // LICENSE_FILE_BYTES_MAX bytes, so they fit in u32.
+    let column = |i: usize| u32::try_from(i + 1).unwrap_or(u32::MAX);
+    // A `\` is a continuation if only blanks, then optionally a comment, follow it.
+    let is_continuation = |i: usize| {
+        chars[i + 1..]
+            .iter()
+            .map(|&(_, c)| c)
+            .find(|&c| !is_blank(c))
+            .is_none_or(|c| c == '#')
+    };
+
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < chars.len() && is_blank(chars[i].1) {
+            i += 1;
+        }
+        if i == chars.len() || chars[i].1 == '#' {
+            return Ok((tokens, None));
+        }
+        if chars[i].1 == '\\' && is_continuation(i) {
+            return Ok((tokens, Some(column(i))));
+        }
+        let start = i;
+        let mut value = String::new();
+        let mut eq = None;
+        while i < chars.len() {
+            let c = chars[i].1;
+            if is_blank(c) || c == '#' || (c == '\\' && is_continuation(i)) {
+                break;
+            }
+            if c == '"' {
+                let quote = i;
+                i += 1;
+                loop {
+                    let Some(&(_, c)) = chars.get(i) else {
+                        return Err((line_no, column(quote), ParseErrorKind::UnterminatedQuote));
+                    };
+                    match c {
+                        '"' => {
+                            i += 1;
+                            break;
+                        }
+                        '\\' => match chars.get(i + 1) {
+                            Some(&(_, next @ ('"' | '\\'))) => {
+                                value.push(next);
+                                i += 2;
+                            }
+                            Some(&(_, next)) => {
+                                return Err((
+                                    line_no,
+                                    column(i),
+                                    ParseErrorKind::BadEscape { found: next },
+                                ));
+                            }
+                            None => {
+                                return Err((
+                                    line_no,
+                                    column(quote),
+                                    ParseErrorKind::UnterminatedQuote,
+                                ));
+                            }
+                        },
+                        _ => {
+                            value.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                continue;
+            }
+            if c == '=' && eq.is_none() {
+                eq = Some(value.len());
+            }
+            value.push(c);
+            i += 1;
+        }
+        tokens.push(Token {
+            value,
+            span: line_start + byte_at(start)..line_start + byte_at(i),
+            line: line_no,
+            column: column(start),
+            end_column: column(i),
+            eq,
+        });
+    }
+}
+
+/// A parsed statement, with the columns later whole-file checks point at.
+enum Statement {
+    /// The server line and the column of its keyword.
+    Server(ServerLine, u32),
+    /// The vendor line and the column of its name.
+    Vendor(VendorLine, u32),
+    /// The feature line, the column of its keyword and of its vendor token.
+    Feature(ParsedFeature, u32, u32),
+}
+
+/// Fixed fields of a statement, taken one at a time with a clear error when missing.
+struct Fields<'a> {
+    tokens: &'a [Token],
+    next: usize,
+    keyword: &'static str,
+    usage: &'static str,
+}
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, field: &'static str) -> Result<&'a Token, Located> {
+        if let Some(token) = self.tokens.get(self.next) {
+            self.next += 1;
+            return Ok(token);
+        }
+        // Point just after the last token of the statement.
+        let (line, column) = self
+            .tokens
+            .last()
+            .map_or((1, 1), |t| (t.line, t.end_column));
+        Err((
+            line,
+            column,
+            ParseErrorKind::MissingField {
+                keyword: self.keyword,
+                field,
+                usage: self.usage,
+            },
+        ))
+    }
+
+    fn rest(&self) -> &'a [Token] {
+        self.tokens.get(self.next..).unwrap_or(&[])
+    }
+}
+
+fn parse_statement(tokens: &[Token]) -> Result<Statement, Located> {
+    let Some(keyword) = tokens.first() else {
+        // split_statements never yields an empty statement.
+        return Err((
+            1,
+            1,
+            ParseErrorKind::UnknownKeyword {
+                found: String::new(),
+            },
+        ));
+    };
+    match keyword.value.to_ascii_uppercase().as_str() {
+        "SERVER" => parse_server(tokens),
+        "VENDOR" => parse_vendor(tokens),
+        "FEATURE" => parse_feature(tokens, LineKind::Feature),
+        "INCREMENT" => parse_feature(tokens, LineKind::Increment),
+        _ => Err((
+            keyword.line,
+            keyword.column,
+            ParseErrorKind::UnknownKeyword {
+                found: keyword.value.clone(),
+            },
+        )),
+    }
+}
+
+fn parse_server(tokens: &[Token]) -> Result<Statement, Located> {
+    let mut fields = Fields {
+        tokens,
+        next: 0,
+        keyword: "SERVER",
+        usage: SERVER_USAGE,
+    };
+    let keyword = fields.take("keyword")?;
+    let name = name(fields.take("access point name")?, "access point")?;
+    let hostid = fields.take("hostid")?.value.clone();
+    let port_token = fields.take("port")?;
+    let port = parse_digits(&port_token.value)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|&p| p != 0)
+        .ok_or_else(|| {
+            at(
+                port_token,
+                ParseErrorKind::BadPort {
+                    found: port_token.value.clone(),
+                },
+            )
+        })?;
+    if let Some(extra) = fields.rest().first() {
+        return Err(at(
+            extra,
+            ParseErrorKind::ExtraToken {
+                keyword: "SERVER",
+                after: "port",
+                found: extra.value.clone(),
+            },
+        ));
+    }
+    Ok(Statement::Server(
+        ServerLine {
+            name,
+            hostid,
+            port,
+            line: keyword.line,
+        },
+        keyword.column,
+    ))
+}
+
+fn parse_vendor(tokens: &[Token]) -> Result<Statement, Located> {
+    let mut fields = Fields {
+        tokens,
+        next: 0,
+        keyword: "VENDOR",
+        usage: VENDOR_USAGE,
+    };
+    let keyword = fields.take("keyword")?;
+    let name_token = fields.take("vendor name")?;
+    let name = name(name_token, "vendor")?;
+    let attributes = attributes(fields.rest())?
+        .into_iter()
+        .map(|a| (a.key, a.value))
+        .collect();
+    Ok(Statement::Vendor(
+        VendorLine {
+            name,
+            attributes,
+            line: keyword.line,
+        },
+        name_token.column,
+    ))
+}
+
+fn parse_feature(tokens: &[Token], kind: LineKind) -> Result<Statement, Located> {
+    let mut fields = Fields {
+        tokens,
+        next: 0,
+        keyword: kind.keyword(),
+        usage: match kind {
+            LineKind::Feature => FEATURE_USAGE,
+            LineKind::Increment => INCREMENT_USAGE,
+        },
+    };
+    let keyword = fields.take("keyword")?;
+    let feature = name(fields.take("feature name")?, "feature")?;
+    let vendor_token = fields.take("vendor name")?;
+    let vendor = name(vendor_token, "vendor")?;
+    let version_token = fields.take("version")?;
+    if !is_name(&version_token.value) {
+        return Err(at(
+            version_token,
+            ParseErrorKind::BadVersion {
+                found: version_token.value.clone(),
+            },
+        ));
+    }
+    let expiry_token = fields.take("expiry")?;
+    let expiry = parse_expiry(&expiry_token.value).ok_or_else(|| {
+        at(
+            expiry_token,
+            ParseErrorKind::BadExpiry {
+                found: expiry_token.value.clone(),
+            },
+        )
+    })?;
+    let count_token = fields.take("count")?;
+    let seats = match parse_digits(&count_token.value).map(u32::try_from) {
+        Some(Ok(0)) => {
+            return Err(at(
+                count_token,
+                ParseErrorKind::ZeroCount {
+                    found: count_token.value.clone(),
+                },
+            ));
+        }
+        Some(Ok(seats)) => seats,
+        _ => {
+            return Err(at(
+                count_token,
+                ParseErrorKind::BadCount {
+                    found: count_token.value.clone(),
+                },
+            ));
+        }
+    };
+
+    let mut attrs = Vec::new();
+    let mut issued = None;
+    let mut signature = None;
+    let mut sign_span = None;
+    for attribute in attributes(fields.rest())? {
+        if attribute.key.eq_ignore_ascii_case("SIGN") {
+            if !is_sign_value(&attribute.value) {
+                return Err(at(
+                    attribute.token,
+                    ParseErrorKind::BadSignatureValue {
+                        found: attribute.value,
+                    },
+                ));
+            }
+            signature = Some(attribute.value);
+            sign_span = Some(attribute.token.span.clone());
+            continue;
+        }
+        if attribute.key.eq_ignore_ascii_case("ISSUED") {
+            let Some(date) = Date::parse(&attribute.value) else {
+                return Err(at(
+                    attribute.token,
+                    ParseErrorKind::BadIssued {
+                        found: attribute.value,
+                    },
+                ));
+            };
+            issued = Some(date);
+        }
+        attrs.push((attribute.key, attribute.value));
+    }
+    let last = tokens.last().unwrap_or(keyword);
+    Ok(Statement::Feature(
+        ParsedFeature {
+            kind,
+            feature,
+            vendor,
+            version: version_token.value.clone(),
+            expiry,
+            seats,
+            attributes: attrs,
+            issued,
+            signature,
+            line: keyword.line,
+            span: keyword.span.start..last.span.end,
+            sign_span,
+        },
+        keyword.column,
+        vendor_token.column,
+    ))
+}
+
+fn at(token: &Token, kind: ParseErrorKind) -> Located {
+    (token.line, token.column, kind)
+}
+
+/// Whether `text` is a name: one or more of `[A-Za-z0-9_.-]`.
+pub fn is_name(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+fn name(token: &Token, what: &'static str) -> Result<String, Located> {
+    if is_name(&token.value) {
+        Ok(token.value.clone())
+    } else {
+        Err(at(
+            token,
+            ParseErrorKind::BadName {
+                what,
+                found: token.value.clone(),
+            },
+        ))
+    }
+}
+
+/// A non-empty string of ASCII digits as a number (`None` if not digits or too large).
+fn parse_digits(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn parse_expiry(text: &str) -> Option<Expiry> {
+    if text.eq_ignore_ascii_case("permanent") {
+        Some(Expiry::Permanent)
+    } else {
+        Date::parse(text).map(Expiry::On)
+    }
+}
+
+/// Whether a `SIGN=` value has the shape `ed25519:` + base64 of 72 bytes.
+fn is_sign_value(value: &str) -> bool {
+    value
+        .strip_prefix(SIGN_SCHEME_PREFIX)
+        .is_some_and(|b64| crate::license::signature::decode_sign_payload(b64).is_some())
+}
+
+/// One `KEY=value` token.
+struct Attribute<'a> {
+    key: String,
+    value: String,
+    token: &'a Token,
+}
+
+fn is_key(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Parses trailing `KEY=value` tokens, refusing anything else and repeated keys.
+fn attributes(tokens: &[Token]) -> Result<Vec<Attribute<'_>>, Located> {
+    let mut out: Vec<Attribute<'_>> = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        let split = token
+            .eq
+            .and_then(|i| Some((token.value.get(..i)?, token.value.get(i + 1..)?)));
+        let Some((key, value)) = split.filter(|(key, _)| is_key(key)) else {
+            return Err(at(
+                token,
+                ParseErrorKind::NotAttribute {
+                    found: token.value.clone(),
+                },
+            ));
+        };
+        if let Some(first) = out.iter().find(|a| a.key.eq_ignore_ascii_case(key)) {
+            return Err(at(
+                token,
+                ParseErrorKind::DuplicateAttribute {
+                    key: key.to_string(),
+                    first_column: first.token.column,
+                },
+            ));
+        }
+        out.push(Attribute {
+            key: key.to_string(),
+            value: value.to_string(),
+            token,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,11 @@
+//! The license domain: license files, signatures, and the replicated license state.
+//!
+//! Pure code: no tokio, no sled, no tonic, no clock. Time enters as
+//! milliseconds passed in by the caller.
+
+pub mod feature;
+pub mod file;
+pub mod signature;
+pub mod state;
+
+pub use feature::{Date, Expiry, FeatureLine, LineKind};

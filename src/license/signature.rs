@@ -1,0 +1,870 @@
+//! Vendor keys, and Ed25519 signing and verification of license files.
+//!
+//! A vendor signs each `FEATURE`/`INCREMENT` line of a license file with its
+//! secret key; a cluster accepts a line only if it is signed by a key it
+//! trusts. What is signed is the line's **canonical form** ([`canonical_form`]),
+//! a byte string that holds every field that gives the line its meaning *and
+//! the access point name of the file's `SERVER` line*. Editing any field
+//! breaks the signature, and so does moving the file to another cluster.
+//!
+//! # Canonical form
+//!
+//! ```text
+//! raftlm-license-v1 LF
+//! server    SP len SP <SERVER name>                 LF
+//! keyword   SP len SP FEATURE | INCREMENT           LF
+//! feature   SP len SP <feature>                     LF
+//! vendor    SP len SP <vendor>                      LF
+//! version   SP len SP <version>                     LF
+//! expiry    SP len SP <dd-mmm-yyyy | permanent>     LF   (lowercase, two-digit day)
+//! count     SP len SP <seats, decimal, no zeros in front> LF
+//! then, for every attribute except SIGN, in file order:
+//! key       SP len SP <KEY as written>              LF
+//! value     SP len SP <value, unquoted>             LF
+//! ```
+//!
+//! `len` is the decimal byte length of the field that follows it, so a field
+//! may hold any byte (even a line feed) and no two different lines share a
+//! canonical form. Not covered: comments, spacing, quoting, continuation,
+//! the order of lines, the `SERVER` host id and port, and `VENDOR` lines —
+//! none of them changes what is licensed.
+//!
+//! # SIGN values
+//!
+//! `SIGN="ed25519:" base64(key id ‖ signature)`: standard base64 with padding
+//! of 72 bytes (96 characters), the 8-byte [`KeyId`] of the signing key (the
+//! first 8 bytes of its public key) followed by the 64-byte Ed25519 signature
+//! of the canonical form. The key id only lets a cluster tell "signed by a key
+//! I do not trust" apart from "changed after signing"; the signature is always
+//! checked against the full trusted public key (strict verification, so a
+//! signature has exactly one valid encoding).
+//!
+//! # Key files
+//!
+//! One key per file, on one line; blank lines and lines starting with `#` are
+//! ignored:
+//!
+//! ```text
+//! PREFIX.key: raftlm-vendor-secret-key-v1 <vendor or *> <base64 of the 32-byte seed>
+//! PREFIX.pub: raftlm-vendor-public-key-v1 <vendor or *> <base64 of the 32-byte public key>
+//! ```
+//!
+//! The vendor field binds a key to one vendor name: a cluster that trusts
+//! `acme`'s key accepts it only on lines of vendor `acme`, so one vendor
+//! cannot issue seats of another's features. `*` means any vendor.
+//!
+//! Left out: the clock (the caller passes `now_ms`), key storage policy (the
+//! CLI writes the files), revocation and key rotation beyond trusting several
+//! keys.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use rand::RngCore as _;
+
+use crate::license::feature::{Date, Expiry, FeatureLine};
+use crate::license::file::{self, LicenseFile, ParseError, ParsedFeature, SIGN_SCHEME_PREFIX};
+
+/// The first bytes of every canonical form: the scheme and its version, so a
+/// signature made for anything else can never verify as a license line.
+pub const CANONICAL_PREFIX: &[u8] = b"raftlm-license-v1\n";
+
+/// The first word of a secret key file.
+pub const SECRET_KEY_MAGIC: &str = "raftlm-vendor-secret-key-v1";
+
+/// The first word of a public key file.
+pub const PUBLIC_KEY_MAGIC: &str = "raftlm-vendor-public-key-v1";
+
+/// The vendor field of a key that may sign for any vendor.
+pub const ANY_VENDOR: &str = "*";
+
+/// The largest key file accepted, in bytes (a key file is one short line).
+pub const KEY_FILE_BYTES_MAX: u64 = 64 * 1024;
+
+/// Bytes of a key id.
+const KEY_ID_LEN: usize = 8;
+/// Bytes of the decoded `SIGN` payload: key id then signature.
+const SIGN_PAYLOAD_LEN: usize = KEY_ID_LEN + 64;
+
+/// A short name for a vendor key: the first 8 bytes of its public key,
+/// shown as 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub [u8; KEY_ID_LEN]);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A vendor's public key, as a cluster trusts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorPublicKey {
+    /// `None`: any vendor.
+    vendor: Option<String>,
+    key: VerifyingKey,
+}
+
+/// A vendor's secret signing key. Its `Debug` output shows only the key id.
+#[derive(Clone)]
+pub struct VendorSigningKey {
+    /// `None`: any vendor.
+    vendor: Option<String>,
+    key: SigningKey,
+}
+
+impl fmt::Debug for VendorSigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VendorSigningKey")
+            .field("vendor", &self.vendor)
+            .field("key_id", &self.public_key().key_id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key file that could not be read or understood. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file could not be read.
+    #[error("cannot read key file {file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file is larger than [`KEY_FILE_BYTES_MAX`].
+    #[error("{file}: the key file is larger than {max} bytes, expected one line")]
+    TooLong {
+        /// The file.
+        file: String,
+        /// The limit.
+        max: u64,
+    },
+    /// The file holds no key line.
+    #[error("{file}: no key in the file, expected a line `{magic} VENDOR BASE64`")]
+    Empty {
+        /// The file.
+        file: String,
+        /// The expected first word.
+        magic: &'static str,
+    },
+    /// The key line does not start with the expected word.
+    #[error("{file}:{line}: found {found:?}, expected {magic} ({hint})")]
+    WrongKind {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u32,
+        /// The first word found.
+        found: String,
+        /// The expected first word.
+        magic: &'static str,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// The key line does not have three words.
+    #[error("{file}:{line}: the key line has {words} words, expected `{magic} VENDOR BASE64`")]
+    WrongShape {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u32,
+        /// How many words it has.
+        words: usize,
+        /// The expected first word.
+        magic: &'static str,
+    },
+    /// More than one key line.
+    #[error("{file}:{line}: a second key line, expected one key per file")]
+    SecondKey {
+        /// The file.
+        file: String,
+        /// 1-based line of the second key.
+        line: u32,
+    },
+    /// The vendor field is neither a name nor `*`.
+    #[error("{file}:{line}: vendor {found:?} is not a vendor name, expected a name or *")]
+    BadVendor {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u32,
+        /// The field.
+        found: String,
+    },
+    /// The key is not base64 of 32 bytes, or not a valid Ed25519 public key.
+    #[error(
+        "{file}:{line}: the key is not {what}, expected the base64 of 32 bytes as written by raftlm license keygen"
+    )]
+    BadKey {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u32,
+        /// What is wrong, e.g. `valid base64`.
+        what: &'static str,
+    },
+}
+
+/// Why a license file could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The file does not parse.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The key is bound to another vendor than a line's.
+    #[error(
+        "{file}:{line}: {keyword} {feature:?} is for vendor {vendor:?} but the key is vendor {key_vendor:?}'s: sign it with {vendor:?}'s key"
+    )]
+    WrongVendor {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u32,
+        /// `FEATURE` or `INCREMENT`.
+        keyword: &'static str,
+        /// The feature.
+        feature: String,
+        /// The line's vendor.
+        vendor: String,
+        /// The key's vendor.
+        key_vendor: String,
+    },
+    /// The signed text did not verify: a bug in raftlm, never the user's fault.
+    #[error(
+        "{file}: the signed file does not verify ({reason}); this is a bug in raftlm, please report it"
+    )]
+    SelfCheck {
+        /// The file.
+        file: String,
+        /// The check that failed.
+        reason: String,
+    },
+}
+
+/// Why a license file is refused by a cluster. Messages name the file and
+/// line, say why and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The `SERVER` name is not this cluster's name.
+    #[error(
+        "{file}:{line}: the file is issued for access point {issued_for:?} but this cluster is {cluster:?}{hint}: rehost the file for {cluster:?} or rename the access point",
+        hint = case_hint(.issued_for, .cluster)
+    )]
+    WrongCluster {
+        /// The file.
+        file: String,
+        /// The line of `SERVER`.
+        line: u32,
+        /// The name on the `SERVER` line.
+        issued_for: String,
+        /// This cluster's name.
+        cluster: String,
+    },
+    /// No public key is trusted, so no line can be verified.
+    #[error(
+        "{file}: no vendor public key is trusted, so no line can be verified (add the vendor's public key to the node configuration)"
+    )]
+    NoTrustedKeys {
+        /// The file.
+        file: String,
+    },
+    /// A feature line has no `SIGN=` attribute.
+    #[error(
+        "{file}:{line}: {keyword} {feature:?} has no SIGN: the file is not signed (the vendor signs it with raftlm license sign --key VENDOR.key {file})"
+    )]
+    NotSigned {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u32,
+        /// `FEATURE` or `INCREMENT`.
+        keyword: &'static str,
+        /// The feature.
+        feature: String,
+    },
+    /// The `SIGN=` value is not a well-formed signature.
+    #[error(
+        "{file}:{line}: the SIGN value of {keyword} {feature:?} is not an ed25519 signature (re-issue the file from the vendor)"
+    )]
+    MalformedSignature {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u32,
+        /// `FEATURE` or `INCREMENT`.
+        keyword: &'static str,
+        /// The feature.
+        feature: String,
+    },
+    /// The signing key is not among the trusted keys.
+    #[error(
+        "{file}:{line}: {keyword} {feature:?} is signed by a key this cluster does not trust (add the vendor's public key to the node configuration)"
+    )]
+    Untrusted {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u32,
+        /// `FEATURE` or `INCREMENT`.
+        keyword: &'static str,
+        /// The feature.
+        feature: String,
+        /// The id of the key that signed it.
+        key_id: KeyId,
+    },
+    /// The signing key is trusted, but only for another vendor.
+    #[error(
+        "{file}:{line}: {keyword} {feature:?} of vendor {vendor:?} is signed by a key trusted only for vendor {key_vendor:?} (ask vendor {vendor:?} for a file signed with its own key)"
+    )]
+    WrongVendor {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u32,
+        /// `FEATURE` or `INCREMENT`.
+        keyword: &'static str,
+        /// The feature.
+        feature: String,
+        /// The line's vendor.
+        vendor: String,
+        /// The vendor the key is trusted for.
+        key_vendor: String,
+    },
+    /// The signature does not match the line: it was edited after signing
+    /// (or the `SERVER` name was).
+    #[error(
+        "{file}:{line}: the signature does not match this {keyword} line for {feature:?}: the line was changed after it was signed (re-issue the file from the vendor)"
+    )]
+    Mismatch {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u32,
+        /// `FEATURE` or `INCREMENT`.
+        keyword: &'static str,
+        /// The feature.
+        feature: String,
+    },
+    /// The line's expiry date has passed.
+    #[error("{file}:{line}: {keyword} {feature:?} expired on {expired_on}")]
+    Expired {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u32,
+        /// `FEATURE` or `INCREMENT`.
+        keyword: &'static str,
+        /// The feature.
+        feature: String,
+        /// The last day the line was valid.
+        expired_on: Date,
+    },
+}
+
+impl VendorSigningKey {
+    /// A new random key from the operating system's generator, bound to
+    /// `vendor` (`None`: any vendor). The caller checks that `vendor` is a name.
+    pub fn generate(vendor: Option<&str>) -> VendorSigningKey {
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        VendorSigningKey::from_seed(vendor, seed)
+    }
+
+    /// The key with this 32-byte seed (the secret), bound to `vendor`.
+    pub fn from_seed(vendor: Option<&str>, seed: [u8; 32]) -> VendorSigningKey {
+        VendorSigningKey {
+            vendor: vendor.map(str::to_string),
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// The vendor this key signs for (`None`: any vendor).
+    pub fn vendor(&self) -> Option<&str> {
+        self.vendor.as_deref()
+    }
+
+    /// The matching public key, to give to the clusters.
+    pub fn public_key(&self) -> VendorPublicKey {
+        VendorPublicKey {
+            vendor: self.vendor.clone(),
+            key: self.key.verifying_key(),
+        }
+    }
+
+    /// Parses the text of a secret key file; `file_name` is used in messages.
+    pub fn parse(file_name: &str, text: &str) -> Result<VendorSigningKey, KeyError> {
+        let (vendor, seed) = parse_key_file(
+            file_name,
+            text,
+            SECRET_KEY_MAGIC,
+            "pass the .key file, not the .pub file",
+        )?;
+        Ok(VendorSigningKey::from_seed(vendor.as_deref(), seed))
+    }
+
+    /// Reads and parses a secret key file.
+    pub fn load(path: &Path) -> Result<VendorSigningKey, KeyError> {
+        let name = path.display().to_string();
+        VendorSigningKey::parse(&name, &read_key_file(&name, path)?)
+    }
+
+    /// The text of a secret key file holding this key.
+    pub fn to_file_text(&self) -> String {
+        format!(
+            "# raftlm vendor secret key {}: keep this file private, it signs license files\n{} {} {}\n",
+            self.public_key().key_id(),
+            SECRET_KEY_MAGIC,
+            self.vendor.as_deref().unwrap_or(ANY_VENDOR),
+            BASE64.encode(self.key.to_bytes()),
+        )
+    }
+
+    /// The `SIGN=` value (`ed25519:<base64>`) of `line` in a file issued for
+    /// the access point `server_name`.
+    pub fn sign_line(&self, server_name: &str, line: &ParsedFeature) -> String {
+        let signature = self.key.sign(&canonical_form(server_name, line));
+        let mut payload = Vec::with_capacity(SIGN_PAYLOAD_LEN);
+        payload.extend_from_slice(&self.public_key().key_id().0);
+        payload.extend_from_slice(&signature.to_bytes());
+        format!("{SIGN_SCHEME_PREFIX}{}", BASE64.encode(payload))
+    }
+}
+
+impl VendorPublicKey {
+    /// The vendor this key is trusted for (`None`: any vendor).
+    pub fn vendor(&self) -> Option<&str> {
+        self.vendor.as_deref()
+    }
+
+    /// The key's short id.
+    pub fn key_id(&self) -> KeyId {
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&self.key.as_bytes()[..KEY_ID_LEN]);
+        KeyId(id)
+    }
+
+    /// The 32 bytes of the Ed25519 public key.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    /// Whether this key may sign lines of `vendor`.
+    pub fn allows_vendor(&self, vendor: &str) -> bool {
+        self.vendor.as_deref().is_none_or(|v| v == vendor)
+    }
+
+    /// Parses the text of a public key file; `file_name` is used in messages.
+    pub fn parse(file_name: &str, text: &str) -> Result<VendorPublicKey, KeyError> {
+        let (vendor, bytes) = parse_key_file(
+            file_name,
+            text,
+            PUBLIC_KEY_MAGIC,
+            "pass the .pub file, not the .key file",
+        )?;
+        let key = VerifyingKey::from_bytes(&bytes)
+            .ok()
+            .filter(|k| !k.is_weak())
+            .ok_or_else(|| KeyError::BadKey {
+                file: file_name.to_string(),
+                line: key_line_number(text),
+                what: "a valid Ed25519 public key",
+            })?;
+        Ok(VendorPublicKey { vendor, key })
+    }
+
+    /// Reads and parses a public key file.
+    pub fn load(path: &Path) -> Result<VendorPublicKey, KeyError> {
+        let name = path.display().to_string();
+        VendorPublicKey::parse(&name, &read_key_file(&name, path)?)
+    }
+
+    /// The text of a public key file holding this key.
+    pub fn to_file_text(&self) -> String {
+        format!(
+            "# raftlm vendor public key {}: give it to the clusters that accept your license files\n{} {} {}\n",
+            self.key_id(),
+            PUBLIC_KEY_MAGIC,
+            self.vendor.as_deref().unwrap_or(ANY_VENDOR),
+            BASE64.encode(self.key.to_bytes()),
+        )
+    }
+}
+
+fn read_key_file(name: &str, path: &Path) -> Result<String, KeyError> {
+    let read_error = |source| KeyError::Read {
+        file: name.to_string(),
+        source,
+    };
+    let metadata = std::fs::metadata(path).map_err(read_error)?;
+    if metadata.len() > KEY_FILE_BYTES_MAX {
+        return Err(KeyError::TooLong {
+            file: name.to_string(),
+            max: KEY_FILE_BYTES_MAX,
+        });
+    }
+    std::fs::read_to_string(path).map_err(read_error)
+}
+
+/// The 1-based number of the first key line (for messages after parsing).
+fn key_line_number(text: &str) -> u32 {
+    key_lines(text).next().map_or(1, |(n, _)| n)
+}
+
+/// The lines of a key file that are neither blank nor comments, numbered from 1.
+fn key_lines(text: &str) -> impl Iterator<Item = (u32, &str)> {
+    text.lines()
+        .zip(1u32..)
+        .map(|(line, n)| (n, line.trim()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+}
+
+/// Parses `MAGIC VENDOR BASE64` (the only key line) into the vendor and 32 bytes.
+fn parse_key_file(
+    file_name: &str,
+    text: &str,
+    magic: &'static str,
+    hint: &'static str,
+) -> Result<(Option<String>, [u8; 32]), KeyError> {
+    let file = || file_name.to_string();
+    if text.len() as u64 > KEY_FILE_BYTES_MAX {
+        return Err(KeyError::TooLong {
+            file: file(),
+            max: KEY_FILE_BYTES_MAX,
+        });
+    }
+    let mut lines = key_lines(text);
+    let Some((line, content)) = lines.next() else {
+        return Err(KeyError::Empty {
+            file: file(),
+            magic,
+        });
+    };
+    if let Some((second, _)) = lines.next() {
+        return Err(KeyError::SecondKey {
+            file: file(),
+            line: second,
+        });
+    }
+    let words: Vec<&str> = content.split_whitespace().collect();
+    if words.first() != Some(&magic) {
+        return Err(KeyError::WrongKind {
+            file: file(),
+            line,
+            found: words.first().map_or_else(String::new, |w| w.to_string()),
+            magic,
+            hint: if words
+                .first()
+                .is_some_and(|w| w.starts_with("raftlm-vendor-"))
+            {
+                hint
+            } else {
+                "is this a raftlm vendor key file?"
+            },
+        });
+    }
+    let [_, vendor, key] = words[..] else {
+        return Err(KeyError::WrongShape {
+            file: file(),
+            line,
+            words: words.len(),
+            magic,
+        });
+    };
+    let vendor = if vendor == ANY_VENDOR {
+        None
+    } else if file::is_name(vendor) {
+        Some(vendor.to_string())
+    } else {
+        return Err(KeyError::BadVendor {
+            file: file(),
+            line,
+            found: vendor.to_string(),
+        });
+    };
+    let bad_key = |what| KeyError::BadKey {
+        file: file(),
+        line,
+        what,
+    };
+    let bytes = BASE64.decode(key).map_err(|_| bad_key("valid base64"))?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| bad_key("32 bytes long"))?;
+    Ok((vendor, bytes))
+}
+
+/// The canonical form of `line` in a file issued for `server_name`: the
+/// bytes that are signed (see the module documentation).
+pub fn canonical_form(server_name: &str, line: &ParsedFeature) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(CANONICAL_PREFIX);
+    let mut field = |label: &str, value: &[u8]| {
+        out.extend_from_slice(label.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(value.len().to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(value);
+        out.push(b'\n');
+    };
+    field("server", server_name.as_bytes());
+    field("keyword", line.kind.keyword().as_bytes());
+    field("feature", line.feature.as_bytes());
+    field("vendor", line.vendor.as_bytes());
+    field("version", line.version.as_bytes());
+    field("expiry", canonical_expiry(line.expiry).as_bytes());
+    field("count", line.seats.to_string().as_bytes());
+    for (key, value) in &line.attributes {
+        field("key", key.as_bytes());
+        field("value", value.as_bytes());
+    }
+    out
+}
+
+/// The hint added when two names differ only in case.
+fn case_hint(issued_for: &str, cluster: &str) -> &'static str {
+    if issued_for.eq_ignore_ascii_case(cluster) {
+        " (names are case-sensitive)"
+    } else {
+        ""
+    }
+}
+
+fn canonical_expiry(expiry: Expiry) -> String {
+    // Display writes `permanent` or `dd-mmm-yyyy` with a lowercase month.
+    expiry.to_string()
+}
+
+/// Decodes the base64 part of a `SIGN` value (after `ed25519:`) into the key
+/// id and the signature, if it has the right shape.
+pub(crate) fn decode_sign_payload(b64: &str) -> Option<(KeyId, Signature)> {
+    let bytes = BASE64.decode(b64).ok()?;
+    if bytes.len() != SIGN_PAYLOAD_LEN {
+        return None;
+    }
+    let (id, sig) = bytes.split_at(KEY_ID_LEN);
+    let id: [u8; KEY_ID_LEN] = id.try_into().ok()?;
+    let sig = Signature::from_slice(sig).ok()?;
+    Some((KeyId(id), sig))
+}
+
+/// Signs every feature line of a license file with `key`, and returns the
+/// text with `SIGN="ed25519:..."` added to or replaced on each of them.
+/// Everything else (comments, other lines, spacing) is kept as it was.
+///
+/// The signed text is parsed and verified again before it is returned.
+pub fn sign_text(file_name: &str, text: &str, key: &VendorSigningKey) -> Result<String, SignError> {
+    let parsed = file::parse(file_name, text)?;
+    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::with_capacity(parsed.lines.len());
+    for line in &parsed.lines {
+        if let Some(key_vendor) = key.vendor()
+            && key_vendor != line.vendor
+        {
+            return Err(SignError::WrongVendor {
+                file: file_name.to_string(),
+                line: line.line,
+                keyword: line.kind.keyword(),
+                feature: line.feature.clone(),
+                vendor: line.vendor.clone(),
+                key_vendor: key_vendor.to_string(),
+            });
+        }
+        let token = format!("SIGN=\"{}\"", key.sign_line(&parsed.server.name, line));
+        match &line.sign_span {
+            Some(span) => edits.push((span.clone(), token)),
+            None => edits.push((line.span.end..line.span.end, format!(" {token}"))),
+        }
+    }
+    let mut out = text.to_string();
+    // Spans do not overlap and are in file order: apply from the end so the
+    // earlier ones stay valid.
+    for (span, replacement) in edits.into_iter().rev() {
+        if out.get(span.clone()).is_none() {
+            return Err(SignError::SelfCheck {
+                file: file_name.to_string(),
+                reason: format!("span {span:?} is not in the text"),
+            });
+        }
+        out.replace_range(span, &replacement);
+    }
+
+    // Check data after writing it: the result must parse to the same lines
+    // and verify with the key's own public key.
+    let self_check = |reason: String| SignError::SelfCheck {
+        file: file_name.to_string(),
+        reason,
+    };
+    let reparsed = file::parse(file_name, &out).map_err(|e| self_check(e.to_string()))?;
+    let unchanged = reparsed.lines.len() == parsed.lines.len()
+        && reparsed.server == parsed.server
+        && reparsed.lines.iter().zip(&parsed.lines).all(|(a, b)| {
+            (
+                &a.kind,
+                &a.feature,
+                &a.vendor,
+                &a.version,
+                &a.expiry,
+                a.seats,
+                &a.attributes,
+            ) == (
+                &b.kind,
+                &b.feature,
+                &b.vendor,
+                &b.version,
+                &b.expiry,
+                b.seats,
+                &b.attributes,
+            )
+        });
+    if !unchanged {
+        return Err(self_check("a line changed while it was signed".to_string()));
+    }
+    for line in &reparsed.lines {
+        check_signature(
+            file_name,
+            &reparsed,
+            line,
+            std::slice::from_ref(&key.public_key()),
+        )
+        .map_err(|e| self_check(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// Checks a parsed license file for this cluster at `now_ms` (milliseconds
+/// since the epoch, UTC) and returns its lines as the state machine holds them.
+///
+/// Checks, in order: the `SERVER` name equals `cluster_name` exactly (one
+/// error for the whole file rather than a failing signature on every line);
+/// then for each line in file order: it is signed, by a key in `trusted` that
+/// is trusted for its vendor, the signature matches its canonical form, and it
+/// has not expired. The first failure is returned.
+pub fn verify(
+    file: &LicenseFile,
+    file_name: &str,
+    trusted: &[VendorPublicKey],
+    cluster_name: &str,
+    now_ms: u64,
+) -> Result<Vec<FeatureLine>, VerifyError> {
+    if file.server.name != cluster_name {
+        return Err(VerifyError::WrongCluster {
+            file: file_name.to_string(),
+            line: file.server.line,
+            issued_for: file.server.name.clone(),
+            cluster: cluster_name.to_string(),
+        });
+    }
+    if trusted.is_empty() && !file.lines.is_empty() {
+        return Err(VerifyError::NoTrustedKeys {
+            file: file_name.to_string(),
+        });
+    }
+    let mut out = Vec::with_capacity(file.lines.len());
+    for line in &file.lines {
+        let signature = check_signature(file_name, file, line, trusted)?;
+        if !line.expiry.is_valid_at(now_ms)
+            && let Expiry::On(date) = line.expiry
+        {
+            return Err(VerifyError::Expired {
+                file: file_name.to_string(),
+                line: line.line,
+                keyword: line.kind.keyword(),
+                feature: line.feature.clone(),
+                expired_on: date,
+            });
+        }
+        out.push(FeatureLine {
+            kind: line.kind,
+            feature: line.feature.clone(),
+            vendor: line.vendor.clone(),
+            version: line.version.clone(),
+            expiry: line.expiry,
+            seats: line.seats,
+            attributes: line.attributes.clone(),
+            signature,
+            line: line.line,
+        });
+    }
+    Ok(out)
+}
+
+/// Checks one line's signature against the trusted keys; returns the `SIGN` value.
+fn check_signature(
+    file_name: &str,
+    file: &LicenseFile,
+    line: &ParsedFeature,
+    trusted: &[VendorPublicKey],
+) -> Result<String, VerifyError> {
+    let keyword: &'static str = line.kind.keyword();
+    let (file_s, feature) = (file_name.to_string(), line.feature.clone());
+    let Some(sign) = &line.signature else {
+        return Err(VerifyError::NotSigned {
+            file: file_s,
+            line: line.line,
+            keyword,
+            feature,
+        });
+    };
+    let Some((key_id, signature)) = sign
+        .strip_prefix(SIGN_SCHEME_PREFIX)
+        .and_then(decode_sign_payload)
+    else {
+        return Err(VerifyError::MalformedSignature {
+            file: file_s,
+            line: line.line,
+            keyword,
+            feature,
+        });
+    };
+    let candidates: Vec<&VendorPublicKey> =
+        trusted.iter().filter(|k| k.key_id() == key_id).collect();
+    if candidates.is_empty() {
+        return Err(VerifyError::Untrusted {
+            file: file_s,
+            line: line.line,
+            keyword,
+            feature,
+            key_id,
+        });
+    }
+    let for_vendor: Vec<&VendorPublicKey> = candidates
+        .iter()
+        .copied()
+        .filter(|k| k.allows_vendor(&line.vendor))
+        .collect();
+    if for_vendor.is_empty() {
+        let key_vendor = candidates
+            .iter()
+            .find_map(|k| k.vendor())
+            .unwrap_or(ANY_VENDOR)
+            .to_string();
+        return Err(VerifyError::WrongVendor {
+            file: file_s,
+            line: line.line,
+            keyword,
+            feature,
+            vendor: line.vendor.clone(),
+            key_vendor,
+        });
+    }
+    let message = canonical_form(&file.server.name, line);
+    if for_vendor
+        .iter()
+        .any(|k| k.key.verify_strict(&message, &signature).is_ok())
+    {
+        Ok(sign.clone())
+    } else {
+        Err(VerifyError::Mismatch {
+            file: file_s,
+            line: line.line,
+            keyword,
+            feature,
+        })
+    }
+}

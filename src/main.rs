@@ -1,0 +1,49 @@
+//! The `raftlm` binary: one command with subcommands (DESIGN §8).
+//!
+//! Exit codes: 0 success; 1 the request was refused; 2 usage or configuration
+//! error; 3 cluster unreachable. Errors go to stderr as one plain sentence.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use raftlm::cli::{self, Failure};
+
+/// raftlm: a floating-license server that runs as a three-node Raft cluster.
+#[derive(Debug, Parser)]
+#[command(name = "raftlm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    // LICENSE-WIRING
+    /// Runs one node of a cluster.
+    Server {
+        /// The node's TOML config file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // clap prints help and version to stdout with exit 0, usage errors with exit 2.
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { cli::EXIT_USAGE } else { 0 });
+        }
+    };
+    let result: Result<(), Failure> = match cli.command {
+        Command::Server { config } => cli::server::run(config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("raftlm: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! One raftlm node: storage, Raft, the services, and their start-up and shutdown.
+//!
+//! [`Node::start`] opens the node's sled database, starts openraft with the
+//! configured timing, forms the cluster if this node is pristine (every node
+//! initializes with the same member list, which openraft documents as safe,
+//! so the three nodes form the cluster in any start order), serves gRPC on
+//! the node's own address, and starts the background tasks: the batcher, the
+//! session sweeper and the license-directory importer. [`Node::shutdown`]
+//! stops them all and waits for them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tracing::{error, info, warn, Instrument};
+
+use crate::config::Config;
+use crate::license::signature::{KeyError, VendorPublicKey};
+use crate::license::state::Outcome;
+use crate::proto::v1::admin_server::AdminServer;
+use crate::proto::v1::license_server::LicenseServer;
+use crate::raft::network::{Network, RaftService};
+use crate::raft::store::{self, StoreError};
+use crate::raft::Raft;
+use crate::server::admin::{import_license, AdminService};
+use crate::server::batcher::Batcher;
+use crate::server::license::LicenseService;
+use crate::server::sessions::{self, SessionTracker};
+use crate::server::Shared;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory could not be opened or is corrupt.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A vendor key file could not be read.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The node's address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// openraft refused the configuration or failed to start.
+    #[error("raft could not start: {0}")]
+    Raft(String),
+}
+
+/// A running node.
+pub struct Node {
+    shared: Arc<Shared>,
+    address: std::net::SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// openraft's configuration from ours.
+pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
+    let t = &config.timing;
+    let raft = openraft::Config {
+        cluster_name: config.cluster_name.clone(),
+        heartbeat_interval: t.heartbeat_ms,
+        election_timeout_min: t.election_timeout_min_ms,
+        election_timeout_max: t.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot.logs_since_last),
+        max_in_snapshot_log_to_keep: config.snapshot.logs_kept,
+        // Enough entries per AppendEntries that a follower catching up moves fast.
+        max_payload_entries: 300,
+        ..Default::default()
+    };
+    raft.validate().map_err(|e| NodeError::Raft(e.to_string()))
+}
+
+impl Node {
+    /// Starts a node, binding its own address from the config.
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        let address = config.listen_address().ok_or_else(|| NodeError::Bind {
+            address: config.own_address().to_string(),
+            source: std::io::Error::other("not an IP socket address"),
+        })?;
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| NodeError::Bind { address: address.to_string(), source })?;
+        Node::start_with_listener(config, listener).await
+    }
+
+    /// Starts a node on an already bound listener (tests bind `127.0.0.1:0`).
+    pub async fn start_with_listener(config: Config, listener: TcpListener) -> Result<Node, NodeError> {
+        let span = tracing::info_span!("node", id = config.node_id);
+        Node::start_inner(config, listener).instrument(span).await
+    }
+
+    async fn start_inner(config: Config, listener: TcpListener) -> Result<Node, NodeError> {
+        let node_id = config.node_id;
+        let span = tracing::info_span!("node", id = node_id);
+        let address = listener
+            .local_addr()
+            .map_err(|source| NodeError::Bind { address: config.own_address().to_string(), source })?;
+        let trusted = config
+            .vendor_keys
+            .iter()
+            .map(|path| VendorPublicKey::load(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (log_store, state_machine) = store::open(&config.data_dir)?;
+        let raft = Raft::new(node_id, Arc::new(raft_config(&config)?), Network::new(), log_store, state_machine.clone())
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        if !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
+            let members: BTreeMap<u64, BasicNode> =
+                config.nodes.iter().map(|n| (n.id, BasicNode::new(&n.address))).collect();
+            info!(?members, "pristine node: forming the cluster");
+            if let Err(error) = raft.initialize(members).await {
+                // NotAllowed means another path already initialized it; anything else is logged.
+                warn!(%error, "initialize");
+            }
+        }
+
+        let (batcher, batcher_task) = Batcher::spawn(raft.clone(), config.batching);
+        let config = Arc::new(config);
+        let shared = Arc::new(Shared {
+            node_id,
+            config: config.clone(),
+            raft: raft.clone(),
+            state: state_machine,
+            batcher,
+            sessions: SessionTracker::default(),
+            trusted,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = vec![batcher_task];
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<LicenseServer<LicenseService>>().await;
+        let router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(RaftService::server(raft.clone()))
+            .add_service(LicenseServer::new(LicenseService::new(shared.clone())))
+            .add_service(AdminServer::new(AdminService::new(shared.clone())));
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        tasks.push(tokio::spawn(
+            async move {
+                if let Err(error) = router.serve_with_incoming_shutdown(incoming, wait_stop(stopped)).await {
+                    error!(%error, "gRPC server failed");
+                }
+            }
+            .instrument(span.clone()),
+        ));
+        tasks.push(tokio::spawn(
+            sessions::sweep(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
+        ));
+        tasks.push(tokio::spawn(
+            import_license_dir(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
+        ));
+        info!(%address, "node started");
+        Ok(Node { shared, address, stop, tasks })
+    }
+
+    /// The node's parts, shared by its services.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The local Raft node.
+    pub fn raft(&self) -> &Raft {
+        &self.shared.raft
+    }
+
+    /// The address the node's gRPC server listens on.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
+    /// Stops serving, stops Raft and every task, and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(error) = self.shared.raft.shutdown().await {
+            warn!(%error, "raft shutdown");
+        }
+        let Node { shared, tasks, .. } = self;
+        // The batcher stops when the last handle to it is dropped.
+        drop(shared);
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+async fn wait_stop(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Imports the license directory's files through the log whenever this node
+/// becomes the leader, skipping files the state already holds unchanged.
+async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()>) {
+    let Some(dir) = shared.config.license_dir.clone() else { return };
+    let mut metrics = shared.raft.metrics();
+    let mut imported_in_term = None;
+    tokio::pin!(stop);
+    loop {
+        let term = shared.serving().ok();
+        if term.is_some() && term != imported_in_term {
+            match import_dir_once(&shared, &dir).await {
+                Ok(()) => imported_in_term = term,
+                Err(error) => warn!(%error, dir = %dir.display(), "license directory not imported yet"),
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn import_dir_once(shared: &Shared, dir: &Path) -> Result<(), String> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "lic"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                error!(file = %path.display(), %error, "cannot read license file");
+                continue;
+            }
+        };
+        let unchanged = shared.state.read(|state| {
+            state.licenses().get(&name).is_some_and(|lines| {
+                crate::license::file::parse(&name, &text).is_ok_and(|parsed| {
+                    parsed.lines.len() == lines.len()
+                        && parsed.lines.iter().zip(lines).all(|(p, l)| p.signature.as_deref() == Some(l.signature.as_str()))
+                })
+            })
+        });
+        if unchanged {
+            continue;
+        }
+        match import_license(shared, &name, &text).await {
+            Ok((Outcome::Imported { lines, duplicates, .. }, _)) => {
+                info!(license = %name, lines, duplicates, "imported license file from the license directory")
+            }
+            Ok((other, _)) => error!(license = %name, ?other, "license file refused"),
+            Err(crate::server::ServiceError::Refused(reason)) => error!(license = %name, "{reason}"),
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    Ok(())
+}

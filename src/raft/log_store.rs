@@ -1,0 +1,397 @@
+//! The Raft log and Raft metadata, durable in sled: openraft's `RaftLogStorage`.
+//!
+//! [`LogStore`] keeps log entries in the `log` tree (key: big-endian u64
+//! index, so sled's key order is log order) and the vote, the last committed
+//! log id and the last purged log id in the `meta` tree, each a
+//! [`codec`](crate::codec) record. It is a cheap handle (two `sled::Tree`s,
+//! which are `Arc`s inside) and is its own log reader.
+//!
+//! Durability, as openraft requires:
+//! - an append writes its entries in one sled batch, awaits
+//!   `flush_async()`, and only then calls the `LogFlushed` callback. The
+//!   flush happens inside `append`, so the Raft core never issues its next
+//!   storage command (and never saves a `committed` beyond) before the
+//!   entries are on disk;
+//! - `save_vote` returns only after the flush;
+//! - `truncate` and `purge` flush before returning; a purge first records the
+//!   purged log id (flushed), then deletes the entries, so a crash in between
+//!   leaves entries that [`open`](super::store::open) finishes deleting;
+//! - `save_committed` is NOT flushed on its own: openraft calls it on every
+//!   commit, and a flush there would double the fsyncs per client write. It
+//!   becomes durable with the next flush (sled flushes the whole database, in
+//!   write order). Losing the latest value is safe: on restart openraft
+//!   re-applies less of the log and the leader's next commit index brings the
+//!   rest; and it can never be ahead of the durable log, because an entry is
+//!   committed here only after its append returned (flushed).
+//!
+//! Every write goes through one sled tree per call and openraft issues
+//! storage calls one at a time, so writes are serialized as openraft demands.
+//!
+//! Left out: a size limit on what one read returns (openraft's default
+//! `limited_get_log_entries` reads the whole range it asks for; its
+//! replication already bounds that range by `max_payload_entries`).
+
+// openraft's `StorageError` (224 bytes) is the error its storage traits
+// require; private helpers return it as is rather than box and unbox it.
+#![allow(clippy::result_large_err)]
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError};
+use serde::de::DeserializeOwned;
+
+use crate::codec::{self, CodecError};
+
+use super::store::{StoreError, sled_error};
+use super::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// Key of the vote in the `meta` tree.
+const VOTE_KEY: &[u8] = b"vote";
+/// Key of the last committed log id in the `meta` tree.
+const COMMITTED_KEY: &[u8] = b"committed";
+/// Key of the last purged log id in the `meta` tree.
+const PURGED_KEY: &[u8] = b"purged";
+
+/// The durable Raft log and metadata of one node. See the module docs.
+#[derive(Clone)]
+pub struct LogStore {
+    /// The data directory, for messages.
+    dir: Arc<Path>,
+    /// Entries by big-endian index.
+    log: sled::Tree,
+    /// Vote, committed and purged records.
+    meta: sled::Tree,
+}
+
+/// Why a stored record could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    /// sled failed.
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    /// The record does not decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// The sled key of a log index: big-endian, so key order is index order.
+fn key_of(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// The log index of a sled key, if it is one.
+fn index_of(key: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
+}
+
+/// Reads and decodes one record; `None` if absent.
+fn get_record<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, ReadError> {
+    match tree.get(key)? {
+        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// Turns any error into openraft's error payload.
+fn any(e: impl std::error::Error + 'static) -> AnyError {
+    AnyError::new(&e)
+}
+
+impl LogStore {
+    /// Opens the log store over its trees, validating them (see
+    /// [`store`](super::store)). Finishes a purge interrupted by a crash.
+    pub(crate) fn open(
+        dir: Arc<Path>,
+        log: sled::Tree,
+        meta: sled::Tree,
+    ) -> Result<LogStore, StoreError> {
+        let store = LogStore { dir, log, meta };
+        let record_error = |what: &str, e: ReadError| match e {
+            ReadError::Sled(source) => sled_error(&store.dir, format!("read {what}"), source),
+            ReadError::Codec(source) => StoreError::Record {
+                dir: store.dir.to_path_buf(),
+                what: what.to_owned(),
+                source,
+            },
+        };
+        let vote: Option<Vote> =
+            get_record(&store.meta, VOTE_KEY).map_err(|e| record_error("the vote", e))?;
+        let committed: Option<LogId> = get_record(&store.meta, COMMITTED_KEY)
+            .map_err(|e| record_error("the committed log id", e))?;
+        let purged: Option<LogId> = get_record(&store.meta, PURGED_KEY)
+            .map_err(|e| record_error("the last purged log id", e))?;
+
+        if let Some(purged) = purged {
+            store.finish_purge(purged.index)?;
+        }
+        let span = store.check_contiguous()?;
+        if let Some((first, last)) = span {
+            for index in [first, last] {
+                let what = format!("log entry {index}");
+                let entry: Entry = get_record(&store.log, &key_of(index))
+                    .map_err(|e| record_error(&what, e))?
+                    .ok_or_else(|| StoreError::LogHole {
+                        dir: store.dir.to_path_buf(),
+                        after: first,
+                        next: last,
+                    })?;
+                if entry.log_id.index != index {
+                    return Err(StoreError::LogMisplaced {
+                        dir: store.dir.to_path_buf(),
+                        key: index,
+                        found: entry.log_id.index,
+                    });
+                }
+            }
+            if let Some(purged) = purged
+                && first != purged.index + 1
+            {
+                return Err(StoreError::LogStart {
+                    dir: store.dir.to_path_buf(),
+                    purged: purged.index,
+                    first,
+                });
+            }
+        }
+        tracing::info!(
+            dir = %store.dir.display(),
+            vote = ?vote,
+            committed = ?committed,
+            purged = ?purged,
+            log = ?span,
+            "log store opened"
+        );
+        Ok(store)
+    }
+
+    /// Deletes entries at or below `purged`: a purge recorded its id, then
+    /// crashed before (durably) deleting them.
+    fn finish_purge(&self, purged: u64) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut count = 0u64;
+        for key in self.log.range(..=key_of(purged)).keys() {
+            let key = key.map_err(|e| sled_error(&self.dir, "read the log", e))?;
+            batch.remove(key);
+            count += 1;
+        }
+        if count > 0 {
+            tracing::warn!(dir = %self.dir.display(), purged, count, "finishing an interrupted log purge");
+            self.log
+                .apply_batch(batch)
+                .map_err(|e| sled_error(&self.dir, "purge the log", e))?;
+            self.log
+                .flush()
+                .map_err(|e| sled_error(&self.dir, "flush the database", e))?;
+        }
+        Ok(())
+    }
+
+    /// Checks every key is an index and no index is missing between the first
+    /// and the last; returns `(first, last)` if the log is not empty.
+    fn check_contiguous(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let mut span: Option<(u64, u64)> = None;
+        for key in self.log.iter().keys() {
+            let key = key.map_err(|e| sled_error(&self.dir, "read the log", e))?;
+            let index = index_of(&key).ok_or(StoreError::LogKey {
+                dir: self.dir.to_path_buf(),
+                len: key.len(),
+            })?;
+            span = match span {
+                None => Some((index, index)),
+                Some((first, last)) if last.checked_add(1) == Some(index) => Some((first, index)),
+                Some((_, last)) => {
+                    return Err(StoreError::LogHole {
+                        dir: self.dir.to_path_buf(),
+                        after: last,
+                        next: index,
+                    });
+                }
+            };
+        }
+        Ok(span)
+    }
+
+    /// Reads the last purged log id.
+    fn read_purged(&self) -> Result<Option<LogId>, StorageError> {
+        get_record(&self.meta, PURGED_KEY).map_err(|e| StorageIOError::read_logs(any(e)).into())
+    }
+
+    /// Removes the given keys from the log in one batch and flushes.
+    async fn remove_and_flush(&self, keys: sled::Iter) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for key in keys.keys() {
+            batch.remove(key.map_err(|e| StorageIOError::read_logs(any(e)))?);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
+        self.log
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => match i.checked_add(1) {
+                Some(i) => i,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.checked_add(1),
+            Bound::Excluded(&i) => Some(i),
+            Bound::Unbounded => None,
+        };
+        let iter = match end {
+            Some(end) if end <= start => return Ok(Vec::new()),
+            Some(end) => self.log.range(key_of(start)..key_of(end)),
+            None => self.log.range(key_of(start)..),
+        };
+        let mut entries = Vec::new();
+        for item in iter.values() {
+            let bytes = item.map_err(|e| StorageIOError::read_logs(any(e)))?;
+            let entry: Entry =
+                codec::decode(&bytes).map_err(|e| StorageIOError::read_logs(any(e)))?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.read_purged()?;
+        let last = self
+            .log
+            .last()
+            .map_err(|e| StorageIOError::read_logs(any(e)))?;
+        let last_log_id = match last {
+            Some((_, bytes)) => {
+                let entry: Entry =
+                    codec::decode(&bytes).map_err(|e| StorageIOError::read_logs(any(e)))?;
+                Some(entry.log_id)
+            }
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let bytes = codec::encode(vote).map_err(|e| StorageIOError::write_vote(any(e)))?;
+        self.meta
+            .insert(VOTE_KEY, bytes)
+            .map_err(|e| StorageIOError::write_vote(any(e)))?;
+        self.meta
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_vote(any(e)))?;
+        tracing::debug!(%vote, "vote saved");
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        get_record(&self.meta, VOTE_KEY).map_err(|e| StorageIOError::read_vote(any(e)).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not flushed on purpose; see the module docs.
+        match committed {
+            Some(committed) => {
+                let bytes = codec::encode(&committed).map_err(|e| StorageIOError::write(any(e)))?;
+                self.meta
+                    .insert(COMMITTED_KEY, bytes)
+                    .map_err(|e| StorageIOError::write(any(e)))?;
+            }
+            None => {
+                self.meta
+                    .remove(COMMITTED_KEY)
+                    .map_err(|e| StorageIOError::write(any(e)))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        get_record(&self.meta, COMMITTED_KEY).map_err(|e| StorageIOError::read(any(e)).into())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        let mut last = None;
+        for entry in entries {
+            let bytes = codec::encode(&entry)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, any(e)))?;
+            batch.insert(&key_of(entry.log_id.index)[..], bytes);
+            last = Some(entry.log_id);
+        }
+        let written = match self.log.apply_batch(batch) {
+            Ok(()) => self.log.flush_async().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => {
+                tracing::trace!(last = ?last, "log entries flushed");
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let error = StorageIOError::write_logs(any(e.clone()));
+                callback.log_io_completed(Err(io::Error::other(e)));
+                Err(error.into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        tracing::debug!(%log_id, "truncating the log from this entry on");
+        let keys = self.log.range(key_of(log_id.index)..);
+        self.remove_and_flush(keys).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        tracing::debug!(%log_id, "purging the log up to this entry");
+        // Record first (durably), then delete: a crash in between leaves
+        // entries that opening the store deletes, never a hole.
+        let bytes = codec::encode(&log_id).map_err(|e| StorageIOError::write_logs(any(e)))?;
+        self.meta
+            .insert(PURGED_KEY, bytes)
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
+        self.meta
+            .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
+        let keys = self.log.range(..=key_of(log_id.index));
+        self.remove_and_flush(keys).await
+    }
+}

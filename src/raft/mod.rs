@@ -1,0 +1,45 @@
+//! Replication: the license state as a replicated, durable Raft state machine.
+//!
+//! The Raft log's payload is a [`Batch`] of license commands, stamped with the
+//! active node's time; the response to one log entry is one
+//! [`Outcome`] per command. Each node keeps the log, the Raft
+//! metadata and the latest state-machine snapshot in its own sled database
+//! (see `docs/architecture.md`).
+
+use std::io::Cursor;
+
+use crate::license::state::{Batch, Outcome};
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod store;
+
+openraft::declare_raft_types!(
+    /// raftlm's openraft type configuration.
+    pub TypeConfig:
+        D = Batch,
+        R = Vec<Outcome>,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A Raft node handle of our type configuration.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A Raft log id.
+pub type LogId = openraft::LogId<u64>;
+/// A log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// Cluster membership as stored.
+pub type StoredMembership = openraft::StoredMembership<u64, openraft::BasicNode>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::SnapshotMeta<u64, openraft::BasicNode>;
+/// A snapshot with its data.
+pub type Snapshot = openraft::storage::Snapshot<TypeConfig>;
+/// A vote.
+pub type Vote = openraft::Vote<u64>;
+/// Storage error of our configuration.
+pub type StorageError = openraft::StorageError<u64>;

@@ -1,0 +1,216 @@
+//! The Raft transport: openraft's RPCs carried over tonic as opaque codec bytes.
+//!
+//! openraft asks [`Network::new_client`] for a client before every
+//! replication stream, heartbeat and read check, so creating one must be
+//! cheap: each peer gets one lazily connected tonic [`Channel`], created on
+//! first use and cached for the life of the node (a channel reconnects by
+//! itself). A peer that cannot be reached is reported as
+//! [`Unreachable`], which makes openraft back off instead of retrying hot.
+//!
+//! Requests and responses are openraft's own types encoded by
+//! [`crate::codec`]; the server side (`RaftService`) decodes, calls the local
+//! [`Raft`], and encodes the `Result` back, so a remote Raft error travels as a
+//! value. Message sizes are bounded by [`RAFT_MESSAGE_BYTES_MAX`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{Raft, TypeConfig};
+use crate::codec;
+use crate::proto::v1::raft_client::RaftClient;
+use crate::proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
+use crate::proto::v1::RaftMessage;
+
+/// Largest Raft message sent or accepted (an AppendEntries with many batches,
+/// or one snapshot chunk).
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// How long a TCP connect to a peer may take before the peer counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Creates Raft clients: one cached, lazily connected channel per peer.
+#[derive(Clone, Default)]
+pub struct Network {
+    // std Mutex: held only to look up or insert a channel, never across `.await`.
+    channels: Arc<Mutex<HashMap<u64, (String, Channel)>>>,
+}
+
+impl Network {
+    /// A factory with no connections yet.
+    pub fn new() -> Network {
+        Network::default()
+    }
+
+    fn channel(&self, target: u64, addr: &str) -> Result<Channel, NetworkError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached_addr, channel)) = channels.get(&target) {
+            if cached_addr == addr {
+                return Ok(channel.clone());
+            }
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| NetworkError::new(&e))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(target, (addr.to_string(), channel.clone()));
+        Ok(channel)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Connection {
+        Connection { target, channel: self.channel(target, &node.addr) }
+    }
+}
+
+/// A client for one peer.
+pub struct Connection {
+    target: u64,
+    channel: Result<Channel, NetworkError>,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
+
+impl Connection {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: Kind,
+        request: &Req,
+        timeout: Duration,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let channel = self.channel.clone().map_err(RPCError::Network)?;
+        let payload = codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = RaftClient::new(channel)
+            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+        let mut request = tonic::Request::new(RaftMessage { payload });
+        request.set_timeout(timeout);
+        let reply = match kind {
+            Kind::Append => client.append_entries(request).await,
+            Kind::Vote => client.vote(request).await,
+            Kind::Snapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                RPCError::Unreachable(Unreachable::new(&status))
+            }
+            _ => RPCError::Network(NetworkError::new(&status)),
+        })?;
+        let result: Result<Resp, RaftError<u64, E>> = codec::decode(&reply.into_inner().payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
+        self.call(Kind::Append, &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
+        self.call(Kind::Snapshot, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>, openraft::error::Infallible> {
+        self.call(Kind::Vote, &rpc, option.hard_ttl()).await
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        // A dead peer is retried every 200 ms: quick to notice its return, cheap while it is gone.
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}
+
+/// The server side of the Raft transport: hands each RPC to the local Raft.
+pub struct RaftService {
+    raft: Raft,
+}
+
+impl RaftService {
+    /// A tonic service for the local Raft node, with message-size limits set.
+    pub fn server(raft: Raft) -> RaftServer<RaftService> {
+        RaftServer::new(RaftService { raft })
+            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+    }
+}
+
+fn decode_request<T: DeserializeOwned>(request: tonic::Request<RaftMessage>) -> Result<T, tonic::Status> {
+    codec::decode(&request.into_inner().payload)
+        .map_err(|e| tonic::Status::invalid_argument(format!("raft message does not decode: {e}")))
+}
+
+fn encode_reply<T: Serialize>(value: &T) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+    let payload = codec::encode(value)
+        .map_err(|e| tonic::Status::internal(format!("raft reply does not encode: {e}")))?;
+    Ok(tonic::Response::new(RaftMessage { payload }))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode_request(request)?;
+        encode_reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let rpc: VoteRequest<u64> = decode_request(request)?;
+        encode_reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode_request(request)?;
+        encode_reply(&self.raft.install_snapshot(rpc).await)
+    }
+}

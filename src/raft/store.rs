@@ -1,0 +1,254 @@
+//! Opening a node's sled database: the one entry point to durable Raft state.
+//!
+//! Each node keeps everything it must not forget in ONE sled database in its
+//! data directory, so a single `flush_async()` makes every earlier write of
+//! every tree durable (sled flushes its whole page cache, in write order):
+//!
+//! | tree    | key                     | value (each a [`codec`] record)              |
+//! |---------|-------------------------|----------------------------------------------|
+//! | `log`   | big-endian u64 index    | the log [`Entry`](super::Entry)              |
+//! | `meta`  | `vote`, `committed`, `purged` | the vote, last committed and last purged log ids |
+//! | `state` | `meta`, `data`          | the latest snapshot: its `SnapshotMeta` and its bytes |
+//!
+//! [`open`] validates what it reads before openraft sees it: every metadata
+//! record decodes, the first and last log entries decode and sit under their
+//! own index, the log has no hole (from the entry after the last purged one
+//! to the last one), and the stored snapshot decodes, agrees with its
+//! metadata and keeps the license invariants. A corrupt or truncated database
+//! is therefore reported at start-up as a [`StoreError`] naming the data
+//! directory and what is wrong, not as a panic or a confused node. sled
+//! itself can panic on some garbage instead of returning an error, so the
+//! whole opening runs under `catch_unwind` and such a panic is reported as
+//! corruption too (the panic message is still printed by the panic hook).
+//!
+//! Invariants kept by the stores and checked here:
+//! - the log is contiguous: entry indexes `purged + 1 ..= last` are all present;
+//! - a purge records the purged log id before deleting entries, so an
+//!   interrupted purge is finished here;
+//! - the stored snapshot's data encodes exactly the state its metadata names.
+//!
+//! Left out: the middle log entries are checked for presence, not decoded
+//! (a bad one is reported when it is read); sled's own checksums guard the
+//! pages. There is no repair tool: the messages tell the operator to restore a
+//! backup or to remove the directory so the node rejoins as an empty one.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::codec::CodecError;
+
+use super::log_store::LogStore;
+use super::state_machine::StateMachineStore;
+
+/// Name of the tree holding the log entries.
+pub(crate) const LOG_TREE: &str = "log";
+/// Name of the tree holding the vote, committed and purged log ids.
+pub(crate) const META_TREE: &str = "meta";
+/// Name of the tree holding the latest state-machine snapshot.
+pub(crate) const STATE_TREE: &str = "state";
+
+/// What an operator should do about a corrupt database; ends every corruption message.
+const CORRUPT_ADVICE: &str = "the file is corrupt — restore from a backup or remove the directory to rejoin the cluster as an empty node";
+
+/// Why a node's data directory could not be opened.
+///
+/// Every message names the data directory and says what is wrong, so it can
+/// be shown to an administrator as is.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled could not open the database (the directory cannot be created or
+    /// read, a file cannot be opened, …).
+    #[error("data directory {}: the database cannot be opened: {source}", dir.display())]
+    Open {
+        /// The data directory.
+        dir: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// Another process (or another handle in this one) holds the database.
+    #[error("data directory {}: the database is in use by another process (is another raftlm node running with this directory?): {source}", dir.display())]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// sled detected corruption in its files, or panicked reading them.
+    #[error("data directory {}: the database is unreadable ({detail}); {CORRUPT_ADVICE}", dir.display())]
+    Corrupt {
+        /// The data directory.
+        dir: PathBuf,
+        /// What sled reported.
+        detail: String,
+    },
+    /// A read or write failed while the database was being checked.
+    #[error("data directory {}: cannot {doing}: {source}", dir.display())]
+    Sled {
+        /// The data directory.
+        dir: PathBuf,
+        /// What was being done, e.g. "open tree log".
+        doing: String,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// A stored record does not decode.
+    #[error("data directory {}: {what} does not decode: {source}; {CORRUPT_ADVICE}", dir.display())]
+    Record {
+        /// The data directory.
+        dir: PathBuf,
+        /// Which record, e.g. "log entry 42" or "the vote".
+        what: String,
+        /// The codec's error.
+        source: CodecError,
+    },
+    /// A key of the log tree is not an 8-byte big-endian index.
+    #[error("data directory {}: the log holds a key of {len} bytes, not an 8-byte index; {CORRUPT_ADVICE}", dir.display())]
+    LogKey {
+        /// The data directory.
+        dir: PathBuf,
+        /// The key's length.
+        len: usize,
+    },
+    /// A log entry is stored under another index than its own.
+    #[error("data directory {}: the log entry stored at index {key} names index {found}; {CORRUPT_ADVICE}", dir.display())]
+    LogMisplaced {
+        /// The data directory.
+        dir: PathBuf,
+        /// The index it is stored under.
+        key: u64,
+        /// The index the entry names.
+        found: u64,
+    },
+    /// The log has a hole: an index between the first and the last entry is missing.
+    #[error("data directory {}: the log jumps from entry {after} to entry {next}; entries are missing; {CORRUPT_ADVICE}", dir.display())]
+    LogHole {
+        /// The data directory.
+        dir: PathBuf,
+        /// The last index present before the hole.
+        after: u64,
+        /// The next index present.
+        next: u64,
+    },
+    /// The first log entry does not follow the last purged one.
+    #[error("data directory {}: the log was purged up to entry {purged} but starts at entry {first}; entries are missing; {CORRUPT_ADVICE}", dir.display())]
+    LogStart {
+        /// The data directory.
+        dir: PathBuf,
+        /// The last purged index.
+        purged: u64,
+        /// The first index present.
+        first: u64,
+    },
+    /// Only half of the snapshot (metadata or data) is stored.
+    #[error("data directory {}: the snapshot has {present} but no {missing}; {CORRUPT_ADVICE}", dir.display())]
+    SnapshotIncomplete {
+        /// The data directory.
+        dir: PathBuf,
+        /// The half present.
+        present: &'static str,
+        /// The half missing.
+        missing: &'static str,
+    },
+    /// The snapshot's data describes another point of the log than its metadata.
+    #[error("data directory {}: the snapshot's metadata says {meta} but its data holds {data}; {CORRUPT_ADVICE}", dir.display())]
+    SnapshotMismatch {
+        /// The data directory.
+        dir: PathBuf,
+        /// What the metadata says.
+        meta: String,
+        /// What the data holds.
+        data: String,
+    },
+    /// The snapshot decodes but its license state breaks an invariant.
+    #[error("data directory {}: the snapshot's license state is inconsistent ({detail}); {CORRUPT_ADVICE}", dir.display())]
+    SnapshotInvariant {
+        /// The data directory.
+        dir: PathBuf,
+        /// The invariant check's message.
+        detail: String,
+    },
+}
+
+/// Opens (creating if needed) the sled database in `dir` and returns the log
+/// store and the state-machine store over it, after validating what is stored
+/// (see the module docs).
+///
+/// Blocking: call it at start-up, before the Raft node is built. Only one
+/// process may hold a directory; a second `open` returns
+/// [`StoreError::Locked`].
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let shared: Arc<Path> = Arc::from(dir);
+    // sled 0.34 can panic on garbage instead of returning an error; a panic
+    // here leaves nothing half-built behind (everything is dropped), so it is
+    // safe to report it and let the caller exit.
+    match catch_unwind(AssertUnwindSafe(|| open_checked(&shared))) {
+        Ok(result) => result,
+        Err(payload) => Err(StoreError::Corrupt {
+            dir: dir.to_path_buf(),
+            detail: format!("sled panicked: {}", panic_message(payload.as_ref())),
+        }),
+    }
+}
+
+fn open_checked(dir: &Arc<Path>) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let db = sled::Config::new()
+        .path(dir)
+        .open()
+        .map_err(|source| open_error(dir, source))?;
+    let tree = |name: &str| {
+        db.open_tree(name)
+            .map_err(|source| sled_error(dir, format!("open tree {name}"), source))
+    };
+    let log = tree(LOG_TREE)?;
+    let meta = tree(META_TREE)?;
+    let state = tree(STATE_TREE)?;
+    let log_store = LogStore::open(dir.clone(), log, meta)?;
+    let state_machine = StateMachineStore::open(dir.clone(), state)?;
+    Ok((log_store, state_machine))
+}
+
+/// Maps the error of `sled::Config::open`.
+fn open_error(dir: &Path, source: sled::Error) -> StoreError {
+    let dir = dir.to_path_buf();
+    match source {
+        // sled reports a held lock as an `Other` I/O error with this text
+        // (config.rs, `try_lock`); there is no dedicated kind to match.
+        sled::Error::Io(ref e) if e.to_string().contains("could not acquire lock") => {
+            StoreError::Locked { dir, source }
+        }
+        sled::Error::Corruption { .. } => StoreError::Corrupt {
+            dir,
+            detail: source.to_string(),
+        },
+        _ => StoreError::Open { dir, source },
+    }
+}
+
+/// Maps a sled error met while reading or writing an open database.
+pub(crate) fn sled_error(dir: &Path, doing: impl Into<String>, source: sled::Error) -> StoreError {
+    let dir = dir.to_path_buf();
+    match source {
+        sled::Error::Corruption { .. } => StoreError::Corrupt {
+            dir,
+            detail: source.to_string(),
+        },
+        _ => StoreError::Sled {
+            dir,
+            doing: doing.into(),
+            source,
+        },
+    }
+}
+
+/// The message of a caught panic, if it carried one.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        String::from("no message")
+    }
+}

@@ -1,0 +1,159 @@
+//! The batcher: collects concurrent license commands into one log entry.
+//!
+//! openraft 0.9 flushes the log once per `client_write` and waits for that
+//! flush before the next append, so one command per entry would cost one
+//! fsync per license request. The batcher owns a bounded queue; its task
+//! takes a permit (at most `in_flight_max` batches proposed and not yet
+//! committed), waits for the first command, gathers more for up to
+//! `linger_us` or `commands_max` commands, stamps the batch with the wall
+//! clock, and proposes it. While batches are in flight, new commands queue up
+//! and go out together in the next one (group commit), so under load a batch
+//! grows to what one flush can carry and an idle request pays at most the
+//! linger time.
+//!
+//! Every submitted command gets exactly one answer: its outcome and the log id
+//! of the entry, or an error saying this node is not the leader (with a hint)
+//! or that the proposal failed. An error does not mean the command was not
+//! applied: the client retries with the same request id, and the state
+//! machine's per-session dedup returns the first outcome.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::config::Batching;
+use crate::license::state::{Batch, Command, Outcome};
+use crate::raft::{LogId, Raft};
+
+/// Commands waiting for the batcher, at most.
+pub const QUEUE_MAX: usize = 16_384;
+
+/// Why a command got no outcome.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    /// This node is not the leader; the leader is `leader` if known.
+    #[error("this node is not the leader")]
+    NotLeader {
+        /// The leader's id and address, when known.
+        leader: Option<(u64, String)>,
+    },
+    /// The queue is full: the node is overloaded.
+    #[error("the node is overloaded: {QUEUE_MAX} requests are queued")]
+    Overloaded,
+    /// The node is shutting down or Raft stopped.
+    #[error("the node is shutting down")]
+    Stopped,
+    /// The proposal failed for another reason; the outcome is unknown.
+    #[error("the request could not be committed: {0}")]
+    Failed(String),
+}
+
+/// The outcome of one command and the entry it was applied in.
+pub type Applied = (Outcome, LogId);
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Result<Applied, BatchError>>,
+}
+
+/// Submits commands to the batcher task.
+#[derive(Clone)]
+pub struct Batcher {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Batcher {
+    /// Starts the batcher task; it stops when every `Batcher` clone is dropped.
+    pub fn spawn(raft: Raft, settings: Batching) -> (Batcher, JoinHandle<()>) {
+        let (queue, receiver) = mpsc::channel(QUEUE_MAX);
+        let task = tokio::spawn(run(raft, settings, receiver));
+        (Batcher { queue }, task)
+    }
+
+    /// Proposes a command and waits until it is committed and applied.
+    pub async fn submit(&self, command: Command) -> Result<Applied, BatchError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.try_send(Pending { command, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BatchError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => BatchError::Stopped,
+        })?;
+        answer.await.map_err(|_| BatchError::Stopped)?
+    }
+}
+
+async fn run(raft: Raft, settings: Batching, mut receiver: mpsc::Receiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(settings.in_flight_max));
+    let linger = Duration::from_micros(settings.linger_us);
+    let mut writes = tokio::task::JoinSet::new();
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let Some(first) = receiver.recv().await else { break };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < settings.commands_max {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if linger.is_zero() {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                        Ok(Some(next)) => batch.push(next),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+        let raft = raft.clone();
+        writes.spawn(async move {
+            propose(&raft, batch).await;
+            drop(permit);
+        });
+        // Reap finished writes so the set does not grow.
+        while writes.try_join_next().is_some() {}
+    }
+    while writes.join_next().await.is_some() {}
+}
+
+async fn propose(raft: &Raft, pending: Vec<Pending>) {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let (commands, replies): (Vec<Command>, Vec<_>) =
+        pending.into_iter().map(|p| (p.command, p.reply)).unzip();
+    let size = commands.len();
+    match raft.client_write(Batch { now_ms, commands }).await {
+        Ok(response) => {
+            debug!(size, log_id = %response.log_id, "batch committed");
+            let log_id = response.log_id;
+            if response.data.len() != replies.len() {
+                // The state machine answers one outcome per command; anything else is a bug.
+                panic!("batch of {} commands got {} outcomes", replies.len(), response.data.len());
+            }
+            for (reply, outcome) in replies.into_iter().zip(response.data) {
+                let _ = reply.send(Ok((outcome, log_id)));
+            }
+        }
+        Err(error) => {
+            let error = match error {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => BatchError::NotLeader {
+                    leader: forward.leader_id.zip(forward.leader_node.map(|n| n.addr)),
+                },
+                RaftError::Fatal(openraft::error::Fatal::Stopped) => BatchError::Stopped,
+                other => {
+                    warn!(size, error = %other, "batch not committed");
+                    BatchError::Failed(other.to_string())
+                }
+            };
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}

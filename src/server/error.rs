@@ -1,0 +1,88 @@
+//! The services' one error enum and its one mapping to `tonic::Status`.
+//!
+//! A node that is not serving answers `UNAVAILABLE` with the active node's id
+//! and address in the response metadata ([`LEADER_ADDRESS_KEY`],
+//! [`LEADER_ID_KEY`]) so a client can follow the hint. Every reply, error or
+//! not, also carries the node's term in [`TERM_KEY`] where it is known.
+
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::server::batcher::BatchError;
+
+/// Response metadata: the address of the node that serves, when this one does not.
+pub const LEADER_ADDRESS_KEY: &str = "raftlm-leader";
+/// Response metadata: the id of the node that serves.
+pub const LEADER_ID_KEY: &str = "raftlm-leader-id";
+/// Response metadata: the term of the node that answered (the fencing token).
+pub const TERM_KEY: &str = "raftlm-term";
+
+/// Why a license or admin request was not answered with a reply.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    /// This node does not serve: it is not the active node.
+    #[error("node {node} is not the active node{}", hint_text(.leader))]
+    NotActive {
+        /// This node.
+        node: u64,
+        /// The active node's id and address, when known.
+        leader: Option<(u64, String)>,
+    },
+    /// The request is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request was refused (a bad license, a license change that would strand grants).
+    #[error("{0}")]
+    Refused(String),
+    /// The node has too much queued work.
+    #[error("{0}")]
+    Overloaded(String),
+    /// The request may or may not have been applied; retry it with the same request id.
+    #[error("{0}; retry with the same request id")]
+    Unknown(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    Stopped,
+}
+
+fn hint_text(leader: &Option<(u64, String)>) -> String {
+    match leader {
+        Some((id, address)) => format!("; node {id} at {address} is"),
+        None => "; no node is active right now (election in progress)".to_string(),
+    }
+}
+
+impl ServiceError {
+    /// Maps a batcher error for node `node`.
+    pub fn from_batch(node: u64, error: BatchError) -> ServiceError {
+        match error {
+            BatchError::NotLeader { leader } => ServiceError::NotActive { node, leader },
+            BatchError::Overloaded => ServiceError::Overloaded(error.to_string()),
+            BatchError::Stopped => ServiceError::Stopped,
+            BatchError::Failed(message) => ServiceError::Unknown(message),
+        }
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Status {
+        let message = error.to_string();
+        match error {
+            ServiceError::NotActive { leader, .. } => {
+                let mut status = Status::new(Code::Unavailable, message);
+                if let Some((id, address)) = leader {
+                    if let Ok(value) = MetadataValue::try_from(address.as_str()) {
+                        status.metadata_mut().insert(LEADER_ADDRESS_KEY, value);
+                    }
+                    status.metadata_mut().insert(LEADER_ID_KEY, MetadataValue::from(id));
+                }
+                status
+            }
+            ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
+            ServiceError::Refused(_) => Status::failed_precondition(message),
+            ServiceError::Overloaded(_) => Status::resource_exhausted(message),
+            ServiceError::Unknown(_) => Status::unavailable(message),
+            ServiceError::Stopped => Status::unavailable(message),
+        }
+    }
+}

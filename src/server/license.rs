@@ -1,0 +1,285 @@
+//! The client-facing license service: Checkout, Renew, Checkin, Status.
+//!
+//! Check-outs and check-ins are committed through Raft (via the batcher)
+//! before the reply. Renewals touch the in-memory session tracker only.
+//! Status is a linearizable read: the node confirms with a quorum that it
+//! still leads, waits until its state machine has applied up to that point,
+//! then reads. Every reply carries the term it was answered in.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::license::state::{self, Command, DenyReason, Outcome, RequestId, SessionId};
+use crate::proto::v1 as pb;
+use crate::proto::v1::license_server::License;
+use crate::server::{ServiceError, Shared};
+
+/// Longest feature, user or host name accepted, in bytes.
+pub const NAME_BYTES_MAX: usize = 255;
+/// Most grant tokens one renewal may quote.
+pub const RENEW_TOKENS_MAX: usize = 4096;
+
+/// The license service of one node.
+pub struct LicenseService {
+    shared: Arc<Shared>,
+}
+
+impl LicenseService {
+    /// A service over the node's shared parts.
+    pub fn new(shared: Arc<Shared>) -> LicenseService {
+        LicenseService { shared }
+    }
+}
+
+/// Converts a wire grant token.
+pub fn token_from_pb(token: &pb::GrantToken) -> state::GrantToken {
+    state::GrantToken { term: token.term, index: token.index, slot: token.slot }
+}
+
+/// Converts a grant token to the wire form.
+pub fn token_to_pb(token: state::GrantToken) -> pb::GrantToken {
+    pb::GrantToken { term: token.term, index: token.index, slot: token.slot }
+}
+
+fn request_id(request: Option<pb::RequestId>) -> Result<RequestId, ServiceError> {
+    let request = request.ok_or_else(|| ServiceError::InvalidArgument("request id is missing".into()))?;
+    if request.seq == 0 {
+        return Err(ServiceError::InvalidArgument("request sequence numbers start at 1".into()));
+    }
+    Ok(RequestId { session: SessionId(request.session), seq: request.seq })
+}
+
+fn check_name(what: &str, value: &str, required: bool) -> Result<(), ServiceError> {
+    if required && value.is_empty() {
+        return Err(ServiceError::InvalidArgument(format!("{what} is empty")));
+    }
+    if value.len() > NAME_BYTES_MAX {
+        return Err(ServiceError::InvalidArgument(format!(
+            "{what} is longer than {NAME_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn deny_reason(reason: &DenyReason) -> pb::DenyReason {
+    match reason {
+        DenyReason::NoSuchFeature => pb::DenyReason::NoSuchFeature,
+        DenyReason::Expired => pb::DenyReason::Expired,
+        DenyReason::ExceedsLicensed => pb::DenyReason::ExceedsLicensed,
+        DenyReason::InUse => pb::DenyReason::InUse,
+        DenyReason::BadCount => pb::DenyReason::BadCount,
+        DenyReason::CapacityReached => pb::DenyReason::CapacityReached,
+    }
+}
+
+/// One plain sentence for a denied check-out.
+pub fn denial_message(feature: &str, count: u32, reason: &DenyReason, available: u32, total: u32) -> String {
+    match reason {
+        DenyReason::NoSuchFeature => format!("no license for feature \"{feature}\""),
+        DenyReason::Expired => format!("every license for feature \"{feature}\" has expired"),
+        DenyReason::ExceedsLicensed => format!(
+            "{count} seats of \"{feature}\" asked for, but only {total} are licensed"
+        ),
+        DenyReason::InUse => format!(
+            "{count} seats of \"{feature}\" asked for, {available} of {total} are free"
+        ),
+        DenyReason::BadCount => format!("{count} is not a seat count: ask for 1 to {}", state::CHECKOUT_SEATS_MAX),
+        DenyReason::CapacityReached => reason.to_string(),
+    }
+}
+
+impl LicenseService {
+    async fn checkout(&self, request: pb::CheckoutRequest) -> Result<pb::CheckoutReply, ServiceError> {
+        let id = request_id(request.request)?;
+        check_name("feature", &request.feature, true)?;
+        check_name("user", &request.user, false)?;
+        check_name("host", &request.host, false)?;
+        let term = self.shared.serving()?;
+        self.shared.sessions.touch(term, id.session);
+        let command = Command::Checkout {
+            request: id,
+            feature: request.feature.clone(),
+            count: request.count,
+            user: request.user,
+            host: request.host,
+        };
+        let (outcome, log_id) = self.shared.batcher.submit(command).await.map_err(|e| self.shared.batch_error(e))?;
+        let term = log_id.leader_id.term;
+        let mut reply = pb::CheckoutReply { term, count: request.count, ..Default::default() };
+        match outcome {
+            Outcome::Granted { token, count, available, total, .. } => {
+                reply.granted = true;
+                reply.token = Some(token_to_pb(token));
+                reply.count = count;
+                reply.available = available;
+                reply.total = total;
+            }
+            Outcome::Denied { reason, available, total } => {
+                reply.reason = deny_reason(&reason) as i32;
+                reply.available = available;
+                reply.total = total;
+                reply.message = denial_message(&request.feature, request.count, &reason, available, total);
+            }
+            Outcome::Stale => {
+                reply.reason = pb::DenyReason::StaleRequest as i32;
+                reply.message = "the request is older than the session's retry window".into();
+            }
+            Outcome::SessionExpired => {
+                reply.reason = pb::DenyReason::SessionExpired as i32;
+                reply.message = "the session was expired after it stopped heartbeating; start a new session".into();
+            }
+            other => {
+                return Err(ServiceError::Unknown(format!("unexpected outcome for a check-out: {other:?}")));
+            }
+        }
+        Ok(reply)
+    }
+
+    fn renew(&self, request: pb::RenewRequest) -> Result<pb::RenewReply, ServiceError> {
+        if request.tokens.len() > RENEW_TOKENS_MAX {
+            return Err(ServiceError::InvalidArgument(format!(
+                "a renewal may quote at most {RENEW_TOKENS_MAX} grants"
+            )));
+        }
+        let term = self.shared.serving()?;
+        let session = SessionId(request.session);
+        self.shared.sessions.touch(term, session);
+        let unknown = self.shared.state.read(|state| {
+            request
+                .tokens
+                .iter()
+                .filter(|t| state.grant(&token_from_pb(t)).is_none_or(|g| g.session != session))
+                .cloned()
+                .collect()
+        });
+        // Checked again after the read: a reply must not outlive this node's leadership.
+        let term = self.shared.serving()?;
+        Ok(pb::RenewReply { term, unknown, session_ttl_ms: self.shared.config.timing.session_ttl_ms })
+    }
+
+    async fn checkin(&self, request: pb::CheckinRequest) -> Result<pb::CheckinReply, ServiceError> {
+        let id = request_id(request.request)?;
+        let token = request.token.ok_or_else(|| ServiceError::InvalidArgument("grant token is missing".into()))?;
+        let term = self.shared.serving()?;
+        self.shared.sessions.touch(term, id.session);
+        let command = Command::Checkin { request: id, token: token_from_pb(&token) };
+        let (outcome, log_id) = self.shared.batcher.submit(command).await.map_err(|e| self.shared.batch_error(e))?;
+        let mut reply = pb::CheckinReply { term: log_id.leader_id.term, ..Default::default() };
+        if let Outcome::CheckedIn { feature, count } = outcome {
+            reply.released = true;
+            reply.feature = feature;
+            reply.count = count;
+        }
+        Ok(reply)
+    }
+
+    async fn status(&self) -> Result<pb::StatusReply, ServiceError> {
+        self.shared.serving()?;
+        self.shared
+            .raft
+            .ensure_linearizable()
+            .await
+            .map_err(|e| ServiceError::NotActive { node: self.shared.node_id, leader: leader_of(&e) })?;
+        let term = self.shared.serving()?;
+        Ok(status_reply(&self.shared, term))
+    }
+}
+
+fn leader_of(
+    error: &openraft::error::RaftError<u64, openraft::error::CheckIsLeaderError<u64, openraft::BasicNode>>,
+) -> Option<(u64, String)> {
+    match error {
+        openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
+            f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// Builds the status reply from the local state and Raft metrics.
+pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
+    let metrics = shared.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let nodes = membership
+        .nodes()
+        .map(|(id, node)| {
+            let role = if Some(*id) == metrics.current_leader {
+                "active"
+            } else {
+                let reachable = metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id))
+                    .is_some_and(|matched| matched.is_some());
+                if reachable { "standby" } else { "unreachable" }
+            };
+            pb::NodeStatus { id: *id, address: node.addr.clone(), role: role.to_string() }
+        })
+        .collect();
+    let active_address = metrics
+        .current_leader
+        .and_then(|id| membership.get_node(&id))
+        .map(|n| n.addr.clone())
+        .unwrap_or_default();
+    shared.state.read(|state| {
+        let features = state
+            .features()
+            .into_iter()
+            .map(|f| pb::FeatureStatus {
+                feature: f.feature,
+                vendor: f.vendor,
+                version: f.version,
+                licensed: f.licensed,
+                unexpired: f.unexpired,
+                in_use: f.in_use,
+                expiry: f.expiry.to_string(),
+            })
+            .collect();
+        let grants = state
+            .grants()
+            .values()
+            .map(|g| pb::GrantStatus {
+                token: Some(token_to_pb(g.token)),
+                feature: g.feature.clone(),
+                count: g.count,
+                session: g.session.0,
+                user: g.user.clone(),
+                host: g.host.clone(),
+                since_ms: g.since_ms,
+            })
+            .collect();
+        let activation = state.activation();
+        pb::StatusReply {
+            term,
+            cluster_name: shared.config.cluster_name.clone(),
+            active_node: metrics.current_leader.unwrap_or(0),
+            active_address,
+            nodes,
+            features,
+            grants,
+            last_activation_ms: activation.map_or(0, |a| a.at_ms),
+            activations: state.activations(),
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+        }
+    })
+}
+
+#[tonic::async_trait]
+impl License for LicenseService {
+    async fn checkout(&self, request: Request<pb::CheckoutRequest>) -> Result<Response<pb::CheckoutReply>, Status> {
+        Ok(Response::new(LicenseService::checkout(self, request.into_inner()).await?))
+    }
+
+    async fn renew(&self, request: Request<pb::RenewRequest>) -> Result<Response<pb::RenewReply>, Status> {
+        Ok(Response::new(LicenseService::renew(self, request.into_inner())?))
+    }
+
+    async fn checkin(&self, request: Request<pb::CheckinRequest>) -> Result<Response<pb::CheckinReply>, Status> {
+        Ok(Response::new(LicenseService::checkin(self, request.into_inner()).await?))
+    }
+
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+        Ok(Response::new(LicenseService::status(self).await?))
+    }
+}

@@ -1,0 +1,64 @@
+//! The node's services: the license and admin gRPC services, the session
+//! tracker and its sweeper, and the batcher they propose through.
+//!
+//! Services hold no business rules: they check that this node serves, turn a
+//! request into a [`Command`](crate::license::state::Command), submit it to
+//! the [`Batcher`], and turn the outcome into a reply. The rules live in
+//! [`LicenseState`](crate::license::state::LicenseState).
+
+pub mod admin;
+pub mod batcher;
+pub mod error;
+pub mod license;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use openraft::ServerState;
+
+use crate::config::Config;
+use crate::license::signature::VendorPublicKey;
+use crate::raft::Raft;
+use crate::raft::state_machine::StateMachineStore;
+pub use batcher::Batcher;
+pub use error::ServiceError;
+use sessions::SessionTracker;
+
+/// What every service of one node shares.
+pub struct Shared {
+    /// This node's id.
+    pub node_id: u64,
+    /// The node's configuration.
+    pub config: Arc<Config>,
+    /// The local Raft node.
+    pub raft: Raft,
+    /// The local state machine, for reads.
+    pub state: StateMachineStore,
+    /// Proposes commands.
+    pub batcher: Batcher,
+    /// Heartbeats of client sessions, kept by the active node.
+    pub sessions: SessionTracker,
+    /// Vendor keys this cluster trusts.
+    pub trusted: Vec<VendorPublicKey>,
+}
+
+impl Shared {
+    /// The term this node serves in, or why it does not serve.
+    pub fn serving(&self) -> Result<u64, ServiceError> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        if metrics.state == ServerState::Leader && metrics.current_leader == Some(self.node_id) {
+            return Ok(metrics.current_term);
+        }
+        let leader = metrics.current_leader.and_then(|id| {
+            let node = metrics.membership_config.membership().get_node(&id)?;
+            Some((id, node.addr.clone()))
+        });
+        Err(ServiceError::NotActive { node: self.node_id, leader })
+    }
+
+    /// Maps a batcher error for this node.
+    pub fn batch_error(&self, error: batcher::BatchError) -> ServiceError {
+        ServiceError::from_batch(self.node_id, error)
+    }
+}

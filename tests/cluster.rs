@@ -1,0 +1,114 @@
+//! Three nodes in one process on 127.0.0.1:0: election, replication, redirect,
+//! and a grant surviving the loss of the leader.
+
+mod common;
+
+use std::time::Duration;
+
+use raftlm::node::Node;
+use raftlm::proto::v1 as pb;
+use raftlm::proto::v1::admin_client::AdminClient;
+use raftlm::proto::v1::license_client::LicenseClient;
+use raftlm::server::error::LEADER_ADDRESS_KEY;
+use tokio::net::TcpListener;
+
+async fn start_cluster(dir: &std::path::Path) -> (Vec<Option<Node>>, raftlm::license::signature::VendorSigningKey) {
+    let (key, public) = common::vendor_key(dir);
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let addresses: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    let mut nodes = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let config = common::node_config(dir, i as u64 + 1, &addresses, &public);
+        nodes.push(Some(Node::start_with_listener(config, listener).await.unwrap()));
+    }
+    (nodes, key)
+}
+
+async fn leader_of(nodes: &[Option<Node>]) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        for (i, node) in nodes.iter().enumerate() {
+            if let Some(node) = node {
+                if node.shared().serving().is_ok() {
+                    return i;
+                }
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader elected in 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn client(node: &Node) -> LicenseClient<tonic::transport::Channel> {
+    LicenseClient::connect(format!("http://{}", node.address())).await.unwrap()
+}
+
+fn checkout(session: u64, seq: u64, feature: &str, count: u32) -> pb::CheckoutRequest {
+    pb::CheckoutRequest {
+        request: Some(pb::RequestId { session, seq }),
+        feature: feature.into(),
+        count,
+        user: "ada".into(),
+        host: "ws1".into(),
+    }
+}
+
+// A checkout on the leader is replicated to every node; a follower redirects with the
+// leader's address; when the leader stops, a new leader serves and the grant is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_redirect_and_survive_leader_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, key) = start_cluster(dir.path()).await;
+    let leader = leader_of(&nodes).await;
+    let leader_node = nodes[leader].as_ref().unwrap();
+
+    let mut admin = AdminClient::connect(format!("http://{}", leader_node.address())).await.unwrap();
+    let imported = admin
+        .import_license(pb::ImportLicenseRequest { name: "acme.lic".into(), text: common::signed_license(&key, &[("cad", 3)]) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(imported.lines, 1);
+
+    let granted = client(leader_node).await.checkout(checkout(11, 1, "cad", 2)).await.unwrap().into_inner();
+    assert!(granted.granted, "{granted:?}");
+    let token = granted.token.unwrap();
+    let token = raftlm::license::state::GrantToken { term: token.term, index: token.index, slot: token.slot };
+
+    // Applied on all three.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for node in nodes.iter().flatten() {
+        while node.shared().state.read(|s| s.grant(&token).is_none()) {
+            assert!(tokio::time::Instant::now() < deadline, "grant not replicated to node");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // A follower answers UNAVAILABLE with the leader's address.
+    let follower = (leader + 1) % 3;
+    let status = client(nodes[follower].as_ref().unwrap()).await.checkout(checkout(12, 1, "cad", 1)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    let hint = status.metadata().get(LEADER_ADDRESS_KEY).unwrap().to_str().unwrap().to_string();
+    assert_eq!(hint, leader_node.address().to_string());
+
+    // The leader goes away; a new leader holds the grant and keeps counting seats.
+    nodes[leader].take().unwrap().shutdown().await;
+    let new_leader = leader_of(&nodes).await;
+    assert_ne!(new_leader, leader);
+    let new_node = nodes[new_leader].as_ref().unwrap();
+    assert!(new_node.shared().state.read(|s| s.grant(&token).is_some()));
+    let mut license = client(new_node).await;
+    let denied = license.checkout(checkout(13, 1, "cad", 2)).await.unwrap().into_inner();
+    assert!(!denied.granted && denied.available == 1 && denied.total == 3, "{denied:?}");
+    // The retried first request returns the first grant, not a second one.
+    let retried = license.checkout(checkout(11, 1, "cad", 2)).await.unwrap().into_inner();
+    assert_eq!(retried.token, granted.token);
+    assert_eq!(new_node.shared().state.read(|s| s.in_use("cad")), 2);
+
+    for node in nodes.into_iter().flatten() {
+        node.shutdown().await;
+    }
+}

@@ -1,0 +1,491 @@
+//! The sled log store and state-machine store: openraft's conformance suite,
+//! restart (write, drop, reopen, read back and replay), and start-up on a
+//! damaged data directory.
+
+use std::collections::BTreeSet;
+use std::fs::{self, OpenOptions};
+use std::io::{Cursor, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{
+    AnyError, CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder,
+    StorageHelper, StorageIOError,
+};
+use raftlm::license::state::{
+    Batch, Command, GrantToken, LicenseState, Outcome, RequestId, SessionId,
+};
+use raftlm::license::{Expiry, FeatureLine, LineKind};
+use raftlm::raft::log_store::LogStore;
+use raftlm::raft::state_machine::StateMachineStore;
+use raftlm::raft::store::{self, StoreError};
+use raftlm::raft::{Entry, LogId, StorageError, StoredMembership, TypeConfig, Vote};
+use tempfile::TempDir;
+
+/// Builds our stores in a fresh temporary directory for each suite case.
+struct SledStoreBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledStoreBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
+        let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        let (log, sm) =
+            store::open(dir.path()).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        Ok((dir, log, sm))
+    }
+}
+
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId {
+        leader_id: CommittedLeaderId::new(term, 1),
+        index,
+    }
+}
+
+fn blank(term: u64, index: u64) -> Entry {
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Blank,
+    }
+}
+
+fn membership(term: u64, index: u64) -> Entry {
+    let voters: BTreeSet<u64> = [1, 2, 3].into_iter().collect();
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Membership(Membership::new(vec![voters], ())),
+    }
+}
+
+fn normal(term: u64, index: u64, batch: Batch) -> Entry {
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(batch),
+    }
+}
+
+/// A batch importing 5 seats of `cad`.
+fn import_cad() -> Batch {
+    let line = FeatureLine {
+        kind: LineKind::Feature,
+        feature: "cad".into(),
+        vendor: "acme".into(),
+        version: "2.0".into(),
+        expiry: Expiry::Permanent,
+        seats: 5,
+        attributes: Vec::new(),
+        signature: "ed25519:test".into(),
+        line: 1,
+    };
+    Batch {
+        now_ms: 1_000,
+        commands: vec![Command::ImportLicense {
+            name: "site.lic".into(),
+            lines: vec![line],
+        }],
+    }
+}
+
+/// A batch in which session `session` checks out `count` seats of `cad`.
+fn checkout(session: u64, count: u32, now_ms: u64) -> Batch {
+    Batch {
+        now_ms,
+        commands: vec![Command::Checkout {
+            request: RequestId {
+                session: SessionId(session),
+                seq: 1,
+            },
+            feature: "cad".into(),
+            count,
+            user: "ada".into(),
+            host: "ws1".into(),
+        }],
+    }
+}
+
+async fn reopen(dir: &Path) -> (LogStore, StateMachineStore) {
+    store::open(dir).unwrap_or_else(|e| panic!("reopen failed: {e}"))
+}
+
+// Our sled stores satisfy openraft's own storage contract (logs, vote, purge, truncate, snapshots).
+#[test]
+fn openraft_conformance_suite() -> Result<(), StorageError> {
+    Suite::test_all(SledStoreBuilder)
+}
+
+// Everything acknowledged to openraft (log, vote, committed, snapshot) is read back equal after a restart.
+#[tokio::test]
+async fn reopen_reads_back_log_vote_committed_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = vec![
+        membership(1, 0),
+        normal(1, 1, import_cad()),
+        normal(1, 2, checkout(7, 2, 2_000)),
+        blank(2, 3),
+    ];
+    let vote = Vote::new_committed(2, 1);
+    let (snapshot_meta, snapshot_bytes) = {
+        let (mut log, mut sm) = store::open(dir.path()).unwrap();
+        log.blocking_append(entries.clone()).await.unwrap();
+        log.save_vote(&vote).await.unwrap();
+        log.save_committed(Some(log_id(2, 3))).await.unwrap();
+        sm.apply(entries.clone()).await.unwrap();
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        (snapshot.meta, snapshot.snapshot.into_inner())
+    };
+
+    let (mut log, mut sm) = reopen(dir.path()).await;
+    assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(2, 3)));
+    assert_eq!(log.try_get_log_entries(0..).await.unwrap(), entries);
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(log_id(2, 3)));
+    assert_eq!(state.last_purged_log_id, None);
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("a stored snapshot");
+    assert_eq!(current.meta, snapshot_meta);
+    assert_eq!(current.snapshot.into_inner(), snapshot_bytes);
+    let (applied, stored_membership) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(2, 3)));
+    assert_eq!(
+        stored_membership,
+        StoredMembership::new(Some(log_id(1, 0)), membership_of(&entries[0]))
+    );
+    assert_eq!(sm.last_applied(), Some(log_id(2, 3)));
+}
+
+fn membership_of(entry: &Entry) -> Membership<u64, openraft::BasicNode> {
+    match &entry.payload {
+        EntryPayload::Membership(m) => m.clone(),
+        _ => panic!("not a membership entry"),
+    }
+}
+
+// Granted seats survive a restart: the snapshot restores them, and openraft replays the committed log after it.
+#[tokio::test]
+async fn reopen_keeps_granted_seats_and_replays_committed_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = vec![
+        membership(1, 0),
+        normal(1, 1, import_cad()),
+        normal(1, 2, checkout(7, 2, 2_000)),
+        normal(1, 3, checkout(8, 1, 3_000)),
+    ];
+    let (at_snapshot, at_committed) = {
+        let (mut log, mut sm) = store::open(dir.path()).unwrap();
+        log.blocking_append(entries.clone()).await.unwrap();
+        let outcomes = sm.apply(entries[..3].to_vec()).await.unwrap();
+        let token = GrantToken {
+            term: 1,
+            index: 2,
+            slot: 0,
+        };
+        assert!(
+            matches!(&outcomes[2][..], [Outcome::Granted { token: t, count: 2, .. }] if *t == token),
+            "{outcomes:?}"
+        );
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let at_snapshot = sm.read(LicenseState::clone);
+        // Applied and committed after the snapshot: only the log and `committed` hold it.
+        sm.apply(entries[3..].to_vec()).await.unwrap();
+        log.save_committed(Some(log_id(1, 3))).await.unwrap();
+        log.purge(log_id(1, 1)).await.unwrap();
+        (at_snapshot, sm.read(LicenseState::clone))
+    };
+    assert_eq!(at_snapshot.in_use("cad"), 2);
+    assert_eq!(at_committed.in_use("cad"), 3);
+
+    let (mut log, mut sm) = reopen(dir.path()).await;
+    assert_eq!(
+        sm.read(LicenseState::clone),
+        at_snapshot,
+        "the state is loaded from the snapshot"
+    );
+    assert_eq!(sm.last_applied(), Some(log_id(1, 2)));
+
+    // What openraft does when a node starts: re-apply from last_applied + 1 to committed.
+    let initial = StorageHelper::new(&mut log, &mut sm)
+        .get_initial_state()
+        .await
+        .unwrap();
+    assert_eq!(initial.committed, Some(log_id(1, 3)));
+    assert_eq!(sm.last_applied(), Some(log_id(1, 3)));
+    assert_eq!(sm.read(LicenseState::clone), at_committed);
+    sm.read(LicenseState::check_invariants);
+
+    // And a snapshot of the replayed state survives a further restart.
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    drop((log, sm));
+    let (_log, sm) = reopen(dir.path()).await;
+    assert_eq!(sm.read(LicenseState::clone), at_committed);
+    assert_eq!(sm.read(|s| s.grants().len()), 2);
+}
+
+// A purge interrupted after recording the purged id is finished at start-up, not reported as a hole.
+#[tokio::test]
+async fn interrupted_purge_is_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = store::open(dir.path()).unwrap();
+        log.blocking_append((0..5).map(|i| blank(1, i)))
+            .await
+            .unwrap();
+    }
+    {
+        // Simulate the crash: the purged id is recorded, the entries are still there.
+        let db = sled::open(dir.path()).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("purged", raftlm::codec::encode(&log_id(1, 2)).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let (mut log, _sm) = reopen(dir.path()).await;
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 2)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 4)));
+    assert_eq!(
+        log.try_get_log_entries(0..).await.unwrap(),
+        vec![blank(1, 3), blank(1, 4)]
+    );
+}
+
+// A snapshot received from the network that does not decode or disagrees with its metadata is refused, not installed.
+#[tokio::test]
+async fn install_snapshot_refuses_bad_data() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (_l, mut leader) = store::open(leader_dir.path()).unwrap();
+    let (_f, mut follower) = store::open(follower_dir.path()).unwrap();
+    leader
+        .apply(vec![membership(1, 0), normal(1, 1, import_cad())])
+        .await
+        .unwrap();
+    let good = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let bytes = good.snapshot.into_inner();
+
+    let mut truncated = bytes.clone();
+    truncated.truncate(bytes.len() / 2);
+    let result = follower
+        .install_snapshot(&good.meta, Box::new(Cursor::new(truncated)))
+        .await;
+    assert!(result.is_err(), "a truncated snapshot was installed");
+
+    let mut later = good.meta.clone();
+    later.last_log_id = Some(log_id(1, 9));
+    let result = follower
+        .install_snapshot(&later, Box::new(Cursor::new(bytes.clone())))
+        .await;
+    assert!(
+        result.is_err(),
+        "a snapshot whose metadata lies was installed"
+    );
+
+    assert_eq!(follower.last_applied(), None);
+    assert!(follower.get_current_snapshot().await.unwrap().is_none());
+
+    follower
+        .install_snapshot(&good.meta, Box::new(Cursor::new(bytes)))
+        .await
+        .unwrap();
+    assert_eq!(follower.last_applied(), Some(log_id(1, 1)));
+    assert_eq!(
+        follower.read(LicenseState::clone),
+        leader.read(LicenseState::clone)
+    );
+}
+
+// A second process on the same data directory is told the directory is in use.
+#[test]
+fn second_open_of_a_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = store::open(dir.path()).unwrap();
+    let err = store::open(dir.path())
+        .err()
+        .expect("a second open succeeded");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+}
+
+/// Writes a small node database in `dir`: log entries, vote, committed, a snapshot.
+async fn write_node(dir: &Path) {
+    let (mut log, mut sm) = store::open(dir).unwrap();
+    let entries: Vec<Entry> = [membership(1, 0), normal(1, 1, import_cad())]
+        .into_iter()
+        .chain((2..40).map(|i| blank(1, i)))
+        .collect();
+    log.blocking_append(entries.clone()).await.unwrap();
+    log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+    log.save_committed(Some(log_id(1, 39))).await.unwrap();
+    sm.apply(entries).await.unwrap();
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+}
+
+/// Opens `dir`, which must fail with an error naming the directory; returns the message.
+fn open_must_fail(dir: &Path, damage: &str) -> String {
+    match store::open(dir) {
+        Ok(_) => panic!("{damage}: opening a damaged data directory succeeded"),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(&dir.display().to_string()),
+                "{damage}: {message}"
+            );
+            message
+        }
+    }
+}
+
+/// The regular files sled keeps in `dir`, recursively.
+fn sled_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(sled_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+// A truncated or overwritten sled file makes start-up fail with a clear error naming the directory, never a panic.
+#[tokio::test]
+async fn damaged_sled_files_are_a_clear_error() {
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 4] = [
+        ("db truncated to 0 bytes", |dir| {
+            truncate(&dir.join("db"), |_| 0)
+        }),
+        ("db truncated to a third", |dir| {
+            truncate(&dir.join("db"), |len| len / 3)
+        }),
+        ("db overwritten with garbage from byte 0", |dir| {
+            overwrite(&dir.join("db"), 0, 4096)
+        }),
+        ("conf overwritten with garbage", |dir| {
+            overwrite(&dir.join("conf"), 0, 64)
+        }),
+    ];
+    for (what, damage) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        write_node(dir.path()).await;
+        assert!(
+            sled_files(dir.path()).iter().any(|f| f.ends_with("db")),
+            "sled layout changed"
+        );
+        damage(dir.path());
+        let message = open_must_fail(dir.path(), what);
+        assert!(
+            message.contains("corrupt") || message.contains("cannot be opened"),
+            "{what}: {message}"
+        );
+    }
+}
+
+fn truncate(file: &Path, new_len: fn(u64) -> u64) {
+    let f = OpenOptions::new().write(true).open(file).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(new_len(len)).unwrap();
+}
+
+fn overwrite(file: &Path, at: u64, len: usize) {
+    let mut f = OpenOptions::new().write(true).open(file).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    // A fixed pseudo-random pattern, so a failure replays.
+    let garbage: Vec<u8> = (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0])
+        .collect();
+    f.write_all(&garbage).unwrap();
+    f.sync_all().unwrap();
+}
+
+// Records that sled reads fine but that do not decode, or a log with a hole, are reported by name at start-up.
+#[tokio::test]
+async fn corrupt_records_are_a_clear_error() {
+    type Tamper = fn(&sled::Db);
+    let cases: [(&str, Tamper, &str); 6] = [
+        (
+            "vote",
+            |db| put(db, "meta", b"vote", b"\x01\xff\xff"),
+            "the vote does not decode",
+        ),
+        (
+            "committed",
+            |db| put(db, "meta", b"committed", b"\x09"),
+            "the committed log id does not decode",
+        ),
+        (
+            "last log entry",
+            |db| put(db, "log", &39u64.to_be_bytes(), b"\x01garbage"),
+            "log entry 39 does not decode",
+        ),
+        (
+            "hole",
+            |db| del(db, "log", &20u64.to_be_bytes()),
+            "jumps from entry 19 to entry 21",
+        ),
+        (
+            "snapshot data",
+            |db| put(db, "state", b"data", b"\x01\x00"),
+            "the snapshot data does not decode",
+        ),
+        (
+            "snapshot half",
+            |db| del(db, "state", b"data"),
+            "the snapshot has metadata but no data",
+        ),
+    ];
+    for (what, tamper, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write_node(dir.path()).await;
+        {
+            let db = sled::open(dir.path()).unwrap();
+            tamper(&db);
+            db.flush().unwrap();
+        }
+        let message = open_must_fail(dir.path(), what);
+        assert!(message.contains(expected), "{what}: {message}");
+        assert!(
+            message.contains("restore from a backup"),
+            "{what}: {message}"
+        );
+    }
+}
+
+fn put(db: &sled::Db, tree: &str, key: &[u8], value: &[u8]) {
+    db.open_tree(tree).unwrap().insert(key, value).unwrap();
+}
+
+fn del(db: &sled::Db, tree: &str, key: &[u8]) {
+    db.open_tree(tree).unwrap().remove(key).unwrap();
+}
