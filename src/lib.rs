@@ -2,6 +2,7 @@
 //!
 //! See `docs/architecture.md` for the layers and how they fit together.
 
+pub mod activator;
 pub mod cli;
 pub mod codec;
 pub mod config;

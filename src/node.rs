@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn, Instrument};
 
+use crate::activator::{self, Lease};
 use crate::config::Config;
 use crate::license::signature::{KeyError, VendorPublicKey};
 use crate::license::state::Outcome;
@@ -135,6 +136,7 @@ impl Node {
             batcher,
             sessions: SessionTracker::default(),
             trusted,
+            lease: Lease::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = vec![batcher_task];
@@ -154,6 +156,9 @@ impl Node {
                 }
             }
             .instrument(span.clone()),
+        ));
+        tasks.push(tokio::spawn(
+            activator::run(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
         ));
         tasks.push(tokio::spawn(
             sessions::sweep(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),

@@ -15,7 +15,10 @@ fn read(relative: &str) -> String {
 }
 
 fn parse_data(relative: &str) -> LicenseFile {
-    let name = Path::new(relative).file_name().and_then(|n| n.to_str()).unwrap_or(relative);
+    let name = Path::new(relative)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(relative);
     file::parse(name, &read(relative)).unwrap_or_else(|e| panic!("{relative} should parse: {e}"))
 }
 
@@ -24,14 +27,37 @@ fn date(text: &str) -> Date {
 }
 
 fn attrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The fields of a feature line that do not depend on byte positions.
 fn fields(
     f: &ParsedFeature,
-) -> (LineKind, &str, &str, &str, Expiry, u32, &[(String, String)], Option<Date>, u32) {
-    (f.kind, &f.feature, &f.vendor, &f.version, f.expiry, f.seats, &f.attributes, f.issued, f.line)
+) -> (
+    LineKind,
+    &str,
+    &str,
+    &str,
+    Expiry,
+    u32,
+    &[(String, String)],
+    Option<Date>,
+    u32,
+) {
+    (
+        f.kind,
+        &f.feature,
+        &f.vendor,
+        &f.version,
+        f.expiry,
+        f.seats,
+        &f.attributes,
+        f.issued,
+        f.line,
+    )
 }
 
 // Guards the promise that a FlexNet-style file with comments, continuations,
@@ -53,11 +79,61 @@ fn good_file_parses_to_expected_values() {
     let notice = r#"Example Corp, "Design" dept \ site 2"#;
     let cad_attrs = attrs(&[("ISSUED", "22-nov-2026"), ("NOTICE", notice)]);
     let empty_notice = attrs(&[("NOTICE", "")]);
-    let expected: Vec<(LineKind, &str, &str, &str, Expiry, u32, &[(String, String)], Option<Date>, u32)> = vec![
-        (LineKind::Feature, "cad", "acme", "2.0", Expiry::On(date("31-dec-2027")), 25, &cad_attrs, Some(date("22-nov-2026")), 7),
-        (LineKind::Increment, "cad", "acme", "2.0", Expiry::Permanent, 5, &[], None, 9),
-        (LineKind::Increment, "cad", "acme", "2.1", Expiry::On(date("01-jan-2030")), 7, &empty_notice, None, 10),
-        (LineKind::Feature, "render.gpu_x", "acme", "v3-beta", Expiry::Permanent, u32::MAX, &[], None, 11),
+    let expected: Vec<(
+        LineKind,
+        &str,
+        &str,
+        &str,
+        Expiry,
+        u32,
+        &[(String, String)],
+        Option<Date>,
+        u32,
+    )> = vec![
+        (
+            LineKind::Feature,
+            "cad",
+            "acme",
+            "2.0",
+            Expiry::On(date("31-dec-2027")),
+            25,
+            &cad_attrs,
+            Some(date("22-nov-2026")),
+            7,
+        ),
+        (
+            LineKind::Increment,
+            "cad",
+            "acme",
+            "2.0",
+            Expiry::Permanent,
+            5,
+            &[],
+            None,
+            9,
+        ),
+        (
+            LineKind::Increment,
+            "cad",
+            "acme",
+            "2.1",
+            Expiry::On(date("01-jan-2030")),
+            7,
+            &empty_notice,
+            None,
+            10,
+        ),
+        (
+            LineKind::Feature,
+            "render.gpu_x",
+            "acme",
+            "v3-beta",
+            Expiry::Permanent,
+            u32::MAX,
+            &[],
+            None,
+            11,
+        ),
     ];
     let got: Vec<_> = parsed.lines.iter().map(fields).collect();
     assert_eq!(got, expected);
@@ -73,7 +149,12 @@ fn good_file_parses_to_expected_values() {
             "FEATURE render.gpu_x acme v3-beta PERMANENT 4294967295",
         ]
     );
-    assert!(parsed.lines.iter().all(|l| l.signature.is_none() && l.sign_span.is_none()));
+    assert!(
+        parsed
+            .lines
+            .iter()
+            .all(|l| l.signature.is_none() && l.sign_span.is_none())
+    );
     // Unsigned lines cannot become state-machine lines.
     assert!(parsed.lines.iter().all(|l| l.to_feature_line().is_none()));
 }
@@ -109,7 +190,9 @@ fn file_without_features_parses() {
 #[test]
 fn sign_value_is_kept_with_its_span() {
     let sig = format!("ed25519:{}", "A".repeat(96));
-    let text = format!("SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE cad acme 2.0 permanent 3 SIGN=\"{sig}\" X=1\n");
+    let text = format!(
+        "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE cad acme 2.0 permanent 3 SIGN=\"{sig}\" X=1\n"
+    );
     let parsed = file::parse("s.lic", &text).expect("parses");
     let line = &parsed.lines[0];
     assert_eq!(line.signature.as_deref(), Some(sig.as_str()));
@@ -123,33 +206,114 @@ fn sign_value_is_kept_with_its_span() {
 
 /// Every bad file and its exact message. Each error class appears at least once.
 const BAD: &[(&str, &str)] = &[
-    ("bad_count.lic", r#"bad_count.lic:3:34: count "many" is not a number of seats, expected a whole number from 1 to 4294967295"#),
-    ("bad_escape.lic", r#"bad_escape.lic:3:46: escape "\n" inside quotes, expected \" or \\"#),
-    ("bad_expiry.lic", r#"bad_expiry.lic:3:22: expiry "31-dex-2027" is not a date, expected dd-mmm-yyyy (e.g. 31-dec-2027) or "permanent""#),
-    ("bad_issued.lic", r#"bad_issued.lic:3:37: ISSUED date "yesterday" is not a date, expected dd-mmm-yyyy (e.g. 22-nov-2026)"#),
-    ("bad_name.lic", r#"bad_name.lic:3:9: feature name "c@d" is not a name, expected letters, digits, '_', '.' or '-'"#),
-    ("bad_port.lic", r#"bad_port.lic:1:19: port "70000" is not a port number, expected a whole number from 1 to 65535"#),
-    ("bad_server_name.lic", r#"bad_server_name.lic:1:8: access point name "LIC SRV" is not a name, expected letters, digits, '_', '.' or '-'"#),
-    ("bad_sign.lic", r#"bad_sign.lic:3:37: SIGN value "ed25519:abc" is not a signature, expected "ed25519:" and 96 base64 characters as written by raftlm license sign"#),
-    ("bad_version.lic", r#"bad_version.lic:3:18: version "2/0" is not a version, expected letters, digits, '_', '.' or '-' (e.g. 2.0)"#),
-    ("continuation_at_end.lic", r#"continuation_at_end.lic:3:37: the last line ends with \, expected another line to continue the statement"#),
-    ("count_overflow.lic", r#"count_overflow.lic:3:34: count "4294967296" is not a number of seats, expected a whole number from 1 to 4294967295"#),
-    ("duplicate_attribute.lic", r#"duplicate_attribute.lic:3:55: a second issued attribute, expected each key at most once per line (the first is at column 37)"#),
-    ("duplicate_feature.lic", r#"duplicate_feature.lic:5:1: a second FEATURE line for "cad" of vendor "acme", expected INCREMENT to add seats to a feature (the first FEATURE line is line 3)"#),
-    ("duplicate_server.lic", r#"duplicate_server.lic:3:1: a second SERVER line, expected exactly one SERVER line per file (the first is line 1)"#),
-    ("duplicate_vendor.lic", r#"duplicate_vendor.lic:3:8: a second VENDOR line for "acme", expected one VENDOR line per vendor (the first is line 2)"#),
-    ("extra_token.lic", r#"extra_token.lic:1:25: unexpected "extra" after the port, expected the end of the SERVER line"#),
-    ("missing_count.lic", r#"missing_count.lic:3:33: the FEATURE line ends before the count, expected FEATURE <feature> <vendor> <version> <expiry> <count> [KEY=value ...]"#),
-    ("missing_port.lic", r#"missing_port.lic:1:18: the SERVER line ends before the port, expected SERVER <access-point-name> <hostid> <port>"#),
-    ("no_server.lic", r#"no_server.lic:1:1: no SERVER line in the file, expected one SERVER line naming the access point (e.g. SERVER LICSRV ANY 27000)"#),
-    ("no_vendor.lic", r#"no_vendor.lic:1:1: no VENDOR line in the file, expected at least one VENDOR line declaring the vendor (e.g. VENDOR acme)"#),
-    ("not_attribute.lic", r#"not_attribute.lic:3:37: "NOTICE" is not a KEY=value attribute, expected KEY=value with a KEY of letters, digits and '_'"#),
-    ("undeclared_vendor.lic", r#"undeclared_vendor.lic:4:13: vendor "beta" is not declared, expected a VENDOR beta line in the file"#),
-    ("unicode_column.lic", r#"unicode_column.lic:1:20: port "7x" is not a port number, expected a whole number from 1 to 65535"#),
-    ("unknown_keyword.lic", r#"unknown_keyword.lic:3:1: unknown keyword "FEATUR", expected SERVER, VENDOR, FEATURE or INCREMENT"#),
-    ("unterminated_quote.lic", r#"unterminated_quote.lic:3:44: a quoted value is not closed, expected a closing " on the same line"#),
-    ("zero_count.lic", r#"zero_count.lic:3:34: count "0" licenses no seats, expected at least 1 (a feature line must license at least one seat)"#),
-    ("zero_port.lic", r#"zero_port.lic:1:19: port "0" is not a port number, expected a whole number from 1 to 65535"#),
+    (
+        "bad_count.lic",
+        r#"bad_count.lic:3:34: count "many" is not a number of seats, expected a whole number from 1 to 4294967295"#,
+    ),
+    (
+        "bad_escape.lic",
+        r#"bad_escape.lic:3:46: escape "\n" inside quotes, expected \" or \\"#,
+    ),
+    (
+        "bad_expiry.lic",
+        r#"bad_expiry.lic:3:22: expiry "31-dex-2027" is not a date, expected dd-mmm-yyyy (e.g. 31-dec-2027) or "permanent""#,
+    ),
+    (
+        "bad_issued.lic",
+        r#"bad_issued.lic:3:37: ISSUED date "yesterday" is not a date, expected dd-mmm-yyyy (e.g. 22-nov-2026)"#,
+    ),
+    (
+        "bad_name.lic",
+        r#"bad_name.lic:3:9: feature name "c@d" is not a name, expected letters, digits, '_', '.' or '-'"#,
+    ),
+    (
+        "bad_port.lic",
+        r#"bad_port.lic:1:19: port "70000" is not a port number, expected a whole number from 1 to 65535"#,
+    ),
+    (
+        "bad_server_name.lic",
+        r#"bad_server_name.lic:1:8: access point name "LIC SRV" is not a name, expected letters, digits, '_', '.' or '-'"#,
+    ),
+    (
+        "bad_sign.lic",
+        r#"bad_sign.lic:3:37: SIGN value "ed25519:abc" is not a signature, expected "ed25519:" and 96 base64 characters as written by raftlm license sign"#,
+    ),
+    (
+        "bad_version.lic",
+        r#"bad_version.lic:3:18: version "2/0" is not a version, expected letters, digits, '_', '.' or '-' (e.g. 2.0)"#,
+    ),
+    (
+        "continuation_at_end.lic",
+        r#"continuation_at_end.lic:3:37: the last line ends with \, expected another line to continue the statement"#,
+    ),
+    (
+        "count_overflow.lic",
+        r#"count_overflow.lic:3:34: count "4294967296" is not a number of seats, expected a whole number from 1 to 4294967295"#,
+    ),
+    (
+        "duplicate_attribute.lic",
+        r#"duplicate_attribute.lic:3:55: a second issued attribute, expected each key at most once per line (the first is at column 37)"#,
+    ),
+    (
+        "duplicate_feature.lic",
+        r#"duplicate_feature.lic:5:1: a second FEATURE line for "cad" of vendor "acme", expected INCREMENT to add seats to a feature (the first FEATURE line is line 3)"#,
+    ),
+    (
+        "duplicate_server.lic",
+        r#"duplicate_server.lic:3:1: a second SERVER line, expected exactly one SERVER line per file (the first is line 1)"#,
+    ),
+    (
+        "duplicate_vendor.lic",
+        r#"duplicate_vendor.lic:3:8: a second VENDOR line for "acme", expected one VENDOR line per vendor (the first is line 2)"#,
+    ),
+    (
+        "extra_token.lic",
+        r#"extra_token.lic:1:25: unexpected "extra" after the port, expected the end of the SERVER line"#,
+    ),
+    (
+        "missing_count.lic",
+        r#"missing_count.lic:3:33: the FEATURE line ends before the count, expected FEATURE <feature> <vendor> <version> <expiry> <count> [KEY=value ...]"#,
+    ),
+    (
+        "missing_port.lic",
+        r#"missing_port.lic:1:18: the SERVER line ends before the port, expected SERVER <access-point-name> <hostid> <port>"#,
+    ),
+    (
+        "no_server.lic",
+        r#"no_server.lic:1:1: no SERVER line in the file, expected one SERVER line naming the access point (e.g. SERVER LICSRV ANY 27000)"#,
+    ),
+    (
+        "no_vendor.lic",
+        r#"no_vendor.lic:1:1: no VENDOR line in the file, expected at least one VENDOR line declaring the vendor (e.g. VENDOR acme)"#,
+    ),
+    (
+        "not_attribute.lic",
+        r#"not_attribute.lic:3:37: "NOTICE" is not a KEY=value attribute, expected KEY=value with a KEY of letters, digits and '_'"#,
+    ),
+    (
+        "undeclared_vendor.lic",
+        r#"undeclared_vendor.lic:4:13: vendor "beta" is not declared, expected a VENDOR beta line in the file"#,
+    ),
+    (
+        "unicode_column.lic",
+        r#"unicode_column.lic:1:20: port "7x" is not a port number, expected a whole number from 1 to 65535"#,
+    ),
+    (
+        "unknown_keyword.lic",
+        r#"unknown_keyword.lic:3:1: unknown keyword "FEATUR", expected SERVER, VENDOR, FEATURE or INCREMENT"#,
+    ),
+    (
+        "unterminated_quote.lic",
+        r#"unterminated_quote.lic:3:44: a quoted value is not closed, expected a closing " on the same line"#,
+    ),
+    (
+        "zero_count.lic",
+        r#"zero_count.lic:3:34: count "0" licenses no seats, expected at least 1 (a feature line must license at least one seat)"#,
+    ),
+    (
+        "zero_port.lic",
+        r#"zero_port.lic:1:19: port "0" is not a port number, expected a whole number from 1 to 65535"#,
+    ),
 ];
 
 // Guards the promise that every error names file, line and character column
@@ -175,7 +339,12 @@ fn every_bad_data_file_is_listed() {
     let dir = Path::new(DATA).join("bad");
     let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
         .expect("bad/ exists")
-        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|n| n.ends_with(".lic"))
         .collect();
     on_disk.sort();
@@ -190,18 +359,41 @@ fn bad_files_cover_every_error_class() {
     let mut kinds: Vec<String> = BAD
         .iter()
         .filter_map(|(name, _)| file::parse(name, &read(&format!("bad/{name}"))).err())
-        .map(|e| format!("{:?}", e.kind).split([' ', '{', '(']).next().unwrap_or_default().to_string())
+        .map(|e| {
+            format!("{:?}", e.kind)
+                .split([' ', '{', '('])
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect();
     kinds.sort();
     kinds.dedup();
     assert_eq!(
         kinds,
         [
-            "BadCount", "BadEscape", "BadExpiry", "BadIssued", "BadName", "BadPort",
-            "BadSignatureValue", "BadVersion", "ContinuationAtEnd", "DuplicateAttribute",
-            "DuplicateFeature", "DuplicateServer", "DuplicateVendor", "ExtraToken",
-            "MissingField", "NoServer", "NoVendor", "NotAttribute", "UndeclaredVendor",
-            "UnknownKeyword", "UnterminatedQuote", "ZeroCount",
+            "BadCount",
+            "BadEscape",
+            "BadExpiry",
+            "BadIssued",
+            "BadName",
+            "BadPort",
+            "BadSignatureValue",
+            "BadVersion",
+            "ContinuationAtEnd",
+            "DuplicateAttribute",
+            "DuplicateFeature",
+            "DuplicateServer",
+            "DuplicateVendor",
+            "ExtraToken",
+            "MissingField",
+            "NoServer",
+            "NoVendor",
+            "NotAttribute",
+            "UndeclaredVendor",
+            "UnknownKeyword",
+            "UnterminatedQuote",
+            "ZeroCount",
         ]
     );
 }
@@ -232,7 +424,11 @@ fn grammar_details() {
     assert_eq!(parsed.lines[0].attributes, attrs(&[("N", "a bc")]));
     assert_eq!(parsed.lines[0].line, 2);
 
-    let err = file::parse("g.lic", "SERVER X ANY 1\nVENDOR acme\nINCREMENT cad \\\n   acme 1.0\n").expect_err("missing");
+    let err = file::parse(
+        "g.lic",
+        "SERVER X ANY 1\nVENDOR acme\nINCREMENT cad \\\n   acme 1.0\n",
+    )
+    .expect_err("missing");
     assert_eq!(
         err.to_string(),
         "g.lic:4:12: the INCREMENT line ends before the expiry, expected INCREMENT <feature> <vendor> <version> <expiry> <count> [KEY=value ...]"

@@ -10,6 +10,13 @@
 //! | `meta`  | `vote`, `committed`, `purged` | the vote, last committed and last purged log ids |
 //! | `state` | `meta`, `data`          | the latest snapshot: its `SnapshotMeta` and its bytes |
 //!
+//! The `meta` tree also holds a `created` record, written when the database
+//! is created, and a marker file [`MARKER_FILE`] is then written next to
+//! sled's files. sled treats any damage to its write log as a torn write and
+//! silently recovers the valid prefix, so a truncated or overwritten file
+//! often opens as an *empty* database; the marker without the record turns
+//! that into [`StoreError::Emptied`] instead of a voter that forgot its vote.
+//!
 //! [`open`] validates what it reads before openraft sees it: every metadata
 //! record decodes, the first and last log entries decode and sit under their
 //! own index, the log has no hole (from the entry after the last purged one
@@ -29,15 +36,21 @@
 //!
 //! Left out: the middle log entries are checked for presence, not decoded
 //! (a bad one is reported when it is read); sled's own checksums guard the
-//! pages. There is no repair tool: the messages tell the operator to restore a
-//! backup or to remove the directory so the node rejoins as an empty one.
+//! pages. Damage that makes sled drop only the *tail* of its write log (the
+//! latest writes) cannot be told from a crash before those writes were
+//! flushed, and is not detected here; it would take a high-water mark kept
+//! outside sled. There is no repair tool: the messages tell the operator to
+//! restore a backup or to remove the directory so the node rejoins as an
+//! empty one.
 
 use std::any::Any;
+use std::fs;
+use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::codec::CodecError;
+use crate::codec::{self, CodecError};
 
 use super::log_store::LogStore;
 use super::state_machine::StateMachineStore;
@@ -48,6 +61,13 @@ pub(crate) const LOG_TREE: &str = "log";
 pub(crate) const META_TREE: &str = "meta";
 /// Name of the tree holding the latest state-machine snapshot.
 pub(crate) const STATE_TREE: &str = "state";
+
+/// Key, in the `meta` tree, of the record written when the database is created.
+const CREATED_KEY: &[u8] = b"created";
+/// What the creation record and the marker file hold.
+const CREATED_TAG: &str = "raftlm node database";
+/// The marker file written next to sled's files once the database is created.
+pub const MARKER_FILE: &str = "RAFTLM_NODE";
 
 /// What an operator should do about a corrupt database; ends every corruption message.
 const CORRUPT_ADVICE: &str = "the file is corrupt — restore from a backup or remove the directory to rejoin the cluster as an empty node";
@@ -82,6 +102,25 @@ pub enum StoreError {
         dir: PathBuf,
         /// What sled reported.
         detail: String,
+    },
+    /// The database is empty, but the directory held a node's database: sled
+    /// recovered nothing from a truncated or overwritten file.
+    #[error("data directory {}: the database is empty but {} says this directory held a node's data: the database file was truncated, overwritten or replaced; {CORRUPT_ADVICE}", dir.display(), marker.display())]
+    Emptied {
+        /// The data directory.
+        dir: PathBuf,
+        /// The marker file found.
+        marker: PathBuf,
+    },
+    /// The marker file cannot be checked or written.
+    #[error("data directory {}: cannot check or write {}: {source}", dir.display(), file.display())]
+    Marker {
+        /// The data directory.
+        dir: PathBuf,
+        /// The marker file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
     },
     /// A read or write failed while the database was being checked.
     #[error("data directory {}: cannot {doing}: {source}", dir.display())]
@@ -204,9 +243,66 @@ fn open_checked(dir: &Arc<Path>) -> Result<(LogStore, StateMachineStore), StoreE
     let log = tree(LOG_TREE)?;
     let meta = tree(META_TREE)?;
     let state = tree(STATE_TREE)?;
+    check_created(dir, &meta)?;
     let log_store = LogStore::open(dir.clone(), log, meta)?;
     let state_machine = StateMachineStore::open(dir.clone(), state)?;
     Ok((log_store, state_machine))
+}
+
+/// Detects a database that sled silently emptied.
+///
+/// sled treats a damaged write log as a torn write and recovers the longest
+/// valid prefix; when the damage is at the start (a file truncated or
+/// overwritten), it opens an *empty* database without error. A new database
+/// records [`CREATED_KEY`] (flushed) and then a marker file next to sled's
+/// files; a database without the record in a directory with the marker has
+/// lost its contents.
+fn check_created(dir: &Path, meta: &sled::Tree) -> Result<(), StoreError> {
+    let marker = dir.join(MARKER_FILE);
+    let marker_error = |source| StoreError::Marker {
+        dir: dir.to_path_buf(),
+        file: marker.clone(),
+        source,
+    };
+    let record_error = |what: &str, source| StoreError::Record {
+        dir: dir.to_path_buf(),
+        what: what.to_owned(),
+        source,
+    };
+    let created = meta
+        .get(CREATED_KEY)
+        .map_err(|e| sled_error(dir, "read the creation record", e))?;
+    let marker_exists = marker.try_exists().map_err(marker_error)?;
+    match created {
+        Some(bytes) => {
+            let _: String =
+                codec::decode(&bytes).map_err(|e| record_error("the creation record", e))?;
+        }
+        None if marker_exists => {
+            return Err(StoreError::Emptied {
+                dir: dir.to_path_buf(),
+                marker,
+            });
+        }
+        None => {
+            let bytes =
+                codec::encode(CREATED_TAG).map_err(|e| record_error("the creation record", e))?;
+            meta.insert(CREATED_KEY, bytes)
+                .map_err(|e| sled_error(dir, "write the creation record", e))?;
+            meta.flush()
+                .map_err(|e| sled_error(dir, "flush the database", e))?;
+            tracing::info!(dir = %dir.display(), "created a new node database");
+        }
+    }
+    if !marker_exists {
+        // Also when a crash lost it after the record was flushed.
+        let bytes = codec::encode(CREATED_TAG).map_err(|e| record_error("the marker file", e))?;
+        let mut file = fs::File::create(&marker).map_err(marker_error)?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(marker_error)?;
+    }
+    Ok(())
 }
 
 /// Maps the error of `sled::Config::open`.
@@ -218,11 +314,13 @@ fn open_error(dir: &Path, source: sled::Error) -> StoreError {
         sled::Error::Io(ref e) if e.to_string().contains("could not acquire lock") => {
             StoreError::Locked { dir, source }
         }
-        sled::Error::Corruption { .. } => StoreError::Corrupt {
+        sled::Error::Io(_) => StoreError::Open { dir, source },
+        // With our fixed configuration, `Unsupported`, `Corruption` and
+        // `ReportableBug` at open come from an unreadable `conf` or `db` file.
+        _ => StoreError::Corrupt {
             dir,
             detail: source.to_string(),
         },
-        _ => StoreError::Open { dir, source },
     }
 }
 

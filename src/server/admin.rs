@@ -56,7 +56,8 @@ pub async fn import_license(shared: &Shared, name: &str, text: &str) -> Result<(
     let command = Command::ImportLicense { name: name.to_string(), lines };
     let (outcome, log_id) = shared.batcher.submit(command).await.map_err(|e| shared.batch_error(e))?;
     info!(license = name, %log_id, ?outcome, "license import applied");
-    Ok((outcome, log_id.leader_id.term))
+    let term = shared.confirm(log_id.leader_id.term)?;
+    Ok((outcome, term))
 }
 
 fn refusal(outcome: Outcome) -> ServiceError {
@@ -97,7 +98,10 @@ impl Admin for AdminService {
             .await
             .map_err(|e| self.shared.batch_error(e))?;
         match outcome {
-            Outcome::Removed { .. } => Ok(Response::new(pb::RemoveLicenseReply { term: log_id.leader_id.term })),
+            Outcome::Removed { .. } => {
+                let term = self.shared.confirm(log_id.leader_id.term)?;
+                Ok(Response::new(pb::RemoveLicenseReply { term }))
+            }
             other => Err(refusal(other).into()),
         }
     }

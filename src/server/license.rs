@@ -105,7 +105,7 @@ impl LicenseService {
             host: request.host,
         };
         let (outcome, log_id) = self.shared.batcher.submit(command).await.map_err(|e| self.shared.batch_error(e))?;
-        let term = log_id.leader_id.term;
+        let term = self.shared.confirm(log_id.leader_id.term)?;
         let mut reply = pb::CheckoutReply { term, count: request.count, ..Default::default() };
         match outcome {
             Outcome::Granted { token, count, available, total, .. } => {
@@ -153,8 +153,8 @@ impl LicenseService {
                 .cloned()
                 .collect()
         });
-        // Checked again after the read: a reply must not outlive this node's leadership.
-        let term = self.shared.serving()?;
+        // Checked again after the read: a reply must not outlive this node's lease.
+        let term = self.shared.confirm(term)?;
         Ok(pb::RenewReply { term, unknown, session_ttl_ms: self.shared.config.timing.session_ttl_ms })
     }
 
@@ -165,7 +165,8 @@ impl LicenseService {
         self.shared.sessions.touch(term, id.session);
         let command = Command::Checkin { request: id, token: token_from_pb(&token) };
         let (outcome, log_id) = self.shared.batcher.submit(command).await.map_err(|e| self.shared.batch_error(e))?;
-        let mut reply = pb::CheckinReply { term: log_id.leader_id.term, ..Default::default() };
+        let term = self.shared.confirm(log_id.leader_id.term)?;
+        let mut reply = pb::CheckinReply { term, ..Default::default() };
         if let Outcome::CheckedIn { feature, count } = outcome {
             reply.released = true;
             reply.feature = feature;
@@ -175,14 +176,15 @@ impl LicenseService {
     }
 
     async fn status(&self) -> Result<pb::StatusReply, ServiceError> {
-        self.shared.serving()?;
+        let term = self.shared.serving()?;
         self.shared
             .raft
             .ensure_linearizable()
             .await
             .map_err(|e| ServiceError::NotActive { node: self.shared.node_id, leader: leader_of(&e) })?;
-        let term = self.shared.serving()?;
-        Ok(status_reply(&self.shared, term))
+        let reply = status_reply(&self.shared, term);
+        self.shared.confirm(term)?;
+        Ok(reply)
     }
 }
 

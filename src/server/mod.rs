@@ -14,7 +14,7 @@ pub mod sessions;
 
 use std::sync::Arc;
 
-use openraft::ServerState;
+use crate::activator::Lease;
 
 use crate::config::Config;
 use crate::license::signature::VendorPublicKey;
@@ -40,21 +40,34 @@ pub struct Shared {
     pub sessions: SessionTracker,
     /// Vendor keys this cluster trusts.
     pub trusted: Vec<VendorPublicKey>,
+    /// The quorum lease the activator keeps: whether, and in which term, this node serves.
+    pub lease: Lease,
 }
 
 impl Shared {
     /// The term this node serves in, or why it does not serve.
     pub fn serving(&self) -> Result<u64, ServiceError> {
+        if let Some(term) = self.lease.serving_term() {
+            return Ok(term);
+        }
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
-        if metrics.state == ServerState::Leader && metrics.current_leader == Some(self.node_id) {
-            return Ok(metrics.current_term);
-        }
         let leader = metrics.current_leader.and_then(|id| {
             let node = metrics.membership_config.membership().get_node(&id)?;
             Some((id, node.addr.clone()))
         });
         Err(ServiceError::NotActive { node: self.node_id, leader })
+    }
+
+    /// Checks, just before a reply is sent, that this node still serves in
+    /// `term`: a node that lost its lease (or was stopped and resumed) must not
+    /// answer from before.
+    pub fn confirm(&self, term: u64) -> Result<u64, ServiceError> {
+        match self.serving() {
+            Ok(now) if now == term => Ok(term),
+            Ok(_) => Err(ServiceError::NotActive { node: self.node_id, leader: None }),
+            Err(error) => Err(error),
+        }
     }
 
     /// Maps a batcher error for this node.

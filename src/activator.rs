@@ -1,0 +1,288 @@
+//! The activator: decides when this node may serve, owns the client access
+//! point, and fences itself.
+//!
+//! openraft 0.9 keeps a partitioned leader in `ServerState::Leader`, so that
+//! state is not permission to serve. The activator keeps its own **quorum
+//! lease** (DESIGN §4):
+//!
+//! - every `heartbeat_ms` on the leader it notes `t0` on `CLOCK_BOOTTIME`
+//!   (which keeps counting while the process is stopped or the machine
+//!   sleeps) and asks openraft to confirm leadership with a quorum
+//!   (`get_read_log_id`), giving up after `lease_ms`; on success the lease is
+//!   valid until `t0 + lease_ms`;
+//! - `lease_ms` < `election_timeout_min_ms`, and followers refuse to vote
+//!   for `election_timeout_max_ms` after they last heard from the leader, so
+//!   no other node can be elected while the lease is valid;
+//! - a node that just became leader waits `lease_ms + lease_margin_ms` after
+//!   its first successful quorum round, proposes `Activate` (which records the
+//!   failover in the state and starts every session's TTL afresh), and only
+//!   then serves: by then the previous leader's lease has run out even if a
+//!   voter restarted and forgot whom it heard from;
+//! - when the lease lapses the node stops serving first (services check the
+//!   lease on every request and again just before they reply), then
+//!   releases the access point.
+//!
+//! The term is the fencing token: every reply carries it, and the client
+//! library refuses a reply from a lower term than one it has seen.
+//!
+//! Access point backends (`access_point.mode`): `bind` binds the socket
+//! address (on one machine every 127.x address is local and the kernel allows
+//! one holder; a bind that fails because a stopped former active node still
+//! holds it is retried while the node serves on its own address); `command`
+//! runs the configured `up` command (retried and reported until it succeeds;
+//! the node does not serve without it) and then binds, and runs `down` on
+//! release; `none` serves on the node's own address only.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tracing::{error, info, warn};
+
+use crate::config::{AccessPoint, AccessPointMode};
+use crate::license::state::{Command, NodeId, Term};
+use crate::proto::v1::admin_server::AdminServer;
+use crate::proto::v1::license_server::LicenseServer;
+use crate::server::Shared;
+use crate::server::admin::AdminService;
+use crate::server::license::LicenseService;
+
+/// Milliseconds on `CLOCK_BOOTTIME`: monotonic, and counts time the process
+/// was stopped or the machine suspended.
+pub fn boottime_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec to the valid pointer we pass.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME) failed");
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+}
+
+/// What services read to decide whether to answer: the term and lease this
+/// node serves under.
+#[derive(Default)]
+pub struct Lease {
+    // std Mutex: a few words copied in and out, never held across `.await`.
+    inner: Mutex<LeaseState>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LeaseState {
+    /// The term the lease is for.
+    term: u64,
+    /// Boot-time ms until which a quorum has confirmed this node leads.
+    until_ms: u64,
+    /// Whether the node activated in `term` and may serve.
+    serving: bool,
+}
+
+impl Lease {
+    /// The term this node serves in, if it serves right now.
+    pub fn serving_term(&self) -> Option<u64> {
+        let state = *self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        (state.serving && boottime_ms() < state.until_ms).then_some(state.term)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut LeaseState)) {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn get(&self) -> LeaseState {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running access point: the listener's server task and how to stop it.
+struct Held {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Runs the activator until `stop` resolves, then stops serving and releases
+/// the access point.
+pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()>) {
+    let timing = shared.config.timing;
+    let lease_ms = timing.lease_ms;
+    let mut ticker = tokio::time::interval(Duration::from_millis(timing.heartbeat_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut term_seen = 0u64;
+    let mut first_round_ms: Option<u64> = None;
+    let mut held: Option<Held> = None;
+    let mut raised_ap = false;
+    let mut last_ap_error_ms = 0u64;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = ticker.tick() => {}
+        }
+        let (leader, term) = {
+            let metrics = shared.raft.metrics();
+            let m = metrics.borrow();
+            (m.current_leader == Some(shared.node_id) && m.state.is_leader(), m.current_term)
+        };
+        if !leader || term != term_seen {
+            let was = shared.lease.get();
+            if was.serving {
+                info!(term = was.term, "no longer leader: stopping service");
+            }
+            shared.lease.update(|l| *l = LeaseState::default());
+            release(&shared.config.access_point, held.take(), &mut raised_ap).await;
+            term_seen = term;
+            first_round_ms = None;
+            if !leader {
+                continue;
+            }
+        }
+
+        // One quorum round.
+        let t0 = boottime_ms();
+        let round = tokio::time::timeout(Duration::from_millis(lease_ms), shared.raft.get_read_log_id()).await;
+        let still_leader = {
+            let metrics = shared.raft.metrics();
+            let m = metrics.borrow();
+            m.current_leader == Some(shared.node_id) && m.current_term == term
+        };
+        if matches!(round, Ok(Ok(_))) && still_leader {
+            shared.lease.update(|l| {
+                l.term = term;
+                l.until_ms = t0 + lease_ms;
+            });
+            first_round_ms.get_or_insert(t0);
+        }
+
+        let now = boottime_ms();
+        let lease = shared.lease.get();
+        if lease.serving && now >= lease.until_ms {
+            // Stop serving first (services already refuse: the lease is checked per request), then release.
+            warn!(term, "quorum lease lapsed: stopping service and releasing the access point");
+            shared.lease.update(|l| l.serving = false);
+            release(&shared.config.access_point, held.take(), &mut raised_ap).await;
+            first_round_ms = None;
+            continue;
+        }
+        let Some(first) = first_round_ms else { continue };
+        if !lease.serving && now >= first + lease_ms + timing.lease_margin_ms && now < lease.until_ms {
+            // Command mode: the address must be up before the node serves.
+            if shared.config.access_point.mode == AccessPointMode::Command && !raised_ap {
+                match run_command(&shared.config.access_point, &shared.config.access_point.up).await {
+                    Ok(()) => raised_ap = true,
+                    Err(message) => {
+                        if now >= last_ap_error_ms + 1000 {
+                            error!(%message, "access point up command failed; retrying, not serving until it succeeds");
+                            last_ap_error_ms = now;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let activate = Command::Activate { term: Term(term), node: NodeId(shared.node_id) };
+            match shared.batcher.submit(activate).await {
+                Ok((_, log_id)) if log_id.leader_id.term == term => {
+                    shared.lease.update(|l| {
+                        if l.term == term {
+                            l.serving = true;
+                        }
+                    });
+                    info!(term, %log_id, "active: serving license requests");
+                }
+                Ok((_, log_id)) => warn!(term, %log_id, "activation committed in another term"),
+                Err(error) => warn!(term, %error, "activation not committed"),
+            }
+        }
+        if shared.lease.get().serving && held.is_none() && shared.config.access_point.mode != AccessPointMode::None {
+            match bind(shared.clone()).await {
+                Ok(h) => {
+                    info!(address = %shared.config.access_point.address, "access point up");
+                    held = Some(h);
+                }
+                Err(message) => {
+                    if now >= last_ap_error_ms + 1000 {
+                        warn!(%message, "access point not bound yet; serving on this node's own address and retrying");
+                        last_ap_error_ms = now;
+                    }
+                }
+            }
+        }
+    }
+    shared.lease.update(|l| *l = LeaseState::default());
+    release(&shared.config.access_point, held.take(), &mut raised_ap).await;
+}
+
+async fn bind(shared: Arc<Shared>) -> Result<Held, String> {
+    let address: SocketAddr = shared.config.access_point.address;
+    let listener = TcpListener::bind(address).await.map_err(|e| format!("cannot bind {address}: {e}"))?;
+    let (stop, mut stopped) = watch::channel(false);
+    let router = tonic::transport::Server::builder()
+        .add_service(LicenseServer::new(LicenseService::new(shared.clone())))
+        .add_service(AdminServer::new(AdminService::new(shared.clone())));
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(async move {
+        let signal = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(error) = router.serve_with_incoming_shutdown(incoming, signal).await {
+            error!(%error, "access point server failed");
+        }
+    });
+    Ok(Held { stop, task })
+}
+
+/// Closes the access point's listener and, in command mode, takes the address down.
+async fn release(access_point: &AccessPoint, held: Option<Held>, raised_ap: &mut bool) {
+    if let Some(held) = held {
+        let _ = held.stop.send(true);
+        let mut task = held.task;
+        // Open client connections are asked to go away; do not wait on them for long.
+        if tokio::time::timeout(Duration::from_millis(500), &mut task).await.is_err() {
+            task.abort();
+            let _ = task.await;
+        }
+        info!(address = %access_point.address, "access point released");
+    }
+    if *raised_ap {
+        if let Err(message) = run_command(access_point, &access_point.down).await {
+            error!(%message, "access point down command failed");
+        }
+        *raised_ap = false;
+    }
+}
+
+/// Substitutes `{address}`, `{ip}`, `{port}`, `{prefix}` and `{interface}` in a command.
+pub fn substitute(access_point: &AccessPoint, argv: &[String]) -> Vec<String> {
+    argv.iter()
+        .map(|arg| {
+            arg.replace("{address}", &access_point.address.to_string())
+                .replace("{ip}", &access_point.address.ip().to_string())
+                .replace("{port}", &access_point.address.port().to_string())
+                .replace("{prefix}", &access_point.prefix.to_string())
+                .replace("{interface}", &access_point.interface)
+        })
+        .collect()
+}
+
+/// Most time an up or down command may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn run_command(access_point: &AccessPoint, argv: &[String]) -> Result<(), String> {
+    let argv = substitute(access_point, argv);
+    let Some((program, args)) = argv.split_first() else {
+        return Err("the command is empty".into());
+    };
+    let mut child = tokio::process::Command::new(program);
+    child.args(args).kill_on_drop(true);
+    match tokio::time::timeout(COMMAND_TIMEOUT, child.output()).await {
+        Err(_) => Err(format!("`{}` did not finish within {:?}", argv.join(" "), COMMAND_TIMEOUT)),
+        Ok(Err(e)) => Err(format!("`{}` could not run: {e}", argv.join(" "))),
+        Ok(Ok(output)) if output.status.success() => Ok(()),
+        Ok(Ok(output)) => Err(format!(
+            "`{}` exited with {}: {}",
+            argv.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
