@@ -331,7 +331,7 @@ fn key_files_round_trip_and_errors_name_the_file() {
     let err = VendorPublicKey::parse("x.pub", "# only a comment\n").expect_err("empty");
     assert_eq!(
         err.to_string(),
-        "x.pub: no key in the file, expected a line `raftlm-vendor-public-key-v1 VENDOR BASE64`"
+        "x.pub: no key in the file, expected a line \"raftlm-vendor-public-key-v1 VENDOR BASE64\""
     );
     let err = VendorSigningKey::parse("x.key", "hello world\n").expect_err("not a key");
     assert_eq!(

@@ -149,7 +149,7 @@ pub enum KeyError {
         max: u64,
     },
     /// The file holds no key line.
-    #[error("{file}: no key in the file, expected a line `{magic} VENDOR BASE64`")]
+    #[error("{file}: no key in the file, expected a line \"{magic} VENDOR BASE64\"")]
     Empty {
         /// The file.
         file: String,
@@ -171,7 +171,7 @@ pub enum KeyError {
         hint: &'static str,
     },
     /// The key line does not have three words.
-    #[error("{file}:{line}: the key line has {words} words, expected `{magic} VENDOR BASE64`")]
+    #[error("{file}:{line}: the key line has {words} words, expected \"{magic} VENDOR BASE64\"")]
     WrongShape {
         /// The file.
         file: String,

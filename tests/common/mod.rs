@@ -51,3 +51,5 @@ pub fn node_config(dir: &Path, id: u64, addresses: &[String], vendor_pub: &Path)
     config.validate().unwrap();
     config
 }
+
+pub mod process;

@@ -1,0 +1,194 @@
+//! Real `raftlm server` processes on loopback, killed when the harness drops.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use raftlm::proto::v1 as pb;
+use raftlm::proto::v1::license_client::LicenseClient;
+
+/// A free TCP port on 127.0.0.1 (bound and released; the race is acceptable in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An access-point address unlikely to collide with another test's: 127.x.y.z:port.
+pub fn access_point() -> String {
+    let port = free_port();
+    let n = std::process::id() as u16 ^ port;
+    format!("127.{}.{}.{}:{}", 100 + (n % 100), (n >> 8) % 250 + 1, port % 250 + 1, port)
+}
+
+/// Three `raftlm server` processes and their files.
+pub struct ProcessCluster {
+    pub dir: tempfile::TempDir,
+    pub addresses: Vec<String>,
+    pub access_point: String,
+    pub children: Vec<Option<Child>>,
+    pub key: raftlm::license::signature::VendorSigningKey,
+}
+
+impl ProcessCluster {
+    /// Writes keys, a signed license (`features`) in the license directory and
+    /// three configs; `extra` is appended to every config (e.g. a [snapshot] table).
+    pub fn new(features: &[(&str, u32)], extra: &str) -> ProcessCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = super::vendor_key(dir.path());
+        let licenses = dir.path().join("licenses");
+        std::fs::create_dir_all(&licenses).unwrap();
+        std::fs::write(licenses.join("acme.lic"), super::signed_license(&key, features)).unwrap();
+        let addresses: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let access_point = access_point();
+        for id in 1..=3u64 {
+            let mut text = format!(
+                "node_id = {id}\ncluster_name = \"{}\"\ndata_dir = \"node{id}\"\nvendor_keys = [\"{}\"]\nlicense_dir = \"licenses\"\n",
+                super::CLUSTER,
+                public.display()
+            );
+            for (i, address) in addresses.iter().enumerate() {
+                text.push_str(&format!("[[nodes]]\nid = {}\naddress = \"{address}\"\n", i + 1));
+            }
+            text.push_str(&format!("[access_point]\nmode = \"bind\"\naddress = \"{access_point}\"\n"));
+            text.push_str(extra);
+            std::fs::write(dir.path().join(format!("node{id}.toml")), text).unwrap();
+        }
+        ProcessCluster { dir, addresses, access_point, children: vec![None, None, None], key }
+    }
+
+    /// The config file of node `id` (1-based).
+    pub fn config(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node{id}.toml"))
+    }
+
+    /// Starts node `id` (1-based); its log goes to `node{id}.log` in the directory.
+    pub fn start(&mut self, id: usize) {
+        assert!(self.children[id - 1].is_none(), "node {id} is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{id}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_raftlm"))
+            .args(["server", "--config"])
+            .arg(self.config(id))
+            .env("RAFTLM_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[id - 1] = Some(child);
+    }
+
+    /// Starts all three nodes.
+    pub fn start_all(&mut self) {
+        for id in 1..=3 {
+            self.start(id);
+        }
+    }
+
+    /// The process id of node `id`.
+    pub fn pid(&self, id: usize) -> u32 {
+        self.children[id - 1].as_ref().expect("node not running").id()
+    }
+
+    /// Sends SIGKILL to node `id` and reaps it.
+    pub fn kill(&mut self, id: usize) {
+        if let Some(mut child) = self.children[id - 1].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, …) to node `id`.
+    pub fn signal(&self, id: usize, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid(id).to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// The log of node `id` so far, for failure messages.
+    pub fn log(&self, id: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
+    }
+
+    /// All logs, for failure messages.
+    pub fn logs(&self) -> String {
+        (1..=3).map(|id| format!("--- node {id} ---\n{}", self.log(id))).collect()
+    }
+
+    /// The 1-based id of the node that answers Status (the active node), waiting up to `limit`.
+    pub async fn wait_active(&self, limit: Duration) -> (usize, pb::StatusReply) {
+        let deadline = Instant::now() + limit;
+        loop {
+            for (i, address) in self.addresses.iter().enumerate() {
+                if self.children[i].is_none() {
+                    continue;
+                }
+                if let Some(reply) = status(address).await {
+                    return (i + 1, reply);
+                }
+            }
+            assert!(Instant::now() < deadline, "no active node within {limit:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the access point answers Status.
+    pub async fn wait_access_point(&self, limit: Duration) -> pb::StatusReply {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(reply) = status(&self.access_point).await {
+                return reply;
+            }
+            assert!(Instant::now() < deadline, "access point not up within {limit:?}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for id in 1..=3 {
+            if let Some(child) = self.children[id - 1].as_ref() {
+                // A stopped process must be continued to die promptly on some kernels.
+                let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+            }
+            self.kill(id);
+        }
+    }
+}
+
+/// A Status call with a short timeout; `None` if the node does not answer it.
+pub async fn status(address: &str) -> Option<pb::StatusReply> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .ok()?;
+    LicenseClient::new(channel).status(pb::StatusRequest {}).await.ok().map(|r| r.into_inner())
+}
+
+/// A license client for `address` with a per-request timeout.
+pub async fn license_client(address: &str) -> Option<LicenseClient<tonic::transport::Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .ok()?;
+    Some(LicenseClient::new(channel))
+}
+
+/// Runs `raftlm` with arguments and returns (exit code, stdout, stderr).
+pub fn raftlm(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_raftlm")).args(args).current_dir(cwd).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
