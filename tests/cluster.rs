@@ -112,3 +112,74 @@ async fn replicate_redirect_and_survive_leader_loss() {
         node.shutdown().await;
     }
 }
+
+// A node stopped while the others take snapshots and purge their logs catches up through
+// a snapshot when it returns, and then holds every grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_node_catches_up_through_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = common::vendor_key(dir.path());
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let addresses: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    let configs: Vec<_> = (1..=3)
+        .map(|id| {
+            let mut config = common::node_config(dir.path(), id, &addresses, &public);
+            config.snapshot.logs_since_last = 10;
+            config.snapshot.logs_kept = 0;
+            config
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (config, listener) in configs.iter().cloned().zip(listeners) {
+        nodes.push(Some(Node::start_with_listener(config, listener).await.unwrap()));
+    }
+    let leader = leader_of(&nodes).await;
+    let lagging = (leader + 1) % 3;
+    nodes[lagging].take().unwrap().shutdown().await;
+
+    let leader_node = nodes[leader].as_ref().unwrap();
+    let mut admin = AdminClient::connect(format!("http://{}", leader_node.address())).await.unwrap();
+    admin
+        .import_license(pb::ImportLicenseRequest { name: "acme.lic".into(), text: common::signed_license(&key, &[("cad", 100)]) })
+        .await
+        .unwrap();
+    let mut license = client(leader_node).await;
+    let mut tokens = Vec::new();
+    for seq in 1..=40u64 {
+        let reply = license.checkout(checkout(21, seq, "cad", 1)).await.unwrap().into_inner();
+        assert!(reply.granted);
+        tokens.push(reply.token.unwrap());
+    }
+    leader_node.raft().trigger().snapshot().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let purged = leader_node.raft().metrics().borrow().purged.map_or(0, |p| p.index);
+        if purged >= 40 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "leader did not purge its log (purged up to {purged})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let listener = TcpListener::bind(&addresses[lagging]).await.unwrap();
+    let returned = Node::start_with_listener(configs[lagging].clone(), listener).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let held = returned.shared().state.read(|s| s.grants().len());
+        if held == tokens.len() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "returned node holds {held} grants");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let snapshot = returned.raft().metrics().borrow().snapshot;
+    assert!(snapshot.is_some_and(|s| s.index >= 40), "no snapshot installed: {snapshot:?}");
+    returned.shared().state.read(|s| s.check_invariants());
+    nodes[lagging] = Some(returned);
+    for node in nodes.into_iter().flatten() {
+        node.shutdown().await;
+    }
+}

@@ -411,7 +411,8 @@ async fn damaged_sled_files_are_a_clear_error() {
             "sled layout changed"
         );
         damage(dir.path());
-        let r = std::panic::catch_unwind(|| store::open(dir.path()).map(|_| ()));
+        eprintln!("FILES {:?}", sled_files(dir.path()).iter().map(|f| (f.clone(), fs::metadata(f).unwrap().len())).collect::<Vec<_>>());
+        let r = std::panic::catch_unwind(|| store::open(dir.path()).map(|(l, s)| { let mut l = l; (s.last_applied(), futures_lite(&mut l)) }));
         eprintln!("CASE {what}: {:?}", r.map(|x| x.map_err(|e| e.to_string())));
     }
 }
@@ -492,4 +493,12 @@ fn put(db: &sled::Db, tree: &str, key: &[u8], value: &[u8]) {
 
 fn del(db: &sled::Db, tree: &str, key: &[u8]) {
     db.open_tree(tree).unwrap().remove(key).unwrap();
+}
+
+fn futures_lite(l: &mut LogStore) -> String {
+    let t = std::thread::scope(|sc| sc.spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async { format!("{:?} vote={:?} committed={:?}", l.get_log_state().await.unwrap(), l.read_vote().await.unwrap(), l.read_committed().await.unwrap()) })
+    }).join().unwrap());
+    t
 }

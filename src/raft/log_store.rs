@@ -12,7 +12,9 @@
 //!   flush happens inside `append`, so the Raft core never issues its next
 //!   storage command (and never saves a `committed` beyond) before the
 //!   entries are on disk;
-//! - `save_vote` returns only after the flush;
+//! - `save_vote` returns only after the flush, and after recording the vote
+//!   in the marker file outside sled as well (a floor that
+//!   [`open`](super::store::open) checks, see [`store`](super::store));
 //! - `truncate` and `purge` flush before returning; a purge first records the
 //!   purged log id (flushed), then deletes the entries, so a crash in between
 //!   leaves entries that [`open`](super::store::open) finishes deleting;
@@ -47,7 +49,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{self, CodecError};
 
-use super::store::{StoreError, sled_error};
+use super::store::{Marker, StoreError, sled_error, write_marker};
 use super::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// Key of the vote in the `meta` tree.
@@ -216,6 +218,18 @@ impl LogStore {
         Ok(span)
     }
 
+    /// The stored vote, read while opening.
+    pub(crate) fn vote_at_open(&self) -> Result<Option<Vote>, StoreError> {
+        get_record(&self.meta, VOTE_KEY).map_err(|e| match e {
+            ReadError::Sled(source) => sled_error(&self.dir, "read the vote", source),
+            ReadError::Codec(source) => StoreError::Record {
+                dir: self.dir.to_path_buf(),
+                what: String::from("the vote"),
+                source,
+            },
+        })
+    }
+
     /// Reads the last purged log id.
     fn read_purged(&self) -> Result<Option<LogId>, StorageError> {
         get_record(&self.meta, PURGED_KEY).map_err(|e| StorageIOError::read_logs(any(e)).into())
@@ -307,6 +321,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta
             .flush_async()
             .await
+            .map_err(|e| StorageIOError::write_vote(any(e)))?;
+        // Then the floor outside sled (see `store`); blocking file I/O, off
+        // the async workers. Votes are saved on elections only.
+        let dir = self.dir.clone();
+        let marker = Marker { vote: Some(*vote) };
+        tokio::task::spawn_blocking(move || write_marker(&dir, &marker))
+            .await
+            .map_err(|e| StorageIOError::write_vote(any(e)))?
             .map_err(|e| StorageIOError::write_vote(any(e)))?;
         tracing::debug!(%vote, "vote saved");
         Ok(())

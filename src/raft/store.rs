@@ -44,14 +44,18 @@
 //! empty one.
 
 use std::any::Any;
+use std::cmp::Ordering;
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::codec::{self, CodecError};
 
+use super::Vote;
 use super::log_store::LogStore;
 use super::state_machine::StateMachineStore;
 
@@ -64,10 +68,13 @@ pub(crate) const STATE_TREE: &str = "state";
 
 /// Key, in the `meta` tree, of the record written when the database is created.
 const CREATED_KEY: &[u8] = b"created";
-/// What the creation record and the marker file hold.
+/// What the creation record holds.
 const CREATED_TAG: &str = "raftlm node database";
-/// The marker file written next to sled's files once the database is created.
+/// The marker file kept next to sled's files: a database was created here,
+/// and the latest vote saved.
 pub const MARKER_FILE: &str = "RAFTLM_NODE";
+/// The marker file while it is being replaced.
+const MARKER_TMP_FILE: &str = "RAFTLM_NODE.tmp";
 
 /// What an operator should do about a corrupt database; ends every corruption message.
 const CORRUPT_ADVICE: &str = "the file is corrupt — restore from a backup or remove the directory to rejoin the cluster as an empty node";
@@ -112,7 +119,18 @@ pub enum StoreError {
         /// The marker file found.
         marker: PathBuf,
     },
-    /// The marker file cannot be checked or written.
+    /// The database holds an older vote than the last one saved: sled lost
+    /// its latest writes. Starting would let this node vote twice in a term.
+    #[error("data directory {}: the database holds {found} but vote {saved} was saved (see {MARKER_FILE}): the database lost its latest writes; {CORRUPT_ADVICE}", dir.display())]
+    VoteLost {
+        /// The data directory.
+        dir: PathBuf,
+        /// The vote the marker file records.
+        saved: String,
+        /// The vote the database holds.
+        found: String,
+    },
+    /// The marker file cannot be read or written.
     #[error("data directory {}: cannot check or write {}: {source}", dir.display(), file.display())]
     Marker {
         /// The data directory.
@@ -243,25 +261,48 @@ fn open_checked(dir: &Arc<Path>) -> Result<(LogStore, StateMachineStore), StoreE
     let log = tree(LOG_TREE)?;
     let meta = tree(META_TREE)?;
     let state = tree(STATE_TREE)?;
-    check_created(dir, &meta)?;
-    let log_store = LogStore::open(dir.clone(), log, meta)?;
+    let log_store = LogStore::open(dir.clone(), log, meta.clone())?;
+    check_marker(dir, &meta, log_store.vote_at_open()?)?;
     let state_machine = StateMachineStore::open(dir.clone(), state)?;
     Ok((log_store, state_machine))
 }
 
-/// Detects a database that sled silently emptied.
+/// What the marker file records.
+///
+/// Its existence says a database was created in this directory; its vote is
+/// a floor for the vote sled must still hold (see the module docs).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Marker {
+    /// The latest vote saved; written after the same vote was flushed to sled.
+    pub(crate) vote: Option<Vote>,
+}
+
+/// Replaces the marker file atomically and durably (temporary file, fsync,
+/// rename, fsync of the directory). Blocking.
+pub(crate) fn write_marker(dir: &Path, marker: &Marker) -> io::Result<()> {
+    let bytes = codec::encode(marker).map_err(io::Error::other)?;
+    let tmp = dir.join(MARKER_TMP_FILE);
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(MARKER_FILE))?;
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Checks the database against the marker file, then brings the marker up to
+/// date (creating it for a new database).
 ///
 /// sled treats a damaged write log as a torn write and recovers the longest
-/// valid prefix; when the damage is at the start (a file truncated or
-/// overwritten), it opens an *empty* database without error. A new database
-/// records [`CREATED_KEY`] (flushed) and then a marker file next to sled's
-/// files; a database without the record in a directory with the marker has
-/// lost its contents.
-fn check_created(dir: &Path, meta: &sled::Tree) -> Result<(), StoreError> {
-    let marker = dir.join(MARKER_FILE);
+/// valid prefix without error; a truncated or overwritten file thus opens as
+/// an emptied or rolled-back database. A new database records [`CREATED_KEY`]
+/// (flushed) before the marker is written, so a marker without the record
+/// means the database lost its contents, and a stored vote below the
+/// marker's means it lost its latest writes.
+fn check_marker(dir: &Path, meta: &sled::Tree, vote: Option<Vote>) -> Result<(), StoreError> {
+    let path = dir.join(MARKER_FILE);
     let marker_error = |source| StoreError::Marker {
         dir: dir.to_path_buf(),
-        file: marker.clone(),
+        file: path.clone(),
         source,
     };
     let record_error = |what: &str, source| StoreError::Record {
@@ -269,22 +310,29 @@ fn check_created(dir: &Path, meta: &sled::Tree) -> Result<(), StoreError> {
         what: what.to_owned(),
         source,
     };
+    let marker: Option<Marker> = match fs::read(&path) {
+        Ok(bytes) => Some(
+            codec::decode(&bytes)
+                .map_err(|e| record_error(&format!("the marker file {MARKER_FILE}"), e))?,
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(marker_error(e)),
+    };
     let created = meta
         .get(CREATED_KEY)
         .map_err(|e| sled_error(dir, "read the creation record", e))?;
-    let marker_exists = marker.try_exists().map_err(marker_error)?;
-    match created {
-        Some(bytes) => {
+    match (created, &marker) {
+        (Some(bytes), _) => {
             let _: String =
                 codec::decode(&bytes).map_err(|e| record_error("the creation record", e))?;
         }
-        None if marker_exists => {
+        (None, Some(_)) => {
             return Err(StoreError::Emptied {
                 dir: dir.to_path_buf(),
-                marker,
+                marker: path,
             });
         }
-        None => {
+        (None, None) => {
             let bytes =
                 codec::encode(CREATED_TAG).map_err(|e| record_error("the creation record", e))?;
             meta.insert(CREATED_KEY, bytes)
@@ -294,13 +342,25 @@ fn check_created(dir: &Path, meta: &sled::Tree) -> Result<(), StoreError> {
             tracing::info!(dir = %dir.display(), "created a new node database");
         }
     }
-    if !marker_exists {
-        // Also when a crash lost it after the record was flushed.
-        let bytes = codec::encode(CREATED_TAG).map_err(|e| record_error("the marker file", e))?;
-        let mut file = fs::File::create(&marker).map_err(marker_error)?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(marker_error)?;
+    if let Some(floor) = marker.as_ref().and_then(|m| m.vote) {
+        let kept = vote.is_some_and(|v| {
+            matches!(
+                v.partial_cmp(&floor),
+                Some(Ordering::Greater | Ordering::Equal)
+            )
+        });
+        if !kept {
+            return Err(StoreError::VoteLost {
+                dir: dir.to_path_buf(),
+                saved: floor.to_string(),
+                found: vote.map_or_else(|| String::from("no vote"), |v| v.to_string()),
+            });
+        }
+    }
+    // Missing (new database, or lost in a crash before its rename) or behind
+    // (a crash between flushing a vote and rewriting the marker).
+    if marker.is_none_or(|m| m.vote != vote) {
+        write_marker(dir, &Marker { vote }).map_err(marker_error)?;
     }
     Ok(())
 }

@@ -145,6 +145,15 @@ impl LicenseService {
         let term = self.shared.serving()?;
         let session = SessionId(request.session);
         self.shared.sessions.touch(term, session);
+        if request.cached_for_ms > 0 {
+            tracing::info!(
+                %session,
+                cached_for_ms = request.cached_for_ms,
+                cached_since_ms = request.cached_since_ms,
+                grants = request.tokens.len(),
+                "session reconnected after running in caching mode"
+            );
+        }
         let unknown = self.shared.state.read(|state| {
             request
                 .tokens
