@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Starts a local three-node cluster on loopback with a sample license.
+    Demo(cli::demo::DemoArgs),
     // LICENSE-WIRING
     /// Runs one node of a cluster.
     Server {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
     };
     let result: Result<(), Failure> = match cli.command {
         Command::Server { config } => cli::server::run(config),
+        Command::Demo(args) => cli::demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 //! one-sentence message on stderr and exits with its code (DESIGN §8:
 //! 0 success, 1 refused, 2 usage or configuration error, 3 cluster unreachable).
 
+pub mod demo;
 pub mod license;
 pub mod server;
 

@@ -25,11 +25,17 @@ pub fn run(config_path: PathBuf) -> Result<(), Failure> {
     })
 }
 
-/// Logs to stderr; the level comes from `RAFTLM_LOG` (default `info`).
+/// Logs to stderr (colour only on a terminal); the filter comes from
+/// `RAFTLM_LOG` (default `info,openraft=error`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTLM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn wait_for_signal() {

@@ -1,0 +1,575 @@
+//! `Client`: calls the cluster's license and admin services, finding the
+//! active node, retrying, and fencing stale answers.
+//!
+//! One call is a loop of attempts within the call's timeout:
+//! 1. the first attempt goes to the address that answered last (or the first
+//!    in the [`ServerList`]);
+//! 2. an `UNAVAILABLE` answer with a `raftlm-leader` hint sends the next
+//!    attempt straight to the hinted address (at most [`HINT_HOPS_MAX`] hops in
+//!    a row without a pause, so two nodes that point at each other cannot spin);
+//! 3. anything else that may succeed elsewhere or later (no answer within the
+//!    attempt timeout, a transport error, `UNAVAILABLE` without a hint, an
+//!    answer from a stale term) moves to the next address in the list after a
+//!    capped, jittered back-off ([`Backoff`]);
+//! 4. a refusal is returned at once.
+//!
+//! The caller's request is sent unchanged on every attempt: a check-out or
+//! check-in carries its request id, so the cluster answers a retry with the
+//! first outcome and never takes a second seat.
+//!
+//! Every reply carries the answering node's term. The client keeps the highest
+//! term seen in a [`TermFence`] shared by all its clones; a reply from a lower
+//! term is refused and the call goes on elsewhere (DESIGN §4).
+//!
+//! Left out: TLS, and load balancing — the cluster has one active node, and the
+//! client sticks to it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tracing::{debug, warn};
+
+use crate::client::backoff::Backoff;
+use crate::client::error::ClientError;
+use crate::client::fence::TermFence;
+use crate::client::server_list::{ServerList, parse_entry};
+use crate::license::state::{DenyReason, GrantToken, RequestId, SessionId};
+use crate::proto::v1 as pb;
+use crate::proto::v1::admin_client::AdminClient;
+use crate::proto::v1::license_client::LicenseClient;
+use crate::server::error::LEADER_ADDRESS_KEY;
+
+/// Most hops along leader hints in a row without a back-off pause.
+pub const HINT_HOPS_MAX: u32 = 2;
+
+/// Most cached channels; hinted addresses beyond the server list are evicted past it.
+pub const CHANNELS_MAX: usize = 128;
+
+/// How a client retries. Defaults: [`ClientOptions::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// The longest one call (all its attempts and pauses) may take before it
+    /// fails with [`ClientError::Unreachable`]. Default 15 s.
+    pub call_timeout: Duration,
+    /// The longest one attempt (connecting included) may take before the call
+    /// moves on to another address. Default 2 s.
+    pub attempt_timeout: Duration,
+    /// The first pause between attempts. Default 25 ms.
+    pub backoff_min: Duration,
+    /// The longest pause between attempts. Default 1 s.
+    pub backoff_max: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            call_timeout: Duration::from_secs(15),
+            attempt_timeout: Duration::from_secs(2),
+            backoff_min: Duration::from_millis(25),
+            backoff_max: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Seats checked out: what the cluster granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The grant token, quoted in renewals and the check-in.
+    pub token: GrantToken,
+    /// The feature.
+    pub feature: String,
+    /// Seats granted.
+    pub count: u32,
+    /// The term (fencing token) of the node that granted it.
+    pub term: u64,
+    /// The address of the node that granted it.
+    pub address: String,
+    /// Seats of the feature still free after this grant.
+    pub available: u32,
+    /// Seats of the feature licensed and unexpired.
+    pub total: u32,
+}
+
+/// The answer to a check-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkin {
+    /// Whether seats were released; false when the grant was not held (already
+    /// checked in, or expired with its session).
+    pub released: bool,
+    /// The grant's feature, when released.
+    pub feature: String,
+    /// Seats released.
+    pub count: u32,
+    /// The term of the node that answered.
+    pub term: u64,
+}
+
+/// The answer to a renewal (heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewal {
+    /// The term of the node that answered.
+    pub term: u64,
+    /// The address of the node that answered.
+    pub address: String,
+    /// Grant tokens quoted that the cluster does not hold for this session.
+    pub unknown: Vec<GrantToken>,
+    /// The session TTL the cluster expects heartbeats within.
+    pub session_ttl: Duration,
+}
+
+/// What a session in caching mode reports with its renewals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheReport {
+    /// How long the session has gone without an answer, in ms; 0 when not caching.
+    pub cached_for_ms: u64,
+    /// When the session last had an answer (ms since the epoch); 0 when not caching.
+    pub cached_since_ms: u64,
+}
+
+/// A reply, the node that gave it, and its term.
+struct Answered<T> {
+    reply: T,
+    address: String,
+    term: u64,
+}
+
+/// A reply that carries the answering node's term.
+trait Termed {
+    fn term(&self) -> u64;
+}
+
+macro_rules! termed {
+    ($($reply:ty),*) => {
+        $(impl Termed for $reply {
+            fn term(&self) -> u64 {
+                self.term
+            }
+        })*
+    };
+}
+termed!(
+    pb::CheckoutReply,
+    pb::CheckinReply,
+    pb::RenewReply,
+    pb::StatusReply,
+    pb::ImportLicenseReply,
+    pb::RemoveLicenseReply
+);
+
+/// A handle on the cluster; cheap to clone (clones share channels, the last
+/// answering address and the term fence).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    servers: ServerList,
+    options: ClientOptions,
+    fence: TermFence,
+    // std Mutex: short critical sections, never held across `.await`.
+    channels: Mutex<HashMap<String, Channel>>,
+    last_address: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("servers", &self.inner.servers)
+            .field("options", &self.inner.options)
+            .field("highest_term", &self.highest_term())
+            .field("last_address", &self.last_address())
+            .finish()
+    }
+}
+
+/// What to do after an attempt that did not produce a reply.
+enum Next {
+    /// Follow the active node's address.
+    Hint(String),
+    /// Try the next address after a pause.
+    Elsewhere,
+    /// Try the same address again after a pause (the node is overloaded).
+    Same,
+}
+
+impl Client {
+    /// A client of the cluster at `servers`, with default options.
+    pub fn new(servers: ServerList) -> Client {
+        Client::with_options(servers, ClientOptions::default())
+    }
+
+    /// A client of the cluster at `servers`.
+    pub fn with_options(servers: ServerList, options: ClientOptions) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                servers,
+                options,
+                fence: TermFence::new(),
+                channels: Mutex::new(HashMap::new()),
+                last_address: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The addresses this client was given.
+    pub fn servers(&self) -> &ServerList {
+        &self.inner.servers
+    }
+
+    /// The client's retry options.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// The highest term seen in any reply (0 before the first).
+    pub fn highest_term(&self) -> u64 {
+        self.inner.fence.highest()
+    }
+
+    /// The address that answered last, if any did.
+    pub fn last_address(&self) -> Option<String> {
+        self.inner.last_address.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks out `count` seats of `feature` as request `request`. Retries of
+    /// one request must use the same `request` id, so that the cluster answers
+    /// them with the first outcome. [`Session::checkout`](crate::client::Session::checkout)
+    /// does this bookkeeping for applications.
+    pub async fn checkout(
+        &self,
+        request: RequestId,
+        feature: &str,
+        count: u32,
+        user: &str,
+        host: &str,
+    ) -> Result<Grant, ClientError> {
+        self.checkout_within(self.inner.options.call_timeout, request, feature, count, user, host).await
+    }
+
+    pub(crate) async fn checkout_within(
+        &self,
+        timeout: Duration,
+        request: RequestId,
+        feature: &str,
+        count: u32,
+        user: &str,
+        host: &str,
+    ) -> Result<Grant, ClientError> {
+        let message = pb::CheckoutRequest {
+            request: Some(pb::RequestId { session: request.session.0, seq: request.seq }),
+            feature: feature.to_string(),
+            count,
+            user: user.to_string(),
+            host: host.to_string(),
+        };
+        let answered = self
+            .call("checkout", timeout, |channel| {
+                let message = message.clone();
+                async move { LicenseClient::new(channel).checkout(message).await }
+            })
+            .await?;
+        grant_from_reply(feature, answered)
+    }
+
+    /// Checks in the grant `token` as request `request`.
+    pub async fn checkin(&self, request: RequestId, token: GrantToken) -> Result<Checkin, ClientError> {
+        self.checkin_within(self.inner.options.call_timeout, request, token).await
+    }
+
+    pub(crate) async fn checkin_within(
+        &self,
+        timeout: Duration,
+        request: RequestId,
+        token: GrantToken,
+    ) -> Result<Checkin, ClientError> {
+        let message = pb::CheckinRequest {
+            request: Some(pb::RequestId { session: request.session.0, seq: request.seq }),
+            token: Some(token_to_pb(token)),
+        };
+        let answered = self
+            .call("checkin", timeout, |channel| {
+                let message = message.clone();
+                async move { LicenseClient::new(channel).checkin(message).await }
+            })
+            .await?;
+        let reply = answered.reply;
+        Ok(Checkin { released: reply.released, feature: reply.feature, count: reply.count, term: answered.term })
+    }
+
+    /// Renews (heartbeats) `session`, quoting the grants it holds.
+    pub async fn renew(&self, session: SessionId, tokens: &[GrantToken]) -> Result<Renewal, ClientError> {
+        self.renew_within(self.inner.options.call_timeout, session, tokens, CacheReport::default()).await
+    }
+
+    pub(crate) async fn renew_within(
+        &self,
+        timeout: Duration,
+        session: SessionId,
+        tokens: &[GrantToken],
+        report: CacheReport,
+    ) -> Result<Renewal, ClientError> {
+        let message = pb::RenewRequest {
+            session: session.0,
+            tokens: tokens.iter().copied().map(token_to_pb).collect(),
+            cached_for_ms: report.cached_for_ms,
+            cached_since_ms: report.cached_since_ms,
+        };
+        let answered = self
+            .call("renew", timeout, |channel| {
+                let message = message.clone();
+                async move { LicenseClient::new(channel).renew(message).await }
+            })
+            .await?;
+        let reply = answered.reply;
+        Ok(Renewal {
+            term: answered.term,
+            address: answered.address,
+            unknown: reply.unknown.iter().map(token_from_pb).collect(),
+            session_ttl: Duration::from_millis(reply.session_ttl_ms),
+        })
+    }
+
+    /// The cluster's status: nodes, the active node and term, features, grants.
+    /// A linearizable read on the active node.
+    pub async fn status(&self) -> Result<pb::StatusReply, ClientError> {
+        let answered = self
+            .call("status", self.inner.options.call_timeout, |channel| async move {
+                LicenseClient::new(channel).status(pb::StatusRequest {}).await
+            })
+            .await?;
+        Ok(answered.reply)
+    }
+
+    /// Imports (or replaces) the license file `name` with `text`. A file the
+    /// cluster refuses (bad signature, issued for another cluster, would strand
+    /// grants) is [`ClientError::Refused`] with the cluster's reason.
+    pub async fn import_license(&self, name: &str, text: &str) -> Result<pb::ImportLicenseReply, ClientError> {
+        let message = pb::ImportLicenseRequest { name: name.to_string(), text: text.to_string() };
+        let answered = self
+            .call("import license", self.inner.options.call_timeout, |channel| {
+                let message = message.clone();
+                async move { AdminClient::new(channel).import_license(message).await }
+            })
+            .await?;
+        Ok(answered.reply)
+    }
+
+    /// Removes the license file `name`; returns the term it was removed in.
+    pub async fn remove_license(&self, name: &str) -> Result<u64, ClientError> {
+        let message = pb::RemoveLicenseRequest { name: name.to_string() };
+        let answered = self
+            .call("remove license", self.inner.options.call_timeout, |channel| {
+                let message = message.clone();
+                async move { AdminClient::new(channel).remove_license(message).await }
+            })
+            .await?;
+        Ok(answered.term)
+    }
+
+    /// Runs `attempt` against node after node until one answers from a term
+    /// the fence admits, a refusal comes back, or `timeout` passes.
+    async fn call<T, F, Fut>(&self, what: &'static str, timeout: Duration, mut attempt: F) -> Result<Answered<T>, ClientError>
+    where
+        T: Termed,
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let servers = self.inner.servers.addresses();
+        // The list position the next "elsewhere" attempt takes.
+        let (mut address, mut cursor) = match self.last_address() {
+            Some(last) => {
+                let position = servers.iter().position(|a| *a == last);
+                (last, position.map_or(0, |p| p + 1))
+            }
+            None => (servers[0].clone(), 1),
+        };
+        let mut backoff = Backoff::new(self.inner.options.backoff_min, self.inner.options.backoff_max);
+        let mut tried: Vec<String> = Vec::new();
+        let mut last = String::from("the call's timeout is zero");
+        let mut hops = 0;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                debug!(what, ?tried, %last, "no node answered");
+                return Err(ClientError::Unreachable { tried, last });
+            }
+            if !tried.contains(&address) {
+                tried.push(address.clone());
+            }
+            let budget = (deadline - now).min(self.inner.options.attempt_timeout);
+            let next = match self.channel(&address) {
+                Err(error) => {
+                    last = format!("{address}: {error}");
+                    Next::Elsewhere
+                }
+                Ok(channel) => match tokio::time::timeout(budget, attempt(channel)).await {
+                    Ok(Ok(response)) => {
+                        let reply = response.into_inner();
+                        let term = reply.term();
+                        match self.inner.fence.admit(term) {
+                            Ok(()) => {
+                                self.remember(&address);
+                                return Ok(Answered { reply, address, term });
+                            }
+                            Err(stale) => {
+                                warn!(what, %address, %stale, "fenced off a reply from a deposed node");
+                                last = format!("{address}: {stale}");
+                                Next::Elsewhere
+                            }
+                        }
+                    }
+                    Ok(Err(status)) => {
+                        let next = self.classify(&address, &status)?;
+                        last = format!("{address}: {}", status_text(&status));
+                        next
+                    }
+                    Err(_) => {
+                        self.evict(&address);
+                        last = format!("{address}: no answer within {} ms", budget.as_millis());
+                        Next::Elsewhere
+                    }
+                },
+            };
+            debug!(what, %address, %last, "attempt failed");
+            match next {
+                Next::Hint(hint) if hint != address && hops < HINT_HOPS_MAX => {
+                    hops += 1;
+                    address = hint;
+                    continue;
+                }
+                Next::Hint(_) | Next::Elsewhere => {
+                    address = servers[cursor % servers.len()].clone();
+                    cursor = cursor.wrapping_add(1);
+                }
+                Next::Same => {}
+            }
+            hops = 0;
+            let pause = backoff.next_delay().min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// What an error status means: a refusal (returned), or where to try next.
+    fn classify(&self, address: &str, status: &Status) -> Result<Next, ClientError> {
+        match status.code() {
+            Code::Unavailable => {
+                let hint = status
+                    .metadata()
+                    .get(LEADER_ADDRESS_KEY)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|hint| parse_entry(hint).ok());
+                match hint {
+                    Some(hint) => Ok(Next::Hint(hint)),
+                    None => {
+                        // No hint: an election, a node going down, or a transport
+                        // error; a fresh connection next time is cheap.
+                        self.evict(address);
+                        Ok(Next::Elsewhere)
+                    }
+                }
+            }
+            Code::ResourceExhausted => Ok(Next::Same),
+            Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal | Code::Aborted => {
+                self.evict(address);
+                Ok(Next::Elsewhere)
+            }
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange | Code::AlreadyExists | Code::NotFound => {
+                Err(ClientError::Refused(status.message().to_string()))
+            }
+            code => Err(ClientError::Server { code, message: status.message().to_string() }),
+        }
+    }
+
+    /// The channel to `address`, created (lazily connecting) on first use.
+    fn channel(&self, address: &str) -> Result<Channel, String> {
+        let mut channels = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("not a usable address: {e}"))?
+            .connect_timeout(self.inner.options.attempt_timeout)
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        if channels.len() >= CHANNELS_MAX {
+            // Only hinted addresses can grow the map past the list; drop those.
+            let servers = self.inner.servers.addresses();
+            channels.retain(|a, _| servers.contains(a));
+        }
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Forgets the channel to `address`, so the next attempt connects afresh.
+    fn evict(&self, address: &str) {
+        self.inner.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(address);
+    }
+
+    fn remember(&self, address: &str) {
+        let mut last = self.inner.last_address.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_deref() != Some(address) {
+            *last = Some(address.to_string());
+        }
+    }
+}
+
+fn status_text(status: &Status) -> String {
+    if status.message().is_empty() { format!("{:?}", status.code()) } else { status.message().to_string() }
+}
+
+/// The wire form of a grant token.
+pub(crate) fn token_to_pb(token: GrantToken) -> pb::GrantToken {
+    pb::GrantToken { term: token.term, index: token.index, slot: token.slot }
+}
+
+/// A grant token from its wire form.
+pub(crate) fn token_from_pb(token: &pb::GrantToken) -> GrantToken {
+    GrantToken { term: token.term, index: token.index, slot: token.slot }
+}
+
+fn grant_from_reply(feature: &str, answered: Answered<pb::CheckoutReply>) -> Result<Grant, ClientError> {
+    let Answered { reply, address, term } = answered;
+    if reply.granted {
+        let token = reply.token.as_ref().ok_or_else(|| ClientError::Protocol {
+            address: address.clone(),
+            message: "a check-out was granted without a grant token".into(),
+        })?;
+        return Ok(Grant {
+            token: token_from_pb(token),
+            feature: feature.to_string(),
+            count: reply.count,
+            term,
+            address,
+            available: reply.available,
+            total: reply.total,
+        });
+    }
+    let reason = match reply.reason() {
+        pb::DenyReason::SessionExpired => return Err(ClientError::SessionExpired),
+        pb::DenyReason::StaleRequest => return Err(ClientError::StaleRequest),
+        pb::DenyReason::NoSuchFeature => DenyReason::NoSuchFeature,
+        pb::DenyReason::Expired => DenyReason::Expired,
+        pb::DenyReason::ExceedsLicensed => DenyReason::ExceedsLicensed,
+        pb::DenyReason::InUse => DenyReason::InUse,
+        pb::DenyReason::BadCount => DenyReason::BadCount,
+        pb::DenyReason::CapacityReached => DenyReason::CapacityReached,
+        pb::DenyReason::Unspecified => {
+            return Err(ClientError::Protocol { address, message: "a check-out was denied without a reason".into() });
+        }
+    };
+    let message = if reply.message.is_empty() { format!("{feature}: {reason}") } else { reply.message };
+    Err(ClientError::Denied {
+        feature: feature.to_string(),
+        reason,
+        available: reply.available,
+        total: reply.total,
+        message,
+    })
+}
