@@ -54,7 +54,10 @@ use crate::server::license::LicenseService;
 /// Milliseconds on `CLOCK_BOOTTIME`: monotonic, and counts time the process
 /// was stopped or the machine suspended.
 pub fn boottime_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec to the valid pointer we pass.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME) failed");
@@ -113,17 +116,43 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
     let mut held: Option<Held> = None;
     let mut raised_ap = false;
     let mut last_ap_error_ms = 0u64;
+    let mut metrics = shared.raft.metrics();
+    let mut was_leader = false;
+    // When the next step is due sooner than the next tick (the end of the L + M wait).
+    let mut wake_at: Option<tokio::time::Instant> = None;
     tokio::pin!(stop);
     loop {
+        let wake = async {
+            match wake_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = &mut stop => break,
             _ = ticker.tick() => {}
+            // A change of leader or term is acted on at once, not at the next tick.
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let m = metrics.borrow_and_update();
+                let leader = m.current_leader == Some(shared.node_id) && m.state.is_leader();
+                if leader == was_leader && m.current_term == term_seen {
+                    continue;
+                }
+            }
+            _ = wake => {}
         }
+        wake_at = None;
         let (leader, term) = {
-            let metrics = shared.raft.metrics();
-            let m = metrics.borrow();
-            (m.current_leader == Some(shared.node_id) && m.state.is_leader(), m.current_term)
+            let m = metrics.borrow_and_update();
+            (
+                m.current_leader == Some(shared.node_id) && m.state.is_leader(),
+                m.current_term,
+            )
         };
+        was_leader = leader;
         if !leader || term != term_seen {
             let was = shared.lease.get();
             if was.serving {
@@ -140,7 +169,11 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
 
         // One quorum round.
         let t0 = boottime_ms();
-        let round = tokio::time::timeout(Duration::from_millis(lease_ms), shared.raft.get_read_log_id()).await;
+        let round = tokio::time::timeout(
+            Duration::from_millis(lease_ms),
+            shared.raft.get_read_log_id(),
+        )
+        .await;
         let still_leader = {
             let metrics = shared.raft.metrics();
             let m = metrics.borrow();
@@ -158,17 +191,27 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
         let lease = shared.lease.get();
         if lease.serving && now >= lease.until_ms {
             // Stop serving first (services already refuse: the lease is checked per request), then release.
-            warn!(term, "quorum lease lapsed: stopping service and releasing the access point");
+            warn!(
+                term,
+                "quorum lease lapsed: stopping service and releasing the access point"
+            );
             shared.lease.update(|l| l.serving = false);
             release(&shared.config.access_point, held.take(), &mut raised_ap).await;
             first_round_ms = None;
             continue;
         }
-        let Some(first) = first_round_ms else { continue };
-        if !lease.serving && now >= first + lease_ms + timing.lease_margin_ms && now < lease.until_ms {
+        let Some(first) = first_round_ms else {
+            continue;
+        };
+        let serve_from = first + lease_ms + timing.lease_margin_ms;
+        if !lease.serving && now < serve_from {
+            wake_at = Some(tokio::time::Instant::now() + Duration::from_millis(serve_from - now));
+        }
+        if !lease.serving && now >= serve_from && now < lease.until_ms {
             // Command mode: the address must be up before the node serves.
             if shared.config.access_point.mode == AccessPointMode::Command && !raised_ap {
-                match run_command(&shared.config.access_point, &shared.config.access_point.up).await {
+                match run_command(&shared.config.access_point, &shared.config.access_point.up).await
+                {
                     Ok(()) => raised_ap = true,
                     Err(message) => {
                         if now >= last_ap_error_ms + 1000 {
@@ -179,7 +222,10 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
                     }
                 }
             }
-            let activate = Command::Activate { term: Term(term), node: NodeId(shared.node_id) };
+            let activate = Command::Activate {
+                term: Term(term),
+                node: NodeId(shared.node_id),
+            };
             match shared.batcher.submit(activate).await {
                 Ok((_, log_id)) if log_id.leader_id.term == term => {
                     shared.lease.update(|l| {
@@ -193,7 +239,10 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
                 Err(error) => warn!(term, %error, "activation not committed"),
             }
         }
-        if shared.lease.get().serving && held.is_none() && shared.config.access_point.mode != AccessPointMode::None {
+        if shared.lease.get().serving
+            && held.is_none()
+            && shared.config.access_point.mode != AccessPointMode::None
+        {
             match bind(shared.clone()).await {
                 Ok(h) => {
                     info!(address = %shared.config.access_point.address, "access point up");
@@ -214,7 +263,9 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
 
 async fn bind(shared: Arc<Shared>) -> Result<Held, String> {
     let address: SocketAddr = shared.config.access_point.address;
-    let listener = TcpListener::bind(address).await.map_err(|e| format!("cannot bind {address}: {e}"))?;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot bind {address}: {e}"))?;
     let (stop, mut stopped) = watch::channel(false);
     let router = tonic::transport::Server::builder()
         .add_service(LicenseServer::new(LicenseService::new(shared.clone())))
@@ -237,7 +288,10 @@ async fn release(access_point: &AccessPoint, held: Option<Held>, raised_ap: &mut
         let _ = held.stop.send(true);
         let mut task = held.task;
         // Open client connections are asked to go away; do not wait on them for long.
-        if tokio::time::timeout(Duration::from_millis(500), &mut task).await.is_err() {
+        if tokio::time::timeout(Duration::from_millis(500), &mut task)
+            .await
+            .is_err()
+        {
             task.abort();
             let _ = task.await;
         }
@@ -275,7 +329,11 @@ async fn run_command(access_point: &AccessPoint, argv: &[String]) -> Result<(), 
     let mut child = tokio::process::Command::new(program);
     child.args(args).kill_on_drop(true);
     match tokio::time::timeout(COMMAND_TIMEOUT, child.output()).await {
-        Err(_) => Err(format!("`{}` did not finish within {:?}", argv.join(" "), COMMAND_TIMEOUT)),
+        Err(_) => Err(format!(
+            "`{}` did not finish within {:?}",
+            argv.join(" "),
+            COMMAND_TIMEOUT
+        )),
         Ok(Err(e)) => Err(format!("`{}` could not run: {e}", argv.join(" "))),
         Ok(Ok(output)) if output.status.success() => Ok(()),
         Ok(Ok(output)) => Err(format!(

@@ -25,7 +25,9 @@ pub enum CodecError {
     #[error("empty record: no format-version byte")]
     Empty,
     /// The record was written by a format this build does not read.
-    #[error("record format version {found} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "record format version {found} is not supported (this build reads version {FORMAT_VERSION})"
+    )]
     Version {
         /// The version byte found.
         found: u8,
@@ -83,10 +85,16 @@ mod tests {
     #[test]
     fn corrupt_records_are_refused() {
         assert!(matches!(decode::<u64>(&[]), Err(CodecError::Empty)));
-        assert!(matches!(decode::<u64>(&[9, 1]), Err(CodecError::Version { found: 9 })));
+        assert!(matches!(
+            decode::<u64>(&[9, 1]),
+            Err(CodecError::Version { found: 9 })
+        ));
         let mut bytes = encode(&String::from("feature")).unwrap();
         bytes.truncate(4);
-        assert!(matches!(decode::<String>(&bytes), Err(CodecError::Decode(_))));
+        assert!(matches!(
+            decode::<String>(&bytes),
+            Err(CodecError::Decode(_))
+        ));
         let mut bytes = encode(&1u8).unwrap();
         bytes.push(0);
         assert!(matches!(decode::<u8>(&bytes), Err(CodecError::Trailing(1))));

@@ -192,7 +192,11 @@ pub struct Batching {
 
 impl Default for Batching {
     fn default() -> Batching {
-        Batching { commands_max: 512, linger_us: 200, in_flight_max: 4 }
+        Batching {
+            commands_max: 512,
+            linger_us: 200,
+            in_flight_max: 4,
+        }
     }
 }
 
@@ -209,15 +213,20 @@ pub struct SnapshotPolicy {
 
 impl Default for SnapshotPolicy {
     fn default() -> SnapshotPolicy {
-        SnapshotPolicy { logs_since_last: 5_000, logs_kept: 1_000 }
+        SnapshotPolicy {
+            logs_since_last: 5_000,
+            logs_kept: 1_000,
+        }
     }
 }
 
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Config::parse(path, &text)
     }
 
@@ -229,11 +238,13 @@ impl Config {
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-        config.validate().map_err(|(field, message)| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            field: field.to_string(),
-            message,
-        })?;
+        config
+            .validate()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: field.to_string(),
+                message,
+            })?;
         Ok(config)
     }
 
@@ -263,7 +274,10 @@ impl Config {
             ));
         }
         if self.nodes.is_empty() {
-            return Err(("nodes", "list every node of the cluster, this one included".into()));
+            return Err((
+                "nodes",
+                "list every node of the cluster, this one included".into(),
+            ));
         }
         if self.nodes.len() > NODES_MAX {
             return Err(("nodes", format!("at most {NODES_MAX} nodes are supported")));
@@ -278,19 +292,28 @@ impl Config {
                 return Err(("nodes.id", format!("node id {} is listed twice", node.id)));
             }
             if !addresses.insert(node.address.as_str()) {
-                return Err(("nodes.address", format!("address {} is listed twice", node.address)));
+                return Err((
+                    "nodes.address",
+                    format!("address {} is listed twice", node.address),
+                ));
             }
             if split_host_port(&node.address).is_none() {
                 return Err((
                     "nodes.address",
-                    format!("\"{}\" is not host:port (e.g. 10.0.0.1:27001)", node.address),
+                    format!(
+                        "\"{}\" is not host:port (e.g. 10.0.0.1:27001)",
+                        node.address
+                    ),
                 ));
             }
         }
         if !ids.contains(&self.node_id) {
             return Err((
                 "node_id",
-                format!("{} is not one of the ids in nodes ({:?})", self.node_id, ids),
+                format!(
+                    "{} is not one of the ids in nodes ({:?})",
+                    self.node_id, ids
+                ),
             ));
         }
         if self.listen_address().is_none() {
@@ -345,10 +368,16 @@ impl Config {
         }
         let b = &self.batching;
         if b.commands_max == 0 || b.commands_max > 65_536 {
-            return Err(("batching.commands_max", "must be between 1 and 65536".into()));
+            return Err((
+                "batching.commands_max",
+                "must be between 1 and 65536".into(),
+            ));
         }
         if b.linger_us > 100_000 {
-            return Err(("batching.linger_us", "must be at most 100000 (0.1 s)".into()));
+            return Err((
+                "batching.linger_us",
+                "must be at most 100000 (0.1 s)".into(),
+            ));
         }
         if b.in_flight_max == 0 || b.in_flight_max > 64 {
             return Err(("batching.in_flight_max", "must be between 1 and 64".into()));
@@ -362,21 +391,26 @@ impl Config {
                 return Err(("access_point.up", "command mode needs an up command".into()));
             }
             if ap.down.is_empty() {
-                return Err(("access_point.down", "command mode needs a down command".into()));
+                return Err((
+                    "access_point.down",
+                    "command mode needs a down command".into(),
+                ));
             }
             if ap.prefix > 128 {
                 return Err(("access_point.prefix", "must be at most 128".into()));
             }
         }
-        if ap.mode != AccessPointMode::None {
-            if let Some(listen) = self.listen_address() {
-                if listen == ap.address {
-                    return Err((
-                        "access_point.address",
-                        format!("{} is also this node's own address; give the access point its own address", ap.address),
-                    ));
-                }
-            }
+        if ap.mode != AccessPointMode::None
+            && let Some(listen) = self.listen_address()
+            && listen == ap.address
+        {
+            return Err((
+                "access_point.address",
+                format!(
+                    "{} is also this node's own address; give the access point its own address",
+                    ap.address
+                ),
+            ));
         }
         Ok(())
     }
@@ -403,7 +437,9 @@ pub const NODES_MAX: usize = 7;
 pub fn is_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Splits `host:port` (host may be `[v6]`); `None` if it is not of that form.
@@ -446,19 +482,46 @@ address = "127.0.0.1:27003"
         assert_eq!(config.timing, Timing::default());
         assert_eq!(config.access_point.address.to_string(), "127.0.0.100:27000");
         assert_eq!(config.data_dir, PathBuf::from("/etc/raftlm/data/node2"));
-        assert_eq!(config.listen_address().unwrap().to_string(), "127.0.0.1:27002");
+        assert_eq!(
+            config.listen_address().unwrap().to_string(),
+            "127.0.0.1:27002"
+        );
     }
 
     // Each invalid value is refused with an error naming the file and the field.
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            ("node_id = 2", "node_id = 9", "config /etc/raftlm/node.toml: node_id: 9 is not one of the ids in nodes ({1, 2, 3})"),
-            ("cluster_name = \"LICSRV\"", "cluster_name = \"lic srv\"", "config /etc/raftlm/node.toml: cluster_name: \"lic srv\" is not a valid access point name: use letters, digits, '_', '.' and '-'"),
-            ("address = \"127.0.0.1:27003\"", "address = \"127.0.0.1:27002\"", "config /etc/raftlm/node.toml: nodes.address: address 127.0.0.1:27002 is listed twice"),
-            ("data_dir = \"data/node2\"", "data_dir = \"data/node2\"\n[timing]\nlease_ms = 500", "config /etc/raftlm/node.toml: timing.lease_ms: (500) must be less than timing.election_timeout_min_ms (400): a lease must run out before another node can be elected"),
-            ("data_dir = \"data/node2\"", "data_dir = \"data/node2\"\n[timing]\nlease_ms = 90", "config /etc/raftlm/node.toml: timing.lease_ms: (90) must be greater than timing.heartbeat_ms (100): the lease is renewed once per heartbeat"),
-            ("data_dir = \"data/node2\"", "data_dir = \"data/node2\"\n[access_point]\nmode = \"command\"\naddress = \"10.0.0.100:27000\"", "config /etc/raftlm/node.toml: access_point.up: command mode needs an up command"),
+            (
+                "node_id = 2",
+                "node_id = 9",
+                "config /etc/raftlm/node.toml: node_id: 9 is not one of the ids in nodes ({1, 2, 3})",
+            ),
+            (
+                "cluster_name = \"LICSRV\"",
+                "cluster_name = \"lic srv\"",
+                "config /etc/raftlm/node.toml: cluster_name: \"lic srv\" is not a valid access point name: use letters, digits, '_', '.' and '-'",
+            ),
+            (
+                "address = \"127.0.0.1:27003\"",
+                "address = \"127.0.0.1:27002\"",
+                "config /etc/raftlm/node.toml: nodes.address: address 127.0.0.1:27002 is listed twice",
+            ),
+            (
+                "data_dir = \"data/node2\"",
+                "data_dir = \"data/node2\"\n[timing]\nlease_ms = 500",
+                "config /etc/raftlm/node.toml: timing.lease_ms: (500) must be less than timing.election_timeout_min_ms (400): a lease must run out before another node can be elected",
+            ),
+            (
+                "data_dir = \"data/node2\"",
+                "data_dir = \"data/node2\"\n[timing]\nlease_ms = 90",
+                "config /etc/raftlm/node.toml: timing.lease_ms: (90) must be greater than timing.heartbeat_ms (100): the lease is renewed once per heartbeat",
+            ),
+            (
+                "data_dir = \"data/node2\"",
+                "data_dir = \"data/node2\"\n[access_point]\nmode = \"command\"\naddress = \"10.0.0.100:27000\"",
+                "config /etc/raftlm/node.toml: access_point.up: command mode needs an up command",
+            ),
         ];
         for (from, to, expected) in cases {
             let text = GOOD.replacen(from, to, 1);
@@ -471,6 +534,9 @@ address = "127.0.0.1:27003"
     fn unknown_fields_are_refused() {
         let error = parse(&GOOD.replace("node_id = 2", "node_id = 2\nnode_idd = 3")).unwrap_err();
         assert!(error.contains("unknown field `node_idd`"), "{error}");
-        assert!(error.starts_with("config /etc/raftlm/node.toml: "), "{error}");
+        assert!(
+            error.starts_with("config /etc/raftlm/node.toml: "),
+            "{error}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod activator;
 pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod license;

@@ -20,7 +20,13 @@ struct Cli {
 enum Command {
     /// Starts a local three-node cluster on loopback with a sample license.
     Demo(cli::demo::DemoArgs),
-    // LICENSE-WIRING
+    /// Load generator, idle-session cost and failover timer.
+    Bench(cli::bench::BenchArgs),
+    /// Vendor and administrator license tools: keygen, sign, verify, import.
+    License {
+        #[command(subcommand)]
+        command: cli::license::LicenseCommand,
+    },
     /// Runs one node of a cluster.
     Server {
         /// The node's TOML config file.
@@ -35,12 +41,18 @@ fn main() -> ExitCode {
         Err(error) => {
             // clap prints help and version to stdout with exit 0, usage errors with exit 2.
             let _ = error.print();
-            return ExitCode::from(if error.use_stderr() { cli::EXIT_USAGE } else { 0 });
+            return ExitCode::from(if error.use_stderr() {
+                cli::EXIT_USAGE
+            } else {
+                0
+            });
         }
     };
     let result: Result<(), Failure> = match cli.command {
         Command::Server { config } => cli::server::run(config),
         Command::Demo(args) => cli::demo::run(args),
+        Command::Bench(args) => cli::bench::run(args),
+        Command::License { command } => cli::license::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
-use tracing::{error, info, warn, Instrument};
+use tracing::{Instrument, error, info, warn};
 
 use crate::activator::{self, Lease};
 use crate::config::Config;
@@ -26,14 +26,14 @@ use crate::license::signature::{KeyError, VendorPublicKey};
 use crate::license::state::Outcome;
 use crate::proto::v1::admin_server::AdminServer;
 use crate::proto::v1::license_server::LicenseServer;
+use crate::raft::Raft;
 use crate::raft::network::{Network, RaftService};
 use crate::raft::store::{self, StoreError};
-use crate::raft::Raft;
-use crate::server::admin::{import_license, AdminService};
+use crate::server::Shared;
+use crate::server::admin::{AdminService, import_license};
 use crate::server::batcher::Batcher;
 use crate::server::license::LicenseService;
 use crate::server::sessions::{self, SessionTracker};
-use crate::server::Shared;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,12 +91,18 @@ impl Node {
         })?;
         let listener = TcpListener::bind(address)
             .await
-            .map_err(|source| NodeError::Bind { address: address.to_string(), source })?;
+            .map_err(|source| NodeError::Bind {
+                address: address.to_string(),
+                source,
+            })?;
         Node::start_with_listener(config, listener).await
     }
 
     /// Starts a node on an already bound listener (tests bind `127.0.0.1:0`).
-    pub async fn start_with_listener(config: Config, listener: TcpListener) -> Result<Node, NodeError> {
+    pub async fn start_with_listener(
+        config: Config,
+        listener: TcpListener,
+    ) -> Result<Node, NodeError> {
         let span = tracing::info_span!("node", id = config.node_id);
         Node::start_inner(config, listener).instrument(span).await
     }
@@ -104,21 +110,35 @@ impl Node {
     async fn start_inner(config: Config, listener: TcpListener) -> Result<Node, NodeError> {
         let node_id = config.node_id;
         let span = tracing::info_span!("node", id = node_id);
-        let address = listener
-            .local_addr()
-            .map_err(|source| NodeError::Bind { address: config.own_address().to_string(), source })?;
+        let address = listener.local_addr().map_err(|source| NodeError::Bind {
+            address: config.own_address().to_string(),
+            source,
+        })?;
         let trusted = config
             .vendor_keys
             .iter()
             .map(|path| VendorPublicKey::load(path))
             .collect::<Result<Vec<_>, _>>()?;
         let (log_store, state_machine) = store::open(&config.data_dir)?;
-        let raft = Raft::new(node_id, Arc::new(raft_config(&config)?), Network::new(), log_store, state_machine.clone())
+        let raft = Raft::new(
+            node_id,
+            Arc::new(raft_config(&config)?),
+            Network::new(),
+            log_store,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        if !raft
+            .is_initialized()
             .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
-        if !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
-            let members: BTreeMap<u64, BasicNode> =
-                config.nodes.iter().map(|n| (n.id, BasicNode::new(&n.address))).collect();
+            .map_err(|e| NodeError::Raft(e.to_string()))?
+        {
+            let members: BTreeMap<u64, BasicNode> = config
+                .nodes
+                .iter()
+                .map(|n| (n.id, BasicNode::new(&n.address)))
+                .collect();
             info!(?members, "pristine node: forming the cluster");
             if let Err(error) = raft.initialize(members).await {
                 // NotAllowed means another path already initialized it; anything else is logged.
@@ -151,7 +171,10 @@ impl Node {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         tasks.push(tokio::spawn(
             async move {
-                if let Err(error) = router.serve_with_incoming_shutdown(incoming, wait_stop(stopped)).await {
+                if let Err(error) = router
+                    .serve_with_incoming_shutdown(incoming, wait_stop(stopped))
+                    .await
+                {
                     error!(%error, "gRPC server failed");
                 }
             }
@@ -164,10 +187,16 @@ impl Node {
             sessions::sweep(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
         ));
         tasks.push(tokio::spawn(
-            import_license_dir(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
+            import_license_dir(shared.clone(), wait_stop(stop.subscribe()))
+                .instrument(span.clone()),
         ));
         info!(%address, "node started");
-        Ok(Node { shared, address, stop, tasks })
+        Ok(Node {
+            shared,
+            address,
+            stop,
+            tasks,
+        })
     }
 
     /// The node's parts, shared by its services.
@@ -207,7 +236,9 @@ async fn wait_stop(mut stopped: watch::Receiver<bool>) {
 /// Imports the license directory's files through the log whenever this node
 /// becomes the leader, skipping files the state already holds unchanged.
 async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()>) {
-    let Some(dir) = shared.config.license_dir.clone() else { return };
+    let Some(dir) = shared.config.license_dir.clone() else {
+        return;
+    };
     let mut metrics = shared.raft.metrics();
     let mut imported_in_term = None;
     tokio::pin!(stop);
@@ -216,7 +247,9 @@ async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<
         if term.is_some() && term != imported_in_term {
             match import_dir_once(&shared, &dir).await {
                 Ok(()) => imported_in_term = term,
-                Err(error) => warn!(%error, dir = %dir.display(), "license directory not imported yet"),
+                Err(error) => {
+                    warn!(%error, dir = %dir.display(), "license directory not imported yet")
+                }
             }
         }
         tokio::select! {
@@ -236,7 +269,13 @@ async fn import_dir_once(shared: &Shared, dir: &Path) -> Result<(), String> {
         .collect();
     entries.sort();
     for path in entries {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(error) => {
@@ -248,7 +287,11 @@ async fn import_dir_once(shared: &Shared, dir: &Path) -> Result<(), String> {
             state.licenses().get(&name).is_some_and(|lines| {
                 crate::license::file::parse(&name, &text).is_ok_and(|parsed| {
                     parsed.lines.len() == lines.len()
-                        && parsed.lines.iter().zip(lines).all(|(p, l)| p.signature.as_deref() == Some(l.signature.as_str()))
+                        && parsed
+                            .lines
+                            .iter()
+                            .zip(lines)
+                            .all(|(p, l)| p.signature.as_deref() == Some(l.signature.as_str()))
                 })
             })
         });
@@ -256,11 +299,18 @@ async fn import_dir_once(shared: &Shared, dir: &Path) -> Result<(), String> {
             continue;
         }
         match import_license(shared, &name, &text).await {
-            Ok((Outcome::Imported { lines, duplicates, .. }, _)) => {
+            Ok((
+                Outcome::Imported {
+                    lines, duplicates, ..
+                },
+                _,
+            )) => {
                 info!(license = %name, lines, duplicates, "imported license file from the license directory")
             }
             Ok((other, _)) => error!(license = %name, ?other, "license file refused"),
-            Err(crate::server::ServiceError::Refused(reason)) => error!(license = %name, "{reason}"),
+            Err(crate::server::ServiceError::Refused(reason)) => {
+                error!(license = %name, "{reason}")
+            }
             Err(error) => return Err(error.to_string()),
         }
     }

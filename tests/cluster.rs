@@ -12,17 +12,27 @@ use raftlm::proto::v1::license_client::LicenseClient;
 use raftlm::server::error::LEADER_ADDRESS_KEY;
 use tokio::net::TcpListener;
 
-async fn start_cluster(dir: &std::path::Path) -> (Vec<Option<Node>>, raftlm::license::signature::VendorSigningKey) {
+async fn start_cluster(
+    dir: &std::path::Path,
+) -> (
+    Vec<Option<Node>>,
+    raftlm::license::signature::VendorSigningKey,
+) {
     let (key, public) = common::vendor_key(dir);
     let mut listeners = Vec::new();
     for _ in 0..3 {
         listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
     }
-    let addresses: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
     let mut nodes = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let config = common::node_config(dir, i as u64 + 1, &addresses, &public);
-        nodes.push(Some(Node::start_with_listener(config, listener).await.unwrap()));
+        nodes.push(Some(
+            Node::start_with_listener(config, listener).await.unwrap(),
+        ));
     }
     (nodes, key)
 }
@@ -31,19 +41,24 @@ async fn leader_of(nodes: &[Option<Node>]) -> usize {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         for (i, node) in nodes.iter().enumerate() {
-            if let Some(node) = node {
-                if node.shared().serving().is_ok() {
-                    return i;
-                }
+            if let Some(node) = node
+                && node.shared().serving().is_ok()
+            {
+                return i;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "no leader elected in 20 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader elected in 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn client(node: &Node) -> LicenseClient<tonic::transport::Channel> {
-    LicenseClient::connect(format!("http://{}", node.address())).await.unwrap()
+    LicenseClient::connect(format!("http://{}", node.address()))
+        .await
+        .unwrap()
 }
 
 fn checkout(session: u64, seq: u64, feature: &str, count: u32) -> pb::CheckoutRequest {
@@ -65,33 +80,60 @@ async fn replicate_redirect_and_survive_leader_loss() {
     let leader = leader_of(&nodes).await;
     let leader_node = nodes[leader].as_ref().unwrap();
 
-    let mut admin = AdminClient::connect(format!("http://{}", leader_node.address())).await.unwrap();
+    let mut admin = AdminClient::connect(format!("http://{}", leader_node.address()))
+        .await
+        .unwrap();
     let imported = admin
-        .import_license(pb::ImportLicenseRequest { name: "acme.lic".into(), text: common::signed_license(&key, &[("cad", 3)]) })
+        .import_license(pb::ImportLicenseRequest {
+            name: "acme.lic".into(),
+            text: common::signed_license(&key, &[("cad", 3)]),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(imported.lines, 1);
 
-    let granted = client(leader_node).await.checkout(checkout(11, 1, "cad", 2)).await.unwrap().into_inner();
+    let granted = client(leader_node)
+        .await
+        .checkout(checkout(11, 1, "cad", 2))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(granted.granted, "{granted:?}");
     let token = granted.token.unwrap();
-    let token = raftlm::license::state::GrantToken { term: token.term, index: token.index, slot: token.slot };
+    let token = raftlm::license::state::GrantToken {
+        term: token.term,
+        index: token.index,
+        slot: token.slot,
+    };
 
     // Applied on all three.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     for node in nodes.iter().flatten() {
         while node.shared().state.read(|s| s.grant(&token).is_none()) {
-            assert!(tokio::time::Instant::now() < deadline, "grant not replicated to node");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "grant not replicated to node"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     // A follower answers UNAVAILABLE with the leader's address.
     let follower = (leader + 1) % 3;
-    let status = client(nodes[follower].as_ref().unwrap()).await.checkout(checkout(12, 1, "cad", 1)).await.unwrap_err();
+    let status = client(nodes[follower].as_ref().unwrap())
+        .await
+        .checkout(checkout(12, 1, "cad", 1))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
-    let hint = status.metadata().get(LEADER_ADDRESS_KEY).unwrap().to_str().unwrap().to_string();
+    let hint = status
+        .metadata()
+        .get(LEADER_ADDRESS_KEY)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(hint, leader_node.address().to_string());
 
     // The leader goes away; a new leader holds the grant and keeps counting seats.
@@ -101,10 +143,21 @@ async fn replicate_redirect_and_survive_leader_loss() {
     let new_node = nodes[new_leader].as_ref().unwrap();
     assert!(new_node.shared().state.read(|s| s.grant(&token).is_some()));
     let mut license = client(new_node).await;
-    let denied = license.checkout(checkout(13, 1, "cad", 2)).await.unwrap().into_inner();
-    assert!(!denied.granted && denied.available == 1 && denied.total == 3, "{denied:?}");
+    let denied = license
+        .checkout(checkout(13, 1, "cad", 2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !denied.granted && denied.available == 1 && denied.total == 3,
+        "{denied:?}"
+    );
     // The retried first request returns the first grant, not a second one.
-    let retried = license.checkout(checkout(11, 1, "cad", 2)).await.unwrap().into_inner();
+    let retried = license
+        .checkout(checkout(11, 1, "cad", 2))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(retried.token, granted.token);
     assert_eq!(new_node.shared().state.read(|s| s.in_use("cad")), 2);
 
@@ -123,7 +176,10 @@ async fn stopped_node_catches_up_through_a_snapshot() {
     for _ in 0..3 {
         listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
     }
-    let addresses: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
     let configs: Vec<_> = (1..=3)
         .map(|id| {
             let mut config = common::node_config(dir.path(), id, &addresses, &public);
@@ -134,49 +190,76 @@ async fn stopped_node_catches_up_through_a_snapshot() {
         .collect();
     let mut nodes = Vec::new();
     for (config, listener) in configs.iter().cloned().zip(listeners) {
-        nodes.push(Some(Node::start_with_listener(config, listener).await.unwrap()));
+        nodes.push(Some(
+            Node::start_with_listener(config, listener).await.unwrap(),
+        ));
     }
     let leader = leader_of(&nodes).await;
     let lagging = (leader + 1) % 3;
     nodes[lagging].take().unwrap().shutdown().await;
 
     let leader_node = nodes[leader].as_ref().unwrap();
-    let mut admin = AdminClient::connect(format!("http://{}", leader_node.address())).await.unwrap();
+    let mut admin = AdminClient::connect(format!("http://{}", leader_node.address()))
+        .await
+        .unwrap();
     admin
-        .import_license(pb::ImportLicenseRequest { name: "acme.lic".into(), text: common::signed_license(&key, &[("cad", 100)]) })
+        .import_license(pb::ImportLicenseRequest {
+            name: "acme.lic".into(),
+            text: common::signed_license(&key, &[("cad", 100)]),
+        })
         .await
         .unwrap();
     let mut license = client(leader_node).await;
     let mut tokens = Vec::new();
     for seq in 1..=40u64 {
-        let reply = license.checkout(checkout(21, seq, "cad", 1)).await.unwrap().into_inner();
+        let reply = license
+            .checkout(checkout(21, seq, "cad", 1))
+            .await
+            .unwrap()
+            .into_inner();
         assert!(reply.granted);
         tokens.push(reply.token.unwrap());
     }
     leader_node.raft().trigger().snapshot().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let purged = leader_node.raft().metrics().borrow().purged.map_or(0, |p| p.index);
+        let purged = leader_node
+            .raft()
+            .metrics()
+            .borrow()
+            .purged
+            .map_or(0, |p| p.index);
         if purged >= 40 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "leader did not purge its log (purged up to {purged})");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leader did not purge its log (purged up to {purged})"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let listener = TcpListener::bind(&addresses[lagging]).await.unwrap();
-    let returned = Node::start_with_listener(configs[lagging].clone(), listener).await.unwrap();
+    let returned = Node::start_with_listener(configs[lagging].clone(), listener)
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let held = returned.shared().state.read(|s| s.grants().len());
         if held == tokens.len() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "returned node holds {held} grants");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "returned node holds {held} grants"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let snapshot = returned.raft().metrics().borrow().snapshot;
-    assert!(snapshot.is_some_and(|s| s.index >= 40), "no snapshot installed: {snapshot:?}");
+    assert!(
+        snapshot.is_some_and(|s| s.index >= 40),
+        "no snapshot installed: {snapshot:?}"
+    );
     returned.shared().state.read(|s| s.check_invariants());
     nodes[lagging] = Some(returned);
     for node in nodes.into_iter().flatten() {

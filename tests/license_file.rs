@@ -34,30 +34,35 @@ fn attrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// The fields of a feature line that do not depend on byte positions.
-fn fields(
-    f: &ParsedFeature,
-) -> (
-    LineKind,
-    &str,
-    &str,
-    &str,
-    Expiry,
-    u32,
-    &[(String, String)],
-    Option<Date>,
-    u32,
-) {
-    (
-        f.kind,
-        &f.feature,
-        &f.vendor,
-        &f.version,
-        f.expiry,
-        f.seats,
-        &f.attributes,
-        f.issued,
-        f.line,
-    )
+#[derive(Debug, PartialEq)]
+struct Fields {
+    kind: LineKind,
+    feature: &'static str,
+    vendor: &'static str,
+    version: &'static str,
+    expiry: Expiry,
+    seats: u32,
+    attributes: Vec<(String, String)>,
+    issued: Option<Date>,
+    line: u32,
+}
+
+impl PartialEq<Fields> for ParsedFeature {
+    fn eq(&self, f: &Fields) -> bool {
+        (
+            self.kind,
+            self.feature.as_str(),
+            self.vendor.as_str(),
+            self.version.as_str(),
+        ) == (f.kind, f.feature, f.vendor, f.version)
+            && (
+                self.expiry,
+                self.seats,
+                &self.attributes,
+                self.issued,
+                self.line,
+            ) == (f.expiry, f.seats, &f.attributes, f.issued, f.line)
+    }
 }
 
 // Guards the promise that a FlexNet-style file with comments, continuations,
@@ -77,66 +82,53 @@ fn good_file_parses_to_expected_values() {
     assert_eq!(parsed.vendors[0].line, 5);
 
     let notice = r#"Example Corp, "Design" dept \ site 2"#;
-    let cad_attrs = attrs(&[("ISSUED", "22-nov-2026"), ("NOTICE", notice)]);
-    let empty_notice = attrs(&[("NOTICE", "")]);
-    let expected: Vec<(
-        LineKind,
-        &str,
-        &str,
-        &str,
-        Expiry,
-        u32,
-        &[(String, String)],
-        Option<Date>,
-        u32,
-    )> = vec![
-        (
-            LineKind::Feature,
-            "cad",
-            "acme",
-            "2.0",
-            Expiry::On(date("31-dec-2027")),
-            25,
-            &cad_attrs,
-            Some(date("22-nov-2026")),
-            7,
-        ),
-        (
-            LineKind::Increment,
-            "cad",
-            "acme",
-            "2.0",
-            Expiry::Permanent,
-            5,
-            &[],
-            None,
-            9,
-        ),
-        (
-            LineKind::Increment,
-            "cad",
-            "acme",
-            "2.1",
-            Expiry::On(date("01-jan-2030")),
-            7,
-            &empty_notice,
-            None,
-            10,
-        ),
-        (
-            LineKind::Feature,
-            "render.gpu_x",
-            "acme",
-            "v3-beta",
-            Expiry::Permanent,
-            u32::MAX,
-            &[],
-            None,
-            11,
-        ),
+    let expected = [
+        Fields {
+            kind: LineKind::Feature,
+            feature: "cad",
+            vendor: "acme",
+            version: "2.0",
+            expiry: Expiry::On(date("31-dec-2027")),
+            seats: 25,
+            attributes: attrs(&[("ISSUED", "22-nov-2026"), ("NOTICE", notice)]),
+            issued: Some(date("22-nov-2026")),
+            line: 7,
+        },
+        Fields {
+            kind: LineKind::Increment,
+            feature: "cad",
+            vendor: "acme",
+            version: "2.0",
+            expiry: Expiry::Permanent,
+            seats: 5,
+            attributes: vec![],
+            issued: None,
+            line: 9,
+        },
+        Fields {
+            kind: LineKind::Increment,
+            feature: "cad",
+            vendor: "acme",
+            version: "2.1",
+            expiry: Expiry::On(date("01-jan-2030")),
+            seats: 7,
+            attributes: attrs(&[("NOTICE", "")]),
+            issued: None,
+            line: 10,
+        },
+        Fields {
+            kind: LineKind::Feature,
+            feature: "render.gpu_x",
+            vendor: "acme",
+            version: "v3-beta",
+            expiry: Expiry::Permanent,
+            seats: u32::MAX,
+            attributes: vec![],
+            issued: None,
+            line: 11,
+        },
     ];
-    let got: Vec<_> = parsed.lines.iter().map(fields).collect();
-    assert_eq!(got, expected);
+    assert_eq!(parsed.lines, expected);
 
     // Spans cover the statement from keyword to last token, continuation included.
     let spans: Vec<&str> = parsed.lines.iter().map(|l| &text[l.span.clone()]).collect();
@@ -444,4 +436,72 @@ fn grammar_details() {
     // An empty file has no SERVER line.
     let err = file::parse("empty.lic", "").expect_err("empty");
     assert_eq!(err.kind, ParseErrorKind::NoServer);
+}
+
+/// How many lines `text` has, as the parser numbers them.
+fn line_count(text: &str) -> usize {
+    text.split_inclusive('\n').count().max(1)
+}
+
+proptest::proptest! {
+    // Guards "no panic on any input": arbitrary text heavy in the characters
+    // the lexer treats specially either parses or gives an error whose
+    // position lies inside the file.
+    #[test]
+    fn any_text_parses_or_points_inside_the_file(
+        body in "[ \t\r\n\\\\\"#=a-zA-Z0-9_.é-]{0,200}",
+        header in proptest::bool::ANY,
+    ) {
+        let text = if header { format!("SERVER X ANY 1\nVENDOR v\nFEATURE f v 1 permanent 1 {body}") } else { body };
+        if let Err(e) = file::parse("fuzz.lic", &text) {
+            let line = usize::try_from(e.line).unwrap_or(usize::MAX);
+            proptest::prop_assert!(line >= 1 && line <= line_count(&text), "{e}");
+            let width = text.split_inclusive('\n').nth(line - 1).map_or(0, |l| l.trim_end_matches('\n').chars().count());
+            proptest::prop_assert!(e.column >= 1 && e.column as usize <= width + 1, "{e}");
+        }
+    }
+}
+
+// Guards against inputs that would make the parser quadratic (an import
+// request is untrusted input): a line of backslashes, a line of attributes,
+// many vendors. They must simply finish.
+#[test]
+fn worst_case_inputs_finish() {
+    let budget = file::LICENSE_FILE_BYTES_MAX - 100;
+    let backslashes = format!("SERVER X ANY 1 {}\n", "\\a".repeat(budget / 2));
+    let err = file::parse("b.lic", &backslashes).expect_err("extra token");
+    assert!(matches!(err.kind, ParseErrorKind::ExtraToken { .. }));
+
+    let attributes = format!(
+        "SERVER X ANY 1\nVENDOR v{}\n",
+        (0..budget / 10)
+            .map(|i| format!(" K{i}=1"))
+            .collect::<String>()
+    );
+    assert!(file::parse("a.lic", &attributes).is_ok());
+
+    let vendors: String = (0..budget / 16).map(|i| format!("VENDOR v{i}\n")).collect();
+    let parsed = file::parse("v.lic", &format!("SERVER X ANY 1\n{vendors}")).expect("parses");
+    assert_eq!(parsed.vendors.len(), budget / 16);
+}
+
+// Guards that positions on continuation lines name the line the token is on,
+// not the line where the statement starts.
+#[test]
+fn whole_file_errors_point_at_continued_tokens() {
+    let err = file::parse(
+        "c.lic",
+        "SERVER X ANY 1\nVENDOR acme\nFEATURE cad \\\n  beta 1 permanent 1\n",
+    )
+    .expect_err("undeclared");
+    assert_eq!(
+        err.to_string(),
+        "c.lic:4:3: vendor \"beta\" is not declared, expected a VENDOR beta line in the file"
+    );
+    let err =
+        file::parse("c.lic", "SERVER X ANY 1\nVENDOR acme\nVENDOR \\\n acme\n").expect_err("twice");
+    assert_eq!(
+        err.to_string(),
+        "c.lic:4:2: a second VENDOR line for \"acme\", expected one VENDOR line per vendor (the first is line 2)"
+    );
 }

@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use raftlm::codec;
 use raftlm::license::state::{
-    Batch, Command, DenyReason, GrantToken, LicenseState, LogPosition, NodeId, Outcome, RequestId,
-    SessionId, Term, DEDUP_WINDOW,
+    Batch, Command, DEDUP_WINDOW, DenyReason, GrantToken, LicenseState, LogPosition, NodeId,
+    Outcome, RequestId, SessionId, Term,
 };
 use raftlm::license::{Date, Expiry, FeatureLine, LineKind};
 
@@ -27,7 +27,10 @@ fn line(feature: &str, seats: u32, expiry: Expiry, signature: &str) -> FeatureLi
 
 fn checkout(session: u64, seq: u64, feature: &str, count: u32) -> Command {
     Command::Checkout {
-        request: RequestId { session: SessionId(session), seq },
+        request: RequestId {
+            session: SessionId(session),
+            seq,
+        },
         feature: feature.to_string(),
         count,
         user: "ada".to_string(),
@@ -36,7 +39,13 @@ fn checkout(session: u64, seq: u64, feature: &str, count: u32) -> Command {
 }
 
 fn checkin(session: u64, seq: u64, token: GrantToken) -> Command {
-    Command::Checkin { request: RequestId { session: SessionId(session), seq }, token }
+    Command::Checkin {
+        request: RequestId {
+            session: SessionId(session),
+            seq,
+        },
+        token,
+    }
 }
 
 /// Applies commands one per log index, starting at index 1, term 1.
@@ -47,20 +56,35 @@ struct Log {
 
 impl Log {
     fn new() -> Log {
-        Log { state: LicenseState::new(), index: 0 }
+        Log {
+            state: LicenseState::new(),
+            index: 0,
+        }
     }
     fn apply(&mut self, command: Command) -> Outcome {
         self.apply_at(NOW_MS, command)
     }
     fn apply_at(&mut self, now_ms: u64, command: Command) -> Outcome {
         self.index += 1;
-        let at = LogPosition { term: 1, index: self.index };
-        let mut outcomes = self.state.apply_batch(at, &Batch { now_ms, commands: vec![command] });
+        let at = LogPosition {
+            term: 1,
+            index: self.index,
+        };
+        let mut outcomes = self.state.apply_batch(
+            at,
+            &Batch {
+                now_ms,
+                commands: vec![command],
+            },
+        );
         self.state.check_invariants();
         outcomes.remove(0)
     }
     fn import(&mut self, name: &str, lines: Vec<FeatureLine>) -> Outcome {
-        self.apply(Command::ImportLicense { name: name.to_string(), lines })
+        self.apply(Command::ImportLicense {
+            name: name.to_string(),
+            lines,
+        })
     }
 }
 
@@ -77,13 +101,37 @@ fn checkout_until_exhausted_then_checkin() {
     let mut log = Log::new();
     log.import("acme.lic", vec![line("cad", 3, Expiry::Permanent, "s1")]);
     let first = log.apply(checkout(1, 1, "cad", 2));
-    assert!(matches!(first, Outcome::Granted { count: 2, available: 1, total: 3, .. }));
+    assert!(matches!(
+        first,
+        Outcome::Granted {
+            count: 2,
+            available: 1,
+            total: 3,
+            ..
+        }
+    ));
     let denied = log.apply(checkout(2, 1, "cad", 2));
-    assert_eq!(denied, Outcome::Denied { reason: DenyReason::InUse, available: 1, total: 3 });
+    assert_eq!(
+        denied,
+        Outcome::Denied {
+            reason: DenyReason::InUse,
+            available: 1,
+            total: 3
+        }
+    );
     let back = log.apply(checkin(1, 2, token_of(&first)));
-    assert_eq!(back, Outcome::CheckedIn { feature: "cad".into(), count: 2 });
+    assert_eq!(
+        back,
+        Outcome::CheckedIn {
+            feature: "cad".into(),
+            count: 2
+        }
+    );
     assert_eq!(log.state.in_use("cad"), 0);
-    assert!(matches!(log.apply(checkout(2, 2, "cad", 3)), Outcome::Granted { .. }));
+    assert!(matches!(
+        log.apply(checkout(2, 2, "cad", 3)),
+        Outcome::Granted { .. }
+    ));
 }
 
 // A client asking for more seats than exist is refused at once with the numbers, and a
@@ -94,15 +142,27 @@ fn impossible_requests_are_refused_with_reasons() {
     log.import("acme.lic", vec![line("cad", 5, Expiry::Permanent, "s1")]);
     assert_eq!(
         log.apply(checkout(1, 1, "cad", 6)),
-        Outcome::Denied { reason: DenyReason::ExceedsLicensed, available: 5, total: 5 }
+        Outcome::Denied {
+            reason: DenyReason::ExceedsLicensed,
+            available: 5,
+            total: 5
+        }
     );
     assert_eq!(
         log.apply(checkout(1, 2, "cam", 1)),
-        Outcome::Denied { reason: DenyReason::NoSuchFeature, available: 0, total: 0 }
+        Outcome::Denied {
+            reason: DenyReason::NoSuchFeature,
+            available: 0,
+            total: 0
+        }
     );
     assert_eq!(
         log.apply(checkout(1, 3, "cad", 0)),
-        Outcome::Denied { reason: DenyReason::BadCount, available: 5, total: 5 }
+        Outcome::Denied {
+            reason: DenyReason::BadCount,
+            available: 5,
+            total: 5
+        }
     );
 }
 
@@ -137,14 +197,31 @@ fn tokens_are_term_index_slot() {
     let batch = Batch {
         now_ms: NOW_MS,
         commands: vec![
-            Command::ImportLicense { name: "a".into(), lines: vec![line("cad", 9, Expiry::Permanent, "s")] },
+            Command::ImportLicense {
+                name: "a".into(),
+                lines: vec![line("cad", 9, Expiry::Permanent, "s")],
+            },
             checkout(1, 1, "cad", 1),
             checkout(2, 1, "cad", 1),
         ],
     };
     let outcomes = state.apply_batch(LogPosition { term: 4, index: 17 }, &batch);
-    assert_eq!(token_of(&outcomes[1]), GrantToken { term: 4, index: 17, slot: 1 });
-    assert_eq!(token_of(&outcomes[2]), GrantToken { term: 4, index: 17, slot: 2 });
+    assert_eq!(
+        token_of(&outcomes[1]),
+        GrantToken {
+            term: 4,
+            index: 17,
+            slot: 1
+        }
+    );
+    assert_eq!(
+        token_of(&outcomes[2]),
+        GrantToken {
+            term: 4,
+            index: 17,
+            slot: 2
+        }
+    );
 }
 
 // Only the holding session can check a grant in; an unknown token changes nothing.
@@ -154,7 +231,11 @@ fn checkin_needs_the_holding_session() {
     log.import("acme.lic", vec![line("cad", 5, Expiry::Permanent, "s1")]);
     let token = token_of(&log.apply(checkout(1, 1, "cad", 1)));
     assert_eq!(log.apply(checkin(2, 1, token)), Outcome::UnknownGrant);
-    let bogus = GrantToken { term: 9, index: 9, slot: 9 };
+    let bogus = GrantToken {
+        term: 9,
+        index: 9,
+        slot: 9,
+    };
     assert_eq!(log.apply(checkin(1, 2, bogus)), Outcome::UnknownGrant);
     assert_eq!(log.state.in_use("cad"), 1);
 }
@@ -167,8 +248,16 @@ fn expire_releases_a_sessions_grants() {
     log.apply(checkout(1, 1, "cad", 2));
     log.apply(checkout(1, 2, "cad", 1));
     log.apply(checkout(2, 1, "cad", 1));
-    let outcome = log.apply(Command::Expire { sessions: vec![SessionId(1), SessionId(99)] });
-    assert_eq!(outcome, Outcome::Expired { sessions: 1, grants: 2 });
+    let outcome = log.apply(Command::Expire {
+        sessions: vec![SessionId(1), SessionId(99)],
+    });
+    assert_eq!(
+        outcome,
+        Outcome::Expired {
+            sessions: 1,
+            grants: 2
+        }
+    );
     assert_eq!(log.state.in_use("cad"), 1);
     assert!(!log.state.sessions().contains_key(&SessionId(1)));
 }
@@ -180,7 +269,9 @@ fn expired_session_is_dead() {
     let mut log = Log::new();
     log.import("acme.lic", vec![line("cad", 5, Expiry::Permanent, "s1")]);
     log.apply(checkout(1, 1, "cad", 2));
-    log.apply(Command::Expire { sessions: vec![SessionId(1)] });
+    log.apply(Command::Expire {
+        sessions: vec![SessionId(1)],
+    });
     assert_eq!(log.apply(checkout(1, 1, "cad", 2)), Outcome::SessionExpired);
     assert_eq!(log.apply(checkout(1, 2, "cad", 1)), Outcome::SessionExpired);
     assert_eq!(log.state.in_use("cad"), 0);
@@ -194,18 +285,29 @@ fn increments_add_and_expired_lines_stop_granting() {
     let expires = Expiry::On(Date::parse("31-dec-2026").unwrap());
     let mut inc = line("cad", 2, expires, "s2");
     inc.kind = LineKind::Increment;
-    log.import("acme.lic", vec![line("cad", 1, Expiry::Permanent, "s1"), inc]);
+    log.import(
+        "acme.lic",
+        vec![line("cad", 1, Expiry::Permanent, "s1"), inc],
+    );
     assert_eq!(log.state.seats_licensed("cad"), (3, 3));
     let held = log.apply(checkout(1, 1, "cad", 3));
     assert!(matches!(held, Outcome::Granted { .. }));
     let new_year = Date::parse("01-jan-2027").unwrap().start_ms();
     log.apply_at(new_year, Command::Expire { sessions: vec![] });
     assert_eq!(log.state.seats_licensed("cad"), (3, 1));
-    assert_eq!(log.state.in_use("cad"), 3, "seats held before expiry stay held");
+    assert_eq!(
+        log.state.in_use("cad"),
+        3,
+        "seats held before expiry stay held"
+    );
     log.apply(checkin(1, 2, token_of(&held)));
     assert_eq!(
         log.apply(checkout(2, 1, "cad", 2)),
-        Outcome::Denied { reason: DenyReason::ExceedsLicensed, available: 1, total: 1 }
+        Outcome::Denied {
+            reason: DenyReason::ExceedsLicensed,
+            available: 1,
+            total: 1
+        }
     );
 }
 
@@ -215,7 +317,14 @@ fn the_same_line_imported_twice_counts_once() {
     let mut log = Log::new();
     log.import("a.lic", vec![line("cad", 4, Expiry::Permanent, "same")]);
     let outcome = log.import("copy.lic", vec![line("cad", 4, Expiry::Permanent, "same")]);
-    assert_eq!(outcome, Outcome::Imported { name: "copy.lic".into(), lines: 0, duplicates: 1 });
+    assert_eq!(
+        outcome,
+        Outcome::Imported {
+            name: "copy.lic".into(),
+            lines: 0,
+            duplicates: 1
+        }
+    );
     assert_eq!(log.state.seats_licensed("cad"), (4, 4));
 }
 
@@ -225,24 +334,69 @@ fn license_changes_never_strand_grants() {
     let mut log = Log::new();
     log.import("a.lic", vec![line("cad", 4, Expiry::Permanent, "s1")]);
     log.apply(checkout(1, 1, "cad", 3));
-    let refusal = Outcome::LicenseRefused { feature: "cad".into(), in_use: 3, licensed: 0 };
-    assert_eq!(log.apply(Command::RemoveLicense { name: "a.lic".into() }), refusal);
+    let refusal = Outcome::LicenseRefused {
+        feature: "cad".into(),
+        in_use: 3,
+        licensed: 0,
+    };
+    assert_eq!(
+        log.apply(Command::RemoveLicense {
+            name: "a.lic".into()
+        }),
+        refusal
+    );
     let shrink = log.import("a.lic", vec![line("cad", 2, Expiry::Permanent, "s9")]);
-    assert_eq!(shrink, Outcome::LicenseRefused { feature: "cad".into(), in_use: 3, licensed: 2 });
-    assert_eq!(log.apply(Command::RemoveLicense { name: "none".into() }), Outcome::NoSuchLicense);
-    log.apply(Command::Expire { sessions: vec![SessionId(1)] });
-    assert_eq!(log.apply(Command::RemoveLicense { name: "a.lic".into() }), Outcome::Removed { name: "a.lic".into() });
+    assert_eq!(
+        shrink,
+        Outcome::LicenseRefused {
+            feature: "cad".into(),
+            in_use: 3,
+            licensed: 2
+        }
+    );
+    assert_eq!(
+        log.apply(Command::RemoveLicense {
+            name: "none".into()
+        }),
+        Outcome::NoSuchLicense
+    );
+    log.apply(Command::Expire {
+        sessions: vec![SessionId(1)],
+    });
+    assert_eq!(
+        log.apply(Command::RemoveLicense {
+            name: "a.lic".into()
+        }),
+        Outcome::Removed {
+            name: "a.lic".into()
+        }
+    );
 }
 
 // State time is the maximum stamped time: a leader with a slow clock cannot move it back.
 #[test]
 fn time_never_runs_backwards() {
     let mut log = Log::new();
-    log.apply_at(NOW_MS, Command::Activate { term: Term(1), node: NodeId(1) });
-    log.apply_at(NOW_MS - 60_000, Command::Activate { term: Term(2), node: NodeId(2) });
+    log.apply_at(
+        NOW_MS,
+        Command::Activate {
+            term: Term(1),
+            node: NodeId(1),
+        },
+    );
+    log.apply_at(
+        NOW_MS - 60_000,
+        Command::Activate {
+            term: Term(2),
+            node: NodeId(2),
+        },
+    );
     assert_eq!(log.state.now_ms(), NOW_MS);
     let activation = log.state.activation().unwrap();
-    assert_eq!((activation.node, activation.term, activation.at_ms), (NodeId(2), Term(2), NOW_MS));
+    assert_eq!(
+        (activation.node, activation.term, activation.at_ms),
+        (NodeId(2), Term(2), NOW_MS)
+    );
     assert_eq!(log.state.activations(), 2);
 }
 
@@ -259,14 +413,34 @@ fn state_round_trips_through_the_codec() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Checkout { session: u64, feature: usize, count: u32 },
+    Checkout {
+        session: u64,
+        feature: usize,
+        count: u32,
+    },
     Retry,
-    Checkin { pick: usize },
-    ForeignCheckin { session: u64, pick: usize },
-    Expire { session: u64 },
-    Import { feature: usize, seats: u32, expired: bool, name: usize },
-    Remove { name: usize },
-    Tick { ms: u64 },
+    Checkin {
+        pick: usize,
+    },
+    ForeignCheckin {
+        session: u64,
+        pick: usize,
+    },
+    Expire {
+        session: u64,
+    },
+    Import {
+        feature: usize,
+        seats: u32,
+        expired: bool,
+        name: usize,
+    },
+    Remove {
+        name: usize,
+    },
+    Tick {
+        ms: u64,
+    },
 }
 
 const FEATURES: [&str; 3] = ["cad", "sim", "viz"];

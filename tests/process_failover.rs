@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::process::{license_client, status, ProcessCluster};
+use common::process::{ProcessCluster, license_client, status};
 use raftlm::proto::v1 as pb;
 
 fn checkout(session: u64, seq: u64, feature: &str, count: u32) -> pb::CheckoutRequest {
@@ -24,12 +24,16 @@ async fn licensed_cluster(features: &[(&str, u32)], extra: &str) -> (ProcessClus
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let reply = status(&cluster.access_point).await;
-        if let Some(reply) = reply {
-            if reply.features.len() == features.len() {
-                return (cluster, reply.active_node as usize);
-            }
+        if let Some(reply) = reply
+            && reply.features.len() == features.len()
+        {
+            return (cluster, reply.active_node as usize);
         }
-        assert!(Instant::now() < deadline, "access point not serving licenses\n{}", cluster.logs());
+        assert!(
+            Instant::now() < deadline,
+            "access point not serving licenses\n{}",
+            cluster.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -38,12 +42,16 @@ async fn licensed_cluster(features: &[(&str, u32)], extra: &str) -> (ProcessClus
 async fn wait_moved(cluster: &ProcessCluster, old: usize, limit: Duration) -> pb::StatusReply {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(reply) = status(&cluster.access_point).await {
-            if reply.active_node as usize != old {
-                return reply;
-            }
+        if let Some(reply) = status(&cluster.access_point).await
+            && reply.active_node as usize != old
+        {
+            return reply;
         }
-        assert!(Instant::now() < deadline, "access point did not move from node {old}\n{}", cluster.logs());
+        assert!(
+            Instant::now() < deadline,
+            "access point did not move from node {old}\n{}",
+            cluster.logs()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -54,18 +62,31 @@ async fn wait_moved(cluster: &ProcessCluster, old: usize, limit: Duration) -> pb
 async fn grant_survives_kill_of_the_active_node() {
     let (mut cluster, active) = licensed_cluster(&[("cad", 5)], "").await;
     let mut client = license_client(&cluster.access_point).await.unwrap();
-    let granted = client.checkout(checkout(7, 1, "cad", 2)).await.unwrap().into_inner();
+    let granted = client
+        .checkout(checkout(7, 1, "cad", 2))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(granted.granted, "{granted:?}");
-    let token = granted.token.clone().unwrap();
+    let token = granted.token.unwrap();
 
     cluster.kill(active);
     let after = wait_moved(&cluster, active, Duration::from_secs(15)).await;
-    assert!(after.term > granted.term, "new term {} not above {}", after.term, granted.term);
+    assert!(
+        after.term > granted.term,
+        "new term {} not above {}",
+        after.term,
+        granted.term
+    );
 
     // The heartbeat re-attaches the grant to the new active node.
     let mut client = license_client(&cluster.access_point).await.unwrap();
     let renewed = client
-        .renew(pb::RenewRequest { session: 7, tokens: vec![token.clone()], ..Default::default() })
+        .renew(pb::RenewRequest {
+            session: 7,
+            tokens: vec![token],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -99,16 +120,20 @@ async fn paused_active_node_is_fenced() {
     let new_active = loop {
         let mut found = None;
         for (i, address) in cluster.addresses.iter().enumerate() {
-            if i + 1 != active {
-                if let Some(reply) = status(address).await {
-                    found = Some((i + 1, reply));
-                }
+            if i + 1 != active
+                && let Some(reply) = status(address).await
+            {
+                found = Some((i + 1, reply));
             }
         }
         if let Some(found) = found {
             break found;
         }
-        assert!(Instant::now() < deadline, "no node took over\n{}", cluster.logs());
+        assert!(
+            Instant::now() < deadline,
+            "no node took over\n{}",
+            cluster.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -121,7 +146,10 @@ async fn paused_active_node_is_fenced() {
     }
     let moved = wait_moved(&cluster, active, Duration::from_secs(15)).await;
     assert_eq!(moved.active_node as usize, new_active.0);
-    assert!(moved.grants.iter().all(|g| g.session != 9), "the fenced request was granted");
+    assert!(
+        moved.grants.iter().all(|g| g.session != 9),
+        "the fenced request was granted"
+    );
 }
 
 // A session that stops heartbeating (its process was killed without check-in) loses its
@@ -130,7 +158,11 @@ async fn paused_active_node_is_fenced() {
 async fn silent_session_expires_after_ttl() {
     let (cluster, _) = licensed_cluster(&[("cad", 5)], "[timing]\nsession_ttl_ms = 3000\n").await;
     let mut client = license_client(&cluster.access_point).await.unwrap();
-    let granted = client.checkout(checkout(5, 1, "cad", 3)).await.unwrap().into_inner();
+    let granted = client
+        .checkout(checkout(5, 1, "cad", 3))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(granted.granted);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -138,11 +170,19 @@ async fn silent_session_expires_after_ttl() {
         if reply.is_some_and(|r| r.grants.is_empty() && r.features[0].in_use == 0) {
             break;
         }
-        assert!(Instant::now() < deadline, "silent session's seats were not freed\n{}", cluster.logs());
+        assert!(
+            Instant::now() < deadline,
+            "silent session's seats were not freed\n{}",
+            cluster.logs()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Its late retry is refused, not granted again.
-    let late = client.checkout(checkout(5, 1, "cad", 3)).await.unwrap().into_inner();
+    let late = client
+        .checkout(checkout(5, 1, "cad", 3))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!late.granted);
     assert_eq!(late.reason, pb::DenyReason::SessionExpired as i32);
 }
@@ -152,9 +192,16 @@ async fn silent_session_expires_after_ttl() {
 async fn more_seats_than_licensed_is_refused_with_numbers() {
     let (cluster, _) = licensed_cluster(&[("cad", 5)], "").await;
     let mut client = license_client(&cluster.access_point).await.unwrap();
-    let reply = client.checkout(checkout(3, 1, "cad", 6)).await.unwrap().into_inner();
+    let reply = client
+        .checkout(checkout(3, 1, "cad", 6))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!reply.granted);
     assert_eq!(reply.reason, pb::DenyReason::ExceedsLicensed as i32);
     assert_eq!((reply.available, reply.total), (5, 5));
-    assert_eq!(reply.message, "6 seats of \"cad\" asked for, but only 5 are licensed");
+    assert_eq!(
+        reply.message,
+        "6 seats of \"cad\" asked for, but only 5 are licensed"
+    );
 }

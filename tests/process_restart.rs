@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::process::{license_client, raftlm, ProcessCluster};
+use common::process::{ProcessCluster, license_client, raftlm};
 use raftlm::proto::v1 as pb;
 
 // Every checkout acknowledged before all three nodes were killed with SIGKILL is present
@@ -21,10 +21,18 @@ async fn kill_all_and_restart_keeps_every_acknowledged_grant() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let status = common::process::status(&address).await;
-        if status.is_some_and(|s| s.features.iter().any(|f| f.feature == "cad" && f.licensed == 1000)) {
+        if status.is_some_and(|s| {
+            s.features
+                .iter()
+                .any(|f| f.feature == "cad" && f.licensed == 1000)
+        }) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "license not imported\n{}", cluster.logs());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "license not imported\n{}",
+            cluster.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -43,7 +51,11 @@ async fn kill_all_and_restart_keeps_every_acknowledged_grant() {
                     user: format!("user{session}"),
                     host: "ws".into(),
                 };
-                let reply = client.checkout(request).await.expect("checkout").into_inner();
+                let reply = client
+                    .checkout(request)
+                    .await
+                    .expect("checkout")
+                    .into_inner();
                 assert!(reply.granted, "{reply:?}");
                 let t = reply.token.unwrap();
                 acknowledged.push((t.term, t.index, t.slot));
@@ -67,8 +79,16 @@ async fn kill_all_and_restart_keeps_every_acknowledged_grant() {
         .iter()
         .map(|g| g.token.as_ref().map(|t| (t.term, t.index, t.slot)).unwrap())
         .collect();
-    assert_eq!(held, acknowledged, "grants after restart differ from those acknowledged");
-    let in_use = status.features.iter().find(|f| f.feature == "cad").unwrap().in_use;
+    assert_eq!(
+        held, acknowledged,
+        "grants after restart differ from those acknowledged"
+    );
+    let in_use = status
+        .features
+        .iter()
+        .find(|f| f.feature == "cad")
+        .unwrap()
+        .in_use;
     assert_eq!(in_use, 160);
 }
 
@@ -86,14 +106,25 @@ fn corrupt_data_is_reported_not_panicked() {
     for entry in walk(&data) {
         let bytes = std::fs::read(&entry).unwrap();
         if bytes.len() > 16 {
-            let garbage: Vec<u8> = bytes.iter().enumerate().map(|(i, b)| b ^ (i as u8 | 0x5a)).collect();
+            let garbage: Vec<u8> = bytes
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ (i as u8 | 0x5a))
+                .collect();
             std::fs::write(&entry, garbage).unwrap();
             damaged += 1;
         }
     }
-    assert!(damaged > 0, "no database files found under {}", data.display());
+    assert!(
+        damaged > 0,
+        "no database files found under {}",
+        data.display()
+    );
     let config = cluster.config(1);
-    let (code, _, stderr) = raftlm(&["server", "--config", config.to_str().unwrap()], cluster.dir.path());
+    let (code, _, stderr) = raftlm(
+        &["server", "--config", config.to_str().unwrap()],
+        cluster.dir.path(),
+    );
     assert_eq!(code, 2, "stderr: {stderr}");
     assert!(stderr.contains("data directory"), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
@@ -104,7 +135,10 @@ fn corrupt_data_is_reported_not_panicked() {
 fn bad_config_names_the_field() {
     let cluster = ProcessCluster::new(&[("cad", 5)], "[timing]\nlease_ms = 900\n");
     let config = cluster.config(1);
-    let (code, _, stderr) = raftlm(&["server", "--config", config.to_str().unwrap()], cluster.dir.path());
+    let (code, _, stderr) = raftlm(
+        &["server", "--config", config.to_str().unwrap()],
+        cluster.dir.path(),
+    );
     assert_eq!(code, 2);
     assert!(stderr.contains("timing.lease_ms"), "stderr: {stderr}");
 }

@@ -10,8 +10,8 @@
 //! parse, bad signature, wrong cluster, expired) is exit 1; a file or key that
 //! cannot be read or written, or a malformed key file, is exit 2.
 //!
-//! Left out: `import` (sending a file to a running cluster) lives with the
-//! client code.
+//! Left out: `import` (sending a file to a running cluster), which needs the
+//! client library and is added to [`LicenseCommand`] with it.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -202,6 +202,8 @@ fn now_ms() -> u64 {
 
 /// The feature lines as a table with aligned columns.
 fn table(lines: &[FeatureLine]) -> String {
+    // Seats are numbers: right-aligned.
+    const SEATS_COLUMN: usize = 4;
     let header = ["FEATURE", "VENDOR", "VERSION", "EXPIRY", "SEATS", "KIND"];
     let rows: Vec<[String; 6]> = lines
         .iter()
@@ -230,7 +232,9 @@ fn table(lines: &[FeatureLine]) -> String {
     let mut push_row = |cells: &[&str]| {
         let mut line = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
+            if i == SEATS_COLUMN {
+                line.push_str(&format!("{cell:>w$}  "));
+            } else if i + 1 == cells.len() {
                 line.push_str(cell);
             } else {
                 line.push_str(&format!("{cell:<w$}  "));

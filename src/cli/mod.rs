@@ -4,8 +4,10 @@
 //! one-sentence message on stderr and exits with its code (DESIGN §8:
 //! 0 success, 1 refused, 2 usage or configuration error, 3 cluster unreachable).
 
+pub mod bench;
 pub mod demo;
 pub mod license;
+pub mod local_cluster;
 pub mod server;
 
 /// Exit code: the request was refused (no seats, bad license, …).
@@ -27,14 +29,23 @@ pub struct Failure {
 impl Failure {
     /// A refusal (exit code 1).
     pub fn refused(message: impl Into<String>) -> Failure {
-        Failure { code: EXIT_REFUSED, message: message.into() }
+        Failure {
+            code: EXIT_REFUSED,
+            message: message.into(),
+        }
     }
     /// A usage or configuration error (exit code 2).
     pub fn usage(message: impl Into<String>) -> Failure {
-        Failure { code: EXIT_USAGE, message: message.into() }
+        Failure {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
     }
     /// The cluster could not be reached (exit code 3).
     pub fn unreachable(message: impl Into<String>) -> Failure {
-        Failure { code: EXIT_UNREACHABLE, message: message.into() }
+        Failure {
+            code: EXIT_UNREACHABLE,
+            message: message.into(),
+        }
     }
 }

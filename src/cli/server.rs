@@ -12,17 +12,32 @@ use crate::node::Node;
 pub fn run(config_path: PathBuf) -> Result<(), Failure> {
     let config = Config::load(&config_path).map_err(|e| Failure::usage(e.to_string()))?;
     init_logging();
+    crash_on_panic();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::usage(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
-        let node = Node::start(config).await.map_err(|e| Failure::usage(e.to_string()))?;
+        let node = Node::start(config)
+            .await
+            .map_err(|e| Failure::usage(e.to_string()))?;
         wait_for_signal().await;
         info!("stopping");
         node.shutdown().await;
         Ok(())
     })
+}
+
+/// A panic anywhere in a node (a broken invariant in the state machine, a
+/// bug) ends the process at once: a replica must never go on with a state
+/// it cannot trust. The default hook prints the message first.
+fn crash_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        tracing::error!("panic: {info}; stopping the node");
+        std::process::abort();
+    }));
 }
 
 /// Logs to stderr (colour only on a terminal); the filter comes from
@@ -39,7 +54,7 @@ pub fn init_logging() {
 }
 
 async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
             tokio::select! {

@@ -20,7 +20,10 @@ impl Backoff {
     /// Delays starting at `min`, doubling up to `max`.
     pub fn new(min: Duration, max: Duration) -> Backoff {
         let min = min.max(Duration::from_millis(1));
-        Backoff { step: min, max: max.max(min) }
+        Backoff {
+            step: min,
+            max: max.max(min),
+        }
     }
 
     /// The next delay: in `[step/2, step]`, then the step doubles (capped).
@@ -44,7 +47,11 @@ mod tests {
         let mut step = Duration::from_millis(25);
         for _ in 0..20 {
             let delay = backoff.next_delay();
-            assert!(delay >= step / 2 && delay <= step, "{delay:?} outside [{:?}, {step:?}]", step / 2);
+            assert!(
+                delay >= step / 2 && delay <= step,
+                "{delay:?} outside [{:?}, {step:?}]",
+                step / 2
+            );
             step = (step * 2).min(Duration::from_secs(1));
         }
     }

@@ -36,7 +36,14 @@ impl TermFence {
     /// when a higher term has been seen already. An equal term is admitted.
     pub fn admit(&self, term: u64) -> Result<(), StaleTerm> {
         let before = self.highest.fetch_max(term, Ordering::AcqRel);
-        if term < before { Err(StaleTerm { term, highest: before }) } else { Ok(()) }
+        if term < before {
+            Err(StaleTerm {
+                term,
+                highest: before,
+            })
+        } else {
+            Ok(())
+        }
     }
 
     /// The highest term seen, 0 before the first reply.
@@ -56,10 +63,26 @@ mod tests {
         assert_eq!(fence.highest(), 0);
         assert_eq!(fence.admit(3), Ok(()));
         assert_eq!(fence.admit(3), Ok(()));
-        assert_eq!(fence.admit(2), Err(StaleTerm { term: 2, highest: 3 }));
-        assert_eq!(fence.highest(), 3, "a refused reply does not lower the highest term");
+        assert_eq!(
+            fence.admit(2),
+            Err(StaleTerm {
+                term: 2,
+                highest: 3
+            })
+        );
+        assert_eq!(
+            fence.highest(),
+            3,
+            "a refused reply does not lower the highest term"
+        );
         assert_eq!(fence.admit(5), Ok(()));
-        assert_eq!(fence.admit(4), Err(StaleTerm { term: 4, highest: 5 }));
+        assert_eq!(
+            fence.admit(4),
+            Err(StaleTerm {
+                term: 4,
+                highest: 5
+            })
+        );
         assert_eq!(
             fence.admit(4).unwrap_err().to_string(),
             "a reply from term 4 was refused: term 5 has already been seen"

@@ -234,7 +234,11 @@ impl Client {
 
     /// The address that answered last, if any did.
     pub fn last_address(&self) -> Option<String> {
-        self.inner.last_address.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .last_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Checks out `count` seats of `feature` as request `request`. Retries of
@@ -249,7 +253,15 @@ impl Client {
         user: &str,
         host: &str,
     ) -> Result<Grant, ClientError> {
-        self.checkout_within(self.inner.options.call_timeout, request, feature, count, user, host).await
+        self.checkout_within(
+            self.inner.options.call_timeout,
+            request,
+            feature,
+            count,
+            user,
+            host,
+        )
+        .await
     }
 
     pub(crate) async fn checkout_within(
@@ -262,7 +274,10 @@ impl Client {
         host: &str,
     ) -> Result<Grant, ClientError> {
         let message = pb::CheckoutRequest {
-            request: Some(pb::RequestId { session: request.session.0, seq: request.seq }),
+            request: Some(pb::RequestId {
+                session: request.session.0,
+                seq: request.seq,
+            }),
             feature: feature.to_string(),
             count,
             user: user.to_string(),
@@ -278,8 +293,13 @@ impl Client {
     }
 
     /// Checks in the grant `token` as request `request`.
-    pub async fn checkin(&self, request: RequestId, token: GrantToken) -> Result<Checkin, ClientError> {
-        self.checkin_within(self.inner.options.call_timeout, request, token).await
+    pub async fn checkin(
+        &self,
+        request: RequestId,
+        token: GrantToken,
+    ) -> Result<Checkin, ClientError> {
+        self.checkin_within(self.inner.options.call_timeout, request, token)
+            .await
     }
 
     pub(crate) async fn checkin_within(
@@ -289,22 +309,39 @@ impl Client {
         token: GrantToken,
     ) -> Result<Checkin, ClientError> {
         let message = pb::CheckinRequest {
-            request: Some(pb::RequestId { session: request.session.0, seq: request.seq }),
+            request: Some(pb::RequestId {
+                session: request.session.0,
+                seq: request.seq,
+            }),
             token: Some(token_to_pb(token)),
         };
         let answered = self
-            .call("checkin", timeout, |channel| {
-                let message = message.clone();
-                async move { LicenseClient::new(channel).checkin(message).await }
+            .call("checkin", timeout, |channel| async move {
+                LicenseClient::new(channel).checkin(message).await
             })
             .await?;
         let reply = answered.reply;
-        Ok(Checkin { released: reply.released, feature: reply.feature, count: reply.count, term: answered.term })
+        Ok(Checkin {
+            released: reply.released,
+            feature: reply.feature,
+            count: reply.count,
+            term: answered.term,
+        })
     }
 
     /// Renews (heartbeats) `session`, quoting the grants it holds.
-    pub async fn renew(&self, session: SessionId, tokens: &[GrantToken]) -> Result<Renewal, ClientError> {
-        self.renew_within(self.inner.options.call_timeout, session, tokens, CacheReport::default()).await
+    pub async fn renew(
+        &self,
+        session: SessionId,
+        tokens: &[GrantToken],
+    ) -> Result<Renewal, ClientError> {
+        self.renew_within(
+            self.inner.options.call_timeout,
+            session,
+            tokens,
+            CacheReport::default(),
+        )
+        .await
     }
 
     pub(crate) async fn renew_within(
@@ -339,9 +376,15 @@ impl Client {
     /// A linearizable read on the active node.
     pub async fn status(&self) -> Result<pb::StatusReply, ClientError> {
         let answered = self
-            .call("status", self.inner.options.call_timeout, |channel| async move {
-                LicenseClient::new(channel).status(pb::StatusRequest {}).await
-            })
+            .call(
+                "status",
+                self.inner.options.call_timeout,
+                |channel| async move {
+                    LicenseClient::new(channel)
+                        .status(pb::StatusRequest {})
+                        .await
+                },
+            )
             .await?;
         Ok(answered.reply)
     }
@@ -349,32 +392,54 @@ impl Client {
     /// Imports (or replaces) the license file `name` with `text`. A file the
     /// cluster refuses (bad signature, issued for another cluster, would strand
     /// grants) is [`ClientError::Refused`] with the cluster's reason.
-    pub async fn import_license(&self, name: &str, text: &str) -> Result<pb::ImportLicenseReply, ClientError> {
-        let message = pb::ImportLicenseRequest { name: name.to_string(), text: text.to_string() };
+    pub async fn import_license(
+        &self,
+        name: &str,
+        text: &str,
+    ) -> Result<pb::ImportLicenseReply, ClientError> {
+        let message = pb::ImportLicenseRequest {
+            name: name.to_string(),
+            text: text.to_string(),
+        };
         let answered = self
-            .call("import license", self.inner.options.call_timeout, |channel| {
-                let message = message.clone();
-                async move { AdminClient::new(channel).import_license(message).await }
-            })
+            .call(
+                "import license",
+                self.inner.options.call_timeout,
+                |channel| {
+                    let message = message.clone();
+                    async move { AdminClient::new(channel).import_license(message).await }
+                },
+            )
             .await?;
         Ok(answered.reply)
     }
 
     /// Removes the license file `name`; returns the term it was removed in.
     pub async fn remove_license(&self, name: &str) -> Result<u64, ClientError> {
-        let message = pb::RemoveLicenseRequest { name: name.to_string() };
+        let message = pb::RemoveLicenseRequest {
+            name: name.to_string(),
+        };
         let answered = self
-            .call("remove license", self.inner.options.call_timeout, |channel| {
-                let message = message.clone();
-                async move { AdminClient::new(channel).remove_license(message).await }
-            })
+            .call(
+                "remove license",
+                self.inner.options.call_timeout,
+                |channel| {
+                    let message = message.clone();
+                    async move { AdminClient::new(channel).remove_license(message).await }
+                },
+            )
             .await?;
         Ok(answered.term)
     }
 
     /// Runs `attempt` against node after node until one answers from a term
     /// the fence admits, a refusal comes back, or `timeout` passes.
-    async fn call<T, F, Fut>(&self, what: &'static str, timeout: Duration, mut attempt: F) -> Result<Answered<T>, ClientError>
+    async fn call<T, F, Fut>(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        mut attempt: F,
+    ) -> Result<Answered<T>, ClientError>
     where
         T: Termed,
         F: FnMut(Channel) -> Fut,
@@ -390,7 +455,10 @@ impl Client {
             }
             None => (servers[0].clone(), 1),
         };
-        let mut backoff = Backoff::new(self.inner.options.backoff_min, self.inner.options.backoff_max);
+        let mut backoff = Backoff::new(
+            self.inner.options.backoff_min,
+            self.inner.options.backoff_max,
+        );
         let mut tried: Vec<String> = Vec::new();
         let mut last = String::from("the call's timeout is zero");
         let mut hops = 0;
@@ -416,7 +484,11 @@ impl Client {
                         match self.inner.fence.admit(term) {
                             Ok(()) => {
                                 self.remember(&address);
-                                return Ok(Answered { reply, address, term });
+                                return Ok(Answered {
+                                    reply,
+                                    address,
+                                    term,
+                                });
                             }
                             Err(stale) => {
                                 warn!(what, %address, %stale, "fenced off a reply from a deposed node");
@@ -451,7 +523,9 @@ impl Client {
                 Next::Same => {}
             }
             hops = 0;
-            let pause = backoff.next_delay().min(deadline.saturating_duration_since(Instant::now()));
+            let pause = backoff
+                .next_delay()
+                .min(deadline.saturating_duration_since(Instant::now()));
             tokio::time::sleep(pause).await;
         }
     }
@@ -476,20 +550,33 @@ impl Client {
                 }
             }
             Code::ResourceExhausted => Ok(Next::Same),
-            Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal | Code::Aborted => {
+            Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Internal
+            | Code::Aborted => {
                 self.evict(address);
                 Ok(Next::Elsewhere)
             }
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange | Code::AlreadyExists | Code::NotFound => {
-                Err(ClientError::Refused(status.message().to_string()))
-            }
-            code => Err(ClientError::Server { code, message: status.message().to_string() }),
+            Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::AlreadyExists
+            | Code::NotFound => Err(ClientError::Refused(status.message().to_string())),
+            code => Err(ClientError::Server {
+                code,
+                message: status.message().to_string(),
+            }),
         }
     }
 
     /// The channel to `address`, created (lazily connecting) on first use.
     fn channel(&self, address: &str) -> Result<Channel, String> {
-        let mut channels = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
@@ -509,11 +596,19 @@ impl Client {
 
     /// Forgets the channel to `address`, so the next attempt connects afresh.
     fn evict(&self, address: &str) {
-        self.inner.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(address);
+        self.inner
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(address);
     }
 
     fn remember(&self, address: &str) {
-        let mut last = self.inner.last_address.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self
+            .inner
+            .last_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if last.as_deref() != Some(address) {
             *last = Some(address.to_string());
         }
@@ -521,21 +616,40 @@ impl Client {
 }
 
 fn status_text(status: &Status) -> String {
-    if status.message().is_empty() { format!("{:?}", status.code()) } else { status.message().to_string() }
+    if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        status.message().to_string()
+    }
 }
 
 /// The wire form of a grant token.
 pub(crate) fn token_to_pb(token: GrantToken) -> pb::GrantToken {
-    pb::GrantToken { term: token.term, index: token.index, slot: token.slot }
+    pb::GrantToken {
+        term: token.term,
+        index: token.index,
+        slot: token.slot,
+    }
 }
 
 /// A grant token from its wire form.
 pub(crate) fn token_from_pb(token: &pb::GrantToken) -> GrantToken {
-    GrantToken { term: token.term, index: token.index, slot: token.slot }
+    GrantToken {
+        term: token.term,
+        index: token.index,
+        slot: token.slot,
+    }
 }
 
-fn grant_from_reply(feature: &str, answered: Answered<pb::CheckoutReply>) -> Result<Grant, ClientError> {
-    let Answered { reply, address, term } = answered;
+fn grant_from_reply(
+    feature: &str,
+    answered: Answered<pb::CheckoutReply>,
+) -> Result<Grant, ClientError> {
+    let Answered {
+        reply,
+        address,
+        term,
+    } = answered;
     if reply.granted {
         let token = reply.token.as_ref().ok_or_else(|| ClientError::Protocol {
             address: address.clone(),
@@ -561,10 +675,17 @@ fn grant_from_reply(feature: &str, answered: Answered<pb::CheckoutReply>) -> Res
         pb::DenyReason::BadCount => DenyReason::BadCount,
         pb::DenyReason::CapacityReached => DenyReason::CapacityReached,
         pb::DenyReason::Unspecified => {
-            return Err(ClientError::Protocol { address, message: "a check-out was denied without a reason".into() });
+            return Err(ClientError::Protocol {
+                address,
+                message: "a check-out was denied without a reason".into(),
+            });
         }
     };
-    let message = if reply.message.is_empty() { format!("{feature}: {reason}") } else { reply.message };
+    let message = if reply.message.is_empty() {
+        format!("{feature}: {reason}")
+    } else {
+        reply.message
+    };
     Err(ClientError::Denied {
         feature: feature.to_string(),
         reason,
@@ -572,4 +693,103 @@ fn grant_from_reply(feature: &str, answered: Answered<pb::CheckoutReply>) -> Res
         total: reply.total,
         message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use tokio::net::TcpListener;
+    use tonic::{Request, Response};
+
+    use super::*;
+    use crate::proto::v1::license_server::{License, LicenseServer};
+
+    /// A license service that answers Status from whatever term the test sets.
+    struct FakeNode {
+        term: Arc<AtomicU64>,
+    }
+
+    #[tonic::async_trait]
+    impl License for FakeNode {
+        async fn checkout(
+            &self,
+            _: Request<pb::CheckoutRequest>,
+        ) -> Result<Response<pb::CheckoutReply>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+        async fn renew(
+            &self,
+            _: Request<pb::RenewRequest>,
+        ) -> Result<Response<pb::RenewReply>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+        async fn checkin(
+            &self,
+            _: Request<pb::CheckinRequest>,
+        ) -> Result<Response<pb::CheckinReply>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+        async fn status(
+            &self,
+            _: Request<pb::StatusRequest>,
+        ) -> Result<Response<pb::StatusReply>, Status> {
+            let term = self.term.load(Ordering::SeqCst);
+            Ok(Response::new(pb::StatusReply {
+                term,
+                ..Default::default()
+            }))
+        }
+    }
+
+    async fn fake_node(term: u64) -> (String, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let term = Arc::new(AtomicU64::new(term));
+        let service = LicenseServer::new(FakeNode { term: term.clone() });
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        (address, term, task)
+    }
+
+    // Fencing: a node answering from a term lower than one already seen is treated as
+    // unavailable, and the call is answered by a node of the current term instead.
+    #[tokio::test]
+    async fn reply_from_a_lower_term_is_refused_and_retried_elsewhere() {
+        let (a, a_term, a_task) = fake_node(5).await;
+        let (b, b_term, b_task) = fake_node(5).await;
+        let options = ClientOptions {
+            call_timeout: Duration::from_secs(1),
+            attempt_timeout: Duration::from_millis(500),
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(10),
+        };
+        let client = Client::with_options(ServerList::from_addresses([&a, &b]).unwrap(), options);
+        assert_eq!(client.status().await.unwrap().term, 5);
+        assert_eq!(client.last_address(), Some(a.clone()));
+
+        // `a` is deposed but still answers from its old term; `b` leads in term 6.
+        a_term.store(4, Ordering::SeqCst);
+        b_term.store(6, Ordering::SeqCst);
+        assert_eq!(client.status().await.unwrap().term, 6);
+        assert_eq!(client.last_address(), Some(b.clone()));
+        assert_eq!(client.highest_term(), 6);
+
+        // Only stale answers left: the call gives up as unreachable, naming the fence.
+        b_term.store(5, Ordering::SeqCst);
+        match client.status().await.unwrap_err() {
+            ClientError::Unreachable { tried, last } => {
+                assert_eq!(tried, vec![b.clone(), a.clone()]);
+                assert!(last.contains("has already been seen"), "{last}");
+            }
+            other => panic!("expected unreachable, got {other:?}"),
+        }
+        a_task.abort();
+        b_task.abort();
+    }
 }

@@ -89,7 +89,10 @@ impl ServerList {
         for (i, entry) in text.split(',').enumerate() {
             let entry = entry.trim();
             if entry.is_empty() {
-                return Err(ServerListError::EmptyEntry { position: i + 1, list: text.to_string() });
+                return Err(ServerListError::EmptyEntry {
+                    position: i + 1,
+                    list: text.to_string(),
+                });
             }
             let address = parse_entry(entry)?;
             if !addresses.contains(&address) {
@@ -97,7 +100,9 @@ impl ServerList {
             }
         }
         if addresses.len() > SERVERS_MAX {
-            return Err(ServerListError::TooMany { count: addresses.len() });
+            return Err(ServerListError::TooMany {
+                count: addresses.len(),
+            });
         }
         Ok(ServerList { addresses })
     }
@@ -118,7 +123,10 @@ impl ServerList {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let joined: Vec<String> = addresses.into_iter().map(|a| a.as_ref().to_string()).collect();
+        let joined: Vec<String> = addresses
+            .into_iter()
+            .map(|a| a.as_ref().to_string())
+            .collect();
         ServerList::parse(&joined.join(","))
     }
 
@@ -155,7 +163,9 @@ impl fmt::Display for ServerList {
 /// Parses one entry to a normalized `host:port`.
 pub(crate) fn parse_entry(entry: &str) -> Result<String, ServerListError> {
     if entry.contains("://") {
-        return Err(ServerListError::Scheme { entry: entry.to_string() });
+        return Err(ServerListError::Scheme {
+            entry: entry.to_string(),
+        });
     }
     let (host, port) = if let Some((port, host)) = entry.split_once('@') {
         (host, port)
@@ -164,28 +174,42 @@ pub(crate) fn parse_entry(entry: &str) -> Result<String, ServerListError> {
         match rest.split_once("]:") {
             Some((inner, port)) => (&entry[..inner.len() + 2], port),
             None if rest.ends_with(']') => {
-                return Err(ServerListError::MissingPort { entry: entry.to_string() });
+                return Err(ServerListError::MissingPort {
+                    entry: entry.to_string(),
+                });
             }
             None => {
-                return Err(ServerListError::BadHost { entry: entry.to_string(), host: entry.to_string() });
+                return Err(ServerListError::BadHost {
+                    entry: entry.to_string(),
+                    host: entry.to_string(),
+                });
             }
         }
     } else {
         match entry.rsplit_once(':') {
             Some((host, _)) if host.contains(':') => {
                 // An IPv6 literal without brackets: ambiguous with its port.
-                return Err(ServerListError::BadHost { entry: entry.to_string(), host: host.to_string() });
+                return Err(ServerListError::BadHost {
+                    entry: entry.to_string(),
+                    host: host.to_string(),
+                });
             }
             Some((host, port)) => (host, port),
-            None => return Err(ServerListError::MissingPort { entry: entry.to_string() }),
+            None => {
+                return Err(ServerListError::MissingPort {
+                    entry: entry.to_string(),
+                });
+            }
         }
     };
     let port_number = parse_port(port).ok_or_else(|| ServerListError::BadPort {
         entry: entry.to_string(),
         port: port.to_string(),
     })?;
-    let host = normalize_host(host)
-        .ok_or_else(|| ServerListError::BadHost { entry: entry.to_string(), host: host.to_string() })?;
+    let host = normalize_host(host).ok_or_else(|| ServerListError::BadHost {
+        entry: entry.to_string(),
+        host: host.to_string(),
+    })?;
     Ok(format!("{host}:{port_number}"))
 }
 
@@ -198,7 +222,10 @@ fn parse_port(port: &str) -> Option<u16> {
 
 /// A host name, IPv4 address, or IPv6 address (bracketed in the result).
 fn normalize_host(host: &str) -> Option<String> {
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if let Ok(v6) = bare.parse::<Ipv6Addr>() {
         return Some(format!("[{v6}]"));
     }
@@ -215,7 +242,9 @@ fn normalize_host(host: &str) -> Option<String> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     valid_name.then(|| host.to_string())
 }
@@ -232,36 +261,100 @@ mod tests {
     #[test]
     fn good_lists() {
         assert_eq!(list("127.0.0.100:27000"), ["127.0.0.100:27000"]);
-        assert_eq!(list("27000@h1,27000@h2,127.0.0.1:27003"), ["h1:27000", "h2:27000", "127.0.0.1:27003"]);
+        assert_eq!(
+            list("27000@h1,27000@h2,127.0.0.1:27003"),
+            ["h1:27000", "h2:27000", "127.0.0.1:27003"]
+        );
         assert_eq!(list(" 27000@h1 , h2:27001 "), ["h1:27000", "h2:27001"]);
-        assert_eq!(list("[::1]:27000,27001@::1,27002@[::1]"), ["[::1]:27000", "[::1]:27001", "[::1]:27002"]);
+        assert_eq!(
+            list("[::1]:27000,27001@::1,27002@[::1]"),
+            ["[::1]:27000", "[::1]:27001", "[::1]:27002"]
+        );
         assert_eq!(list("lic-srv.example.com:1"), ["lic-srv.example.com:1"]);
-        assert_eq!(list("h1:27000,27000@h1"), ["h1:27000"], "duplicates are dropped");
-        assert_eq!(ServerList::parse("27000@h1,h2:1").unwrap().to_string(), "h1:27000,h2:1");
+        assert_eq!(
+            list("h1:27000,27000@h1"),
+            ["h1:27000"],
+            "duplicates are dropped"
+        );
+        assert_eq!(
+            ServerList::parse("27000@h1,h2:1").unwrap().to_string(),
+            "h1:27000,h2:1"
+        );
     }
 
     // Malformed entries are refused with an error that names the entry and what is wrong.
     #[test]
     fn bad_lists() {
         let err = |text: &str| ServerList::parse(text).unwrap_err().to_string();
-        assert_eq!(err(""), "no server given: write host:port or port@host, several separated by commas");
+        assert_eq!(
+            err(""),
+            "no server given: write host:port or port@host, several separated by commas"
+        );
         assert_eq!(err(" "), err(""));
-        assert_eq!(err("h1:1,,h2:2"), "entry 2 of the server list \"h1:1,,h2:2\" is empty");
-        assert_eq!(err("h1:1,"), "entry 2 of the server list \"h1:1,\" is empty");
-        assert_eq!(err("h1"), "\"h1\" has no port: write host:port or port@host, e.g. 27000@h1");
-        assert_eq!(err("[::1]"), "\"[::1]\" has no port: write host:port or port@host, e.g. 27000@[::1]");
-        assert_eq!(err("h1:0"), "\"h1:0\": port \"0\" is not a number from 1 to 65535");
-        assert_eq!(err("h1:65536"), "\"h1:65536\": port \"65536\" is not a number from 1 to 65535");
-        assert_eq!(err("h1:"), "\"h1:\": port \"\" is not a number from 1 to 65535");
-        assert_eq!(err("abc@h1"), "\"abc@h1\": port \"abc\" is not a number from 1 to 65535");
-        assert_eq!(err("+1@h1"), "\"+1@h1\": port \"+1\" is not a number from 1 to 65535");
-        assert_eq!(err("27000@"), "\"27000@\": \"\" is not a host name or IP address");
-        assert_eq!(err(":27000"), "\":27000\": \"\" is not a host name or IP address");
-        assert_eq!(err("::1:27000"), "\"::1:27000\": \"::1\" is not a host name or IP address");
-        assert_eq!(err("http://h1:27000"), "\"http://h1:27000\": leave out the scheme and write host:port or port@host");
-        assert_eq!(err("h_1..x:1"), "\"h_1..x:1\": \"h_1..x\" is not a host name or IP address");
-        assert_eq!(err("[h1]:1"), "\"[h1]:1\": \"[h1]\" is not a host name or IP address");
+        assert_eq!(
+            err("h1:1,,h2:2"),
+            "entry 2 of the server list \"h1:1,,h2:2\" is empty"
+        );
+        assert_eq!(
+            err("h1:1,"),
+            "entry 2 of the server list \"h1:1,\" is empty"
+        );
+        assert_eq!(
+            err("h1"),
+            "\"h1\" has no port: write host:port or port@host, e.g. 27000@h1"
+        );
+        assert_eq!(
+            err("[::1]"),
+            "\"[::1]\" has no port: write host:port or port@host, e.g. 27000@[::1]"
+        );
+        assert_eq!(
+            err("h1:0"),
+            "\"h1:0\": port \"0\" is not a number from 1 to 65535"
+        );
+        assert_eq!(
+            err("h1:65536"),
+            "\"h1:65536\": port \"65536\" is not a number from 1 to 65535"
+        );
+        assert_eq!(
+            err("h1:"),
+            "\"h1:\": port \"\" is not a number from 1 to 65535"
+        );
+        assert_eq!(
+            err("abc@h1"),
+            "\"abc@h1\": port \"abc\" is not a number from 1 to 65535"
+        );
+        assert_eq!(
+            err("+1@h1"),
+            "\"+1@h1\": port \"+1\" is not a number from 1 to 65535"
+        );
+        assert_eq!(
+            err("27000@"),
+            "\"27000@\": \"\" is not a host name or IP address"
+        );
+        assert_eq!(
+            err(":27000"),
+            "\":27000\": \"\" is not a host name or IP address"
+        );
+        assert_eq!(
+            err("::1:27000"),
+            "\"::1:27000\": \"::1\" is not a host name or IP address"
+        );
+        assert_eq!(
+            err("http://h1:27000"),
+            "\"http://h1:27000\": leave out the scheme and write host:port or port@host"
+        );
+        assert_eq!(
+            err("h_1..x:1"),
+            "\"h_1..x:1\": \"h_1..x\" is not a host name or IP address"
+        );
+        assert_eq!(
+            err("[h1]:1"),
+            "\"[h1]:1\": \"[h1]\" is not a host name or IP address"
+        );
         let many: Vec<String> = (1..=65).map(|p| format!("h:{p}")).collect();
-        assert_eq!(err(&many.join(",")), "65 servers given; at most 64 are allowed");
+        assert_eq!(
+            err(&many.join(",")),
+            "65 servers given; at most 64 are allowed"
+        );
     }
 }

@@ -157,7 +157,13 @@ impl Expiry {
     pub fn is_valid_at(self, now_ms: u64) -> bool {
         match self {
             Expiry::Permanent => true,
-            Expiry::On(date) => now_ms < Date { days: date.days + 1 }.start_ms(),
+            Expiry::On(date) => {
+                now_ms
+                    < Date {
+                        days: date.days + 1,
+                    }
+                    .start_ms()
+            }
         }
     }
 }

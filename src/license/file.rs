@@ -377,6 +377,8 @@ pub fn parse(file_name: &str, text: &str) -> Result<LicenseFile, ParseError> {
     // Where each feature line's vendor token is, for the undeclared-vendor check.
     let mut vendor_positions: Vec<(u32, u32)> = Vec::new();
     let mut first_feature: HashMap<(String, String), u32> = HashMap::new();
+    // Vendor name → line of its declaration.
+    let mut declared: HashMap<String, u32> = HashMap::new();
 
     for tokens in &statements {
         let result = parse_statement(tokens);
@@ -394,20 +396,21 @@ pub fn parse(file_name: &str, text: &str) -> Result<LicenseFile, ParseError> {
                 }
                 server = Some(s);
             }
-            Statement::Vendor(v, name_column) => {
-                if let Some(first) = vendors.iter().find(|f| f.name == v.name) {
+            Statement::Vendor(v, (name_line, name_column)) => {
+                if let Some(&first_line) = declared.get(&v.name) {
                     return Err(fail(
-                        v.line,
+                        name_line,
                         name_column,
                         ParseErrorKind::DuplicateVendor {
                             name: v.name.clone(),
-                            first_line: first.line,
+                            first_line,
                         },
                     ));
                 }
+                declared.insert(v.name.clone(), v.line);
                 vendors.push(v);
             }
-            Statement::Feature(f, keyword_column, vendor_column) => {
+            Statement::Feature(f, keyword_column, vendor_position) => {
                 if f.kind == LineKind::Feature {
                     let key = (f.feature.clone(), f.vendor.clone());
                     if let Some(&first_line) = first_feature.get(&key) {
@@ -423,7 +426,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<LicenseFile, ParseError> {
                     }
                     first_feature.insert(key, f.line);
                 }
-                vendor_positions.push((f.line, vendor_column));
+                vendor_positions.push(vendor_position);
                 lines.push(f);
             }
         }
@@ -436,7 +439,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<LicenseFile, ParseError> {
         return Err(fail(1, 1, ParseErrorKind::NoVendor));
     }
     for (f, &(line, column)) in lines.iter().zip(&vendor_positions) {
-        if !vendors.iter().any(|v| v.name == f.vendor) {
+        if !declared.contains_key(&f.vendor) {
             return Err(fail(
                 line,
                 column,
@@ -514,14 +517,15 @@ fn lex_line(
     // Column numbers are char indices + 1; a line is at most
     // LICENSE_FILE_BYTES_MAX bytes, so they fit in u32.
     let column = |i: usize| u32::try_from(i + 1).unwrap_or(u32::MAX);
-    // A `\` is a continuation if only blanks, then optionally a comment, follow it.
-    let is_continuation = |i: usize| {
-        chars[i + 1..]
-            .iter()
-            .map(|&(_, c)| c)
-            .find(|&c| !is_blank(c))
-            .is_none_or(|c| c == '#')
-    };
+    // `rest_ends[i]`: whether `chars[i..]` is only blanks, then the end of
+    // the line or a comment. A `\` at `i` is a continuation if `rest_ends[i + 1]`.
+    // Computed once per line, so a line full of backslashes stays linear.
+    let mut rest_ends = vec![true; chars.len() + 1];
+    for i in (0..chars.len()).rev() {
+        let c = chars[i].1;
+        rest_ends[i] = c == '#' || (is_blank(c) && rest_ends[i + 1]);
+    }
+    let is_continuation = |i: usize| rest_ends.get(i + 1).copied().unwrap_or(true);
 
     let mut tokens = Vec::new();
     let mut i = 0;
@@ -604,10 +608,11 @@ fn lex_line(
 enum Statement {
     /// The server line and the column of its keyword.
     Server(ServerLine, u32),
-    /// The vendor line and the column of its name.
-    Vendor(VendorLine, u32),
-    /// The feature line, the column of its keyword and of its vendor token.
-    Feature(ParsedFeature, u32, u32),
+    /// The vendor line and the line and column of its name.
+    Vendor(VendorLine, (u32, u32)),
+    /// The feature line, the column of its keyword, and the line and column
+    /// of its vendor token (which may be on a continuation line).
+    Feature(ParsedFeature, u32, (u32, u32)),
 }
 
 /// Fixed fields of a statement, taken one at a time with a clear error when missing.
@@ -734,7 +739,7 @@ fn parse_vendor(tokens: &[Token]) -> Result<Statement, Located> {
             attributes,
             line: keyword.line,
         },
-        name_token.column,
+        (name_token.line, name_token.column),
     ))
 }
 
@@ -839,7 +844,7 @@ fn parse_feature(tokens: &[Token], kind: LineKind) -> Result<Statement, Located>
             sign_span,
         },
         keyword.column,
-        vendor_token.column,
+        (vendor_token.line, vendor_token.column),
     ))
 }
 
@@ -906,6 +911,8 @@ fn is_key(text: &str) -> bool {
 /// Parses trailing `KEY=value` tokens, refusing anything else and repeated keys.
 fn attributes(tokens: &[Token]) -> Result<Vec<Attribute<'_>>, Located> {
     let mut out: Vec<Attribute<'_>> = Vec::with_capacity(tokens.len());
+    // Upper-cased key → column of its first occurrence.
+    let mut seen: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
     for token in tokens {
         let split = token
             .eq
@@ -918,15 +925,16 @@ fn attributes(tokens: &[Token]) -> Result<Vec<Attribute<'_>>, Located> {
                 },
             ));
         };
-        if let Some(first) = out.iter().find(|a| a.key.eq_ignore_ascii_case(key)) {
+        if let Some(&first_column) = seen.get(&key.to_ascii_uppercase()) {
             return Err(at(
                 token,
                 ParseErrorKind::DuplicateAttribute {
                     key: key.to_string(),
-                    first_column: first.token.column,
+                    first_column,
                 },
             ));
         }
+        seen.insert(key.to_ascii_uppercase(), token.column);
         out.push(Attribute {
             key: key.to_string(),
             value: value.to_string(),

@@ -636,9 +636,26 @@ fn case_hint(issued_for: &str, cluster: &str) -> &'static str {
     }
 }
 
+/// The expiry as the canonical form writes it: `permanent` or
+/// `dd-mmm-yyyy` with a two-digit day and a lowercase month. Spelled out here
+/// rather than borrowed from `Display`, so that a change to how dates are
+/// shown can never change what is signed.
 fn canonical_expiry(expiry: Expiry) -> String {
-    // Display writes `permanent` or `dd-mmm-yyyy` with a lowercase month.
-    expiry.to_string()
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    match expiry {
+        Expiry::Permanent => "permanent".to_string(),
+        Expiry::On(date) => {
+            let (year, month, day) = date.ymd();
+            let month = month
+                .checked_sub(1)
+                .and_then(|m| MONTHS.get(m as usize))
+                .copied()
+                .unwrap_or("???");
+            format!("{day:02}-{month}-{year:04}")
+        }
+    }
 }
 
 /// Decodes the base64 part of a `SIGN` value (after `ed25519:`) into the key
@@ -681,18 +698,21 @@ pub fn sign_text(file_name: &str, text: &str, key: &VendorSigningKey) -> Result<
             None => edits.push((line.span.end..line.span.end, format!(" {token}"))),
         }
     }
-    let mut out = text.to_string();
-    // Spans do not overlap and are in file order: apply from the end so the
-    // earlier ones stay valid.
-    for (span, replacement) in edits.into_iter().rev() {
-        if out.get(span.clone()).is_none() {
+    // Spans are in file order and do not overlap: copy the text between them.
+    let mut out = String::with_capacity(text.len() + edits.len() * 112);
+    let mut copied = 0;
+    for (span, replacement) in edits {
+        let Some(before) = text.get(copied..span.start) else {
             return Err(SignError::SelfCheck {
                 file: file_name.to_string(),
                 reason: format!("span {span:?} is not in the text"),
             });
-        }
-        out.replace_range(span, &replacement);
+        };
+        out.push_str(before);
+        out.push_str(&replacement);
+        copied = span.end;
     }
+    out.push_str(text.get(copied..).unwrap_or_default());
 
     // Check data after writing it: the result must parse to the same lines
     // and verify with the key's own public key.

@@ -123,7 +123,11 @@ impl std::str::FromStr for GrantToken {
         if it.next().is_some() {
             return Err(bad());
         }
-        Ok(GrantToken { term, index, slot: u32::try_from(slot).map_err(|_| bad())? })
+        Ok(GrantToken {
+            term,
+            index,
+            slot: u32::try_from(slot).map_err(|_| bad())?,
+        })
     }
 }
 
@@ -416,8 +420,18 @@ impl LicenseState {
         let outcome = match command {
             Command::ImportLicense { name, lines } => self.import(name, lines),
             Command::RemoveLicense { name } => self.remove(name),
-            Command::Checkout { request, feature, count, user, host } => {
-                let token = GrantToken { term: at.term, index: at.index, slot };
+            Command::Checkout {
+                request,
+                feature,
+                count,
+                user,
+                host,
+            } => {
+                let token = GrantToken {
+                    term: at.term,
+                    index: at.index,
+                    slot,
+                };
                 self.deduplicated(*request, |state| {
                     state.checkout(token, request.session, feature, *count, user, host)
                 })
@@ -427,12 +441,21 @@ impl LicenseState {
             }
             Command::Expire { sessions } => self.expire(sessions),
             Command::Activate { term, node } => {
-                self.activation = Some(Activation { node: *node, term: *term, at_ms: self.now_ms });
+                self.activation = Some(Activation {
+                    node: *node,
+                    term: *term,
+                    at_ms: self.now_ms,
+                });
                 self.activations += 1;
                 Outcome::Activated
             }
         };
-        assert!(self.now_ms >= before_ms, "time regression {} → {}", before_ms, self.now_ms);
+        assert!(
+            self.now_ms >= before_ms,
+            "time regression {} → {}",
+            before_ms,
+            self.now_ms
+        );
         self.check_seats();
         outcome
     }
@@ -452,18 +475,25 @@ impl LicenseState {
         } else if self.expired_set.contains(&request.session) {
             return Outcome::SessionExpired;
         } else if self.sessions.len() >= SESSIONS_MAX {
-            return Outcome::Denied { reason: DenyReason::CapacityReached, available: 0, total: 0 };
+            return Outcome::Denied {
+                reason: DenyReason::CapacityReached,
+                available: 0,
+                total: 0,
+            };
         }
         let outcome = run(self);
-        let session = self.sessions.entry(request.session).or_insert_with(|| Session {
-            grants: BTreeSet::new(),
-            recent: VecDeque::new(),
-            forgotten_seq: 0,
-        });
-        if session.recent.len() >= DEDUP_WINDOW {
-            if let Some((seq, _)) = session.recent.pop_front() {
-                session.forgotten_seq = session.forgotten_seq.max(seq);
-            }
+        let session = self
+            .sessions
+            .entry(request.session)
+            .or_insert_with(|| Session {
+                grants: BTreeSet::new(),
+                recent: VecDeque::new(),
+                forgotten_seq: 0,
+            });
+        if session.recent.len() >= DEDUP_WINDOW
+            && let Some((seq, _)) = session.recent.pop_front()
+        {
+            session.forgotten_seq = session.forgotten_seq.max(seq);
         }
         session.recent.push_back((request.seq, outcome.clone()));
         outcome
@@ -481,7 +511,11 @@ impl LicenseState {
         let (licensed, unexpired) = self.seats_licensed(feature);
         let in_use = self.in_use.get(feature).copied().unwrap_or(0);
         let available = unexpired.saturating_sub(in_use);
-        let deny = |reason| Outcome::Denied { reason, available, total: unexpired };
+        let deny = |reason| Outcome::Denied {
+            reason,
+            available,
+            total: unexpired,
+        };
         if count == 0 || count > CHECKOUT_SEATS_MAX {
             return deny(DenyReason::BadCount);
         }
@@ -536,7 +570,10 @@ impl LicenseState {
             _ => return Outcome::UnknownGrant,
         }
         match self.release(token) {
-            Some(grant) => Outcome::CheckedIn { feature: grant.feature, count: grant.count },
+            Some(grant) => Outcome::CheckedIn {
+                feature: grant.feature,
+                count: grant.count,
+            },
             None => Outcome::UnknownGrant,
         }
     }
@@ -545,10 +582,14 @@ impl LicenseState {
     fn release(&mut self, token: GrantToken) -> Option<Grant> {
         let grant = self.grants.remove(&token)?;
         let used = self.in_use.get_mut(&grant.feature);
-        let used = used.unwrap_or_else(|| panic!("grant {token} of {} has no seat count", grant.feature));
-        *used = used
-            .checked_sub(grant.count)
-            .unwrap_or_else(|| panic!("seat count of {} below zero releasing {token}", grant.feature));
+        let used =
+            used.unwrap_or_else(|| panic!("grant {token} of {} has no seat count", grant.feature));
+        *used = used.checked_sub(grant.count).unwrap_or_else(|| {
+            panic!(
+                "seat count of {} below zero releasing {token}",
+                grant.feature
+            )
+        });
         if *used == 0 {
             self.in_use.remove(&grant.feature);
         }
@@ -561,15 +602,17 @@ impl LicenseState {
     fn expire(&mut self, sessions: &[SessionId]) -> Outcome {
         let (mut expired, mut released) = (0, 0);
         for id in sessions {
-            let Some(session) = self.sessions.remove(id) else { continue };
+            let Some(session) = self.sessions.remove(id) else {
+                continue;
+            };
             expired += 1;
             if self.expired_set.insert(*id) {
                 self.expired_order.push_back(*id);
             }
-            if self.expired_order.len() > EXPIRED_SESSIONS_REMEMBERED {
-                if let Some(oldest) = self.expired_order.pop_front() {
-                    self.expired_set.remove(&oldest);
-                }
+            if self.expired_order.len() > EXPIRED_SESSIONS_REMEMBERED
+                && let Some(oldest) = self.expired_order.pop_front()
+            {
+                self.expired_set.remove(&oldest);
             }
             for token in session.grants {
                 if self.release(token).is_some() {
@@ -577,7 +620,10 @@ impl LicenseState {
                 }
             }
         }
-        Outcome::Expired { sessions: expired, grants: released }
+        Outcome::Expired {
+            sessions: expired,
+            grants: released,
+        }
     }
 
     fn import(&mut self, name: &str, lines: &[FeatureLine]) -> Outcome {
@@ -623,7 +669,9 @@ impl LicenseState {
             return refusal;
         }
         self.licenses = candidate;
-        Outcome::Removed { name: name.to_string() }
+        Outcome::Removed {
+            name: name.to_string(),
+        }
     }
 
     /// A refusal if `licenses` would license fewer seats than are in use.
@@ -664,19 +712,42 @@ impl LicenseState {
         self.check_seats();
         let mut counted: BTreeMap<&str, u32> = BTreeMap::new();
         for (token, grant) in &self.grants {
-            assert_eq!(*token, grant.token, "grant filed under {token} names {}", grant.token);
+            assert_eq!(
+                *token, grant.token,
+                "grant filed under {token} names {}",
+                grant.token
+            );
             *counted.entry(grant.feature.as_str()).or_insert(0) += grant.count;
-            let held = self.sessions.get(&grant.session).is_some_and(|s| s.grants.contains(token));
-            assert!(held, "grant {token} is not listed by its session {}", grant.session);
+            let held = self
+                .sessions
+                .get(&grant.session)
+                .is_some_and(|s| s.grants.contains(token));
+            assert!(
+                held,
+                "grant {token} is not listed by its session {}",
+                grant.session
+            );
         }
         let tracked: BTreeMap<&str, u32> =
             self.in_use.iter().map(|(f, n)| (f.as_str(), *n)).collect();
         assert_eq!(counted, tracked, "seat counters disagree with the grants");
         let listed: usize = self.sessions.values().map(|s| s.grants.len()).sum();
-        assert_eq!(listed, self.grants.len(), "sessions list {listed} grants, state holds {}", self.grants.len());
-        assert_eq!(self.expired_order.len(), self.expired_set.len(), "expired-session list and set disagree");
+        assert_eq!(
+            listed,
+            self.grants.len(),
+            "sessions list {listed} grants, state holds {}",
+            self.grants.len()
+        );
+        assert_eq!(
+            self.expired_order.len(),
+            self.expired_set.len(),
+            "expired-session list and set disagree"
+        );
         for id in &self.expired_order {
-            assert!(!self.sessions.contains_key(id), "session {id} is both expired and live");
+            assert!(
+                !self.sessions.contains_key(id),
+                "session {id} is both expired and live"
+            );
         }
     }
 
@@ -729,15 +800,17 @@ impl LicenseState {
     pub fn features(&self) -> Vec<FeatureSummary> {
         let mut by_feature: BTreeMap<&str, FeatureSummary> = BTreeMap::new();
         for line in self.licenses.values().flatten() {
-            let entry = by_feature.entry(line.feature.as_str()).or_insert_with(|| FeatureSummary {
-                feature: line.feature.clone(),
-                vendor: line.vendor.clone(),
-                version: line.version.clone(),
-                licensed: 0,
-                unexpired: 0,
-                in_use: self.in_use(&line.feature),
-                expiry: line.expiry,
-            });
+            let entry = by_feature
+                .entry(line.feature.as_str())
+                .or_insert_with(|| FeatureSummary {
+                    feature: line.feature.clone(),
+                    vendor: line.vendor.clone(),
+                    version: line.version.clone(),
+                    licensed: 0,
+                    unexpired: 0,
+                    in_use: self.in_use(&line.feature),
+                    expiry: line.expiry,
+                });
             entry.licensed = entry.licensed.saturating_add(line.seats);
             if line.expiry.is_valid_at(self.now_ms) {
                 entry.unexpired = entry.unexpired.saturating_add(line.seats);
@@ -758,7 +831,11 @@ impl Session {
     }
 }
 
-fn seats_in(licenses: &BTreeMap<String, Vec<FeatureLine>>, feature: &str, at_ms: Option<u64>) -> u32 {
+fn seats_in(
+    licenses: &BTreeMap<String, Vec<FeatureLine>>,
+    feature: &str,
+    at_ms: Option<u64>,
+) -> u32 {
     licenses
         .values()
         .flatten()

@@ -3,7 +3,7 @@
 //! [`LogStore`] keeps log entries in the `log` tree (key: big-endian u64
 //! index, so sled's key order is log order) and the vote, the last committed
 //! log id and the last purged log id in the `meta` tree, each a
-//! [`codec`](crate::codec) record. It is a cheap handle (two `sled::Tree`s,
+//! [`codec`] record. It is a cheap handle (two `sled::Tree`s,
 //! which are `Arc`s inside) and is its own log reader.
 //!
 //! Durability, as openraft requires:
@@ -113,20 +113,11 @@ impl LogStore {
         meta: sled::Tree,
     ) -> Result<LogStore, StoreError> {
         let store = LogStore { dir, log, meta };
-        let record_error = |what: &str, e: ReadError| match e {
-            ReadError::Sled(source) => sled_error(&store.dir, format!("read {what}"), source),
-            ReadError::Codec(source) => StoreError::Record {
-                dir: store.dir.to_path_buf(),
-                what: what.to_owned(),
-                source,
-            },
-        };
-        let vote: Option<Vote> =
-            get_record(&store.meta, VOTE_KEY).map_err(|e| record_error("the vote", e))?;
-        let committed: Option<LogId> = get_record(&store.meta, COMMITTED_KEY)
-            .map_err(|e| record_error("the committed log id", e))?;
-        let purged: Option<LogId> = get_record(&store.meta, PURGED_KEY)
-            .map_err(|e| record_error("the last purged log id", e))?;
+        let vote = store.vote_at_open()?;
+        let committed: Option<LogId> =
+            store.read_at_open(&store.meta, COMMITTED_KEY, "the committed log id")?;
+        let purged: Option<LogId> =
+            store.read_at_open(&store.meta, PURGED_KEY, "the last purged log id")?;
 
         if let Some(purged) = purged {
             store.finish_purge(purged.index)?;
@@ -135,8 +126,8 @@ impl LogStore {
         if let Some((first, last)) = span {
             for index in [first, last] {
                 let what = format!("log entry {index}");
-                let entry: Entry = get_record(&store.log, &key_of(index))
-                    .map_err(|e| record_error(&what, e))?
+                let entry: Entry = store
+                    .read_at_open(&store.log, &key_of(index), &what)?
                     .ok_or_else(|| StoreError::LogHole {
                         dir: store.dir.to_path_buf(),
                         after: first,
@@ -151,7 +142,7 @@ impl LogStore {
                 }
             }
             if let Some(purged) = purged
-                && first != purged.index + 1
+                && purged.index.checked_add(1) != Some(first)
             {
                 return Err(StoreError::LogStart {
                     dir: store.dir.to_path_buf(),
@@ -218,16 +209,26 @@ impl LogStore {
         Ok(span)
     }
 
-    /// The stored vote, read while opening.
-    pub(crate) fn vote_at_open(&self) -> Result<Option<Vote>, StoreError> {
-        get_record(&self.meta, VOTE_KEY).map_err(|e| match e {
-            ReadError::Sled(source) => sled_error(&self.dir, "read the vote", source),
+    /// Reads one record while opening; errors name the record as `what`.
+    fn read_at_open<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        what: &str,
+    ) -> Result<Option<T>, StoreError> {
+        get_record(tree, key).map_err(|e| match e {
+            ReadError::Sled(source) => sled_error(&self.dir, format!("read {what}"), source),
             ReadError::Codec(source) => StoreError::Record {
                 dir: self.dir.to_path_buf(),
-                what: String::from("the vote"),
+                what: what.to_owned(),
                 source,
             },
         })
+    }
+
+    /// The stored vote, read while opening.
+    pub(crate) fn vote_at_open(&self) -> Result<Option<Vote>, StoreError> {
+        self.read_at_open(&self.meta, VOTE_KEY, "the vote")
     }
 
     /// Reads the last purged log id.

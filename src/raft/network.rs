@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -24,16 +25,15 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{Raft, TypeConfig};
 use crate::codec;
+use crate::proto::v1::RaftMessage;
 use crate::proto::v1::raft_client::RaftClient;
 use crate::proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
-use crate::proto::v1::RaftMessage;
 
 /// Largest Raft message sent or accepted (an AppendEntries with many batches,
 /// or one snapshot chunk).
@@ -56,10 +56,10 @@ impl Network {
 
     fn channel(&self, target: u64, addr: &str) -> Result<Channel, NetworkError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((cached_addr, channel)) = channels.get(&target) {
-            if cached_addr == addr {
-                return Ok(channel.clone());
-            }
+        if let Some((cached_addr, channel)) = channels.get(&target)
+            && cached_addr == addr
+        {
+            return Ok(channel.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| NetworkError::new(&e))?
@@ -77,7 +77,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Connection {
-        Connection { target, channel: self.channel(target, &node.addr) }
+        Connection {
+            target,
+            channel: self.channel(target, &node.addr),
+        }
     }
 }
 
@@ -102,7 +105,8 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         let channel = self.channel.clone().map_err(RPCError::Network)?;
-        let payload = codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let payload =
+            codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
@@ -177,7 +181,9 @@ impl RaftService {
     }
 }
 
-fn decode_request<T: DeserializeOwned>(request: tonic::Request<RaftMessage>) -> Result<T, tonic::Status> {
+fn decode_request<T: DeserializeOwned>(
+    request: tonic::Request<RaftMessage>,
+) -> Result<T, tonic::Status> {
     codec::decode(&request.into_inner().payload)
         .map_err(|e| tonic::Status::invalid_argument(format!("raft message does not decode: {e}")))
 }

@@ -10,12 +10,19 @@
 //! | `meta`  | `vote`, `committed`, `purged` | the vote, last committed and last purged log ids |
 //! | `state` | `meta`, `data`          | the latest snapshot: its `SnapshotMeta` and its bytes |
 //!
-//! The `meta` tree also holds a `created` record, written when the database
-//! is created, and a marker file [`MARKER_FILE`] is then written next to
-//! sled's files. sled treats any damage to its write log as a torn write and
-//! silently recovers the valid prefix, so a truncated or overwritten file
-//! often opens as an *empty* database; the marker without the record turns
-//! that into [`StoreError::Emptied`] instead of a voter that forgot its vote.
+//! sled treats any damage to its write log as a torn write: it silently
+//! recovers the longest valid prefix and drops everything after the damage,
+//! so a truncated or overwritten file opens as an emptied or rolled-back
+//! database, without error. Two checks catch the dangerous cases:
+//! - the `meta` tree holds a `created` record, written (flushed) when the
+//!   database is created, before the marker file [`MARKER_FILE`] is written
+//!   next to sled's files: a marker without the record is
+//!   [`StoreError::Emptied`];
+//! - the marker also records the latest vote, rewritten (atomically, after
+//!   sled's flush) by every `save_vote`: a database holding an older vote is
+//!   [`StoreError::VoteLost`], instead of a voter that could vote twice in a
+//!   term. Votes are saved on elections only, so this costs no fsync on the
+//!   write path.
 //!
 //! [`open`] validates what it reads before openraft sees it: every metadata
 //! record decodes, the first and last log entries decode and sit under their
@@ -36,12 +43,12 @@
 //!
 //! Left out: the middle log entries are checked for presence, not decoded
 //! (a bad one is reported when it is read); sled's own checksums guard the
-//! pages. Damage that makes sled drop only the *tail* of its write log (the
-//! latest writes) cannot be told from a crash before those writes were
-//! flushed, and is not detected here; it would take a high-water mark kept
-//! outside sled. There is no repair tool: the messages tell the operator to
-//! restore a backup or to remove the directory so the node rejoins as an
-//! empty one.
+//! pages. Damage that makes sled drop only writes made after the last vote
+//! (log entries, `committed`, snapshots) cannot be told from a crash before
+//! they were flushed and is not detected: that would take a high-water mark
+//! outside sled updated on every append, i.e. a second fsync per write.
+//! There is no repair tool: the messages tell the operator to restore a
+//! backup or to remove the directory so the node rejoins as an empty one.
 
 use std::any::Any;
 use std::cmp::Ordering;

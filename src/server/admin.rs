@@ -33,12 +33,19 @@ impl AdminService {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Verifies a license file's text and imports it under `name` through the log.
 /// Returns the outcome and the term it was committed in.
-pub async fn import_license(shared: &Shared, name: &str, text: &str) -> Result<(Outcome, u64), ServiceError> {
+pub async fn import_license(
+    shared: &Shared,
+    name: &str,
+    text: &str,
+) -> Result<(Outcome, u64), ServiceError> {
     if name.is_empty() || name.len() > 255 || name.contains(['/', '\\']) {
         return Err(ServiceError::InvalidArgument(format!(
             "\"{name}\" is not a license name: use the file name, without directories"
@@ -50,11 +57,24 @@ pub async fn import_license(shared: &Shared, name: &str, text: &str) -> Result<(
         )));
     }
     let parsed = file::parse(name, text).map_err(|e| ServiceError::Refused(e.to_string()))?;
-    let lines = signature::verify(&parsed, name, &shared.trusted, &shared.config.cluster_name, now_ms())
-        .map_err(|e| ServiceError::Refused(e.to_string()))?;
+    let lines = signature::verify(
+        &parsed,
+        name,
+        &shared.trusted,
+        &shared.config.cluster_name,
+        now_ms(),
+    )
+    .map_err(|e| ServiceError::Refused(e.to_string()))?;
     shared.serving()?;
-    let command = Command::ImportLicense { name: name.to_string(), lines };
-    let (outcome, log_id) = shared.batcher.submit(command).await.map_err(|e| shared.batch_error(e))?;
+    let command = Command::ImportLicense {
+        name: name.to_string(),
+        lines,
+    };
+    let (outcome, log_id) = shared
+        .batcher
+        .submit(command)
+        .await
+        .map_err(|e| shared.batch_error(e))?;
     info!(license = name, %log_id, ?outcome, "license import applied");
     let term = shared.confirm(log_id.leader_id.term)?;
     Ok((outcome, term))
@@ -62,11 +82,19 @@ pub async fn import_license(shared: &Shared, name: &str, text: &str) -> Result<(
 
 fn refusal(outcome: Outcome) -> ServiceError {
     match outcome {
-        Outcome::LicenseRefused { feature, in_use, licensed } => ServiceError::Refused(format!(
+        Outcome::LicenseRefused {
+            feature,
+            in_use,
+            licensed,
+        } => ServiceError::Refused(format!(
             "{in_use} seats of \"{feature}\" are in use but only {licensed} would remain licensed; check them in first"
         )),
-        Outcome::NoSuchLicense => ServiceError::Refused("no license by that name is imported".into()),
-        other => ServiceError::Unknown(format!("unexpected outcome for a license change: {other:?}")),
+        Outcome::NoSuchLicense => {
+            ServiceError::Refused("no license by that name is imported".into())
+        }
+        other => ServiceError::Unknown(format!(
+            "unexpected outcome for a license change: {other:?}"
+        )),
     }
 }
 
@@ -78,9 +106,19 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ImportLicenseReply>, Status> {
         let request = request.into_inner();
         match import_license(&self.shared, &request.name, &request.text).await? {
-            (Outcome::Imported { name, lines, duplicates }, term) => {
-                Ok(Response::new(pb::ImportLicenseReply { term, name, lines, duplicates }))
-            }
+            (
+                Outcome::Imported {
+                    name,
+                    lines,
+                    duplicates,
+                },
+                term,
+            ) => Ok(Response::new(pb::ImportLicenseReply {
+                term,
+                name,
+                lines,
+                duplicates,
+            })),
             (other, _) => Err(refusal(other).into()),
         }
     }

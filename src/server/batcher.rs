@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -77,10 +77,12 @@ impl Batcher {
     /// Proposes a command and waits until it is committed and applied.
     pub async fn submit(&self, command: Command) -> Result<Applied, BatchError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Pending { command, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => BatchError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => BatchError::Stopped,
-        })?;
+        self.queue
+            .try_send(Pending { command, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => BatchError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => BatchError::Stopped,
+            })?;
         answer.await.map_err(|_| BatchError::Stopped)?
     }
 }
@@ -90,8 +92,12 @@ async fn run(raft: Raft, settings: Batching, mut receiver: mpsc::Receiver<Pendin
     let linger = Duration::from_micros(settings.linger_us);
     let mut writes = tokio::task::JoinSet::new();
     loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        let Some(first) = receiver.recv().await else { break };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let Some(first) = receiver.recv().await else {
+            break;
+        };
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < settings.commands_max {
@@ -134,7 +140,11 @@ async fn propose(raft: &Raft, pending: Vec<Pending>) {
             let log_id = response.log_id;
             if response.data.len() != replies.len() {
                 // The state machine answers one outcome per command; anything else is a bug.
-                panic!("batch of {} commands got {} outcomes", replies.len(), response.data.len());
+                panic!(
+                    "batch of {} commands got {} outcomes",
+                    replies.len(),
+                    response.data.len()
+                );
             }
             for (reply, outcome) in replies.into_iter().zip(response.data) {
                 let _ = reply.send(Ok((outcome, log_id)));
@@ -142,9 +152,11 @@ async fn propose(raft: &Raft, pending: Vec<Pending>) {
         }
         Err(error) => {
             let error = match error {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => BatchError::NotLeader {
-                    leader: forward.leader_id.zip(forward.leader_node.map(|n| n.addr)),
-                },
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                    BatchError::NotLeader {
+                        leader: forward.leader_id.zip(forward.leader_node.map(|n| n.addr)),
+                    }
+                }
                 RaftError::Fatal(openraft::error::Fatal::Stopped) => BatchError::Stopped,
                 other => {
                     warn!(size, error = %other, "batch not committed");

@@ -74,7 +74,9 @@ impl From<ServiceError> for Status {
                     if let Ok(value) = MetadataValue::try_from(address.as_str()) {
                         status.metadata_mut().insert(LEADER_ADDRESS_KEY, value);
                     }
-                    status.metadata_mut().insert(LEADER_ID_KEY, MetadataValue::from(id));
+                    status
+                        .metadata_mut()
+                        .insert(LEADER_ID_KEY, MetadataValue::from(id));
                 }
                 status
             }

@@ -34,20 +34,34 @@ impl LicenseService {
 
 /// Converts a wire grant token.
 pub fn token_from_pb(token: &pb::GrantToken) -> state::GrantToken {
-    state::GrantToken { term: token.term, index: token.index, slot: token.slot }
+    state::GrantToken {
+        term: token.term,
+        index: token.index,
+        slot: token.slot,
+    }
 }
 
 /// Converts a grant token to the wire form.
 pub fn token_to_pb(token: state::GrantToken) -> pb::GrantToken {
-    pb::GrantToken { term: token.term, index: token.index, slot: token.slot }
+    pb::GrantToken {
+        term: token.term,
+        index: token.index,
+        slot: token.slot,
+    }
 }
 
 fn request_id(request: Option<pb::RequestId>) -> Result<RequestId, ServiceError> {
-    let request = request.ok_or_else(|| ServiceError::InvalidArgument("request id is missing".into()))?;
+    let request =
+        request.ok_or_else(|| ServiceError::InvalidArgument("request id is missing".into()))?;
     if request.seq == 0 {
-        return Err(ServiceError::InvalidArgument("request sequence numbers start at 1".into()));
+        return Err(ServiceError::InvalidArgument(
+            "request sequence numbers start at 1".into(),
+        ));
     }
-    Ok(RequestId { session: SessionId(request.session), seq: request.seq })
+    Ok(RequestId {
+        session: SessionId(request.session),
+        seq: request.seq,
+    })
 }
 
 fn check_name(what: &str, value: &str, required: bool) -> Result<(), ServiceError> {
@@ -74,23 +88,35 @@ fn deny_reason(reason: &DenyReason) -> pb::DenyReason {
 }
 
 /// One plain sentence for a denied check-out.
-pub fn denial_message(feature: &str, count: u32, reason: &DenyReason, available: u32, total: u32) -> String {
+pub fn denial_message(
+    feature: &str,
+    count: u32,
+    reason: &DenyReason,
+    available: u32,
+    total: u32,
+) -> String {
     match reason {
         DenyReason::NoSuchFeature => format!("no license for feature \"{feature}\""),
         DenyReason::Expired => format!("every license for feature \"{feature}\" has expired"),
-        DenyReason::ExceedsLicensed => format!(
-            "{count} seats of \"{feature}\" asked for, but only {total} are licensed"
+        DenyReason::ExceedsLicensed => {
+            format!("{count} seats of \"{feature}\" asked for, but only {total} are licensed")
+        }
+        DenyReason::InUse => {
+            format!("{count} seats of \"{feature}\" asked for, {available} of {total} are free")
+        }
+        DenyReason::BadCount => format!(
+            "{count} is not a seat count: ask for 1 to {}",
+            state::CHECKOUT_SEATS_MAX
         ),
-        DenyReason::InUse => format!(
-            "{count} seats of \"{feature}\" asked for, {available} of {total} are free"
-        ),
-        DenyReason::BadCount => format!("{count} is not a seat count: ask for 1 to {}", state::CHECKOUT_SEATS_MAX),
         DenyReason::CapacityReached => reason.to_string(),
     }
 }
 
 impl LicenseService {
-    async fn checkout(&self, request: pb::CheckoutRequest) -> Result<pb::CheckoutReply, ServiceError> {
+    async fn checkout(
+        &self,
+        request: pb::CheckoutRequest,
+    ) -> Result<pb::CheckoutReply, ServiceError> {
         let id = request_id(request.request)?;
         check_name("feature", &request.feature, true)?;
         check_name("user", &request.user, false)?;
@@ -104,22 +130,42 @@ impl LicenseService {
             user: request.user,
             host: request.host,
         };
-        let (outcome, log_id) = self.shared.batcher.submit(command).await.map_err(|e| self.shared.batch_error(e))?;
+        let (outcome, log_id) = self
+            .shared
+            .batcher
+            .submit(command)
+            .await
+            .map_err(|e| self.shared.batch_error(e))?;
         let term = self.shared.confirm(log_id.leader_id.term)?;
-        let mut reply = pb::CheckoutReply { term, count: request.count, ..Default::default() };
+        let mut reply = pb::CheckoutReply {
+            term,
+            count: request.count,
+            ..Default::default()
+        };
         match outcome {
-            Outcome::Granted { token, count, available, total, .. } => {
+            Outcome::Granted {
+                token,
+                count,
+                available,
+                total,
+                ..
+            } => {
                 reply.granted = true;
                 reply.token = Some(token_to_pb(token));
                 reply.count = count;
                 reply.available = available;
                 reply.total = total;
             }
-            Outcome::Denied { reason, available, total } => {
+            Outcome::Denied {
+                reason,
+                available,
+                total,
+            } => {
                 reply.reason = deny_reason(&reason) as i32;
                 reply.available = available;
                 reply.total = total;
-                reply.message = denial_message(&request.feature, request.count, &reason, available, total);
+                reply.message =
+                    denial_message(&request.feature, request.count, &reason, available, total);
             }
             Outcome::Stale => {
                 reply.reason = pb::DenyReason::StaleRequest as i32;
@@ -127,10 +173,14 @@ impl LicenseService {
             }
             Outcome::SessionExpired => {
                 reply.reason = pb::DenyReason::SessionExpired as i32;
-                reply.message = "the session was expired after it stopped heartbeating; start a new session".into();
+                reply.message =
+                    "the session was expired after it stopped heartbeating; start a new session"
+                        .into();
             }
             other => {
-                return Err(ServiceError::Unknown(format!("unexpected outcome for a check-out: {other:?}")));
+                return Err(ServiceError::Unknown(format!(
+                    "unexpected outcome for a check-out: {other:?}"
+                )));
             }
         }
         Ok(reply)
@@ -158,24 +208,45 @@ impl LicenseService {
             request
                 .tokens
                 .iter()
-                .filter(|t| state.grant(&token_from_pb(t)).is_none_or(|g| g.session != session))
+                .filter(|t| {
+                    state
+                        .grant(&token_from_pb(t))
+                        .is_none_or(|g| g.session != session)
+                })
                 .cloned()
                 .collect()
         });
         // Checked again after the read: a reply must not outlive this node's lease.
         let term = self.shared.confirm(term)?;
-        Ok(pb::RenewReply { term, unknown, session_ttl_ms: self.shared.config.timing.session_ttl_ms })
+        Ok(pb::RenewReply {
+            term,
+            unknown,
+            session_ttl_ms: self.shared.config.timing.session_ttl_ms,
+        })
     }
 
     async fn checkin(&self, request: pb::CheckinRequest) -> Result<pb::CheckinReply, ServiceError> {
         let id = request_id(request.request)?;
-        let token = request.token.ok_or_else(|| ServiceError::InvalidArgument("grant token is missing".into()))?;
+        let token = request
+            .token
+            .ok_or_else(|| ServiceError::InvalidArgument("grant token is missing".into()))?;
         let term = self.shared.serving()?;
         self.shared.sessions.touch(term, id.session);
-        let command = Command::Checkin { request: id, token: token_from_pb(&token) };
-        let (outcome, log_id) = self.shared.batcher.submit(command).await.map_err(|e| self.shared.batch_error(e))?;
+        let command = Command::Checkin {
+            request: id,
+            token: token_from_pb(&token),
+        };
+        let (outcome, log_id) = self
+            .shared
+            .batcher
+            .submit(command)
+            .await
+            .map_err(|e| self.shared.batch_error(e))?;
         let term = self.shared.confirm(log_id.leader_id.term)?;
-        let mut reply = pb::CheckinReply { term, ..Default::default() };
+        let mut reply = pb::CheckinReply {
+            term,
+            ..Default::default()
+        };
         if let Outcome::CheckedIn { feature, count } = outcome {
             reply.released = true;
             reply.feature = feature;
@@ -190,7 +261,10 @@ impl LicenseService {
             .raft
             .ensure_linearizable()
             .await
-            .map_err(|e| ServiceError::NotActive { node: self.shared.node_id, leader: leader_of(&e) })?;
+            .map_err(|e| ServiceError::NotActive {
+                node: self.shared.node_id,
+                leader: leader_of(&e),
+            })?;
         let reply = status_reply(&self.shared, term);
         self.shared.confirm(term)?;
         Ok(reply)
@@ -198,12 +272,17 @@ impl LicenseService {
 }
 
 fn leader_of(
-    error: &openraft::error::RaftError<u64, openraft::error::CheckIsLeaderError<u64, openraft::BasicNode>>,
+    error: &openraft::error::RaftError<
+        u64,
+        openraft::error::CheckIsLeaderError<u64, openraft::BasicNode>,
+    >,
 ) -> Option<(u64, String)> {
     match error {
-        openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)) => {
-            f.leader_id.zip(f.leader_node.as_ref().map(|n| n.addr.clone()))
-        }
+        openraft::error::RaftError::APIError(
+            openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+        ) => f
+            .leader_id
+            .zip(f.leader_node.as_ref().map(|n| n.addr.clone())),
         _ => None,
     }
 }
@@ -225,7 +304,11 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                     .is_some_and(|matched| matched.is_some());
                 if reachable { "standby" } else { "unreachable" }
             };
-            pb::NodeStatus { id: *id, address: node.addr.clone(), role: role.to_string() }
+            pb::NodeStatus {
+                id: *id,
+                address: node.addr.clone(),
+                role: role.to_string(),
+            }
         })
         .collect();
     let active_address = metrics
@@ -278,19 +361,38 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
 
 #[tonic::async_trait]
 impl License for LicenseService {
-    async fn checkout(&self, request: Request<pb::CheckoutRequest>) -> Result<Response<pb::CheckoutReply>, Status> {
-        Ok(Response::new(LicenseService::checkout(self, request.into_inner()).await?))
+    async fn checkout(
+        &self,
+        request: Request<pb::CheckoutRequest>,
+    ) -> Result<Response<pb::CheckoutReply>, Status> {
+        Ok(Response::new(
+            LicenseService::checkout(self, request.into_inner()).await?,
+        ))
     }
 
-    async fn renew(&self, request: Request<pb::RenewRequest>) -> Result<Response<pb::RenewReply>, Status> {
-        Ok(Response::new(LicenseService::renew(self, request.into_inner())?))
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewReply>, Status> {
+        Ok(Response::new(LicenseService::renew(
+            self,
+            request.into_inner(),
+        )?))
     }
 
-    async fn checkin(&self, request: Request<pb::CheckinRequest>) -> Result<Response<pb::CheckinReply>, Status> {
-        Ok(Response::new(LicenseService::checkin(self, request.into_inner()).await?))
+    async fn checkin(
+        &self,
+        request: Request<pb::CheckinRequest>,
+    ) -> Result<Response<pb::CheckinReply>, Status> {
+        Ok(Response::new(
+            LicenseService::checkin(self, request.into_inner()).await?,
+        ))
     }
 
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
         Ok(Response::new(LicenseService::status(self).await?))
     }
 }

@@ -56,7 +56,10 @@ impl Shared {
             let node = metrics.membership_config.membership().get_node(&id)?;
             Some((id, node.addr.clone()))
         });
-        Err(ServiceError::NotActive { node: self.node_id, leader })
+        Err(ServiceError::NotActive {
+            node: self.node_id,
+            leader,
+        })
     }
 
     /// Checks, just before a reply is sent, that this node still serves in
@@ -65,7 +68,10 @@ impl Shared {
     pub fn confirm(&self, term: u64) -> Result<u64, ServiceError> {
         match self.serving() {
             Ok(now) if now == term => Ok(term),
-            Ok(_) => Err(ServiceError::NotActive { node: self.node_id, leader: None }),
+            Ok(_) => Err(ServiceError::NotActive {
+                node: self.node_id,
+                leader: None,
+            }),
             Err(error) => Err(error),
         }
     }

@@ -67,7 +67,11 @@ impl SessionTracker {
 
     /// Sessions tracked in this term.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).last_seen.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_seen
+            .len()
     }
 
     /// Whether no session is tracked.
@@ -99,13 +103,19 @@ pub async fn sweep(shared: std::sync::Arc<Shared>, stop: impl std::future::Futur
             _ = ticker.tick() => {}
         }
         let Ok(term) = shared.serving() else { continue };
-        let known: Vec<SessionId> = shared.state.read(|state| state.sessions().keys().copied().collect());
+        let known: Vec<SessionId> = shared
+            .state
+            .read(|state| state.sessions().keys().copied().collect());
         let silent = shared.sessions.silent(term, &known, ttl);
         if silent.is_empty() {
             continue;
         }
         let count = silent.len();
-        match shared.batcher.submit(Command::Expire { sessions: silent }).await {
+        match shared
+            .batcher
+            .submit(Command::Expire { sessions: silent })
+            .await
+        {
             Ok((outcome, log_id)) => info!(count, %log_id, ?outcome, "expired silent sessions"),
             Err(error) => warn!(count, %error, "could not expire silent sessions"),
         }

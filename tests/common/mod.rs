@@ -32,7 +32,10 @@ pub fn node_config(dir: &Path, id: u64, addresses: &[String], vendor_pub: &Path)
     let nodes = addresses
         .iter()
         .enumerate()
-        .map(|(i, address)| NodeAddress { id: i as u64 + 1, address: address.clone() })
+        .map(|(i, address)| NodeAddress {
+            id: i as u64 + 1,
+            address: address.clone(),
+        })
         .collect();
     let mut config: Config = Config {
         node_id: id,

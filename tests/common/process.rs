@@ -10,14 +10,24 @@ use raftlm::proto::v1::license_client::LicenseClient;
 
 /// A free TCP port on 127.0.0.1 (bound and released; the race is acceptable in tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// An access-point address unlikely to collide with another test's: 127.x.y.z:port.
 pub fn access_point() -> String {
     let port = free_port();
     let n = std::process::id() as u16 ^ port;
-    format!("127.{}.{}.{}:{}", 100 + (n % 100), (n >> 8) % 250 + 1, port % 250 + 1, port)
+    format!(
+        "127.{}.{}.{}:{}",
+        100 + (n % 100),
+        (n >> 8) % 250 + 1,
+        port % 250 + 1,
+        port
+    )
 }
 
 /// Three `raftlm server` processes and their files.
@@ -37,8 +47,14 @@ impl ProcessCluster {
         let (key, public) = super::vendor_key(dir.path());
         let licenses = dir.path().join("licenses");
         std::fs::create_dir_all(&licenses).unwrap();
-        std::fs::write(licenses.join("acme.lic"), super::signed_license(&key, features)).unwrap();
-        let addresses: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        std::fs::write(
+            licenses.join("acme.lic"),
+            super::signed_license(&key, features),
+        )
+        .unwrap();
+        let addresses: Vec<String> = (0..3)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
         let access_point = access_point();
         for id in 1..=3u64 {
             let mut text = format!(
@@ -47,13 +63,24 @@ impl ProcessCluster {
                 public.display()
             );
             for (i, address) in addresses.iter().enumerate() {
-                text.push_str(&format!("[[nodes]]\nid = {}\naddress = \"{address}\"\n", i + 1));
+                text.push_str(&format!(
+                    "[[nodes]]\nid = {}\naddress = \"{address}\"\n",
+                    i + 1
+                ));
             }
-            text.push_str(&format!("[access_point]\nmode = \"bind\"\naddress = \"{access_point}\"\n"));
+            text.push_str(&format!(
+                "[access_point]\nmode = \"bind\"\naddress = \"{access_point}\"\n"
+            ));
             text.push_str(extra);
             std::fs::write(dir.path().join(format!("node{id}.toml")), text).unwrap();
         }
-        ProcessCluster { dir, addresses, access_point, children: vec![None, None, None], key }
+        ProcessCluster {
+            dir,
+            addresses,
+            access_point,
+            children: vec![None, None, None],
+            key,
+        }
     }
 
     /// The config file of node `id` (1-based).
@@ -90,7 +117,10 @@ impl ProcessCluster {
 
     /// The process id of node `id`.
     pub fn pid(&self, id: usize) -> u32 {
-        self.children[id - 1].as_ref().expect("node not running").id()
+        self.children[id - 1]
+            .as_ref()
+            .expect("node not running")
+            .id()
     }
 
     /// Sends SIGKILL to node `id` and reaps it.
@@ -103,7 +133,11 @@ impl ProcessCluster {
 
     /// Sends a signal (`STOP`, `CONT`, …) to node `id`.
     pub fn signal(&self, id: usize, signal: &str) {
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.pid(id).to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid(id).to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -114,7 +148,9 @@ impl ProcessCluster {
 
     /// All logs, for failure messages.
     pub fn logs(&self) -> String {
-        (1..=3).map(|id| format!("--- node {id} ---\n{}", self.log(id))).collect()
+        (1..=3)
+            .map(|id| format!("--- node {id} ---\n{}", self.log(id)))
+            .collect()
     }
 
     /// The 1-based id of the node that answers Status (the active node), waiting up to `limit`.
@@ -129,7 +165,11 @@ impl ProcessCluster {
                     return (i + 1, reply);
                 }
             }
-            assert!(Instant::now() < deadline, "no active node within {limit:?}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "no active node within {limit:?}\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -141,7 +181,11 @@ impl ProcessCluster {
             if let Some(reply) = status(&self.access_point).await {
                 return reply;
             }
-            assert!(Instant::now() < deadline, "access point not up within {limit:?}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "access point not up within {limit:?}\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -152,7 +196,10 @@ impl Drop for ProcessCluster {
         for id in 1..=3 {
             if let Some(child) = self.children[id - 1].as_ref() {
                 // A stopped process must be continued to die promptly on some kernels.
-                let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(child.id().to_string())
+                    .status();
             }
             self.kill(id);
         }
@@ -168,7 +215,11 @@ pub async fn status(address: &str) -> Option<pb::StatusReply> {
         .connect()
         .await
         .ok()?;
-    LicenseClient::new(channel).status(pb::StatusRequest {}).await.ok().map(|r| r.into_inner())
+    LicenseClient::new(channel)
+        .status(pb::StatusRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
 }
 
 /// A license client for `address` with a per-request timeout.
@@ -185,7 +236,11 @@ pub async fn license_client(address: &str) -> Option<LicenseClient<tonic::transp
 
 /// Runs `raftlm` with arguments and returns (exit code, stdout, stderr).
 pub fn raftlm(args: &[&str], cwd: &Path) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_raftlm")).args(args).current_dir(cwd).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_raftlm"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap();
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -1,0 +1,715 @@
+//! `raftlm bench`: load generator, idle-session cost and failover timer.
+//!
+//! By default it starts its own three-node cluster of real `raftlm server`
+//! processes on loopback (real disk, default config, a generated license)
+//! and drives it through the access point; `--server S` targets a running
+//! cluster instead. Figures are printed as text, or as one JSON object with
+//! `--json`; a progress line goes to stderr every second.
+//!
+//! - load (`--sessions N --duration D`): N concurrent sessions do
+//!   check-out/check-in cycles; every acknowledged RPC is one committed
+//!   license operation. Reports operations per second, latency percentiles,
+//!   errors by kind, and the nodes' CPU time and peak RSS.
+//! - idle (`--idle-sessions N`): N sessions hold a grant each and heartbeat
+//!   at the default interval; reports the active node's CPU use and RSS per
+//!   held grant.
+//! - failover (`--failover K`): kills the active node K times while clients
+//!   work, restarting it each time; reports the time from the kill to the
+//!   first successful check-out through the access point.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::cli::Failure;
+use crate::cli::local_cluster::LocalCluster;
+use crate::proto::v1 as pb;
+use crate::proto::v1::license_client::LicenseClient;
+
+/// Arguments of `raftlm bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Target a running cluster (access point or node list) instead of starting one.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Concurrent sessions doing check-out/check-in cycles.
+    #[arg(long, default_value_t = 64)]
+    pub sessions: usize,
+    /// How long the load runs (e.g. 30s, 2m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Instead of load: this many sessions holding a grant each and heartbeating.
+    #[arg(long)]
+    pub idle_sessions: Option<usize>,
+    /// Instead of load: kill the active node this many times and time each failover.
+    #[arg(long)]
+    pub failover: Option<usize>,
+    /// Start the cluster with one command per log entry (to measure what batching gives).
+    #[arg(long)]
+    pub no_batching: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the started cluster's files here (default: a temporary directory, removed after).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a duration like 30s, 5m or 2h"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" | "" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("\"{text}\" is not a duration like 30s, 5m or 2h")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+const BENCH_LICENSE: &str =
+    "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE bench acme 1.0 permanent 1000000\n";
+
+/// Latency figures in milliseconds.
+#[derive(Debug, Default, Serialize)]
+struct Latency {
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+}
+
+fn latency(samples: &mut [u64]) -> Latency {
+    if samples.is_empty() {
+        return Latency::default();
+    }
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0;
+    Latency {
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        p999_ms: at(0.999),
+        max_ms: at(1.0),
+    }
+}
+
+/// CPU time and peak RSS of one node process.
+#[derive(Debug, Default, Serialize, Clone)]
+struct NodeUsage {
+    node: usize,
+    cpu_s: f64,
+    peak_rss_mib: f64,
+    rss_mib: f64,
+}
+
+fn node_usage(node: usize, pid: u32) -> Option<NodeUsage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 after the command name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Some(NodeUsage {
+        node,
+        cpu_s: ticks as f64 / hz,
+        peak_rss_mib: kib("VmHWM:") / 1024.0,
+        rss_mib: kib("VmRSS:") / 1024.0,
+    })
+}
+
+fn usages(cluster: Option<&LocalCluster>) -> Vec<NodeUsage> {
+    let Some(cluster) = cluster else {
+        return Vec::new();
+    };
+    (1..=3)
+        .filter_map(|id| node_usage(id, cluster.pid(id)?))
+        .collect()
+}
+
+/// Runs the benchmark.
+pub fn run(args: BenchArgs) -> Result<(), Failure> {
+    if args.sessions == 0 {
+        return Err(Failure::usage("--sessions must be at least 1"));
+    }
+    if args.failover.is_some() && args.server.is_some() {
+        return Err(Failure::usage(
+            "--failover kills nodes, so it needs the cluster bench starts itself; drop --server",
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::usage(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(bench(args))
+}
+
+async fn bench(args: BenchArgs) -> Result<(), Failure> {
+    let temp;
+    let mut cluster = None;
+    let target = match &args.server {
+        Some(server) => server.split(',').next().unwrap_or_default().to_string(),
+        None => {
+            let dir = match &args.dir {
+                Some(dir) => dir.clone(),
+                None => {
+                    temp = TempDir::new()?;
+                    temp.0.clone()
+                }
+            };
+            let ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>()?;
+            let access_point = format!("127.0.0.101:{}", free_port()?);
+            let extra = if args.no_batching {
+                "\n[batching]\ncommands_max = 1\n"
+            } else {
+                ""
+            };
+            let mut local =
+                LocalCluster::prepare(&dir, &ports, &access_point, BENCH_LICENSE, extra)?;
+            local.start_all()?;
+            eprintln!("bench: started a three-node cluster in {}", dir.display());
+            if local.wait_ready(Duration::from_secs(30)).await.is_none() {
+                return Err(Failure::unreachable(format!(
+                    "the cluster did not become ready in 30 s; see the logs in {}",
+                    dir.display()
+                )));
+            }
+            cluster = Some(local);
+            access_point
+        }
+    };
+    let target = normalize(&target);
+    let report = if let Some(kills) = args.failover {
+        let cluster = cluster
+            .as_mut()
+            .ok_or_else(|| Failure::usage("failover needs a local cluster"))?;
+        failover(cluster, kills).await?
+    } else if let Some(idle) = args.idle_sessions {
+        idle_sessions(&target, idle, args.duration, cluster.as_ref()).await?
+    } else {
+        load(
+            &target,
+            args.sessions,
+            args.duration,
+            cluster.as_ref(),
+            args.no_batching,
+        )
+        .await?
+    };
+    if let Some(mut cluster) = cluster {
+        cluster.stop_all().await;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print_text(&report);
+    }
+    Ok(())
+}
+
+/// `port@host` → `host:port`.
+fn normalize(server: &str) -> String {
+    match server.split_once('@') {
+        Some((port, host)) if port.chars().all(|c| c.is_ascii_digit()) => format!("{host}:{port}"),
+        _ => server.to_string(),
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir, Failure> {
+        let dir = std::env::temp_dir().join(format!(
+            "raftlm-bench-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> Result<u16, Failure> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Failure::usage(format!("no free port on 127.0.0.1: {e}")))
+}
+
+async fn channel(address: &str) -> Result<Channel, Failure> {
+    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| Failure::usage(format!("bad server address {address}: {e}")))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| Failure::unreachable(format!("cannot connect to {address}: {e}")))
+}
+
+/// Everything bench measured.
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    mode: String,
+    sessions: usize,
+    duration_s: f64,
+    batching: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ops_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operations: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency: Option<Latency>,
+    errors: BTreeMap<String, u64>,
+    nodes: Vec<NodeUsage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active_node: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active_cpu_percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active_rss_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_per_grant_bytes: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failover_ms: Option<Vec<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failover: Option<Latency>,
+}
+
+fn error_kind(status: &tonic::Status) -> String {
+    format!("{:?}", status.code()).to_lowercase()
+}
+
+struct Shared {
+    done: AtomicBool,
+    ops: AtomicU64,
+}
+
+async fn load(
+    target: &str,
+    sessions: usize,
+    duration: Duration,
+    cluster: Option<&LocalCluster>,
+    no_batching: bool,
+) -> Result<Report, Failure> {
+    let channels: Vec<Channel> = {
+        let mut v = Vec::new();
+        for _ in 0..sessions.clamp(1, 8) {
+            v.push(channel(target).await?);
+        }
+        v
+    };
+    let before = usages(cluster);
+    let shared = Arc::new(Shared {
+        done: AtomicBool::new(false),
+        ops: AtomicU64::new(0),
+    });
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..sessions {
+        let mut client = LicenseClient::new(channels[i % channels.len()].clone());
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let session: u64 = rand::random();
+            let mut seq = 0u64;
+            let mut samples = Vec::new();
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            while !shared.done.load(Ordering::Relaxed) {
+                seq += 1;
+                let request = pb::CheckoutRequest {
+                    request: Some(pb::RequestId { session, seq }),
+                    feature: "bench".into(),
+                    count: 1,
+                    user: "bench".into(),
+                    host: "bench".into(),
+                };
+                let t = Instant::now();
+                let token = match client.checkout(request).await {
+                    Ok(reply) => {
+                        let reply = reply.into_inner();
+                        samples.push(t.elapsed().as_micros() as u64);
+                        shared.ops.fetch_add(1, Ordering::Relaxed);
+                        if !reply.granted {
+                            *errors
+                                .entry(format!("denied: {}", reply.message))
+                                .or_default() += 1;
+                            continue;
+                        }
+                        reply.token
+                    }
+                    Err(status) => {
+                        *errors.entry(error_kind(&status)).or_default() += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                seq += 1;
+                let t = Instant::now();
+                match client
+                    .checkin(pb::CheckinRequest {
+                        request: Some(pb::RequestId { session, seq }),
+                        token,
+                    })
+                    .await
+                {
+                    Ok(_) => {
+                        samples.push(t.elapsed().as_micros() as u64);
+                        shared.ops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(status) => *errors.entry(error_kind(&status)).or_default() += 1,
+                }
+            }
+            (samples, errors)
+        }));
+    }
+    let mut last = 0;
+    while started.elapsed() < duration {
+        tokio::time::sleep(Duration::from_secs(1).min(duration.saturating_sub(started.elapsed())))
+            .await;
+        let ops = shared.ops.load(Ordering::Relaxed);
+        eprint!(
+            "\rbench: {:>5.1}s  {:>8} ops  {:>8} ops/s   ",
+            started.elapsed().as_secs_f64(),
+            ops,
+            ops - last
+        );
+        last = ops;
+    }
+    shared.done.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    eprintln!();
+    let mut samples = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for task in tasks {
+        if let Ok((s, e)) = task.await {
+            samples.extend(s);
+            for (k, v) in e {
+                *errors.entry(k).or_default() += v;
+            }
+        }
+    }
+    let after = usages(cluster);
+    let nodes = after
+        .iter()
+        .map(|a| {
+            let cpu_before = before
+                .iter()
+                .find(|b| b.node == a.node)
+                .map_or(0.0, |b| b.cpu_s);
+            NodeUsage {
+                cpu_s: a.cpu_s - cpu_before,
+                ..a.clone()
+            }
+        })
+        .collect();
+    let operations = samples.len() as u64;
+    Ok(Report {
+        mode: "load".into(),
+        sessions,
+        duration_s: elapsed.as_secs_f64(),
+        batching: !no_batching,
+        ops_per_s: Some(operations as f64 / elapsed.as_secs_f64()),
+        operations: Some(operations),
+        latency: Some(latency(&mut samples)),
+        errors,
+        nodes,
+        ..Default::default()
+    })
+}
+
+async fn idle_sessions(
+    target: &str,
+    sessions: usize,
+    duration: Duration,
+    cluster: Option<&LocalCluster>,
+) -> Result<Report, Failure> {
+    let status = crate::cli::local_cluster::status_of(target)
+        .await
+        .ok_or_else(|| Failure::unreachable(format!("{target} does not answer")))?;
+    let active = status.active_node as usize;
+    let pid = cluster.and_then(|c| c.pid(active));
+    let rss_before = pid
+        .and_then(|p| node_usage(active, p))
+        .map_or(0.0, |u| u.rss_mib);
+    let channels: Vec<Channel> = {
+        let mut v = Vec::new();
+        for _ in 0..8 {
+            v.push(channel(target).await?);
+        }
+        v
+    };
+    // Check out one seat per session, in parallel waves.
+    let mut held: Vec<(u64, pb::GrantToken)> = Vec::with_capacity(sessions);
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let wave = 512;
+    let mut next = 0;
+    while next < sessions {
+        let mut tasks = Vec::new();
+        for i in next..(next + wave).min(sessions) {
+            let mut client = LicenseClient::new(channels[i % channels.len()].clone());
+            tasks.push(tokio::spawn(async move {
+                let session: u64 = rand::random();
+                let request = pb::CheckoutRequest {
+                    request: Some(pb::RequestId { session, seq: 1 }),
+                    feature: "bench".into(),
+                    count: 1,
+                    user: "idle".into(),
+                    host: "bench".into(),
+                };
+                (session, client.checkout(request).await)
+            }));
+        }
+        for task in tasks {
+            match task.await {
+                Ok((session, Ok(reply))) => match reply.into_inner().token {
+                    Some(token) => held.push((session, token)),
+                    None => *errors.entry("denied".into()).or_default() += 1,
+                },
+                Ok((_, Err(status))) => *errors.entry(error_kind(&status)).or_default() += 1,
+                Err(_) => *errors.entry("task".into()).or_default() += 1,
+            }
+        }
+        next += wave;
+        eprint!("\rbench: {} of {sessions} grants held   ", held.len());
+    }
+    eprintln!();
+    // Heartbeat each session every TTL/3 (10 s by default), spread evenly.
+    let interval = Duration::from_millis(status_ttl_ms(target).await / 3);
+    let cpu_before = pid
+        .and_then(|p| node_usage(active, p))
+        .map_or(0.0, |u| u.cpu_s);
+    let started = Instant::now();
+    let held = Arc::new(held);
+    let renewed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let workers = 8usize;
+    for w in 0..workers {
+        let held = held.clone();
+        let renewed = renewed.clone();
+        let mut client = LicenseClient::new(channels[w % channels.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            let mine: Vec<_> = held.iter().skip(w).step_by(workers).cloned().collect();
+            if mine.is_empty() {
+                return;
+            }
+            let gap = interval / mine.len() as u32;
+            let mut tick = tokio::time::interval(gap.max(Duration::from_micros(50)));
+            let mut i = 0;
+            while started.elapsed() < duration {
+                tick.tick().await;
+                let (session, token) = &mine[i % mine.len()];
+                let request = pb::RenewRequest {
+                    session: *session,
+                    tokens: vec![*token],
+                    ..Default::default()
+                };
+                if client.renew(request).await.is_ok() {
+                    renewed.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+    while started.elapsed() < duration {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        eprint!(
+            "\rbench: {:>5.1}s  {} renewals   ",
+            started.elapsed().as_secs_f64(),
+            renewed.load(Ordering::Relaxed)
+        );
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    eprintln!();
+    let elapsed = started.elapsed();
+    let usage = pid.and_then(|p| node_usage(active, p));
+    let cpu = usage
+        .as_ref()
+        .map(|u| (u.cpu_s - cpu_before) / elapsed.as_secs_f64() * 100.0);
+    let rss = usage.as_ref().map(|u| u.rss_mib);
+    Ok(Report {
+        mode: "idle".into(),
+        sessions,
+        duration_s: elapsed.as_secs_f64(),
+        batching: true,
+        operations: Some(renewed.load(Ordering::Relaxed)),
+        errors,
+        nodes: usages(cluster),
+        active_node: Some(active as u64),
+        active_cpu_percent: cpu,
+        active_rss_mib: rss,
+        rss_per_grant_bytes: rss
+            .map(|r| (r - rss_before) * 1024.0 * 1024.0 / held.len().max(1) as f64),
+        ..Default::default()
+    })
+}
+
+async fn status_ttl_ms(target: &str) -> u64 {
+    let Ok(channel) = channel(target).await else {
+        return 30_000;
+    };
+    let reply = LicenseClient::new(channel)
+        .renew(pb::RenewRequest {
+            session: rand::random(),
+            ..Default::default()
+        })
+        .await;
+    reply
+        .map(|r| r.into_inner().session_ttl_ms)
+        .unwrap_or(30_000)
+        .max(300)
+}
+
+async fn failover(cluster: &mut LocalCluster, kills: usize) -> Result<Report, Failure> {
+    let mut times = Vec::with_capacity(kills);
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for round in 1..=kills {
+        let status = cluster.status().await.ok_or_else(|| {
+            Failure::unreachable("the access point does not answer before a kill")
+        })?;
+        let active = status.active_node as usize;
+        if !(1..=3).contains(&active) {
+            return Err(Failure::unreachable("no active node before a kill"));
+        }
+        let access_point = cluster.access_point.clone();
+        cluster.kill(active).await;
+        let killed = Instant::now();
+        // Clients retry through the access point until a check-out succeeds.
+        let session: u64 = rand::random();
+        let mut seq = 0;
+        loop {
+            seq += 1;
+            let attempt = async {
+                let channel =
+                    tonic::transport::Endpoint::from_shared(format!("http://{access_point}"))
+                        .ok()?
+                        .connect_timeout(Duration::from_millis(200))
+                        .timeout(Duration::from_millis(500))
+                        .connect()
+                        .await
+                        .ok()?;
+                let request = pb::CheckoutRequest {
+                    request: Some(pb::RequestId { session, seq }),
+                    feature: "bench".into(),
+                    count: 1,
+                    user: "failover".into(),
+                    host: "bench".into(),
+                };
+                LicenseClient::new(channel)
+                    .checkout(request)
+                    .await
+                    .ok()
+                    .filter(|r| r.get_ref().granted)
+            };
+            if attempt.await.is_some() {
+                break;
+            }
+            *errors.entry("retries".into()).or_default() += 1;
+            if killed.elapsed() > Duration::from_secs(60) {
+                return Err(Failure::unreachable(
+                    "no check-out succeeded within 60 s of a kill",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let took = killed.elapsed().as_millis() as u64;
+        times.push(took);
+        eprintln!("bench: kill {round}/{kills} of node {active}: first check-out after {took} ms");
+        cluster.start(active)?;
+        // Let the restarted node catch up before the next kill.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let mut samples: Vec<u64> = times.iter().map(|ms| ms * 1000).collect();
+    Ok(Report {
+        mode: "failover".into(),
+        sessions: 1,
+        batching: true,
+        errors,
+        nodes: usages(Some(cluster)),
+        failover_ms: Some(times),
+        failover: Some(latency(&mut samples)),
+        ..Default::default()
+    })
+}
+
+fn print_text(report: &Report) {
+    println!(
+        "raftlm bench — {} ({} sessions, {:.1} s)",
+        report.mode, report.sessions, report.duration_s
+    );
+    if let (Some(ops), Some(n)) = (report.ops_per_s, report.operations) {
+        println!(
+            "  committed license operations: {n} ({ops:.0}/s), batching {}",
+            if report.batching { "on" } else { "off" }
+        );
+    }
+    if let Some(l) = &report.latency {
+        println!(
+            "  latency ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
+        );
+    }
+    if let Some(f) = &report.failover {
+        println!(
+            "  failover ms (kill -9 → first check-out via the access point): median {:.0}  p99 {:.0}  max {:.0}",
+            f.p50_ms, f.p99_ms, f.max_ms
+        );
+        if let Some(all) = &report.failover_ms {
+            println!("  each: {all:?}");
+        }
+    }
+    if let Some(cpu) = report.active_cpu_percent {
+        println!("  active node: {cpu:.1}% of one core while heartbeating");
+    }
+    if let Some(rss) = report.active_rss_mib {
+        println!("  active node RSS: {rss:.1} MiB");
+    }
+    if let Some(per) = report.rss_per_grant_bytes {
+        println!("  RSS per held grant: {per:.0} bytes");
+    }
+    for node in &report.nodes {
+        println!(
+            "  node {}: cpu {:.2} s, peak RSS {:.1} MiB",
+            node.node, node.cpu_s, node.peak_rss_mib
+        );
+    }
+    if report.errors.is_empty() {
+        println!("  errors: none");
+    }
+    for (kind, n) in &report.errors {
+        println!("  errors: {kind}: {n}");
+    }
+}

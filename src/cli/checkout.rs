@@ -1,0 +1,364 @@
+//! `raftlm checkout FEATURE [--count N] [--hold DURATION|forever] [--user U]
+//! [--host H] [--server S]`: takes seats, prints the grant, holds it with
+//! heartbeats until the hold ends or Ctrl-C, then checks in.
+//!
+//! While it holds the grant it prints one line when the session fails over to
+//! another node, enters or leaves caching mode, or loses a grant. Exit codes
+//! (DESIGN §8): 1 when the check-out is refused (with the cluster's numbers),
+//! 3 when no node answers, 2 for usage errors.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::cli::Failure;
+use crate::cli::status::format_time;
+use crate::client::{
+    Client, ClientError, DEFAULT_SERVER, Grant, ServerList, Session, SessionEvent, SessionOptions,
+    local_host, local_user,
+};
+
+/// How long to hold the seats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Until Ctrl-C.
+    Forever,
+    /// For this long, then check in (Ctrl-C checks in earlier).
+    For(Duration),
+}
+
+/// Longest hold accepted (100 years), so a deadline never overflows.
+pub const HOLD_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Parses a hold: `forever`, or a duration such as `30s`, `5m`, `2h`, `1d`,
+/// `250ms`, or several of them together (`1h30m`).
+pub fn parse_hold(text: &str) -> Result<Hold, String> {
+    if text.eq_ignore_ascii_case("forever") {
+        return Ok(Hold::Forever);
+    }
+    parse_duration(text).map(Hold::For)
+}
+
+/// Parses a duration: one or more `NUMBER UNIT` parts, units `ms`, `s`, `m`,
+/// `h`, `d` (e.g. `30s`, `5m`, `1h30m`), at most [`HOLD_MAX`].
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("\"{text}\" is not a duration: write e.g. 30s, 5m, 2h, 1h30m or forever");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        let part = number
+            .checked_mul(unit_ms)
+            .map(Duration::from_millis)
+            .ok_or_else(bad)?;
+        total = total.checked_add(part).ok_or_else(bad)?;
+    }
+    if total > HOLD_MAX {
+        return Err(format!("\"{text}\" is longer than 100 years; use forever"));
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it, e.g. `1h30m`, `12s`, `250ms`.
+pub fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let mut secs = duration.as_secs();
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}
+
+/// `raftlm checkout`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The feature to check out.
+    #[arg(value_name = "FEATURE")]
+    pub feature: String,
+    /// Seats to take.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: u32,
+    /// How long to hold the seats: e.g. 30s, 5m, 2h, or forever (until Ctrl-C).
+    #[arg(long, default_value = "forever", value_parser = parse_hold, value_name = "DURATION")]
+    pub hold: Hold,
+    /// The user name to report (default: $USER).
+    #[arg(long, value_name = "U")]
+    pub user: Option<String>,
+    /// The host name to report (default: this machine's host name).
+    #[arg(long, value_name = "H")]
+    pub host: Option<String>,
+    /// The access point or node list: host:port or port@host, comma-separated.
+    #[arg(long, env = "RAFTLM_SERVER", default_value = DEFAULT_SERVER, value_name = "S")]
+    pub server: ServerList,
+}
+
+/// Maps a client error to the command's failure (exit 1, 2 or 3).
+pub fn failure(error: ClientError) -> Failure {
+    match error {
+        ClientError::Unreachable { .. } => Failure::unreachable(error.to_string()),
+        // A node answered, but not with what was asked for: the request was not served.
+        ClientError::Denied { .. }
+        | ClientError::Refused(_)
+        | ClientError::SessionExpired
+        | ClientError::StaleRequest
+        | ClientError::Server { .. }
+        | ClientError::Protocol { .. } => Failure::refused(error.to_string()),
+        ClientError::SessionClosed => Failure::unreachable(error.to_string()),
+    }
+}
+
+/// Builds the runtime the client commands run on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::usage(format!("cannot start the runtime: {e}")))
+}
+
+/// Logs the client library's warnings to stderr; `RAFTLM_LOG` overrides the level.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTLM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs `raftlm checkout`.
+pub fn run(args: Args) -> Result<(), Failure> {
+    init_logging();
+    runtime()?.block_on(checkout(args))
+}
+
+fn describe(grant: &Grant) -> String {
+    format!(
+        "checked out {} seat{} of \"{}\": grant {}, term {}, node {} ({} of {} seats free)",
+        grant.count,
+        if grant.count == 1 { "" } else { "s" },
+        grant.feature,
+        grant.token,
+        grant.term,
+        grant.address,
+        grant.available,
+        grant.total
+    )
+}
+
+async fn checkout(args: Args) -> Result<(), Failure> {
+    let options = SessionOptions {
+        user: args.user.unwrap_or_else(local_user),
+        host: args.host.unwrap_or_else(local_host),
+        ..SessionOptions::default()
+    };
+    let session = Session::start(Client::new(args.server), options);
+    let mut events = session.subscribe();
+    let grant = match session.checkout(&args.feature, args.count).await {
+        Ok(grant) => grant,
+        Err(error) => {
+            drop(session);
+            return Err(failure(error));
+        }
+    };
+    println!("{}", describe(&grant));
+    let hold_end = match args.hold {
+        Hold::Forever => {
+            println!("holding until Ctrl-C");
+            None
+        }
+        Hold::For(duration) => {
+            println!(
+                "holding for {} (Ctrl-C checks in earlier)",
+                format_duration(duration)
+            );
+            Some(tokio::time::Instant::now() + duration)
+        }
+    };
+    let hold = async {
+        match hold_end {
+            Some(end) => tokio::time::sleep_until(end).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(hold);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut hold => break,
+            _ = &mut ctrl_c => {
+                println!("interrupted");
+                break;
+            }
+            event = events.recv() => match event {
+                Ok(event) => print_event(&event),
+                Err(RecvError::Lagged(missed)) => println!("({missed} session events missed)"),
+                Err(RecvError::Closed) => break,
+            },
+        }
+    }
+    let held = session.grants().await.unwrap_or_default();
+    match session.close().await {
+        Ok(()) => {
+            for grant in held {
+                println!(
+                    "checked in {} seat(s) of \"{}\" (grant {})",
+                    grant.count, grant.feature, grant.token
+                );
+            }
+            Ok(())
+        }
+        Err(error) => Err(failure(error)),
+    }
+}
+
+fn print_event(event: &SessionEvent) {
+    match event {
+        SessionEvent::Connected { .. } => {}
+        SessionEvent::FailedOver { from, to, term } => {
+            println!("failed over: {from} -> {to} (term {term}); grants kept")
+        }
+        SessionEvent::EnteredCaching { grace_until, .. } => println!(
+            "cluster unreachable: caching mode, grants valid until {}",
+            format_time(*grace_until)
+        ),
+        SessionEvent::LeftCaching {
+            cached_for,
+            address,
+            term,
+        } => println!(
+            "cluster answered again after {} ({address}, term {term}): left caching mode",
+            format_duration(*cached_for)
+        ),
+        SessionEvent::GraceExpired { .. } => {
+            println!("grace period over: the grant is no longer valid")
+        }
+        SessionEvent::GrantLost {
+            token,
+            feature,
+            count,
+        } => {
+            println!(
+                "grant {token} ({count} seat(s) of \"{feature}\") was lost: the cluster expired the session"
+            )
+        }
+        SessionEvent::SessionRestarted { old, new } => {
+            println!("session {old} expired; continuing as session {new}")
+        }
+        SessionEvent::GrantRecovered { lost, grant } => {
+            println!("grant {lost} replaced: {}", describe(grant))
+        }
+        SessionEvent::GrantNotRecovered { lost, reason, .. } => {
+            println!("grant {lost} could not be checked out again: {reason}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // --hold accepts forever and unit durations, alone or combined, and rejects the rest with a sentence.
+    #[test]
+    fn hold_durations() {
+        assert_eq!(parse_hold("forever"), Ok(Hold::Forever));
+        assert_eq!(parse_hold("FOREVER"), Ok(Hold::Forever));
+        assert_eq!(parse_hold("30s"), Ok(Hold::For(Duration::from_secs(30))));
+        assert_eq!(parse_hold("5m"), Ok(Hold::For(Duration::from_secs(300))));
+        assert_eq!(parse_hold("2h"), Ok(Hold::For(Duration::from_secs(7200))));
+        assert_eq!(parse_hold("1d"), Ok(Hold::For(Duration::from_secs(86_400))));
+        assert_eq!(
+            parse_hold("250ms"),
+            Ok(Hold::For(Duration::from_millis(250)))
+        );
+        assert_eq!(
+            parse_hold("1h30m"),
+            Ok(Hold::For(Duration::from_secs(5400)))
+        );
+        assert_eq!(parse_hold("0s"), Ok(Hold::For(Duration::ZERO)));
+        let bad = |text: &str| {
+            format!("\"{text}\" is not a duration: write e.g. 30s, 5m, 2h, 1h30m or forever")
+        };
+        for text in [
+            "",
+            "10",
+            "s",
+            "5 m",
+            "-5s",
+            "1.5h",
+            "5x",
+            "5sec",
+            "forever5s",
+            "99999999999999999999s",
+        ] {
+            assert_eq!(parse_hold(text), Err(bad(text)), "{text:?}");
+        }
+        assert_eq!(
+            parse_hold("36600d"),
+            Err("\"36600d\" is longer than 100 years; use forever".to_string())
+        );
+        assert_eq!(
+            parse_hold("18446744073709551615d"),
+            Err(bad("18446744073709551615d"))
+        );
+    }
+
+    // Durations print in the form --hold reads.
+    #[test]
+    fn durations_print_as_parsed() {
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_secs(12)), "12s");
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_secs(90_061)), "1d1h1m1s");
+        for text in ["250ms", "12s", "1h30m", "1d1h1m1s"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+    }
+
+    // Refusals exit 1, an unreachable cluster exits 3.
+    #[test]
+    fn exit_codes() {
+        let denied = ClientError::Denied {
+            feature: "cad".into(),
+            reason: crate::client::DenyReason::ExceedsLicensed,
+            available: 3,
+            total: 3,
+            message: "5 seats of \"cad\" asked for, but only 3 are licensed".into(),
+        };
+        assert_eq!(
+            failure(denied),
+            Failure::refused("5 seats of \"cad\" asked for, but only 3 are licensed")
+        );
+        let unreachable = ClientError::Unreachable {
+            tried: vec!["h1:1".into()],
+            last: "h1:1: refused".into(),
+        };
+        assert_eq!(failure(unreachable).code, crate::cli::EXIT_UNREACHABLE);
+    }
+}

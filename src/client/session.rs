@@ -1,0 +1,1074 @@
+//! `Session`: one client process's check-outs, heartbeats and caching mode.
+//!
+//! A session is a task that owns the session's state — its id, the request
+//! sequence, the grants held — and takes requests from the [`Session`] handle
+//! over a bounded channel with a oneshot for each reply (STYLE: single owner
+//! for mutable state). Network calls run as sub-tasks of that task, so a slow
+//! check-out never delays a heartbeat, and an answer is recorded even if the
+//! caller stopped waiting for it.
+//!
+//! # Heartbeats and failover
+//!
+//! The task renews the session every heartbeat interval (the session TTL the
+//! cluster announces, divided by three, unless [`SessionOptions`] says
+//! otherwise), quoting every grant token it holds. The cluster answers which
+//! tokens it does not hold; those grants are lost ([`SessionEvent::GrantLost`])
+//! and checked out again. After a failover the renewal reaches the new active
+//! node (the [`Client`] follows leader hints) and quotes the same tokens: the
+//! new node holds them from the replicated state, so nothing is checked out
+//! again and no seat changes hands ([`SessionEvent::FailedOver`]).
+//!
+//! # Caching mode
+//!
+//! When a renewal gets no answer for [`SessionOptions::unreachable_after`], the
+//! session enters caching mode ([`SessionState::Caching`]): the grants it holds
+//! stay valid for the grace period counted from the cluster's last answer, and
+//! the task keeps probing. The first answer ends caching mode
+//! ([`SessionEvent::LeftCaching`]); every renewal sent while caching carries how
+//! long the session has been cut off, so the cluster learns about it. If the
+//! cluster expired the session meanwhile, its grants are gone: the task starts
+//! a new session id ([`SessionEvent::SessionRestarted`]) and checks each lost
+//! grant out again if seats are free ([`SessionEvent::GrantRecovered`] or
+//! [`SessionEvent::GrantNotRecovered`]). When the grace period runs out the
+//! state becomes [`SessionState::GraceExpired`]: grants are no longer valid.
+//!
+//! # Requests whose outcome is unknown
+//!
+//! A check-out that times out is retried with the same request id inside the
+//! call. If the whole call fails, the seat may or may not have been granted;
+//! the task asks again with the same id once the cluster answers, and checks
+//! in a grant the application was told it did not get. A check-in that fails
+//! is retried the same way, and the grant is quoted in heartbeats until then.
+//!
+//! Left out: persisting the session across process restarts (a restarted
+//! process is a new session; the old one's seats free up after the TTL).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng as _;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::client::error::ClientError;
+use crate::client::rpc::{CacheReport, Checkin, Client, Grant, Renewal};
+use crate::license::state::{GrantToken, RequestId, SessionId};
+
+/// Most requests queued from the handle to the session task.
+pub const REQUESTS_MAX: usize = 64;
+/// Shortest heartbeat interval the task uses, whatever the options or TTL say.
+pub const HEARTBEAT_MIN: Duration = Duration::from_millis(10);
+/// Pause between caching-mode probes (each probe itself retries for up to
+/// [`SessionOptions::unreachable_after`]).
+pub const CACHING_PROBE_PAUSE: Duration = Duration::from_millis(100);
+/// How many times one check-out is moved to a new session id before giving up.
+pub const SESSION_RESTARTS_MAX: u32 = 2;
+/// Most check-outs with unknown outcome remembered for resolution.
+pub const UNRESOLVED_MAX: usize = 1024;
+/// The session TTL assumed before the cluster first announces it.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(30);
+
+/// How a session behaves. Defaults: [`SessionOptions::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// The user name reported with check-outs. Default: `$USER`.
+    pub user: String,
+    /// The host name reported with check-outs. Default: this machine's host name.
+    pub host: String,
+    /// How long grants stay valid in caching mode, counted from the cluster's
+    /// last answer. Default 30 days.
+    pub grace_period: Duration,
+    /// The heartbeat interval; `None` (the default) uses a third of the
+    /// session TTL the cluster announces.
+    pub heartbeat_interval: Option<Duration>,
+    /// How long a renewal may go unanswered before the session enters caching
+    /// mode. Default 10 s (a third of the default TTL).
+    pub unreachable_after: Duration,
+    /// Capacity of the event channel; a receiver that falls further behind
+    /// misses events (`RecvError::Lagged`). Default 256.
+    pub events_max: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> SessionOptions {
+        SessionOptions {
+            user: local_user(),
+            host: local_host(),
+            grace_period: Duration::from_secs(30 * 24 * 3600),
+            heartbeat_interval: None,
+            unreachable_after: Duration::from_secs(10),
+            events_max: 256,
+        }
+    }
+}
+
+/// The user name of this process: `$USER`, else `$LOGNAME`, else `unknown`.
+pub fn local_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// This machine's host name (from the kernel), else `$HOSTNAME`, else `unknown`.
+pub fn local_host() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Whether the session is in touch with the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionState {
+    /// The cluster has not answered yet.
+    Connecting,
+    /// The cluster answers; `active_address` answered the last renewal.
+    Connected {
+        /// The address of the node that answered.
+        active_address: String,
+        /// Its term.
+        term: u64,
+    },
+    /// Caching mode: the cluster does not answer; grants stay valid until `grace_until`.
+    Caching {
+        /// When the cluster last answered (or the session started, if it never did).
+        since: SystemTime,
+        /// When held grants stop being valid if the cluster still does not answer.
+        grace_until: SystemTime,
+    },
+    /// The grace period ran out without an answer: held grants are no longer valid.
+    GraceExpired {
+        /// When the cluster last answered.
+        since: SystemTime,
+    },
+    /// The session was closed.
+    Closed,
+}
+
+impl SessionState {
+    /// Whether the grants the session holds may be used.
+    pub fn grants_valid(&self) -> bool {
+        matches!(
+            self,
+            SessionState::Connected { .. } | SessionState::Caching { .. }
+        )
+    }
+}
+
+/// Something that happened to a session, for the application to see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The cluster answered the session for the first time.
+    Connected {
+        /// The node that answered.
+        address: String,
+        /// Its term.
+        term: u64,
+    },
+    /// Another node (or the same node in a new term) now answers. Also sent
+    /// right after [`SessionEvent::LeftCaching`] when the active node changed
+    /// while the session was cut off.
+    FailedOver {
+        /// The node that answered before.
+        from: String,
+        /// The node that answers now.
+        to: String,
+        /// The new term.
+        term: u64,
+    },
+    /// No node answered a renewal: the session runs on its cached grants.
+    EnteredCaching {
+        /// When the cluster last answered.
+        since: SystemTime,
+        /// When the grants stop being valid.
+        grace_until: SystemTime,
+    },
+    /// A node answered again; the session's grants are being resumed.
+    LeftCaching {
+        /// How long the cluster did not answer (since its last answer).
+        cached_for: Duration,
+        /// The node that answered.
+        address: String,
+        /// Its term.
+        term: u64,
+    },
+    /// The grace period ran out without an answer.
+    GraceExpired {
+        /// When the cluster last answered.
+        since: SystemTime,
+    },
+    /// The cluster does not hold this grant any more (its session expired).
+    GrantLost {
+        /// The lost grant's token.
+        token: GrantToken,
+        /// Its feature.
+        feature: String,
+        /// Its seats.
+        count: u32,
+    },
+    /// The cluster expired the session; the session goes on under a new id.
+    SessionRestarted {
+        /// The expired session id.
+        old: SessionId,
+        /// The new one.
+        new: SessionId,
+    },
+    /// A lost grant was checked out again; check it in with either grant.
+    GrantRecovered {
+        /// The lost grant's token.
+        lost: GrantToken,
+        /// The new grant.
+        grant: Grant,
+    },
+    /// A lost grant could not be checked out again (for example no seats free).
+    GrantNotRecovered {
+        /// The lost grant's token.
+        lost: GrantToken,
+        /// Its feature.
+        feature: String,
+        /// Its seats.
+        count: u32,
+        /// Why, as the cluster said it.
+        reason: String,
+    },
+}
+
+/// A license session: checks out and in, heartbeats, and survives failover
+/// and cluster outages. Dropping it stops its task (grants are then freed by
+/// the cluster after the session TTL); [`Session::close`] checks everything in.
+pub struct Session {
+    requests: mpsc::Sender<Request>,
+    state: watch::Receiver<SessionState>,
+    events: broadcast::Sender<SessionEvent>,
+    id: Arc<AtomicU64>,
+    task: Option<JoinHandle<()>>,
+}
+
+enum Request {
+    Checkout {
+        feature: String,
+        count: u32,
+        reply: oneshot::Sender<Result<Grant, ClientError>>,
+    },
+    Checkin {
+        token: GrantToken,
+        reply: oneshot::Sender<Result<Checkin, ClientError>>,
+    },
+    Grants {
+        reply: oneshot::Sender<Vec<Grant>>,
+    },
+    Close {
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+}
+
+impl Session {
+    /// Starts a session with a random id on `client`'s cluster. Must be called
+    /// within a tokio runtime. The first heartbeat goes out at once.
+    pub fn start(client: Client, options: SessionOptions) -> Session {
+        let session = random_session_id();
+        let (requests, receiver) = mpsc::channel(REQUESTS_MAX);
+        let (state_tx, state) = watch::channel(SessionState::Connecting);
+        let (events, _) = broadcast::channel(options.events_max.max(1));
+        let id = Arc::new(AtomicU64::new(session.0));
+        let now = Instant::now();
+        let actor = Actor {
+            client,
+            options,
+            session,
+            seq: 0,
+            id: id.clone(),
+            held: BTreeMap::new(),
+            aliases: HashMap::new(),
+            pending_checkins: Vec::new(),
+            unresolved: Vec::new(),
+            recovering: Vec::new(),
+            ttl: DEFAULT_SESSION_TTL,
+            last_contact: None,
+            last_connected: None,
+            started: (now, SystemTime::now()),
+            state: state_tx,
+            events: events.clone(),
+            tasks: JoinSet::new(),
+            renew: None,
+            next_heartbeat: now,
+            grace_deadline: None,
+            closing: false,
+        };
+        info!(session = %session, "session started");
+        let task = tokio::spawn(actor.run(receiver));
+        Session {
+            requests,
+            state,
+            events,
+            id,
+            task: Some(task),
+        }
+    }
+
+    /// The session's current id (it changes when the cluster expired the session).
+    pub fn id(&self) -> SessionId {
+        SessionId(self.id.load(Ordering::Acquire))
+    }
+
+    /// Checks out `count` seats of `feature`. A refusal is
+    /// [`ClientError::Denied`] with the numbers; a call that got no answer is
+    /// [`ClientError::Unreachable`] (the session then finds out later whether
+    /// a seat was granted, and checks it in if so).
+    pub async fn checkout(&self, feature: &str, count: u32) -> Result<Grant, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Checkout {
+            feature: feature.to_string(),
+            count,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ClientError::SessionClosed)?
+    }
+
+    /// Checks `grant` in. A grant replaced after a loss may be checked in by
+    /// its old or new token. If the call gets no answer, the session retries
+    /// it when the cluster answers again.
+    pub async fn checkin(&self, grant: &Grant) -> Result<Checkin, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Checkin {
+            token: grant.token,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ClientError::SessionClosed)?
+    }
+
+    /// The grants the session holds (valid while [`SessionState::grants_valid`]).
+    pub async fn grants(&self) -> Result<Vec<Grant>, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Grants { reply }).await?;
+        answer.await.map_err(|_| ClientError::SessionClosed)
+    }
+
+    /// The session's state now.
+    pub fn state(&self) -> SessionState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver of the session's state, to wait for changes.
+    pub fn watch_state(&self) -> watch::Receiver<SessionState> {
+        self.state.clone()
+    }
+
+    /// A receiver of the session's events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
+    }
+
+    /// Checks in every grant, stops the heartbeat and waits for the task. The
+    /// first check-in that failed is returned; the task stops either way.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Close { reply }).await?;
+        let result = answer.await.map_err(|_| ClientError::SessionClosed)?;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        result
+    }
+
+    async fn send(&self, request: Request) -> Result<(), ClientError> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| ClientError::SessionClosed)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id())
+            .field("state", &*self.state.borrow())
+            .finish()
+    }
+}
+
+fn random_session_id() -> SessionId {
+    // Zero is avoided so an id is never mistaken for an unset field.
+    SessionId(rand::thread_rng().gen_range(1..=u64::MAX))
+}
+
+fn now_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A grant the session holds.
+struct Held {
+    grant: Grant,
+    /// A check-in has been sent (or failed and waits to be retried).
+    releasing: bool,
+}
+
+/// Why a check-out is being made.
+enum Purpose {
+    /// The application asked; it waits for the answer.
+    App(oneshot::Sender<Result<Grant, ClientError>>),
+    /// A lost grant is being checked out again.
+    Recover { lost: Grant },
+    /// A check-out whose call got no answer is asked again with the same id,
+    /// to learn whether a seat was granted (and check it in if so).
+    Resolve,
+}
+
+struct CheckoutJob {
+    id: RequestId,
+    feature: String,
+    count: u32,
+    purpose: Purpose,
+    restarts: u32,
+}
+
+/// A finished sub-task.
+enum Done {
+    Checkout {
+        job: CheckoutJob,
+        result: Result<Grant, ClientError>,
+    },
+    Checkin {
+        id: RequestId,
+        token: GrantToken,
+        reply: Option<oneshot::Sender<Result<Checkin, ClientError>>>,
+        result: Result<Checkin, ClientError>,
+    },
+    Renew {
+        session: SessionId,
+        result: Result<Renewal, ClientError>,
+    },
+}
+
+struct Actor {
+    client: Client,
+    options: SessionOptions,
+    session: SessionId,
+    seq: u64,
+    id: Arc<AtomicU64>,
+    held: BTreeMap<GrantToken, Held>,
+    /// Lost token → the token of the grant that replaced it.
+    aliases: HashMap<GrantToken, GrantToken>,
+    /// Check-ins whose call got no answer, to retry with the same id.
+    pending_checkins: Vec<(RequestId, GrantToken)>,
+    /// Check-outs whose call got no answer, to resolve with the same id.
+    unresolved: Vec<CheckoutJob>,
+    /// Lost grants waiting to be checked out again.
+    recovering: Vec<Grant>,
+    ttl: Duration,
+    /// When the cluster last answered: monotonic and wall clock.
+    last_contact: Option<(Instant, SystemTime)>,
+    /// The node and term that answered the last renewal.
+    last_connected: Option<(String, u64)>,
+    started: (Instant, SystemTime),
+    state: watch::Sender<SessionState>,
+    events: broadcast::Sender<SessionEvent>,
+    tasks: JoinSet<Done>,
+    /// The renewal in flight, if any (at most one at a time).
+    renew: Option<tokio::task::AbortHandle>,
+    next_heartbeat: Instant,
+    /// In caching mode: when the grace period ends.
+    grace_deadline: Option<Instant>,
+    closing: bool,
+}
+
+impl Actor {
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        loop {
+            let heartbeat_at = self.next_heartbeat;
+            // Wake up at least hourly while the grace period runs (it may be years).
+            let grace_at = self
+                .grace_deadline
+                .map(|d| d.min(Instant::now() + Duration::from_secs(3600)));
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some(Request::Close { reply }) => {
+                        let result = self.close().await;
+                        let _ = reply.send(result);
+                        return;
+                    }
+                    Some(request) => self.handle(request),
+                    None => {
+                        debug!(session = %self.session, "session handle dropped: stopping");
+                        return;
+                    }
+                },
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => match joined {
+                    Ok(done) => self.finished(done),
+                    Err(error) => {
+                        error!(%error, "a session sub-task failed");
+                        if self.renew.as_ref().is_some_and(|r| r.id() == error.id()) {
+                            // Keep heartbeating even if one renewal task died.
+                            self.renew = None;
+                            self.next_heartbeat = Instant::now() + self.heartbeat_interval();
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(heartbeat_at), if self.renew.is_none() => self.start_renew(),
+                _ = tokio::time::sleep_until(grace_at.unwrap_or(heartbeat_at)), if grace_at.is_some() => {
+                    self.check_grace();
+                }
+            }
+        }
+    }
+
+    fn next_id(&mut self) -> RequestId {
+        self.seq += 1;
+        RequestId {
+            session: self.session,
+            seq: self.seq,
+        }
+    }
+
+    fn emit(&self, event: SessionEvent) {
+        info!(session = %self.session, ?event, "session event");
+        // No receiver is not an error: nobody is listening.
+        let _ = self.events.send(event);
+    }
+
+    fn set_state(&self, state: SessionState) {
+        self.state.send_replace(state);
+    }
+
+    fn is_caching(&self) -> bool {
+        matches!(
+            *self.state.borrow(),
+            SessionState::Caching { .. } | SessionState::GraceExpired { .. }
+        )
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        self.options
+            .heartbeat_interval
+            .unwrap_or(self.ttl / 3)
+            .max(HEARTBEAT_MIN)
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Checkout {
+                feature,
+                count,
+                reply,
+            } => {
+                let id = self.next_id();
+                self.spawn_checkout(CheckoutJob {
+                    id,
+                    feature,
+                    count,
+                    purpose: Purpose::App(reply),
+                    restarts: 0,
+                });
+            }
+            Request::Checkin { token, reply } => {
+                let token = self.current_token(token);
+                if let Some(held) = self.held.get_mut(&token) {
+                    held.releasing = true;
+                }
+                // A check-in already pending for this grant keeps its request id.
+                let id = match self.pending_checkins.iter().position(|(_, t)| *t == token) {
+                    Some(i) => self.pending_checkins.swap_remove(i).0,
+                    None => self.next_id(),
+                };
+                self.spawn_checkin(id, token, Some(reply));
+            }
+            Request::Grants { reply } => {
+                let _ = reply.send(self.held.values().map(|h| h.grant.clone()).collect());
+            }
+            Request::Close { .. } => unreachable!("close is handled by run"),
+        }
+    }
+
+    /// The token a grant is held under now (following replacements after losses).
+    fn current_token(&self, mut token: GrantToken) -> GrantToken {
+        // Bounded: each alias points to a newer grant, and aliases never form a cycle.
+        for _ in 0..=self.aliases.len() {
+            match self.aliases.get(&token) {
+                Some(next) => token = *next,
+                None => break,
+            }
+        }
+        token
+    }
+
+    fn spawn_checkout(&mut self, job: CheckoutJob) {
+        let client = self.client.clone();
+        let timeout = client.options().call_timeout;
+        let (user, host) = (self.options.user.clone(), self.options.host.clone());
+        self.tasks.spawn(async move {
+            let result = client
+                .checkout_within(timeout, job.id, &job.feature, job.count, &user, &host)
+                .await;
+            Done::Checkout { job, result }
+        });
+    }
+
+    fn spawn_checkin(
+        &mut self,
+        id: RequestId,
+        token: GrantToken,
+        reply: Option<oneshot::Sender<Result<Checkin, ClientError>>>,
+    ) {
+        let client = self.client.clone();
+        let timeout = client.options().call_timeout;
+        self.tasks.spawn(async move {
+            let result = client.checkin_within(timeout, id, token).await;
+            Done::Checkin {
+                id,
+                token,
+                reply,
+                result,
+            }
+        });
+    }
+
+    fn start_renew(&mut self) {
+        let tokens: Vec<GrantToken> = self.held.keys().copied().collect();
+        let report = match &*self.state.borrow() {
+            SessionState::Caching { since, .. } | SessionState::GraceExpired { since } => {
+                CacheReport {
+                    cached_for_ms: SystemTime::now()
+                        .duration_since(*since)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    cached_since_ms: now_ms(*since),
+                }
+            }
+            _ => CacheReport::default(),
+        };
+        let client = self.client.clone();
+        let session = self.session;
+        let timeout = self.options.unreachable_after;
+        self.renew = Some(self.tasks.spawn(async move {
+            let result = client.renew_within(timeout, session, &tokens, report).await;
+            Done::Renew { session, result }
+        }));
+    }
+
+    fn contact(&mut self) {
+        self.last_contact = Some((Instant::now(), SystemTime::now()));
+    }
+
+    fn finished(&mut self, done: Done) {
+        match done {
+            Done::Renew { session, result } => self.renewed(session, result),
+            Done::Checkout { job, result } => self.checked_out(job, result),
+            Done::Checkin {
+                id,
+                token,
+                reply,
+                result,
+            } => self.checked_in(id, token, reply, result),
+        }
+    }
+
+    fn renewed(&mut self, session: SessionId, result: Result<Renewal, ClientError>) {
+        self.renew = None;
+        let renewal = match result {
+            Ok(renewal) => renewal,
+            Err(ClientError::Unreachable { tried, last }) => {
+                if !self.is_caching() {
+                    self.enter_caching(&tried, &last);
+                } else {
+                    debug!(session = %self.session, %last, "cluster still unreachable");
+                }
+                self.next_heartbeat =
+                    Instant::now() + CACHING_PROBE_PAUSE.min(self.heartbeat_interval());
+                return;
+            }
+            Err(error) => {
+                warn!(session = %self.session, %error, "renewal refused");
+                self.next_heartbeat = Instant::now() + self.heartbeat_interval();
+                return;
+            }
+        };
+        self.contact();
+        if !renewal.session_ttl.is_zero() {
+            self.ttl = renewal.session_ttl;
+        }
+        let previous = self.state.borrow().clone();
+        match previous {
+            SessionState::Connecting => self.emit(SessionEvent::Connected {
+                address: renewal.address.clone(),
+                term: renewal.term,
+            }),
+            SessionState::Connected {
+                active_address,
+                term,
+            } => {
+                if active_address != renewal.address || term != renewal.term {
+                    info!(from = %active_address, to = %renewal.address, term = renewal.term, "failed over");
+                    self.emit(SessionEvent::FailedOver {
+                        from: active_address,
+                        to: renewal.address.clone(),
+                        term: renewal.term,
+                    });
+                }
+            }
+            SessionState::Caching { since, .. } | SessionState::GraceExpired { since } => {
+                let cached_for = SystemTime::now().duration_since(since).unwrap_or_default();
+                info!(
+                    session = %self.session,
+                    cached_for_ms = cached_for.as_millis() as u64,
+                    grants = self.held.len(),
+                    address = %renewal.address,
+                    "left caching mode; the cluster was told how long the session was cut off"
+                );
+                self.grace_deadline = None;
+                self.emit(SessionEvent::LeftCaching {
+                    cached_for,
+                    address: renewal.address.clone(),
+                    term: renewal.term,
+                });
+                // The active node may have changed while the session was cut off.
+                if let Some((from, term)) = self.last_connected.take()
+                    && (from != renewal.address || term != renewal.term)
+                {
+                    self.emit(SessionEvent::FailedOver {
+                        from,
+                        to: renewal.address.clone(),
+                        term: renewal.term,
+                    });
+                }
+            }
+            SessionState::Closed => {}
+        }
+        self.set_state(SessionState::Connected {
+            active_address: renewal.address.clone(),
+            term: renewal.term,
+        });
+        self.last_connected = Some((renewal.address.clone(), renewal.term));
+        if session == self.session {
+            for token in &renewal.unknown {
+                if self.held.get(token).is_some_and(|h| !h.releasing) {
+                    self.lose(*token);
+                }
+            }
+        }
+        self.next_heartbeat = Instant::now() + self.heartbeat_interval();
+        self.resume_pending();
+    }
+
+    fn enter_caching(&mut self, tried: &[String], last: &str) {
+        let (since_instant, since) = self.last_contact.unwrap_or(self.started);
+        let grace_until = since
+            .checked_add(self.options.grace_period)
+            .unwrap_or(since);
+        let deadline = since_instant
+            .checked_add(self.options.grace_period)
+            .unwrap_or(since_instant);
+        self.grace_deadline = Some(deadline);
+        warn!(
+            session = %self.session,
+            ?tried,
+            %last,
+            grants = self.held.len(),
+            "no node answered the renewal: entering caching mode"
+        );
+        self.set_state(SessionState::Caching { since, grace_until });
+        self.emit(SessionEvent::EnteredCaching { since, grace_until });
+        self.check_grace();
+    }
+
+    fn check_grace(&mut self) {
+        let Some(deadline) = self.grace_deadline else {
+            return;
+        };
+        if Instant::now() < deadline {
+            return;
+        }
+        self.grace_deadline = None;
+        if let SessionState::Caching { since, .. } = *self.state.borrow() {
+            warn!(session = %self.session, "the grace period ran out: grants are no longer valid");
+            self.set_state(SessionState::GraceExpired { since });
+            self.emit(SessionEvent::GraceExpired { since });
+        }
+    }
+
+    /// A held grant is gone from the cluster: report it and check it out again.
+    fn lose(&mut self, token: GrantToken) {
+        let Some(held) = self.held.remove(&token) else {
+            return;
+        };
+        let grant = held.grant;
+        self.emit(SessionEvent::GrantLost {
+            token,
+            feature: grant.feature.clone(),
+            count: grant.count,
+        });
+        self.recovering.push(grant);
+    }
+
+    /// After the cluster answered: retry what got no answer before.
+    fn resume_pending(&mut self) {
+        if self.closing {
+            return;
+        }
+        for (id, token) in std::mem::take(&mut self.pending_checkins) {
+            self.spawn_checkin(id, token, None);
+        }
+        for job in std::mem::take(&mut self.unresolved) {
+            self.spawn_checkout(job);
+        }
+        for lost in std::mem::take(&mut self.recovering) {
+            let id = self.next_id();
+            let (feature, count) = (lost.feature.clone(), lost.count);
+            self.spawn_checkout(CheckoutJob {
+                id,
+                feature,
+                count,
+                purpose: Purpose::Recover { lost },
+                restarts: 0,
+            });
+        }
+    }
+
+    /// The cluster expired the session: go on under a new id; every grant held is lost.
+    fn restart_session(&mut self) {
+        let old = self.session;
+        self.session = random_session_id();
+        self.seq = 0;
+        self.id.store(self.session.0, Ordering::Release);
+        warn!(%old, new = %self.session, "the cluster expired the session: starting a new one");
+        self.emit(SessionEvent::SessionRestarted {
+            old,
+            new: self.session,
+        });
+        // The expired session's grants, check-ins and unknown check-outs went with it.
+        self.pending_checkins.clear();
+        self.unresolved.clear();
+        let tokens: Vec<GrantToken> = self.held.keys().copied().collect();
+        for token in tokens {
+            if self.held.get(&token).is_some_and(|h| h.releasing) {
+                self.held.remove(&token);
+            } else {
+                self.lose(token);
+            }
+        }
+    }
+
+    fn checked_out(&mut self, mut job: CheckoutJob, result: Result<Grant, ClientError>) {
+        if result.is_ok() {
+            self.contact();
+            if self.is_caching() {
+                // The cluster answers again: renew now to leave caching mode.
+                self.next_heartbeat = Instant::now();
+            }
+        }
+        match result {
+            Ok(grant) => match job.purpose {
+                Purpose::App(reply) => {
+                    self.held.insert(
+                        grant.token,
+                        Held {
+                            grant: grant.clone(),
+                            releasing: false,
+                        },
+                    );
+                    if reply.send(Ok(grant)).is_err() {
+                        debug!(
+                            "the application stopped waiting for a check-out; the grant is held"
+                        );
+                    }
+                }
+                Purpose::Recover { lost } => {
+                    self.held.insert(
+                        grant.token,
+                        Held {
+                            grant: grant.clone(),
+                            releasing: false,
+                        },
+                    );
+                    self.aliases.insert(lost.token, grant.token);
+                    self.emit(SessionEvent::GrantRecovered {
+                        lost: lost.token,
+                        grant,
+                    });
+                }
+                Purpose::Resolve => {
+                    info!(token = %grant.token, "a check-out the application was told failed was granted: checking it in");
+                    let id = self.next_id();
+                    self.spawn_checkin(id, grant.token, None);
+                }
+            },
+            Err(ClientError::SessionExpired) => {
+                if job.id.session == self.session {
+                    self.restart_session();
+                    // The cluster just answered: check the lost grants out again now.
+                    self.resume_pending();
+                }
+                if matches!(job.purpose, Purpose::Resolve) {
+                    return; // The session's seats are gone; nothing to resolve.
+                }
+                job.restarts += 1;
+                if job.restarts > SESSION_RESTARTS_MAX {
+                    self.fail_checkout(job, ClientError::SessionExpired);
+                    return;
+                }
+                job.id = self.next_id();
+                self.spawn_checkout(job);
+            }
+            Err(error @ ClientError::Unreachable { .. }) => match job.purpose {
+                Purpose::App(reply) => {
+                    let unresolved = CheckoutJob {
+                        id: job.id,
+                        feature: job.feature,
+                        count: job.count,
+                        purpose: Purpose::Resolve,
+                        restarts: 0,
+                    };
+                    self.remember_unresolved(unresolved);
+                    let _ = reply.send(Err(error));
+                }
+                Purpose::Recover { lost } => self.recovering.push(lost),
+                Purpose::Resolve => self.remember_unresolved(job),
+            },
+            Err(error) => self.fail_checkout(job, error),
+        }
+    }
+
+    fn remember_unresolved(&mut self, job: CheckoutJob) {
+        if job.id.session != self.session || self.unresolved.len() >= UNRESOLVED_MAX {
+            warn!(request = ?job.id, "a check-out's outcome will not be resolved");
+            return;
+        }
+        self.unresolved.push(job);
+    }
+
+    fn fail_checkout(&mut self, job: CheckoutJob, error: ClientError) {
+        match job.purpose {
+            Purpose::App(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Purpose::Recover { lost } => self.emit(SessionEvent::GrantNotRecovered {
+                lost: lost.token,
+                feature: lost.feature,
+                count: lost.count,
+                reason: error.to_string(),
+            }),
+            Purpose::Resolve => {
+                debug!(request = ?job.id, %error, "a check-out with unknown outcome was not granted")
+            }
+        }
+    }
+
+    fn checked_in(
+        &mut self,
+        id: RequestId,
+        token: GrantToken,
+        reply: Option<oneshot::Sender<Result<Checkin, ClientError>>>,
+        result: Result<Checkin, ClientError>,
+    ) {
+        match &result {
+            Ok(checkin) => {
+                self.contact();
+                self.held.remove(&token);
+                self.aliases.retain(|_, t| *t != token);
+                if !checkin.released {
+                    debug!(%token, "checked in a grant the cluster did not hold");
+                }
+            }
+            Err(ClientError::Unreachable { .. }) => {
+                if id.session == self.session && self.held.contains_key(&token) {
+                    self.pending_checkins.push((id, token));
+                }
+            }
+            Err(error) => {
+                warn!(%token, %error, "check-in refused");
+                if let Some(held) = self.held.get_mut(&token) {
+                    held.releasing = false;
+                }
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Waits for calls in flight, resolves unknown check-outs, checks every
+    /// grant in, and marks the session closed.
+    async fn close(&mut self) -> Result<(), ClientError> {
+        self.closing = true;
+        // A renewal is moot now; check-outs in flight are waited for, so that
+        // a seat granted at the last moment is checked in too.
+        if let Some(renew) = self.renew.take() {
+            renew.abort();
+        }
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(done) => self.finished(done),
+                Err(error) if error.is_cancelled() => {}
+                Err(error) => error!(%error, "a session sub-task failed"),
+            }
+        }
+        let timeout = self.client.options().call_timeout;
+        let (user, host) = (self.options.user.clone(), self.options.host.clone());
+        for job in std::mem::take(&mut self.unresolved) {
+            let granted = self
+                .client
+                .checkout_within(timeout, job.id, &job.feature, job.count, &user, &host)
+                .await;
+            if let Ok(grant) = granted {
+                self.held.insert(
+                    grant.token,
+                    Held {
+                        grant,
+                        releasing: true,
+                    },
+                );
+            }
+        }
+        let mut first_error = None;
+        let pending: HashMap<GrantToken, RequestId> = std::mem::take(&mut self.pending_checkins)
+            .into_iter()
+            .map(|(id, token)| (token, id))
+            .collect();
+        let tokens: Vec<GrantToken> = self.held.keys().copied().collect();
+        let mut checkins = JoinSet::new();
+        for token in tokens {
+            let id = pending
+                .get(&token)
+                .copied()
+                .unwrap_or_else(|| self.next_id());
+            let client = self.client.clone();
+            checkins.spawn(async move { (token, client.checkin_within(timeout, id, token).await) });
+        }
+        while let Some(joined) = checkins.join_next().await {
+            match joined {
+                Ok((token, Ok(_))) => {
+                    self.held.remove(&token);
+                }
+                Ok((token, Err(error))) => {
+                    warn!(%token, %error, "check-in at close failed");
+                    first_error.get_or_insert(error);
+                }
+                Err(error) => error!(%error, "a check-in task failed"),
+            }
+        }
+        info!(session = %self.session, "session closed");
+        self.set_state(SessionState::Closed);
+        first_error.map_or(Ok(()), Err)
+    }
+}
