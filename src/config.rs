@@ -529,6 +529,22 @@ address = "127.0.0.1:27003"
         }
     }
 
+    // The commented example configs in docs/examples are valid and form one cluster.
+    #[test]
+    fn example_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples");
+        let configs: Vec<Config> = (1..=3)
+            .map(|i| Config::load(&dir.join(format!("node{i}.toml"))).unwrap())
+            .collect();
+        for (i, config) in configs.iter().enumerate() {
+            assert_eq!(config.node_id, i as u64 + 1);
+            assert_eq!(config.nodes, configs[0].nodes);
+            assert_eq!(config.timing, Timing::default());
+            assert_eq!(config.batching, Batching::default());
+            assert_eq!(config.snapshot, SnapshotPolicy::default());
+        }
+    }
+
     // A misspelt field is an error naming it, not a silently ignored setting.
     #[test]
     fn unknown_fields_are_refused() {

@@ -109,6 +109,7 @@ impl Node {
 
     async fn start_inner(config: Config, listener: TcpListener) -> Result<Node, NodeError> {
         let node_id = config.node_id;
+        // Tasks spawned below run outside the caller's span: give each the node id.
         let span = tracing::info_span!("node", id = node_id);
         let address = listener.local_addr().map_err(|source| NodeError::Bind {
             address: config.own_address().to_string(),
@@ -120,10 +121,11 @@ impl Node {
             .map(|path| VendorPublicKey::load(path))
             .collect::<Result<Vec<_>, _>>()?;
         let (log_store, state_machine) = store::open(&config.data_dir)?;
+        let network = Network::new();
         let raft = Raft::new(
             node_id,
             Arc::new(raft_config(&config)?),
-            Network::new(),
+            network.clone(),
             log_store,
             state_machine.clone(),
         )
@@ -156,6 +158,7 @@ impl Node {
             batcher,
             sessions: SessionTracker::default(),
             trusted,
+            network,
             lease: Lease::default(),
         });
         let (stop, stopped) = watch::channel(false);
@@ -233,8 +236,10 @@ async fn wait_stop(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-/// Imports the license directory's files through the log whenever this node
-/// becomes the leader, skipping files the state already holds unchanged.
+/// Imports the license directory's files through the log when this node
+/// becomes active: each file whose name the cluster does not hold yet, once.
+/// A file already imported is never replaced from a directory (another node's
+/// directory may hold an older copy); changes go through `raftlm license import`.
 async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()>) {
     let Some(dir) = shared.config.license_dir.clone() else {
         return;
@@ -283,21 +288,6 @@ async fn import_dir_once(shared: &Shared, dir: &Path) -> Result<(), String> {
                 continue;
             }
         };
-        let unchanged = shared.state.read(|state| {
-            state.licenses().get(&name).is_some_and(|lines| {
-                crate::license::file::parse(&name, &text).is_ok_and(|parsed| {
-                    parsed.lines.len() == lines.len()
-                        && parsed
-                            .lines
-                            .iter()
-                            .zip(lines)
-                            .all(|(p, l)| p.signature.as_deref() == Some(l.signature.as_str()))
-                })
-            })
-        });
-        if unchanged {
-            continue;
-        }
         match import_license(shared, &name, &text).await {
             Ok((
                 Outcome::Imported {

@@ -708,9 +708,16 @@ impl Actor {
         if !renewal.session_ttl.is_zero() {
             self.ttl = renewal.session_ttl;
         }
+        // The state changes before the events go out, so a receiver of an
+        // event sees the state it announces.
         let previous = self.state.borrow().clone();
+        self.set_state(SessionState::Connected {
+            active_address: renewal.address.clone(),
+            term: renewal.term,
+        });
+        let mut events = Vec::new();
         match previous {
-            SessionState::Connecting => self.emit(SessionEvent::Connected {
+            SessionState::Connecting => events.push(SessionEvent::Connected {
                 address: renewal.address.clone(),
                 term: renewal.term,
             }),
@@ -719,8 +726,7 @@ impl Actor {
                 term,
             } => {
                 if active_address != renewal.address || term != renewal.term {
-                    info!(from = %active_address, to = %renewal.address, term = renewal.term, "failed over");
-                    self.emit(SessionEvent::FailedOver {
+                    events.push(SessionEvent::FailedOver {
                         from: active_address,
                         to: renewal.address.clone(),
                         term: renewal.term,
@@ -737,7 +743,7 @@ impl Actor {
                     "left caching mode; the cluster was told how long the session was cut off"
                 );
                 self.grace_deadline = None;
-                self.emit(SessionEvent::LeftCaching {
+                events.push(SessionEvent::LeftCaching {
                     cached_for,
                     address: renewal.address.clone(),
                     term: renewal.term,
@@ -746,7 +752,7 @@ impl Actor {
                 if let Some((from, term)) = self.last_connected.take()
                     && (from != renewal.address || term != renewal.term)
                 {
-                    self.emit(SessionEvent::FailedOver {
+                    events.push(SessionEvent::FailedOver {
                         from,
                         to: renewal.address.clone(),
                         term: renewal.term,
@@ -755,10 +761,9 @@ impl Actor {
             }
             SessionState::Closed => {}
         }
-        self.set_state(SessionState::Connected {
-            active_address: renewal.address.clone(),
-            term: renewal.term,
-        });
+        for event in events {
+            self.emit(event);
+        }
         self.last_connected = Some((renewal.address.clone(), renewal.term));
         if session == self.session {
             for token in &renewal.unknown {

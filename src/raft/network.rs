@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use openraft::error::{
@@ -46,12 +46,23 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Network {
     // std Mutex: held only to look up or insert a channel, never across `.await`.
     channels: Arc<Mutex<HashMap<u64, (String, Channel)>>>,
+    // When each peer last answered an RPC (std Mutex: one insert or look-up, no `.await`).
+    contacts: Arc<Mutex<HashMap<u64, Instant>>>,
 }
 
 impl Network {
     /// A factory with no connections yet.
     pub fn new() -> Network {
         Network::default()
+    }
+
+    /// When `peer` last answered a Raft RPC from this node, if ever.
+    pub fn last_contact(&self, peer: u64) -> Option<Instant> {
+        self.contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .copied()
     }
 
     fn channel(&self, target: u64, addr: &str) -> Result<Channel, NetworkError> {
@@ -80,6 +91,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             target,
             channel: self.channel(target, &node.addr),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -88,6 +100,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Connection {
     target: u64,
     channel: Result<Channel, NetworkError>,
+    contacts: Arc<Mutex<HashMap<u64, Instant>>>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
@@ -125,6 +138,10 @@ impl Connection {
         })?;
         let result: Result<Resp, RaftError<u64, E>> = codec::decode(&reply.into_inner().payload)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.contacts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.target, Instant::now());
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

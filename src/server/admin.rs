@@ -17,8 +17,7 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::admin_server::Admin;
 use crate::server::{ServiceError, Shared};
 
-/// Largest license file accepted, in bytes.
-pub const LICENSE_FILE_BYTES_MAX: usize = 4 * 1024 * 1024;
+pub use crate::license::file::LICENSE_FILE_BYTES_MAX;
 
 /// The admin service of one node.
 pub struct AdminService {

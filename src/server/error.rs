@@ -2,8 +2,8 @@
 //!
 //! A node that is not serving answers `UNAVAILABLE` with the active node's id
 //! and address in the response metadata ([`LEADER_ADDRESS_KEY`],
-//! [`LEADER_ID_KEY`]) so a client can follow the hint. Every reply, error or
-//! not, also carries the node's term in [`TERM_KEY`] where it is known.
+//! [`LEADER_ID_KEY`]) so a client can follow the hint. Successful replies
+//! carry the term (the fencing token) in their body.
 
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -14,8 +14,6 @@ use crate::server::batcher::BatchError;
 pub const LEADER_ADDRESS_KEY: &str = "raftlm-leader";
 /// Response metadata: the id of the node that serves.
 pub const LEADER_ID_KEY: &str = "raftlm-leader-id";
-/// Response metadata: the term of the node that answered (the fencing token).
-pub const TERM_KEY: &str = "raftlm-term";
 
 /// Why a license or admin request was not answered with a reply.
 #[derive(Debug, Clone, thiserror::Error)]

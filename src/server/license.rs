@@ -17,6 +17,8 @@ use crate::server::{ServiceError, Shared};
 
 /// Longest feature, user or host name accepted, in bytes.
 pub const NAME_BYTES_MAX: usize = 255;
+/// A peer that answered a Raft RPC this recently is reported reachable.
+pub const REACHABLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most grant tokens one renewal may quote.
 pub const RENEW_TOKENS_MAX: usize = 4096;
 
@@ -297,11 +299,12 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
             let role = if Some(*id) == metrics.current_leader {
                 "active"
             } else {
-                let reachable = metrics
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(id))
-                    .is_some_and(|matched| matched.is_some());
+                // A peer counts as reachable if it answered a Raft RPC within the last second
+                // (the active node sends heartbeats every heartbeat_ms).
+                let reachable = shared
+                    .network
+                    .last_contact(*id)
+                    .is_some_and(|at| at.elapsed() < REACHABLE_WITHIN);
                 if reachable { "standby" } else { "unreachable" }
             };
             pb::NodeStatus {

@@ -40,6 +40,8 @@ pub struct Shared {
     pub sessions: SessionTracker,
     /// Vendor keys this cluster trusts.
     pub trusted: Vec<VendorPublicKey>,
+    /// The Raft transport, for when each peer last answered.
+    pub network: crate::raft::network::Network,
     /// The quorum lease the activator keeps: whether, and in which term, this node serves.
     pub lease: Lease,
 }
@@ -52,10 +54,14 @@ impl Shared {
         }
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
-        let leader = metrics.current_leader.and_then(|id| {
-            let node = metrics.membership_config.membership().get_node(&id)?;
-            Some((id, node.addr.clone()))
-        });
+        // A node that leads but does not serve yet (waiting out the previous lease) gives no hint.
+        let leader = metrics
+            .current_leader
+            .filter(|id| *id != self.node_id)
+            .and_then(|id| {
+                let node = metrics.membership_config.membership().get_node(&id)?;
+                Some((id, node.addr.clone()))
+            });
         Err(ServiceError::NotActive {
             node: self.node_id,
             leader,
