@@ -19,6 +19,10 @@ use tokio::sync::broadcast;
 /// How long a test waits for something the cluster or session should do.
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// Clusters that may run at once in this test binary: on a small machine,
+/// many clusters starved of CPU keep losing their leases and never serve.
+static CLUSTER_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Three nodes on loopback that can be stopped and restarted on the same
 /// addresses and data directories.
 struct TestCluster {
@@ -28,6 +32,7 @@ struct TestCluster {
     addresses: Vec<String>,
     nodes: Vec<Option<Node>>,
     session_ttl_ms: Option<u64>,
+    _slot: tokio::sync::SemaphorePermit<'static>,
 }
 
 impl TestCluster {
@@ -36,6 +41,7 @@ impl TestCluster {
     }
 
     async fn start_with_ttl(session_ttl_ms: Option<u64>) -> TestCluster {
+        let slot = CLUSTER_SLOTS.acquire().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (key, public) = common::vendor_key(dir.path());
         let mut listeners = Vec::new();
@@ -53,6 +59,7 @@ impl TestCluster {
             addresses,
             nodes: vec![None, None, None],
             session_ttl_ms,
+            _slot: slot,
         };
         for (i, listener) in listeners.into_iter().enumerate() {
             cluster.start_on(i, listener).await;
@@ -124,6 +131,8 @@ impl TestCluster {
     }
 
     async fn import(&self, features: &[(&str, u32)]) {
+        // A loaded machine may take a while to elect and activate the first node.
+        self.leader().await;
         let client = Client::with_options(self.all_servers(), quick_client());
         let reply = client
             .import_license("acme.lic", &common::signed_license(&self.key, features))

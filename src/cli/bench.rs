@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Instead of load: kill the active node this many times and time each failover.
     #[arg(long)]
     pub failover: Option<usize>,
+    /// Instead of load: build and install a snapshot of a state holding this many grants
+    /// (in this process, on a real sled store in a temporary directory).
+    #[arg(long)]
+    pub snapshot_grants: Option<usize>,
     /// Start the cluster with one command per log entry (to measure what batching gives).
     #[arg(long)]
     pub no_batching: bool,
@@ -163,7 +167,111 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::usage(format!("cannot start the runtime: {e}")))?;
+    if let Some(grants) = args.snapshot_grants {
+        let report = runtime.block_on(snapshot(grants))?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+        } else {
+            print_text(&report);
+        }
+        return Ok(());
+    }
     runtime.block_on(bench(args))
+}
+
+/// Builds a state with `grants` grants through the real state-machine store,
+/// then times building its snapshot and installing it on a second store.
+async fn snapshot(grants: usize) -> Result<Report, Failure> {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+    use crate::license::state::{Batch, Command as StateCommand, RequestId, SessionId};
+    use crate::license::{Expiry, FeatureLine, LineKind};
+
+    let fail = |e: &dyn std::fmt::Display| Failure::usage(format!("snapshot benchmark: {e}"));
+    let temp = TempDir::new()?;
+    let (_, mut source) = crate::raft::store::open(&temp.0.join("source")).map_err(|e| fail(&e))?;
+    let line = FeatureLine {
+        kind: LineKind::Feature,
+        feature: "bench".into(),
+        vendor: "acme".into(),
+        version: "1.0".into(),
+        expiry: Expiry::Permanent,
+        seats: u32::try_from(grants).unwrap_or(u32::MAX).max(1),
+        attributes: Vec::new(),
+        signature: "bench".into(),
+        line: 3,
+    };
+    let now_ms = 1_795_000_000_000;
+    let entry = |index: u64, commands: Vec<StateCommand>| crate::raft::Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Batch { now_ms, commands }),
+    };
+    let mut entries = vec![entry(
+        1,
+        vec![StateCommand::ImportLicense {
+            name: "bench.lic".into(),
+            lines: vec![line],
+        }],
+    )];
+    let per_entry = 1000;
+    for (i, chunk) in (0..grants)
+        .collect::<Vec<_>>()
+        .chunks(per_entry)
+        .enumerate()
+    {
+        let commands = chunk
+            .iter()
+            .map(|n| StateCommand::Checkout {
+                request: RequestId {
+                    session: SessionId(*n as u64 + 1),
+                    seq: 1,
+                },
+                feature: "bench".into(),
+                count: 1,
+                user: format!("user{n}"),
+                host: format!("host{}", n % 500),
+            })
+            .collect();
+        entries.push(entry(i as u64 + 2, commands));
+    }
+    for chunk in entries.chunks(64) {
+        source.apply(chunk.to_vec()).await.map_err(|e| fail(&e))?;
+    }
+    let held = source.read(|s| s.grants().len());
+    let started = Instant::now();
+    let built = source
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .map_err(|e| fail(&e))?;
+    let build_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let bytes = built.snapshot.get_ref().len();
+    let (_, mut target) = crate::raft::store::open(&temp.0.join("target")).map_err(|e| fail(&e))?;
+    let started = Instant::now();
+    target
+        .install_snapshot(&built.meta, built.snapshot)
+        .await
+        .map_err(|e| fail(&e))?;
+    let install_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if target.read(|s| s.grants().len()) != held {
+        return Err(fail(
+            &"the installed snapshot holds a different number of grants",
+        ));
+    }
+    Ok(Report {
+        mode: "snapshot".into(),
+        sessions: held,
+        batching: true,
+        snapshot_bytes: Some(bytes),
+        snapshot_build_ms: Some(build_ms),
+        snapshot_install_ms: Some(install_ms),
+        ..Default::default()
+    })
 }
 
 async fn bench(args: BenchArgs) -> Result<(), Failure> {
@@ -306,6 +414,12 @@ struct Report {
     failover_ms: Option<Vec<u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     failover: Option<Latency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_build_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_install_ms: Option<f64>,
 }
 
 fn error_kind(status: &tonic::Status) -> String {
@@ -566,6 +680,7 @@ async fn idle_sessions(
         duration_s: elapsed.as_secs_f64(),
         batching: true,
         operations: Some(renewed.load(Ordering::Relaxed)),
+        ops_per_s: Some(renewed.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()),
         errors,
         nodes: usages(cluster),
         active_node: Some(active as u64),
@@ -690,6 +805,16 @@ fn print_text(report: &Report) {
         if let Some(all) = &report.failover_ms {
             println!("  each: {all:?}");
         }
+    }
+    if let (Some(bytes), Some(build), Some(install)) = (
+        report.snapshot_bytes,
+        report.snapshot_build_ms,
+        report.snapshot_install_ms,
+    ) {
+        println!(
+            "  snapshot of {} grants: {bytes} bytes, built in {build:.0} ms, installed in {install:.0} ms",
+            report.sessions
+        );
     }
     if let Some(cpu) = report.active_cpu_percent {
         println!("  active node: {cpu:.1}% of one core while heartbeating");

@@ -350,7 +350,8 @@ impl Session {
         answer.await.map_err(|_| ClientError::SessionClosed)?
     }
 
-    /// The grants the session holds (valid while [`SessionState::grants_valid`]).
+    /// The grants the session holds (valid while [`SessionState::grants_valid`]),
+    /// not counting grants being checked in.
     pub async fn grants(&self) -> Result<Vec<Grant>, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Grants { reply }).await?;
@@ -596,7 +597,8 @@ impl Actor {
                 self.spawn_checkin(id, token, Some(reply));
             }
             Request::Grants { reply } => {
-                let _ = reply.send(self.held.values().map(|h| h.grant.clone()).collect());
+                let held = self.held.values().filter(|h| !h.releasing);
+                let _ = reply.send(held.map(|h| h.grant.clone()).collect());
             }
             Request::Close { .. } => unreachable!("close is handled by run"),
         }
@@ -914,6 +916,14 @@ impl Actor {
                 }
                 Purpose::Resolve => {
                     info!(token = %grant.token, "a check-out the application was told failed was granted: checking it in");
+                    // Held (and quoted) until the check-in is through.
+                    self.held.insert(
+                        grant.token,
+                        Held {
+                            grant: grant.clone(),
+                            releasing: true,
+                        },
+                    );
                     let id = self.next_id();
                     self.spawn_checkin(id, grant.token, None);
                 }
