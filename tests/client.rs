@@ -113,10 +113,25 @@ impl TestCluster {
                     return i;
                 }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no node serves after {PATIENCE:?}"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                let states: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .flatten()
+                    .map(|n| {
+                        let m = n.raft().metrics().borrow().clone();
+                        format!(
+                            "node {}: {:?} term {} leader {:?}: {:?}",
+                            m.id,
+                            m.state,
+                            m.current_term,
+                            m.current_leader,
+                            n.shared().serving().err()
+                        )
+                    })
+                    .collect();
+                panic!("no node serves after {PATIENCE:?}: {states:#?}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

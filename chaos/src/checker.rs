@@ -1,0 +1,1397 @@
+//! The checker: decides from a history (and the replicas' final states)
+//! whether raftlm kept its promises. Pure: no I/O, no clock.
+//!
+//! # What is certain
+//!
+//! The checker never assumes more than the history proves, so every
+//! violation it reports is real (given a correct history):
+//!
+//! - a grant `g` exists from the moment its check-out was answered `ok`
+//!   (`c_g`, the end of the answered attempt) — it was applied before the
+//!   reply;
+//! - `g` is *certainly held* until the first check-in attempt that quotes it
+//!   is sent, or until its session could first have been expired, whichever
+//!   is earlier. The session TTL bounds expiry from below: every answered
+//!   request of a session (check-out, check-in, renewal) touched it at some
+//!   moment between sending and answer, and the active node expires a session
+//!   only after a silence longer than the TTL since its last touch in its own
+//!   term (a new active node starts every TTL afresh, which only delays
+//!   expiry). So, starting from `P = a + TTL` for the granting attempt sent at
+//!   `a`, every answered attempt `(a_i, c_i)` with `c_i < P` pushes the bound to
+//!   `max(P, a_i + TTL)`. The result `E_g` is a lower bound of the expiry.
+//!
+//! # Invariants
+//!
+//! - **seats-never-over-granted** — at no moment do the grants certainly held
+//!   of a feature add up to more seats than are licensed;
+//! - **no-lost-grant** — no answer says a certainly held grant is gone: a
+//!   renewal listing it as unknown, a check-in of it answered "not held", a
+//!   request answered "session expired", or a linearizable status read after
+//!   healing (and after a kill-all + restart) that lacks it;
+//! - **no-phantom-grant** — every grant in a final state (status reads and
+//!   the replicas' own stores) comes from an `ok` check-out (same session,
+//!   feature and seats) or can be matched one-to-one to an `unknown` one of
+//!   its session; a grant whose check-in was answered `ok` before a read was
+//!   sent is not in that read;
+//! - **retry-never-double-grants** — the attempts of one request id never get
+//!   two different grant tokens, and no final state holds a grant that only a
+//!   second application of a retried, resolved request could explain;
+//! - **fencing-terms-monotonic** — no answer carries a lower term than an
+//!   answer that completed before it was sent (real-time order over all
+//!   clients);
+//! - **replicas-converge** — every node's own store, read after the run, holds
+//!   the same log prefix and the same license state at the compared index.
+//!
+//! Unavailability is measured per fault type as the time from a fault's start
+//! to the end of the first check-out attempt sent after it that the cluster
+//! answered (a grant or a denial: both are committed through Raft; with a
+//! pool kept exhausted on purpose, a denial proves availability as well).
+//!
+//! Left out: the checker does not model the session tracker's fresh TTL after
+//! a failover (it only lengthens lives, so ignoring it is conservative), and
+//! it cannot see grants created by `unknown` check-outs until a final read
+//! shows them.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::history::{Event, EventType, GrantSeen, OpKind, Token};
+
+/// Names of the invariants, in report order.
+pub const INVARIANTS: [&str; 6] = [
+    SEATS,
+    LOST,
+    PHANTOM,
+    DOUBLE,
+    FENCING,
+    CONVERGE,
+];
+const SEATS: &str = "seats-never-over-granted";
+const LOST: &str = "no-lost-grant";
+const PHANTOM: &str = "no-phantom-grant";
+const DOUBLE: &str = "retry-never-double-grants";
+const FENCING: &str = "fencing-terms-monotonic";
+const CONVERGE: &str = "replicas-converge";
+
+/// Counter-examples kept per invariant.
+pub const EXAMPLES_MAX: usize = 5;
+
+/// One node's store as read after the run (see [`crate::replica`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    /// The node (1-based).
+    pub node: usize,
+    /// The log index the state is taken at (the same for every readable node).
+    pub index: u64,
+    /// The node's last log index.
+    pub last_index: u64,
+    /// The node's saved committed index.
+    pub committed: Option<u64>,
+    /// The index of the node's stored snapshot.
+    pub snapshot_index: Option<u64>,
+    /// A digest of the whole license state at `index` (equal states, equal digests).
+    pub digest: String,
+    /// The grants at `index`.
+    pub grants: Vec<GrantSeen>,
+    /// Seats in use per feature at `index`.
+    pub in_use: BTreeMap<String, u32>,
+    /// Why the node's state could not be read or compared, if so.
+    pub error: Option<String>,
+}
+
+/// What the checker needs besides the history.
+#[derive(Debug, Clone, Default)]
+pub struct CheckInput {
+    /// Seats licensed per feature.
+    pub licensed: BTreeMap<String, u32>,
+    /// The nodes' session TTL, in microseconds.
+    pub session_ttl_us: u64,
+    /// Each node's final state; empty when not read.
+    pub replicas: Vec<ReplicaView>,
+    /// When the replicas were read (harness time, µs): the processes had stopped.
+    pub replicas_read_us: u64,
+}
+
+/// Operations of one kind, by final outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeCounts {
+    /// Operations answered ok.
+    pub ok: u64,
+    /// Operations that certainly did not take effect (denied, not held).
+    pub fail: u64,
+    /// Operations whose outcome stayed unknown after every retry.
+    pub unknown: u64,
+    /// Attempts, retries included.
+    pub attempts: u64,
+    /// Attempts that ended unknown (then retried or given up).
+    pub unknown_attempts: u64,
+}
+
+/// One invariant's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvariantResult {
+    /// The invariant's name.
+    pub name: String,
+    /// Whether no violation was found.
+    pub passed: bool,
+    /// How many things were checked (grants, answers, reads…), to show it did something.
+    pub checked: u64,
+    /// Violations found.
+    pub violations: u64,
+    /// The first few counter-examples, each one sentence naming operations and times.
+    pub examples: Vec<String>,
+}
+
+/// Unavailability after the faults of one type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Unavailability {
+    /// Faults of this type.
+    pub faults: u64,
+    /// Faults after which a check-out was answered.
+    pub recovered: u64,
+    /// Median time to the first answered check-out, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Longest, ms.
+    pub max_ms: f64,
+}
+
+/// The checker's findings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Operations by kind and outcome.
+    pub operations: BTreeMap<String, OutcomeCounts>,
+    /// Faults injected, by type.
+    pub faults: BTreeMap<String, u64>,
+    /// Every invariant, in [`INVARIANTS`] order.
+    pub invariants: Vec<InvariantResult>,
+    /// Unavailability per fault type.
+    pub unavailability: BTreeMap<String, Unavailability>,
+    /// Seats granted (ok check-outs).
+    pub grants: u64,
+    /// Check-outs denied because the pool was exhausted.
+    pub denied_in_use: u64,
+    /// Most seats certainly held at once, per feature.
+    pub peak_seats: BTreeMap<String, u32>,
+}
+
+impl Verdict {
+    /// Total violations over every invariant.
+    pub fn violations(&self) -> u64 {
+        self.invariants.iter().map(|i| i.violations).sum()
+    }
+}
+
+/// An attempt at an operation, rebuilt from its invoke and completion events.
+#[derive(Debug, Clone)]
+struct Attempt {
+    invoke_us: u64,
+    complete_us: u64,
+    /// Ok, Fail or Unknown (no completion event: Unknown, completing at the end of time).
+    outcome: EventType,
+    term: Option<u64>,
+    token: Option<Token>,
+    unknown_tokens: Vec<Token>,
+    grants: Option<Vec<GrantSeen>>,
+    detail: Option<String>,
+}
+
+impl Attempt {
+    /// Answered by the cluster (a reply with a term): the request reached a serving node.
+    fn answered(&self) -> bool {
+        matches!(self.outcome, EventType::Ok | EventType::Fail) && self.term.is_some()
+    }
+}
+
+/// An operation and its attempts.
+#[derive(Debug, Clone)]
+struct Op {
+    id: u64,
+    kind: OpKind,
+    process: String,
+    session: Option<String>,
+    seq: Option<u64>,
+    feature: Option<String>,
+    count: Option<u32>,
+    /// The token quoted by a check-in.
+    token: Option<Token>,
+    attempts: Vec<Attempt>,
+}
+
+impl Op {
+    fn outcome(&self) -> EventType {
+        if self.attempts.iter().any(|a| a.outcome == EventType::Ok) {
+            EventType::Ok
+        } else if self.attempts.iter().any(|a| a.outcome == EventType::Fail) {
+            EventType::Fail
+        } else {
+            EventType::Unknown
+        }
+    }
+
+    fn first_ok(&self) -> Option<&Attempt> {
+        self.attempts.iter().find(|a| a.outcome == EventType::Ok)
+    }
+
+    fn first_invoke(&self) -> u64 {
+        self.attempts.first().map_or(u64::MAX, |a| a.invoke_us)
+    }
+
+    fn describe(&self) -> String {
+        let mut text = format!("{} op {} by {}", self.kind, self.id, self.process);
+        if let (Some(session), Some(seq)) = (&self.session, self.seq) {
+            text.push_str(&format!(" (request {session}/{seq})"));
+        }
+        text
+    }
+}
+
+/// A grant acknowledged by an ok check-out.
+#[derive(Debug, Clone)]
+struct GrantLife {
+    token: Token,
+    op: u64,
+    session: String,
+    feature: String,
+    count: u32,
+    /// When the ok answer arrived: the grant certainly exists from here.
+    granted_us: u64,
+    /// Lower bound of the session's expiry.
+    expiry_lb_us: u64,
+    /// When the first check-in attempt quoting it was sent.
+    checkin_sent_us: Option<u64>,
+    /// When a check-in of it was answered ok.
+    checkin_ok_us: Option<u64>,
+}
+
+impl GrantLife {
+    /// End of the interval in which the grant is certainly held (exclusive).
+    fn held_until_us(&self) -> u64 {
+        self.checkin_sent_us
+            .map_or(self.expiry_lb_us, |c| c.min(self.expiry_lb_us))
+    }
+
+    /// Certainly held during the whole of `[from, to]`.
+    fn held_over(&self, from: u64, to: u64) -> bool {
+        self.granted_us <= from && to <= self.held_until_us()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "grant {} ({} × {} for session {}, granted by op {} at {})",
+            self.token,
+            self.count,
+            self.feature,
+            self.session,
+            self.op,
+            secs(self.granted_us)
+        )
+    }
+}
+
+/// Seconds with millisecond precision, for messages.
+fn secs(us: u64) -> String {
+    if us == u64::MAX {
+        return "the end".to_string();
+    }
+    format!("{:.3} s", us as f64 / 1e6)
+}
+
+/// Collects one invariant's results.
+struct Tally {
+    name: &'static str,
+    checked: u64,
+    violations: u64,
+    examples: Vec<String>,
+}
+
+impl Tally {
+    fn new(name: &'static str) -> Tally {
+        Tally {
+            name,
+            checked: 0,
+            violations: 0,
+            examples: Vec::new(),
+        }
+    }
+
+    fn violation(&mut self, example: String) {
+        self.violations += 1;
+        if self.examples.len() < EXAMPLES_MAX {
+            self.examples.push(example);
+        }
+    }
+
+    fn finish(self) -> InvariantResult {
+        InvariantResult {
+            name: self.name.to_string(),
+            passed: self.violations == 0,
+            checked: self.checked,
+            violations: self.violations,
+            examples: self.examples,
+        }
+    }
+}
+
+/// Rebuilds operations from events: attempts paired by op id and attempt number.
+fn operations(events: &[Event]) -> Vec<Op> {
+    let mut ops: BTreeMap<u64, Op> = BTreeMap::new();
+    for event in events {
+        if matches!(event.op, OpKind::Nemesis | OpKind::Abandon) {
+            continue;
+        }
+        match event.kind {
+            EventType::Invoke => {
+                let op = ops.entry(event.id).or_insert_with(|| Op {
+                    id: event.id,
+                    kind: event.op,
+                    process: event.process.clone(),
+                    session: event.session.clone(),
+                    seq: event.seq,
+                    feature: event.feature.clone(),
+                    count: event.count,
+                    token: event.token,
+                    attempts: Vec::new(),
+                });
+                op.attempts.push(Attempt {
+                    invoke_us: event.time_us,
+                    complete_us: u64::MAX,
+                    outcome: EventType::Unknown,
+                    term: None,
+                    token: None,
+                    unknown_tokens: Vec::new(),
+                    grants: None,
+                    detail: None,
+                });
+            }
+            EventType::Ok | EventType::Fail | EventType::Unknown => {
+                let Some(op) = ops.get_mut(&event.id) else {
+                    continue;
+                };
+                let index = event
+                    .attempt
+                    .map(|n| n as usize)
+                    .filter(|n| (1..=op.attempts.len()).contains(n))
+                    .unwrap_or(op.attempts.len());
+                let Some(attempt) = op.attempts.get_mut(index.wrapping_sub(1)) else {
+                    continue;
+                };
+                attempt.complete_us = event.time_us;
+                attempt.outcome = event.kind;
+                attempt.term = event.term;
+                attempt.token = event.token;
+                attempt.unknown_tokens = event.unknown_tokens.clone();
+                attempt.grants = event.grants.clone();
+                attempt.detail = event.detail.clone();
+                if op.feature.is_none() {
+                    op.feature = event.feature.clone();
+                }
+            }
+            EventType::Info => {}
+        }
+    }
+    ops.into_values().collect()
+}
+
+/// The lower bound of a session's expiry, given a touch no earlier than `from_us`.
+fn expiry_lower_bound(from_us: u64, touches: &[(u64, u64)], ttl_us: u64) -> u64 {
+    let mut bound = from_us.saturating_add(ttl_us);
+    // `touches` is sorted by completion: once one completes at or after the bound,
+    // none later can extend it.
+    for &(invoke, complete) in touches {
+        if complete >= bound {
+            break;
+        }
+        bound = bound.max(invoke.saturating_add(ttl_us));
+    }
+    bound
+}
+
+/// Checks a history against the invariants. See the module docs.
+pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
+    let ops = operations(events);
+    let mut verdict = Verdict::default();
+
+    // Operations by outcome.
+    for op in &ops {
+        let counts = verdict.operations.entry(op.kind.to_string()).or_default();
+        match op.outcome() {
+            EventType::Ok => counts.ok += 1,
+            EventType::Fail => counts.fail += 1,
+            _ => counts.unknown += 1,
+        }
+        counts.attempts += op.attempts.len() as u64;
+        counts.unknown_attempts += op
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == EventType::Unknown)
+            .count() as u64;
+        if op.kind == OpKind::Checkout {
+            verdict.denied_in_use += op
+                .attempts
+                .iter()
+                .filter(|a| a.outcome == EventType::Fail && a.detail.as_deref() == Some("in-use"))
+                .count() as u64;
+        }
+    }
+
+    // Answered touches per session, sorted by completion.
+    let mut touches: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+    for op in &ops {
+        if !matches!(op.kind, OpKind::Checkout | OpKind::Checkin | OpKind::Renew) {
+            continue;
+        }
+        let Some(session) = op.session.as_deref() else {
+            continue;
+        };
+        for attempt in op.attempts.iter().filter(|a| a.answered()) {
+            touches
+                .entry(session)
+                .or_default()
+                .push((attempt.invoke_us, attempt.complete_us));
+        }
+    }
+    for list in touches.values_mut() {
+        list.sort_by_key(|&(invoke, complete)| (complete, invoke));
+    }
+
+    let mut double = Tally::new(DOUBLE);
+    let mut lost = Tally::new(LOST);
+    let mut phantom = Tally::new(PHANTOM);
+
+    // Grants acknowledged by ok check-outs.
+    let mut grants: BTreeMap<Token, GrantLife> = BTreeMap::new();
+    for op in ops.iter().filter(|o| o.kind == OpKind::Checkout) {
+        let oks: Vec<&Attempt> = op
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == EventType::Ok)
+            .collect();
+        if op.attempts.len() > 1 {
+            double.checked += 1;
+        }
+        let tokens: BTreeSet<Token> = oks.iter().filter_map(|a| a.token).collect();
+        if tokens.len() > 1 {
+            let list: Vec<String> = tokens.iter().map(Token::to_string).collect();
+            double.violation(format!(
+                "{} got {} different grants over its {} attempts: {}",
+                op.describe(),
+                tokens.len(),
+                op.attempts.len(),
+                list.join(", ")
+            ));
+        }
+        let Some(first) = oks.first() else { continue };
+        let Some(token) = first.token else { continue };
+        let session = op.session.clone().unwrap_or_default();
+        let expiry = expiry_lower_bound(
+            first.invoke_us,
+            touches.get(session.as_str()).map_or(&[], Vec::as_slice),
+            input.session_ttl_us,
+        );
+        verdict.grants += 1;
+        grants.insert(
+            token,
+            GrantLife {
+                token,
+                op: op.id,
+                session,
+                feature: op.feature.clone().unwrap_or_default(),
+                count: op.count.unwrap_or(0),
+                granted_us: first.complete_us,
+                expiry_lb_us: expiry,
+                checkin_sent_us: None,
+                checkin_ok_us: None,
+            },
+        );
+    }
+    // Check-ins: when each grant's first check-in was sent, and when one was answered ok.
+    for op in ops.iter().filter(|o| o.kind == OpKind::Checkin) {
+        let Some(grant) = op.token.and_then(|t| grants.get_mut(&t)) else {
+            continue;
+        };
+        let sent = op.first_invoke();
+        grant.checkin_sent_us = Some(grant.checkin_sent_us.map_or(sent, |s| s.min(sent)));
+        if let Some(ok) = op.first_ok() {
+            let at = ok.complete_us;
+            grant.checkin_ok_us = Some(grant.checkin_ok_us.map_or(at, |s| s.min(at)));
+        }
+    }
+
+    let seats = check_seats(&grants, input, &mut verdict);
+    check_lost(&ops, &grants, &mut lost);
+    check_final_states(&ops, &grants, input, &mut phantom, &mut double, &mut lost);
+    let fencing = check_fencing(&ops);
+    let converge = check_convergence(&input.replicas);
+
+    verdict.invariants = vec![
+        seats,
+        lost.finish(),
+        phantom.finish(),
+        double.finish(),
+        fencing,
+        converge,
+    ];
+    unavailability(events, &ops, &mut verdict);
+    verdict
+}
+
+/// Over-grant: a sweep over the intervals in which grants are certainly held.
+fn check_seats(
+    grants: &BTreeMap<Token, GrantLife>,
+    input: &CheckInput,
+    verdict: &mut Verdict,
+) -> InvariantResult {
+    let mut tally = Tally::new(SEATS);
+    let mut by_feature: BTreeMap<&str, Vec<&GrantLife>> = BTreeMap::new();
+    for grant in grants.values() {
+        if grant.held_until_us() > grant.granted_us {
+            by_feature.entry(&grant.feature).or_default().push(grant);
+        }
+    }
+    for (feature, lives) in by_feature {
+        let licensed = input.licensed.get(feature).copied().unwrap_or(0);
+        // (time, is_start, token); ends sort before starts at the same time (half-open intervals).
+        let mut points: Vec<(u64, bool, Token)> = Vec::new();
+        for life in &lives {
+            points.push((life.granted_us, true, life.token));
+            points.push((life.held_until_us(), false, life.token));
+        }
+        points.sort();
+        let mut live: BTreeSet<Token> = BTreeSet::new();
+        let mut held = 0u32;
+        let mut peak = 0u32;
+        for (time, start, token) in points {
+            let count = grants[&token].count;
+            if !start {
+                if live.remove(&token) {
+                    held -= count;
+                }
+                continue;
+            }
+            live.insert(token);
+            held += count;
+            tally.checked += 1;
+            peak = peak.max(held);
+            if held > licensed {
+                let list: Vec<String> = live.iter().map(|t| grants[t].describe()).collect();
+                tally.violation(format!(
+                    "feature {feature} has {licensed} seats licensed, but at {} these grants were all certainly held ({held} seats): {}",
+                    secs(time),
+                    list.join("; ")
+                ));
+            }
+        }
+        verdict.peak_seats.insert(feature.to_string(), peak);
+    }
+    tally.finish()
+}
+
+/// Lost grants seen by answers during the run: renewals, check-ins, session-expired replies.
+fn check_lost(ops: &[Op], grants: &BTreeMap<Token, GrantLife>, tally: &mut Tally) {
+    // The first check-in op of each grant: its attempts must not say "not held".
+    let mut first_checkin: BTreeMap<Token, &Op> = BTreeMap::new();
+    for op in ops.iter().filter(|o| o.kind == OpKind::Checkin) {
+        if let Some(token) = op.token {
+            let entry = first_checkin.entry(token).or_insert(op);
+            if op.first_invoke() < entry.first_invoke() {
+                *entry = op;
+            }
+        }
+    }
+    let mut by_session: BTreeMap<&str, Vec<&GrantLife>> = BTreeMap::new();
+    for grant in grants.values() {
+        by_session.entry(&grant.session).or_default().push(grant);
+    }
+    for op in ops {
+        for attempt in op.attempts.iter().filter(|a| a.answered()) {
+            let (from, to) = (attempt.invoke_us, attempt.complete_us);
+            if op.kind == OpKind::Renew && attempt.outcome == EventType::Ok {
+                for token in &attempt.unknown_tokens {
+                    let Some(grant) = grants.get(token) else {
+                        continue;
+                    };
+                    tally.checked += 1;
+                    if grant.held_over(from, to) {
+                        tally.violation(format!(
+                            "{} sent at {} was answered (term {}) that {} is not held, but it was never checked in and its session could not have expired before {}",
+                            op.describe(),
+                            secs(from),
+                            attempt.term.unwrap_or(0),
+                            grant.describe(),
+                            secs(grant.expiry_lb_us)
+                        ));
+                    }
+                }
+            }
+            if op.kind == OpKind::Checkin
+                && attempt.outcome == EventType::Fail
+                && let Some(grant) = op.token.and_then(|t| grants.get(&t))
+                && first_checkin.get(&grant.token).map(|o| o.id) == Some(op.id)
+            {
+                tally.checked += 1;
+                if grant.granted_us <= op.first_invoke() && to <= grant.expiry_lb_us {
+                    tally.violation(format!(
+                        "{} attempt sent at {} was answered (term {}) that {} is not held, but this is its first check-in and its session could not have expired before {}",
+                        op.describe(),
+                        secs(from),
+                        attempt.term.unwrap_or(0),
+                        grant.describe(),
+                        secs(grant.expiry_lb_us)
+                    ));
+                }
+            }
+            if attempt.outcome == EventType::Fail
+                && attempt.detail.as_deref() == Some("session-expired")
+                && let Some(session) = op.session.as_deref()
+            {
+                for grant in by_session.get(session).into_iter().flatten() {
+                    tally.checked += 1;
+                    if grant.held_over(from, to) {
+                        tally.violation(format!(
+                            "{} sent at {} was answered (term {}) that session {session} expired, while {} was certainly held (its session could not have expired before {})",
+                            op.describe(),
+                            secs(from),
+                            attempt.term.unwrap_or(0),
+                            grant.describe(),
+                            secs(grant.expiry_lb_us)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Final states: status reads (lost, phantom, zombie grants) and replicas (phantom grants).
+fn check_final_states(
+    ops: &[Op],
+    grants: &BTreeMap<Token, GrantLife>,
+    input: &CheckInput,
+    phantom: &mut Tally,
+    double: &mut Tally,
+    lost: &mut Tally,
+) {
+    // Unresolved check-outs per session: each may explain one grant nobody was told about.
+    let mut unknown_checkouts: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    // Resolved check-outs that were retried: a second application would look like this.
+    let mut retried: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    let mut sessions: BTreeSet<&str> = BTreeSet::new();
+    for op in ops {
+        if let Some(session) = op.session.as_deref() {
+            sessions.insert(session);
+        }
+        if op.kind != OpKind::Checkout {
+            continue;
+        }
+        let Some(session) = op.session.as_deref() else {
+            continue;
+        };
+        match op.outcome() {
+            EventType::Unknown => unknown_checkouts.entry(session).or_default().push(op),
+            _ if op.attempts.len() > 1 => retried.entry(session).or_default().push(op),
+            _ => {}
+        }
+    }
+
+    let mut states: Vec<(String, u64, u64, &[GrantSeen], bool)> = Vec::new();
+    for op in ops.iter().filter(|o| o.kind == OpKind::Read) {
+        for attempt in &op.attempts {
+            if attempt.outcome == EventType::Ok
+                && let Some(seen) = attempt.grants.as_deref()
+            {
+                states.push((
+                    format!("{} sent at {}", op.describe(), secs(attempt.invoke_us)),
+                    attempt.invoke_us,
+                    attempt.complete_us,
+                    seen,
+                    true,
+                ));
+            }
+        }
+    }
+    for replica in input.replicas.iter().filter(|r| r.error.is_none()) {
+        states.push((
+            format!(
+                "node {}'s own store at log index {}",
+                replica.node, replica.index
+            ),
+            input.replicas_read_us,
+            input.replicas_read_us,
+            &replica.grants,
+            false,
+        ));
+    }
+
+    for (what, from, to, seen, is_read) in states {
+        let present: BTreeSet<Token> = seen.iter().map(|g| g.token).collect();
+        if is_read {
+            for grant in grants.values() {
+                if grant.granted_us > from {
+                    continue;
+                }
+                lost.checked += 1;
+                if grant.held_over(from, to) && !present.contains(&grant.token) {
+                    lost.violation(format!(
+                        "{what} does not hold {}, which was never checked in and whose session could not have expired before {}",
+                        grant.describe(),
+                        secs(grant.expiry_lb_us)
+                    ));
+                }
+            }
+        }
+        let mut unexplained: Vec<&GrantSeen> = Vec::new();
+        for seen_grant in seen {
+            phantom.checked += 1;
+            match grants.get(&seen_grant.token) {
+                Some(grant) => {
+                    if grant.session != seen_grant.session
+                        || grant.feature != seen_grant.feature
+                        || grant.count != seen_grant.count
+                    {
+                        phantom.violation(format!(
+                            "{what} holds grant {} as {} × {} for session {}, but it was granted as {}",
+                            seen_grant.token,
+                            seen_grant.count,
+                            seen_grant.feature,
+                            seen_grant.session,
+                            grant.describe()
+                        ));
+                    } else if is_read && grant.checkin_ok_us.is_some_and(|c| c < from) {
+                        phantom.violation(format!(
+                            "{what} still holds {}, whose check-in was answered ok at {}",
+                            grant.describe(),
+                            secs(grant.checkin_ok_us.unwrap_or(0))
+                        ));
+                    }
+                }
+                None => unexplained.push(seen_grant),
+            }
+        }
+        // Match unexplained grants one-to-one to unresolved check-outs of their session.
+        let mut used: BTreeSet<u64> = BTreeSet::new();
+        for seen_grant in unexplained {
+            if !sessions.contains(seen_grant.session.as_str()) {
+                phantom.violation(format!(
+                    "{what} holds grant {} ({} × {}) for session {}, which no client of this run ever used",
+                    seen_grant.token, seen_grant.count, seen_grant.feature, seen_grant.session
+                ));
+                continue;
+            }
+            let candidate = unknown_checkouts
+                .get(seen_grant.session.as_str())
+                .into_iter()
+                .flatten()
+                .find(|op| {
+                    !used.contains(&op.id)
+                        && op.feature.as_deref() == Some(seen_grant.feature.as_str())
+                        && op.count == Some(seen_grant.count)
+                        && op.first_invoke() <= to
+                });
+            if let Some(op) = candidate {
+                used.insert(op.id);
+                continue;
+            }
+            let retry = retried
+                .get(seen_grant.session.as_str())
+                .into_iter()
+                .flatten()
+                .find(|op| {
+                    op.feature.as_deref() == Some(seen_grant.feature.as_str())
+                        && op.count == Some(seen_grant.count)
+                });
+            match retry {
+                Some(op) => double.violation(format!(
+                    "{what} holds grant {} ({} × {}) of session {} that no ok or unknown check-out explains; {} was retried ({} attempts, outcome {:?}) and was applied twice",
+                    seen_grant.token,
+                    seen_grant.count,
+                    seen_grant.feature,
+                    seen_grant.session,
+                    op.describe(),
+                    op.attempts.len(),
+                    op.outcome()
+                )),
+                None => phantom.violation(format!(
+                    "{what} holds grant {} ({} × {}) of session {} that no ok or unknown check-out of that session explains",
+                    seen_grant.token, seen_grant.count, seen_grant.feature, seen_grant.session
+                )),
+            }
+        }
+    }
+}
+
+/// Fencing: answers in real-time order never go back to a lower term.
+fn check_fencing(ops: &[Op]) -> InvariantResult {
+    let mut tally = Tally::new(FENCING);
+    let mut answers: Vec<(u64, u64, u64, &Op)> = Vec::new();
+    for op in ops {
+        for attempt in op.attempts.iter().filter(|a| a.answered()) {
+            answers.push((
+                attempt.invoke_us,
+                attempt.complete_us,
+                attempt.term.unwrap_or(0),
+                op,
+            ));
+        }
+    }
+    answers.sort_by_key(|&(invoke, complete, _, op)| (invoke, complete, op.id));
+    let mut completions: BinaryHeap<Reverse<(u64, usize)>> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Reverse((a.1, i)))
+        .collect();
+    // The highest term among answers completed so far, and which answer it was.
+    let mut highest: Option<usize> = None;
+    for (i, &(invoke, _, term, op)) in answers.iter().enumerate() {
+        while let Some(&Reverse((complete, j))) = completions.peek() {
+            if complete >= invoke {
+                break;
+            }
+            completions.pop();
+            if highest.is_none_or(|h| answers[j].2 > answers[h].2) {
+                highest = Some(j);
+            }
+        }
+        tally.checked += 1;
+        if let Some(h) = highest
+            && term < answers[h].2
+        {
+            let (h_invoke, h_complete, h_term, h_op) = answers[h];
+            tally.violation(format!(
+                "{} sent at {} was answered in term {term}, but {} (sent at {}) had already been answered in term {h_term} at {}",
+                op.describe(),
+                secs(invoke),
+                h_op.describe(),
+                secs(h_invoke),
+                secs(h_complete)
+            ));
+        }
+        let _ = i;
+    }
+    tally.finish()
+}
+
+/// Replicas: every node readable, at the same index, with the same state.
+fn check_convergence(replicas: &[ReplicaView]) -> InvariantResult {
+    let mut tally = Tally::new(CONVERGE);
+    for replica in replicas {
+        tally.checked += 1;
+        if let Some(error) = &replica.error {
+            tally.violation(format!("node {}: {error}", replica.node));
+        }
+    }
+    let readable: Vec<&ReplicaView> = replicas.iter().filter(|r| r.error.is_none()).collect();
+    if let Some(first) = readable.first() {
+        for other in &readable[1..] {
+            if other.index != first.index {
+                tally.violation(format!(
+                    "node {} was compared at log index {} but node {} at {}",
+                    first.node, first.index, other.node, other.index
+                ));
+            } else if other.digest != first.digest {
+                let mine: BTreeSet<Token> = first.grants.iter().map(|g| g.token).collect();
+                let theirs: BTreeSet<Token> = other.grants.iter().map(|g| g.token).collect();
+                let only = |a: &BTreeSet<Token>, b: &BTreeSet<Token>| {
+                    a.difference(b)
+                        .map(Token::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                tally.violation(format!(
+                    "nodes {} and {} hold different license states at log index {} (digests {} and {}; seats in use {:?} and {:?}; grants only on node {}: [{}]; only on node {}: [{}])",
+                    first.node,
+                    other.node,
+                    first.index,
+                    first.digest,
+                    other.digest,
+                    first.in_use,
+                    other.in_use,
+                    first.node,
+                    only(&mine, &theirs),
+                    other.node,
+                    only(&theirs, &mine)
+                ));
+            }
+        }
+    }
+    tally.finish()
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Faults by type and the time from each to the next answered check-out.
+fn unavailability(events: &[Event], ops: &[Op], verdict: &mut Verdict) {
+    let mut answered: Vec<(u64, u64)> = ops
+        .iter()
+        .filter(|o| o.kind == OpKind::Checkout)
+        .flat_map(|o| o.attempts.iter().filter(|a| a.answered()))
+        .map(|a| (a.invoke_us, a.complete_us))
+        .collect();
+    answered.sort();
+    let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for event in events {
+        if event.op != OpKind::Nemesis
+            || event.kind != EventType::Info
+            || !event.detail.as_deref().is_some_and(|d| d.starts_with("start"))
+        {
+            continue;
+        }
+        let kind = event.fault.clone().unwrap_or_else(|| "unknown".into());
+        *verdict.faults.entry(kind.clone()).or_default() += 1;
+        let entry = verdict.unavailability.entry(kind.clone()).or_default();
+        entry.faults += 1;
+        let start = answered.partition_point(|&(invoke, _)| invoke < event.time_us);
+        let first = answered[start..]
+            .iter()
+            .map(|&(_, complete)| complete)
+            .min();
+        if let Some(complete) = first {
+            entry.recovered += 1;
+            times
+                .entry(kind)
+                .or_default()
+                .push((complete - event.time_us) as f64 / 1000.0);
+        }
+    }
+    for (kind, mut list) in times {
+        list.sort_by(f64::total_cmp);
+        let entry = verdict.unavailability.entry(kind).or_default();
+        entry.p50_ms = percentile(&list, 50.0);
+        entry.p99_ms = percentile(&list, 99.0);
+        entry.max_ms = list.last().copied().unwrap_or(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL_US: u64 = 10_000_000;
+
+    /// Builds histories tersely: times in ms.
+    struct Builder {
+        events: Vec<Event>,
+        next_id: u64,
+    }
+
+    fn token(term: u64, index: u64) -> Token {
+        Token {
+            term,
+            index,
+            slot: 0,
+        }
+    }
+
+    fn session(n: u64) -> String {
+        crate::history::session_hex(n)
+    }
+
+    impl Builder {
+        fn new() -> Builder {
+            Builder {
+                events: Vec::new(),
+                next_id: 1,
+            }
+        }
+
+        fn push(&mut self, at_ms: u64, mut event: Event) {
+            event.time_us = at_ms * 1000;
+            self.events.push(event);
+        }
+
+        fn base(&self, kind: EventType, op: OpKind, id: u64, s: u64, attempt: u32) -> Event {
+            let mut e = Event::new(&format!("s{s}"), kind, op, id);
+            e.session = Some(session(s));
+            e.attempt = Some(attempt);
+            e
+        }
+
+        /// One attempt of a check-out; `result` None means unknown.
+        #[allow(clippy::too_many_arguments)]
+        fn checkout_attempt(
+            &mut self,
+            id: u64,
+            attempt: u32,
+            s: u64,
+            feature: &str,
+            count: u32,
+            from_ms: u64,
+            to_ms: u64,
+            result: Option<(u64, Option<Token>)>,
+        ) {
+            let mut invoke = self.base(EventType::Invoke, OpKind::Checkout, id, s, attempt);
+            invoke.seq = Some(id);
+            invoke.feature = Some(feature.into());
+            invoke.count = Some(count);
+            self.push(from_ms, invoke);
+            let kind = match result {
+                Some((_, Some(_))) => EventType::Ok,
+                Some((_, None)) => EventType::Fail,
+                None => EventType::Unknown,
+            };
+            let mut done = self.base(kind, OpKind::Checkout, id, s, attempt);
+            done.seq = Some(id);
+            if let Some((term, t)) = result {
+                done.term = Some(term);
+                done.token = t;
+                if t.is_none() {
+                    done.detail = Some("in-use".into());
+                }
+            }
+            self.push(to_ms, done);
+        }
+
+        fn checkout(
+            &mut self,
+            s: u64,
+            feature: &str,
+            count: u32,
+            from_ms: u64,
+            to_ms: u64,
+            term: u64,
+            t: Token,
+        ) -> u64 {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.checkout_attempt(id, 1, s, feature, count, from_ms, to_ms, Some((term, Some(t))));
+            id
+        }
+
+        fn renew(&mut self, s: u64, from_ms: u64, to_ms: u64, term: u64, unknown: Vec<Token>) {
+            let id = self.next_id;
+            self.next_id += 1;
+            let invoke = self.base(EventType::Invoke, OpKind::Renew, id, s, 1);
+            self.push(from_ms, invoke);
+            let mut done = self.base(EventType::Ok, OpKind::Renew, id, s, 1);
+            done.term = Some(term);
+            done.unknown_tokens = unknown;
+            self.push(to_ms, done);
+        }
+
+        fn checkin(&mut self, s: u64, t: Token, from_ms: u64, to_ms: u64, term: u64, ok: bool) {
+            let id = self.next_id;
+            self.next_id += 1;
+            let mut invoke = self.base(EventType::Invoke, OpKind::Checkin, id, s, 1);
+            invoke.token = Some(t);
+            self.push(from_ms, invoke);
+            let kind = if ok { EventType::Ok } else { EventType::Fail };
+            let mut done = self.base(kind, OpKind::Checkin, id, s, 1);
+            done.term = Some(term);
+            self.push(to_ms, done);
+        }
+
+        fn read(&mut self, from_ms: u64, to_ms: u64, term: u64, grants: Vec<GrantSeen>) {
+            let id = self.next_id;
+            self.next_id += 1;
+            let mut invoke = Event::new("harness", EventType::Invoke, OpKind::Read, id);
+            invoke.attempt = Some(1);
+            self.push(from_ms, invoke);
+            let mut done = Event::new("harness", EventType::Ok, OpKind::Read, id);
+            done.attempt = Some(1);
+            done.term = Some(term);
+            done.grants = Some(grants);
+            self.push(to_ms, done);
+        }
+
+        fn fault(&mut self, at_ms: u64, kind: &str) {
+            let mut e = Event::new("nemesis", EventType::Info, OpKind::Nemesis, 0);
+            e.fault = Some(kind.into());
+            e.detail = Some(format!("start {kind}"));
+            self.push(at_ms, e);
+        }
+
+        fn check(&mut self, licensed: &[(&str, u32)]) -> Verdict {
+            self.events.sort_by_key(|e| e.time_us);
+            let input = CheckInput {
+                licensed: licensed.iter().map(|(f, n)| (f.to_string(), *n)).collect(),
+                session_ttl_us: TTL_US,
+                replicas: Vec::new(),
+                replicas_read_us: 0,
+            };
+            check(&self.events, &input)
+        }
+    }
+
+    fn seen(t: Token, s: u64, feature: &str, count: u32) -> GrantSeen {
+        GrantSeen {
+            token: t,
+            session: session(s),
+            feature: feature.into(),
+            count,
+        }
+    }
+
+    fn result<'a>(verdict: &'a Verdict, name: &str) -> &'a InvariantResult {
+        verdict
+            .invariants
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap()
+    }
+
+    fn failing(verdict: &Verdict) -> Vec<&str> {
+        verdict
+            .invariants
+            .iter()
+            .filter(|i| !i.passed)
+            .map(|i| i.name.as_str())
+            .collect()
+    }
+
+    /// A history where everything went right: grants, a renewal, check-ins, an
+    /// unknown check-out that shows up in the final read, and expiry of an
+    /// abandoned session freeing its seat.
+    fn good_history() -> Builder {
+        let mut h = Builder::new();
+        h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+        h.checkout(2, "cad", 1, 5, 20, 2, token(2, 6));
+        h.renew(1, 1000, 1010, 2, vec![]);
+        h.checkin(1, token(2, 5), 2000, 2010, 2, true);
+        // Session 3 abandons its grant; after its TTL the seat is free again.
+        h.checkout(3, "cad", 1, 2100, 2110, 2, token(2, 8));
+        // Unknown check-out of session 2 that was applied.
+        h.checkout_attempt(99, 1, 2, "cad", 1, 3000, 4000, None);
+        h.fault(2500, "kill");
+        h.checkout(4, "cad", 1, 15_000, 15_010, 3, token(3, 20));
+        h.renew(2, 15_100, 15_110, 3, vec![]);
+        h.read(
+            15_200,
+            15_210,
+            3,
+            vec![
+                seen(token(2, 6), 2, "cad", 1),
+                seen(token(2, 9), 2, "cad", 1),
+                seen(token(3, 20), 4, "cad", 1),
+            ],
+        );
+        h
+    }
+
+    // A correct history passes every invariant, and the figures add up.
+    #[test]
+    fn good_history_passes() {
+        let verdict = good_history().check(&[("cad", 2)]);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        assert_eq!(verdict.grants, 4);
+        assert_eq!(verdict.operations["checkout"].unknown, 1);
+        assert_eq!(verdict.faults["kill"], 1);
+        let kill = &verdict.unavailability["kill"];
+        assert_eq!(kill.recovered, 1);
+        // The first answered check-out sent after the fault at 2.5 s ends at 15.01 s.
+        assert_eq!(kill.max_ms, 12_510.0);
+        assert_eq!(verdict.peak_seats["cad"], 2);
+    }
+
+    // Over-grant: three grants of a two-seat feature certainly held at once are reported.
+    #[test]
+    fn over_grant_is_reported() {
+        let mut h = Builder::new();
+        h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+        h.checkout(2, "cad", 1, 20, 30, 2, token(2, 6));
+        h.checkout(3, "cad", 1, 40, 50, 2, token(2, 7));
+        let verdict = h.check(&[("cad", 2)]);
+        assert_eq!(failing(&verdict), vec![SEATS]);
+        let seats = result(&verdict, SEATS);
+        assert_eq!(seats.violations, 1);
+        assert!(seats.examples[0].contains("3 seats"), "{:?}", seats.examples);
+    }
+
+    // A grant whose check-in was sent, or whose session may have expired, no longer counts.
+    #[test]
+    fn released_or_expirable_grants_do_not_count() {
+        let mut h = Builder::new();
+        h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+        // Check-in sent at 100 ms; its answer is lost (unknown).
+        let id = 50;
+        let mut invoke = h.base(EventType::Invoke, OpKind::Checkin, id, 1, 1);
+        invoke.token = Some(token(2, 5));
+        h.push(100, invoke);
+        h.push(
+            900,
+            h.base(EventType::Unknown, OpKind::Checkin, id, 1, 1),
+        );
+        h.checkout(2, "cad", 1, 200, 210, 2, token(2, 6));
+        // Session 3's grant: silent, may expire 10 s after its check-out was sent.
+        h.checkout(3, "sim", 1, 0, 10, 2, token(2, 7));
+        h.checkout(4, "sim", 1, 10_001, 10_020, 2, token(2, 8));
+        let verdict = h.check(&[("cad", 1), ("sim", 1)]);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+    }
+
+    // Renewals keep a session's grants certainly held past one TTL.
+    #[test]
+    fn renewals_extend_certain_holding() {
+        let mut h = Builder::new();
+        h.checkout(1, "sim", 1, 0, 10, 2, token(2, 5));
+        for k in 1..=3 {
+            h.renew(1, k * 5_000, k * 5_000 + 10, 2, vec![]);
+        }
+        h.checkout(2, "sim", 1, 16_000, 16_010, 2, token(2, 6));
+        let verdict = h.check(&[("sim", 1)]);
+        assert_eq!(failing(&verdict), vec![SEATS], "{verdict:#?}");
+    }
+
+    // Lost grant: a final read without an acknowledged, held grant is reported.
+    #[test]
+    fn lost_grant_is_reported() {
+        let mut h = Builder::new();
+        h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+        h.checkout(2, "cad", 1, 0, 10, 2, token(2, 6));
+        h.renew(1, 1000, 1010, 3, vec![]);
+        h.read(2000, 2010, 3, vec![seen(token(2, 6), 2, "cad", 1)]);
+        let verdict = h.check(&[("cad", 5)]);
+        assert_eq!(failing(&verdict), vec![LOST]);
+        assert!(result(&verdict, LOST).examples[0].contains("2.5.0"));
+    }
+
+    // Lost grant seen by a renewal or a check-in answered "not held".
+    #[test]
+    fn lost_grant_seen_by_renewal_or_checkin_is_reported() {
+        let mut h = Builder::new();
+        h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+        h.renew(1, 1000, 1010, 3, vec![token(2, 5)]);
+        h.checkin(1, token(2, 5), 2000, 2010, 3, false);
+        let verdict = h.check(&[("cad", 5)]);
+        assert_eq!(failing(&verdict), vec![LOST]);
+        assert_eq!(result(&verdict, LOST).violations, 2);
+    }
+
+    // Phantom grant: a final state holding a grant no check-out explains is reported.
+    #[test]
+    fn phantom_grant_is_reported() {
+        let mut h = Builder::new();
+        h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+        h.read(
+            2000,
+            2010,
+            3,
+            vec![
+                seen(token(2, 5), 1, "cad", 1),
+                seen(token(2, 7), 1, "cad", 1),
+                seen(token(2, 8), 77, "sim", 1),
+            ],
+        );
+        let verdict = h.check(&[("cad", 5), ("sim", 5)]);
+        assert_eq!(failing(&verdict), vec![PHANTOM]);
+        assert_eq!(result(&verdict, PHANTOM).violations, 2);
+    }
+
+    // A checked-in grant still present in a later read is reported.
+    #[test]
+    fn zombie_grant_is_reported() {
+        let mut h = Builder::new();
+        h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+        h.checkin(1, token(2, 5), 100, 110, 2, true);
+        h.read(2000, 2010, 3, vec![seen(token(2, 5), 1, "cad", 1)]);
+        let verdict = h.check(&[("cad", 5)]);
+        assert_eq!(failing(&verdict), vec![PHANTOM]);
+    }
+
+    // Double grant: one request id answered with two different grants is reported,
+    // and so is a final state only a second application of a retried request explains.
+    #[test]
+    fn double_grant_for_one_request_is_reported() {
+        let mut h = Builder::new();
+        h.checkout_attempt(1, 1, 1, "cad", 1, 0, 10, Some((2, Some(token(2, 5)))));
+        h.checkout_attempt(1, 2, 1, "cad", 1, 20, 30, Some((2, Some(token(2, 6)))));
+        let verdict = h.check(&[("cad", 5)]);
+        assert_eq!(failing(&verdict), vec![DOUBLE]);
+
+        let mut h = Builder::new();
+        h.checkout_attempt(1, 1, 1, "cad", 1, 0, 1000, None);
+        h.checkout_attempt(1, 2, 1, "cad", 1, 1000, 1010, Some((3, Some(token(3, 9)))));
+        h.read(
+            2000,
+            2010,
+            3,
+            vec![seen(token(3, 9), 1, "cad", 1), seen(token(2, 8), 1, "cad", 1)],
+        );
+        let verdict = h.check(&[("cad", 5)]);
+        assert_eq!(failing(&verdict), vec![DOUBLE], "{verdict:#?}");
+    }
+
+    // Stale term: an answer in a lower term than one already completed is reported.
+    #[test]
+    fn stale_term_is_reported() {
+        let mut h = Builder::new();
+        h.checkout(1, "cad", 1, 0, 10, 5, token(5, 5));
+        h.renew(2, 5, 11, 4, vec![]); // concurrent with the term-5 answer: allowed
+        h.checkout(3, "cad", 1, 20, 30, 4, token(4, 6));
+        let verdict = h.check(&[("cad", 5)]);
+        assert_eq!(failing(&verdict), vec![FENCING]);
+        assert_eq!(result(&verdict, FENCING).violations, 1);
+    }
+
+    // Replicas with different states at the same index are reported.
+    #[test]
+    fn diverging_replicas_are_reported() {
+        let view = |node, digest: &str, grants: Vec<GrantSeen>| ReplicaView {
+            node,
+            index: 40,
+            last_index: 40,
+            committed: Some(40),
+            snapshot_index: None,
+            digest: digest.into(),
+            grants,
+            in_use: BTreeMap::new(),
+            error: None,
+        };
+        let mut h = Builder::new();
+        h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+        h.events.sort_by_key(|e| e.time_us);
+        let mut input = CheckInput {
+            licensed: [("cad".to_string(), 5)].into(),
+            session_ttl_us: TTL_US,
+            replicas: vec![
+                view(1, "aa", vec![seen(token(2, 5), 1, "cad", 1)]),
+                view(2, "aa", vec![seen(token(2, 5), 1, "cad", 1)]),
+            ],
+            replicas_read_us: 50_000,
+        };
+        assert_eq!(failing(&check(&h.events, &input)), Vec::<&str>::new());
+        input.replicas.push(view(3, "bb", vec![]));
+        let verdict = check(&h.events, &input);
+        assert_eq!(failing(&verdict), vec![CONVERGE]);
+        assert!(result(&verdict, CONVERGE).examples[0].contains("only on node 1: [2.5.0]"));
+    }
+
+    // An unreadable replica fails convergence.
+    #[test]
+    fn unreadable_replica_is_reported() {
+        let input = CheckInput {
+            replicas: vec![ReplicaView {
+                node: 2,
+                index: 0,
+                last_index: 0,
+                committed: None,
+                snapshot_index: None,
+                digest: String::new(),
+                grants: Vec::new(),
+                in_use: BTreeMap::new(),
+                error: Some("cannot open".into()),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(failing(&check(&[], &input)), vec![CONVERGE]);
+    }
+
+    // Nearest-rank percentiles.
+    #[test]
+    fn percentiles() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 50.0), 50.0);
+        assert_eq!(percentile(&values, 99.0), 99.0);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+}

@@ -1,0 +1,337 @@
+//! Three `raftlm server` processes on loopback: their files, and signals.
+//!
+//! [`Cluster::prepare`] writes a vendor key, a license signed with it (in
+//! each node's `license_dir`), and one config per node. Node `i`'s own entry
+//! in `[[nodes]]` is its real address (and `listen` is set to it), while each
+//! peer `j` is listed at the address of the proxy `i → j` (see
+//! [`crate::proxy`]): every node has its own config file, so each sees the
+//! cluster through its own proxies.
+//!
+//! Processes are started with `PR_SET_PDEATHSIG = SIGKILL`, so they die with
+//! the harness even if it is killed with SIGKILL; and [`Cluster`]'s `Drop`
+//! continues and kills every child (also on panic).
+//!
+//! One caveat of per-node configs: openraft keeps the member list each node
+//! formed the cluster with (from its own config). If a follower ever had to
+//! install a snapshot from the leader (it lagged behind the leader's purged
+//! log), it would adopt the leader's member list, and with it the proxies of
+//! the leader's directions. The chaos configs keep enough log behind each
+//! snapshot that this does not happen in a run; were it to happen, faults
+//! would be less precise, never the checks less sound.
+
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use raftlm::license::signature::{self, VendorSigningKey};
+use raftlm::proto::v1 as pb;
+use raftlm::proto::v1::license_client::LicenseClient;
+
+/// The cluster (access point) name the license is issued for.
+pub const CLUSTER: &str = "LICSRV";
+/// How long a stopped node may take to exit after SIGTERM before it is killed.
+pub const TERMINATE_WAIT: Duration = Duration::from_secs(10);
+
+/// What the cluster is made of.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Directory for keys, license, configs, data and logs.
+    pub dir: PathBuf,
+    /// The `raftlm` binary.
+    pub binary: PathBuf,
+    /// Each node's real listen address (node `i + 1` at index `i`).
+    pub real: Vec<SocketAddr>,
+    /// `peers[i][j]`: the address node `i` uses for node `j` (its proxy), `i != j`.
+    pub peers: Vec<Vec<SocketAddr>>,
+    /// The access point.
+    pub access_point: SocketAddr,
+    /// Features and seats licensed.
+    pub features: Vec<(String, u32)>,
+    /// The nodes' session TTL.
+    pub session_ttl_ms: u64,
+    /// Snapshot every this many log entries.
+    pub snapshot_every: u64,
+}
+
+/// The node processes.
+pub struct Cluster {
+    /// What the cluster is made of.
+    pub spec: ClusterSpec,
+    children: Vec<Option<Child>>,
+    paused: Vec<bool>,
+}
+
+/// `n1`, `n2`, `n3` for the 0-based node `i`.
+pub fn label(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+/// A free port on 127.0.0.1 (bound and released; the race is acceptable).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn license_text(features: &[(String, u32)]) -> String {
+    let mut text = format!("SERVER {CLUSTER} ANY 27000\nVENDOR acme\n");
+    for (feature, seats) in features {
+        text.push_str(&format!("FEATURE {feature} acme 2.0 permanent {seats}\n"));
+    }
+    text
+}
+
+impl Cluster {
+    /// Writes the key, the signed license and the three configs.
+    pub fn prepare(spec: ClusterSpec) -> anyhow::Result<Cluster> {
+        let dir = &spec.dir;
+        let licenses = dir.join("licenses");
+        std::fs::create_dir_all(&licenses)
+            .with_context(|| format!("cannot create {}", licenses.display()))?;
+        let key = VendorSigningKey::generate(Some("acme"));
+        let public = dir.join("acme.pub");
+        std::fs::write(&public, key.public_key().to_file_text())?;
+        let signed = signature::sign_text("chaos.lic", &license_text(&spec.features), &key)
+            .map_err(|e| anyhow::anyhow!("cannot sign the license: {e}"))?;
+        std::fs::write(licenses.join("chaos.lic"), signed)?;
+        for i in 0..spec.real.len() {
+            let mut text = format!(
+                "# raftlm-chaos node {n}: peers are reached through the harness's proxies\n\
+                 node_id = {n}\ncluster_name = \"{CLUSTER}\"\ndata_dir = \"{data}\"\n\
+                 listen = \"{listen}\"\nvendor_keys = [\"{public}\"]\nlicense_dir = \"{licenses}\"\n",
+                n = i + 1,
+                data = dir.join(format!("data{}", i + 1)).display(),
+                listen = spec.real[i],
+                public = public.display(),
+                licenses = licenses.display(),
+            );
+            for j in 0..spec.real.len() {
+                let address = if i == j {
+                    spec.real[i]
+                } else {
+                    spec.peers[i][j]
+                };
+                text.push_str(&format!(
+                    "\n[[nodes]]\nid = {}\naddress = \"{address}\"\n",
+                    j + 1
+                ));
+            }
+            text.push_str(&format!(
+                "\n[access_point]\nmode = \"bind\"\naddress = \"{}\"\n\n[timing]\nsession_ttl_ms = {}\n\n\
+                 [snapshot]\nlogs_since_last = {}\nlogs_kept = 1000000\n",
+                spec.access_point, spec.session_ttl_ms, spec.snapshot_every
+            ));
+            std::fs::write(dir.join(format!("node{}.toml", i + 1)), text)?;
+        }
+        let n = spec.real.len();
+        Ok(Cluster {
+            spec,
+            children: (0..n).map(|_| None).collect(),
+            paused: vec![false; n],
+        })
+    }
+
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.children.is_empty()
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.spec.dir.join(format!("data{}", i + 1))
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.spec.dir.join(format!("node{}.log", i + 1))
+    }
+
+    /// Starts node `i` (no-op if it runs); its log is appended to `node{i+1}.log`.
+    pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.children[i].is_some() {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))?;
+        let mut command = Command::new(&self.spec.binary);
+        command
+            .arg("server")
+            .arg("--config")
+            .arg(self.spec.dir.join(format!("node{}.toml", i + 1)))
+            .current_dir(&self.spec.dir)
+            .env(
+                "RAFTLM_LOG",
+                std::env::var("RAFTLM_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.spec.binary.display()))?;
+        self.children[i] = Some(child);
+        self.paused[i] = false;
+        Ok(())
+    }
+
+    /// Whether node `i`'s process runs (possibly stopped).
+    pub fn running(&mut self, i: usize) -> bool {
+        let Some(child) = self.children[i].as_mut() else {
+            return false;
+        };
+        match child.try_wait() {
+            Ok(None) => true,
+            _ => {
+                self.children[i] = None;
+                false
+            }
+        }
+    }
+
+    /// Whether node `i` is stopped with SIGSTOP.
+    pub fn paused(&self, i: usize) -> bool {
+        self.paused[i]
+    }
+
+    fn signal(&self, i: usize, signal: libc::c_int) {
+        if let Some(child) = self.children[i].as_ref() {
+            // SAFETY: kill(2) on a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, signal);
+            }
+        }
+    }
+
+    /// SIGKILL to node `i`, and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.paused[i] = false;
+    }
+
+    /// SIGSTOP to node `i`.
+    pub fn pause(&mut self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+        self.paused[i] = self.children[i].is_some();
+    }
+
+    /// SIGCONT to node `i`.
+    pub fn resume(&mut self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+        self.paused[i] = false;
+    }
+
+    /// Stops node `i` with SIGTERM (a graceful stop), killing it if it takes
+    /// longer than [`TERMINATE_WAIT`].
+    pub async fn terminate(&mut self, i: usize) {
+        self.resume(i);
+        self.signal(i, libc::SIGTERM);
+        let deadline = tokio::time::Instant::now() + TERMINATE_WAIT;
+        while self.running(i) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill(i);
+    }
+
+    /// Stops every node gracefully, all at once.
+    pub async fn terminate_all(&mut self) {
+        for i in 0..self.len() {
+            self.resume(i);
+            self.signal(i, libc::SIGTERM);
+        }
+        for i in 0..self.len() {
+            self.terminate(i).await;
+        }
+    }
+
+    /// The node that answers Status (the active node), if one does within `per_node` each.
+    pub async fn active(&mut self, per_node: Duration) -> Option<(usize, pb::StatusReply)> {
+        for i in 0..self.len() {
+            if !self.running(i) || self.paused[i] {
+                continue;
+            }
+            if let Some(reply) = status(&self.spec.real[i].to_string(), per_node).await {
+                return Some((i, reply));
+            }
+        }
+        None
+    }
+
+    /// Waits up to `limit` for an active node that serves the licensed features.
+    pub async fn wait_ready(&mut self, limit: Duration) -> Option<(usize, pb::StatusReply)> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if let Some((i, reply)) = self.active(Duration::from_millis(500)).await
+                && reply.features.len() >= self.spec.features.len()
+            {
+                return Some((i, reply));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    /// The last lines of every node's log, for error messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        (0..self.len())
+            .map(|i| {
+                let text = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+                let all: Vec<&str> = text.lines().collect();
+                let tail = all[all.len().saturating_sub(lines)..].join("\n");
+                format!("--- {} ({}) ---\n{tail}\n", label(i), self.log_path(i).display())
+            })
+            .collect()
+    }
+
+    /// The directory of the run.
+    pub fn dir(&self) -> &Path {
+        &self.spec.dir
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.len() {
+            // A stopped process is continued so that it dies promptly.
+            self.resume(i);
+            self.kill(i);
+        }
+    }
+}
+
+/// A Status call to `address` with a deadline; `None` if it does not answer.
+pub async fn status(address: &str, timeout: Duration) -> Option<pb::StatusReply> {
+    let call = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .ok()?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect()
+            .await
+            .ok()?;
+        LicenseClient::new(channel)
+            .status(pb::StatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    };
+    tokio::time::timeout(timeout * 2, call).await.ok().flatten()
+}

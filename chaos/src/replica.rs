@@ -1,0 +1,231 @@
+//! Reads every node's own store after the run, offline, and puts the license
+//! state of each at one common log index.
+//!
+//! Why offline: only the active node answers Status, so a running follower
+//! cannot be asked for its state without adding to the server. After the
+//! run every node process is stopped (SIGTERM, so sled flushes), and the
+//! harness opens each data directory with raftlm's own
+//! [`store::open`](raftlm::raft::store::open), which validates it as a
+//! restarting node would. Each node's state is its stored snapshot plus its
+//! log replayed through [`LicenseState::apply_batch`] — exactly what the node
+//! does at start-up.
+//!
+//! The compared index `T` is the highest index at or below every node's last
+//! log index at which all nodes hold an entry with the same log id (Raft's
+//! log matching property then says the prefixes up to `T` are equal), and at
+//! or above every node's snapshot (a state cannot be rolled back). Equal
+//! prefixes applied deterministically must give equal states; a difference
+//! is a divergence. A node whose log cannot reach a common `T` is reported
+//! as not converged.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+
+use openraft::EntryPayload;
+use openraft::storage::{RaftLogReader, RaftLogStorage};
+use raftlm::license::state::{LicenseState, LogPosition};
+use raftlm::raft::{Entry, LogId};
+
+use crate::checker::ReplicaView;
+use crate::history::{GrantSeen, Token, session_hex};
+
+/// What one node's store holds.
+struct Stored {
+    node: usize,
+    snapshot: Option<LogId>,
+    state: LicenseState,
+    entries: BTreeMap<u64, Entry>,
+    last_index: u64,
+    committed: Option<u64>,
+}
+
+fn open(node: usize, dir: &PathBuf) -> Result<Stored, String> {
+    let (mut log, state_machine) =
+        raftlm::raft::store::open(dir).map_err(|e| format!("cannot open its store: {e}"))?;
+    let snapshot = state_machine.last_applied();
+    let state = state_machine.read(|s| s.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let log_state = RaftLogStorage::get_log_state(&mut log)
+            .await
+            .map_err(|e| format!("cannot read its log state: {e}"))?;
+        let committed = RaftLogStorage::read_committed(&mut log)
+            .await
+            .map_err(|e| format!("cannot read its committed index: {e}"))?;
+        let last_index = log_state
+            .last_log_id
+            .map(|l| l.index)
+            .or(snapshot.map(|s| s.index))
+            .unwrap_or(0);
+        let first = log_state.last_purged_log_id.map_or(0, |p| p.index + 1);
+        let entries = RaftLogReader::try_get_log_entries(&mut log, first..=last_index)
+            .await
+            .map_err(|e| format!("cannot read its log: {e}"))?;
+        Ok(Stored {
+            node,
+            snapshot,
+            state,
+            entries: entries.into_iter().map(|e| (e.log_id.index, e)).collect(),
+            last_index,
+            committed: committed.map(|c| c.index),
+        })
+    })
+}
+
+impl Stored {
+    /// The log id this node holds at `index`, from its log or its snapshot.
+    fn log_id_at(&self, index: u64) -> Option<LogId> {
+        if let Some(entry) = self.entries.get(&index) {
+            return Some(entry.log_id);
+        }
+        self.snapshot.filter(|s| s.index == index)
+    }
+
+    fn snapshot_index(&self) -> Option<u64> {
+        self.snapshot.map(|s| s.index)
+    }
+
+    /// The license state after applying the log up to `index`.
+    fn state_at(&self, index: u64) -> Result<LicenseState, String> {
+        let from = self.snapshot.map_or(0, |s| s.index + 1);
+        let mut state = self.state.clone();
+        for i in from..=index {
+            let Some(entry) = self.entries.get(&i) else {
+                return Err(format!("its log has no entry {i}"));
+            };
+            if let EntryPayload::Normal(batch) = &entry.payload {
+                let at = LogPosition {
+                    term: entry.log_id.leader_id.term,
+                    index: i,
+                };
+                catch_unwind(AssertUnwindSafe(|| state.apply_batch(at, batch))).map_err(|p| {
+                    format!("applying entry {i} broke an invariant: {}", panic_text(&p))
+                })?;
+            }
+        }
+        catch_unwind(AssertUnwindSafe(|| state.check_invariants()))
+            .map_err(|p| format!("its state at {index} breaks an invariant: {}", panic_text(&p)))?;
+        Ok(state)
+    }
+}
+
+fn panic_text(payload: &Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".to_string())
+}
+
+/// FNV-1a, 64 bits: a stable digest of the state's JSON form.
+fn digest(state: &LicenseState) -> String {
+    let bytes = serde_json::to_vec(state).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+fn failed(node: usize, error: String) -> ReplicaView {
+    ReplicaView {
+        node,
+        index: 0,
+        last_index: 0,
+        committed: None,
+        snapshot_index: None,
+        digest: String::new(),
+        grants: Vec::new(),
+        in_use: BTreeMap::new(),
+        error: Some(error),
+    }
+}
+
+/// Reads every node's data directory (`dirs[i]` is node `i + 1`'s) and
+/// returns one view per node at the common index. The processes must have
+/// stopped. Blocking.
+pub fn read(dirs: &[PathBuf]) -> Vec<ReplicaView> {
+    let mut stored = Vec::new();
+    let mut views = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        match open(i + 1, dir) {
+            Ok(s) => stored.push(s),
+            Err(error) => views.push(failed(i + 1, error)),
+        }
+    }
+    if stored.is_empty() {
+        return views;
+    }
+    let top = stored.iter().map(|s| s.last_index).min().unwrap_or(0);
+    let bottom = stored
+        .iter()
+        .filter_map(Stored::snapshot_index)
+        .max()
+        .unwrap_or(0);
+    let common = (bottom..=top).rev().find(|&index| {
+        let first = stored[0].log_id_at(index);
+        first.is_some() && stored.iter().all(|s| s.log_id_at(index) == first)
+    });
+    let Some(index) = common else {
+        let spans: Vec<String> = stored
+            .iter()
+            .map(|s| {
+                format!(
+                    "node {} has snapshot {:?} and log up to {}",
+                    s.node,
+                    s.snapshot_index(),
+                    s.last_index
+                )
+            })
+            .collect();
+        for s in &stored {
+            views.push(failed(
+                s.node,
+                format!(
+                    "the nodes share no common log index to compare at ({})",
+                    spans.join("; ")
+                ),
+            ));
+        }
+        return views;
+    };
+    for s in &stored {
+        match s.state_at(index) {
+            Ok(state) => {
+                let grants = state
+                    .grants()
+                    .values()
+                    .map(|g| GrantSeen {
+                        token: Token::from(g.token),
+                        session: session_hex(g.session.0),
+                        feature: g.feature.clone(),
+                        count: g.count,
+                    })
+                    .collect();
+                let in_use = state
+                    .features()
+                    .into_iter()
+                    .map(|f| (f.feature, f.in_use))
+                    .collect();
+                views.push(ReplicaView {
+                    node: s.node,
+                    index,
+                    last_index: s.last_index,
+                    committed: s.committed,
+                    snapshot_index: s.snapshot_index(),
+                    digest: digest(&state),
+                    grants,
+                    in_use,
+                    error: None,
+                });
+            }
+            Err(error) => views.push(failed(s.node, error)),
+        }
+    }
+    views.sort_by_key(|v| v.node);
+    views
+}
