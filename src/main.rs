@@ -20,6 +20,10 @@ struct Cli {
 enum Command {
     /// Starts a local three-node cluster on loopback with a sample license.
     Demo(cli::demo::DemoArgs),
+    /// Shows the cluster, the active node, features, seats and grants (like `lmstat -a`).
+    Status(cli::status::Args),
+    /// Checks out seats of a feature and holds them, heartbeating, until the hold ends or Ctrl-C.
+    Checkout(cli::checkout::Args),
     /// Load generator, idle-session cost and failover timer.
     Bench(cli::bench::BenchArgs),
     /// Vendor and administrator license tools: keygen, sign, verify, import.
@@ -52,6 +56,8 @@ fn main() -> ExitCode {
         Command::Server { config } => cli::server::run(config),
         Command::Demo(args) => cli::demo::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Status(args) => cli::status::run(args),
+        Command::Checkout(args) => cli::checkout::run(args),
         Command::License { command } => cli::license::run(command),
     };
     match result {

@@ -27,7 +27,7 @@ use crate::license::signature::{self, VendorPublicKey, VendorSigningKey};
 use crate::license::{FeatureLine, LineKind};
 
 /// The license tools.
-#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum LicenseCommand {
     /// Create a vendor key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
     Keygen {
@@ -63,11 +63,14 @@ pub enum LicenseCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Import license files into the running cluster (like `lmreread`).
+    Import(crate::cli::import::Args),
 }
 
 /// Runs one license command.
 pub fn run(cmd: LicenseCommand) -> Result<(), Failure> {
     match cmd {
+        LicenseCommand::Import(args) => crate::cli::import::run_args(args),
         LicenseCommand::Keygen { out, vendor } => keygen(&out, vendor.as_deref()),
         LicenseCommand::Sign { key, file, out } => sign(&key, &file, out.as_deref()),
         LicenseCommand::Verify {

@@ -5,10 +5,13 @@
 //! 0 success, 1 refused, 2 usage or configuration error, 3 cluster unreachable).
 
 pub mod bench;
+pub mod checkout;
 pub mod demo;
+pub mod import;
 pub mod license;
 pub mod local_cluster;
 pub mod server;
+pub mod status;
 
 /// Exit code: the request was refused (no seats, bad license, …).
 pub const EXIT_REFUSED: u8 = 1;
