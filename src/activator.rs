@@ -118,7 +118,6 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
     let mut last_ap_error_ms = 0u64;
     let mut metrics = shared.raft.metrics();
     let mut was_leader = false;
-    let mut candidate_deadline: Option<u64> = None;
     // When the next step is due sooner than the next tick (the end of the L + M wait).
     let mut wake_at: Option<tokio::time::Instant> = None;
     tokio::pin!(stop);
@@ -146,37 +145,14 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
             _ = wake => {}
         }
         wake_at = None;
-        let (leader, term, candidate) = {
+        let (leader, term) = {
             let m = metrics.borrow_and_update();
             (
                 m.current_leader == Some(shared.node_id) && m.state.is_leader(),
                 m.current_term,
-                m.state == openraft::ServerState::Candidate,
             )
         };
         was_leader = leader;
-        // openraft 0.9 draws each node's election timeout once per process, so two
-        // nodes whose timeouts are close can split the vote round after round. A
-        // node that stays a candidate starts a new election after a fresh random delay.
-        if candidate {
-            let now = boottime_ms();
-            let deadline = *candidate_deadline.get_or_insert_with(|| {
-                now + rand::Rng::gen_range(
-                    &mut rand::thread_rng(),
-                    timing.election_timeout_min_ms..=timing.election_timeout_max_ms,
-                )
-            });
-            if now >= deadline {
-                info!(
-                    term,
-                    "still a candidate: starting a new election with a fresh random delay"
-                );
-                let _ = shared.raft.trigger().elect().await;
-                candidate_deadline = None;
-            }
-        } else {
-            candidate_deadline = None;
-        }
         if !leader || term != term_seen {
             let was = shared.lease.get();
             if was.serving {

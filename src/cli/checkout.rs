@@ -241,6 +241,9 @@ async fn checkout(args: Args) -> Result<(), Failure> {
 fn print_event(event: &SessionEvent) {
     match event {
         SessionEvent::Connected { .. } => {}
+        SessionEvent::FailedOver { from, to, term } if from == to => {
+            println!("failed over: a new active node serves {to} (term {term}); grants kept")
+        }
         SessionEvent::FailedOver { from, to, term } => {
             println!("failed over: {from} -> {to} (term {term}); grants kept")
         }
