@@ -66,3 +66,8 @@ pub use session::{
 };
 
 pub use crate::license::state::{DenyReason, GrantToken, RequestId, SessionId};
+
+/// The example in `docs/client.md`, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/client.md")]
+pub struct ClientGuideExample;
