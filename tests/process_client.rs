@@ -95,9 +95,9 @@ fn token_string(token: &raftlm::proto::v1::GrantToken) -> String {
 
 async fn wait_licensed(cluster: &ProcessCluster) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !status(&cluster.access_point)
+    while status(&cluster.access_point)
         .await
-        .is_some_and(|s| !s.features.is_empty())
+        .is_none_or(|s| s.features.is_empty())
     {
         assert!(
             Instant::now() < deadline,
