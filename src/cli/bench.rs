@@ -64,25 +64,7 @@ pub struct BenchArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Parses `500ms`, `30s`, `5m`, `2h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a duration like 30s, 5m or 2h"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" | "" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => return Err(format!("\"{text}\" is not a duration like 30s, 5m or 2h")),
-    };
-    Ok(Duration::from_millis(ms))
-}
+pub use crate::cli::checkout::parse_duration;
 
 const BENCH_LICENSE: &str =
     "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE bench acme 1.0 permanent 1000000\n";

@@ -208,18 +208,7 @@ impl Drop for ProcessCluster {
 
 /// A Status call with a short timeout; `None` if the node does not answer it.
 pub async fn status(address: &str) -> Option<pb::StatusReply> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .ok()?
-        .connect_timeout(Duration::from_millis(300))
-        .timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .ok()?;
-    LicenseClient::new(channel)
-        .status(pb::StatusRequest {})
-        .await
-        .ok()
-        .map(|r| r.into_inner())
+    raftlm::cli::local_cluster::status_of(address).await
 }
 
 /// A license client for `address` with a per-request timeout.
