@@ -26,13 +26,14 @@
 //!   of a feature add up to more seats than are licensed;
 //! - **no-lost-grant** — no answer says a certainly held grant is gone: a
 //!   renewal listing it as unknown, a check-in of it answered "not held", a
-//!   request answered "session expired", or a linearizable status read after
-//!   healing (and after a kill-all + restart) that lacks it;
-//! - **no-phantom-grant** — every grant in a final state (status reads and
-//!   the replicas' own stores) comes from an `ok` check-out (same session,
-//!   feature and seats) or can be matched one-to-one to an `unknown` one of
-//!   its session; a grant whose check-in was answered `ok` before a read was
-//!   sent is not in that read;
+//!   request answered "session expired", or a linearizable status read that
+//!   lacks it (the workload's reader reads every half second; the harness
+//!   reads after healing and after a kill-all + restart);
+//! - **no-phantom-grant** — every grant in a read state (every status read,
+//!   and the replicas' own stores) comes from an `ok` check-out (same
+//!   session, feature and seats) or can be matched one-to-one to an `unknown`
+//!   one of its session; a grant whose check-in was answered `ok` before a
+//!   read was sent is not in that read;
 //! - **retry-never-double-grants** — the attempts of one request id never get
 //!   two different grant tokens, and no final state holds a grant that only a
 //!   second application of a retried, resolved request could explain;
@@ -60,14 +61,7 @@ use serde::{Deserialize, Serialize};
 use crate::history::{Event, EventType, GrantSeen, OpKind, Token};
 
 /// Names of the invariants, in report order.
-pub const INVARIANTS: [&str; 6] = [
-    SEATS,
-    LOST,
-    PHANTOM,
-    DOUBLE,
-    FENCING,
-    CONVERGE,
-];
+pub const INVARIANTS: [&str; 6] = [SEATS, LOST, PHANTOM, DOUBLE, FENCING, CONVERGE];
 const SEATS: &str = "seats-never-over-granted";
 const LOST: &str = "no-lost-grant";
 const PHANTOM: &str = "no-phantom-grant";
@@ -634,13 +628,25 @@ fn check_lost(ops: &[Op], grants: &BTreeMap<Token, GrantLife>, tally: &mut Tally
             {
                 tally.checked += 1;
                 if grant.granted_us <= op.first_invoke() && to <= grant.expiry_lb_us {
+                    // A retry answered "not held" after an unknown attempt means the
+                    // retry was applied again (the first attempt released the grant).
+                    let retried = op
+                        .attempts
+                        .iter()
+                        .take_while(|a| a.invoke_us < from)
+                        .any(|a| a.outcome == EventType::Unknown);
                     tally.violation(format!(
-                        "{} attempt sent at {} was answered (term {}) that {} is not held, but this is its first check-in and its session could not have expired before {}",
+                        "{} attempt sent at {} was answered (term {}) that {} is not held, but this is its first check-in and its session could not have expired before {}{}",
                         op.describe(),
                         secs(from),
                         attempt.term.unwrap_or(0),
                         grant.describe(),
-                        secs(grant.expiry_lb_us)
+                        secs(grant.expiry_lb_us),
+                        if retried {
+                            " (a retry after an unknown attempt: either the grant was lost or the retry was applied a second time)"
+                        } else {
+                            ""
+                        }
                     ));
                 }
             }
@@ -845,7 +851,7 @@ fn check_fencing(ops: &[Op]) -> InvariantResult {
         .collect();
     // The highest term among answers completed so far, and which answer it was.
     let mut highest: Option<usize> = None;
-    for (i, &(invoke, _, term, op)) in answers.iter().enumerate() {
+    for &(invoke, _, term, op) in &answers {
         while let Some(&Reverse((complete, j))) = completions.peek() {
             if complete >= invoke {
                 break;
@@ -869,7 +875,6 @@ fn check_fencing(ops: &[Op]) -> InvariantResult {
                 secs(h_complete)
             ));
         }
-        let _ = i;
     }
     tally.finish()
 }
@@ -901,7 +906,7 @@ fn check_convergence(replicas: &[ReplicaView]) -> InvariantResult {
                         .join(", ")
                 };
                 tally.violation(format!(
-                    "nodes {} and {} hold different license states at log index {} (digests {} and {}; seats in use {:?} and {:?}; grants only on node {}: [{}]; only on node {}: [{}])",
+                    "nodes {} and {} hold different license states at log index {} (digests {} and {}; seats in use {:?} and {:?}; grants only on node {}: [{}]; only on node {}: [{}]; the harness replays each log with its own raftlm, so build it from the binary's source)",
                     first.node,
                     other.node,
                     first.index,
@@ -942,7 +947,10 @@ fn unavailability(events: &[Event], ops: &[Op], verdict: &mut Verdict) {
     for event in events {
         if event.op != OpKind::Nemesis
             || event.kind != EventType::Info
-            || !event.detail.as_deref().is_some_and(|d| d.starts_with("start"))
+            || !event
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("start"))
         {
             continue;
         }
@@ -998,9 +1006,10 @@ mod tests {
 
     impl Builder {
         fn new() -> Builder {
+            // Ids below 1000 are free for tests that pick them by hand.
             Builder {
                 events: Vec::new(),
-                next_id: 1,
+                next_id: 1000,
             }
         }
 
@@ -1051,6 +1060,7 @@ mod tests {
             self.push(to_ms, done);
         }
 
+        #[allow(clippy::too_many_arguments)]
         fn checkout(
             &mut self,
             s: u64,
@@ -1063,7 +1073,16 @@ mod tests {
         ) -> u64 {
             let id = self.next_id;
             self.next_id += 1;
-            self.checkout_attempt(id, 1, s, feature, count, from_ms, to_ms, Some((term, Some(t))));
+            self.checkout_attempt(
+                id,
+                1,
+                s,
+                feature,
+                count,
+                from_ms,
+                to_ms,
+                Some((term, Some(t))),
+            );
             id
         }
 
@@ -1132,11 +1151,7 @@ mod tests {
     }
 
     fn result<'a>(verdict: &'a Verdict, name: &str) -> &'a InvariantResult {
-        verdict
-            .invariants
-            .iter()
-            .find(|i| i.name == name)
-            .unwrap()
+        verdict.invariants.iter().find(|i| i.name == name).unwrap()
     }
 
     fn failing(verdict: &Verdict) -> Vec<&str> {
@@ -1203,7 +1218,11 @@ mod tests {
         assert_eq!(failing(&verdict), vec![SEATS]);
         let seats = result(&verdict, SEATS);
         assert_eq!(seats.violations, 1);
-        assert!(seats.examples[0].contains("3 seats"), "{:?}", seats.examples);
+        assert!(
+            seats.examples[0].contains("3 seats"),
+            "{:?}",
+            seats.examples
+        );
     }
 
     // A grant whose check-in was sent, or whose session may have expired, no longer counts.
@@ -1216,10 +1235,7 @@ mod tests {
         let mut invoke = h.base(EventType::Invoke, OpKind::Checkin, id, 1, 1);
         invoke.token = Some(token(2, 5));
         h.push(100, invoke);
-        h.push(
-            900,
-            h.base(EventType::Unknown, OpKind::Checkin, id, 1, 1),
-        );
+        h.push(900, h.base(EventType::Unknown, OpKind::Checkin, id, 1, 1));
         h.checkout(2, "cad", 1, 200, 210, 2, token(2, 6));
         // Session 3's grant: silent, may expire 10 s after its check-out was sent.
         h.checkout(3, "sim", 1, 0, 10, 2, token(2, 7));
@@ -1314,7 +1330,10 @@ mod tests {
             2000,
             2010,
             3,
-            vec![seen(token(3, 9), 1, "cad", 1), seen(token(2, 8), 1, "cad", 1)],
+            vec![
+                seen(token(3, 9), 1, "cad", 1),
+                seen(token(2, 8), 1, "cad", 1),
+            ],
         );
         let verdict = h.check(&[("cad", 5)]);
         assert_eq!(failing(&verdict), vec![DOUBLE], "{verdict:#?}");

@@ -69,11 +69,23 @@ pub fn label(i: usize) -> String {
     format!("n{}", i + 1)
 }
 
-/// A free port on 127.0.0.1 (bound and released; the race is acceptable).
+/// Listen ports are drawn from here: below Linux's default ephemeral range
+/// (32768–60999), so that an outgoing connection cannot take a stopped
+/// node's port before the node restarts on it.
+pub const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free port on 127.0.0.1 in [`PORTS`] (bound and released; the race with
+/// other programs is acceptable).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(PORTS);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port on 127.0.0.1 in {PORTS:?}")
 }
 
 fn license_text(features: &[(String, u32)]) -> String {
@@ -296,7 +308,11 @@ impl Cluster {
                 let text = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
                 let all: Vec<&str> = text.lines().collect();
                 let tail = all[all.len().saturating_sub(lines)..].join("\n");
-                format!("--- {} ({}) ---\n{tail}\n", label(i), self.log_path(i).display())
+                format!(
+                    "--- {} ({}) ---\n{tail}\n",
+                    label(i),
+                    self.log_path(i).display()
+                )
             })
             .collect()
     }

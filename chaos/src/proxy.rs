@@ -180,10 +180,11 @@ async fn serve(client: TcpStream, target: SocketAddr, mut state: watch::Receiver
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let forward = async {
+    let (up, down) = (state.clone(), state.clone());
+    let forward = async move {
         tokio::join!(
-            pump(client_read, server_write, state.clone()),
-            pump(server_read, client_write, state.clone())
+            pump(client_read, server_write, up),
+            pump(server_read, client_write, down)
         )
     };
     tokio::select! {

@@ -17,10 +17,15 @@
 //! prefixes applied deterministically must give equal states; a difference
 //! is a divergence. A node whose log cannot reach a common `T` is reported
 //! as not converged.
+//!
+//! The replay runs the harness's own copy of raftlm's state machine (the
+//! `raftlm` library it links), so the harness must be built from the same
+//! source as the `raftlm` binary under test; with a different binary a
+//! "divergence" may only mean that the two apply differently.
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use openraft::EntryPayload;
 use openraft::storage::{RaftLogReader, RaftLogStorage};
@@ -40,7 +45,7 @@ struct Stored {
     committed: Option<u64>,
 }
 
-fn open(node: usize, dir: &PathBuf) -> Result<Stored, String> {
+fn open(node: usize, dir: &Path) -> Result<Stored, String> {
     let (mut log, state_machine) =
         raftlm::raft::store::open(dir).map_err(|e| format!("cannot open its store: {e}"))?;
     let snapshot = state_machine.last_applied();
@@ -106,8 +111,12 @@ impl Stored {
                 })?;
             }
         }
-        catch_unwind(AssertUnwindSafe(|| state.check_invariants()))
-            .map_err(|p| format!("its state at {index} breaks an invariant: {}", panic_text(&p)))?;
+        catch_unwind(AssertUnwindSafe(|| state.check_invariants())).map_err(|p| {
+            format!(
+                "its state at {index} breaks an invariant: {}",
+                panic_text(&p)
+            )
+        })?;
         Ok(state)
     }
 }
@@ -120,9 +129,13 @@ fn panic_text(payload: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "a panic".to_string())
 }
 
-/// FNV-1a, 64 bits: a stable digest of the state's JSON form.
+/// FNV-1a, 64 bits, of the state's canonical encoding (raftlm's codec, the
+/// one snapshots use; maps are ordered, so equal states encode equally).
 fn digest(state: &LicenseState) -> String {
-    let bytes = serde_json::to_vec(state).unwrap_or_default();
+    let bytes = match raftlm::codec::encode(state) {
+        Ok(bytes) => bytes,
+        Err(error) => return format!("unencodable: {error}"),
+    };
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in bytes {
         hash ^= u64::from(byte);

@@ -1,0 +1,38 @@
+//! raftlm-chaos: a chaos harness for raftlm.
+//!
+//! It starts a three-node cluster of the real `raftlm` binary on loopback,
+//! puts a fault-injecting TCP proxy on every ordered pair of nodes, runs a
+//! workload of client sessions that check seats out and in while a seeded
+//! nemesis kills, pauses, restarts and partitions nodes, records every
+//! operation as a history, and checks the history and every node's final
+//! state against raftlm's promises: never more seats granted than licensed,
+//! no acknowledged grant lost, no phantom grant, retries never granted
+//! twice, fencing terms never going back, replicas converging. See
+//! `chaos/README.md` for how to run it and what a report looks like.
+//!
+//! Modules, from pure to effectful:
+//! - [`history`] — the recorded operations (JSON lines);
+//! - [`checker`] — the invariants over a history (pure, unit-tested);
+//! - [`report`] — figures and verdicts as text or JSON;
+//! - [`proxy`] — fault-injecting TCP proxies between nodes;
+//! - [`cluster`] — the node processes, their configs and signals;
+//! - [`replica`] — every node's store read after the run;
+//! - [`workload`] — client sessions with raw tonic clients;
+//! - [`nemesis`] — the seeded fault schedule;
+//! - [`run`] — one run, start to end.
+//!
+//! Left out: faults through network namespaces (they need root; the
+//! proxies cover the link faults without privileges), clock faults, and
+//! disk faults.
+
+#![warn(missing_docs)]
+
+pub mod checker;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod proxy;
+pub mod replica;
+pub mod report;
+pub mod run;
+pub mod workload;

@@ -1,0 +1,164 @@
+//! `raftlm-chaos`: runs a chaos test of a three-node raftlm cluster and
+//! prints a report (see `chaos/README.md`).
+//!
+//! Exit codes: 0 every invariant held; 1 a violation was found; 2 the run
+//! could not be set up or was interrupted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use raftlm_chaos::nemesis::FaultKind;
+use raftlm_chaos::run::{self, RunConfig};
+
+/// Chaos test of a three-node raftlm cluster: kills, pauses, restarts and
+/// cut links under a recorded workload, then a check that no seat was lost
+/// or granted twice.
+#[derive(Debug, Parser)]
+#[command(name = "raftlm-chaos", version, about)]
+struct Args {
+    /// Seed of every random choice (default: drawn from the clock, and printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long to inject faults: `90s`, `10m`, `1h`, or seconds.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Fault types, comma-separated: kill, pause, partition, restart, kill-all.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,pause,partition,restart,kill-all"
+    )]
+    faults: Vec<FaultKind>,
+    /// Concurrent client sessions.
+    #[arg(long, default_value_t = 8)]
+    sessions: usize,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Keep the run directory (history.jsonl, node logs, data, report.json) here.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// The raftlm binary (default: `raftlm` next to this executable).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// The nodes' session TTL in milliseconds (at least 2400).
+    #[arg(long, default_value_t = 6000)]
+    session_ttl_ms: u64,
+    /// The nodes snapshot every this many log entries.
+    #[arg(long, default_value_t = 300)]
+    snapshot_every: u64,
+}
+
+/// Parses `90s`, `10m`, `1h`, `500ms` or a number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("\"{text}\" is not a duration like 90s, 10m or 1h"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("\"{text}\": the unit must be ms, s, m or h")),
+    }
+}
+
+fn default_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.join("raftlm"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let Some(binary) = args.binary.clone().or_else(default_binary) else {
+        eprintln!("raftlm-chaos: cannot locate the raftlm binary; pass --binary");
+        return ExitCode::from(2);
+    };
+    if args.session_ttl_ms < 2400 {
+        eprintln!("raftlm-chaos: --session-ttl-ms must be at least 2400 (three election timeouts)");
+        return ExitCode::from(2);
+    }
+    let mut faults = args.faults.clone();
+    faults.sort();
+    faults.dedup();
+    let config = RunConfig {
+        seed,
+        duration: args.duration,
+        faults,
+        sessions: args.sessions,
+        keep: args.keep.clone(),
+        binary,
+        session_ttl_ms: args.session_ttl_ms,
+        snapshot_every: args.snapshot_every.max(1),
+        features: vec![("cad".into(), 5), ("sim".into(), 3)],
+        progress: true,
+    };
+    eprintln!("raftlm-chaos: seed {seed} (replay: {})", config.replay());
+    // Dropping the run on Ctrl-C or SIGTERM kills every node it started.
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                eprintln!("raftlm-chaos: cannot watch SIGTERM: {error}");
+                return ExitCode::from(2);
+            }
+        };
+    let result = tokio::select! {
+        result = run::run(&config) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("terminated")),
+    };
+    match result {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(error) => {
+                        eprintln!("raftlm-chaos: cannot encode the report: {error}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            eprintln!("raftlm-chaos: {error:#} (seed {seed})");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Durations are read in the units the README uses.
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

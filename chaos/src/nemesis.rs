@@ -1,0 +1,327 @@
+//! The nemesis: a seeded schedule of faults, one at a time, each healed
+//! before the next.
+//!
+//! Fault types (`--faults`):
+//! - `kill` — SIGKILL one node (the active one or one at random), restart it
+//!   on the same data after a while;
+//! - `pause` — SIGSTOP the active node for longer than the election timeout,
+//!   then SIGCONT (it must not answer from before its pause);
+//! - `partition` — through the proxies: `isolate` (a node cut off both
+//!   ways), `one-way` (a node cannot reach one or both peers, but they reach
+//!   it), `ring` (each node reaches only its successor: every node sees a
+//!   different majority), `bridge` (two nodes cannot talk, the third talks to
+//!   both), `delay` (every link delayed); a cut link refuses or black-holes
+//!   new connections at random;
+//! - `restart` — a graceful stop (SIGTERM) of one node and a start;
+//! - `kill-all` — SIGKILL of all three nodes, then all restarted on their data.
+//!
+//! Faults are drawn from a shuffled deck of the enabled types, so every
+//! type appears once before any appears twice. Every random choice comes
+//! from the nemesis's seeded generator; what a fault hits (the *active* node)
+//! depends on the run, and is recorded.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+use crate::cluster::{Cluster, label};
+use crate::history::{Event, EventType, History, OpKind};
+use crate::proxy::{Link, Proxies};
+
+/// A type of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// SIGKILL one node, restart it later.
+    Kill,
+    /// SIGSTOP the active node past the election timeout, then SIGCONT.
+    Pause,
+    /// Cut or delay links through the proxies.
+    Partition,
+    /// SIGTERM one node and start it again.
+    Restart,
+    /// SIGKILL every node, restart them all.
+    KillAll,
+}
+
+impl FaultKind {
+    /// Every fault type.
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Restart,
+        FaultKind::KillAll,
+    ];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+            FaultKind::Restart => "restart",
+            FaultKind::KillAll => "kill-all",
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FaultKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<FaultKind, String> {
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!("unknown fault \"{s}\": use kill, pause, partition, restart or kill-all")
+            })
+    }
+}
+
+/// How the nemesis behaves.
+#[derive(Debug, Clone)]
+pub struct NemesisSpec {
+    /// Fault types to draw from.
+    pub faults: Vec<FaultKind>,
+    /// Seeds every choice.
+    pub seed: u64,
+    /// The nodes' `election_timeout_max_ms`: pauses last longer than this.
+    pub election_timeout_max_ms: u64,
+}
+
+/// The nemesis.
+pub struct Nemesis {
+    spec: NemesisSpec,
+    rng: StdRng,
+    deck: Vec<FaultKind>,
+}
+
+fn ms(rng: &mut StdRng, from: u64, to: u64) -> Duration {
+    Duration::from_millis(rng.gen_range(from..to))
+}
+
+impl Nemesis {
+    /// A nemesis with its own generator.
+    pub fn new(spec: NemesisSpec) -> Nemesis {
+        Nemesis {
+            rng: StdRng::seed_from_u64(spec.seed),
+            spec,
+            deck: Vec::new(),
+        }
+    }
+
+    /// Injects faults until `until`; every fault is healed before it returns.
+    pub async fn run(
+        &mut self,
+        cluster: &mut Cluster,
+        proxies: &Proxies,
+        history: &History,
+        until: Instant,
+    ) -> anyhow::Result<()> {
+        if self.spec.faults.is_empty() {
+            tokio::time::sleep_until(until).await;
+            return Ok(());
+        }
+        loop {
+            let quiet = ms(&mut self.rng, 1000, 3000);
+            if Instant::now() + quiet >= until {
+                tokio::time::sleep_until(until).await;
+                return Ok(());
+            }
+            tokio::time::sleep(quiet).await;
+            if self.deck.is_empty() {
+                self.deck = self.spec.faults.clone();
+                self.deck.shuffle(&mut self.rng);
+            }
+            let kind = self.deck.pop().unwrap_or(FaultKind::Kill);
+            self.inject(kind, cluster, proxies, history).await?;
+        }
+    }
+
+    /// The active node (if any answers quickly) or, with probability `1 - p_active`, a random one.
+    async fn target(&mut self, cluster: &mut Cluster, p_active: f64) -> (usize, bool) {
+        let random = self.rng.gen_range(0..cluster.len());
+        let want_active = self.rng.gen_bool(p_active);
+        if want_active && let Some((active, _)) = cluster.active(Duration::from_millis(300)).await {
+            return (active, true);
+        }
+        (random, false)
+    }
+
+    fn record(history: &History, fault: &str, phase: &str, nodes: &str, detail: &str) {
+        let mut event = Event::new("nemesis", EventType::Info, OpKind::Nemesis, 0);
+        event.fault = Some(fault.to_string());
+        event.node = Some(nodes.to_string()).filter(|n| !n.is_empty());
+        event.detail = Some(format!("{phase}: {detail}"));
+        history.record(event);
+    }
+
+    /// Injects one fault of `kind`, waits, heals.
+    async fn inject(
+        &mut self,
+        kind: FaultKind,
+        cluster: &mut Cluster,
+        proxies: &Proxies,
+        history: &History,
+    ) -> anyhow::Result<()> {
+        match kind {
+            FaultKind::Kill => {
+                let (node, active) = self.target(cluster, 0.6).await;
+                let down = ms(&mut self.rng, 500, 3000);
+                let what = format!(
+                    "kill -9 {}{}, restart after {down:?}",
+                    label(node),
+                    if active { " (active)" } else { "" }
+                );
+                Self::record(history, "kill", "start", &label(node), &what);
+                cluster.kill(node);
+                tokio::time::sleep(down).await;
+                cluster.start(node)?;
+                Self::record(history, "kill", "end", &label(node), &what);
+            }
+            FaultKind::Pause => {
+                let (node, active) = self.target(cluster, 1.0).await;
+                let paused = Duration::from_millis(self.spec.election_timeout_max_ms)
+                    + ms(&mut self.rng, 200, 2500);
+                let what = format!(
+                    "SIGSTOP {}{} for {paused:?}, then SIGCONT",
+                    label(node),
+                    if active { " (active)" } else { "" }
+                );
+                Self::record(history, "pause", "start", &label(node), &what);
+                cluster.pause(node);
+                tokio::time::sleep(paused).await;
+                cluster.resume(node);
+                Self::record(history, "pause", "end", &label(node), &what);
+            }
+            FaultKind::Partition => {
+                let hold = ms(&mut self.rng, 1000, 5000);
+                let blackhole = self.rng.gen_bool(0.5);
+                let cut = Link::Down { blackhole };
+                let how = if blackhole { "black-holed" } else { "refused" };
+                let n = cluster.len();
+                let (name, nodes, what) = match self.rng.gen_range(0..5) {
+                    0 => {
+                        let (node, active) = self.target(cluster, 0.6).await;
+                        for other in (0..n).filter(|&o| o != node) {
+                            proxies.set_both(node, other, cut);
+                        }
+                        (
+                            "partition/isolate",
+                            label(node),
+                            format!(
+                                "{}{} cut off from every peer ({how})",
+                                label(node),
+                                if active { " (active)" } else { "" }
+                            ),
+                        )
+                    }
+                    1 => {
+                        let (from, active) = self.target(cluster, 0.5).await;
+                        let both = self.rng.gen_bool(0.5);
+                        let to = (from + self.rng.gen_range(1..n)) % n;
+                        let targets: Vec<usize> = if both {
+                            (0..n).filter(|&o| o != from).collect()
+                        } else {
+                            vec![to]
+                        };
+                        for &t in &targets {
+                            proxies.set(from, t, cut);
+                        }
+                        let names: Vec<String> = targets.iter().map(|&t| label(t)).collect();
+                        (
+                            "partition/one-way",
+                            label(from),
+                            format!(
+                                "{}{} cannot reach {} ({how}); the reverse direction works",
+                                label(from),
+                                if active { " (active)" } else { "" },
+                                names.join(" and ")
+                            ),
+                        )
+                    }
+                    2 => {
+                        for i in 0..n {
+                            proxies.set(i, (i + n - 1) % n, cut);
+                        }
+                        (
+                            "partition/ring",
+                            String::new(),
+                            format!(
+                                "majorities ring: each node reaches only its successor ({how})"
+                            ),
+                        )
+                    }
+                    3 => {
+                        let middle = self.rng.gen_range(0..n);
+                        let ends: Vec<usize> = (0..n).filter(|&o| o != middle).collect();
+                        for (k, &a) in ends.iter().enumerate() {
+                            for &b in &ends[k + 1..] {
+                                proxies.set_both(a, b, cut);
+                            }
+                        }
+                        (
+                            "partition/bridge",
+                            label(middle),
+                            format!(
+                                "bridge through {}: the other nodes cannot talk to each other ({how})",
+                                label(middle)
+                            ),
+                        )
+                    }
+                    _ => {
+                        let delay = ms(&mut self.rng, 20, 200);
+                        proxies.set_all(Link::Delayed(delay));
+                        (
+                            "partition/delay",
+                            String::new(),
+                            format!("every link delayed by {delay:?} each way"),
+                        )
+                    }
+                };
+                let what = format!("{what}, for {hold:?}");
+                Self::record(history, name, "start", &nodes, &what);
+                tokio::time::sleep(hold).await;
+                proxies.heal();
+                Self::record(history, name, "end", &nodes, &what);
+            }
+            FaultKind::Restart => {
+                let (node, active) = self.target(cluster, 0.6).await;
+                let what = format!(
+                    "graceful restart (SIGTERM) of {}{}",
+                    label(node),
+                    if active { " (active)" } else { "" }
+                );
+                Self::record(history, "restart", "start", &label(node), &what);
+                cluster.terminate(node).await;
+                tokio::time::sleep(ms(&mut self.rng, 0, 1000)).await;
+                cluster.start(node)?;
+                Self::record(history, "restart", "end", &label(node), &what);
+            }
+            FaultKind::KillAll => {
+                let down = ms(&mut self.rng, 0, 2000);
+                let what = format!("kill -9 of every node, all restarted after {down:?}");
+                Self::record(history, "kill-all", "start", "", &what);
+                for node in 0..cluster.len() {
+                    cluster.kill(node);
+                }
+                tokio::time::sleep(down).await;
+                for node in 0..cluster.len() {
+                    cluster.start(node)?;
+                }
+                Self::record(history, "kill-all", "end", "", &what);
+            }
+        }
+        Ok(())
+    }
+}

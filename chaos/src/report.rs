@@ -1,0 +1,228 @@
+//! The run's report: figures and verdicts, as text or as one JSON object.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::checker::{InvariantResult, OutcomeCounts, ReplicaView, Unavailability, Verdict};
+
+/// One node's store, summarized for the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSummary {
+    /// The node (1-based).
+    pub node: usize,
+    /// The index the state was compared at.
+    pub index: u64,
+    /// The node's last log index.
+    pub last_index: u64,
+    /// The node's saved committed index.
+    pub committed: Option<u64>,
+    /// The node's snapshot index.
+    pub snapshot_index: Option<u64>,
+    /// Digest of the license state at `index`.
+    pub digest: String,
+    /// Grants in that state.
+    pub grants: usize,
+    /// Why it could not be read, if so.
+    pub error: Option<String>,
+}
+
+impl From<&ReplicaView> for ReplicaSummary {
+    fn from(v: &ReplicaView) -> ReplicaSummary {
+        ReplicaSummary {
+            node: v.node,
+            index: v.index,
+            last_index: v.last_index,
+            committed: v.committed,
+            snapshot_index: v.snapshot_index,
+            digest: v.digest.clone(),
+            grants: v.grants.len(),
+            error: v.error.clone(),
+        }
+    }
+}
+
+/// Everything a run found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The seed: replays every random choice.
+    pub seed: u64,
+    /// The command line that replays this run.
+    pub replay: String,
+    /// Fault-injection time asked for, seconds.
+    pub duration_s: f64,
+    /// Wall time of the whole run (start-up and final checks included), seconds.
+    pub elapsed_s: f64,
+    /// Session workers.
+    pub sessions: usize,
+    /// Fault types enabled.
+    pub faults_enabled: Vec<String>,
+    /// Seats licensed per feature.
+    pub licensed: BTreeMap<String, u32>,
+    /// The raftlm binary run.
+    pub binary: String,
+    /// The run directory, if it was kept.
+    pub run_dir: Option<String>,
+    /// History events recorded.
+    pub events: usize,
+    /// Operations by kind and outcome.
+    pub operations: BTreeMap<String, OutcomeCounts>,
+    /// Faults injected, by type.
+    pub faults: BTreeMap<String, u64>,
+    /// Faults injected in all.
+    pub faults_total: u64,
+    /// Invariants, each with its counter-examples.
+    pub invariants: Vec<InvariantResult>,
+    /// Time from each fault to the next answered check-out, per type.
+    pub unavailability: BTreeMap<String, Unavailability>,
+    /// Grants made (ok check-outs).
+    pub grants: u64,
+    /// Check-outs denied because the pool was exhausted.
+    pub denied_in_use: u64,
+    /// Most seats certainly held at once, per feature.
+    pub peak_seats: BTreeMap<String, u32>,
+    /// Each node's store after the run.
+    pub replicas: Vec<ReplicaSummary>,
+    /// Network-namespace faults: why they did not run.
+    pub network_namespaces: String,
+    /// Violations over every invariant.
+    pub violations: u64,
+    /// Whether every invariant held.
+    pub passed: bool,
+}
+
+impl Report {
+    /// Fills the verdict's parts in.
+    pub fn with_verdict(mut self, verdict: &Verdict, replicas: &[ReplicaView]) -> Report {
+        self.operations = verdict.operations.clone();
+        self.faults = verdict.faults.clone();
+        self.faults_total = verdict.faults.values().sum();
+        self.invariants = verdict.invariants.clone();
+        self.unavailability = verdict.unavailability.clone();
+        self.grants = verdict.grants;
+        self.denied_in_use = verdict.denied_in_use;
+        self.peak_seats = verdict.peak_seats.clone();
+        self.replicas = replicas.iter().map(ReplicaSummary::from).collect();
+        self.violations = verdict.violations();
+        self.passed = self.violations == 0;
+        self
+    }
+
+    /// The report as text for a terminal.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "raftlm-chaos: seed {}, {:.0} s of faults ({:.0} s in all), {} sessions, faults {}",
+            self.seed,
+            self.duration_s,
+            self.elapsed_s,
+            self.sessions,
+            self.faults_enabled.join(",")
+        );
+        let _ = writeln!(out, "replay: {}", self.replay);
+        let licensed: Vec<String> = self
+            .licensed
+            .iter()
+            .map(|(f, n)| format!("{f} {n} seats"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "license: {}; {} grants made, {} check-outs denied (pool exhausted), peak seats held {:?}",
+            licensed.join(", "),
+            self.grants,
+            self.denied_in_use,
+            self.peak_seats
+        );
+        let _ = writeln!(out, "\noperations ({} history events)", self.events);
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>7} {:>7} {:>8} {:>9} {:>17}",
+            "", "ok", "fail", "unknown", "attempts", "unknown attempts"
+        );
+        for (kind, c) in &self.operations {
+            let _ = writeln!(
+                out,
+                "  {:<10} {:>7} {:>7} {:>8} {:>9} {:>17}",
+                kind, c.ok, c.fail, c.unknown, c.attempts, c.unknown_attempts
+            );
+        }
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nfaults injected: {} ({})",
+            self.faults_total,
+            faults.join(", ")
+        );
+        let _ = writeln!(out, "network namespaces: {}", self.network_namespaces);
+        let _ = writeln!(out, "\ninvariants");
+        for i in &self.invariants {
+            let _ = writeln!(
+                out,
+                "  {} {:<28} checked {:>6}, violations {}",
+                if i.passed { "PASS" } else { "FAIL" },
+                i.name,
+                i.checked,
+                i.violations
+            );
+            for example in &i.examples {
+                let _ = writeln!(out, "       - {example}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\nunavailability: fault start → first answered check-out sent after it (ms)"
+        );
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>6} {:>9} {:>8} {:>8} {:>8}",
+            "fault", "count", "recovered", "p50", "p99", "max"
+        );
+        for (kind, u) in &self.unavailability {
+            let _ = writeln!(
+                out,
+                "  {:<20} {:>6} {:>9} {:>8.0} {:>8.0} {:>8.0}",
+                kind, u.faults, u.recovered, u.p50_ms, u.p99_ms, u.max_ms
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nreplicas (each node's own store, read after the run)"
+        );
+        for r in &self.replicas {
+            match &r.error {
+                Some(error) => {
+                    let _ = writeln!(out, "  node {}: {error}", r.node);
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "  node {}: state at index {} digest {} ({} grants); log to {}, committed {:?}, snapshot {:?}",
+                        r.node,
+                        r.index,
+                        r.digest,
+                        r.grants,
+                        r.last_index,
+                        r.committed,
+                        r.snapshot_index
+                    );
+                }
+            }
+        }
+        if let Some(dir) = &self.run_dir {
+            let _ = writeln!(out, "\nrun directory (history.jsonl, node logs): {dir}");
+        }
+        let _ = writeln!(
+            out,
+            "\nresult: {} ({} violations)",
+            if self.passed { "PASS" } else { "FAIL" },
+            self.violations
+        );
+        out
+    }
+}

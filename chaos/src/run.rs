@@ -1,0 +1,379 @@
+//! One chaos run, start to end: cluster, proxies, workload, nemesis, final
+//! reads, replica reads, checker, report.
+//!
+//! The end of a run is fixed, so every run checks the same things:
+//! 1. heal every fault (links up, paused nodes continued, stopped nodes
+//!    started) and wait for an active node;
+//! 2. stop starting operations (heartbeats go on, so grants stay held) and
+//!    read the state with a linearizable Status on the active node;
+//! 3. kill -9 every node, restart them on their data, and read again: every
+//!    acknowledged grant must have survived;
+//! 4. stop the workload, stop every node gracefully, and read each node's own
+//!    store (see [`crate::replica`]);
+//! 5. check the history and the replicas (see [`crate::checker`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::time::Instant;
+
+use crate::checker::{self, CheckInput, InvariantResult};
+use crate::cluster::{self, Cluster, ClusterSpec, label};
+use crate::history::{Event, EventType, History, OpKind};
+use crate::nemesis::{FaultKind, Nemesis, NemesisSpec};
+use crate::proxy::Proxies;
+use crate::replica;
+use crate::report::Report;
+use crate::workload::{Workload, WorkloadSpec, grants_seen, mix};
+
+/// The nodes' `election_timeout_max_ms` (raftlm's default; the configs do not change it).
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 800;
+/// How long the cluster may take to serve after a start or a heal.
+pub const READY_LIMIT: Duration = Duration::from_secs(60);
+/// Why network-namespace faults do not run.
+pub const NETNS_SKIPPED: &str =
+    "skipped: needs root and is not implemented in this build (the proxies cover the link faults)";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Seeds every random choice.
+    pub seed: u64,
+    /// How long faults are injected.
+    pub duration: Duration,
+    /// Fault types.
+    pub faults: Vec<FaultKind>,
+    /// Concurrent client sessions.
+    pub sessions: usize,
+    /// Keep the run directory here (must not exist or be empty); else a temporary one is removed.
+    pub keep: Option<PathBuf>,
+    /// The `raftlm` binary.
+    pub binary: PathBuf,
+    /// The nodes' session TTL.
+    pub session_ttl_ms: u64,
+    /// The nodes snapshot every this many entries.
+    pub snapshot_every: u64,
+    /// Features and seats licensed.
+    pub features: Vec<(String, u32)>,
+    /// Print progress on stderr.
+    pub progress: bool,
+}
+
+impl RunConfig {
+    /// The command line that replays this run.
+    pub fn replay(&self) -> String {
+        let faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
+        format!(
+            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {}",
+            self.seed,
+            self.duration.as_secs(),
+            faults.join(","),
+            self.sessions
+        )
+    }
+}
+
+/// An access point unlikely to collide with another run's: `127.x.y.z:port`.
+fn access_point() -> anyhow::Result<SocketAddr> {
+    let port = cluster::free_port()?;
+    let n = (std::process::id() as u16) ^ port;
+    Ok(format!(
+        "127.{}.{}.{}:{port}",
+        100 + (n % 100),
+        (n >> 8) % 250 + 1,
+        port % 250 + 1
+    )
+    .parse()?)
+}
+
+fn progress(config: &RunConfig, message: &str) {
+    if config.progress {
+        eprintln!("raftlm-chaos: {message}");
+    }
+}
+
+/// The run directory: kept, or temporary.
+enum RunDir {
+    Kept(PathBuf),
+    Temporary(tempfile::TempDir),
+}
+
+impl RunDir {
+    fn path(&self) -> PathBuf {
+        match self {
+            RunDir::Kept(p) => p.clone(),
+            RunDir::Temporary(t) => t.path().to_path_buf(),
+        }
+    }
+}
+
+/// Runs the whole thing and returns the report.
+pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    anyhow::ensure!(
+        config.binary.is_file(),
+        "the raftlm binary {} does not exist; build it (cargo build -p raftlm) or pass --binary",
+        config.binary.display()
+    );
+    anyhow::ensure!(config.sessions > 0, "--sessions must be at least 1");
+    let run_dir = match &config.keep {
+        Some(dir) => {
+            if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+                anyhow::bail!(
+                    "{} is not empty: give --keep a new or empty directory",
+                    dir.display()
+                );
+            }
+            std::fs::create_dir_all(dir)?;
+            RunDir::Kept(std::fs::canonicalize(dir)?)
+        }
+        None => RunDir::Temporary(
+            tempfile::Builder::new()
+                .prefix("raftlm-chaos-")
+                .tempdir()
+                .context("cannot create a temporary directory")?,
+        ),
+    };
+    let dir = run_dir.path();
+
+    let mut real: Vec<SocketAddr> = Vec::new();
+    while real.len() < 3 {
+        let address = SocketAddr::from(([127, 0, 0, 1], cluster::free_port()?));
+        if !real.contains(&address) {
+            real.push(address);
+        }
+    }
+    let proxies = Proxies::start(&real).await?;
+    let peers: Vec<Vec<SocketAddr>> = (0..3)
+        .map(|i| {
+            (0..3)
+                .map(|j| proxies.address(i, j).unwrap_or(real[j]))
+                .collect()
+        })
+        .collect();
+    let access_point = access_point()?;
+    let mut cluster = Cluster::prepare(ClusterSpec {
+        dir: dir.clone(),
+        binary: config.binary.clone(),
+        real: real.clone(),
+        peers,
+        access_point,
+        features: config.features.clone(),
+        session_ttl_ms: config.session_ttl_ms,
+        snapshot_every: config.snapshot_every,
+    })?;
+    progress(
+        config,
+        &format!(
+            "seed {}; run directory {}; nodes {:?}; access point {access_point}",
+            config.seed,
+            dir.display(),
+            real
+        ),
+    );
+    for i in 0..3 {
+        cluster.start(i)?;
+    }
+    if cluster.wait_ready(READY_LIMIT).await.is_none() {
+        anyhow::bail!(
+            "the cluster did not serve its license within {READY_LIMIT:?}\n{}",
+            cluster.log_tails(30)
+        );
+    }
+    progress(
+        config,
+        "cluster ready; starting the workload and the nemesis",
+    );
+
+    let history = Arc::new(History::create(&dir.join("history.jsonl"))?);
+    let op_deadline = Duration::from_secs(15);
+    let workload = Workload::start(
+        WorkloadSpec {
+            sessions: config.sessions,
+            features: config.features.clone(),
+            access_point: access_point.to_string(),
+            nodes: real.iter().map(SocketAddr::to_string).collect(),
+            seed: mix(config.seed, 1_000_001),
+            renew_every: Duration::from_millis(1000),
+            attempt_timeout: Duration::from_millis(1000),
+            op_deadline,
+            abandon_chance: 0.004,
+            short_deadline_chance: 0.1,
+            read_every: Duration::from_millis(500),
+        },
+        history.clone(),
+    );
+    let mut nemesis = Nemesis::new(NemesisSpec {
+        faults: config.faults.clone(),
+        seed: mix(config.seed, 2_000_003),
+        election_timeout_max_ms: ELECTION_TIMEOUT_MAX_MS,
+    });
+    nemesis
+        .run(
+            &mut cluster,
+            &proxies,
+            &history,
+            Instant::now() + config.duration,
+        )
+        .await?;
+
+    // 1. Heal.
+    progress(config, "healing every fault");
+    proxies.heal();
+    for i in 0..3 {
+        if cluster.paused(i) {
+            cluster.resume(i);
+        }
+        if !cluster.running(i) {
+            cluster.start(i)?;
+        }
+    }
+    let mut recovery = InvariantResult {
+        name: "cluster-recovers-after-heal".into(),
+        passed: true,
+        checked: 0,
+        violations: 0,
+        examples: Vec::new(),
+    };
+    let mut recovered = |cluster: &Cluster, ok: bool, when: &str| {
+        recovery.checked += 1;
+        if !ok {
+            recovery.passed = false;
+            recovery.violations += 1;
+            recovery.examples.push(format!(
+                "no node served within {READY_LIMIT:?} {when}\n{}",
+                cluster.log_tails(20)
+            ));
+        }
+    };
+    let ready = cluster.wait_ready(READY_LIMIT).await.is_some();
+    recovered(&cluster, ready, "after the faults were healed");
+
+    // 2. Hold and read.
+    workload.hold(op_deadline + Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    progress(config, "reading the state after healing");
+    read_state(&mut cluster, &history, "after heal").await;
+
+    // 3. Kill all, restart, read again.
+    progress(config, "kill -9 of every node and restart; reading again");
+    // Recorded for the reader of the history, but not as a fault "start": no
+    // check-out follows it, so it has no unavailability to measure.
+    let mut event = Event::new("nemesis", EventType::Info, OpKind::Nemesis, 0);
+    event.fault = Some(FaultKind::KillAll.name().into());
+    event.detail = Some("final: kill -9 of every node, all restarted at once (end of run)".into());
+    history.record(event);
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.start(i)?;
+    }
+    let ready = cluster.wait_ready(READY_LIMIT).await.is_some();
+    recovered(&cluster, ready, "after the final kill-all and restart");
+    read_state(&mut cluster, &history, "after kill-all and restart").await;
+
+    // 4. Stop everything and read each store.
+    workload.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.terminate_all().await;
+    let replicas_read_us = history.now_us();
+    history.flush();
+    let dirs: Vec<PathBuf> = (0..3).map(|i| cluster.data_dir(i)).collect();
+    progress(config, "reading every node's own store");
+    let replicas = tokio::task::spawn_blocking(move || replica::read(&dirs))
+        .await
+        .context("the replica reader panicked")?;
+
+    // 5. Check.
+    let events = history.events();
+    let licensed: BTreeMap<String, u32> = config.features.iter().cloned().collect();
+    let mut verdict = checker::check(
+        &events,
+        &CheckInput {
+            licensed: licensed.clone(),
+            session_ttl_us: config.session_ttl_ms * 1000,
+            replicas: replicas.clone(),
+            replicas_read_us,
+        },
+    );
+    verdict.invariants.push(recovery);
+    let report = Report {
+        seed: config.seed,
+        replay: config.replay(),
+        duration_s: config.duration.as_secs_f64(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+        sessions: config.sessions,
+        faults_enabled: config.faults.iter().map(|f| f.name().to_string()).collect(),
+        licensed,
+        binary: config.binary.display().to_string(),
+        run_dir: config.keep.as_ref().map(|_| dir.display().to_string()),
+        events: events.len(),
+        operations: BTreeMap::new(),
+        faults: BTreeMap::new(),
+        faults_total: 0,
+        invariants: Vec::new(),
+        unavailability: BTreeMap::new(),
+        grants: 0,
+        denied_in_use: 0,
+        peak_seats: BTreeMap::new(),
+        replicas: Vec::new(),
+        network_namespaces: NETNS_SKIPPED.into(),
+        violations: 0,
+        passed: false,
+    }
+    .with_verdict(&verdict, &replicas);
+    if let Some(keep) = &config.keep {
+        let path = keep.join("report.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    drop(cluster);
+    drop(run_dir);
+    Ok(report)
+}
+
+/// A linearizable Status read on the active node, recorded as a `read`
+/// operation with every grant; retried for up to [`READY_LIMIT`].
+async fn read_state(cluster: &mut Cluster, history: &History, when: &str) {
+    let id = history.next_id();
+    let deadline = Instant::now() + READY_LIMIT;
+    let mut attempt = 0u32;
+    loop {
+        for i in 0..cluster.len() {
+            attempt += 1;
+            let mut invoke = Event::new("harness", EventType::Invoke, OpKind::Read, id);
+            invoke.attempt = Some(attempt);
+            invoke.node = Some(label(i));
+            invoke.detail = Some(format!("state read {when}"));
+            history.record(invoke);
+            let address = cluster.spec.real[i].to_string();
+            let reply = cluster::status(&address, Duration::from_secs(2)).await;
+            let mut done = Event::new("harness", EventType::Unknown, OpKind::Read, id);
+            done.attempt = Some(attempt);
+            done.node = Some(label(i));
+            let Some(reply) = reply else {
+                done.detail = Some("no answer (not active or not reachable)".into());
+                history.record(done);
+                continue;
+            };
+            done.kind = EventType::Ok;
+            done.term = Some(reply.term);
+            done.grants = Some(grants_seen(&reply));
+            done.detail = Some(format!(
+                "applied index {}, {} activations",
+                reply.applied_index, reply.activations
+            ));
+            history.record(done);
+            return;
+        }
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,694 @@
+//! The workload: concurrent client sessions that check seats out, hold them
+//! while heartbeating, and check them in — every attempt recorded.
+//!
+//! Each session worker runs one client session at a time with raw tonic
+//! clients (full control over request ids and timeouts). Its operations are
+//! sequential: a check-out or a check-in gets a new request id
+//! `(session, seq)`; an attempt that times out, fails in transport or is
+//! answered `UNAVAILABLE` is recorded `unknown` and retried with the *same*
+//! request id, following the `raftlm-leader-id` hint or moving on through
+//! the access point and the nodes' own addresses, until the operation's
+//! deadline. A separate heartbeat task renews the session every
+//! [`WorkloadSpec::renew_every`], quoting the grants held.
+//!
+//! A session is given up ("abandoned": heartbeats stop, grants are left to
+//! expire, a new session starts) when an operation stays unknown past its
+//! deadline, when the cluster says the session expired, and now and then at
+//! random, so that expiry is exercised too.
+//!
+//! Phases: [`Phase::Run`] does all of the above; in [`Phase::Hold`] no new
+//! operation starts but heartbeats go on, so grants stay held while the
+//! harness reads the final state; [`Phase::Stop`] ends everything.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raftlm::proto::v1 as pb;
+use raftlm::proto::v1::license_client::LicenseClient;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::history::{Event, EventType, GrantSeen, History, OpKind, Token, session_hex};
+
+/// Response metadata with the active node's id (see raftlm's `server::error`).
+pub const LEADER_ID_KEY: &str = "raftlm-leader-id";
+/// Pause before an attempt that follows a leader hint.
+pub const HINT_PAUSE: Duration = Duration::from_millis(20);
+/// Longest pause between attempts after failures without a hint.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Most grants one session holds at once.
+pub const GRANTS_PER_SESSION_MAX: usize = 2;
+
+/// What the workload does.
+#[derive(Debug, Clone)]
+pub struct WorkloadSpec {
+    /// Concurrent session workers.
+    pub sessions: usize,
+    /// Features and their licensed seats.
+    pub features: Vec<(String, u32)>,
+    /// The access point, `ip:port`.
+    pub access_point: String,
+    /// The nodes' own addresses (node `i + 1` at index `i`).
+    pub nodes: Vec<String>,
+    /// Seeds every random choice of the workload.
+    pub seed: u64,
+    /// Heartbeat period.
+    pub renew_every: Duration,
+    /// Deadline of one attempt.
+    pub attempt_timeout: Duration,
+    /// How long an operation is retried before it is given up as unknown.
+    pub op_deadline: Duration,
+    /// Chance, per step of a session, that it is abandoned.
+    pub abandon_chance: f64,
+    /// Chance that a check-out's or check-in's first attempt gets a 1–30 ms
+    /// deadline (its answer is lost while the request is applied).
+    pub short_deadline_chance: f64,
+    /// How often the reader takes a linearizable Status read of every grant.
+    pub read_every: Duration,
+}
+
+/// The workload's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Operations and heartbeats.
+    Run,
+    /// Heartbeats only: grants stay held.
+    Hold,
+    /// Everything stops.
+    Stop,
+}
+
+/// The running workload.
+pub struct Workload {
+    phase: watch::Sender<Phase>,
+    busy: Arc<AtomicUsize>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Workload {
+    /// Starts the session workers.
+    pub fn start(spec: WorkloadSpec, history: Arc<History>) -> Workload {
+        let (phase, watch) = watch::channel(Phase::Run);
+        let busy = Arc::new(AtomicUsize::new(0));
+        let spec = Arc::new(spec);
+        let tasks: Vec<JoinHandle<()>> = (0..spec.sessions)
+            .map(|p| {
+                let worker = Worker {
+                    process: p,
+                    spec: spec.clone(),
+                    history: history.clone(),
+                    phase: watch.clone(),
+                    busy: busy.clone(),
+                    rng: StdRng::seed_from_u64(mix(spec.seed, p as u64 + 1)),
+                    router: Router::new(&spec),
+                };
+                tokio::spawn(worker.run())
+            })
+            .collect();
+        let mut tasks = tasks;
+        let reader = Reader {
+            spec: spec.clone(),
+            history: history.clone(),
+            router: Router::new(&spec),
+        };
+        tasks.push(tokio::spawn(reader.run(watch.clone())));
+        Workload { phase, busy, tasks }
+    }
+
+    /// Starts no new operation; heartbeats go on. Waits up to `limit` for the
+    /// operations in flight to end.
+    pub async fn hold(&self, limit: Duration) {
+        self.phase.send_replace(Phase::Hold);
+        let deadline = Instant::now() + limit;
+        while self.busy.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops every session and heartbeat and waits for them.
+    pub async fn stop(self) {
+        self.phase.send_replace(Phase::Stop);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+/// A seed for stream `n` of a run with `seed` (splitmix64 of both).
+pub fn mix(seed: u64, n: u64) -> u64 {
+    let mut z = seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Where a client sends its next attempt: the access point, then the nodes.
+struct Router {
+    /// `(label, address)`: index 0 the access point, index `k` node `k`.
+    targets: Vec<(String, String)>,
+    channels: HashMap<usize, Channel>,
+    current: usize,
+    timeout: Duration,
+}
+
+impl Router {
+    fn new(spec: &WorkloadSpec) -> Router {
+        let mut targets = vec![("ap".to_string(), spec.access_point.clone())];
+        for (i, address) in spec.nodes.iter().enumerate() {
+            targets.push((format!("n{}", i + 1), address.clone()));
+        }
+        Router {
+            targets,
+            channels: HashMap::new(),
+            current: 0,
+            timeout: spec.attempt_timeout,
+        }
+    }
+
+    /// The target of the next attempt and a client for it.
+    fn client(&mut self) -> (String, Option<LicenseClient<Channel>>) {
+        let index = self.current;
+        let (label, address) = self.targets[index].clone();
+        if !self.channels.contains_key(&index) {
+            let endpoint = Endpoint::from_shared(format!("http://{address}")).map(|e| {
+                e.connect_timeout(self.timeout)
+                    .timeout(self.timeout)
+                    .tcp_nodelay(true)
+            });
+            match endpoint {
+                Ok(endpoint) => {
+                    self.channels.insert(index, endpoint.connect_lazy());
+                }
+                Err(_) => return (label, None),
+            }
+        }
+        (
+            label,
+            self.channels.get(&index).cloned().map(LicenseClient::new),
+        )
+    }
+
+    /// After an answer: stay. After a failure: follow the hint, or try the next target.
+    fn failed(&mut self, hint: Option<u64>) {
+        match hint {
+            Some(id) if (1..self.targets.len() as u64).contains(&id) => self.current = id as usize,
+            _ => self.current = (self.current + 1) % self.targets.len(),
+        }
+    }
+
+    /// Go back to the access point (clients are configured with it first).
+    fn prefer_access_point(&mut self) {
+        self.current = 0;
+    }
+}
+
+/// Why an attempt got no answer.
+struct NoAnswer {
+    detail: String,
+    hint: Option<u64>,
+}
+
+fn no_answer(status: &tonic::Status) -> NoAnswer {
+    let hint = status
+        .metadata()
+        .get(LEADER_ID_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let mut message = status.message().to_string();
+    message.truncate(160);
+    NoAnswer {
+        detail: format!("{:?}: {message}", status.code()),
+        hint,
+    }
+}
+
+/// Sends one RPC with the attempt deadline.
+async fn attempt<T, F>(timeout: Duration, call: F) -> Result<T, NoAnswer>
+where
+    F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(reply)) => Ok(reply.into_inner()),
+        Ok(Err(status)) => Err(no_answer(&status)),
+        Err(_) => Err(NoAnswer {
+            detail: "timed out".into(),
+            hint: None,
+        }),
+    }
+}
+
+/// A grant a session holds.
+#[derive(Debug, Clone)]
+struct Held {
+    token: Token,
+    until: Instant,
+}
+
+/// How an operation ended, for the session's next step.
+enum Ended {
+    /// Answered; the session goes on.
+    Answered,
+    /// The session must be given up (unknown outcome, or the session expired).
+    GiveUp(&'static str),
+}
+
+struct Worker {
+    process: usize,
+    spec: Arc<WorkloadSpec>,
+    history: Arc<History>,
+    phase: watch::Receiver<Phase>,
+    busy: Arc<AtomicUsize>,
+    rng: StdRng,
+    router: Router,
+}
+
+/// One client session's state.
+struct Session {
+    id: u64,
+    seq: u64,
+    held: Arc<Mutex<Vec<Held>>>,
+    heartbeat_stop: watch::Sender<bool>,
+    heartbeat: JoinHandle<()>,
+}
+
+impl Worker {
+    fn name(&self) -> String {
+        format!("s{}", self.process)
+    }
+
+    async fn run(mut self) {
+        loop {
+            let mut session = self.new_session();
+            let ended = self.session_loop(&mut session).await;
+            let _ = session.heartbeat_stop.send(true);
+            if let Some(reason) = ended {
+                let held: Vec<Token> = lock(&session.held).iter().map(|h| h.token).collect();
+                let mut event = Event::new(&self.name(), EventType::Info, OpKind::Abandon, 0);
+                event.session = Some(session_hex(session.id));
+                event.tokens = held;
+                event.detail = Some(reason.to_string());
+                self.history.record(event);
+                continue;
+            }
+            let _ = session.heartbeat.await;
+            return;
+        }
+    }
+
+    fn new_session(&mut self) -> Session {
+        let id = self.rng.r#gen::<u64>();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let (heartbeat_stop, stop) = watch::channel(false);
+        let heartbeat = Heartbeat {
+            process: format!("s{}-hb", self.process),
+            session: id,
+            held: held.clone(),
+            spec: self.spec.clone(),
+            history: self.history.clone(),
+            router: Router::new(&self.spec),
+        };
+        let heartbeat = tokio::spawn(heartbeat.run(self.phase.clone(), stop));
+        Session {
+            id,
+            seq: 0,
+            held,
+            heartbeat_stop,
+            heartbeat,
+        }
+    }
+
+    /// Runs operations until the phase leaves `Run` (returns `None` once it is
+    /// `Stop`) or the session is given up (returns why).
+    async fn session_loop(&mut self, session: &mut Session) -> Option<&'static str> {
+        loop {
+            if *self.phase.borrow() != Phase::Run {
+                let _ = self.phase.wait_for(|p| *p == Phase::Stop).await;
+                return None;
+            }
+            let think = Duration::from_millis(self.rng.gen_range(50..300));
+            tokio::select! {
+                _ = tokio::time::sleep(think) => {}
+                _ = self.phase.changed() => continue,
+            }
+            if self.rng.gen_bool(self.spec.abandon_chance) {
+                return Some("abandoned at random: heartbeats stop, grants are left to expire");
+            }
+            if self.rng.gen_bool(0.3) {
+                self.router.prefer_access_point();
+            }
+            let now = Instant::now();
+            let due = lock(&session.held).iter().position(|h| h.until <= now);
+            let holding = lock(&session.held).len();
+            self.busy.fetch_add(1, Ordering::SeqCst);
+            let ended = if let Some(index) = due {
+                let token = lock(&session.held)[index].token;
+                self.checkin(session, token).await
+            } else if holding < GRANTS_PER_SESSION_MAX && self.rng.gen_bool(0.7) {
+                self.checkout(session).await
+            } else {
+                Ended::Answered
+            };
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            if let Ended::GiveUp(reason) = ended {
+                return Some(reason);
+            }
+        }
+    }
+
+    /// The deadline of attempt `n`: now and then a first attempt gets a very
+    /// short one, so that its answer is lost while the cluster applies it —
+    /// the retry (same request id) must get the first outcome.
+    fn deadline(&mut self, n: u32) -> Duration {
+        if n == 1 && self.rng.gen_bool(self.spec.short_deadline_chance) {
+            Duration::from_millis(self.rng.gen_range(1..30))
+        } else {
+            self.spec.attempt_timeout
+        }
+    }
+
+    fn event(&self, session: &Session, kind: EventType, op: OpKind, id: u64, n: u32) -> Event {
+        let mut event = Event::new(&self.name(), kind, op, id);
+        event.session = Some(session_hex(session.id));
+        event.seq = Some(session.seq);
+        event.attempt = Some(n);
+        event
+    }
+
+    async fn checkout(&mut self, session: &mut Session) -> Ended {
+        let (feature, seats) =
+            self.spec.features[self.rng.gen_range(0..self.spec.features.len())].clone();
+        let count = if seats > 2 && self.rng.gen_bool(0.3) {
+            2
+        } else {
+            1
+        };
+        let hold = Duration::from_millis(self.rng.gen_range(200..3000));
+        session.seq += 1;
+        let id = self.history.next_id();
+        let deadline = Instant::now() + self.spec.op_deadline;
+        let mut backoff = Duration::from_millis(50);
+        for n in 1u32.. {
+            let mut invoke = self.event(session, EventType::Invoke, OpKind::Checkout, id, n);
+            invoke.feature = Some(feature.clone());
+            invoke.count = Some(count);
+            let (label, client) = self.router.client();
+            invoke.node = Some(label.clone());
+            self.history.record(invoke);
+            let request = pb::CheckoutRequest {
+                request: Some(pb::RequestId {
+                    session: session.id,
+                    seq: session.seq,
+                }),
+                feature: feature.clone(),
+                count,
+                user: "chaos".into(),
+                host: self.name(),
+            };
+            let result = match client {
+                Some(mut client) => attempt(self.deadline(n), client.checkout(request)).await,
+                None => Err(NoAnswer {
+                    detail: "bad address".into(),
+                    hint: None,
+                }),
+            };
+            match result {
+                Ok(reply) => {
+                    let reason = pb::DenyReason::try_from(reply.reason).unwrap_or_default();
+                    let (kind, detail) = if reply.granted {
+                        (EventType::Ok, None)
+                    } else {
+                        match reason {
+                            pb::DenyReason::StaleRequest => (EventType::Unknown, Some("stale")),
+                            pb::DenyReason::SessionExpired => {
+                                (EventType::Fail, Some("session-expired"))
+                            }
+                            pb::DenyReason::InUse => (EventType::Fail, Some("in-use")),
+                            _ => (EventType::Fail, Some("denied")),
+                        }
+                    };
+                    let mut done = self.event(session, kind, OpKind::Checkout, id, n);
+                    done.node = Some(label);
+                    done.term = Some(reply.term);
+                    done.feature = Some(feature.clone());
+                    done.count = Some(reply.count);
+                    done.token = reply.token.as_ref().map(Token::from);
+                    // The checker matches the bare reason word.
+                    done.detail = detail.map(str::to_string);
+                    self.history.record(done);
+                    return match (kind, detail) {
+                        (EventType::Ok, _) => {
+                            if let Some(token) = reply.token.as_ref().map(Token::from) {
+                                lock(&session.held).push(Held {
+                                    token,
+                                    until: Instant::now() + hold,
+                                });
+                            }
+                            Ended::Answered
+                        }
+                        (_, Some("session-expired")) => {
+                            Ended::GiveUp("the cluster expired the session")
+                        }
+                        (_, Some("stale")) => Ended::GiveUp("a retry was answered stale"),
+                        _ => Ended::Answered,
+                    };
+                }
+                Err(failure) => {
+                    let mut done = self.event(session, EventType::Unknown, OpKind::Checkout, id, n);
+                    done.node = Some(label);
+                    done.detail = Some(failure.detail);
+                    self.history.record(done);
+                    let followed = failure.hint.is_some();
+                    self.router.failed(failure.hint);
+                    if Instant::now() >= deadline {
+                        return Ended::GiveUp("a check-out stayed unknown past its deadline");
+                    }
+                    if followed {
+                        // A hint is followed at once, but a node that leads without
+                        // serving yet must not be asked in a hot loop.
+                        tokio::time::sleep(HINT_PAUSE).await;
+                    } else {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        }
+        Ended::Answered
+    }
+
+    async fn checkin(&mut self, session: &mut Session, token: Token) -> Ended {
+        session.seq += 1;
+        let id = self.history.next_id();
+        let deadline = Instant::now() + self.spec.op_deadline;
+        let mut backoff = Duration::from_millis(50);
+        for n in 1u32.. {
+            let mut invoke = self.event(session, EventType::Invoke, OpKind::Checkin, id, n);
+            invoke.token = Some(token);
+            let (label, client) = self.router.client();
+            invoke.node = Some(label.clone());
+            self.history.record(invoke);
+            let request = pb::CheckinRequest {
+                request: Some(pb::RequestId {
+                    session: session.id,
+                    seq: session.seq,
+                }),
+                token: Some(token.into()),
+            };
+            let result = match client {
+                Some(mut client) => attempt(self.deadline(n), client.checkin(request)).await,
+                None => Err(NoAnswer {
+                    detail: "bad address".into(),
+                    hint: None,
+                }),
+            };
+            match result {
+                Ok(reply) => {
+                    let kind = if reply.released {
+                        EventType::Ok
+                    } else {
+                        EventType::Fail
+                    };
+                    let mut done = self.event(session, kind, OpKind::Checkin, id, n);
+                    done.node = Some(label);
+                    done.term = Some(reply.term);
+                    done.token = Some(token);
+                    if reply.released {
+                        done.feature = Some(reply.feature);
+                        done.count = Some(reply.count);
+                    } else {
+                        done.detail = Some("not-held".into());
+                    }
+                    self.history.record(done);
+                    lock(&session.held).retain(|h| h.token != token);
+                    return Ended::Answered;
+                }
+                Err(failure) => {
+                    let mut done = self.event(session, EventType::Unknown, OpKind::Checkin, id, n);
+                    done.node = Some(label);
+                    done.detail = Some(failure.detail);
+                    self.history.record(done);
+                    let followed = failure.hint.is_some();
+                    self.router.failed(failure.hint);
+                    if Instant::now() >= deadline {
+                        return Ended::GiveUp("a check-in stayed unknown past its deadline");
+                    }
+                    if followed {
+                        // A hint is followed at once, but a node that leads without
+                        // serving yet must not be asked in a hot loop.
+                        tokio::time::sleep(HINT_PAUSE).await;
+                    } else {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        }
+        Ended::Answered
+    }
+}
+
+/// `std` lock that survives a poisoned mutex (a panicked task is a harness bug
+/// reported elsewhere; the data is a plain list).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The heartbeat task of one session.
+struct Heartbeat {
+    process: String,
+    session: u64,
+    held: Arc<Mutex<Vec<Held>>>,
+    spec: Arc<WorkloadSpec>,
+    history: Arc<History>,
+    router: Router,
+}
+
+impl Heartbeat {
+    async fn run(mut self, mut phase: watch::Receiver<Phase>, mut stop: watch::Receiver<bool>) {
+        let mut wait = self.spec.renew_every;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => return,
+                _ = phase.wait_for(|p| *p == Phase::Stop) => return,
+            }
+            let tokens: Vec<Token> = lock(&self.held).iter().map(|h| h.token).collect();
+            let id = self.history.next_id();
+            let mut invoke = Event::new(&self.process, EventType::Invoke, OpKind::Renew, id);
+            invoke.session = Some(session_hex(self.session));
+            invoke.attempt = Some(1);
+            invoke.tokens = tokens.clone();
+            let (label, client) = self.router.client();
+            invoke.node = Some(label.clone());
+            self.history.record(invoke);
+            let request = pb::RenewRequest {
+                session: self.session,
+                tokens: tokens.iter().map(|t| (*t).into()).collect(),
+                cached_for_ms: 0,
+                cached_since_ms: 0,
+            };
+            let result = match client {
+                Some(mut client) => attempt(self.spec.attempt_timeout, client.renew(request)).await,
+                None => Err(NoAnswer {
+                    detail: "bad address".into(),
+                    hint: None,
+                }),
+            };
+            let mut done = Event::new(&self.process, EventType::Unknown, OpKind::Renew, id);
+            done.session = Some(session_hex(self.session));
+            done.attempt = Some(1);
+            done.node = Some(label);
+            match result {
+                Ok(reply) => {
+                    done.kind = EventType::Ok;
+                    done.term = Some(reply.term);
+                    done.unknown_tokens = reply.unknown.iter().map(Token::from).collect();
+                    wait = self.spec.renew_every;
+                }
+                Err(failure) => {
+                    done.detail = Some(failure.detail);
+                    self.router.failed(failure.hint);
+                    // Try again soon: the session must be heard from within its TTL.
+                    wait = self.spec.renew_every / 4;
+                }
+            }
+            self.history.record(done);
+        }
+    }
+}
+
+/// The reader: a linearizable Status read of every grant now and then, so
+/// that lost, phantom and doubly granted seats are seen during the run and
+/// not only at its end.
+struct Reader {
+    spec: Arc<WorkloadSpec>,
+    history: Arc<History>,
+    router: Router,
+}
+
+impl Reader {
+    async fn run(mut self, mut phase: watch::Receiver<Phase>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.spec.read_every) => {}
+                _ = phase.wait_for(|p| *p != Phase::Run) => return,
+            }
+            let id = self.history.next_id();
+            let mut invoke = Event::new("reader", EventType::Invoke, OpKind::Read, id);
+            invoke.attempt = Some(1);
+            let (label, client) = self.router.client();
+            invoke.node = Some(label.clone());
+            self.history.record(invoke);
+            let result = match client {
+                Some(mut client) => {
+                    attempt(
+                        self.spec.attempt_timeout,
+                        client.status(pb::StatusRequest {}),
+                    )
+                    .await
+                }
+                None => Err(NoAnswer {
+                    detail: "bad address".into(),
+                    hint: None,
+                }),
+            };
+            let mut done = Event::new("reader", EventType::Unknown, OpKind::Read, id);
+            done.attempt = Some(1);
+            done.node = Some(label);
+            match result {
+                Ok(reply) => {
+                    done.kind = EventType::Ok;
+                    done.term = Some(reply.term);
+                    done.grants = Some(grants_seen(&reply));
+                }
+                Err(failure) => {
+                    done.detail = Some(failure.detail);
+                    self.router.failed(failure.hint);
+                }
+            }
+            self.history.record(done);
+        }
+    }
+}
+
+/// The grants of a Status reply, as the history records them.
+pub fn grants_seen(reply: &pb::StatusReply) -> Vec<GrantSeen> {
+    reply
+        .grants
+        .iter()
+        .filter_map(|g| {
+            Some(GrantSeen {
+                token: Token::from(g.token.as_ref()?),
+                session: session_hex(g.session),
+                feature: g.feature.clone(),
+                count: g.count,
+            })
+        })
+        .collect()
+}
