@@ -462,6 +462,7 @@ impl Client {
         let mut tried: Vec<String> = Vec::new();
         let mut last = String::from("the call's timeout is zero");
         let mut hops = 0;
+        let mut failed_before = false;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -504,11 +505,17 @@ impl Client {
                     }
                     Err(_) => {
                         self.evict(&address);
-                        last = format!("{address}: no answer within {} ms", budget.as_millis());
+                        // An attempt cut short by the call's own deadline says less than the
+                        // failure before it: keep that one as the reason.
+                        let cut_short = budget < self.inner.options.attempt_timeout;
+                        if !(cut_short && failed_before) {
+                            last = format!("{address}: no answer within {} ms", budget.as_millis());
+                        }
                         Next::Elsewhere
                     }
                 },
             };
+            failed_before = true;
             debug!(what, %address, %last, "attempt failed");
             match next {
                 Next::Hint(hint) if hint != address && hops < HINT_HOPS_MAX => {
@@ -764,7 +771,7 @@ mod tests {
         let (a, a_term, a_task) = fake_node(5).await;
         let (b, b_term, b_task) = fake_node(5).await;
         let options = ClientOptions {
-            call_timeout: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(3),
             attempt_timeout: Duration::from_millis(500),
             backoff_min: Duration::from_millis(1),
             backoff_max: Duration::from_millis(10),
