@@ -44,14 +44,7 @@ impl TestCluster {
         let slot = CLUSTER_SLOTS.acquire().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (key, public) = common::vendor_key(dir.path());
-        let mut listeners = Vec::new();
-        for _ in 0..3 {
-            listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
-        }
-        let addresses: Vec<String> = listeners
-            .iter()
-            .map(|l| l.local_addr().unwrap().to_string())
-            .collect();
+        let (listeners, addresses) = common::bind_three().await;
         let mut cluster = TestCluster {
             dir,
             key,

@@ -19,14 +19,7 @@ async fn start_cluster(
     raftlm::license::signature::VendorSigningKey,
 ) {
     let (key, public) = common::vendor_key(dir);
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    let addresses: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
+    let (listeners, addresses) = common::bind_three().await;
     let mut nodes = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let config = common::node_config(dir, i as u64 + 1, &addresses, &public);
@@ -61,15 +54,7 @@ async fn client(node: &Node) -> LicenseClient<tonic::transport::Channel> {
         .unwrap()
 }
 
-fn checkout(session: u64, seq: u64, feature: &str, count: u32) -> pb::CheckoutRequest {
-    pb::CheckoutRequest {
-        request: Some(pb::RequestId { session, seq }),
-        feature: feature.into(),
-        count,
-        user: "ada".into(),
-        host: "ws1".into(),
-    }
-}
+use common::checkout_request as checkout;
 
 // A checkout on the leader is replicated to every node; a follower redirects with the
 // leader's address; when the leader stops, a new leader serves and the grant is intact.
@@ -172,14 +157,7 @@ async fn replicate_redirect_and_survive_leader_loss() {
 async fn stopped_node_catches_up_through_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = common::vendor_key(dir.path());
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    let addresses: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
+    let (listeners, addresses) = common::bind_three().await;
     let configs: Vec<_> = (1..=3)
         .map(|id| {
             let mut config = common::node_config(dir.path(), id, &addresses, &public);

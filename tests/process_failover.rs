@@ -8,15 +8,7 @@ use std::time::{Duration, Instant};
 use common::process::{ProcessCluster, license_client, status};
 use raftlm::proto::v1 as pb;
 
-fn checkout(session: u64, seq: u64, feature: &str, count: u32) -> pb::CheckoutRequest {
-    pb::CheckoutRequest {
-        request: Some(pb::RequestId { session, seq }),
-        feature: feature.into(),
-        count,
-        user: "ada".into(),
-        host: "ws1".into(),
-    }
-}
+use common::checkout_request as checkout;
 
 async fn licensed_cluster(features: &[(&str, u32)], extra: &str) -> (ProcessCluster, usize) {
     let mut cluster = ProcessCluster::new(features, extra);

@@ -9,12 +9,17 @@ use std::time::Duration;
 use common::process::{ProcessCluster, license_client, raftlm};
 use raftlm::proto::v1 as pb;
 
-// Every checkout acknowledged before all three nodes were killed with SIGKILL is present
-// after they restart, and the seats in use are exactly those grants.
+// The cluster forms and re-forms whatever order its nodes start in; every checkout
+// acknowledged before all three nodes were killed with SIGKILL is present after they
+// restart, and the seats in use are exactly those grants.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_all_and_restart_keeps_every_acknowledged_grant() {
     let mut cluster = ProcessCluster::new(&[("cad", 1000)], "");
-    cluster.start_all();
+    // Pristine nodes, started out of order and apart: they still form one cluster.
+    for id in [2, 3, 1] {
+        cluster.start(id);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let (active, _) = cluster.wait_active(Duration::from_secs(30)).await;
     // Wait until the license directory has been imported.
     let address = cluster.addresses[active - 1].clone();
@@ -72,7 +77,10 @@ async fn kill_all_and_restart_keeps_every_acknowledged_grant() {
     for id in 1..=3 {
         cluster.kill(id);
     }
-    cluster.start_all();
+    for id in [3, 1, 2] {
+        cluster.start(id);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let (_, status) = cluster.wait_active(Duration::from_secs(30)).await;
     let held: BTreeSet<_> = status
         .grants

@@ -28,7 +28,6 @@ use std::time::Duration;
 use anyhow::Context;
 use raftlm::license::signature::{self, VendorSigningKey};
 use raftlm::proto::v1 as pb;
-use raftlm::proto::v1::license_client::LicenseClient;
 
 /// The cluster (access point) name the license is issued for.
 pub const CLUSTER: &str = "LICSRV";
@@ -335,19 +334,6 @@ impl Drop for Cluster {
 
 /// A Status call to `address` with a deadline; `None` if it does not answer.
 pub async fn status(address: &str, timeout: Duration) -> Option<pb::StatusReply> {
-    let call = async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .ok()?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect()
-            .await
-            .ok()?;
-        LicenseClient::new(channel)
-            .status(pb::StatusRequest {})
-            .await
-            .ok()
-            .map(|r| r.into_inner())
-    };
+    let call = raftlm::cli::local_cluster::status_within(address, timeout, timeout);
     tokio::time::timeout(timeout * 2, call).await.ok().flatten()
 }

@@ -198,10 +198,20 @@ impl LocalCluster {
 
 /// Status from `address`, if it answers within a second.
 pub async fn status_of(address: &str) -> Option<pb::StatusReply> {
+    status_within(address, Duration::from_millis(300), Duration::from_secs(1)).await
+}
+
+/// Status from `address`: `None` if it cannot be connected within `connect`
+/// or does not answer within `answer` after that.
+pub async fn status_within(
+    address: &str,
+    connect: Duration,
+    answer: Duration,
+) -> Option<pb::StatusReply> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .ok()?
-        .connect_timeout(Duration::from_millis(300))
-        .timeout(Duration::from_secs(1))
+        .connect_timeout(connect)
+        .timeout(answer)
         .connect()
         .await
         .ok()?;

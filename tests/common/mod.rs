@@ -55,4 +55,33 @@ pub fn node_config(dir: &Path, id: u64, addresses: &[String], vendor_pub: &Path)
     config
 }
 
+/// A check-out request as a client sends it (user "ada" on host "ws1").
+pub fn checkout_request(
+    session: u64,
+    seq: u64,
+    feature: &str,
+    count: u32,
+) -> raftlm::proto::v1::CheckoutRequest {
+    raftlm::proto::v1::CheckoutRequest {
+        request: Some(raftlm::proto::v1::RequestId { session, seq }),
+        feature: feature.into(),
+        count,
+        user: "ada".into(),
+        host: "ws1".into(),
+    }
+}
+
+/// Three listeners on `127.0.0.1:0` and their addresses, for an in-process cluster.
+pub async fn bind_three() -> (Vec<tokio::net::TcpListener>, Vec<String>) {
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let addresses = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    (listeners, addresses)
+}
+
 pub mod process;
