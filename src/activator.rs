@@ -40,7 +40,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 use tracing::{error, info, warn};
 
 use crate::config::{AccessPoint, AccessPointMode};
@@ -50,6 +49,7 @@ use crate::proto::v1::license_server::LicenseServer;
 use crate::server::Shared;
 use crate::server::admin::AdminService;
 use crate::server::license::LicenseService;
+use crate::tls::acceptor::Plane;
 
 /// Milliseconds on `CLOCK_BOOTTIME`: monotonic, and counts time the process
 /// was stopped or the machine suspended.
@@ -270,12 +270,20 @@ async fn bind(shared: Arc<Shared>) -> Result<Held, String> {
     let router = tonic::transport::Server::builder()
         .add_service(LicenseServer::new(LicenseService::new(shared.clone())))
         .add_service(AdminServer::new(AdminService::new(shared.clone())));
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let signal = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let serving = crate::server::serve(
+        router,
+        listener,
+        shared.tls.clone(),
+        Plane::Client,
+        Vec::new(),
+        shared.refusals.clone(),
+        signal,
+    );
     let task = tokio::spawn(async move {
-        let signal = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        if let Err(error) = router.serve_with_incoming_shutdown(incoming, signal).await {
+        if let Err(error) = serving.await {
             error!(%error, "access point server failed");
         }
     });

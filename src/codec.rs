@@ -12,7 +12,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format version written in front of every record.
-pub const FORMAT_VERSION: u8 = 1;
+///
+/// History: 1 — the first release; 2 — members carry a peer-plane address,
+/// sessions are named by a handle derived from a secret, and administrators'
+/// actions are recorded with their author.
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Largest record [`decode`] accepts; guards against a corrupt length prefix
 /// asking for an absurd allocation.

@@ -56,11 +56,16 @@ pub struct Config {
     pub cluster_name: String,
     /// Where this node keeps its sled database.
     pub data_dir: PathBuf,
-    /// Address to listen on for Raft, license and admin gRPC. Defaults to this
-    /// node's address in `nodes`; set it to e.g. `0.0.0.0:27001` to listen on
-    /// every interface while peers use the address in `nodes`.
+    /// Address to listen on for license and admin gRPC (the client plane).
+    /// Defaults to this node's `address` in `nodes`; set it to e.g.
+    /// `0.0.0.0:27001` to listen on every interface while clients use the
+    /// address in `nodes`.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// Address to listen on for the Raft RPCs of the peer plane. Defaults to
+    /// this node's `peer_address` in `nodes`.
+    #[serde(default)]
+    pub peer_listen: Option<SocketAddr>,
     /// Every node of the cluster, this one included; the same list on every node.
     pub nodes: Vec<NodeAddress>,
     /// Files with the vendor public keys this cluster trusts (`raftlm license keygen` writes them).
@@ -81,6 +86,41 @@ pub struct Config {
     /// When snapshots are taken.
     #[serde(default)]
     pub snapshot: SnapshotPolicy,
+    /// Certificates of both planes (see docs/security.md).
+    #[serde(default)]
+    pub tls: Tls,
+}
+
+/// TLS for the peer plane (mutual TLS between nodes) and the client plane
+/// (TLS to applications and administrators). On unless `plaintext = true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Run both planes without TLS. Anyone on the network can then act as
+    /// a node or an administrator; the log and `raftlm status` say so.
+    #[serde(default)]
+    pub plaintext: bool,
+    /// The cluster CA certificate (PEM): peers and administrators must hold
+    /// certificates it issued.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// This node's certificate (PEM), issued by `raftlm tls issue --node ID`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM, mode 0600).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+/// The three certificate files of a node with TLS on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The cluster CA certificate.
+    pub ca: PathBuf,
+    /// The node's certificate.
+    pub cert: PathBuf,
+    /// The node's private key.
+    pub key: PathBuf,
 }
 
 /// A node's id and address.
@@ -89,8 +129,10 @@ pub struct Config {
 pub struct NodeAddress {
     /// The node id (non-zero).
     pub id: u64,
-    /// `host:port` the other nodes and clients use to reach it.
+    /// `host:port` clients use to reach it (the client plane: license and admin).
     pub address: String,
+    /// `host:port` the other nodes use to reach it (the peer plane: Raft RPCs).
+    pub peer_address: String,
 }
 
 /// How the active node takes the client access point.
@@ -257,6 +299,12 @@ impl Config {
         };
         resolve(&mut self.data_dir);
         self.vendor_keys.iter_mut().for_each(resolve);
+        for path in [&mut self.tls.ca, &mut self.tls.cert, &mut self.tls.key]
+            .into_iter()
+            .flatten()
+        {
+            resolve(path);
+        }
         if let Some(dir) = self.license_dir.as_mut() {
             resolve(dir);
         }
@@ -297,14 +345,22 @@ impl Config {
                     format!("address {} is listed twice", node.address),
                 ));
             }
-            if split_host_port(&node.address).is_none() {
+            if !addresses.insert(node.peer_address.as_str()) {
                 return Err((
-                    "nodes.address",
-                    format!(
-                        "\"{}\" is not host:port (e.g. 10.0.0.1:27001)",
-                        node.address
-                    ),
+                    "nodes.peer_address",
+                    format!("address {} is listed twice", node.peer_address),
                 ));
+            }
+            for (field, address) in [
+                ("nodes.address", &node.address),
+                ("nodes.peer_address", &node.peer_address),
+            ] {
+                if split_host_port(address).is_none() {
+                    return Err((
+                        field,
+                        format!("\"{address}\" is not host:port (e.g. 10.0.0.1:27001)"),
+                    ));
+                }
             }
         }
         if !ids.contains(&self.node_id) {
@@ -324,6 +380,38 @@ impl Config {
                     self.own_address()
                 ),
             ));
+        }
+        if self.peer_listen_address().is_none() {
+            return Err((
+                "peer_listen",
+                format!(
+                    "this node's peer address {} is not an IP socket address; set peer_listen = \"IP:PORT\"",
+                    self.own_peer_address()
+                ),
+            ));
+        }
+        if self.listen_address() == self.peer_listen_address() {
+            return Err((
+                "nodes.peer_address",
+                format!(
+                    "this node's peer address is also its client address ({}): the Raft RPCs need a port of their own",
+                    self.own_address()
+                ),
+            ));
+        }
+        if !self.tls.plaintext {
+            for (field, value) in [
+                ("tls.ca", &self.tls.ca),
+                ("tls.cert", &self.tls.cert),
+                ("tls.key", &self.tls.key),
+            ] {
+                if value.is_none() {
+                    return Err((
+                        field,
+                        "is required: give the file made by `raftlm tls`, or set tls.plaintext = true to run without TLS".into(),
+                    ));
+                }
+            }
         }
         let t = &self.timing;
         if t.heartbeat_ms == 0 {
@@ -424,9 +512,36 @@ impl Config {
             .unwrap_or("")
     }
 
-    /// The socket address this node listens on.
+    /// This node's peer-plane address as the other nodes know it.
+    pub fn own_peer_address(&self) -> &str {
+        self.nodes
+            .iter()
+            .find(|n| n.id == self.node_id)
+            .map(|n| n.peer_address.as_str())
+            .unwrap_or("")
+    }
+
+    /// The socket address this node serves clients on.
     pub fn listen_address(&self) -> Option<SocketAddr> {
         self.listen.or_else(|| self.own_address().parse().ok())
+    }
+
+    /// The socket address this node serves the peer plane on.
+    pub fn peer_listen_address(&self) -> Option<SocketAddr> {
+        self.peer_listen
+            .or_else(|| self.own_peer_address().parse().ok())
+    }
+
+    /// The certificate files, or `None` when the config runs in plaintext.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        if self.tls.plaintext {
+            return None;
+        }
+        Some(TlsFiles {
+            ca: self.tls.ca.clone()?,
+            cert: self.tls.cert.clone()?,
+            key: self.tls.key.clone()?,
+        })
     }
 }
 
@@ -460,15 +575,22 @@ mod tests {
 node_id = 2
 cluster_name = "LICSRV"
 data_dir = "data/node2"
+[tls]
+ca = "tls/ca.crt"
+cert = "tls/node-2.crt"
+key = "tls/node-2.key"
 [[nodes]]
 id = 1
 address = "127.0.0.1:27001"
+peer_address = "127.0.0.1:27101"
 [[nodes]]
 id = 2
 address = "127.0.0.1:27002"
+peer_address = "127.0.0.1:27102"
 [[nodes]]
 id = 3
 address = "127.0.0.1:27003"
+peer_address = "127.0.0.1:27103"
 "#;
 
     fn parse(text: &str) -> Result<Config, String> {
@@ -522,6 +644,16 @@ address = "127.0.0.1:27003"
                 "data_dir = \"data/node2\"\n[access_point]\nmode = \"command\"\naddress = \"10.0.0.100:27000\"",
                 "config /etc/raftlm/node.toml: access_point.up: command mode needs an up command",
             ),
+            (
+                "peer_address = \"127.0.0.1:27102\"",
+                "peer_address = \"127.0.0.1:27002\"",
+                "config /etc/raftlm/node.toml: nodes.peer_address: address 127.0.0.1:27002 is listed twice",
+            ),
+            (
+                "key = \"tls/node-2.key\"\n",
+                "",
+                "config /etc/raftlm/node.toml: tls.key: is required: give the file made by `raftlm tls`, or set tls.plaintext = true to run without TLS",
+            ),
         ];
         for (from, to, expected) in cases {
             let text = GOOD.replacen(from, to, 1);
@@ -543,6 +675,24 @@ address = "127.0.0.1:27003"
             assert_eq!(config.batching, Batching::default());
             assert_eq!(config.snapshot, SnapshotPolicy::default());
         }
+    }
+
+    // TLS is on unless the config says plaintext explicitly; then no files are needed.
+    #[test]
+    fn tls_is_on_unless_plaintext_is_explicit() {
+        let config = parse(GOOD).unwrap();
+        let files = config.tls_files().unwrap();
+        assert_eq!(files.cert, PathBuf::from("/etc/raftlm/tls/node-2.crt"));
+        let start = GOOD.find("[tls]").unwrap();
+        let end = GOOD.find("[[nodes]]").unwrap();
+        let plain = format!(
+            "{}[tls]\nplaintext = true\n{}",
+            &GOOD[..start],
+            &GOOD[end..]
+        );
+        assert_eq!(parse(&plain).unwrap().tls_files(), None);
+        let none = format!("{}{}", &GOOD[..start], &GOOD[end..]);
+        assert!(parse(&none).unwrap_err().contains("tls.ca: is required"));
     }
 
     // A misspelt field is an error naming it, not a silently ignored setting.

@@ -12,3 +12,4 @@ pub mod node;
 pub mod proto;
 pub mod raft;
 pub mod server;
+pub mod tls;

@@ -31,6 +31,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::license::LicenseCommand,
     },
+    /// Cluster CA and certificates for nodes, administrators and clients.
+    Tls {
+        #[command(subcommand)]
+        command: cli::tls::TlsCommand,
+    },
     /// Runs one node of a cluster.
     Server {
         /// The node's TOML config file.
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status::run(args),
         Command::Checkout(args) => cli::checkout::run(args),
         Command::License { command } => cli::license::run(command),
+        Command::Tls { command } => cli::tls::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

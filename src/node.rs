@@ -13,11 +13,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::BasicNode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 use tracing::{Instrument, error, info, warn};
 
 use crate::activator::{self, Lease};
@@ -26,14 +24,15 @@ use crate::license::signature::{KeyError, VendorPublicKey};
 use crate::license::state::Outcome;
 use crate::proto::v1::admin_server::AdminServer;
 use crate::proto::v1::license_server::LicenseServer;
-use crate::raft::Raft;
 use crate::raft::network::{Network, RaftService};
 use crate::raft::store::{self, StoreError};
+use crate::raft::{Member, Raft};
 use crate::server::Shared;
 use crate::server::admin::{AdminService, import_license};
 use crate::server::batcher::Batcher;
 use crate::server::license::LicenseService;
 use crate::server::sessions::{self, SessionTracker};
+use crate::tls::acceptor::{self, Plane, Refusals, TlsError, TlsState};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +54,16 @@ pub enum NodeError {
     /// openraft refused the configuration or failed to start.
     #[error("raft could not start: {0}")]
     Raft(String),
+    /// The certificate files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A running node.
 pub struct Node {
     shared: Arc<Shared>,
     address: std::net::SocketAddr,
+    peer_address: std::net::SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -82,46 +85,85 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
     raft.validate().map_err(|e| NodeError::Raft(e.to_string()))
 }
 
+async fn bind(
+    address: Option<std::net::SocketAddr>,
+    named: &str,
+) -> Result<TcpListener, NodeError> {
+    let address = address.ok_or_else(|| NodeError::Bind {
+        address: named.to_string(),
+        source: std::io::Error::other("not an IP socket address"),
+    })?;
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| NodeError::Bind {
+            address: address.to_string(),
+            source,
+        })
+}
+
 impl Node {
-    /// Starts a node, binding its own address from the config.
+    /// Starts a node, binding its client and peer addresses from the config.
     pub async fn start(config: Config) -> Result<Node, NodeError> {
-        let address = config.listen_address().ok_or_else(|| NodeError::Bind {
-            address: config.own_address().to_string(),
-            source: std::io::Error::other("not an IP socket address"),
-        })?;
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|source| NodeError::Bind {
-                address: address.to_string(),
-                source,
-            })?;
-        Node::start_with_listener(config, listener).await
+        let client = bind(config.listen_address(), config.own_address()).await?;
+        let peer = bind(config.peer_listen_address(), config.own_peer_address()).await?;
+        Node::start_with_listeners(config, client, peer).await
     }
 
-    /// Starts a node on an already bound listener (tests bind `127.0.0.1:0`).
-    pub async fn start_with_listener(
+    /// Starts a node on already bound listeners for the client plane and the
+    /// peer plane (tests bind `127.0.0.1:0`).
+    pub async fn start_with_listeners(
         config: Config,
-        listener: TcpListener,
+        client: TcpListener,
+        peer: TcpListener,
     ) -> Result<Node, NodeError> {
         let span = tracing::info_span!("node", id = config.node_id);
-        Node::start_inner(config, listener).instrument(span).await
+        Node::start_inner(config, client, peer)
+            .instrument(span)
+            .await
     }
 
-    async fn start_inner(config: Config, listener: TcpListener) -> Result<Node, NodeError> {
+    async fn start_inner(
+        config: Config,
+        listener: TcpListener,
+        peer_listener: TcpListener,
+    ) -> Result<Node, NodeError> {
         let node_id = config.node_id;
         // Tasks spawned below run outside the caller's span: give each the node id.
         let span = tracing::info_span!("node", id = node_id);
-        let address = listener.local_addr().map_err(|source| NodeError::Bind {
-            address: config.own_address().to_string(),
-            source,
-        })?;
+        let local = |l: &TcpListener, named: &str| {
+            l.local_addr().map_err(|source| NodeError::Bind {
+                address: named.to_string(),
+                source,
+            })
+        };
+        let address = local(&listener, config.own_address())?;
+        let peer_address = local(&peer_listener, config.own_peer_address())?;
+        let tls = match config.tls_files() {
+            Some(files) => Some(Arc::new(TlsState::load(
+                files,
+                &config.cluster_name,
+                node_id,
+            )?)),
+            None => {
+                warn!(
+                    "tls.plaintext is set: this cluster is UNENCRYPTED and anyone who reaches a node can act as a peer or an administrator"
+                );
+                None
+            }
+        };
+        let refusals = Arc::new(Refusals::default());
         let trusted = config
             .vendor_keys
             .iter()
             .map(|path| VendorPublicKey::load(path))
             .collect::<Result<Vec<_>, _>>()?;
         let (log_store, state_machine) = store::open(&config.data_dir)?;
-        let network = Network::new();
+        let peers = config
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.peer_address.clone()))
+            .collect();
+        let network = Network::new(&config.cluster_name, peers, tls.clone(), refusals.clone());
         let raft = Raft::new(
             node_id,
             Arc::new(raft_config(&config)?),
@@ -136,10 +178,16 @@ impl Node {
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?
         {
-            let members: BTreeMap<u64, BasicNode> = config
+            let members: BTreeMap<u64, Member> = config
                 .nodes
                 .iter()
-                .map(|n| (n.id, BasicNode::new(&n.address)))
+                .map(|n| {
+                    let member = Member {
+                        address: n.address.clone(),
+                        peer_address: n.peer_address.clone(),
+                    };
+                    (n.id, member)
+                })
                 .collect();
             info!(?members, "pristine node: forming the cluster");
             if let Err(error) = raft.initialize(members).await {
@@ -160,29 +208,51 @@ impl Node {
             trusted,
             network,
             lease: Lease::default(),
+            tls: tls.clone(),
+            refusals: refusals.clone(),
         });
-        let (stop, stopped) = watch::channel(false);
+        let (stop, _) = watch::channel(false);
         let mut tasks = vec![batcher_task];
+        let members: Vec<u64> = config.nodes.iter().map(|n| n.id).collect();
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<LicenseServer<LicenseService>>().await;
-        let router = tonic::transport::Server::builder()
+        let client_router = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(RaftService::server(raft.clone()))
             .add_service(LicenseServer::new(LicenseService::new(shared.clone())))
             .add_service(AdminServer::new(AdminService::new(shared.clone())));
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        tasks.push(tokio::spawn(
-            async move {
-                if let Err(error) = router
-                    .serve_with_incoming_shutdown(incoming, wait_stop(stopped))
-                    .await
-                {
-                    error!(%error, "gRPC server failed");
-                }
-            }
-            .instrument(span.clone()),
+        let peer_router = tonic::transport::Server::builder().add_service(RaftService::server(
+            raft.clone(),
+            tls.as_ref().map(|_| config.cluster_name.clone()),
+            refusals.clone(),
         ));
+        for (router, listener, plane) in [
+            (client_router, listener, Plane::Client),
+            (peer_router, peer_listener, Plane::Peer),
+        ] {
+            let serving = crate::server::serve(
+                router,
+                listener,
+                tls.clone(),
+                plane,
+                members.clone(),
+                refusals.clone(),
+                wait_stop(stop.subscribe()),
+            );
+            tasks.push(tokio::spawn(
+                async move {
+                    if let Err(error) = serving.await {
+                        error!(%error, ?plane, "gRPC server failed");
+                    }
+                }
+                .instrument(span.clone()),
+            ));
+        }
+        if let Some(tls) = tls {
+            tasks.push(tokio::spawn(
+                acceptor::watch_files(tls, wait_stop(stop.subscribe())).instrument(span.clone()),
+            ));
+        }
         tasks.push(tokio::spawn(
             activator::run(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
         ));
@@ -193,10 +263,11 @@ impl Node {
             import_license_dir(shared.clone(), wait_stop(stop.subscribe()))
                 .instrument(span.clone()),
         ));
-        info!(%address, "node started");
+        info!(%address, %peer_address, "node started");
         Ok(Node {
             shared,
             address,
+            peer_address,
             stop,
             tasks,
         })
@@ -212,9 +283,14 @@ impl Node {
         &self.shared.raft
     }
 
-    /// The address the node's gRPC server listens on.
+    /// The address the node serves clients on (license and admin services).
     pub fn address(&self) -> std::net::SocketAddr {
         self.address
+    }
+
+    /// The address the node serves the peer plane (Raft RPCs) on.
+    pub fn peer_address(&self) -> std::net::SocketAddr {
+        self.peer_address
     }
 
     /// Stops serving, stops Raft and every task, and waits for them.
@@ -288,7 +364,8 @@ async fn import_dir_once(shared: &Shared, dir: &Path) -> Result<(), String> {
                 continue;
             }
         };
-        match import_license(shared, &name, &text).await {
+        let author = format!("node {} (license directory)", shared.node_id);
+        match import_license(shared, &name, &text, &author).await {
             Ok((
                 Outcome::Imported {
                     lines, duplicates, ..

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use raftlm::client::{
-    Client, ClientError, ClientOptions, DenyReason, GrantToken, RequestId, ServerList, Session,
-    SessionEvent, SessionId, SessionOptions, SessionState,
+    Client, ClientError, ClientOptions, DenyReason, GrantToken, ServerList, Session, SessionEvent,
+    SessionId, SessionOptions, SessionRequest, SessionSecret, SessionState,
 };
 use raftlm::license::signature::VendorSigningKey;
 use raftlm::node::Node;
@@ -30,6 +30,7 @@ struct TestCluster {
     key: VendorSigningKey,
     public: PathBuf,
     addresses: Vec<String>,
+    peer_addresses: Vec<String>,
     nodes: Vec<Option<Node>>,
     session_ttl_ms: Option<u64>,
     _slot: tokio::sync::SemaphorePermit<'static>,
@@ -44,51 +45,48 @@ impl TestCluster {
         let slot = CLUSTER_SLOTS.acquire().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (key, public) = common::vendor_key(dir.path());
-        let (listeners, addresses) = common::bind_three().await;
+        let bound = common::bind_three().await;
         let mut cluster = TestCluster {
             dir,
             key,
             public,
-            addresses,
+            addresses: bound.addresses,
+            peer_addresses: bound.peer_addresses,
             nodes: vec![None, None, None],
             session_ttl_ms,
             _slot: slot,
         };
-        for (i, listener) in listeners.into_iter().enumerate() {
-            cluster.start_on(i, listener).await;
+        for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
+            cluster.start_on(i, client, peer).await;
         }
         cluster
     }
 
-    async fn start_on(&mut self, i: usize, listener: TcpListener) {
-        let mut config =
-            common::node_config(self.dir.path(), i as u64 + 1, &self.addresses, &self.public);
+    async fn start_on(&mut self, i: usize, client: TcpListener, peer: TcpListener) {
+        let mut config = common::node_config(
+            self.dir.path(),
+            i as u64 + 1,
+            &self.addresses,
+            &self.peer_addresses,
+            &self.public,
+        );
         if let Some(ttl) = self.session_ttl_ms {
             config.timing.session_ttl_ms = ttl;
             config.validate().unwrap();
         }
-        self.nodes[i] = Some(Node::start_with_listener(config, listener).await.unwrap());
+        self.nodes[i] = Some(
+            Node::start_with_listeners(config, client, peer)
+                .await
+                .unwrap(),
+        );
     }
 
     /// Restarts a stopped node on its old address and data directory.
     async fn restart(&mut self, i: usize) {
         assert!(self.nodes[i].is_none(), "node {} is running", i + 1);
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        // The old listener may take a moment to close.
-        let listener = loop {
-            match TcpListener::bind(&self.addresses[i]).await {
-                Ok(listener) => break listener,
-                Err(error) => {
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "cannot bind {} again: {error}",
-                        self.addresses[i]
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
-        self.start_on(i, listener).await;
+        let client = common::rebind(&self.addresses[i]).await;
+        let peer = common::rebind(&self.peer_addresses[i]).await;
+        self.start_on(i, client, peer).await;
     }
 
     async fn stop(&mut self, i: usize) {
@@ -163,6 +161,7 @@ fn quick_client() -> ClientOptions {
         attempt_timeout: Duration::from_millis(500),
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(200),
+        tls: common::admin_tls(),
     }
 }
 
@@ -212,7 +211,7 @@ async fn cluster_view(
     let tokens = status
         .grants
         .iter()
-        .filter(|g| g.session == session.0)
+        .filter(|g| g.session_handle == session.0)
         .filter_map(|g| {
             g.token.map(|t| GrantToken {
                 term: t.term,
@@ -339,16 +338,16 @@ async fn retried_request_takes_one_seat() {
     let cluster = TestCluster::start().await;
     cluster.import(&[("cad", 3)]).await;
     let client = Client::with_options(cluster.all_servers(), quick_client());
-    let id = RequestId {
-        session: SessionId(0x5eed),
+    let id = SessionRequest {
+        secret: SessionSecret::from_seed(0x5eed),
         seq: 1,
     };
 
-    let first = client.checkout(id, "cad", 1, "ada", "ws1").await.unwrap();
-    let again = client.checkout(id, "cad", 1, "ada", "ws1").await.unwrap();
+    let first = client.checkout(&id, "cad", 1, "ada", "ws1").await.unwrap();
+    let again = client.checkout(&id, "cad", 1, "ada", "ws1").await.unwrap();
     assert_eq!(first.token, again.token);
     assert_eq!(
-        cluster_view(&client, "cad", id.session).await,
+        cluster_view(&client, "cad", id.secret.handle()).await,
         (1, vec![first.token])
     );
     cluster.shutdown().await;

@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use raftlm::node::Node;
 use raftlm::proto::v1 as pb;
-use raftlm::proto::v1::admin_client::AdminClient;
 use raftlm::proto::v1::license_client::LicenseClient;
 use raftlm::server::error::LEADER_ADDRESS_KEY;
-use tokio::net::TcpListener;
 
 async fn start_cluster(
     dir: &std::path::Path,
@@ -19,12 +17,20 @@ async fn start_cluster(
     raftlm::license::signature::VendorSigningKey,
 ) {
     let (key, public) = common::vendor_key(dir);
-    let (listeners, addresses) = common::bind_three().await;
+    let bound = common::bind_three().await;
     let mut nodes = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let config = common::node_config(dir, i as u64 + 1, &addresses, &public);
+    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
+        let config = common::node_config(
+            dir,
+            i as u64 + 1,
+            &bound.addresses,
+            &bound.peer_addresses,
+            &public,
+        );
         nodes.push(Some(
-            Node::start_with_listener(config, listener).await.unwrap(),
+            Node::start_with_listeners(config, client, peer)
+                .await
+                .unwrap(),
         ));
     }
     (nodes, key)
@@ -49,9 +55,7 @@ async fn leader_of(nodes: &[Option<Node>]) -> usize {
 }
 
 async fn client(node: &Node) -> LicenseClient<tonic::transport::Channel> {
-    LicenseClient::connect(format!("http://{}", node.address()))
-        .await
-        .unwrap()
+    common::license_client(&node.address().to_string()).await
 }
 
 use common::checkout_request as checkout;
@@ -65,9 +69,7 @@ async fn replicate_redirect_and_survive_leader_loss() {
     let leader = leader_of(&nodes).await;
     let leader_node = nodes[leader].as_ref().unwrap();
 
-    let mut admin = AdminClient::connect(format!("http://{}", leader_node.address()))
-        .await
-        .unwrap();
+    let mut admin = common::admin_client(&leader_node.address().to_string()).await;
     let imported = admin
         .import_license(pb::ImportLicenseRequest {
             name: "acme.lic".into(),
@@ -157,19 +159,23 @@ async fn replicate_redirect_and_survive_leader_loss() {
 async fn stopped_node_catches_up_through_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = common::vendor_key(dir.path());
-    let (listeners, addresses) = common::bind_three().await;
+    let bound = common::bind_three().await;
+    let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
     let configs: Vec<_> = (1..=3)
         .map(|id| {
-            let mut config = common::node_config(dir.path(), id, &addresses, &public);
+            let mut config =
+                common::node_config(dir.path(), id, &addresses, &peer_addresses, &public);
             config.snapshot.logs_since_last = 10;
             config.snapshot.logs_kept = 0;
             config
         })
         .collect();
     let mut nodes = Vec::new();
-    for (config, listener) in configs.iter().cloned().zip(listeners) {
+    for (config, (client, peer)) in configs.iter().cloned().zip(bound.listeners) {
         nodes.push(Some(
-            Node::start_with_listener(config, listener).await.unwrap(),
+            Node::start_with_listeners(config, client, peer)
+                .await
+                .unwrap(),
         ));
     }
     let leader = leader_of(&nodes).await;
@@ -177,9 +183,7 @@ async fn stopped_node_catches_up_through_a_snapshot() {
     nodes[lagging].take().unwrap().shutdown().await;
 
     let leader_node = nodes[leader].as_ref().unwrap();
-    let mut admin = AdminClient::connect(format!("http://{}", leader_node.address()))
-        .await
-        .unwrap();
+    let mut admin = common::admin_client(&leader_node.address().to_string()).await;
     admin
         .import_license(pb::ImportLicenseRequest {
             name: "acme.lic".into(),
@@ -217,8 +221,9 @@ async fn stopped_node_catches_up_through_a_snapshot() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let listener = TcpListener::bind(&addresses[lagging]).await.unwrap();
-    let returned = Node::start_with_listener(configs[lagging].clone(), listener)
+    let client = common::rebind(&addresses[lagging]).await;
+    let peer = common::rebind(&peer_addresses[lagging]).await;
+    let returned = Node::start_with_listeners(configs[lagging].clone(), client, peer)
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

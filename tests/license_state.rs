@@ -84,6 +84,7 @@ impl Log {
         self.apply(Command::ImportLicense {
             name: name.to_string(),
             lines,
+            author: "CN=test".into(),
         })
     }
 }
@@ -200,6 +201,7 @@ fn tokens_are_term_index_slot() {
             Command::ImportLicense {
                 name: "a".into(),
                 lines: vec![line("cad", 9, Expiry::Permanent, "s")],
+                author: "CN=test".into(),
             },
             checkout(1, 1, "cad", 1),
             checkout(2, 1, "cad", 1),
@@ -341,7 +343,8 @@ fn license_changes_never_strand_grants() {
     };
     assert_eq!(
         log.apply(Command::RemoveLicense {
-            name: "a.lic".into()
+            name: "a.lic".into(),
+            author: "CN=test".into(),
         }),
         refusal
     );
@@ -356,7 +359,8 @@ fn license_changes_never_strand_grants() {
     );
     assert_eq!(
         log.apply(Command::RemoveLicense {
-            name: "none".into()
+            name: "none".into(),
+            author: "CN=test".into(),
         }),
         Outcome::NoSuchLicense
     );
@@ -365,7 +369,8 @@ fn license_changes_never_strand_grants() {
     });
     assert_eq!(
         log.apply(Command::RemoveLicense {
-            name: "a.lic".into()
+            name: "a.lic".into(),
+            author: "CN=test".into(),
         }),
         Outcome::Removed {
             name: "a.lic".into()
@@ -523,9 +528,9 @@ proptest! {
                 Op::Import { feature, seats, expired, name } => {
                     let expiry = if expired { Expiry::On(Date::from_unix_ms(now)) } else { Expiry::Permanent };
                     let signature = format!("sig-{feature}-{seats}-{expired}-{name}");
-                    Command::ImportLicense { name: format!("f{name}.lic"), lines: vec![line(FEATURES[feature], seats, expiry, &signature)] }
+                    Command::ImportLicense { name: format!("f{name}.lic"), lines: vec![line(FEATURES[feature], seats, expiry, &signature)], author: "CN=test".into() }
                 }
-                Op::Remove { name } => Command::RemoveLicense { name: format!("f{name}.lic") },
+                Op::Remove { name } => Command::RemoveLicense { name: format!("f{name}.lic"), author: "CN=test".into() },
                 Op::Tick { ms } => {
                     now += ms;
                     Command::Expire { sessions: vec![] }

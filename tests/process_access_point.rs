@@ -16,16 +16,7 @@ fn command_mode(up: &str, down: &str, access_point: &str) -> String {
 /// Replaces the `[access_point]` table of every node config with `table`.
 fn set_access_point(cluster: &ProcessCluster, table: &str) {
     for id in 1..=3 {
-        let path = cluster.config(id);
-        let text = std::fs::read_to_string(&path).unwrap();
-        let start = text.find("[access_point]").unwrap();
-        let end = text[start + 1..]
-            .find("\n[")
-            .map_or(text.len(), |i| start + 1 + i + 1);
-        let mut new = text[..start].to_string();
-        new.push_str(table);
-        new.push_str(&text[end..]);
-        std::fs::write(&path, new).unwrap();
+        cluster.replace_table(id, "[access_point]", table);
     }
 }
 

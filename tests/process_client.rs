@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ struct CheckoutProcess {
 
 impl CheckoutProcess {
     fn start(server: &str, feature: &str, count: u32) -> CheckoutProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_raftlm"))
+        let mut child = common::process::raftlm_command()
             .args([
                 "checkout",
                 feature,

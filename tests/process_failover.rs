@@ -75,7 +75,7 @@ async fn grant_survives_kill_of_the_active_node() {
     let mut client = license_client(&cluster.access_point).await.unwrap();
     let renewed = client
         .renew(pb::RenewRequest {
-            session: 7,
+            session_secret: common::secret(7),
             tokens: vec![token],
             ..Default::default()
         })
@@ -83,7 +83,11 @@ async fn grant_survives_kill_of_the_active_node() {
         .unwrap()
         .into_inner();
     assert!(renewed.unknown.is_empty(), "grant lost: {renewed:?}");
-    let grants: Vec<_> = after.grants.iter().filter(|g| g.session == 7).collect();
+    let grants: Vec<_> = after
+        .grants
+        .iter()
+        .filter(|g| g.session_handle == common::handle(7))
+        .collect();
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].token.as_ref(), Some(&token));
     assert_eq!(after.features[0].in_use, 2);
@@ -96,7 +100,8 @@ async fn paused_active_node_is_fenced() {
     let (cluster, active) = licensed_cluster(&[("cad", 5)], "").await;
     let paused_address = cluster.addresses[active - 1].clone();
     // Connect first, so the request is queued on an open connection while the node is stopped.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{paused_address}"))
+    let channel = common::client_tls()
+        .endpoint(&paused_address, Duration::from_secs(2))
         .unwrap()
         .timeout(Duration::from_secs(30))
         .connect()
@@ -139,7 +144,10 @@ async fn paused_active_node_is_fenced() {
     let moved = wait_moved(&cluster, active, Duration::from_secs(15)).await;
     assert_eq!(moved.active_node as usize, new_active.0);
     assert!(
-        moved.grants.iter().all(|g| g.session != 9),
+        moved
+            .grants
+            .iter()
+            .all(|g| g.session_handle != common::handle(9)),
         "the fenced request was granted"
     );
 }

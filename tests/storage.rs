@@ -82,6 +82,7 @@ fn import_cad() -> Batch {
         commands: vec![Command::ImportLicense {
             name: "site.lic".into(),
             lines: vec![line],
+            author: "CN=test".into(),
         }],
     }
 }
@@ -164,7 +165,7 @@ async fn reopen_reads_back_log_vote_committed_and_snapshot() {
     assert_eq!(sm.last_applied(), Some(log_id(2, 3)));
 }
 
-fn membership_of(entry: &Entry) -> Membership<u64, openraft::BasicNode> {
+fn membership_of(entry: &Entry) -> Membership<u64, raftlm::raft::Member> {
     match &entry.payload {
         EntryPayload::Membership(m) => m.clone(),
         _ => panic!("not a membership entry"),
@@ -264,6 +265,38 @@ async fn interrupted_purge_is_finished_on_open() {
     assert_eq!(
         log.try_get_log_entries(0..).await.unwrap(),
         vec![blank(1, 3), blank(1, 4)]
+    );
+}
+
+// A data directory written in the previous record format (members without a peer
+// address) is refused at start-up with a message that says so and what to do.
+#[tokio::test]
+async fn old_format_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = store::open(dir.path()).unwrap();
+        log.blocking_append([membership(1, 0)]).await.unwrap();
+    }
+    {
+        // What format 1 wrote: the same records, with version byte 1.
+        let db = sled::open(dir.path()).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        let mut created = meta.get("created").unwrap().unwrap().to_vec();
+        created[0] = 1;
+        meta.insert("created", created).unwrap();
+        db.flush().unwrap();
+    }
+    let error = store::open(dir.path()).err().expect("old format opened");
+    assert!(
+        matches!(error, StoreError::Format { found: 1, .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("record format 1"), "{message}");
+    assert!(message.contains("reads format 2"), "{message}");
+    assert!(
+        message.contains("start the node with an empty one"),
+        "{message}"
     );
 }
 

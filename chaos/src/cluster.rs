@@ -1,23 +1,19 @@
 //! Three `raftlm server` processes on loopback: their files, and signals.
 //!
 //! [`Cluster::prepare`] writes a vendor key, a license signed with it (in
-//! each node's `license_dir`), and one config per node. Node `i`'s own entry
-//! in `[[nodes]]` is its real address (and `listen` is set to it), while each
-//! peer `j` is listed at the address of the proxy `i → j` (see
-//! [`crate::proxy`]): every node has its own config file, so each sees the
-//! cluster through its own proxies.
+//! each node's `license_dir`), the cluster's certificates (TLS is on, as in
+//! production), and one config per node. Node `i`'s own entry in
+//! `[[nodes]]` has its real client and peer addresses (and `listen` and
+//! `peer_listen` are set to them), while each peer `j` is listed with the
+//! address of the proxy `i → j` as its peer address (see [`crate::proxy`]):
+//! every node has its own config file, so each sees the cluster through its
+//! own proxies. Nodes dial peers at the addresses of their own config, so
+//! this view survives a snapshot installed from another node. Certificates
+//! name nodes, not addresses, so TLS does not mind the proxies.
 //!
 //! Processes are started with `PR_SET_PDEATHSIG = SIGKILL`, so they die with
 //! the harness even if it is killed with SIGKILL; and [`Cluster`]'s `Drop`
 //! continues and kills every child (also on panic).
-//!
-//! One caveat of per-node configs: openraft keeps the member list each node
-//! formed the cluster with (from its own config). If a follower ever had to
-//! install a snapshot from the leader (it lagged behind the leader's purged
-//! log), it would adopt the leader's member list, and with it the proxies of
-//! the leader's directions. The chaos configs keep enough log behind each
-//! snapshot that this does not happen in a run; were it to happen, faults
-//! would be less precise, never the checks less sound.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -26,8 +22,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
+use raftlm::cli::cluster_tls::ClusterTls;
 use raftlm::license::signature::{self, VendorSigningKey};
 use raftlm::proto::v1 as pb;
+use raftlm::tls::client::ClientTls;
 
 /// The cluster (access point) name the license is issued for.
 pub const CLUSTER: &str = "LICSRV";
@@ -41,9 +39,11 @@ pub struct ClusterSpec {
     pub dir: PathBuf,
     /// The `raftlm` binary.
     pub binary: PathBuf,
-    /// Each node's real listen address (node `i + 1` at index `i`).
+    /// Each node's real client-plane address (node `i + 1` at index `i`).
     pub real: Vec<SocketAddr>,
-    /// `peers[i][j]`: the address node `i` uses for node `j` (its proxy), `i != j`.
+    /// Each node's real peer-plane address.
+    pub real_peer: Vec<SocketAddr>,
+    /// `peers[i][j]`: the peer address node `i` uses for node `j` (its proxy), `i != j`.
     pub peers: Vec<Vec<SocketAddr>>,
     /// The access point.
     pub access_point: SocketAddr,
@@ -59,6 +59,10 @@ pub struct ClusterSpec {
 pub struct Cluster {
     /// What the cluster is made of.
     pub spec: ClusterSpec,
+    /// The certificates.
+    pub tls: ClusterTls,
+    /// How the harness's clients dial the nodes.
+    pub client_tls: ClientTls,
     children: Vec<Option<Child>>,
     paused: Vec<bool>,
 }
@@ -108,28 +112,36 @@ impl Cluster {
         let signed = signature::sign_text("chaos.lic", &license_text(&spec.features), &key)
             .map_err(|e| anyhow::anyhow!("cannot sign the license: {e}"))?;
         std::fs::write(licenses.join("chaos.lic"), signed)?;
+        let ids: Vec<u64> = (1..=spec.real.len() as u64).collect();
+        let sans = vec!["127.0.0.1".to_string(), spec.access_point.ip().to_string()];
+        let tls = ClusterTls::create(&dir.join("tls"), CLUSTER, &ids, &sans)
+            .map_err(|e| anyhow::anyhow!("cannot make the certificates: {e}"))?;
+        let client_tls = tls.client().map_err(|e| anyhow::anyhow!(e))?;
         for i in 0..spec.real.len() {
             let mut text = format!(
                 "# raftlm-chaos node {n}: peers are reached through the harness's proxies\n\
                  node_id = {n}\ncluster_name = \"{CLUSTER}\"\ndata_dir = \"{data}\"\n\
-                 listen = \"{listen}\"\nvendor_keys = [\"{public}\"]\nlicense_dir = \"{licenses}\"\n",
+                 listen = \"{listen}\"\npeer_listen = \"{peer_listen}\"\nvendor_keys = [\"{public}\"]\nlicense_dir = \"{licenses}\"\n",
                 n = i + 1,
                 data = dir.join(format!("data{}", i + 1)).display(),
                 listen = spec.real[i],
+                peer_listen = spec.real_peer[i],
                 public = public.display(),
                 licenses = licenses.display(),
             );
             for j in 0..spec.real.len() {
-                let address = if i == j {
-                    spec.real[i]
+                let peer_address = if i == j {
+                    spec.real_peer[i]
                 } else {
                     spec.peers[i][j]
                 };
                 text.push_str(&format!(
-                    "\n[[nodes]]\nid = {}\naddress = \"{address}\"\n",
-                    j + 1
+                    "\n[[nodes]]\nid = {}\naddress = \"{}\"\npeer_address = \"{peer_address}\"\n",
+                    j + 1,
+                    spec.real[j]
                 ));
             }
+            text.push_str(&tls.config_section(i as u64 + 1));
             text.push_str(&format!(
                 "\n[access_point]\nmode = \"bind\"\naddress = \"{}\"\n\n[timing]\nsession_ttl_ms = {}\n\n\
                  [snapshot]\nlogs_since_last = {}\nlogs_kept = 1000000\n",
@@ -140,6 +152,8 @@ impl Cluster {
         let n = spec.real.len();
         Ok(Cluster {
             spec,
+            tls,
+            client_tls,
             children: (0..n).map(|_| None).collect(),
             paused: vec![false; n],
         })
@@ -279,7 +293,9 @@ impl Cluster {
             if !self.running(i) || self.paused[i] {
                 continue;
             }
-            if let Some(reply) = status(&self.spec.real[i].to_string(), per_node).await {
+            if let Some(reply) =
+                status(&self.spec.real[i].to_string(), &self.client_tls, per_node).await
+            {
                 return Some((i, reply));
             }
         }
@@ -333,7 +349,7 @@ impl Drop for Cluster {
 }
 
 /// A Status call to `address` with a deadline; `None` if it does not answer.
-pub async fn status(address: &str, timeout: Duration) -> Option<pb::StatusReply> {
-    let call = raftlm::cli::local_cluster::status_within(address, timeout, timeout);
+pub async fn status(address: &str, tls: &ClientTls, timeout: Duration) -> Option<pb::StatusReply> {
+    let call = raftlm::cli::local_cluster::status_within(address, tls, timeout, timeout);
     tokio::time::timeout(timeout * 2, call).await.ok().flatten()
 }

@@ -140,18 +140,21 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     };
     let dir = run_dir.path();
 
-    let mut real: Vec<SocketAddr> = Vec::new();
-    while real.len() < 3 {
+    let mut addresses: Vec<SocketAddr> = Vec::new();
+    while addresses.len() < 6 {
         let address = SocketAddr::from(([127, 0, 0, 1], cluster::free_port()?));
-        if !real.contains(&address) {
-            real.push(address);
+        if !addresses.contains(&address) {
+            addresses.push(address);
         }
     }
-    let proxies = Proxies::start(&real).await?;
+    let real_peer = addresses.split_off(3);
+    let real = addresses;
+    // The proxies sit on the peer plane: they cut and delay Raft traffic.
+    let proxies = Proxies::start(&real_peer).await?;
     let peers: Vec<Vec<SocketAddr>> = (0..3)
         .map(|i| {
             (0..3)
-                .map(|j| proxies.address(i, j).unwrap_or(real[j]))
+                .map(|j| proxies.address(i, j).unwrap_or(real_peer[j]))
                 .collect()
         })
         .collect();
@@ -160,6 +163,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         dir: dir.clone(),
         binary: config.binary.clone(),
         real: real.clone(),
+        real_peer,
         peers,
         access_point,
         features: config.features.clone(),
@@ -204,6 +208,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             abandon_chance: 0.004,
             short_deadline_chance: 0.1,
             read_every: Duration::from_millis(500),
+            tls: cluster.client_tls.clone(),
         },
         history.clone(),
     );
@@ -352,7 +357,8 @@ async fn read_state(cluster: &mut Cluster, history: &History, when: &str) {
             invoke.detail = Some(format!("state read {when}"));
             history.record(invoke);
             let address = cluster.spec.real[i].to_string();
-            let reply = cluster::status(&address, Duration::from_secs(2)).await;
+            let reply =
+                cluster::status(&address, &cluster.client_tls, Duration::from_secs(2)).await;
             let mut done = Event::new("harness", EventType::Unknown, OpKind::Read, id);
             done.attempt = Some(attempt);
             done.node = Some(label(i));

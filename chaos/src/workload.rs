@@ -25,14 +25,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use raftlm::license::secret::SessionSecret;
 use raftlm::proto::v1 as pb;
 use raftlm::proto::v1::license_client::LicenseClient;
+use raftlm::tls::client::ClientTls;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::history::{Event, EventType, GrantSeen, History, OpKind, Token, session_hex};
 
@@ -71,6 +73,8 @@ pub struct WorkloadSpec {
     pub short_deadline_chance: f64,
     /// How often the reader takes a linearizable Status read of every grant.
     pub read_every: Duration,
+    /// How the workload's clients dial the cluster (TLS with the run's CA).
+    pub tls: ClientTls,
 }
 
 /// The workload's phase.
@@ -155,6 +159,7 @@ struct Router {
     channels: HashMap<usize, Channel>,
     current: usize,
     timeout: Duration,
+    tls: ClientTls,
 }
 
 impl Router {
@@ -168,6 +173,7 @@ impl Router {
             channels: HashMap::new(),
             current: 0,
             timeout: spec.attempt_timeout,
+            tls: spec.tls.clone(),
         }
     }
 
@@ -176,11 +182,10 @@ impl Router {
         let index = self.current;
         let (label, address) = self.targets[index].clone();
         if !self.channels.contains_key(&index) {
-            let endpoint = Endpoint::from_shared(format!("http://{address}")).map(|e| {
-                e.connect_timeout(self.timeout)
-                    .timeout(self.timeout)
-                    .tcp_nodelay(true)
-            });
+            let endpoint = self
+                .tls
+                .endpoint(&address, self.timeout)
+                .map(|e| e.timeout(self.timeout));
             match endpoint {
                 Ok(endpoint) => {
                     self.channels.insert(index, endpoint.connect_lazy());
@@ -270,7 +275,10 @@ struct Worker {
 
 /// One client session's state.
 struct Session {
+    /// The session's public handle (what the cluster's status shows).
     id: u64,
+    /// The session's secret, sent on every request.
+    secret: Vec<u8>,
     seq: u64,
     held: Arc<Mutex<Vec<Held>>>,
     heartbeat_stop: watch::Sender<bool>,
@@ -302,12 +310,16 @@ impl Worker {
     }
 
     fn new_session(&mut self) -> Session {
-        let id = self.rng.r#gen::<u64>();
+        // Secrets come from the seeded generator so that a seed replays the run.
+        let secret = SessionSecret::from_seed(self.rng.r#gen::<u64>());
+        let id = secret.handle().0;
+        let secret = secret.as_bytes().to_vec();
         let held = Arc::new(Mutex::new(Vec::new()));
         let (heartbeat_stop, stop) = watch::channel(false);
         let heartbeat = Heartbeat {
             process: format!("s{}-hb", self.process),
             session: id,
+            secret: secret.clone(),
             held: held.clone(),
             spec: self.spec.clone(),
             history: self.history.clone(),
@@ -316,6 +328,7 @@ impl Worker {
         let heartbeat = tokio::spawn(heartbeat.run(self.phase.clone(), stop));
         Session {
             id,
+            secret,
             seq: 0,
             held,
             heartbeat_stop,
@@ -402,7 +415,7 @@ impl Worker {
             self.history.record(invoke);
             let request = pb::CheckoutRequest {
                 request: Some(pb::RequestId {
-                    session: session.id,
+                    session_secret: session.secret.clone(),
                     seq: session.seq,
                 }),
                 feature: feature.clone(),
@@ -495,7 +508,7 @@ impl Worker {
             self.history.record(invoke);
             let request = pb::CheckinRequest {
                 request: Some(pb::RequestId {
-                    session: session.id,
+                    session_secret: session.secret.clone(),
                     seq: session.seq,
                 }),
                 token: Some(token.into()),
@@ -563,6 +576,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Heartbeat {
     process: String,
     session: u64,
+    secret: Vec<u8>,
     held: Arc<Mutex<Vec<Held>>>,
     spec: Arc<WorkloadSpec>,
     history: Arc<History>,
@@ -588,7 +602,7 @@ impl Heartbeat {
             invoke.node = Some(label.clone());
             self.history.record(invoke);
             let request = pb::RenewRequest {
-                session: self.session,
+                session_secret: self.secret.clone(),
                 tokens: tokens.iter().map(|t| (*t).into()).collect(),
                 cached_for_ms: 0,
                 cached_since_ms: 0,
@@ -685,7 +699,7 @@ pub fn grants_seen(reply: &pb::StatusReply) -> Vec<GrantSeen> {
         .filter_map(|g| {
             Some(GrantSeen {
                 token: Token::from(g.token.as_ref()?),
-                session: session_hex(g.session),
+                session: session_hex(g.session_handle),
                 feature: g.feature.clone(),
                 count: g.count,
             })

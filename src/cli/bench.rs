@@ -27,9 +27,10 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::cli::Failure;
-use crate::cli::local_cluster::LocalCluster;
+use crate::cli::local_cluster::{LocalCluster, PEER_PORT_OFFSET};
 use crate::proto::v1 as pb;
 use crate::proto::v1::license_client::LicenseClient;
+use crate::tls::client::ClientTls;
 
 /// Arguments of `raftlm bench`.
 #[derive(Debug, clap::Args)]
@@ -62,6 +63,12 @@ pub struct BenchArgs {
     /// Keep the started cluster's files here (default: a temporary directory, removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Start the cluster without TLS (to measure what TLS costs).
+    #[arg(long)]
+    pub plaintext: bool,
+    /// Run the measurement twice, with TLS on and then off, on two fresh clusters.
+    #[arg(long, conflicts_with_all = ["plaintext", "server"])]
+    pub compare_tls: bool,
 }
 
 pub use crate::cli::checkout::parse_duration;
@@ -197,6 +204,7 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
         vec![StateCommand::ImportLicense {
             name: "bench.lic".into(),
             lines: vec![line],
+            author: "bench".into(),
         }],
     )];
     let per_entry = 1000;
@@ -257,8 +265,57 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
 }
 
 async fn bench(args: BenchArgs) -> Result<(), Failure> {
+    let reports = if args.compare_tls {
+        vec![
+            bench_once(&args, false).await?,
+            bench_once(&args, true).await?,
+        ]
+    } else {
+        vec![bench_once(&args, args.plaintext).await?]
+    };
+    if args.json {
+        let json = if reports.len() == 1 {
+            serde_json::to_string_pretty(&reports[0])
+        } else {
+            serde_json::to_string_pretty(&reports)
+        };
+        println!("{}", json.unwrap_or_default());
+    } else {
+        for report in &reports {
+            print_text(report);
+        }
+        if let [on, off] = reports.as_slice() {
+            print_tls_cost(on, off);
+        }
+    }
+    Ok(())
+}
+
+fn print_tls_cost(on: &Report, off: &Report) {
+    if let (Some(a), Some(b)) = (on.ops_per_s, off.ops_per_s) {
+        println!(
+            "TLS cost: {a:.0} ops/s with TLS, {b:.0} without: {:.1} % of throughput",
+            (1.0 - a / b) * 100.0
+        );
+    }
+    if let (Some(a), Some(b)) = (&on.latency, &off.latency) {
+        println!(
+            "TLS cost: p50 {:.2} vs {:.2} ms, p99 {:.2} vs {:.2} ms",
+            a.p50_ms, b.p50_ms, a.p99_ms, b.p99_ms
+        );
+    }
+    if let (Some(a), Some(b)) = (&on.failover, &off.failover) {
+        println!(
+            "TLS cost: failover median {:.0} vs {:.0} ms, max {:.0} vs {:.0} ms",
+            a.p50_ms, b.p50_ms, a.max_ms, b.max_ms
+        );
+    }
+}
+
+async fn bench_once(args: &BenchArgs, plaintext: bool) -> Result<Report, Failure> {
     let temp;
     let mut cluster = None;
+    let mut tls = ClientTls::from_env().map_err(Failure::usage)?;
     let target = match &args.server {
         Some(server) => server.split(',').next().unwrap_or_default().to_string(),
         None => {
@@ -269,15 +326,22 @@ async fn bench(args: BenchArgs) -> Result<(), Failure> {
                     temp.0.clone()
                 }
             };
-            let ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>()?;
+            let ports = free_ports()?;
             let access_point = format!("127.0.0.101:{}", free_port()?);
             let extra = if args.no_batching {
                 "\n[batching]\ncommands_max = 1\n"
             } else {
                 ""
             };
-            let mut local =
-                LocalCluster::prepare(&dir, &ports, &access_point, BENCH_LICENSE, extra)?;
+            let mut local = LocalCluster::prepare(
+                &dir,
+                &ports,
+                &access_point,
+                BENCH_LICENSE,
+                extra,
+                plaintext,
+            )?;
+            tls = local.client_tls.clone();
             local.start_all()?;
             eprintln!("bench: started a three-node cluster in {}", dir.display());
             if local.wait_ready(Duration::from_secs(30)).await.is_none() {
@@ -291,16 +355,17 @@ async fn bench(args: BenchArgs) -> Result<(), Failure> {
         }
     };
     let target = normalize(&target);
-    let report = if let Some(kills) = args.failover {
+    let mut report = if let Some(kills) = args.failover {
         let cluster = cluster
             .as_mut()
             .ok_or_else(|| Failure::usage("failover needs a local cluster"))?;
         failover(cluster, kills).await?
     } else if let Some(idle) = args.idle_sessions {
-        idle_sessions(&target, idle, args.duration, cluster.as_ref()).await?
+        idle_sessions(&target, &tls, idle, args.duration, cluster.as_ref()).await?
     } else {
         load(
             &target,
+            &tls,
             args.sessions,
             args.duration,
             cluster.as_ref(),
@@ -308,18 +373,11 @@ async fn bench(args: BenchArgs) -> Result<(), Failure> {
         )
         .await?
     };
+    report.tls = !tls.plaintext;
     if let Some(mut cluster) = cluster {
         cluster.stop_all().await;
     }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
-    } else {
-        print_text(&report);
-    }
-    Ok(())
+    Ok(report)
 }
 
 /// `port@host` → `host:port`.
@@ -351,6 +409,21 @@ impl Drop for TempDir {
     }
 }
 
+/// Three client ports whose peer ports (`+ PEER_PORT_OFFSET`) are free too.
+fn free_ports() -> Result<Vec<u16>, Failure> {
+    for _ in 0..32 {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>()?;
+        let peers_free = ports.iter().all(|p| {
+            p.checked_add(PEER_PORT_OFFSET)
+                .is_some_and(|peer| std::net::TcpListener::bind(("127.0.0.1", peer)).is_ok())
+        });
+        if peers_free {
+            return Ok(ports);
+        }
+    }
+    Err(Failure::usage("no three free port pairs on 127.0.0.1"))
+}
+
 fn free_port() -> Result<u16, Failure> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -358,12 +431,10 @@ fn free_port() -> Result<u16, Failure> {
         .map_err(|e| Failure::usage(format!("no free port on 127.0.0.1: {e}")))
 }
 
-async fn channel(address: &str) -> Result<Channel, Failure> {
-    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+async fn channel(address: &str, tls: &ClientTls) -> Result<Channel, Failure> {
+    tls.endpoint(address, Duration::from_secs(1))
         .map_err(|e| Failure::usage(format!("bad server address {address}: {e}")))?
-        .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
         .connect()
         .await
         .map_err(|e| Failure::unreachable(format!("cannot connect to {address}: {e}")))
@@ -373,6 +444,8 @@ async fn channel(address: &str) -> Result<Channel, Failure> {
 #[derive(Debug, Default, Serialize)]
 struct Report {
     mode: String,
+    /// Whether the clients and nodes spoke TLS.
+    tls: bool,
     sessions: usize,
     duration_s: f64,
     batching: bool,
@@ -415,6 +488,7 @@ struct Shared {
 
 async fn load(
     target: &str,
+    tls: &ClientTls,
     sessions: usize,
     duration: Duration,
     cluster: Option<&LocalCluster>,
@@ -423,7 +497,7 @@ async fn load(
     let channels: Vec<Channel> = {
         let mut v = Vec::new();
         for _ in 0..sessions.clamp(1, 8) {
-            v.push(channel(target).await?);
+            v.push(channel(target, tls).await?);
         }
         v
     };
@@ -438,14 +512,19 @@ async fn load(
         let mut client = LicenseClient::new(channels[i % channels.len()].clone());
         let shared = shared.clone();
         tasks.push(tokio::spawn(async move {
-            let session: u64 = rand::random();
+            let session = crate::license::secret::SessionSecret::generate()
+                .as_bytes()
+                .to_vec();
             let mut seq = 0u64;
             let mut samples = Vec::new();
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             while !shared.done.load(Ordering::Relaxed) {
                 seq += 1;
                 let request = pb::CheckoutRequest {
-                    request: Some(pb::RequestId { session, seq }),
+                    request: Some(pb::RequestId {
+                        session_secret: session.clone(),
+                        seq,
+                    }),
                     feature: "bench".into(),
                     count: 1,
                     user: "bench".into(),
@@ -475,7 +554,10 @@ async fn load(
                 let t = Instant::now();
                 match client
                     .checkin(pb::CheckinRequest {
-                        request: Some(pb::RequestId { session, seq }),
+                        request: Some(pb::RequestId {
+                            session_secret: session.clone(),
+                            seq,
+                        }),
                         token,
                     })
                     .await
@@ -547,11 +629,12 @@ async fn load(
 
 async fn idle_sessions(
     target: &str,
+    tls: &ClientTls,
     sessions: usize,
     duration: Duration,
     cluster: Option<&LocalCluster>,
 ) -> Result<Report, Failure> {
-    let status = crate::cli::local_cluster::status_of(target)
+    let status = crate::cli::local_cluster::status_of(target, tls)
         .await
         .ok_or_else(|| Failure::unreachable(format!("{target} does not answer")))?;
     let active = status.active_node as usize;
@@ -562,12 +645,12 @@ async fn idle_sessions(
     let channels: Vec<Channel> = {
         let mut v = Vec::new();
         for _ in 0..8 {
-            v.push(channel(target).await?);
+            v.push(channel(target, tls).await?);
         }
         v
     };
     // Check out one seat per session, in parallel waves.
-    let mut held: Vec<(u64, pb::GrantToken)> = Vec::with_capacity(sessions);
+    let mut held: Vec<(Vec<u8>, pb::GrantToken)> = Vec::with_capacity(sessions);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let wave = 512;
     let mut next = 0;
@@ -576,9 +659,14 @@ async fn idle_sessions(
         for i in next..(next + wave).min(sessions) {
             let mut client = LicenseClient::new(channels[i % channels.len()].clone());
             tasks.push(tokio::spawn(async move {
-                let session: u64 = rand::random();
+                let session = crate::license::secret::SessionSecret::generate()
+                    .as_bytes()
+                    .to_vec();
                 let request = pb::CheckoutRequest {
-                    request: Some(pb::RequestId { session, seq: 1 }),
+                    request: Some(pb::RequestId {
+                        session_secret: session.clone(),
+                        seq: 1,
+                    }),
                     feature: "bench".into(),
                     count: 1,
                     user: "idle".into(),
@@ -602,7 +690,7 @@ async fn idle_sessions(
     }
     eprintln!();
     // Heartbeat each session every TTL/3 (10 s by default), spread evenly.
-    let interval = Duration::from_millis(status_ttl_ms(target).await / 3);
+    let interval = Duration::from_millis(status_ttl_ms(target, tls).await / 3);
     let cpu_before = pid
         .and_then(|p| node_usage(active, p))
         .map_or(0.0, |u| u.cpu_s);
@@ -627,7 +715,7 @@ async fn idle_sessions(
                 tick.tick().await;
                 let (session, token) = &mine[i % mine.len()];
                 let request = pb::RenewRequest {
-                    session: *session,
+                    session_secret: session.clone(),
                     tokens: vec![*token],
                     ..Default::default()
                 };
@@ -674,13 +762,15 @@ async fn idle_sessions(
     })
 }
 
-async fn status_ttl_ms(target: &str) -> u64 {
-    let Ok(channel) = channel(target).await else {
+async fn status_ttl_ms(target: &str, tls: &ClientTls) -> u64 {
+    let Ok(channel) = channel(target, tls).await else {
         return 30_000;
     };
     let reply = LicenseClient::new(channel)
         .renew(pb::RenewRequest {
-            session: rand::random(),
+            session_secret: crate::license::secret::SessionSecret::generate()
+                .as_bytes()
+                .to_vec(),
             ..Default::default()
         })
         .await;
@@ -702,24 +792,29 @@ async fn failover(cluster: &mut LocalCluster, kills: usize) -> Result<Report, Fa
             return Err(Failure::unreachable("no active node before a kill"));
         }
         let access_point = cluster.access_point.clone();
+        let tls = cluster.client_tls.clone();
         cluster.kill(active).await;
         let killed = Instant::now();
         // Clients retry through the access point until a check-out succeeds.
-        let session: u64 = rand::random();
+        let session = crate::license::secret::SessionSecret::generate()
+            .as_bytes()
+            .to_vec();
         let mut seq = 0;
         loop {
             seq += 1;
             let attempt = async {
-                let channel =
-                    tonic::transport::Endpoint::from_shared(format!("http://{access_point}"))
-                        .ok()?
-                        .connect_timeout(Duration::from_millis(200))
-                        .timeout(Duration::from_millis(500))
-                        .connect()
-                        .await
-                        .ok()?;
+                let channel = tls
+                    .endpoint(&access_point, Duration::from_millis(200))
+                    .ok()?
+                    .timeout(Duration::from_millis(500))
+                    .connect()
+                    .await
+                    .ok()?;
                 let request = pb::CheckoutRequest {
-                    request: Some(pb::RequestId { session, seq }),
+                    request: Some(pb::RequestId {
+                        session_secret: session.clone(),
+                        seq,
+                    }),
                     feature: "bench".into(),
                     count: 1,
                     user: "failover".into(),
@@ -764,8 +859,11 @@ async fn failover(cluster: &mut LocalCluster, kills: usize) -> Result<Report, Fa
 
 fn print_text(report: &Report) {
     println!(
-        "raftlm bench — {} ({} sessions, {:.1} s)",
-        report.mode, report.sessions, report.duration_s
+        "raftlm bench — {} ({} sessions, {:.1} s, TLS {})",
+        report.mode,
+        report.sessions,
+        report.duration_s,
+        if report.tls { "on" } else { "off" }
     );
     if let (Some(ops), Some(n)) = (report.ops_per_s, report.operations) {
         println!(

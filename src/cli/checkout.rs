@@ -14,7 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::cli::Failure;
 use crate::cli::status::format_time;
 use crate::client::{
-    Client, ClientError, DEFAULT_SERVER, Grant, ServerList, Session, SessionEvent, SessionOptions,
+    ClientError, DEFAULT_SERVER, Grant, ServerList, Session, SessionEvent, SessionOptions,
     local_host, local_user,
 };
 
@@ -177,7 +177,7 @@ async fn checkout(args: Args) -> Result<(), Failure> {
         host: args.host.unwrap_or_else(local_host),
         ..SessionOptions::default()
     };
-    let session = Session::start(Client::new(args.server), options);
+    let session = Session::start(crate::cli::env_client(args.server)?, options);
     let mut events = session.subscribe();
     let grant = match session.checkout(&args.feature, args.count).await {
         Ok(grant) => grant,

@@ -1,9 +1,11 @@
 //! `raftlm demo`: a local three-node cluster on loopback, ready to try.
 //!
 //! Generates a vendor key, a signed sample license for the demo's cluster
-//! name and three node configs under a directory, starts the three nodes as
-//! separate processes with the access point on `127.0.0.100:27000`, prints
-//! the PIDs and what to try, and stops every node on Ctrl-C.
+//! name, a cluster CA with node and administrator certificates (in
+//! `DIR/tls/`) and three node configs under a directory, starts the three
+//! nodes as separate processes with the access point on `127.0.0.100:27000`,
+//! prints the PIDs, the environment lines that make the CLI use the
+//! certificates, and what to try, and stops every node on Ctrl-C.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,9 +22,13 @@ pub struct DemoArgs {
     /// Directory for keys, license, configs, data and logs (default: a new temporary directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// First of three consecutive ports for the nodes' own addresses on 127.0.0.1.
+    /// First of three consecutive ports for the nodes' own addresses on 127.0.0.1
+    /// (their peer ports are 100 higher).
     #[arg(long, default_value_t = 27001)]
     pub base_port: u16,
+    /// Run without TLS (anyone on the network can then act as a node or an administrator).
+    #[arg(long)]
+    pub plaintext: bool,
 }
 
 const SAMPLE_LICENSE: &str = "\
@@ -44,7 +50,14 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
         .map(|i| args.base_port.checked_add(i))
         .collect::<Option<_>>()
         .ok_or_else(|| Failure::usage("--base-port is too high for three consecutive ports"))?;
-    let cluster = LocalCluster::prepare(&dir, &ports, DEMO_ACCESS_POINT, SAMPLE_LICENSE, "")?;
+    let cluster = LocalCluster::prepare(
+        &dir,
+        &ports,
+        DEMO_ACCESS_POINT,
+        SAMPLE_LICENSE,
+        "",
+        args.plaintext,
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,6 +80,20 @@ async fn supervise(mut cluster: LocalCluster) -> Result<(), Failure> {
         );
     }
     println!("  access point {DEMO_ACCESS_POINT} (held by the active node)");
+    match &cluster.tls {
+        Some(tls) => {
+            println!(
+                "\nTLS is on: certificates are in {}. In the other terminal, first run:\n",
+                tls.dir.display()
+            );
+            for line in tls.env_lines().lines() {
+                println!("  {line}");
+            }
+        }
+        None => println!(
+            "\nTLS is OFF (--plaintext): the cluster is unencrypted. In the other terminal, first run:\n\n  export RAFTLM_PLAINTEXT=1"
+        ),
+    }
     match cluster.wait_ready(Duration::from_secs(20)).await {
         Some(node) => println!("\nnode {node} is active. Try, in another terminal:"),
         None => {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::Failure;
 use crate::cli::checkout::{failure, init_logging, runtime};
-use crate::client::{Client, ClientError, DEFAULT_SERVER, ServerList};
+use crate::client::{ClientError, DEFAULT_SERVER, ServerList};
 
 /// `raftlm license import`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,7 +39,7 @@ pub fn run(files: Vec<PathBuf>, server: ServerList) -> Result<(), Failure> {
         .map(|path| read(path))
         .collect::<Result<Vec<_>, _>>()?;
     runtime()?.block_on(async move {
-        let client = Client::new(server);
+        let client = crate::cli::env_client(server)?;
         for (name, text) in licenses {
             match client.import_license(&name, &text).await {
                 Ok(reply) => println!(

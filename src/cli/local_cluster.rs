@@ -1,6 +1,10 @@
 //! A three-node cluster of `raftlm server` processes on loopback, for
-//! `raftlm demo` and `raftlm bench`: keys, a signed license, configs, and the
-//! child processes (killed when the cluster is dropped).
+//! `raftlm demo` and `raftlm bench`: keys, a signed license, certificates
+//! ([`ClusterTls`]), configs, and the child processes (killed when the
+//! cluster is dropped).
+//!
+//! Node `i` serves clients on `127.0.0.1:PORT_i` and its peers on
+//! `127.0.0.1:PORT_i + PEER_PORT_OFFSET`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,12 +13,16 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 use crate::cli::Failure;
+use crate::cli::cluster_tls::ClusterTls;
 use crate::license::signature::{self, VendorSigningKey};
 use crate::proto::v1 as pb;
 use crate::proto::v1::license_client::LicenseClient;
+use crate::tls::client::ClientTls;
 
 /// The cluster (access point) name of local clusters.
 pub const LOCAL_CLUSTER: &str = "LICSRV";
+/// A node's peer port is its client port plus this.
+pub const PEER_PORT_OFFSET: u16 = 100;
 
 /// A local cluster's files and processes.
 pub struct LocalCluster {
@@ -26,6 +34,10 @@ pub struct LocalCluster {
     pub access_point: String,
     /// Running nodes.
     pub children: Vec<Option<Child>>,
+    /// The certificates, unless the cluster runs in plaintext.
+    pub tls: Option<ClusterTls>,
+    /// How applications dial it.
+    pub client_tls: ClientTls,
     exe: PathBuf,
 }
 
@@ -35,20 +47,22 @@ fn write(path: &Path, text: &str) -> Result<(), Failure> {
 }
 
 impl LocalCluster {
-    /// Writes a vendor key (reused if `dir` has one), `license` signed with it, and three
-    /// configs with `extra` TOML appended to each.
+    /// Writes a vendor key (reused if `dir` has one), `license` signed with it,
+    /// certificates in `dir/tls` (unless `plaintext`), and three configs with
+    /// `extra` TOML appended to each.
     pub fn prepare(
         dir: &Path,
         ports: &[u16],
         access_point: &str,
         license: &str,
         extra: &str,
+        plaintext: bool,
     ) -> Result<LocalCluster, Failure> {
         let licenses = dir.join("licenses");
         std::fs::create_dir_all(&licenses)
             .map_err(|e| Failure::usage(format!("cannot create {}: {e}", licenses.display())))?;
-        for port in ports {
-            if std::net::TcpListener::bind(("127.0.0.1", *port)).is_err() {
+        for port in ports.iter().flat_map(|p| [*p, p + PEER_PORT_OFFSET]) {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
                 return Err(Failure::usage(format!(
                     "port {port} on 127.0.0.1 is in use; choose other ports"
                 )));
@@ -67,17 +81,34 @@ impl LocalCluster {
             .map_err(|e| Failure::usage(e.to_string()))?;
         write(&licenses.join("local.lic"), &signed)?;
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let (tls, client_tls) = if plaintext {
+            (None, ClientTls::plaintext())
+        } else {
+            let ap_host = access_point
+                .rsplit_once(':')
+                .map_or(access_point, |(host, _)| host);
+            let sans = vec!["127.0.0.1".to_string(), ap_host.to_string()];
+            let tls = ClusterTls::create(&dir.join("tls"), LOCAL_CLUSTER, &[1, 2, 3], &sans)
+                .map_err(Failure::usage)?;
+            let client = tls.client().map_err(Failure::usage)?;
+            (Some(tls), client)
+        };
         for id in 1..=3usize {
             let mut text = format!(
                 "# raftlm local node {id}; every field is described in docs/examples/node1.toml\n\
                  node_id = {id}\ncluster_name = \"{LOCAL_CLUSTER}\"\ndata_dir = \"data/node{id}\"\n\
                  vendor_keys = [\"acme.pub\"]\nlicense_dir = \"licenses\"\n"
             );
-            for (i, address) in addresses.iter().enumerate() {
+            for (i, (address, port)) in addresses.iter().zip(ports).enumerate() {
                 text.push_str(&format!(
-                    "\n[[nodes]]\nid = {}\naddress = \"{address}\"\n",
-                    i + 1
+                    "\n[[nodes]]\nid = {}\naddress = \"{address}\"\npeer_address = \"127.0.0.1:{}\"\n",
+                    i + 1,
+                    port + PEER_PORT_OFFSET
                 ));
+            }
+            match &tls {
+                Some(tls) => text.push_str(&tls.config_section(id as u64)),
+                None => text.push_str("\n[tls]\nplaintext = true\n"),
             }
             text.push_str(&format!(
                 "\n[access_point]\nmode = \"bind\"\naddress = \"{access_point}\"\n"
@@ -92,6 +123,8 @@ impl LocalCluster {
             addresses,
             access_point: access_point.to_string(),
             children: vec![None, None, None],
+            tls,
+            client_tls,
             exe,
         })
     }
@@ -178,7 +211,7 @@ impl LocalCluster {
 
     /// Status from the access point, if it answers within a second.
     pub async fn status(&self) -> Option<pb::StatusReply> {
-        status_of(&self.access_point).await
+        status_of(&self.access_point, &self.client_tls).await
     }
 
     /// Waits up to `limit` until the access point serves a licensed cluster; returns the active node.
@@ -197,20 +230,27 @@ impl LocalCluster {
 }
 
 /// Status from `address`, if it answers within a second.
-pub async fn status_of(address: &str) -> Option<pb::StatusReply> {
-    status_within(address, Duration::from_millis(300), Duration::from_secs(1)).await
+pub async fn status_of(address: &str, tls: &ClientTls) -> Option<pb::StatusReply> {
+    status_within(
+        address,
+        tls,
+        Duration::from_millis(300),
+        Duration::from_secs(1),
+    )
+    .await
 }
 
 /// Status from `address`: `None` if it cannot be connected within `connect`
 /// or does not answer within `answer` after that.
 pub async fn status_within(
     address: &str,
+    tls: &ClientTls,
     connect: Duration,
     answer: Duration,
 ) -> Option<pb::StatusReply> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+    let channel = tls
+        .endpoint(address, connect)
         .ok()?
-        .connect_timeout(connect)
         .timeout(answer)
         .connect()
         .await

@@ -6,12 +6,14 @@
 
 pub mod bench;
 pub mod checkout;
+pub mod cluster_tls;
 pub mod demo;
 pub mod import;
 pub mod license;
 pub mod local_cluster;
 pub mod server;
 pub mod status;
+pub mod tls;
 
 /// Exit code: the request was refused (no seats, bad license, …).
 pub const EXIT_REFUSED: u8 = 1;
@@ -51,4 +53,11 @@ impl Failure {
             message: message.into(),
         }
     }
+}
+
+/// A client for `servers` with TLS set up from the environment
+/// (`RAFTLM_CA`, `RAFTLM_CERT`, `RAFTLM_KEY`, `RAFTLM_TLS_NAME`, `RAFTLM_PLAINTEXT`).
+pub fn env_client(servers: crate::client::ServerList) -> Result<crate::client::Client, Failure> {
+    let options = crate::client::ClientOptions::from_env().map_err(Failure::usage)?;
+    Ok(crate::client::Client::with_options(servers, options))
 }

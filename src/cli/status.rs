@@ -9,13 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::Failure;
 use crate::cli::checkout::{failure, init_logging, runtime};
-use crate::client::{Client, DEFAULT_SERVER, GrantToken, ServerList, SessionId};
+use crate::client::{DEFAULT_SERVER, GrantToken, ServerList, SessionId};
 use crate::license::feature::Date;
 use crate::proto::v1 as pb;
+use crate::proto::v1::license_client::LicenseClient;
+use crate::tls::client::ClientTls;
 
 /// `raftlm status`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -28,18 +30,87 @@ pub struct Args {
     pub json: bool,
 }
 
+/// A node's certificate expiry is warned about this many days ahead.
+pub const CERT_WARN_DAYS: i64 = 30;
+/// How long `status` waits for each node's own report.
+pub const NODE_INFO_TIMEOUT: Duration = Duration::from_millis(800);
+
 /// Runs `raftlm status`.
 pub fn run(args: Args) -> Result<(), Failure> {
     init_logging();
-    let status = runtime()?
-        .block_on(async { Client::new(args.server).status().await })
+    let client = crate::cli::env_client(args.server)?;
+    let (status, nodes) = runtime()?
+        .block_on(async {
+            let status = client.status().await?;
+            let nodes = node_reports(&status, &client.options().tls).await;
+            Ok::<_, crate::client::ClientError>((status, nodes))
+        })
         .map_err(failure)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     if args.json {
-        println!("{}", to_json(&status));
+        println!("{}", to_json(&status, &nodes, now));
     } else {
-        print!("{}", to_text(&status));
+        print!("{}", to_text(&status, &nodes, now));
     }
     Ok(())
+}
+
+/// Each node's own report (its certificate, its clock), asked of every node
+/// the status lists, all at once; `None` for a node that did not answer.
+pub async fn node_reports(
+    status: &pb::StatusReply,
+    tls: &ClientTls,
+) -> Vec<(u64, Option<pb::NodeInfoReply>)> {
+    let mut asks = tokio::task::JoinSet::new();
+    for node in &status.nodes {
+        let (id, address, tls) = (node.id, node.address.clone(), tls.clone());
+        asks.spawn(async move {
+            let ask = async {
+                let channel = tls
+                    .endpoint(&address, NODE_INFO_TIMEOUT)
+                    .ok()?
+                    .timeout(NODE_INFO_TIMEOUT)
+                    .connect()
+                    .await
+                    .ok()?;
+                LicenseClient::new(channel)
+                    .node_info(pb::NodeInfoRequest {})
+                    .await
+                    .ok()
+                    .map(|r| r.into_inner())
+            };
+            let reply = tokio::time::timeout(NODE_INFO_TIMEOUT * 2, ask)
+                .await
+                .ok()
+                .flatten();
+            (id, reply)
+        });
+    }
+    let mut reports: Vec<_> = asks.join_all().await;
+    reports.sort_by_key(|(id, _)| *id);
+    reports
+}
+
+/// One line about a node's certificate: its expiry, and a warning within
+/// [`CERT_WARN_DAYS`] of it.
+fn cert_text(info: Option<&pb::NodeInfoReply>, now_unix: i64) -> String {
+    match info {
+        None => "certificate: node did not answer".to_string(),
+        Some(info) if !info.tls => "NO TLS (tls.plaintext): unencrypted".to_string(),
+        Some(info) => {
+            let days = (info.cert_not_after_unix - now_unix).div_euclid(86_400);
+            let when = format_time_ms(u64::try_from(info.cert_not_after_unix).unwrap_or(0) * 1000);
+            if days < 0 {
+                format!("certificate EXPIRED {when}")
+            } else if days < CERT_WARN_DAYS {
+                format!("certificate expires {when} — WARNING: in {days} days, renew it")
+            } else {
+                format!("certificate expires {when} ({days} days)")
+            }
+        }
+    }
 }
 
 /// Formats a time as `22-nov-2026 10:00:00 UTC`.
@@ -76,8 +147,13 @@ fn token_text(token: Option<&pb::GrantToken>) -> String {
     )
 }
 
-/// The `lmstat -a`-like text form.
-pub fn to_text(status: &pb::StatusReply) -> String {
+/// The `lmstat -a`-like text form; `nodes` are the nodes' own reports,
+/// `now_unix` the time certificate expiry is judged at.
+pub fn to_text(
+    status: &pb::StatusReply,
+    nodes: &[(u64, Option<pb::NodeInfoReply>)],
+    now_unix: i64,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -85,6 +161,12 @@ pub fn to_text(status: &pb::StatusReply) -> String {
         status.cluster_name,
         status.nodes.len()
     );
+    if status.plaintext {
+        let _ = writeln!(
+            out,
+            "    WARNING: this cluster runs WITHOUT TLS (tls.plaintext): it is unencrypted and anyone on the network can act as a node or an administrator"
+        );
+    }
     if status.active_node == 0 {
         let _ = writeln!(
             out,
@@ -111,7 +193,18 @@ pub fn to_text(status: &pb::StatusReply) -> String {
     }
     let _ = writeln!(out, "\nNodes:");
     for node in &status.nodes {
-        let _ = writeln!(out, "    node {}  {}  {}", node.id, node.address, node.role);
+        let info = nodes
+            .iter()
+            .find(|(id, _)| *id == node.id)
+            .and_then(|(_, i)| i.as_ref());
+        let _ = writeln!(
+            out,
+            "    node {}  {}  {}  {}",
+            node.id,
+            node.address,
+            node.role,
+            cert_text(info, now_unix)
+        );
     }
     let _ = writeln!(out, "\nFeature usage info:");
     let mut grants: BTreeMap<&str, Vec<&pb::GrantStatus>> = BTreeMap::new();
@@ -151,6 +244,19 @@ pub fn to_text(status: &pb::StatusReply) -> String {
         );
         write_grants(&mut out, held);
     }
+    if !status.admin_actions.is_empty() {
+        let _ = writeln!(out, "\nRecent administrator actions:");
+        for action in &status.admin_actions {
+            let _ = writeln!(
+                out,
+                "    {}  {}  {}: {}",
+                format_time_ms(action.at_ms),
+                action.author,
+                action.action,
+                action.result
+            );
+        }
+    }
     out
 }
 
@@ -166,7 +272,7 @@ fn write_grants(out: &mut String, mut grants: Vec<&pb::GrantStatus>) {
             "    {} {} (session {}) (grant {}), start {}",
             grant.user,
             grant.host,
-            SessionId(grant.session),
+            SessionId(grant.session_handle),
             token_text(grant.token.as_ref()),
             format_time_ms(grant.since_ms)
         );
@@ -177,101 +283,94 @@ fn write_grants(out: &mut String, mut grants: Vec<&pb::GrantStatus>) {
     }
 }
 
-/// A JSON string literal for `text`, with `"`, `\` and control characters escaped.
-pub fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// The `--json` form: one object, on one line.
-pub fn to_json(status: &pb::StatusReply) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "{{\"cluster\":{},\"term\":{},\"active_node\":{},\"active_address\":{},",
-        json_string(&status.cluster_name),
-        status.term,
-        status.active_node,
-        json_string(&status.active_address)
-    );
-    let last = if status.last_activation_ms == 0 {
-        "null".to_string()
-    } else {
-        json_string(&format_time_ms(status.last_activation_ms))
-    };
-    let _ = write!(
-        out,
-        "\"last_failover_ms\":{},\"last_failover\":{},\"activations\":{},\"applied_index\":{},",
-        status.last_activation_ms, last, status.activations, status.applied_index
-    );
-    let nodes: Vec<String> = status
+pub fn to_json(
+    status: &pb::StatusReply,
+    nodes: &[(u64, Option<pb::NodeInfoReply>)],
+    now_unix: i64,
+) -> String {
+    let last = (status.last_activation_ms != 0).then(|| format_time_ms(status.last_activation_ms));
+    let node_list: Vec<serde_json::Value> = status
         .nodes
         .iter()
         .map(|n| {
-            format!(
-                "{{\"id\":{},\"address\":{},\"role\":{}}}",
-                n.id,
-                json_string(&n.address),
-                json_string(&n.role)
-            )
+            let info = nodes
+                .iter()
+                .find(|(id, _)| *id == n.id)
+                .and_then(|(_, i)| i.as_ref());
+            serde_json::json!({
+                "id": n.id,
+                "address": n.address,
+                "role": n.role,
+                "tls": info.map(|i| i.tls),
+                "cert_subject": info.filter(|i| i.tls).map(|i| i.cert_subject.clone()),
+                "cert_not_after_unix": info.filter(|i| i.tls).map(|i| i.cert_not_after_unix),
+                "cert_days_left": info
+                    .filter(|i| i.tls)
+                    .map(|i| (i.cert_not_after_unix - now_unix).div_euclid(86_400)),
+            })
         })
         .collect();
-    let features: Vec<String> = status
+    let features: Vec<serde_json::Value> = status
         .features
         .iter()
         .map(|f| {
-            format!(
-                "{{\"feature\":{},\"vendor\":{},\"version\":{},\"licensed\":{},\"unexpired\":{},\"in_use\":{},\"expiry\":{}}}",
-                json_string(&f.feature),
-                json_string(&f.vendor),
-                json_string(&f.version),
-                f.licensed,
-                f.unexpired,
-                f.in_use,
-                json_string(&f.expiry)
-            )
+            serde_json::json!({
+                "feature": f.feature,
+                "vendor": f.vendor,
+                "version": f.version,
+                "licensed": f.licensed,
+                "unexpired": f.unexpired,
+                "in_use": f.in_use,
+                "expiry": f.expiry,
+            })
         })
         .collect();
-    let grants: Vec<String> = status
+    let grants: Vec<serde_json::Value> = status
         .grants
         .iter()
         .map(|g| {
-            format!(
-                "{{\"token\":{},\"feature\":{},\"count\":{},\"session\":{},\"user\":{},\"host\":{},\"since_ms\":{},\"since\":{}}}",
-                json_string(&token_text(g.token.as_ref())),
-                json_string(&g.feature),
-                g.count,
-                json_string(&SessionId(g.session).to_string()),
-                json_string(&g.user),
-                json_string(&g.host),
-                g.since_ms,
-                json_string(&format_time_ms(g.since_ms))
-            )
+            serde_json::json!({
+                "token": token_text(g.token.as_ref()),
+                "feature": g.feature,
+                "count": g.count,
+                "session": SessionId(g.session_handle).to_string(),
+                "user": g.user,
+                "host": g.host,
+                "since_ms": g.since_ms,
+                "since": format_time_ms(g.since_ms),
+            })
         })
         .collect();
-    let _ = write!(
-        out,
-        "\"nodes\":[{}],\"features\":[{}],\"grants\":[{}]}}",
-        nodes.join(","),
-        features.join(","),
-        grants.join(",")
-    );
-    out
+    let actions: Vec<serde_json::Value> = status
+        .admin_actions
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "at_ms": a.at_ms,
+                "at": format_time_ms(a.at_ms),
+                "author": a.author,
+                "action": a.action,
+                "result": a.result,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "cluster": status.cluster_name,
+        "term": status.term,
+        "plaintext": status.plaintext,
+        "active_node": status.active_node,
+        "active_address": status.active_address,
+        "last_failover_ms": status.last_activation_ms,
+        "last_failover": last,
+        "activations": status.activations,
+        "applied_index": status.applied_index,
+        "nodes": node_list,
+        "features": features,
+        "grants": grants,
+        "admin_actions": actions,
+    })
+    .to_string()
 }
 
 #[cfg(test)]
@@ -313,7 +412,7 @@ mod tests {
                 }),
                 feature: "cad".into(),
                 count: 2,
-                session: 0xdead_beef,
+                session_handle: 0xdead_beef,
                 user: "ada \"the\" admin".into(),
                 host: "ws1".into(),
                 since_ms: 1_795_341_600_000,
@@ -321,13 +420,35 @@ mod tests {
             last_activation_ms: 1_795_341_600_000,
             activations: 3,
             applied_index: 42,
+            admin_actions: vec![pb::AdminAction {
+                at_ms: 1_795_341_600_000,
+                author: "CN=alice".into(),
+                action: "import license acme.lic".into(),
+                result: "imported 3 lines (0 duplicates)".into(),
+            }],
+            plaintext: false,
         }
     }
+
+    fn reports() -> Vec<(u64, Option<pb::NodeInfoReply>)> {
+        let info = |id, days: i64| pb::NodeInfoReply {
+            id,
+            cluster_name: "LICSRV".into(),
+            tls: true,
+            cert_subject: format!("CN=node-{id}.LICSRV"),
+            cert_not_after_unix: NOW + days * 86_400 + 60,
+            now_ms: 0,
+            version: "0".into(),
+        };
+        vec![(1, Some(info(1, 400))), (2, Some(info(2, 12)))]
+    }
+
+    const NOW: i64 = 1_795_341_600;
 
     // The text form has lmstat's "Users of" line with totals and one line per grant.
     #[test]
     fn text_reads_like_lmstat() {
-        let text = to_text(&sample());
+        let text = to_text(&sample(), &reports(), NOW);
         assert!(
             text.contains(
                 "Users of cad:  (Total of 25 licenses issued;  Total of 2 licenses in use)"
@@ -336,7 +457,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "    ada \"the\" admin ws1 (session 00000000deadbeef) (grant 3.17.0), start 22-nov-2026 10:00:00 UTC, 2 licenses"
+                "    ada \"the\" admin ws1 (session 3735928559) (grant 3.17.0), start 22-nov-2026 10:00:00 UTC, 2 licenses"
             ),
             "{text}"
         );
@@ -350,24 +471,37 @@ mod tests {
         );
     }
 
-    // JSON strings escape quotes, backslashes and control characters.
+    // Certificate expiry is shown per node, with a warning within 30 days.
     #[test]
-    fn json_escaping() {
-        assert_eq!(
-            json_string("a\"b\\c\nd\u{1}é"),
-            "\"a\\\"b\\\\c\\nd\\u0001é\""
-        );
-        let json = to_json(&sample());
+    fn text_shows_certificate_expiry_and_warns() {
+        let text = to_text(&sample(), &reports(), NOW);
         assert!(
-            json.starts_with("{\"cluster\":\"LICSRV\",\"term\":5,"),
-            "{json}"
+            text.contains("node 1  127.0.0.1:27001  standby  certificate expires "),
+            "{text}"
         );
+        assert!(text.contains("(400 days)"), "{text}");
+        assert!(text.contains("WARNING: in 12 days, renew it"), "{text}");
+        assert!(!text.contains("WITHOUT TLS"), "{text}");
+        let mut plain = sample();
+        plain.plaintext = true;
+        assert!(to_text(&plain, &[], NOW).contains("WITHOUT TLS"));
         assert!(
-            json.contains("\"user\":\"ada \\\"the\\\" admin\""),
-            "{json}"
+            text.contains("CN=alice  import license acme.lic: imported 3 lines"),
+            "{text}"
         );
-        assert!(json.contains("\"token\":\"3.17.0\""), "{json}");
-        assert!(json.ends_with("}]}"), "{json}");
-        assert_eq!(json.matches('{').count(), json.matches('}').count());
+    }
+
+    // The JSON form is valid JSON with the grants, admin actions and certificate days.
+    #[test]
+    fn json_is_valid_and_complete() {
+        let json = to_json(&sample(), &reports(), NOW);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["cluster"], "LICSRV");
+        assert_eq!(value["grants"][0]["user"], "ada \"the\" admin");
+        assert_eq!(value["grants"][0]["token"], "3.17.0");
+        assert_eq!(value["grants"][0]["session"], "3735928559");
+        assert_eq!(value["admin_actions"][0]["author"], "CN=alice");
+        assert_eq!(value["nodes"][1]["cert_days_left"], 12);
+        assert_eq!(value["plaintext"], false);
     }
 }

@@ -42,7 +42,11 @@
 //! # }
 //! ```
 //!
-//! Left out: TLS, and persisting a session across process restarts.
+//! TLS: [`ClientOptions::tls`] says whom to trust and which certificate to
+//! present; [`ClientOptions::from_env`] takes it from `RAFTLM_CA`,
+//! `RAFTLM_CERT` and `RAFTLM_KEY`.
+//!
+//! Left out: persisting a session across process restarts.
 
 mod backoff;
 mod error;
@@ -56,6 +60,7 @@ pub use error::ClientError;
 pub use fence::{StaleTerm, TermFence};
 pub use rpc::{
     CHANNELS_MAX, CacheReport, Checkin, Client, ClientOptions, Grant, HINT_HOPS_MAX, Renewal,
+    SessionRequest,
 };
 pub use server_list::{
     DEFAULT_SERVER, HOST_BYTES_MAX, SERVER_ENV, SERVERS_MAX, ServerList, ServerListError,
@@ -65,7 +70,9 @@ pub use session::{
     Session, SessionEvent, SessionOptions, SessionState, UNRESOLVED_MAX, local_host, local_user,
 };
 
+pub use crate::license::secret::SessionSecret;
 pub use crate::license::state::{DenyReason, GrantToken, RequestId, SessionId};
+pub use crate::tls::client::ClientTls;
 
 /// The example in `docs/client.md`, compiled as a doctest so it stays true.
 #[cfg(doctest)]

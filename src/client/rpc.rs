@@ -21,7 +21,11 @@
 //! term seen in a [`TermFence`] shared by all its clones; a reply from a lower
 //! term is refused and the call goes on elsewhere (DESIGN §4).
 //!
-//! Left out: TLS, and load balancing — the cluster has one active node, and the
+//! Every connection uses the [`ClientTls`] of its [`ClientOptions`]: TLS
+//! by default, verifying the node's certificate against the cluster CA (or
+//! the OS's roots), with an administrator's certificate when one is given.
+//!
+//! Left out: load balancing — the cluster has one active node, and the
 //! client sticks to it.
 
 use std::collections::HashMap;
@@ -30,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::{debug, warn};
 
@@ -38,11 +42,13 @@ use crate::client::backoff::Backoff;
 use crate::client::error::ClientError;
 use crate::client::fence::TermFence;
 use crate::client::server_list::{ServerList, parse_entry};
-use crate::license::state::{DenyReason, GrantToken, RequestId, SessionId};
+use crate::license::secret::SessionSecret;
+use crate::license::state::{DenyReason, GrantToken, RequestId};
 use crate::proto::v1 as pb;
 use crate::proto::v1::admin_client::AdminClient;
 use crate::proto::v1::license_client::LicenseClient;
 use crate::server::error::LEADER_ADDRESS_KEY;
+use crate::tls::client::ClientTls;
 
 /// Most hops along leader hints in a row without a back-off pause.
 pub const HINT_HOPS_MAX: u32 = 2;
@@ -63,6 +69,10 @@ pub struct ClientOptions {
     pub backoff_min: Duration,
     /// The longest pause between attempts. Default 1 s.
     pub backoff_max: Duration,
+    /// How to dial: whom to trust, which certificate to present. Default:
+    /// [`ClientTls::default`], TLS trusting the operating system's roots;
+    /// [`ClientOptions::from_env`] reads `RAFTLM_CA` and friends.
+    pub tls: ClientTls,
 }
 
 impl Default for ClientOptions {
@@ -72,6 +82,46 @@ impl Default for ClientOptions {
             attempt_timeout: Duration::from_secs(2),
             backoff_min: Duration::from_millis(25),
             backoff_max: Duration::from_secs(1),
+            tls: ClientTls::default(),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The defaults, with TLS configured from the environment
+    /// (`RAFTLM_CA`, `RAFTLM_CERT`, `RAFTLM_KEY`, `RAFTLM_TLS_NAME`,
+    /// `RAFTLM_PLAINTEXT`; see [`crate::tls::client`]).
+    pub fn from_env() -> Result<ClientOptions, String> {
+        Ok(ClientOptions {
+            tls: ClientTls::from_env()?,
+            ..ClientOptions::default()
+        })
+    }
+}
+
+/// One request of a session: the session's secret and the request's number.
+/// A retry sends the same value, so the cluster answers it with the first outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRequest {
+    /// The session's secret (never shown; see [`SessionSecret`]).
+    pub secret: SessionSecret,
+    /// The request's number within the session, from 1.
+    pub seq: u64,
+}
+
+impl SessionRequest {
+    /// The request id the cluster files this request under (the session's public handle).
+    pub fn id(&self) -> RequestId {
+        RequestId {
+            session: self.secret.handle(),
+            seq: self.seq,
+        }
+    }
+
+    fn to_pb(&self) -> pb::RequestId {
+        pb::RequestId {
+            session_secret: self.secret.as_bytes().to_vec(),
+            seq: self.seq,
         }
     }
 }
@@ -247,7 +297,7 @@ impl Client {
     /// does this bookkeeping for applications.
     pub async fn checkout(
         &self,
-        request: RequestId,
+        request: &SessionRequest,
         feature: &str,
         count: u32,
         user: &str,
@@ -267,17 +317,14 @@ impl Client {
     pub(crate) async fn checkout_within(
         &self,
         timeout: Duration,
-        request: RequestId,
+        request: &SessionRequest,
         feature: &str,
         count: u32,
         user: &str,
         host: &str,
     ) -> Result<Grant, ClientError> {
         let message = pb::CheckoutRequest {
-            request: Some(pb::RequestId {
-                session: request.session.0,
-                seq: request.seq,
-            }),
+            request: Some(request.to_pb()),
             feature: feature.to_string(),
             count,
             user: user.to_string(),
@@ -295,7 +342,7 @@ impl Client {
     /// Checks in the grant `token` as request `request`.
     pub async fn checkin(
         &self,
-        request: RequestId,
+        request: &SessionRequest,
         token: GrantToken,
     ) -> Result<Checkin, ClientError> {
         self.checkin_within(self.inner.options.call_timeout, request, token)
@@ -305,19 +352,17 @@ impl Client {
     pub(crate) async fn checkin_within(
         &self,
         timeout: Duration,
-        request: RequestId,
+        request: &SessionRequest,
         token: GrantToken,
     ) -> Result<Checkin, ClientError> {
         let message = pb::CheckinRequest {
-            request: Some(pb::RequestId {
-                session: request.session.0,
-                seq: request.seq,
-            }),
+            request: Some(request.to_pb()),
             token: Some(token_to_pb(token)),
         };
         let answered = self
-            .call("checkin", timeout, |channel| async move {
-                LicenseClient::new(channel).checkin(message).await
+            .call("checkin", timeout, |channel| {
+                let message = message.clone();
+                async move { LicenseClient::new(channel).checkin(message).await }
             })
             .await?;
         let reply = answered.reply;
@@ -329,10 +374,10 @@ impl Client {
         })
     }
 
-    /// Renews (heartbeats) `session`, quoting the grants it holds.
+    /// Renews (heartbeats) the session of `session`, quoting the grants it holds.
     pub async fn renew(
         &self,
-        session: SessionId,
+        session: &SessionSecret,
         tokens: &[GrantToken],
     ) -> Result<Renewal, ClientError> {
         self.renew_within(
@@ -347,12 +392,12 @@ impl Client {
     pub(crate) async fn renew_within(
         &self,
         timeout: Duration,
-        session: SessionId,
+        session: &SessionSecret,
         tokens: &[GrantToken],
         report: CacheReport,
     ) -> Result<Renewal, ClientError> {
         let message = pb::RenewRequest {
-            session: session.0,
+            session_secret: session.as_bytes().to_vec(),
             tokens: tokens.iter().copied().map(token_to_pb).collect(),
             cached_for_ms: report.cached_for_ms,
             cached_since_ms: report.cached_since_ms,
@@ -587,10 +632,11 @@ impl Client {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| format!("not a usable address: {e}"))?
-            .connect_timeout(self.inner.options.attempt_timeout)
-            .tcp_nodelay(true);
+        let endpoint = self
+            .inner
+            .options
+            .tls
+            .endpoint(address, self.inner.options.attempt_timeout)?;
         let channel = endpoint.connect_lazy();
         if channels.len() >= CHANNELS_MAX {
             // Only hinted addresses can grow the map past the list; drop those.
@@ -747,6 +793,12 @@ mod tests {
                 ..Default::default()
             }))
         }
+        async fn node_info(
+            &self,
+            _: Request<pb::NodeInfoRequest>,
+        ) -> Result<Response<pb::NodeInfoReply>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
     }
 
     async fn fake_node(term: u64) -> (String, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
@@ -775,6 +827,7 @@ mod tests {
             attempt_timeout: Duration::from_millis(500),
             backoff_min: Duration::from_millis(1),
             backoff_max: Duration::from_millis(10),
+            tls: ClientTls::plaintext(),
         };
         let client = Client::with_options(ServerList::from_addresses([&a, &b]).unwrap(), options);
         assert_eq!(client.status().await.unwrap().term, 5);

@@ -48,15 +48,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::Rng as _;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::client::error::ClientError;
+use crate::client::rpc::SessionRequest;
 use crate::client::rpc::{CacheReport, Checkin, Client, Grant, Renewal};
-use crate::license::state::{GrantToken, RequestId, SessionId};
+use crate::license::secret::SessionSecret;
+use crate::license::state::{GrantToken, SessionId};
 
 /// Most requests queued from the handle to the session task.
 pub const REQUESTS_MAX: usize = 64;
@@ -277,7 +278,8 @@ impl Session {
     /// Starts a session with a random id on `client`'s cluster. Must be called
     /// within a tokio runtime. The first heartbeat goes out at once.
     pub fn start(client: Client, options: SessionOptions) -> Session {
-        let session = random_session_id();
+        let secret = SessionSecret::generate();
+        let session = secret.handle();
         let (requests, receiver) = mpsc::channel(REQUESTS_MAX);
         let (state_tx, state) = watch::channel(SessionState::Connecting);
         let (events, _) = broadcast::channel(options.events_max.max(1));
@@ -286,6 +288,7 @@ impl Session {
         let actor = Actor {
             client,
             options,
+            secret,
             session,
             seq: 0,
             id: id.clone(),
@@ -410,11 +413,6 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn random_session_id() -> SessionId {
-    // Zero is avoided so an id is never mistaken for an unset field.
-    SessionId(rand::thread_rng().gen_range(1..=u64::MAX))
-}
-
 fn now_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -439,7 +437,7 @@ enum Purpose {
 }
 
 struct CheckoutJob {
-    id: RequestId,
+    id: SessionRequest,
     feature: String,
     count: u32,
     purpose: Purpose,
@@ -453,7 +451,7 @@ enum Done {
         result: Result<Grant, ClientError>,
     },
     Checkin {
-        id: RequestId,
+        id: SessionRequest,
         token: GrantToken,
         reply: Option<oneshot::Sender<Result<Checkin, ClientError>>>,
         result: Result<Checkin, ClientError>,
@@ -467,6 +465,9 @@ enum Done {
 struct Actor {
     client: Client,
     options: SessionOptions,
+    /// The session's secret, sent on every request; never logged.
+    secret: SessionSecret,
+    /// Its public handle, for logs and events.
     session: SessionId,
     seq: u64,
     id: Arc<AtomicU64>,
@@ -474,7 +475,7 @@ struct Actor {
     /// Lost token → the token of the grant that replaced it.
     aliases: HashMap<GrantToken, GrantToken>,
     /// Check-ins whose call got no answer, to retry with the same id.
-    pending_checkins: Vec<(RequestId, GrantToken)>,
+    pending_checkins: Vec<(SessionRequest, GrantToken)>,
     /// Check-outs whose call got no answer, to resolve with the same id.
     unresolved: Vec<CheckoutJob>,
     /// Lost grants waiting to be checked out again.
@@ -536,10 +537,10 @@ impl Actor {
         }
     }
 
-    fn next_id(&mut self) -> RequestId {
+    fn next_id(&mut self) -> SessionRequest {
         self.seq += 1;
-        RequestId {
-            session: self.session,
+        SessionRequest {
+            secret: self.secret.clone(),
             seq: self.seq,
         }
     }
@@ -622,7 +623,7 @@ impl Actor {
         let (user, host) = (self.options.user.clone(), self.options.host.clone());
         self.tasks.spawn(async move {
             let result = client
-                .checkout_within(timeout, job.id, &job.feature, job.count, &user, &host)
+                .checkout_within(timeout, &job.id, &job.feature, job.count, &user, &host)
                 .await;
             Done::Checkout { job, result }
         });
@@ -630,14 +631,14 @@ impl Actor {
 
     fn spawn_checkin(
         &mut self,
-        id: RequestId,
+        id: SessionRequest,
         token: GrantToken,
         reply: Option<oneshot::Sender<Result<Checkin, ClientError>>>,
     ) {
         let client = self.client.clone();
         let timeout = client.options().call_timeout;
         self.tasks.spawn(async move {
-            let result = client.checkin_within(timeout, id, token).await;
+            let result = client.checkin_within(timeout, &id, token).await;
             Done::Checkin {
                 id,
                 token,
@@ -662,9 +663,10 @@ impl Actor {
         };
         let client = self.client.clone();
         let session = self.session;
+        let secret = self.secret.clone();
         let timeout = self.options.unreachable_after;
         self.renew = Some(self.tasks.spawn(async move {
-            let result = client.renew_within(timeout, session, &tokens, report).await;
+            let result = client.renew_within(timeout, &secret, &tokens, report).await;
             Done::Renew { session, result }
         }));
     }
@@ -855,7 +857,8 @@ impl Actor {
     /// The cluster expired the session: go on under a new id; every grant held is lost.
     fn restart_session(&mut self) {
         let old = self.session;
-        self.session = random_session_id();
+        self.secret = SessionSecret::generate();
+        self.session = self.secret.handle();
         self.seq = 0;
         self.id.store(self.session.0, Ordering::Release);
         warn!(%old, new = %self.session, "the cluster expired the session: starting a new one");
@@ -929,7 +932,7 @@ impl Actor {
                 }
             },
             Err(ClientError::SessionExpired) => {
-                if job.id.session == self.session {
+                if job.id.secret == self.secret {
                     self.restart_session();
                     // The cluster just answered: check the lost grants out again now.
                     self.resume_pending();
@@ -965,8 +968,8 @@ impl Actor {
     }
 
     fn remember_unresolved(&mut self, job: CheckoutJob) {
-        if job.id.session != self.session || self.unresolved.len() >= UNRESOLVED_MAX {
-            warn!(request = ?job.id, "a check-out's outcome will not be resolved");
+        if job.id.secret != self.secret || self.unresolved.len() >= UNRESOLVED_MAX {
+            warn!(request = ?job.id.id(), "a check-out's outcome will not be resolved");
             return;
         }
         self.unresolved.push(job);
@@ -984,14 +987,14 @@ impl Actor {
                 reason: error.to_string(),
             }),
             Purpose::Resolve => {
-                debug!(request = ?job.id, %error, "a check-out with unknown outcome was not granted")
+                debug!(request = ?job.id.id(), %error, "a check-out with unknown outcome was not granted")
             }
         }
     }
 
     fn checked_in(
         &mut self,
-        id: RequestId,
+        id: SessionRequest,
         token: GrantToken,
         reply: Option<oneshot::Sender<Result<Checkin, ClientError>>>,
         result: Result<Checkin, ClientError>,
@@ -1006,7 +1009,7 @@ impl Actor {
                 }
             }
             Err(ClientError::Unreachable { .. }) => {
-                if id.session == self.session && self.held.contains_key(&token) {
+                if id.secret == self.secret && self.held.contains_key(&token) {
                     self.pending_checkins.push((id, token));
                 }
             }
@@ -1043,7 +1046,7 @@ impl Actor {
         for job in std::mem::take(&mut self.unresolved) {
             let granted = self
                 .client
-                .checkout_within(timeout, job.id, &job.feature, job.count, &user, &host)
+                .checkout_within(timeout, &job.id, &job.feature, job.count, &user, &host)
                 .await;
             if let Ok(grant) = granted {
                 self.held.insert(
@@ -1056,19 +1059,21 @@ impl Actor {
             }
         }
         let mut first_error = None;
-        let pending: HashMap<GrantToken, RequestId> = std::mem::take(&mut self.pending_checkins)
-            .into_iter()
-            .map(|(id, token)| (token, id))
-            .collect();
+        let pending: HashMap<GrantToken, SessionRequest> =
+            std::mem::take(&mut self.pending_checkins)
+                .into_iter()
+                .map(|(id, token)| (token, id))
+                .collect();
         let tokens: Vec<GrantToken> = self.held.keys().copied().collect();
         let mut checkins = JoinSet::new();
         for token in tokens {
             let id = pending
                 .get(&token)
-                .copied()
+                .cloned()
                 .unwrap_or_else(|| self.next_id());
             let client = self.client.clone();
-            checkins.spawn(async move { (token, client.checkin_within(timeout, id, token).await) });
+            checkins
+                .spawn(async move { (token, client.checkin_within(timeout, &id, token).await) });
         }
         while let Some(joined) = checkins.join_next().await {
             match joined {

@@ -66,14 +66,18 @@ pub const SESSIONS_MAX: usize = 1_000_000;
 pub const EXPIRED_SESSIONS_REMEMBERED: usize = 100_000;
 /// Most seats one check-out may ask for.
 pub const CHECKOUT_SEATS_MAX: u32 = 1_000_000;
+/// How many administrators' actions the state remembers, newest last.
+pub const ADMIN_ACTIONS_REMEMBERED: usize = 64;
 
-/// A client session: one client process, chosen at random by the client.
+/// A client session (one client process), named by its public handle: a
+/// value derived from the session's secret (see [`super::secret`]).
+/// Displayed in decimal, as lmstat-style scrapers expect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionId(pub u64);
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        write!(f, "{}", self.0)
     }
 }
 
@@ -141,11 +145,16 @@ pub enum Command {
         name: String,
         /// The verified feature lines.
         lines: Vec<FeatureLine>,
+        /// Who asked: the administrator certificate's subject, or the node
+        /// that imported its license directory.
+        author: String,
     },
     /// Remove the license file `name`.
     RemoveLicense {
         /// The name it was imported under.
         name: String,
+        /// Who asked (as for an import).
+        author: String,
     },
     /// Take `count` seats of `feature` for a session.
     Checkout {
@@ -335,6 +344,19 @@ pub struct Session {
     forgotten_seq: u64,
 }
 
+/// An administrator's action, as the state records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminAction {
+    /// State time when it was applied (ms since the epoch).
+    pub at_ms: u64,
+    /// Who asked (an administrator certificate's subject, or a node).
+    pub author: String,
+    /// What was asked, e.g. `import license acme.lic`.
+    pub action: String,
+    /// What came of it, e.g. `imported 3 lines` or the refusal.
+    pub result: String,
+}
+
 /// The node that last became active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activation {
@@ -374,6 +396,8 @@ pub struct LicenseState {
     /// [`EXPIRED_SESSIONS_REMEMBERED`]), and the same as a set for look-ups.
     expired_order: VecDeque<SessionId>,
     expired_set: BTreeSet<SessionId>,
+    /// The last [`ADMIN_ACTIONS_REMEMBERED`] administrators' actions, oldest first.
+    admin_actions: VecDeque<AdminAction>,
 }
 
 /// A summary of one feature, for status reports.
@@ -418,8 +442,20 @@ impl LicenseState {
         let before_ms = self.now_ms;
         self.now_ms = self.now_ms.max(now_ms);
         let outcome = match command {
-            Command::ImportLicense { name, lines } => self.import(name, lines),
-            Command::RemoveLicense { name } => self.remove(name),
+            Command::ImportLicense {
+                name,
+                lines,
+                author,
+            } => {
+                let outcome = self.import(name, lines);
+                self.record_admin(author, format!("import license {name}"), &outcome);
+                outcome
+            }
+            Command::RemoveLicense { name, author } => {
+                let outcome = self.remove(name);
+                self.record_admin(author, format!("remove license {name}"), &outcome);
+                outcome
+            }
             Command::Checkout {
                 request,
                 feature,
@@ -458,6 +494,33 @@ impl LicenseState {
         );
         self.check_seats();
         outcome
+    }
+
+    fn record_admin(&mut self, author: &str, action: String, outcome: &Outcome) {
+        let result = match outcome {
+            Outcome::Imported {
+                lines, duplicates, ..
+            } => format!("imported {lines} lines ({duplicates} duplicates)"),
+            Outcome::Removed { .. } => "removed".to_string(),
+            Outcome::NoSuchLicense => "refused: no license by that name".to_string(),
+            Outcome::LicenseRefused {
+                feature,
+                in_use,
+                licensed,
+            } => format!(
+                "refused: {in_use} seats of {feature} in use, {licensed} would remain licensed"
+            ),
+            other => format!("{other:?}"),
+        };
+        if self.admin_actions.len() >= ADMIN_ACTIONS_REMEMBERED {
+            self.admin_actions.pop_front();
+        }
+        self.admin_actions.push_back(AdminAction {
+            at_ms: self.now_ms,
+            author: author.to_string(),
+            action,
+            result,
+        });
     }
 
     fn deduplicated(
@@ -794,6 +857,11 @@ impl LicenseState {
     /// How many activations have been applied.
     pub fn activations(&self) -> u64 {
         self.activations
+    }
+
+    /// The most recent administrators' actions, oldest first.
+    pub fn admin_actions(&self) -> &VecDeque<AdminAction> {
+        &self.admin_actions
     }
 
     /// One summary per licensed feature, by name.

@@ -15,13 +15,33 @@ pub mod network;
 pub mod state_machine;
 pub mod store;
 
+/// A member of the cluster as the Raft membership records it: where clients
+/// and peers reach it.
+///
+/// Each node dials its peers at the `peer_address` of its own config's
+/// `[[nodes]]` list first (so a node behind a proxy, or with a per-node view
+/// of the network, keeps its view); the membership's copy is the fallback.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    /// The client-plane address (license and admin services), `host:port`.
+    pub address: String,
+    /// The peer-plane address (Raft RPCs), `host:port`.
+    pub peer_address: String,
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (peer {})", self.address, self.peer_address)
+    }
+}
+
 openraft::declare_raft_types!(
     /// raftlm's openraft type configuration.
     pub TypeConfig:
         D = Batch,
         R = Vec<Outcome>,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = Member,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
@@ -34,9 +54,9 @@ pub type LogId = openraft::LogId<u64>;
 /// A log entry.
 pub type Entry = openraft::Entry<TypeConfig>;
 /// Cluster membership as stored.
-pub type StoredMembership = openraft::StoredMembership<u64, openraft::BasicNode>;
+pub type StoredMembership = openraft::StoredMembership<u64, Member>;
 /// Snapshot metadata.
-pub type SnapshotMeta = openraft::SnapshotMeta<u64, openraft::BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<u64, Member>;
 /// A snapshot with its data.
 pub type Snapshot = openraft::storage::Snapshot<TypeConfig>;
 /// A vote.

@@ -12,11 +12,10 @@
 //! [`Raft`], and encodes the `Result` back, so a remote Raft error travels as a
 //! value. Message sizes are bounded by [`RAFT_MESSAGE_BYTES_MAX`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -27,13 +26,16 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use super::{Raft, TypeConfig};
+use super::{Member, Raft, TypeConfig};
 use crate::codec;
 use crate::proto::v1::RaftMessage;
 use crate::proto::v1::raft_client::RaftClient;
 use crate::proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
+use crate::tls::acceptor::{Plane, Refusals, TlsState, peer_node, tls_reason};
+use crate::tls::client::ClientTls;
+use crate::tls::identity::node_dns_name;
 
 /// Largest Raft message sent or accepted (an AppendEntries with many batches,
 /// or one snapshot chunk).
@@ -41,19 +43,43 @@ pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// How long a TCP connect to a peer may take before the peer counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// A peer's channel, filed with the address and the TLS generation it was built for.
+type CachedChannel = (String, u64, Channel);
+
 /// Creates Raft clients: one cached, lazily connected channel per peer.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Network {
+    /// The cluster name, for peers' certificate names.
+    cluster: Arc<str>,
+    /// Peer addresses from this node's config, by node id.
+    peers: Arc<BTreeMap<u64, String>>,
+    /// This node's TLS material; `None` in plaintext.
+    tls: Option<Arc<TlsState>>,
+    /// Failed handshakes with peers, each logged once.
+    refusals: Arc<Refusals>,
     // std Mutex: held only to look up or insert a channel, never across `.await`.
-    channels: Arc<Mutex<HashMap<u64, (String, Channel)>>>,
+    channels: Arc<Mutex<HashMap<u64, CachedChannel>>>,
     // When each peer last answered an RPC (std Mutex: one insert or look-up, no `.await`).
     contacts: Arc<Mutex<HashMap<u64, Instant>>>,
 }
 
 impl Network {
-    /// A factory with no connections yet.
-    pub fn new() -> Network {
-        Network::default()
+    /// A factory with no connections yet: peers at `peers` (from this node's
+    /// config), dialled with mutual TLS from `tls` (plaintext when `None`).
+    pub fn new(
+        cluster: &str,
+        peers: BTreeMap<u64, String>,
+        tls: Option<Arc<TlsState>>,
+        refusals: Arc<Refusals>,
+    ) -> Network {
+        Network {
+            cluster: Arc::from(cluster),
+            peers: Arc::new(peers),
+            tls,
+            refusals,
+            channels: Arc::default(),
+            contacts: Arc::default(),
+        }
     }
 
     /// When `peer` last answered a Raft RPC from this node, if ever.
@@ -65,21 +91,43 @@ impl Network {
             .copied()
     }
 
-    fn channel(&self, target: u64, addr: &str) -> Result<Channel, NetworkError> {
+    /// The peer address of `target`: from this node's config, else the membership's.
+    fn address_of<'a>(&'a self, target: u64, member: &'a Member) -> &'a str {
+        self.peers
+            .get(&target)
+            .map_or(member.peer_address.as_str(), String::as_str)
+    }
+
+    fn channel(&self, target: u64, member: &Member) -> Result<Channel, NetworkError> {
+        let addr = self.address_of(target, member);
+        let generation = self.tls.as_ref().map_or(0, |t| *t.generation().borrow());
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((cached_addr, channel)) = channels.get(&target)
+        if let Some((cached_addr, cached_generation, channel)) = channels.get(&target)
             && cached_addr == addr
+            && *cached_generation == generation
         {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| NetworkError::new(&e))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
+        let client_tls = match &self.tls {
+            None => ClientTls::plaintext(),
+            Some(tls) => {
+                let loaded = tls.current();
+                ClientTls {
+                    plaintext: false,
+                    ca_pem: Some(loaded.ca_pem.clone()),
+                    native_roots: false,
+                    identity: Some((loaded.cert_pem.clone(), loaded.key_pem.clone())),
+                    server_name: Some(node_dns_name(target, &self.cluster)),
+                }
+            }
+        };
+        let endpoint = client_tls
+            .endpoint(addr, CONNECT_TIMEOUT)
+            .map_err(|e| NetworkError::new(&std::io::Error::other(e)))?
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
-        channels.insert(target, (addr.to_string(), channel.clone()));
+        channels.insert(target, (addr.to_string(), generation, channel.clone()));
         Ok(channel)
     }
 }
@@ -87,11 +135,13 @@ impl Network {
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Connection {
+    async fn new_client(&mut self, target: u64, node: &Member) -> Connection {
         Connection {
             target,
-            channel: self.channel(target, &node.addr),
+            address: self.address_of(target, node).to_string(),
+            channel: self.channel(target, node),
             contacts: self.contacts.clone(),
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -99,11 +149,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// A client for one peer.
 pub struct Connection {
     target: u64,
+    address: String,
     channel: Result<Channel, NetworkError>,
     contacts: Arc<Mutex<HashMap<u64, Instant>>>,
+    refusals: Arc<Refusals>,
 }
 
-type RpcResult<T, E> = Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
+type RpcResult<T, E> = Result<T, RPCError<u64, Member, RaftError<u64, E>>>;
 
 impl Connection {
     async fn call<Req, Resp, E>(
@@ -130,6 +182,11 @@ impl Connection {
             Kind::Vote => client.vote(request).await,
             Kind::Snapshot => client.install_snapshot(request).await,
         };
+        if let Err(status) = &reply
+            && let Some(reason) = tls_reason(status)
+        {
+            self.refusals.log_dial(self.target, &self.address, &reason);
+        }
         let reply = reply.map_err(|status| match status.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 RPCError::Unreachable(Unreachable::new(&status))
@@ -187,21 +244,56 @@ impl RaftNetwork<TypeConfig> for Connection {
 /// The server side of the Raft transport: hands each RPC to the local Raft.
 pub struct RaftService {
     raft: Raft,
+    /// The cluster name, for peers' certificate names; `None` in plaintext
+    /// (no sender check).
+    cluster: Option<String>,
+    refusals: Arc<Refusals>,
 }
 
 impl RaftService {
     /// A tonic service for the local Raft node, with message-size limits set.
-    pub fn server(raft: Raft) -> RaftServer<RaftService> {
-        RaftServer::new(RaftService { raft })
-            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+    /// With `cluster` set (TLS on), every RPC's claimed sender must be the
+    /// node its connection's certificate names.
+    pub fn server(
+        raft: Raft,
+        cluster: Option<String>,
+        refusals: Arc<Refusals>,
+    ) -> RaftServer<RaftService> {
+        RaftServer::new(RaftService {
+            raft,
+            cluster,
+            refusals,
+        })
+        .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+    }
+
+    /// Checks that `claimed` (the sender an RPC names) is the node the
+    /// connection's certificate names.
+    fn check_sender<T>(
+        &self,
+        request: &tonic::Request<T>,
+        claimed: u64,
+    ) -> Result<(), tonic::Status> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let certs = request.peer_certs();
+        let reason = match peer_node(certs.as_deref().map(Vec::as_slice), cluster) {
+            Ok(id) if id == claimed => return Ok(()),
+            Ok(id) => format!("node {id}'s certificate sent a Raft request as node {claimed}"),
+            Err(reason) => reason,
+        };
+        let from = request
+            .remote_addr()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        self.refusals.log(Plane::Peer, from, &reason);
+        Err(tonic::Status::permission_denied(reason))
     }
 }
 
-fn decode_request<T: DeserializeOwned>(
-    request: tonic::Request<RaftMessage>,
-) -> Result<T, tonic::Status> {
-    codec::decode(&request.into_inner().payload)
+fn decode_request<T: DeserializeOwned>(payload: &[u8]) -> Result<T, tonic::Status> {
+    codec::decode(payload)
         .map_err(|e| tonic::Status::invalid_argument(format!("raft message does not decode: {e}")))
 }
 
@@ -217,7 +309,8 @@ impl RaftRpc for RaftService {
         &self,
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = decode_request(request)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode_request(&request.get_ref().payload)?;
+        self.check_sender(&request, rpc.vote.leader_id().voted_for().unwrap_or(0))?;
         encode_reply(&self.raft.append_entries(rpc).await)
     }
 
@@ -225,7 +318,8 @@ impl RaftRpc for RaftService {
         &self,
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let rpc: VoteRequest<u64> = decode_request(request)?;
+        let rpc: VoteRequest<u64> = decode_request(&request.get_ref().payload)?;
+        self.check_sender(&request, rpc.vote.leader_id().voted_for().unwrap_or(0))?;
         encode_reply(&self.raft.vote(rpc).await)
     }
 
@@ -233,7 +327,8 @@ impl RaftRpc for RaftService {
         &self,
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let rpc: InstallSnapshotRequest<TypeConfig> = decode_request(request)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode_request(&request.get_ref().payload)?;
+        self.check_sender(&request, rpc.vote.leader_id().voted_for().unwrap_or(0))?;
         encode_reply(&self.raft.install_snapshot(rpc).await)
     }
 }

@@ -157,6 +157,15 @@ pub enum StoreError {
         /// sled's error.
         source: sled::Error,
     },
+    /// The database was written by a raftlm whose record format this build
+    /// does not read (format 1 had no peer addresses in the member list).
+    #[error("data directory {}: the database was written in record format {found}, but this raftlm reads format {}; it cannot be upgraded in place: stop the node, move the directory aside and start the node with an empty one, so it rejoins the cluster and receives its state from the others", dir.display(), codec::FORMAT_VERSION)]
+    Format {
+        /// The data directory.
+        dir: PathBuf,
+        /// The format-version byte found.
+        found: u8,
+    },
     /// A stored record does not decode.
     #[error("data directory {}: {what} does not decode: {source}; {CORRUPT_ADVICE}", dir.display())]
     Record {
@@ -268,10 +277,27 @@ fn open_checked(dir: &Arc<Path>) -> Result<(LogStore, StateMachineStore), StoreE
     let log = tree(LOG_TREE)?;
     let meta = tree(META_TREE)?;
     let state = tree(STATE_TREE)?;
+    check_format(dir, &meta)?;
     let log_store = LogStore::open(dir.clone(), log, meta.clone())?;
     check_marker(dir, &meta, log_store.vote_at_open()?)?;
     let state_machine = StateMachineStore::open(dir.clone(), state)?;
     Ok((log_store, state_machine))
+}
+
+/// Refuses a database written in another record format before anything in it
+/// is decoded: every record starts with the format-version byte, and the
+/// creation record is the first one a database gets.
+fn check_format(dir: &Path, meta: &sled::Tree) -> Result<(), StoreError> {
+    let created = meta
+        .get(CREATED_KEY)
+        .map_err(|e| sled_error(dir, "read the creation record", e))?;
+    match created.as_deref().and_then(|bytes| bytes.first()) {
+        Some(&found) if found != codec::FORMAT_VERSION => Err(StoreError::Format {
+            dir: dir.to_path_buf(),
+            found,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// What the marker file records.

@@ -3,12 +3,18 @@
 //! A license file is parsed and verified — signatures against the trusted
 //! vendor keys, the `SERVER` line against the cluster name — on the node that
 //! receives it, before it is proposed; the log carries only verified lines.
+//!
+//! Every admin RPC first authenticates its caller ([`administrator`]): a TLS
+//! client certificate issued by the cluster CA (the acceptor checked the
+//! chain) that carries the administrator role. The certificate's subject is
+//! committed with the action as its author. In plaintext mode there are no
+//! certificates: admin RPCs are then accepted only from loopback, and the
+//! author says so.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::license::file;
 use crate::license::signature;
@@ -16,6 +22,8 @@ use crate::license::state::{Command, Outcome};
 use crate::proto::v1 as pb;
 use crate::proto::v1::admin_server::Admin;
 use crate::server::{ServiceError, Shared};
+use crate::tls::acceptor::Plane;
+use crate::tls::identity::{self, Role};
 
 pub use crate::license::file::LICENSE_FILE_BYTES_MAX;
 
@@ -31,19 +39,56 @@ impl AdminService {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Who is calling an admin RPC: the subject of an administrator's
+/// certificate, or why the call is refused (`UNAUTHENTICATED` without a
+/// certificate, `PERMISSION_DENIED` with one that lacks the role).
+pub fn administrator<T>(shared: &Shared, request: &Request<T>) -> Result<String, ServiceError> {
+    let from = request.remote_addr();
+    let refuse = |error: ServiceError| {
+        if let Some(from) = from {
+            shared.refusals.log(
+                Plane::Client,
+                from.ip(),
+                &format!("admin RPC refused: {error}"),
+            );
+        }
+        Err(error)
+    };
+    if shared.tls.is_none() {
+        return match from {
+            Some(from) if from.ip().is_loopback() => Ok(format!("plaintext client {from}")),
+            _ => refuse(ServiceError::Unauthenticated(
+                "this node runs without TLS (tls.plaintext): administrators are accepted only from loopback".into(),
+            )),
+        };
+    }
+    let Some(cert) = request
+        .peer_certs()
+        .and_then(|certs| certs.first().cloned())
+    else {
+        return refuse(ServiceError::Unauthenticated(
+            "admin requests need an administrator certificate (set RAFTLM_CERT and RAFTLM_KEY to the files made by `raftlm tls issue --admin NAME`)".into(),
+        ));
+    };
+    match identity::parse(&cert) {
+        Ok(info) if info.has_role(Role::Admin) => Ok(info.subject),
+        Ok(info) => refuse(ServiceError::PermissionDenied(format!(
+            "the certificate of {} does not carry the administrator role",
+            info.subject
+        ))),
+        Err(error) => refuse(ServiceError::PermissionDenied(format!(
+            "the client certificate cannot be read: {error}"
+        ))),
+    }
 }
 
-/// Verifies a license file's text and imports it under `name` through the log.
-/// Returns the outcome and the term it was committed in.
+/// Verifies a license file's text and imports it under `name` through the
+/// log, as `author`. Returns the outcome and the term it was committed in.
 pub async fn import_license(
     shared: &Shared,
     name: &str,
     text: &str,
+    author: &str,
 ) -> Result<(Outcome, u64), ServiceError> {
     if name.is_empty() || name.len() > 255 || name.contains(['/', '\\']) {
         return Err(ServiceError::InvalidArgument(format!(
@@ -61,13 +106,14 @@ pub async fn import_license(
         name,
         &shared.trusted,
         &shared.config.cluster_name,
-        now_ms(),
+        crate::server::wall_clock_ms(),
     )
     .map_err(|e| ServiceError::Refused(e.to_string()))?;
     shared.serving()?;
     let command = Command::ImportLicense {
         name: name.to_string(),
         lines,
+        author: author.to_string(),
     };
     let (outcome, log_id) = shared
         .batcher
@@ -103,8 +149,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ImportLicenseRequest>,
     ) -> Result<Response<pb::ImportLicenseReply>, Status> {
+        let author = administrator(&self.shared, &request)?;
         let request = request.into_inner();
-        match import_license(&self.shared, &request.name, &request.text).await? {
+        match import_license(&self.shared, &request.name, &request.text, &author).await? {
             (
                 Outcome::Imported {
                     name,
@@ -126,12 +173,14 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RemoveLicenseRequest>,
     ) -> Result<Response<pb::RemoveLicenseReply>, Status> {
+        let author = administrator(&self.shared, &request)?;
         let name = request.into_inner().name;
         self.shared.serving()?;
+        warn!(license = %name, %author, "license removal requested");
         let (outcome, log_id) = self
             .shared
             .batcher
-            .submit(Command::RemoveLicense { name })
+            .submit(Command::RemoveLicense { name, author })
             .await
             .map_err(|e| self.shared.batch_error(e))?;
         match outcome {

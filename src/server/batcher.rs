@@ -18,7 +18,7 @@
 //! machine's per-session dedup returns the first outcome.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -127,10 +127,7 @@ async fn run(raft: Raft, settings: Batching, mut receiver: mpsc::Receiver<Pendin
 }
 
 async fn propose(raft: &Raft, pending: Vec<Pending>) {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = crate::server::wall_clock_ms();
     let (commands, replies): (Vec<Command>, Vec<_>) =
         pending.into_iter().map(|p| (p.command, p.reply)).unzip();
     let size = commands.len();
@@ -154,7 +151,9 @@ async fn propose(raft: &Raft, pending: Vec<Pending>) {
             let error = match error {
                 RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
                     BatchError::NotLeader {
-                        leader: forward.leader_id.zip(forward.leader_node.map(|n| n.addr)),
+                        leader: forward
+                            .leader_id
+                            .zip(forward.leader_node.map(|n| n.address)),
                     }
                 }
                 RaftError::Fatal(openraft::error::Fatal::Stopped) => BatchError::Stopped,

@@ -41,6 +41,12 @@ pub enum ServiceError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     Stopped,
+    /// The caller did not say who it is (no administrator certificate).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this (another session's grant, no administrator role).
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 fn hint_text(leader: &Option<(u64, String)>) -> String {
@@ -83,6 +89,8 @@ impl From<ServiceError> for Status {
             ServiceError::Overloaded(_) => Status::resource_exhausted(message),
             ServiceError::Unknown(_) => Status::unavailable(message),
             ServiceError::Stopped => Status::unavailable(message),
+            ServiceError::Unauthenticated(_) => Status::unauthenticated(message),
+            ServiceError::PermissionDenied(_) => Status::permission_denied(message),
         }
     }
 }

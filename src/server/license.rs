@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::license::secret::{SESSION_SECRET_BYTES, SessionSecret};
 use crate::license::state::{self, Command, DenyReason, Outcome, RequestId, SessionId};
 use crate::proto::v1 as pb;
 use crate::proto::v1::license_server::License;
@@ -52,6 +53,18 @@ pub fn token_to_pb(token: state::GrantToken) -> pb::GrantToken {
     }
 }
 
+/// The session a request's secret names (its handle).
+fn session_of(secret: &[u8]) -> Result<SessionId, ServiceError> {
+    SessionSecret::from_bytes(secret)
+        .map(|s| s.handle())
+        .ok_or_else(|| {
+            ServiceError::InvalidArgument(format!(
+                "the session secret must be {SESSION_SECRET_BYTES} bytes, not {}",
+                secret.len()
+            ))
+        })
+}
+
 fn request_id(request: Option<pb::RequestId>) -> Result<RequestId, ServiceError> {
     let request =
         request.ok_or_else(|| ServiceError::InvalidArgument("request id is missing".into()))?;
@@ -61,7 +74,7 @@ fn request_id(request: Option<pb::RequestId>) -> Result<RequestId, ServiceError>
         ));
     }
     Ok(RequestId {
-        session: SessionId(request.session),
+        session: session_of(&request.session_secret)?,
         seq: request.seq,
     })
 }
@@ -194,8 +207,8 @@ impl LicenseService {
                 "a renewal may quote at most {RENEW_TOKENS_MAX} grants"
             )));
         }
+        let session = session_of(&request.session_secret)?;
         let term = self.shared.serving()?;
-        let session = SessionId(request.session);
         self.shared.sessions.touch(term, session);
         if request.cached_for_ms > 0 {
             tracing::info!(
@@ -232,12 +245,22 @@ impl LicenseService {
         let token = request
             .token
             .ok_or_else(|| ServiceError::InvalidArgument("grant token is missing".into()))?;
+        let token = token_from_pb(&token);
         let term = self.shared.serving()?;
+        // Another session's grant is refused before anything is proposed: the
+        // victim's grants and retry window stay as they are. (Tokens are never
+        // reused, so a grant that belongs to another session always will.)
+        let foreign = self
+            .shared
+            .state
+            .read(|state| state.grant(&token).is_some_and(|g| g.session != id.session));
+        if foreign {
+            return Err(ServiceError::PermissionDenied(format!(
+                "grant {token} belongs to another session"
+            )));
+        }
         self.shared.sessions.touch(term, id.session);
-        let command = Command::Checkin {
-            request: id,
-            token: token_from_pb(&token),
-        };
+        let command = Command::Checkin { request: id, token };
         let (outcome, log_id) = self
             .shared
             .batcher
@@ -276,7 +299,7 @@ impl LicenseService {
 fn leader_of(
     error: &openraft::error::RaftError<
         u64,
-        openraft::error::CheckIsLeaderError<u64, openraft::BasicNode>,
+        openraft::error::CheckIsLeaderError<u64, crate::raft::Member>,
     >,
 ) -> Option<(u64, String)> {
     match error {
@@ -284,7 +307,7 @@ fn leader_of(
             openraft::error::CheckIsLeaderError::ForwardToLeader(f),
         ) => f
             .leader_id
-            .zip(f.leader_node.as_ref().map(|n| n.addr.clone())),
+            .zip(f.leader_node.as_ref().map(|n| n.address.clone())),
         _ => None,
     }
 }
@@ -309,7 +332,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
             };
             pb::NodeStatus {
                 id: *id,
-                address: node.addr.clone(),
+                address: node.address.clone(),
                 role: role.to_string(),
             }
         })
@@ -317,7 +340,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
     let active_address = metrics
         .current_leader
         .and_then(|id| membership.get_node(&id))
-        .map(|n| n.addr.clone())
+        .map(|n| n.address.clone())
         .unwrap_or_default();
     shared.state.read(|state| {
         let features = state
@@ -340,7 +363,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 token: Some(token_to_pb(g.token)),
                 feature: g.feature.clone(),
                 count: g.count,
-                session: g.session.0,
+                session_handle: g.session.0,
                 user: g.user.clone(),
                 host: g.host.clone(),
                 since_ms: g.since_ms,
@@ -358,6 +381,17 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
             last_activation_ms: activation.map_or(0, |a| a.at_ms),
             activations: state.activations(),
             applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            admin_actions: state
+                .admin_actions()
+                .iter()
+                .map(|a| pb::AdminAction {
+                    at_ms: a.at_ms,
+                    author: a.author.clone(),
+                    action: a.action.clone(),
+                    result: a.result.clone(),
+                })
+                .collect(),
+            plaintext: shared.tls.is_none(),
         }
     })
 }
@@ -397,5 +431,21 @@ impl License for LicenseService {
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
         Ok(Response::new(LicenseService::status(self).await?))
+    }
+
+    async fn node_info(
+        &self,
+        _request: Request<pb::NodeInfoRequest>,
+    ) -> Result<Response<pb::NodeInfoReply>, Status> {
+        let cert = self.shared.tls.as_ref().map(|t| t.current().cert.clone());
+        Ok(Response::new(pb::NodeInfoReply {
+            id: self.shared.node_id,
+            cluster_name: self.shared.config.cluster_name.clone(),
+            tls: cert.is_some(),
+            cert_subject: cert.as_ref().map(|c| c.subject.clone()).unwrap_or_default(),
+            cert_not_after_unix: cert.map_or(0, |c| c.not_after_unix),
+            now_ms: crate::server::wall_clock_ms(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
     }
 }

@@ -12,9 +12,14 @@ pub mod error;
 pub mod license;
 pub mod sessions;
 
+use std::future::Future;
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
+use tonic::transport::server::{Router, TcpIncoming};
+
 use crate::activator::Lease;
+use crate::tls::acceptor::{self, Plane, Refusals, TlsState};
 
 use crate::config::Config;
 use crate::license::signature::VendorPublicKey;
@@ -44,6 +49,40 @@ pub struct Shared {
     pub network: crate::raft::network::Network,
     /// The quorum lease the activator keeps: whether, and in which term, this node serves.
     pub lease: Lease,
+    /// This node's TLS material; `None` when the config says `tls.plaintext`.
+    pub tls: Option<Arc<TlsState>>,
+    /// Refused connections and requests, each logged once.
+    pub refusals: Arc<Refusals>,
+}
+
+/// This node's wall clock in ms since the epoch (0 if the clock is before 1970).
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Serves `router` on `listener` until `stop` resolves: through the TLS
+/// acceptor of `plane` when `tls` is set, in plaintext otherwise.
+pub async fn serve(
+    router: Router,
+    listener: TcpListener,
+    tls: Option<Arc<TlsState>>,
+    plane: Plane,
+    members: Vec<u64>,
+    refusals: Arc<Refusals>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    match tls {
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+        Some(state) => {
+            let incoming = acceptor::incoming(listener, state, plane, members, refusals);
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+    }
 }
 
 impl Shared {
@@ -60,7 +99,7 @@ impl Shared {
             .filter(|id| *id != self.node_id)
             .and_then(|id| {
                 let node = metrics.membership_config.membership().get_node(&id)?;
-                Some((id, node.addr.clone()))
+                Some((id, node.address.clone()))
             });
         Err(ServiceError::NotActive {
             node: self.node_id,

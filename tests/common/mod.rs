@@ -1,10 +1,15 @@
-//! Shared helpers for cluster tests: vendor keys, signed licenses, node configs.
+//! Shared helpers for cluster tests: vendor keys, signed licenses,
+//! certificates, node configs.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use raftlm::config::{Config, NodeAddress};
+use raftlm::cli::cluster_tls::ClusterTls;
+use raftlm::config::{Config, NodeAddress, Tls};
+use raftlm::license::secret::SessionSecret;
 use raftlm::license::signature::{self, VendorSigningKey};
+use raftlm::tls::client::ClientTls;
 
 /// The cluster name test licenses are issued for.
 pub const CLUSTER: &str = "LICSRV";
@@ -27,14 +32,59 @@ pub fn signed_license(key: &VendorSigningKey, features: &[(&str, u32)]) -> Strin
     signature::sign_text("test.lic", &text, key).unwrap()
 }
 
-/// A node config for node `id` of `addresses` (ids 1..), data under `dir/node{id}`.
-pub fn node_config(dir: &Path, id: u64, addresses: &[String], vendor_pub: &Path) -> Config {
+/// The certificates every test cluster of this test binary uses: one CA,
+/// nodes 1 to 3 and an administrator, made once. Test clients verify the
+/// cluster name (every node certificate carries it), so any address works.
+pub fn tls() -> &'static ClusterTls {
+    static TLS: OnceLock<ClusterTls> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("raftlm-test-tls-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        ClusterTls::create(&dir, CLUSTER, &[1, 2, 3], &["127.0.0.1".to_string()]).unwrap()
+    })
+}
+
+/// How a test application dials a test cluster: TLS, trusting [`tls`]'s CA.
+pub fn client_tls() -> ClientTls {
+    tls().client().unwrap().with_server_name(CLUSTER)
+}
+
+/// How a test administrator dials a test cluster.
+pub fn admin_tls() -> ClientTls {
+    tls().administrator().unwrap().with_server_name(CLUSTER)
+}
+
+/// The `[tls]` section of node `id`'s config, as a config value.
+pub fn node_tls(id: u64) -> Tls {
+    let (cert, key) = tls().node(id);
+    Tls {
+        plaintext: false,
+        ca: Some(tls().ca()),
+        cert: Some(cert),
+        key: Some(key),
+    }
+}
+
+/// A node config for node `id` of `addresses`/`peer_addresses` (ids 1..),
+/// data under `dir/node{id}`, TLS on with [`tls`].
+pub fn node_config(
+    dir: &Path,
+    id: u64,
+    addresses: &[String],
+    peer_addresses: &[String],
+    vendor_pub: &Path,
+) -> Config {
     let nodes = addresses
         .iter()
+        .zip(peer_addresses)
         .enumerate()
-        .map(|(i, address)| NodeAddress {
+        .map(|(i, (address, peer))| NodeAddress {
             id: i as u64 + 1,
             address: address.clone(),
+            peer_address: peer.clone(),
         })
         .collect();
     let mut config: Config = Config {
@@ -42,6 +92,7 @@ pub fn node_config(dir: &Path, id: u64, addresses: &[String], vendor_pub: &Path)
         cluster_name: CLUSTER.to_string(),
         data_dir: dir.join(format!("node{id}")),
         listen: None,
+        peer_listen: None,
         nodes,
         vendor_keys: vec![vendor_pub.to_path_buf()],
         license_dir: None,
@@ -49,10 +100,29 @@ pub fn node_config(dir: &Path, id: u64, addresses: &[String], vendor_pub: &Path)
         timing: Default::default(),
         batching: Default::default(),
         snapshot: Default::default(),
+        tls: node_tls(id),
     };
     config.access_point.mode = raftlm::config::AccessPointMode::None;
     config.validate().unwrap();
     config
+}
+
+/// The secret of test session `session` (the same for the same number).
+pub fn secret(session: u64) -> Vec<u8> {
+    SessionSecret::from_seed(session).as_bytes().to_vec()
+}
+
+/// The public handle of test session `session`.
+pub fn handle(session: u64) -> u64 {
+    SessionSecret::from_seed(session).handle().0
+}
+
+/// A wire request id of test session `session`.
+pub fn request_id(session: u64, seq: u64) -> raftlm::proto::v1::RequestId {
+    raftlm::proto::v1::RequestId {
+        session_secret: secret(session),
+        seq,
+    }
 }
 
 /// A check-out request as a client sends it (user "ada" on host "ws1").
@@ -63,7 +133,7 @@ pub fn checkout_request(
     count: u32,
 ) -> raftlm::proto::v1::CheckoutRequest {
     raftlm::proto::v1::CheckoutRequest {
-        request: Some(raftlm::proto::v1::RequestId { session, seq }),
+        request: Some(request_id(session, seq)),
         feature: feature.into(),
         count,
         user: "ada".into(),
@@ -71,17 +141,76 @@ pub fn checkout_request(
     }
 }
 
-/// Three listeners on `127.0.0.1:0` and their addresses, for an in-process cluster.
-pub async fn bind_three() -> (Vec<tokio::net::TcpListener>, Vec<String>) {
+/// Listeners on `127.0.0.1:0` for the client and peer planes of three nodes.
+pub struct Bound {
+    /// (client, peer) listeners of node `i + 1`.
+    pub listeners: Vec<(tokio::net::TcpListener, tokio::net::TcpListener)>,
+    /// Client-plane addresses.
+    pub addresses: Vec<String>,
+    /// Peer-plane addresses.
+    pub peer_addresses: Vec<String>,
+}
+
+/// Binds the client and peer listeners of an in-process cluster of three.
+pub async fn bind_three() -> Bound {
     let mut listeners = Vec::new();
     for _ in 0..3 {
-        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        listeners.push((bind_any().await, bind_any().await));
     }
-    let addresses = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
-    (listeners, addresses)
+    let address = |l: &tokio::net::TcpListener| l.local_addr().unwrap().to_string();
+    Bound {
+        addresses: listeners.iter().map(|(c, _)| address(c)).collect(),
+        peer_addresses: listeners.iter().map(|(_, p)| address(p)).collect(),
+        listeners,
+    }
+}
+
+async fn bind_any() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// Binds `address` again after a node on it stopped (the old listener may
+/// take a moment to close).
+pub async fn rebind(address: &str) -> tokio::net::TcpListener {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => return listener,
+            Err(error) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cannot bind {address} again: {error}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A license client of a test cluster's node (TLS, trusting the test CA).
+pub async fn license_client(
+    address: &str,
+) -> raftlm::proto::v1::license_client::LicenseClient<tonic::transport::Channel> {
+    let channel = client_tls()
+        .endpoint(address, std::time::Duration::from_secs(2))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    raftlm::proto::v1::license_client::LicenseClient::new(channel)
+}
+
+/// An admin client of a test cluster's node, with the administrator certificate.
+pub async fn admin_client(
+    address: &str,
+) -> raftlm::proto::v1::admin_client::AdminClient<tonic::transport::Channel> {
+    let channel = admin_tls()
+        .endpoint(address, std::time::Duration::from_secs(2))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    raftlm::proto::v1::admin_client::AdminClient::new(channel)
 }
 
 pub mod process;

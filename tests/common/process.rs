@@ -34,6 +34,7 @@ pub fn access_point() -> String {
 pub struct ProcessCluster {
     pub dir: tempfile::TempDir,
     pub addresses: Vec<String>,
+    pub peer_addresses: Vec<String>,
     pub access_point: String,
     pub children: Vec<Option<Child>>,
     pub key: raftlm::license::signature::VendorSigningKey,
@@ -55,6 +56,9 @@ impl ProcessCluster {
         let addresses: Vec<String> = (0..3)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
+        let peer_addresses: Vec<String> = (0..3)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
         let access_point = access_point();
         for id in 1..=3u64 {
             let mut text = format!(
@@ -62,12 +66,13 @@ impl ProcessCluster {
                 super::CLUSTER,
                 public.display()
             );
-            for (i, address) in addresses.iter().enumerate() {
+            for (i, (address, peer)) in addresses.iter().zip(&peer_addresses).enumerate() {
                 text.push_str(&format!(
-                    "[[nodes]]\nid = {}\naddress = \"{address}\"\n",
+                    "[[nodes]]\nid = {}\naddress = \"{address}\"\npeer_address = \"{peer}\"\n",
                     i + 1
                 ));
             }
+            text.push_str(&super::tls().config_section(id));
             text.push_str(&format!(
                 "[access_point]\nmode = \"bind\"\naddress = \"{access_point}\"\n"
             ));
@@ -77,6 +82,7 @@ impl ProcessCluster {
         ProcessCluster {
             dir,
             addresses,
+            peer_addresses,
             access_point,
             children: vec![None, None, None],
             key,
@@ -86,6 +92,25 @@ impl ProcessCluster {
     /// The config file of node `id` (1-based).
     pub fn config(&self, id: usize) -> PathBuf {
         self.dir.path().join(format!("node{id}.toml"))
+    }
+
+    /// Replaces the table headed `header` (e.g. `[tls]`) of node `id`'s config with `table`.
+    pub fn replace_table(&self, id: usize, header: &str, table: &str) {
+        let path = self.config(id);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let start = text
+            .find(header)
+            .unwrap_or_else(|| panic!("no {header} in {}", path.display()));
+        let end = text[start + 1..]
+            .find("\n[")
+            .map_or(text.len(), |i| start + 1 + i + 1);
+        let mut new = text[..start].to_string();
+        new.push_str(table);
+        if !table.ends_with('\n') {
+            new.push('\n');
+        }
+        new.push_str(&text[end..]);
+        std::fs::write(&path, new).unwrap();
     }
 
     /// Starts node `id` (1-based); its log goes to `node{id}.log` in the directory.
@@ -208,14 +233,14 @@ impl Drop for ProcessCluster {
 
 /// A Status call with a short timeout; `None` if the node does not answer it.
 pub async fn status(address: &str) -> Option<pb::StatusReply> {
-    raftlm::cli::local_cluster::status_of(address).await
+    raftlm::cli::local_cluster::status_of(address, &super::client_tls()).await
 }
 
 /// A license client for `address` with a per-request timeout.
 pub async fn license_client(address: &str) -> Option<LicenseClient<tonic::transport::Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+    let channel = super::client_tls()
+        .endpoint(address, Duration::from_millis(300))
         .ok()?
-        .connect_timeout(Duration::from_millis(300))
         .timeout(Duration::from_secs(3))
         .connect()
         .await
@@ -223,9 +248,23 @@ pub async fn license_client(address: &str) -> Option<LicenseClient<tonic::transp
     Some(LicenseClient::new(channel))
 }
 
+/// The `raftlm` binary, with the environment that makes its client commands
+/// use the test CA and the administrator certificate.
+pub fn raftlm_command() -> Command {
+    let (cert, key) = super::tls().admin();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_raftlm"));
+    command
+        .env("RAFTLM_CA", super::tls().ca())
+        .env("RAFTLM_CERT", cert)
+        .env("RAFTLM_KEY", key)
+        .env("RAFTLM_TLS_NAME", super::CLUSTER)
+        .env_remove("RAFTLM_PLAINTEXT");
+    command
+}
+
 /// Runs `raftlm` with arguments and returns (exit code, stdout, stderr).
 pub fn raftlm(args: &[&str], cwd: &Path) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_raftlm"))
+    let output = raftlm_command()
         .args(args)
         .current_dir(cwd)
         .output()

@@ -1,0 +1,550 @@
+//! Accepting TLS connections ourselves, for both planes of a node.
+//!
+//! tonic's built-in server TLS cannot reload certificates, restrict the
+//! protocol version or say why a handshake failed. So a node accepts TCP
+//! connections itself, runs the rustls handshake (TLS 1.3 only, ALPN `h2`,
+//! the ring provider), and hands tonic only connections that completed it,
+//! through `serve_with_incoming`; tonic still sees the peer certificates
+//! (`Request::peer_certs`).
+//!
+//! - [`TlsState`] holds the node's certificate, key and CA as loaded, and the
+//!   rustls server configurations built from them. [`watch_files`] reloads
+//!   them when a file changes or on `SIGHUP`; a set of files that does not
+//!   load (a rotation half done) is reported and the previous set is kept.
+//!   New connections use the new set at once; the peer channels are rebuilt
+//!   by the Raft network when it sees [`TlsState::generation`] change.
+//! - [`incoming`] is the accept loop: every handshake runs in its own task
+//!   with [`HANDSHAKE_TIMEOUT`], at most [`HANDSHAKES_IN_FLIGHT_MAX`] at once.
+//!   On the peer plane a client certificate is required and must name a
+//!   member of the cluster (`node-<id>.<cluster>`, role node); on the client
+//!   plane a client certificate is optional (applications present none,
+//!   administrators present theirs) but must be issued by the cluster CA
+//!   when present.
+//! - A refused connection is logged once per source address and reason at
+//!   `warn` (then at `debug`), so a scanner cannot flood the log.
+//!
+//! Left out: certificate revocation lists (revoke by reissuing the CA, see
+//! docs/security.md), and a connection cap (the hostile-input limits).
+
+use std::collections::HashSet;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ServerConfig, crypto::CryptoProvider};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{Instrument, debug, error, info, warn};
+
+use crate::config::TlsFiles;
+use crate::tls::identity::{self, CertInfo, Role};
+
+/// Longest a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most handshakes running at once per listener; further connections wait.
+pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
+/// Most distinct (source address, reason) refusals logged at `warn`.
+pub const REFUSALS_REMEMBERED: usize = 1024;
+/// How often [`watch_files`] looks for changed certificate files.
+pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Largest certificate or key file read, in bytes.
+pub const PEM_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// The only application protocol offered: HTTP/2, which gRPC runs on.
+const ALPN_H2: &[u8] = b"h2";
+
+/// Why a node's TLS material cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A file holds no usable PEM data of the kind expected.
+    #[error("{}: {what}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The node's certificate does not name this node of this cluster.
+    #[error(
+        "{}: the certificate names {names} but this is node {node_id} of cluster {cluster}: it must carry the DNS name {expected} and the role node (issue one with `raftlm tls issue --node {node_id}`)",
+        path.display()
+    )]
+    NotThisNode {
+        /// The certificate file.
+        path: PathBuf,
+        /// The names it carries.
+        names: String,
+        /// This node.
+        node_id: u64,
+        /// The cluster name.
+        cluster: String,
+        /// The name it should carry.
+        expected: String,
+    },
+    /// rustls refused the material (a key that does not match the certificate, …).
+    #[error("TLS set-up failed: {0}")]
+    Rustls(String),
+}
+
+/// Which plane a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    /// Raft RPCs between nodes: mutual TLS, members only.
+    Peer,
+    /// License and admin services: server-authenticated TLS, client
+    /// certificates optional.
+    Client,
+}
+
+/// One loaded set of TLS material.
+pub struct Loaded {
+    /// The server configuration of the peer plane.
+    pub peer: Arc<ServerConfig>,
+    /// The server configuration of the client plane.
+    pub client: Arc<ServerConfig>,
+    /// The CA certificate file's bytes (PEM).
+    pub ca_pem: Vec<u8>,
+    /// The node certificate file's bytes (PEM).
+    pub cert_pem: Vec<u8>,
+    /// The node key file's bytes (PEM).
+    pub key_pem: Vec<u8>,
+    /// What the node's certificate says.
+    pub cert: CertInfo,
+}
+
+/// A node's TLS material, reloadable. See the module docs.
+pub struct TlsState {
+    files: TlsFiles,
+    cluster: String,
+    node_id: u64,
+    // std RwLock: an Arc cloned out, never held across `.await`.
+    current: RwLock<Arc<Loaded>>,
+    generation: watch::Sender<u64>,
+}
+
+/// The crypto provider of every TLS configuration raftlm builds: ring.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads a PEM file, bounded by [`PEM_FILE_BYTES_MAX`].
+pub fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let read_error = |source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(read_error)?.len();
+    if len > PEM_FILE_BYTES_MAX {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            what: format!("larger than {PEM_FILE_BYTES_MAX} bytes; is this a certificate?"),
+        });
+    }
+    std::fs::read(path).map_err(read_error)
+}
+
+/// The certificates of a PEM file (at least one).
+pub fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: format!("not a PEM certificate file: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "holds no CERTIFICATE block".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file.
+pub fn private_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsError::Pem {
+        path: path.to_path_buf(),
+        what: format!("holds no usable private key: {e}"),
+    })
+}
+
+/// A root store holding the certificates of the CA file.
+pub fn roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(path, pem)? {
+        roots.add(cert).map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn server_config(
+    roots: &RootCertStore,
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    plane: Plane,
+) -> Result<ServerConfig, TlsError> {
+    let rustls_error = |e: rustls::Error| TlsError::Rustls(e.to_string());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots.clone()), provider());
+    let verifier = match plane {
+        Plane::Peer => verifier.build(),
+        Plane::Client => verifier.allow_unauthenticated().build(),
+    }
+    .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(rustls_error)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.to_vec(), key.clone_key())
+        .map_err(rustls_error)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(config)
+}
+
+impl TlsState {
+    /// Loads the files and checks that the certificate names node `node_id`
+    /// of `cluster`.
+    pub fn load(files: TlsFiles, cluster: &str, node_id: u64) -> Result<TlsState, TlsError> {
+        let loaded = load(&files, cluster, node_id)?;
+        Ok(TlsState {
+            files,
+            cluster: cluster.to_string(),
+            node_id,
+            current: RwLock::new(Arc::new(loaded)),
+            generation: watch::channel(0).0,
+        })
+    }
+
+    /// The material in use.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The cluster name certificates must carry.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Counts reloads; changes whenever new material is in use.
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Loads the files again; `Ok(true)` if their contents changed and the new
+    /// material is in use, `Ok(false)` if nothing changed. On an error the
+    /// material in use stays.
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let current = self.current();
+        let unchanged = read_pem(&self.files.ca)? == current.ca_pem
+            && read_pem(&self.files.cert)? == current.cert_pem
+            && read_pem(&self.files.key)? == current.key_pem;
+        if unchanged {
+            return Ok(false);
+        }
+        let loaded = load(&self.files, &self.cluster, self.node_id)?;
+        info!(
+            serial = %loaded.cert.serial_hex,
+            expires_unix = loaded.cert.not_after_unix,
+            "certificates reloaded"
+        );
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        self.generation.send_modify(|g| *g += 1);
+        Ok(true)
+    }
+}
+
+fn load(files: &TlsFiles, cluster: &str, node_id: u64) -> Result<Loaded, TlsError> {
+    let ca_pem = read_pem(&files.ca)?;
+    let cert_pem = read_pem(&files.cert)?;
+    let key_pem = read_pem(&files.key)?;
+    let roots = roots(&files.ca, &ca_pem)?;
+    let chain = certificates(&files.cert, &cert_pem)?;
+    let key = private_key(&files.key, &key_pem)?;
+    let cert = identity::parse(&chain[0]).map_err(|e| TlsError::Pem {
+        path: files.cert.clone(),
+        what: e.to_string(),
+    })?;
+    if cert.node_id(cluster) != Some(node_id) {
+        let mut names = cert.dns_names.clone();
+        names.extend(cert.uris.iter().cloned());
+        return Err(TlsError::NotThisNode {
+            path: files.cert.clone(),
+            names: if names.is_empty() {
+                "no names".into()
+            } else {
+                names.join(", ")
+            },
+            node_id,
+            cluster: cluster.to_string(),
+            expected: identity::node_dns_name(node_id, cluster),
+        });
+    }
+    Ok(Loaded {
+        peer: Arc::new(server_config(&roots, &chain, &key, Plane::Peer)?),
+        client: Arc::new(server_config(&roots, &chain, &key, Plane::Client)?),
+        ca_pem,
+        cert_pem,
+        key_pem,
+        cert,
+    })
+}
+
+/// Reloads `state` when its files change (checked every
+/// [`RELOAD_CHECK_INTERVAL`]) or on `SIGHUP`, until `stop` resolves.
+pub async fn watch_files(state: Arc<TlsState>, stop: impl std::future::Future<Output = ()>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            warn!(%error, "cannot listen for SIGHUP; certificates are reloaded when their files change");
+            None
+        }
+    };
+    let mut ticker = tokio::time::interval(RELOAD_CHECK_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error: Option<String> = None;
+    tokio::pin!(stop);
+    loop {
+        let hup = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticker.tick() => {}
+            _ = hup => info!("SIGHUP: checking the certificate files"),
+        }
+        match state.reload() {
+            Ok(_) => last_error = None,
+            Err(error) => {
+                let message = error.to_string();
+                if last_error.as_deref() != Some(message.as_str()) {
+                    error!(%message, "new certificate files not used; the previous ones stay in use");
+                    last_error = Some(message);
+                }
+            }
+        }
+    }
+}
+
+/// Remembers which refusals were logged, so each is logged once.
+#[derive(Default)]
+pub struct Refusals {
+    // std Mutex: one insert, never held across `.await`.
+    seen: Mutex<HashSet<(String, String)>>,
+}
+
+impl Refusals {
+    fn first(&self, who: String, reason: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= REFUSALS_REMEMBERED {
+            seen.clear();
+        }
+        seen.insert((who, reason.to_string()))
+    }
+
+    /// Logs a refused connection or request: at `warn` the first time this
+    /// source and reason are seen, at `debug` after.
+    pub fn log(&self, plane: Plane, from: IpAddr, reason: &str) {
+        if self.first(from.to_string(), reason) {
+            warn!(?plane, %from, reason, "refused");
+        } else {
+            debug!(?plane, %from, reason, "refused");
+        }
+    }
+
+    /// Logs that dialling peer `peer` at `address` failed its TLS handshake,
+    /// once per peer and reason.
+    pub fn log_dial(&self, peer: u64, address: &str, reason: &str) {
+        if self.first(format!("dial {peer} {address}"), reason) {
+            warn!(peer, address, reason, "cannot connect to peer: refused");
+        } else {
+            debug!(peer, address, reason, "cannot connect to peer: refused");
+        }
+    }
+}
+
+/// Why a TLS error happened, in plain words, if `error` or one of its
+/// sources is a TLS error.
+pub fn tls_reason(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(rustls) = error.downcast_ref::<rustls::Error>() {
+            return Some(rustls_reason(rustls));
+        }
+        if let Some(io) = error.downcast_ref::<io::Error>()
+            && let Some(rustls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(rustls_reason(rustls));
+        }
+        current = error.source();
+    }
+    None
+}
+
+/// Why a handshake failed, in plain words.
+pub fn handshake_reason(error: &io::Error) -> String {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls) => rustls_reason(rustls),
+        None if error.kind() == io::ErrorKind::TimedOut => "handshake timed out".into(),
+        None => error.to_string(),
+    }
+}
+
+fn rustls_reason(error: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match error {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::UnknownIssuer | C::BadSignature => {
+                "certificate not issued by the cluster CA (unknown CA)".into()
+            }
+            C::Expired | C::ExpiredContext { .. } => "certificate expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "certificate not valid yet".into(),
+            C::Revoked => "certificate revoked".into(),
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                "certificate not made for this use (extended key usage)".into()
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "certificate does not name the server dialled".into()
+            }
+            other => format!("certificate refused: {other:?}"),
+        },
+        rustls::Error::NoCertificatesPresented => "no client certificate presented".into(),
+        rustls::Error::InvalidMessage(_) => "not a TLS connection (plaintext?)".into(),
+        rustls::Error::PeerIncompatible(why) => format!("incompatible TLS peer: {why:?}"),
+        rustls::Error::AlertReceived(alert) => format!("the other side aborted: {alert:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// What the peer plane requires of an accepted connection's certificate:
+/// a member of the cluster. Returns the node id it names.
+pub fn peer_node(certs: Option<&[CertificateDer<'_>]>, cluster: &str) -> Result<u64, String> {
+    let Some(cert) = certs.and_then(|c| c.first()) else {
+        return Err("no client certificate presented".into());
+    };
+    let info = identity::parse(cert).map_err(|e| format!("unreadable certificate: {e}"))?;
+    if !info.has_role(Role::Node) {
+        return Err(format!(
+            "certificate of {} does not carry the role node",
+            info.subject
+        ));
+    }
+    info.node_id(cluster).ok_or_else(|| {
+        format!(
+            "certificate of {} names no node of cluster {cluster}",
+            info.subject
+        )
+    })
+}
+
+/// Accepts connections on `listener` and yields those whose TLS handshake
+/// succeeded (and, on the peer plane, whose certificate names one of
+/// `members`), until the stream is dropped (the server stopped).
+pub fn incoming(
+    listener: TcpListener,
+    state: Arc<TlsState>,
+    plane: Plane,
+    members: Vec<u64>,
+    refusals: Arc<Refusals>,
+) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+    let (tx, rx) = mpsc::channel(HANDSHAKES_IN_FLIGHT_MAX);
+    let span = tracing::Span::current();
+    tokio::spawn(
+        async move {
+            let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+            loop {
+                let accepted = tokio::select! {
+                    _ = tx.closed() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let (stream, from) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: pause instead of spinning.
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                    return;
+                };
+                let _ = stream.set_nodelay(true);
+                let config = match plane {
+                    Plane::Peer => state.current().peer.clone(),
+                    Plane::Client => state.current().client.clone(),
+                };
+                let (tx, refusals, members) = (tx.clone(), refusals.clone(), members.clone());
+                let cluster = state.cluster().to_string();
+                tokio::spawn(
+                    async move {
+                        let _permit = permit;
+                        let handshake = tokio::time::timeout(
+                            HANDSHAKE_TIMEOUT,
+                            TlsAcceptor::from(config).accept(stream),
+                        )
+                        .await
+                        .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)));
+                        let tls = match handshake {
+                            Ok(tls) => tls,
+                            Err(error) => {
+                                refusals.log(plane, from.ip(), &handshake_reason(&error));
+                                return;
+                            }
+                        };
+                        if plane == Plane::Peer {
+                            let (_, session) = tls.get_ref();
+                            match peer_node(session.peer_certificates(), &cluster) {
+                                Ok(id) if members.contains(&id) => {}
+                                Ok(id) => {
+                                    refusals.log(
+                                        plane,
+                                        from.ip(),
+                                        &format!("node {id} is not a member of the cluster"),
+                                    );
+                                    return;
+                                }
+                                Err(reason) => {
+                                    refusals.log(plane, from.ip(), &reason);
+                                    return;
+                                }
+                            }
+                        }
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    .in_current_span(),
+                );
+            }
+        }
+        .instrument(span),
+    );
+    ReceiverStream::new(rx)
+}
