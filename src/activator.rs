@@ -225,8 +225,15 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
             let activate = Command::Activate {
                 term: Term(term),
                 node: NodeId(shared.node_id),
+                cluster_name: shared.config.cluster_name.clone(),
             };
             match shared.batcher.submit(activate).await {
+                Ok((crate::license::state::Outcome::WrongCluster { held, asked }, _)) => {
+                    if now >= last_ap_error_ms + 1000 {
+                        error!(%held, %asked, "this node's cluster_name is not the cluster's: not serving");
+                        last_ap_error_ms = now;
+                    }
+                }
                 Ok((_, log_id)) if log_id.leader_id.term == term => {
                     shared.lease.update(|l| {
                         if l.term == term {
@@ -267,7 +274,7 @@ async fn bind(shared: Arc<Shared>) -> Result<Held, String> {
         .await
         .map_err(|e| format!("cannot bind {address}: {e}"))?;
     let (stop, mut stopped) = watch::channel(false);
-    let router = tonic::transport::Server::builder()
+    let router = crate::server::server_builder()
         .add_service(LicenseServer::new(LicenseService::new(shared.clone())))
         .add_service(AdminServer::new(AdminService::new(shared.clone())));
     let signal = async move {

@@ -21,7 +21,7 @@ use tracing::{Instrument, error, info, warn};
 use crate::activator::{self, Lease};
 use crate::config::Config;
 use crate::license::signature::{KeyError, VendorPublicKey};
-use crate::license::state::Outcome;
+use crate::license::state::{Command, Outcome};
 use crate::proto::v1::admin_server::AdminServer;
 use crate::proto::v1::license_server::LicenseServer;
 use crate::raft::network::{Network, RaftService};
@@ -217,11 +217,11 @@ impl Node {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<LicenseServer<LicenseService>>().await;
-        let client_router = tonic::transport::Server::builder()
+        let client_router = crate::server::server_builder()
             .add_service(health_service)
             .add_service(LicenseServer::new(LicenseService::new(shared.clone())))
             .add_service(AdminServer::new(AdminService::new(shared.clone())));
-        let peer_router = tonic::transport::Server::builder().add_service(RaftService::server(
+        let peer_router = crate::server::server_builder().add_service(RaftService::server(
             raft.clone(),
             tls.as_ref().map(|_| config.cluster_name.clone()),
             refusals.clone(),
@@ -317,20 +317,26 @@ async fn wait_stop(mut stopped: watch::Receiver<bool>) {
 /// A file already imported is never replaced from a directory (another node's
 /// directory may hold an older copy); changes go through `raftlm license import`.
 async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()>) {
-    let Some(dir) = shared.config.license_dir.clone() else {
+    let dir = shared.config.license_dir.clone();
+    if dir.is_none() && shared.trusted.is_empty() {
         return;
-    };
+    }
     let mut metrics = shared.raft.metrics();
     let mut imported_in_term = None;
     tokio::pin!(stop);
     loop {
         let term = shared.serving().ok();
         if term.is_some() && term != imported_in_term {
-            match import_dir_once(&shared, &dir).await {
+            let done = match bootstrap_trust(&shared).await {
+                Err(error) => Err(error),
+                Ok(()) => match &dir {
+                    Some(dir) => import_dir_once(&shared, dir).await,
+                    None => Ok(()),
+                },
+            };
+            match done {
                 Ok(()) => imported_in_term = term,
-                Err(error) => {
-                    warn!(%error, dir = %dir.display(), "license directory not imported yet")
-                }
+                Err(error) => warn!(%error, "license directory not imported yet"),
             }
         }
         tokio::select! {
@@ -339,6 +345,30 @@ async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// Trusts the config's `vendor_keys` through the log, once: only while the
+/// cluster trusts no key at all. Afterwards the trust anchors are cluster
+/// state, changed by administrators (`raftlm license trust|untrust`), and a
+/// node's config cannot widen them.
+async fn bootstrap_trust(shared: &Shared) -> Result<(), String> {
+    if shared.trusted.is_empty() || shared.state.read(|s| !s.trusted_keys().is_empty()) {
+        return Ok(());
+    }
+    for key in &shared.trusted {
+        let command = Command::TrustKey {
+            vendor: key.vendor().map(str::to_string),
+            key: key.to_bytes(),
+            author: format!("node {} (vendor_keys bootstrap)", shared.node_id),
+        };
+        let (outcome, _) = shared
+            .batcher
+            .submit(command)
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(key = %key.key_id(), ?outcome, "bootstrap vendor key trusted");
+    }
+    Ok(())
 }
 
 async fn import_dir_once(shared: &Shared, dir: &Path) -> Result<(), String> {

@@ -29,7 +29,10 @@ fn text(bytes: &[u8]) -> String {
 /// A directory with a key pair (`acme.key`, `acme.pub`) and `acme.lic` signed with it.
 fn signed_setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = raftlm(dir.path(), &["license", "keygen", "--out", "acme"]);
+    let out = raftlm(
+        dir.path(),
+        &["license", "keygen", "--out", "acme", "--vendor", "acme"],
+    );
     assert_eq!(out.status.code(), Some(0), "keygen: {}", text(&out.stderr));
     std::fs::write(dir.path().join("unsigned.lic"), UNSIGNED).expect("write");
     let out = raftlm(
@@ -99,9 +102,27 @@ fn keygen_sign_verify_round_trip() {
     assert_eq!(
         rows,
         [
-            vec!["FEATURE", "VENDOR", "VERSION", "EXPIRY", "SEATS", "KIND"],
-            vec!["cad", "acme", "2.0", "31-dec-2099", "25", "FEATURE"],
-            vec!["cad", "acme", "2.0", "permanent", "5", "INCREMENT"],
+            vec![
+                "FEATURE", "VENDOR", "VERSION", "EXPIRY", "SEATS", "KIND", "COUNTS"
+            ],
+            vec![
+                "cad",
+                "acme",
+                "2.0",
+                "31-dec-2099",
+                "25",
+                "FEATURE",
+                "counts"
+            ],
+            vec![
+                "cad",
+                "acme",
+                "2.0",
+                "permanent",
+                "5",
+                "INCREMENT",
+                "counts"
+            ],
         ]
     );
 
@@ -126,9 +147,37 @@ fn secret_key_is_private_and_never_overwritten() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     let before = std::fs::read(&key).expect("key");
-    let out = raftlm(dir.path(), &["license", "keygen", "--out", "acme"]);
+    let out = raftlm(
+        dir.path(),
+        &["license", "keygen", "--out", "acme", "--vendor", "acme"],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(std::fs::read(&key).expect("key"), before);
+}
+
+// A key is bound to one vendor unless the vendor asks for a key of any vendor explicitly.
+#[test]
+fn keygen_binds_a_key_to_one_vendor_by_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = raftlm(dir.path(), &["license", "keygen", "--out", "k"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--vendor"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = raftlm(
+        dir.path(),
+        &["license", "keygen", "--out", "k", "--any-vendor"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let public = std::fs::read_to_string(dir.path().join("k.pub")).expect("pub");
+    assert!(public.contains('*'), "{public}");
+    let out = raftlm(
+        dir.path(),
+        &["license", "keygen", "--out", "j", "--vendor", "acme"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
 // Guards against seat inflation from the command line: one count changed is
@@ -200,5 +249,65 @@ fn missing_file_is_a_usage_error() {
         &out,
         2,
         "cannot read key file nope.pub: No such file or directory (os error 2)",
+    );
+}
+
+// `license verify` given an old and a renewed file shows which lines a cluster would
+// count: the renewal's, with the old line marked superseded by it.
+#[test]
+fn verify_shows_which_lines_count() {
+    let dir = signed_setup();
+    let sign = |name: &str, body: &str| {
+        std::fs::write(dir.path().join(format!("{name}.unsigned")), body).expect("write");
+        let out = raftlm(
+            dir.path(),
+            &[
+                "license",
+                "sign",
+                "--key",
+                "acme.key",
+                &format!("{name}.unsigned"),
+                "--out",
+                name,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "sign: {}", text(&out.stderr));
+    };
+    sign(
+        "old.lic",
+        "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE cad acme 2.0 31-dec-2099 25 ISSUED=01-jan-2026\n",
+    );
+    sign(
+        "new.lic",
+        "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE cad acme 2.0 31-dec-2099 10 ISSUED=01-dec-2026\n",
+    );
+    let out = raftlm(
+        dir.path(),
+        &[
+            "license",
+            "verify",
+            "--pubkey",
+            "acme.pub",
+            "--cluster-name",
+            "LICSRV",
+            "old.lic",
+            "new.lic",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let row = |file: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(file))
+            .unwrap_or_else(|| panic!("no row for {file}:\n{stdout}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("new.lic:3").last(), Some(&"counts"), "{stdout}");
+    assert_eq!(
+        row("old.lic:3")[7..],
+        ["superseded", "by", "new.lic:3"],
+        "{stdout}"
     );
 }

@@ -7,6 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use raftlm::client::Want;
 use raftlm::client::{
     Client, ClientError, ClientOptions, DenyReason, GrantToken, ServerList, Session, SessionEvent,
     SessionId, SessionOptions, SessionRequest, SessionSecret, SessionState,
@@ -168,6 +169,7 @@ fn quick_client() -> ClientOptions {
 /// Session timing short enough for tests: heartbeats every 200 ms, caching after 1 s of silence.
 fn quick_session() -> SessionOptions {
     SessionOptions {
+        vendor: "acme".into(),
         user: "ada".into(),
         host: "ws1".into(),
         heartbeat_interval: Some(Duration::from_millis(200)),
@@ -211,7 +213,7 @@ async fn cluster_view(
     let tokens = status
         .grants
         .iter()
-        .filter(|g| g.session_handle == session.0)
+        .filter(|g| g.session_handle == session.public())
         .filter_map(|g| {
             g.token.map(|t| GrantToken {
                 term: t.term,
@@ -343,8 +345,14 @@ async fn retried_request_takes_one_seat() {
         seq: 1,
     };
 
-    let first = client.checkout(&id, "cad", 1, "ada", "ws1").await.unwrap();
-    let again = client.checkout(&id, "cad", 1, "ada", "ws1").await.unwrap();
+    let first = client
+        .checkout(&id, &Want::seats("acme", "cad", 1), "ada", "ws1")
+        .await
+        .unwrap();
+    let again = client
+        .checkout(&id, &Want::seats("acme", "cad", 1), "ada", "ws1")
+        .await
+        .unwrap();
     assert_eq!(first.token, again.token);
     assert_eq!(
         cluster_view(&client, "cad", id.secret.handle()).await,

@@ -146,7 +146,7 @@ async fn replicate_redirect_and_survive_leader_loss() {
         .unwrap()
         .into_inner();
     assert_eq!(retried.token, granted.token);
-    assert_eq!(new_node.shared().state.read(|s| s.in_use("cad")), 2);
+    assert_eq!(new_node.shared().state.read(|s| s.in_use("acme", "cad")), 2);
 
     for node in nodes.into_iter().flatten() {
         node.shutdown().await;

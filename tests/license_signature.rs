@@ -178,11 +178,11 @@ fn unknown_key_is_untrusted() {
     let stranger = acme_key();
     assert_eq!(
         refusal(&signed, &[stranger.public_key()], "LICSRV"),
-        "acme.lic:4: FEATURE \"cad\" is signed by a key this cluster does not trust (add the vendor's public key to the node configuration)"
+        "acme.lic:4: FEATURE \"cad\" is signed by a key this cluster does not trust (trust the vendor's public key with raftlm license trust)"
     );
     assert_eq!(
         refusal(&signed, &[], "LICSRV"),
-        "acme.lic: no vendor public key is trusted, so no line can be verified (add the vendor's public key to the node configuration)"
+        "acme.lic: no vendor public key is trusted, so no line can be verified (trust the vendor's public key with raftlm license trust)"
     );
 }
 

@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use raftlm::codec;
+use raftlm::license::signature::{self, VendorSigningKey};
 use raftlm::license::state::{
     Batch, Command, DEDUP_WINDOW, DenyReason, GrantToken, LicenseState, LogPosition, NodeId,
     Outcome, RequestId, SessionId, Term,
@@ -11,27 +12,83 @@ use raftlm::license::{Date, Expiry, FeatureLine, LineKind};
 
 const NOW_MS: u64 = 1_795_000_000_000; // late 2026
 
-fn line(feature: &str, seats: u32, expiry: Expiry, signature: &str) -> FeatureLine {
-    FeatureLine {
-        kind: LineKind::Feature,
+/// The cluster name the test states are bound to.
+const CLUSTER: &str = "LICSRV";
+
+/// acme's signing key, trusted by every test state.
+fn acme_key() -> VendorSigningKey {
+    VendorSigningKey::from_seed(Some("acme"), [7; 32])
+}
+
+/// A state that has been activated (recording the cluster name) and trusts
+/// acme's key, as a cluster's is before any license is imported.
+fn bootstrapped_state() -> LicenseState {
+    let mut state = LicenseState::new();
+    let batch = Batch {
+        now_ms: NOW_MS,
+        commands: vec![
+            Command::Activate {
+                term: Term(1),
+                node: NodeId(1),
+                cluster_name: CLUSTER.into(),
+            },
+            Command::TrustKey {
+                vendor: Some("acme".into()),
+                key: acme_key().public_key().to_bytes(),
+                author: "CN=test".into(),
+            },
+            // acme's rotated key and vendor beta's key.
+            Command::TrustKey {
+                vendor: Some("acme".into()),
+                key: VendorSigningKey::from_seed(Some("acme"), [8; 32])
+                    .public_key()
+                    .to_bytes(),
+                author: "CN=test".into(),
+            },
+            Command::TrustKey {
+                vendor: Some("beta".into()),
+                key: VendorSigningKey::from_seed(Some("beta"), [9; 32])
+                    .public_key()
+                    .to_bytes(),
+                author: "CN=test".into(),
+            },
+        ],
+    };
+    state.apply_batch(LogPosition { term: 1, index: 1 }, &batch);
+    state
+}
+
+/// `line` signed by acme's key for the test cluster.
+fn signed(mut line: FeatureLine) -> FeatureLine {
+    signature::sign_held(&acme_key(), CLUSTER, &mut line);
+    line
+}
+
+/// An INCREMENT line of acme's `feature`, signed; its serial is `serial`, so
+/// lines with different serials are different purchases and add up.
+fn line(feature: &str, seats: u32, expiry: Expiry, serial: &str) -> FeatureLine {
+    signed(FeatureLine {
+        kind: LineKind::Increment,
         feature: feature.to_string(),
         vendor: "acme".to_string(),
         version: "2.0".to_string(),
         expiry,
         seats,
-        attributes: Vec::new(),
-        signature: signature.to_string(),
+        attributes: vec![("SN".to_string(), serial.to_string())],
+        signature: String::new(),
         line: 3,
-    }
+    })
 }
 
 fn checkout(session: u64, seq: u64, feature: &str, count: u32) -> Command {
     Command::Checkout {
         request: RequestId {
-            session: SessionId(session),
+            session: SessionId(session.into()),
             seq,
         },
+        vendor: "acme".to_string(),
         feature: feature.to_string(),
+        version: String::new(),
         count,
         user: "ada".to_string(),
         host: "ws1".to_string(),
@@ -41,7 +98,7 @@ fn checkout(session: u64, seq: u64, feature: &str, count: u32) -> Command {
 fn checkin(session: u64, seq: u64, token: GrantToken) -> Command {
     Command::Checkin {
         request: RequestId {
-            session: SessionId(session),
+            session: SessionId(session.into()),
             seq,
         },
         token,
@@ -57,8 +114,8 @@ struct Log {
 impl Log {
     fn new() -> Log {
         Log {
-            state: LicenseState::new(),
-            index: 0,
+            state: bootstrapped_state(),
+            index: 1,
         }
     }
     fn apply(&mut self, command: Command) -> Outcome {
@@ -128,7 +185,7 @@ fn checkout_until_exhausted_then_checkin() {
             count: 2
         }
     );
-    assert_eq!(log.state.in_use("cad"), 0);
+    assert_eq!(log.state.in_use("acme", "cad"), 0);
     assert!(matches!(
         log.apply(checkout(2, 2, "cad", 3)),
         Outcome::Granted { .. }
@@ -175,7 +232,7 @@ fn retried_request_returns_first_outcome() {
     let first = log.apply(checkout(7, 1, "cad", 2));
     let again = log.apply(checkout(7, 1, "cad", 2));
     assert_eq!(first, again);
-    assert_eq!(log.state.in_use("cad"), 2);
+    assert_eq!(log.state.in_use("acme", "cad"), 2);
     assert_eq!(log.state.grants().len(), 1);
 }
 
@@ -188,13 +245,13 @@ fn request_older_than_window_is_stale() {
         log.apply(checkout(7, seq, "cad", 1));
     }
     assert_eq!(log.apply(checkout(7, 1, "cad", 1)), Outcome::Stale);
-    assert_eq!(log.state.in_use("cad"), DEDUP_WINDOW as u32 + 1);
+    assert_eq!(log.state.in_use("acme", "cad"), DEDUP_WINDOW as u32 + 1);
 }
 
 // Grant tokens come from the entry's term, index and slot, so every grant in a batch differs.
 #[test]
 fn tokens_are_term_index_slot() {
-    let mut state = LicenseState::new();
+    let mut state = bootstrapped_state();
     let batch = Batch {
         now_ms: NOW_MS,
         commands: vec![
@@ -239,7 +296,7 @@ fn checkin_needs_the_holding_session() {
         slot: 9,
     };
     assert_eq!(log.apply(checkin(1, 2, bogus)), Outcome::UnknownGrant);
-    assert_eq!(log.state.in_use("cad"), 1);
+    assert_eq!(log.state.in_use("acme", "cad"), 1);
 }
 
 // Expiring a session releases all its grants and forgets it.
@@ -260,7 +317,7 @@ fn expire_releases_a_sessions_grants() {
             grants: 2
         }
     );
-    assert_eq!(log.state.in_use("cad"), 1);
+    assert_eq!(log.state.in_use("acme", "cad"), 1);
     assert!(!log.state.sessions().contains_key(&SessionId(1)));
 }
 
@@ -276,7 +333,7 @@ fn expired_session_is_dead() {
     });
     assert_eq!(log.apply(checkout(1, 1, "cad", 2)), Outcome::SessionExpired);
     assert_eq!(log.apply(checkout(1, 2, "cad", 1)), Outcome::SessionExpired);
-    assert_eq!(log.state.in_use("cad"), 0);
+    assert_eq!(log.state.in_use("acme", "cad"), 0);
     assert!(log.state.is_expired(SessionId(1)));
 }
 
@@ -291,14 +348,14 @@ fn increments_add_and_expired_lines_stop_granting() {
         "acme.lic",
         vec![line("cad", 1, Expiry::Permanent, "s1"), inc],
     );
-    assert_eq!(log.state.seats_licensed("cad"), (3, 3));
+    assert_eq!(log.state.seats_licensed("acme", "cad"), (3, 3));
     let held = log.apply(checkout(1, 1, "cad", 3));
     assert!(matches!(held, Outcome::Granted { .. }));
     let new_year = Date::parse("01-jan-2027").unwrap().start_ms();
     log.apply_at(new_year, Command::Expire { sessions: vec![] });
-    assert_eq!(log.state.seats_licensed("cad"), (3, 1));
+    assert_eq!(log.state.seats_licensed("acme", "cad"), (3, 1));
     assert_eq!(
-        log.state.in_use("cad"),
+        log.state.in_use("acme", "cad"),
         3,
         "seats held before expiry stay held"
     );
@@ -323,11 +380,12 @@ fn the_same_line_imported_twice_counts_once() {
         outcome,
         Outcome::Imported {
             name: "copy.lic".into(),
-            lines: 0,
-            duplicates: 1
+            lines: 1,
+            duplicates: 1,
+            superseded: 0
         }
     );
-    assert_eq!(log.state.seats_licensed("cad"), (4, 4));
+    assert_eq!(log.state.seats_licensed("acme", "cad"), (4, 4));
 }
 
 // Removing or shrinking a license below the seats in use is refused: nothing held is lost.
@@ -337,6 +395,7 @@ fn license_changes_never_strand_grants() {
     log.import("a.lic", vec![line("cad", 4, Expiry::Permanent, "s1")]);
     log.apply(checkout(1, 1, "cad", 3));
     let refusal = Outcome::LicenseRefused {
+        vendor: "acme".into(),
         feature: "cad".into(),
         in_use: 3,
         licensed: 0,
@@ -352,6 +411,7 @@ fn license_changes_never_strand_grants() {
     assert_eq!(
         shrink,
         Outcome::LicenseRefused {
+            vendor: "acme".into(),
             feature: "cad".into(),
             in_use: 3,
             licensed: 2
@@ -387,6 +447,7 @@ fn time_never_runs_backwards() {
         Command::Activate {
             term: Term(1),
             node: NodeId(1),
+            cluster_name: CLUSTER.into(),
         },
     );
     log.apply_at(
@@ -394,6 +455,7 @@ fn time_never_runs_backwards() {
         Command::Activate {
             term: Term(2),
             node: NodeId(2),
+            cluster_name: CLUSTER.into(),
         },
     );
     assert_eq!(log.state.now_ms(), NOW_MS);
@@ -402,7 +464,8 @@ fn time_never_runs_backwards() {
         (activation.node, activation.term, activation.at_ms),
         (NodeId(2), Term(2), NOW_MS)
     );
-    assert_eq!(log.state.activations(), 2);
+    // The bootstrap's activation and these two.
+    assert_eq!(log.state.activations(), 3);
 }
 
 // The whole state survives encode → decode through the codec (the snapshot format).
@@ -487,7 +550,7 @@ proptest! {
                 }
                 Op::Retry => match &last {
                     Some((command, first)) => {
-                        let (grants, used) = (log.state.grants().len(), FEATURES.map(|f| log.state.in_use(f)));
+                        let (grants, used) = (log.state.grants().len(), FEATURES.map(|f| log.state.in_use("acme", f)));
                         let again = log.apply_at(now, command.clone());
                         let session = match command {
                             Command::Checkout { request, .. } | Command::Checkin { request, .. } => request.session,
@@ -499,7 +562,7 @@ proptest! {
                             prop_assert_eq!(&again, first, "a retried request changed its answer");
                         }
                         prop_assert_eq!(grants, log.state.grants().len());
-                        prop_assert_eq!(used, FEATURES.map(|f| log.state.in_use(f)));
+                        prop_assert_eq!(used, FEATURES.map(|f| log.state.in_use("acme", f)));
                         continue;
                     }
                     None => continue,
@@ -510,9 +573,9 @@ proptest! {
                 }
                 Op::Checkin { pick } => {
                     let grant = log.state.grants().values().nth(pick % log.state.grants().len()).unwrap().clone();
-                    let slot = grant.session.0 % 10;
+                    let slot = (grant.session.0 % 10) as u64;
                     seqs[slot as usize] += 1;
-                    checkin(grant.session.0, seqs[slot as usize], grant.token)
+                    checkin(grant.session.0 as u64, seqs[slot as usize], grant.token)
                 }
                 Op::ForeignCheckin { session, pick } => {
                     let token = *log.state.grants().keys().nth(pick % log.state.grants().len()).unwrap();
@@ -523,7 +586,7 @@ proptest! {
                     let id = sid(session, &generation);
                     generation[session as usize] += 1;
                     seqs[session as usize] = 0;
-                    Command::Expire { sessions: vec![SessionId(id)] }
+                    Command::Expire { sessions: vec![SessionId(id.into())] }
                 }
                 Op::Import { feature, seats, expired, name } => {
                     let expiry = if expired { Expiry::On(Date::from_unix_ms(now)) } else { Expiry::Permanent };
@@ -541,8 +604,8 @@ proptest! {
                 prop_assert!(issued.insert(*token), "token {} issued twice", token);
             }
             for feature in FEATURES {
-                let (licensed, _) = log.state.seats_licensed(feature);
-                prop_assert!(log.state.in_use(feature) <= licensed);
+                let (licensed, _) = log.state.seats_licensed("acme", feature);
+                prop_assert!(log.state.in_use("acme", feature) <= licensed);
             }
             if matches!(command, Command::Checkout { .. } | Command::Checkin { .. }) {
                 last = Some((command, outcome));
@@ -552,4 +615,339 @@ proptest! {
         let back: LicenseState = codec::decode(&bytes).unwrap();
         prop_assert_eq!(back, log.state);
     }
+}
+
+/// A line with every field given, for the pooling and supersession tests.
+fn full_line(
+    kind: LineKind,
+    vendor: &str,
+    version: &str,
+    seats: u32,
+    attributes: &[(&str, &str)],
+    signature: &str,
+) -> FeatureLine {
+    let line = FeatureLine {
+        kind,
+        feature: "cad".to_string(),
+        vendor: vendor.to_string(),
+        version: version.to_string(),
+        expiry: Expiry::Permanent,
+        seats,
+        attributes: attributes
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        signature: String::new(),
+        line: 3,
+    };
+    // Each vendor signs with its own key ("rotated" signs acme's lines with a second key).
+    let key = match signature {
+        "key2" => VendorSigningKey::from_seed(Some(vendor), [8; 32]),
+        _ if vendor == "acme" => acme_key(),
+        _ => VendorSigningKey::from_seed(Some(vendor), [9; 32]),
+    };
+    let mut line = line;
+    signature::sign_held(&key, CLUSTER, &mut line);
+    line
+}
+
+/// A check-out of `vendor`'s cad in `version` or higher.
+fn checkout_of(session: u64, vendor: &str, version: &str, count: u32) -> Command {
+    Command::Checkout {
+        request: RequestId {
+            session: SessionId(session.into()),
+            seq: 1,
+        },
+        vendor: vendor.to_string(),
+        feature: "cad".to_string(),
+        version: version.to_string(),
+        count,
+        user: "ada".to_string(),
+        host: "ws1".to_string(),
+    }
+}
+
+// Two vendors with a feature of the same name never share seats: a second vendor's
+// 100 seats of "cad" add nothing to acme's, and each vendor's check-outs use its own.
+#[test]
+fn vendors_with_the_same_feature_never_share_seats() {
+    let mut log = Log::new();
+    log.import(
+        "acme.lic",
+        vec![full_line(LineKind::Feature, "acme", "1.0", 2, &[], "a")],
+    );
+    log.import(
+        "beta.lic",
+        vec![full_line(LineKind::Feature, "beta", "1.0", 100, &[], "b")],
+    );
+    assert_eq!(log.state.seats_licensed("acme", "cad"), (2, 2));
+    assert!(matches!(
+        log.apply(checkout_of(1, "acme", "", 2)),
+        Outcome::Granted { .. }
+    ));
+    assert_eq!(
+        log.apply(checkout_of(2, "acme", "", 1)),
+        Outcome::Denied {
+            reason: DenyReason::InUse,
+            available: 0,
+            total: 2
+        }
+    );
+    assert!(matches!(
+        log.apply(checkout_of(3, "beta", "", 50)),
+        Outcome::Granted { .. }
+    ));
+    assert_eq!(
+        log.apply(checkout_of(4, "gamma", "", 1)),
+        Outcome::Denied {
+            reason: DenyReason::NoSuchFeature,
+            available: 0,
+            total: 0
+        }
+    );
+    assert_eq!(log.state.in_use("acme", "cad"), 2);
+    assert_eq!(log.state.in_use("beta", "cad"), 50);
+}
+
+// An old and a renewed file imported together grant the renewal's count, whether the
+// renewal is larger or smaller, and in whichever order they are imported.
+#[test]
+fn a_renewal_supersedes_the_old_file() {
+    let old = full_line(
+        LineKind::Feature,
+        "acme",
+        "2.0",
+        25,
+        &[("ISSUED", "01-jan-2026")],
+        "old",
+    );
+    let renewal = full_line(
+        LineKind::Feature,
+        "acme",
+        "2.0",
+        10,
+        &[("ISSUED", "01-dec-2026")],
+        "new",
+    );
+    for order in [[&old, &renewal], [&renewal, &old]] {
+        let mut log = Log::new();
+        log.import("first.lic", vec![order[0].clone()]);
+        let second = log.import("second.lic", vec![order[1].clone()]);
+        assert!(matches!(second, Outcome::Imported { .. }), "{second:?}");
+        assert_eq!(log.state.seats_licensed("acme", "cad"), (10, 10));
+    }
+}
+
+// The same line re-signed (with a rotated key) counts once; two INCREMENTs with distinct
+// serials count twice; a later issuance of the same serial replaces the earlier one.
+#[test]
+fn identical_content_once_distinct_serials_add() {
+    let mut log = Log::new();
+    let purchase = |sn: &str, seats, issued: &str, sig: &str| {
+        full_line(
+            LineKind::Increment,
+            "acme",
+            "1.0",
+            seats,
+            &[("SN", sn), ("ISSUED", issued)],
+            sig,
+        )
+    };
+    log.import("a.lic", vec![purchase("1", 5, "01-jan-2026", "key1")]);
+    let resigned = log.import("b.lic", vec![purchase("1", 5, "01-jan-2026", "key2")]);
+    assert_eq!(
+        resigned,
+        Outcome::Imported {
+            name: "b.lic".into(),
+            lines: 1,
+            duplicates: 1,
+            superseded: 0
+        }
+    );
+    assert_eq!(log.state.seats_licensed("acme", "cad"), (5, 5));
+    log.import("c.lic", vec![purchase("2", 5, "01-jan-2026", "key1")]);
+    assert_eq!(log.state.seats_licensed("acme", "cad"), (10, 10));
+    log.import("d.lic", vec![purchase("2", 7, "01-jun-2026", "key1")]);
+    assert_eq!(log.state.seats_licensed("acme", "cad"), (12, 12));
+}
+
+// FlexNet's version rule: a request for version 2 is not served by a version-1 line, and a
+// version-1 request may use a version-2 line.
+#[test]
+fn a_version_2_request_is_not_served_by_a_version_1_line() {
+    let mut log = Log::new();
+    log.import(
+        "a.lic",
+        vec![
+            full_line(LineKind::Increment, "acme", "1.0", 3, &[("SN", "1")], "a"),
+            full_line(LineKind::Increment, "acme", "2.0", 1, &[("SN", "2")], "b"),
+        ],
+    );
+    assert!(matches!(
+        log.apply(checkout_of(1, "acme", "2.0", 1)),
+        Outcome::Granted { total: 1, .. }
+    ));
+    assert_eq!(
+        log.apply(checkout_of(2, "acme", "2", 1)),
+        Outcome::Denied {
+            reason: DenyReason::InUse,
+            available: 0,
+            total: 1
+        }
+    );
+    assert_eq!(
+        log.apply(checkout_of(3, "acme", "3.0", 1)),
+        Outcome::Denied {
+            reason: DenyReason::VersionNotLicensed,
+            available: 0,
+            total: 0
+        }
+    );
+    // Version 1 is served by the three version-1 seats.
+    assert!(matches!(
+        log.apply(checkout_of(4, "acme", "1.0", 3)),
+        Outcome::Granted { available: 0, .. }
+    ));
+}
+
+// A forged import — a line signed by a key the cluster does not trust, or edited after
+// signing — is refused on apply by every replica and changes nothing.
+#[test]
+fn a_forged_import_is_refused_on_apply() {
+    let mut log = Log::new();
+    let mut stranger = line("cad", 5, Expiry::Permanent, "1");
+    signature::sign_held(
+        &VendorSigningKey::from_seed(Some("acme"), [5; 32]),
+        CLUSTER,
+        &mut stranger,
+    );
+    let outcome = log.import("forged.lic", vec![stranger]);
+    assert!(
+        matches!(&outcome, Outcome::LicenseUnverified { reason, .. } if reason.contains("does not trust")),
+        "{outcome:?}"
+    );
+    let mut edited = line("cad", 5, Expiry::Permanent, "1");
+    edited.seats = 500;
+    let outcome = log.import("edited.lic", vec![edited]);
+    assert!(
+        matches!(&outcome, Outcome::LicenseUnverified { reason, .. } if reason.contains("does not match")),
+        "{outcome:?}"
+    );
+    let mut other_cluster = line("cad", 5, Expiry::Permanent, "1");
+    signature::sign_held(&acme_key(), "OTHER", &mut other_cluster);
+    assert!(matches!(
+        log.import("moved.lic", vec![other_cluster]),
+        Outcome::LicenseUnverified { .. }
+    ));
+    assert!(log.state.licenses().is_empty());
+    assert_eq!(log.state.seats_licensed("acme", "cad"), (0, 0));
+}
+
+// A state holding a line that does not verify (a forged snapshot) is detected, so a
+// node never installs it; an honest state passes.
+#[test]
+fn a_forged_snapshot_line_does_not_verify() {
+    let mut log = Log::new();
+    log.import("a.lic", vec![line("cad", 5, Expiry::Permanent, "1")]);
+    assert_eq!(log.state.verify_lines(), Ok(()));
+    // Change one character of the line's signature in the encoded state (what a forged
+    // InstallSnapshot would carry): same length, so it still decodes.
+    let mut bytes = codec::encode(&log.state).unwrap();
+    let sign = log.state.licenses()["a.lic"][0].signature.clone();
+    let at = bytes
+        .windows(sign.len())
+        .position(|w| w == sign.as_bytes())
+        .unwrap()
+        + sign.len()
+        - 10;
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    let forged: LicenseState = codec::decode(&bytes).unwrap();
+    let error = forged.verify_lines().unwrap_err();
+    assert!(error.contains("does not match"), "{error}");
+}
+
+// The cluster name is recorded by the first activation; a node configured for another
+// cluster cannot activate.
+#[test]
+fn another_cluster_name_cannot_activate() {
+    let mut log = Log::new();
+    let outcome = log.apply(Command::Activate {
+        term: Term(2),
+        node: NodeId(2),
+        cluster_name: "OTHER".into(),
+    });
+    assert_eq!(
+        outcome,
+        Outcome::WrongCluster {
+            held: CLUSTER.into(),
+            asked: "OTHER".into()
+        }
+    );
+    assert_eq!(log.state.cluster_name(), Some(CLUSTER));
+}
+
+// A trusted key cannot be untrusted while an imported license holds lines only it
+// verifies; after the license is removed it can, and its lines no longer import.
+#[test]
+fn untrusting_a_key_in_use_is_refused() {
+    let mut log = Log::new();
+    log.import("a.lic", vec![line("cad", 5, Expiry::Permanent, "1")]);
+    let id = raftlm::license::state::key_id_of(&acme_key().public_key().to_bytes());
+    let untrust = |id: &str| Command::UntrustKey {
+        key_id: id.to_string(),
+        author: "CN=test".into(),
+    };
+    assert_eq!(
+        log.apply(untrust(&id)),
+        Outcome::KeyInUse {
+            license: "a.lic".into()
+        }
+    );
+    log.apply(Command::RemoveLicense {
+        name: "a.lic".into(),
+        author: "CN=test".into(),
+    });
+    assert_eq!(
+        log.apply(untrust(&id)),
+        Outcome::KeyUntrusted { key_id: id.clone() }
+    );
+    assert_eq!(log.apply(untrust(&id)), Outcome::NoSuchKey);
+    assert!(matches!(
+        log.import("a.lic", vec![line("cad", 5, Expiry::Permanent, "1")]),
+        Outcome::LicenseUnverified { .. }
+    ));
+}
+
+// Time floors: state time never runs below the newest ISSUED date the cluster holds, and an
+// expired line is refused on apply by state time (a clock set back does not revive it).
+#[test]
+fn time_floors() {
+    let mut log = Log::new();
+    let mut issued = line("cad", 5, Expiry::Permanent, "1");
+    issued
+        .attributes
+        .push(("ISSUED".into(), "01-jan-2028".into()));
+    let issued = signed(issued);
+    log.import("a.lic", vec![issued]);
+    let floor = Date::parse("01-jan-2028").unwrap().start_ms();
+    assert!(log.state.now_ms() >= floor, "{}", log.state.now_ms());
+    // A line that expired before the floor is refused, whatever the proposer's clock said.
+    let expired = line(
+        "sim",
+        5,
+        Expiry::On(Date::parse("31-dec-2027").unwrap()),
+        "2",
+    );
+    let outcome = log.apply_at(
+        NOW_MS,
+        Command::ImportLicense {
+            name: "b.lic".into(),
+            lines: vec![expired],
+            author: "CN=test".into(),
+        },
+    );
+    assert!(
+        matches!(&outcome, Outcome::LicenseUnverified { reason, .. } if reason.contains("expired")),
+        "{outcome:?}"
+    );
 }

@@ -50,6 +50,8 @@ async fn kill_all_and_restart_keeps_every_acknowledged_grant() {
             let mut acknowledged = Vec::new();
             for seq in 1..=20u64 {
                 let request = pb::CheckoutRequest {
+                    vendor: "acme".into(),
+                    version: String::new(),
                     request: Some(common::request_id(session, seq)),
                     feature: "cad".into(),
                     count: 1,

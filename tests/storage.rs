@@ -13,6 +13,7 @@ use openraft::{
     AnyError, CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder,
     StorageHelper, StorageIOError,
 };
+use raftlm::license::signature::{self, VendorSigningKey};
 use raftlm::license::state::{
     Batch, Command, GrantToken, LicenseState, Outcome, RequestId, SessionId,
 };
@@ -64,9 +65,11 @@ fn normal(term: u64, index: u64, batch: Batch) -> Entry {
     }
 }
 
-/// A batch importing 5 seats of `cad`.
+/// A batch that activates the cluster `LICSRV`, trusts acme's key and
+/// imports 5 seats of `cad` signed with it.
 fn import_cad() -> Batch {
-    let line = FeatureLine {
+    let key = VendorSigningKey::from_seed(Some("acme"), [7; 32]);
+    let mut line = FeatureLine {
         kind: LineKind::Feature,
         feature: "cad".into(),
         vendor: "acme".into(),
@@ -74,16 +77,29 @@ fn import_cad() -> Batch {
         expiry: Expiry::Permanent,
         seats: 5,
         attributes: Vec::new(),
-        signature: "ed25519:test".into(),
+        signature: String::new(),
         line: 1,
     };
+    signature::sign_held(&key, "LICSRV", &mut line);
     Batch {
         now_ms: 1_000,
-        commands: vec![Command::ImportLicense {
-            name: "site.lic".into(),
-            lines: vec![line],
-            author: "CN=test".into(),
-        }],
+        commands: vec![
+            Command::Activate {
+                term: raftlm::license::state::Term(1),
+                node: raftlm::license::state::NodeId(1),
+                cluster_name: "LICSRV".into(),
+            },
+            Command::TrustKey {
+                vendor: Some("acme".into()),
+                key: key.public_key().to_bytes(),
+                author: "CN=test".into(),
+            },
+            Command::ImportLicense {
+                name: "site.lic".into(),
+                lines: vec![line],
+                author: "CN=test".into(),
+            },
+        ],
     }
 }
 
@@ -93,10 +109,12 @@ fn checkout(session: u64, count: u32, now_ms: u64) -> Batch {
         now_ms,
         commands: vec![Command::Checkout {
             request: RequestId {
-                session: SessionId(session),
+                session: SessionId(session.into()),
                 seq: 1,
             },
+            vendor: "acme".into(),
             feature: "cad".into(),
+            version: String::new(),
             count,
             user: "ada".into(),
             host: "ws1".into(),
@@ -207,8 +225,8 @@ async fn reopen_keeps_granted_seats_and_replays_committed_log() {
         log.purge(log_id(1, 1)).await.unwrap();
         (at_snapshot, sm.read(LicenseState::clone))
     };
-    assert_eq!(at_snapshot.in_use("cad"), 2);
-    assert_eq!(at_committed.in_use("cad"), 3);
+    assert_eq!(at_snapshot.in_use("acme", "cad"), 2);
+    assert_eq!(at_committed.in_use("acme", "cad"), 3);
 
     let (mut log, mut sm) = reopen(dir.path()).await;
     assert_eq!(

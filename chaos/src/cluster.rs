@@ -55,6 +55,9 @@ pub struct ClusterSpec {
     pub snapshot_every: u64,
 }
 
+/// The vendor of every feature the chaos license grants.
+pub const VENDOR: &str = "acme";
+
 /// The node processes.
 pub struct Cluster {
     /// What the cluster is made of.

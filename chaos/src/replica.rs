@@ -214,7 +214,7 @@ pub fn read(dirs: &[PathBuf]) -> Vec<ReplicaView> {
                     .values()
                     .map(|g| GrantSeen {
                         token: Token::from(g.token),
-                        session: session_hex(g.session.0),
+                        session: session_hex(g.session.public()),
                         feature: g.feature.clone(),
                         count: g.count,
                     })

@@ -312,7 +312,7 @@ impl Worker {
     fn new_session(&mut self) -> Session {
         // Secrets come from the seeded generator so that a seed replays the run.
         let secret = SessionSecret::from_seed(self.rng.r#gen::<u64>());
-        let id = secret.handle().0;
+        let id = secret.handle().public();
         let secret = secret.as_bytes().to_vec();
         let held = Arc::new(Mutex::new(Vec::new()));
         let (heartbeat_stop, stop) = watch::channel(false);
@@ -414,6 +414,8 @@ impl Worker {
             invoke.node = Some(label.clone());
             self.history.record(invoke);
             let request = pb::CheckoutRequest {
+                vendor: crate::cluster::VENDOR.into(),
+                version: String::new(),
                 request: Some(pb::RequestId {
                     session_secret: session.secret.clone(),
                     seq: session.seq,

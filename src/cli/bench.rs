@@ -183,7 +183,8 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
     let fail = |e: &dyn std::fmt::Display| Failure::usage(format!("snapshot benchmark: {e}"));
     let temp = TempDir::new()?;
     let (_, mut source) = crate::raft::store::open(&temp.0.join("source")).map_err(|e| fail(&e))?;
-    let line = FeatureLine {
+    let key = crate::license::signature::VendorSigningKey::generate(Some("acme"));
+    let mut line = FeatureLine {
         kind: LineKind::Feature,
         feature: "bench".into(),
         vendor: "acme".into(),
@@ -191,9 +192,10 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
         expiry: Expiry::Permanent,
         seats: u32::try_from(grants).unwrap_or(u32::MAX).max(1),
         attributes: Vec::new(),
-        signature: "bench".into(),
+        signature: String::new(),
         line: 3,
     };
+    crate::license::signature::sign_held(&key, "LICSRV", &mut line);
     let now_ms = 1_795_000_000_000;
     let entry = |index: u64, commands: Vec<StateCommand>| crate::raft::Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
@@ -201,11 +203,23 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
     };
     let mut entries = vec![entry(
         1,
-        vec![StateCommand::ImportLicense {
-            name: "bench.lic".into(),
-            lines: vec![line],
-            author: "bench".into(),
-        }],
+        vec![
+            StateCommand::Activate {
+                term: crate::license::state::Term(1),
+                node: crate::license::state::NodeId(1),
+                cluster_name: "LICSRV".into(),
+            },
+            StateCommand::TrustKey {
+                vendor: Some("acme".into()),
+                key: key.public_key().to_bytes(),
+                author: "bench".into(),
+            },
+            StateCommand::ImportLicense {
+                name: "bench.lic".into(),
+                lines: vec![line],
+                author: "bench".into(),
+            },
+        ],
     )];
     let per_entry = 1000;
     for (i, chunk) in (0..grants)
@@ -216,8 +230,10 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
         let commands = chunk
             .iter()
             .map(|n| StateCommand::Checkout {
+                vendor: "acme".into(),
+                version: String::new(),
                 request: RequestId {
-                    session: SessionId(*n as u64 + 1),
+                    session: SessionId(*n as u128 + 1),
                     seq: 1,
                 },
                 feature: "bench".into(),
@@ -521,6 +537,8 @@ async fn load(
             while !shared.done.load(Ordering::Relaxed) {
                 seq += 1;
                 let request = pb::CheckoutRequest {
+                    vendor: "acme".into(),
+                    version: String::new(),
                     request: Some(pb::RequestId {
                         session_secret: session.clone(),
                         seq,
@@ -663,6 +681,8 @@ async fn idle_sessions(
                     .as_bytes()
                     .to_vec();
                 let request = pb::CheckoutRequest {
+                    vendor: "acme".into(),
+                    version: String::new(),
                     request: Some(pb::RequestId {
                         session_secret: session.clone(),
                         seq: 1,
@@ -811,6 +831,8 @@ async fn failover(cluster: &mut LocalCluster, kills: usize) -> Result<Report, Fa
                     .await
                     .ok()?;
                 let request = pb::CheckoutRequest {
+                    vendor: "acme".into(),
+                    version: String::new(),
                     request: Some(pb::RequestId {
                         session_secret: session.clone(),
                         seq,

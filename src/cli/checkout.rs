@@ -100,6 +100,13 @@ pub struct Args {
     /// The feature to check out.
     #[arg(value_name = "FEATURE")]
     pub feature: String,
+    /// The vendor whose feature it is (default: the one vendor the cluster
+    /// licenses the feature for; needed when several vendors do).
+    #[arg(long, env = "RAFTLM_VENDOR", value_name = "V")]
+    pub vendor: Option<String>,
+    /// The lowest version accepted, e.g. 2.0 (default: any).
+    #[arg(long, value_name = "VERSION", default_value = "")]
+    pub version: String,
     /// Seats to take.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
@@ -117,10 +124,39 @@ pub struct Args {
     pub server: ServerList,
 }
 
+/// The one vendor the cluster licenses `feature` for, or why there is not one.
+async fn vendor_of(client: &crate::client::Client, feature: &str) -> Result<String, Failure> {
+    let status = client.status().await.map_err(failure)?;
+    let mut vendors: Vec<&str> = status
+        .features
+        .iter()
+        .filter(|f| f.feature == feature)
+        .map(|f| f.vendor.as_str())
+        .collect();
+    vendors.dedup();
+    match vendors.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(Failure::refused(format!(
+            "no license for feature \"{feature}\" (raftlm status lists the features)"
+        ))),
+        several => Err(Failure::usage(format!(
+            "feature \"{feature}\" is licensed by several vendors ({}): choose one with --vendor",
+            several.join(", ")
+        ))),
+    }
+}
+
 /// Maps a client error to the command's failure (exit 1, 2 or 3).
 pub fn failure(error: ClientError) -> Failure {
     match error {
-        ClientError::Unreachable { .. } => Failure::unreachable(error.to_string()),
+        ClientError::Unreachable { ref last, .. } => {
+            let hint = if last.contains("invalid peer certificate") {
+                " (the cluster's certificate is not trusted: set RAFTLM_CA to the cluster CA's certificate, ca.crt)"
+            } else {
+                ""
+            };
+            Failure::unreachable(format!("{error}{hint}"))
+        }
         // A node answered, but not with what was asked for: the request was not served.
         ClientError::Denied { .. }
         | ClientError::Refused(_)
@@ -177,9 +213,18 @@ async fn checkout(args: Args) -> Result<(), Failure> {
         host: args.host.unwrap_or_else(local_host),
         ..SessionOptions::default()
     };
-    let session = Session::start(crate::cli::env_client(args.server)?, options);
+    let client = crate::cli::env_client(args.server)?;
+    let vendor = match args.vendor {
+        Some(vendor) => vendor,
+        None => vendor_of(&client, &args.feature).await?,
+    };
+    let options = SessionOptions { vendor, ..options };
+    let session = Session::start(client, options);
     let mut events = session.subscribe();
-    let grant = match session.checkout(&args.feature, args.count).await {
+    let grant = match session
+        .checkout_version(&args.feature, &args.version, args.count)
+        .await
+    {
         Ok(grant) => grant,
         Err(error) => {
             drop(session);

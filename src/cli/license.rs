@@ -13,6 +13,7 @@
 //! Left out: `import` (sending a file to a running cluster), which needs the
 //! client library and is added to [`LicenseCommand`] with it.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -23,6 +24,7 @@ use clap::Subcommand;
 
 use crate::cli::Failure;
 use crate::license::file::{self, LICENSE_FILE_BYTES_MAX};
+use crate::license::pool::{self, Verdict};
 use crate::license::signature::{self, VendorPublicKey, VendorSigningKey};
 use crate::license::{FeatureLine, LineKind};
 
@@ -34,10 +36,15 @@ pub enum LicenseCommand {
         /// Path prefix of the key files; `.key` and `.pub` are appended.
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
-        /// Bind the key to this vendor name: clusters then accept it only on
-        /// that vendor's lines. Without it the key may sign for any vendor.
-        #[arg(long, value_name = "NAME")]
+        /// The vendor the key signs for: clusters accept it only on that
+        /// vendor's lines. Required unless --any-vendor.
+        #[arg(long, value_name = "NAME", required_unless_present = "any_vendor")]
         vendor: Option<String>,
+        /// Make a key that may sign lines of any vendor (for a vendor that
+        /// issues under several names). Not the default: a key bound to one
+        /// vendor cannot be used to add seats to another's features.
+        #[arg(long, conflicts_with = "vendor")]
+        any_vendor: bool,
     },
     /// Sign every FEATURE/INCREMENT line of a license file.
     Sign {
@@ -51,7 +58,9 @@ pub enum LicenseCommand {
         #[arg(long, value_name = "OUT")]
         out: Option<PathBuf>,
     },
-    /// Check a license file offline, as a cluster would, and list its features.
+    /// Check license files offline, as a cluster would, and list their lines
+    /// with which count and which are superseded (give an old and a renewed
+    /// file together to see which the cluster would use).
     Verify {
         /// A trusted vendor public key file (PREFIX.pub); repeat for several.
         #[arg(long = "pubkey", value_name = "FILE", required = true)]
@@ -59,26 +68,74 @@ pub enum LicenseCommand {
         /// The cluster (access point) name the file must be issued for.
         #[arg(long, value_name = "NAME")]
         cluster_name: String,
-        /// The license file to check.
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
+        /// The license files to check.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
     },
     /// Import license files into the running cluster (like `lmreread`).
     Import(crate::cli::import::Args),
+    /// Trust a vendor public key in the running cluster (administrators).
+    Trust {
+        /// The vendor's public key file (PREFIX.pub).
+        #[arg(value_name = "FILE.pub")]
+        key: PathBuf,
+        /// The access point or node list: host:port or port@host, comma-separated.
+        #[arg(long, env = "RAFTLM_SERVER", default_value = crate::client::DEFAULT_SERVER, value_name = "S")]
+        server: crate::client::ServerList,
+    },
+    /// Stop trusting a vendor key (refused while an imported license holds lines it signed).
+    Untrust {
+        /// The key id, as `raftlm status` lists it.
+        #[arg(value_name = "KEY_ID")]
+        key_id: String,
+        /// The access point or node list: host:port or port@host, comma-separated.
+        #[arg(long, env = "RAFTLM_SERVER", default_value = crate::client::DEFAULT_SERVER, value_name = "S")]
+        server: crate::client::ServerList,
+    },
 }
 
 /// Runs one license command.
 pub fn run(cmd: LicenseCommand) -> Result<(), Failure> {
     match cmd {
         LicenseCommand::Import(args) => crate::cli::import::run_args(args),
-        LicenseCommand::Keygen { out, vendor } => keygen(&out, vendor.as_deref()),
+        LicenseCommand::Trust { key, server } => trust(&key, server),
+        LicenseCommand::Untrust { key_id, server } => untrust(&key_id, server),
+        LicenseCommand::Keygen { out, vendor, .. } => keygen(&out, vendor.as_deref()),
         LicenseCommand::Sign { key, file, out } => sign(&key, &file, out.as_deref()),
         LicenseCommand::Verify {
             pubkeys,
             cluster_name,
-            file,
-        } => verify(&pubkeys, &cluster_name, &file),
+            files,
+        } => verify(&pubkeys, &cluster_name, &files),
     }
+}
+
+fn trust(path: &Path, server: crate::client::ServerList) -> Result<(), Failure> {
+    crate::cli::checkout::init_logging();
+    // Parsed here first, so a wrong file is a usage error naming it.
+    let key = VendorPublicKey::load(path).map_err(|e| Failure::usage(e.to_string()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+    let client = crate::cli::env_client(server)?;
+    let id = crate::cli::checkout::runtime()?
+        .block_on(client.trust_key(&text))
+        .map_err(crate::cli::checkout::failure)?;
+    println!(
+        "trusted vendor key {id} for {}",
+        key.vendor()
+            .map_or("any vendor".to_string(), |v| format!("vendor {v}"))
+    );
+    Ok(())
+}
+
+fn untrust(key_id: &str, server: crate::client::ServerList) -> Result<(), Failure> {
+    crate::cli::checkout::init_logging();
+    let client = crate::cli::env_client(server)?;
+    crate::cli::checkout::runtime()?
+        .block_on(client.untrust_key(key_id))
+        .map_err(crate::cli::checkout::failure)?;
+    println!("vendor key {key_id} is no longer trusted");
+    Ok(())
 }
 
 /// `PREFIX` + `suffix` (appended, so `acme.v2` gives `acme.v2.key`).
@@ -175,23 +232,47 @@ fn sign(key_path: &Path, path: &Path, out: Option<&Path>) -> Result<(), Failure>
     }
 }
 
-fn verify(pubkeys: &[PathBuf], cluster_name: &str, path: &Path) -> Result<(), Failure> {
+fn verify(pubkeys: &[PathBuf], cluster_name: &str, paths: &[PathBuf]) -> Result<(), Failure> {
     let trusted = pubkeys
         .iter()
         .map(|p| VendorPublicKey::load(p).map_err(|e| Failure::usage(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
-    let text = read_license(path)?;
-    let name = path.display().to_string();
-    let parsed = file::parse(&name, &text).map_err(|e| Failure::refused(e.to_string()))?;
-    let lines = signature::verify(&parsed, &name, &trusted, cluster_name, now_ms())
-        .map_err(|e| Failure::refused(e.to_string()))?;
-    println!(
-        "{name}: {} feature line{} verified for cluster {cluster_name:?}",
-        lines.len(),
-        if lines.len() == 1 { "" } else { "s" }
-    );
-    if !lines.is_empty() {
-        print!("{}", table(&lines));
+    let mut licenses: BTreeMap<String, Vec<FeatureLine>> = BTreeMap::new();
+    for path in paths {
+        let text = read_license(path)?;
+        let name = path.display().to_string();
+        let parsed = file::parse(&name, &text).map_err(|e| Failure::refused(e.to_string()))?;
+        let lines = signature::verify(&parsed, &name, &trusted, cluster_name, now_ms())
+            .map_err(|e| Failure::refused(e.to_string()))?;
+        println!(
+            "{name}: {} feature line{} verified for cluster {cluster_name:?}",
+            lines.len(),
+            if lines.len() == 1 { "" } else { "s" }
+        );
+        licenses.insert(name, lines);
+    }
+    // Which lines a cluster holding all these files would count.
+    let verdicts = pool::evaluate(&licenses).verdicts;
+    let rows: Vec<(String, &FeatureLine, String)> = licenses
+        .iter()
+        .flat_map(|(name, lines)| {
+            let verdicts = &verdicts;
+            lines.iter().enumerate().map(move |(i, line)| {
+                let verdict = match verdicts.get(&(name.clone(), i)) {
+                    Some(Verdict::Duplicate { license, line }) => {
+                        format!("duplicate of {license}:{line}")
+                    }
+                    Some(Verdict::Superseded { license, line }) => {
+                        format!("superseded by {license}:{line}")
+                    }
+                    Some(Verdict::Counts) | None => "counts".to_string(),
+                };
+                (name.clone(), line, verdict)
+            })
+        })
+        .collect();
+    if !rows.is_empty() {
+        print!("{}", table(&rows, paths.len() > 1));
     }
     Ok(())
 }
@@ -203,15 +284,19 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The feature lines as a table with aligned columns.
-fn table(lines: &[FeatureLine]) -> String {
+/// The feature lines as a table with aligned columns: each line's file (when
+/// several were given) and whether it counts.
+fn table(lines: &[(String, &FeatureLine, String)], with_file: bool) -> String {
     // Seats are numbers: right-aligned.
-    const SEATS_COLUMN: usize = 4;
-    let header = ["FEATURE", "VENDOR", "VERSION", "EXPIRY", "SEATS", "KIND"];
-    let rows: Vec<[String; 6]> = lines
+    const SEATS_COLUMN: usize = 5;
+    let header = [
+        "FILE", "FEATURE", "VENDOR", "VERSION", "EXPIRY", "SEATS", "KIND", "COUNTS",
+    ];
+    let rows: Vec<[String; 8]> = lines
         .iter()
-        .map(|l| {
+        .map(|(file, l, verdict)| {
             [
+                format!("{file}:{}", l.line),
                 l.feature.clone(),
                 l.vendor.clone(),
                 l.version.clone(),
@@ -222,9 +307,11 @@ fn table(lines: &[FeatureLine]) -> String {
                     LineKind::Increment => "INCREMENT",
                 }
                 .to_string(),
+                verdict.clone(),
             ]
         })
         .collect();
+    let skip = usize::from(!with_file);
     let mut widths = header.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -234,7 +321,7 @@ fn table(lines: &[FeatureLine]) -> String {
     let mut out = String::new();
     let mut push_row = |cells: &[&str]| {
         let mut line = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate().skip(skip) {
             if i == SEATS_COLUMN {
                 line.push_str(&format!("{cell:>w$}  "));
             } else if i + 1 == cells.len() {

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::Failure;
 use crate::cli::checkout::{failure, init_logging, runtime};
-use crate::client::{DEFAULT_SERVER, GrantToken, ServerList, SessionId};
+use crate::client::{DEFAULT_SERVER, GrantToken, ServerList};
 use crate::license::feature::Date;
 use crate::proto::v1 as pb;
 use crate::proto::v1::license_client::LicenseClient;
@@ -207,10 +207,10 @@ pub fn to_text(
         );
     }
     let _ = writeln!(out, "\nFeature usage info:");
-    let mut grants: BTreeMap<&str, Vec<&pb::GrantStatus>> = BTreeMap::new();
+    let mut grants: BTreeMap<(&str, &str), Vec<&pb::GrantStatus>> = BTreeMap::new();
     for grant in &status.grants {
         grants
-            .entry(grant.feature.as_str())
+            .entry((grant.vendor.as_str(), grant.feature.as_str()))
             .or_default()
             .push(grant);
     }
@@ -229,13 +229,32 @@ pub fn to_text(
             "  (vendor {}, version {}, expiry {}, {} unexpired)",
             feature.vendor, feature.version, feature.expiry, feature.unexpired
         );
+        for line in status
+            .lines
+            .iter()
+            .filter(|l| l.vendor == feature.vendor && l.feature == feature.feature)
+        {
+            let _ = writeln!(
+                out,
+                "    {}:{} {} {} {} seats, expiry {}: {}",
+                line.license,
+                line.line,
+                line.keyword,
+                line.version,
+                line.seats,
+                line.expiry,
+                if line.counts { "counts" } else { &line.reason }
+            );
+        }
         write_grants(
             &mut out,
-            grants.remove(feature.feature.as_str()).unwrap_or_default(),
+            grants
+                .remove(&(feature.vendor.as_str(), feature.feature.as_str()))
+                .unwrap_or_default(),
         );
     }
     // Grants of a feature no imported license names any more.
-    for (feature, held) in grants {
+    for ((_, feature), held) in grants {
         let in_use: u32 = held.iter().map(|g| g.count).sum();
         let _ = writeln!(
             out,
@@ -243,6 +262,19 @@ pub fn to_text(
             if in_use == 1 { "" } else { "s" }
         );
         write_grants(&mut out, held);
+    }
+    if !status.trusted_keys.is_empty() {
+        let _ = writeln!(out, "\nTrusted vendor keys:");
+        for key in &status.trusted_keys {
+            let _ = writeln!(
+                out,
+                "    {}  vendor {}  trusted by {} on {}",
+                key.key_id,
+                key.vendor,
+                key.author,
+                format_time_ms(key.since_ms)
+            );
+        }
     }
     if !status.admin_actions.is_empty() {
         let _ = writeln!(out, "\nRecent administrator actions:");
@@ -272,7 +304,7 @@ fn write_grants(out: &mut String, mut grants: Vec<&pb::GrantStatus>) {
             "    {} {} (session {}) (grant {}), start {}",
             grant.user,
             grant.host,
-            SessionId(grant.session_handle),
+            grant.session_handle,
             token_text(grant.token.as_ref()),
             format_time_ms(grant.since_ms)
         );
@@ -332,9 +364,11 @@ pub fn to_json(
         .map(|g| {
             serde_json::json!({
                 "token": token_text(g.token.as_ref()),
+                "vendor": g.vendor,
                 "feature": g.feature,
+                "version": g.version,
                 "count": g.count,
-                "session": SessionId(g.session_handle).to_string(),
+                "session": g.session_handle.to_string(),
                 "user": g.user,
                 "host": g.host,
                 "since_ms": g.since_ms,
@@ -368,7 +402,33 @@ pub fn to_json(
         "nodes": node_list,
         "features": features,
         "grants": grants,
+        "lines": status
+            .lines
+            .iter()
+            .map(|l| serde_json::json!({
+                "license": l.license,
+                "line": l.line,
+                "keyword": l.keyword,
+                "vendor": l.vendor,
+                "feature": l.feature,
+                "version": l.version,
+                "seats": l.seats,
+                "expiry": l.expiry,
+                "counts": l.counts,
+                "reason": l.reason,
+            }))
+            .collect::<Vec<_>>(),
         "admin_actions": actions,
+        "trusted_keys": status
+            .trusted_keys
+            .iter()
+            .map(|k| serde_json::json!({
+                "key_id": k.key_id,
+                "vendor": k.vendor,
+                "author": k.author,
+                "since_ms": k.since_ms,
+            }))
+            .collect::<Vec<_>>(),
     })
     .to_string()
 }
@@ -413,6 +473,8 @@ mod tests {
                 feature: "cad".into(),
                 count: 2,
                 session_handle: 0xdead_beef,
+                vendor: "acme".into(),
+                version: String::new(),
                 user: "ada \"the\" admin".into(),
                 host: "ws1".into(),
                 since_ms: 1_795_341_600_000,
@@ -427,6 +489,38 @@ mod tests {
                 result: "imported 3 lines (0 duplicates)".into(),
             }],
             plaintext: false,
+            lines: vec![
+                pb::LicenseLine {
+                    license: "new.lic".into(),
+                    line: 3,
+                    keyword: "FEATURE".into(),
+                    vendor: "acme".into(),
+                    feature: "cad".into(),
+                    version: "2.0".into(),
+                    seats: 25,
+                    expiry: "permanent".into(),
+                    counts: true,
+                    reason: String::new(),
+                },
+                pb::LicenseLine {
+                    license: "old.lic".into(),
+                    line: 3,
+                    keyword: "FEATURE".into(),
+                    vendor: "acme".into(),
+                    feature: "cad".into(),
+                    version: "2.0".into(),
+                    seats: 40,
+                    expiry: "31-dec-2026".into(),
+                    counts: false,
+                    reason: "superseded by the newer issuance new.lic:3".into(),
+                },
+            ],
+            trusted_keys: vec![pb::TrustedKey {
+                key_id: "0011223344556677".into(),
+                vendor: "acme".into(),
+                author: "node 1 (vendor_keys bootstrap)".into(),
+                since_ms: 1_795_341_600_000,
+            }],
         }
     }
 
@@ -487,6 +581,20 @@ mod tests {
         assert!(to_text(&plain, &[], NOW).contains("WITHOUT TLS"));
         assert!(
             text.contains("CN=alice  import license acme.lic: imported 3 lines"),
+            "{text}"
+        );
+    }
+
+    // Each feature lists its lines: which count, which are superseded and by what.
+    #[test]
+    fn text_shows_which_lines_count() {
+        let text = to_text(&sample(), &reports(), NOW);
+        assert!(
+            text.contains("    new.lic:3 FEATURE 2.0 25 seats, expiry permanent: counts"),
+            "{text}"
+        );
+        assert!(
+            text.contains("old.lic:3 FEATURE 2.0 40 seats, expiry 31-dec-2026: superseded by the newer issuance new.lic:3"),
             "{text}"
         );
     }

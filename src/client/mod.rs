@@ -60,7 +60,7 @@ pub use error::ClientError;
 pub use fence::{StaleTerm, TermFence};
 pub use rpc::{
     CHANNELS_MAX, CacheReport, Checkin, Client, ClientOptions, Grant, HINT_HOPS_MAX, Renewal,
-    SessionRequest,
+    SessionRequest, Want,
 };
 pub use server_list::{
     DEFAULT_SERVER, HOST_BYTES_MAX, SERVER_ENV, SERVERS_MAX, ServerList, ServerListError,

@@ -126,13 +126,42 @@ impl SessionRequest {
     }
 }
 
+/// What a check-out asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    /// The vendor whose feature is wanted.
+    pub vendor: String,
+    /// The feature.
+    pub feature: String,
+    /// The lowest version accepted; empty for any.
+    pub version: String,
+    /// Seats wanted.
+    pub count: u32,
+}
+
+impl Want {
+    /// `count` seats of `vendor`'s `feature`, any version.
+    pub fn seats(vendor: &str, feature: &str, count: u32) -> Want {
+        Want {
+            vendor: vendor.to_string(),
+            feature: feature.to_string(),
+            version: String::new(),
+            count,
+        }
+    }
+}
+
 /// Seats checked out: what the cluster granted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     /// The grant token, quoted in renewals and the check-in.
     pub token: GrantToken,
+    /// The vendor of the feature.
+    pub vendor: String,
     /// The feature.
     pub feature: String,
+    /// The lowest version the check-out accepted; empty for any.
+    pub version: String,
     /// Seats granted.
     pub count: u32,
     /// The term (fencing token) of the node that granted it.
@@ -208,7 +237,9 @@ termed!(
     pb::RenewReply,
     pb::StatusReply,
     pb::ImportLicenseReply,
-    pb::RemoveLicenseReply
+    pb::RemoveLicenseReply,
+    pb::TrustKeyReply,
+    pb::UntrustKeyReply
 );
 
 /// A handle on the cluster; cheap to clone (clones share channels, the last
@@ -298,35 +329,33 @@ impl Client {
     pub async fn checkout(
         &self,
         request: &SessionRequest,
-        feature: &str,
-        count: u32,
+        want: &Want,
         user: &str,
         host: &str,
     ) -> Result<Grant, ClientError> {
-        self.checkout_within(
-            self.inner.options.call_timeout,
-            request,
-            feature,
-            count,
-            user,
-            host,
-        )
-        .await
+        self.checkout_within(self.inner.options.call_timeout, request, want, user, host)
+            .await
     }
 
     pub(crate) async fn checkout_within(
         &self,
         timeout: Duration,
         request: &SessionRequest,
-        feature: &str,
-        count: u32,
+        want: &Want,
         user: &str,
         host: &str,
     ) -> Result<Grant, ClientError> {
+        if want.vendor.is_empty() {
+            return Err(ClientError::Refused(
+                "a check-out must name the vendor (SessionOptions::vendor)".into(),
+            ));
+        }
         let message = pb::CheckoutRequest {
             request: Some(request.to_pb()),
-            feature: feature.to_string(),
-            count,
+            vendor: want.vendor.clone(),
+            feature: want.feature.clone(),
+            version: want.version.clone(),
+            count: want.count,
             user: user.to_string(),
             host: host.to_string(),
         };
@@ -336,7 +365,7 @@ impl Client {
                 async move { LicenseClient::new(channel).checkout(message).await }
             })
             .await?;
-        grant_from_reply(feature, answered)
+        grant_from_reply(want, answered)
     }
 
     /// Checks in the grant `token` as request `request`.
@@ -457,6 +486,35 @@ impl Client {
             )
             .await?;
         Ok(answered.reply)
+    }
+
+    /// Trusts the vendor public key in `key_file` (the text of a `.pub` file);
+    /// returns its key id.
+    pub async fn trust_key(&self, key_file: &str) -> Result<String, ClientError> {
+        let message = pb::TrustKeyRequest {
+            key_file: key_file.to_string(),
+        };
+        let answered = self
+            .call("trust key", self.inner.options.call_timeout, |channel| {
+                let message = message.clone();
+                async move { AdminClient::new(channel).trust_key(message).await }
+            })
+            .await?;
+        Ok(answered.reply.key_id)
+    }
+
+    /// Stops trusting the vendor key `key_id`.
+    pub async fn untrust_key(&self, key_id: &str) -> Result<u64, ClientError> {
+        let message = pb::UntrustKeyRequest {
+            key_id: key_id.to_string(),
+        };
+        let answered = self
+            .call("untrust key", self.inner.options.call_timeout, |channel| {
+                let message = message.clone();
+                async move { AdminClient::new(channel).untrust_key(message).await }
+            })
+            .await?;
+        Ok(answered.term)
     }
 
     /// Removes the license file `name`; returns the term it was removed in.
@@ -695,9 +753,10 @@ pub(crate) fn token_from_pb(token: &pb::GrantToken) -> GrantToken {
 }
 
 fn grant_from_reply(
-    feature: &str,
+    want: &Want,
     answered: Answered<pb::CheckoutReply>,
 ) -> Result<Grant, ClientError> {
+    let feature = want.feature.as_str();
     let Answered {
         reply,
         address,
@@ -710,7 +769,9 @@ fn grant_from_reply(
         })?;
         return Ok(Grant {
             token: token_from_pb(token),
+            vendor: want.vendor.clone(),
             feature: feature.to_string(),
+            version: want.version.clone(),
             count: reply.count,
             term,
             address,
@@ -722,6 +783,7 @@ fn grant_from_reply(
         pb::DenyReason::SessionExpired => return Err(ClientError::SessionExpired),
         pb::DenyReason::StaleRequest => return Err(ClientError::StaleRequest),
         pb::DenyReason::NoSuchFeature => DenyReason::NoSuchFeature,
+        pb::DenyReason::VersionNotLicensed => DenyReason::VersionNotLicensed,
         pb::DenyReason::Expired => DenyReason::Expired,
         pb::DenyReason::ExceedsLicensed => DenyReason::ExceedsLicensed,
         pb::DenyReason::InUse => DenyReason::InUse,

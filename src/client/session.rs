@@ -44,8 +44,7 @@
 //! process is a new session; the old one's seats free up after the TTL).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -54,8 +53,8 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::client::error::ClientError;
-use crate::client::rpc::SessionRequest;
 use crate::client::rpc::{CacheReport, Checkin, Client, Grant, Renewal};
+use crate::client::rpc::{SessionRequest, Want};
 use crate::license::secret::SessionSecret;
 use crate::license::state::{GrantToken, SessionId};
 
@@ -76,6 +75,10 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(30);
 /// How a session behaves. Defaults: [`SessionOptions::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionOptions {
+    /// The vendor whose features this session checks out (seats belong to a
+    /// vendor's feature, as FlexNet's vendor daemon is implicit in the
+    /// connection). Required: a check-out with an empty vendor is refused.
+    pub vendor: String,
     /// The user name reported with check-outs. Default: `$USER`.
     pub user: String,
     /// The host name reported with check-outs. Default: this machine's host name.
@@ -97,6 +100,7 @@ pub struct SessionOptions {
 impl Default for SessionOptions {
     fn default() -> SessionOptions {
         SessionOptions {
+            vendor: String::new(),
             user: local_user(),
             host: local_host(),
             grace_period: Duration::from_secs(30 * 24 * 3600),
@@ -252,13 +256,15 @@ pub struct Session {
     requests: mpsc::Sender<Request>,
     state: watch::Receiver<SessionState>,
     events: broadcast::Sender<SessionEvent>,
-    id: Arc<AtomicU64>,
+    // std Mutex: one copy in or out, never held across `.await`.
+    id: Arc<Mutex<SessionId>>,
     task: Option<JoinHandle<()>>,
 }
 
 enum Request {
     Checkout {
         feature: String,
+        version: String,
         count: u32,
         reply: oneshot::Sender<Result<Grant, ClientError>>,
     },
@@ -283,7 +289,7 @@ impl Session {
         let (requests, receiver) = mpsc::channel(REQUESTS_MAX);
         let (state_tx, state) = watch::channel(SessionState::Connecting);
         let (events, _) = broadcast::channel(options.events_max.max(1));
-        let id = Arc::new(AtomicU64::new(session.0));
+        let id = Arc::new(Mutex::new(session));
         let now = Instant::now();
         let actor = Actor {
             client,
@@ -322,7 +328,7 @@ impl Session {
 
     /// The session's current id (it changes when the cluster expired the session).
     pub fn id(&self) -> SessionId {
-        SessionId(self.id.load(Ordering::Acquire))
+        *self.id.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Checks out `count` seats of `feature`. A refusal is
@@ -330,9 +336,21 @@ impl Session {
     /// [`ClientError::Unreachable`] (the session then finds out later whether
     /// a seat was granted, and checks it in if so).
     pub async fn checkout(&self, feature: &str, count: u32) -> Result<Grant, ClientError> {
+        self.checkout_version(feature, "", count).await
+    }
+
+    /// Checks out `count` seats of `feature` in `version` or higher (FlexNet's
+    /// rule: a request for version V is served by lines of version ≥ V).
+    pub async fn checkout_version(
+        &self,
+        feature: &str,
+        version: &str,
+        count: u32,
+    ) -> Result<Grant, ClientError> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Checkout {
             feature: feature.to_string(),
+            version: version.to_string(),
             count,
             reply,
         })
@@ -439,15 +457,28 @@ enum Purpose {
 struct CheckoutJob {
     id: SessionRequest,
     feature: String,
+    version: String,
     count: u32,
     purpose: Purpose,
     restarts: u32,
 }
 
+impl CheckoutJob {
+    fn want(&self, vendor: &str) -> Want {
+        Want {
+            vendor: vendor.to_string(),
+            feature: self.feature.clone(),
+            version: self.version.clone(),
+            count: self.count,
+        }
+    }
+}
+
 /// A finished sub-task.
 enum Done {
     Checkout {
-        job: CheckoutJob,
+        // Boxed: a job with its grant is several times larger than the other variants.
+        job: Box<CheckoutJob>,
         result: Result<Grant, ClientError>,
     },
     Checkin {
@@ -470,7 +501,8 @@ struct Actor {
     /// Its public handle, for logs and events.
     session: SessionId,
     seq: u64,
-    id: Arc<AtomicU64>,
+    // std Mutex: one copy in or out, never held across `.await`.
+    id: Arc<Mutex<SessionId>>,
     held: BTreeMap<GrantToken, Held>,
     /// Lost token → the token of the grant that replaced it.
     aliases: HashMap<GrantToken, GrantToken>,
@@ -573,6 +605,7 @@ impl Actor {
         match request {
             Request::Checkout {
                 feature,
+                version,
                 count,
                 reply,
             } => {
@@ -580,6 +613,7 @@ impl Actor {
                 self.spawn_checkout(CheckoutJob {
                     id,
                     feature,
+                    version,
                     count,
                     purpose: Purpose::App(reply),
                     restarts: 0,
@@ -621,11 +655,15 @@ impl Actor {
         let client = self.client.clone();
         let timeout = client.options().call_timeout;
         let (user, host) = (self.options.user.clone(), self.options.host.clone());
+        let want = job.want(&self.options.vendor);
         self.tasks.spawn(async move {
             let result = client
-                .checkout_within(timeout, &job.id, &job.feature, job.count, &user, &host)
+                .checkout_within(timeout, &job.id, &want, &user, &host)
                 .await;
-            Done::Checkout { job, result }
+            Done::Checkout {
+                job: Box::new(job),
+                result,
+            }
         });
     }
 
@@ -678,7 +716,7 @@ impl Actor {
     fn finished(&mut self, done: Done) {
         match done {
             Done::Renew { session, result } => self.renewed(session, result),
-            Done::Checkout { job, result } => self.checked_out(job, result),
+            Done::Checkout { job, result } => self.checked_out(*job, result),
             Done::Checkin {
                 id,
                 token,
@@ -843,10 +881,12 @@ impl Actor {
         }
         for lost in std::mem::take(&mut self.recovering) {
             let id = self.next_id();
-            let (feature, count) = (lost.feature.clone(), lost.count);
+            let (feature, version, count) =
+                (lost.feature.clone(), lost.version.clone(), lost.count);
             self.spawn_checkout(CheckoutJob {
                 id,
                 feature,
+                version,
                 count,
                 purpose: Purpose::Recover { lost },
                 restarts: 0,
@@ -860,7 +900,7 @@ impl Actor {
         self.secret = SessionSecret::generate();
         self.session = self.secret.handle();
         self.seq = 0;
-        self.id.store(self.session.0, Ordering::Release);
+        *self.id.lock().unwrap_or_else(|p| p.into_inner()) = self.session;
         warn!(%old, new = %self.session, "the cluster expired the session: starting a new one");
         self.emit(SessionEvent::SessionRestarted {
             old,
@@ -953,6 +993,7 @@ impl Actor {
                     let unresolved = CheckoutJob {
                         id: job.id,
                         feature: job.feature,
+                        version: job.version,
                         count: job.count,
                         purpose: Purpose::Resolve,
                         restarts: 0,
@@ -1044,9 +1085,10 @@ impl Actor {
         let timeout = self.client.options().call_timeout;
         let (user, host) = (self.options.user.clone(), self.options.host.clone());
         for job in std::mem::take(&mut self.unresolved) {
+            let want = job.want(&self.options.vendor);
             let granted = self
                 .client
-                .checkout_within(timeout, &job.id, &job.feature, job.count, &user, &host)
+                .checkout_within(timeout, &job.id, &want, &user, &host)
                 .await;
             if let Ok(grant) = granted {
                 self.held.insert(

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub const DAY_MS: u64 = 86_400_000;
 
 /// Whether a line creates a feature or adds seats to one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum LineKind {
     /// `FEATURE`: the first line for a feature in a file.
     Feature,
@@ -144,7 +144,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// When a line stops granting seats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Expiry {
     /// `permanent`: never expires.
     Permanent,

@@ -5,6 +5,7 @@
 
 pub mod feature;
 pub mod file;
+pub mod pool;
 pub mod secret;
 pub mod signature;
 pub mod state;

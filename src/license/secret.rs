@@ -3,12 +3,13 @@
 //! A client session is identified by a 128-bit [`SessionSecret`] that the
 //! client library draws from the operating system's random source. It is
 //! sent on every request of the session and is never returned by any RPC,
-//! printed or logged. The cluster names the session by its *handle*, a
-//! [`SessionId`] derived from the secret with SHA-256 (domain-separated):
-//! the handle is what the replicated state, `raftlm status` and the logs
-//! show. Acting for a session means presenting a secret whose handle is that
-//! session's, so knowing a handle (which is public) is not enough: it would
-//! take a second preimage of 64 bits of SHA-256.
+//! printed or logged. The cluster names the session by a [`SessionId`] of
+//! 128 bits derived from the secret with SHA-256 (domain-separated); outputs
+//! (`raftlm status`, the logs) show only its upper 64 bits, the public
+//! handle. Acting for a session means presenting a secret that derives all
+//! 128 bits, of which a stranger knows at most the published half: a
+//! preimage search of 2^64 for the half it knows, then a 2^-64 chance at
+//! the half it does not.
 //!
 //! Handles are printed in decimal, as lmstat-style scrapers expect digits.
 
@@ -42,8 +43,9 @@ impl SessionSecret {
         Some(SessionSecret(bytes.try_into().ok()?))
     }
 
-    /// A secret with fixed bytes, for tests and benchmarks that need
-    /// reproducible sessions.
+    /// A secret with fixed bytes, for tests, benchmarks and chaos runs that
+    /// need reproducible sessions. Predictable: never for applications.
+    #[doc(hidden)]
     pub fn from_seed(seed: u64) -> SessionSecret {
         let mut bytes = [0u8; SESSION_SECRET_BYTES];
         bytes[..8].copy_from_slice(&seed.to_be_bytes());
@@ -56,15 +58,16 @@ impl SessionSecret {
         &self.0
     }
 
-    /// The public handle the cluster names this session by.
+    /// The id the cluster names this session by (its upper half is the
+    /// public handle outputs show).
     pub fn handle(&self) -> SessionId {
         let digest = Sha256::new()
             .chain_update(HANDLE_CONTEXT)
             .chain_update(self.0)
             .finalize();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        SessionId(u64::from_be_bytes(first))
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        SessionId(u128::from_be_bytes(first))
     }
 }
 

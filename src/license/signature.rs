@@ -271,7 +271,7 @@ pub enum VerifyError {
     },
     /// No public key is trusted, so no line can be verified.
     #[error(
-        "{file}: no vendor public key is trusted, so no line can be verified (add the vendor's public key to the node configuration)"
+        "{file}: no vendor public key is trusted, so no line can be verified (trust the vendor's public key with raftlm license trust)"
     )]
     NoTrustedKeys {
         /// The file.
@@ -307,7 +307,7 @@ pub enum VerifyError {
     },
     /// The signing key is not among the trusted keys.
     #[error(
-        "{file}:{line}: {keyword} {feature:?} is signed by a key this cluster does not trust (add the vendor's public key to the node configuration)"
+        "{file}:{line}: {keyword} {feature:?} is signed by a key this cluster does not trust (trust the vendor's public key with raftlm license trust)"
     )]
     Untrusted {
         /// The file.
@@ -479,6 +479,15 @@ impl VendorPublicKey {
                 what: "a valid Ed25519 public key",
             })?;
         Ok(VendorPublicKey { vendor, key })
+    }
+
+    /// A key from its parts as the replicated state holds them; `None` if the
+    /// bytes are not a usable Ed25519 public key.
+    pub fn from_parts(vendor: Option<String>, bytes: [u8; 32]) -> Option<VendorPublicKey> {
+        let key = VerifyingKey::from_bytes(&bytes)
+            .ok()
+            .filter(|k| !k.is_weak())?;
+        Some(VendorPublicKey { vendor, key })
     }
 
     /// Reads and parses a public key file.
@@ -812,6 +821,53 @@ pub fn verify(
         });
     }
     Ok(out)
+}
+
+/// Checks a line the cluster holds (or is about to apply) against `trusted`
+/// and the cluster name `server_name`: the same signature check as
+/// [`verify`], on the line's own fields. Deterministic: no clock.
+pub fn verify_held(
+    file_name: &str,
+    line: &FeatureLine,
+    server_name: &str,
+    trusted: &[VendorPublicKey],
+) -> Result<(), VerifyError> {
+    let parsed = parsed_of(line);
+    let file = LicenseFile {
+        server: crate::license::file::ServerLine {
+            name: server_name.to_string(),
+            hostid: String::new(),
+            port: 0,
+            line: 0,
+        },
+        vendors: Vec::new(),
+        lines: Vec::new(),
+    };
+    check_signature(file_name, &file, &parsed, trusted).map(|_| ())
+}
+
+/// Signs a held line for `server_name` with `key`, replacing its signature
+/// (for tools and tests that build lines without a file).
+pub fn sign_held(key: &VendorSigningKey, server_name: &str, line: &mut FeatureLine) {
+    line.signature = key.sign_line(server_name, &parsed_of(line));
+}
+
+/// A held line as the parser would have produced it (spans empty).
+fn parsed_of(line: &FeatureLine) -> ParsedFeature {
+    ParsedFeature {
+        kind: line.kind,
+        feature: line.feature.clone(),
+        vendor: line.vendor.clone(),
+        version: line.version.clone(),
+        expiry: line.expiry,
+        seats: line.seats,
+        attributes: line.attributes.clone(),
+        issued: None,
+        signature: Some(line.signature.clone()),
+        line: line.line,
+        span: 0..0,
+        sign_span: None,
+    }
 }
 
 /// Checks one line's signature against the trusted keys; returns the `SIGN` value.

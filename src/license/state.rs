@@ -9,15 +9,20 @@
 //!
 //! # Seats and grants
 //!
-//! A feature's *licensed* seats are the sum of the counts of every imported
-//! `FEATURE`/`INCREMENT` line for it (lines with the same signature count
-//! once). A line past its expiry date no longer grants: new check-outs can use
-//! only the seats of unexpired lines. Seats already granted stay granted until
-//! they are checked in or their session expires, which is what applications
-//! expect from a floating-license server (a running program is not killed at
-//! midnight). The invariant is therefore `in use ≤ licensed` per feature,
-//! checked after every command, and a check-out never takes a seat beyond the
-//! unexpired ones.
+//! Seats belong to a vendor's feature: imported lines are pooled per
+//! `(vendor, feature)` and only the lines that count under the supersession
+//! rules add seats ([`super::pool`]: the same signed content once, the newest
+//! FEATURE issuance, INCREMENTs by distinct serial). A check-out names the
+//! vendor, the feature and the lowest version it accepts; it is served by
+//! counted lines of that version or higher. A line past its expiry date no
+//! longer grants: new check-outs can use only the seats of unexpired lines.
+//! Seats already granted stay granted until they are checked in or their
+//! session expires, which is what applications expect from a floating-license
+//! server (a running program is not killed at midnight). The invariant is
+//! therefore that the grants fit the lines of their pool (for every version
+//! requested, the seats granted at or above it are at most the seats licensed
+//! at or above it), checked after every command, and a check-out never takes a
+//! seat beyond the unexpired ones.
 //!
 //! A grant is named by its [`GrantToken`]: the term and log index of the
 //! entry that created it, plus its slot in that entry (the batcher puts many
@@ -54,6 +59,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::feature::{Expiry, FeatureLine};
+use super::pool::{self, Pool, PoolKey, Verdict, Version};
+use super::signature::{self, VendorPublicKey};
 
 /// How many recent outcomes each session remembers for retries.
 pub const DEDUP_WINDOW: usize = 32;
@@ -68,16 +75,27 @@ pub const EXPIRED_SESSIONS_REMEMBERED: usize = 100_000;
 pub const CHECKOUT_SEATS_MAX: u32 = 1_000_000;
 /// How many administrators' actions the state remembers, newest last.
 pub const ADMIN_ACTIONS_REMEMBERED: usize = 64;
+/// Most vendor keys the cluster trusts at once.
+pub const TRUSTED_KEYS_MAX: usize = 256;
 
-/// A client session (one client process), named by its public handle: a
-/// value derived from the session's secret (see [`super::secret`]).
-/// Displayed in decimal, as lmstat-style scrapers expect.
+/// A client session (one client process), named by 128 bits derived from
+/// the session's secret (see [`super::secret`]). Outputs show only its
+/// [`public`](SessionId::public) half, in decimal as lmstat-style scrapers
+/// expect; acting for a session takes a secret that derives all 128 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SessionId(pub u64);
+pub struct SessionId(pub u128);
+
+impl SessionId {
+    /// The handle outputs show: the upper 64 bits.
+    pub fn public(self) -> u64 {
+        (self.0 >> 64) as u64
+    }
+}
 
 impl fmt::Display for SessionId {
+    /// The public handle, in decimal.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        write!(f, "{}", self.public())
     }
 }
 
@@ -156,12 +174,16 @@ pub enum Command {
         /// Who asked (as for an import).
         author: String,
     },
-    /// Take `count` seats of `feature` for a session.
+    /// Take `count` seats of a vendor's `feature` for a session.
     Checkout {
         /// Which request this is, for retries.
         request: RequestId,
+        /// The vendor whose feature is wanted.
+        vendor: String,
         /// The feature wanted.
         feature: String,
+        /// The lowest version accepted (empty: any).
+        version: String,
         /// Seats wanted.
         count: u32,
         /// The user name the client reports.
@@ -188,6 +210,25 @@ pub enum Command {
         term: Term,
         /// The node.
         node: NodeId,
+        /// The cluster name the node serves: the first activation records it,
+        /// later ones must name the same.
+        cluster_name: String,
+    },
+    /// Trust a vendor key: license lines signed by it (for its vendor) verify.
+    TrustKey {
+        /// The vendor it may sign for; `None`: any vendor.
+        vendor: Option<String>,
+        /// The Ed25519 public key.
+        key: [u8; 32],
+        /// Who asked.
+        author: String,
+    },
+    /// Stop trusting a vendor key.
+    UntrustKey {
+        /// Its key id (hex, as `raftlm status` shows it).
+        key_id: String,
+        /// Who asked.
+        author: String,
     },
 }
 
@@ -203,8 +244,10 @@ pub struct Batch {
 /// Why a check-out was denied. Part of the domain, not an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DenyReason {
-    /// No license for this feature.
+    /// No license of this vendor for this feature.
     NoSuchFeature,
+    /// The feature is licensed, but no line of the version asked for or higher.
+    VersionNotLicensed,
     /// Every license line for the feature has expired.
     Expired,
     /// The request asks for more seats than the feature has in all.
@@ -221,6 +264,7 @@ impl fmt::Display for DenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             DenyReason::NoSuchFeature => "no license for this feature",
+            DenyReason::VersionNotLicensed => "no license for this version of the feature",
             DenyReason::Expired => "every license for this feature has expired",
             DenyReason::ExceedsLicensed => "more seats asked for than are licensed",
             DenyReason::InUse => "not enough free seats",
@@ -274,8 +318,10 @@ pub enum Outcome {
         name: String,
         /// Lines taken in.
         lines: u32,
-        /// Lines ignored because a line with the same signature is already imported.
+        /// Lines whose signed content is already imported (they count once).
         duplicates: u32,
+        /// Lines replaced by a newer issuance (theirs or this file's).
+        superseded: u32,
     },
     /// A license was removed.
     Removed {
@@ -284,6 +330,8 @@ pub enum Outcome {
     },
     /// A license change was refused because it would leave fewer seats than are in use.
     LicenseRefused {
+        /// The vendor of the feature that would be short.
+        vendor: String,
         /// The feature that would be short.
         feature: String,
         /// Seats in use.
@@ -302,6 +350,72 @@ pub enum Outcome {
     },
     /// An activation was recorded.
     Activated,
+    /// The activation names another cluster than the one recorded; not recorded.
+    WrongCluster {
+        /// The cluster name the state holds.
+        held: String,
+        /// The name the activation asked for.
+        asked: String,
+    },
+    /// A license line does not verify against the trusted keys and the
+    /// cluster name, or has expired: the import is refused whole.
+    LicenseUnverified {
+        /// The line (1-based in its file).
+        line: u32,
+        /// Why, as one sentence.
+        reason: String,
+    },
+    /// A key is trusted now (or was already).
+    KeyTrusted {
+        /// Its id.
+        key_id: String,
+    },
+    /// A key is no longer trusted.
+    KeyUntrusted {
+        /// Its id.
+        key_id: String,
+    },
+    /// No trusted key has that id.
+    NoSuchKey,
+    /// The key signs lines an imported license holds; remove that license first.
+    KeyInUse {
+        /// The license holding a line it signed.
+        license: String,
+    },
+    /// The key bytes are not a usable Ed25519 public key, or the cluster
+    /// trusts [`TRUSTED_KEYS_MAX`] keys already.
+    BadKey {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A vendor key the cluster trusts, as the state holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedKey {
+    /// The vendor it may sign for; `None`: any vendor.
+    pub vendor: Option<String>,
+    /// The Ed25519 public key.
+    pub key: [u8; 32],
+    /// Who trusted it.
+    pub author: String,
+    /// State time when it was trusted.
+    pub since_ms: u64,
+}
+
+/// The id of a key's bytes, as `raftlm status` and `license untrust` name it.
+pub fn key_id_of(key: &[u8; 32]) -> String {
+    VendorPublicKey::from_parts(None, *key)
+        .map(|k| k.key_id().to_string())
+        .unwrap_or_else(|| key[..8].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What a check-out asks for.
+struct Want<'a> {
+    vendor: &'a str,
+    feature: &'a str,
+    version: &'a str,
+    count: u32,
 }
 
 /// Where a command sits in the log: used to build grant tokens.
@@ -318,8 +432,12 @@ pub struct LogPosition {
 pub struct Grant {
     /// The grant token.
     pub token: GrantToken,
+    /// The vendor of the feature.
+    pub vendor: String,
     /// The feature.
     pub feature: String,
+    /// The lowest version the check-out accepted (empty: any).
+    pub version: String,
     /// Seats held.
     pub count: u32,
     /// The holding session.
@@ -368,13 +486,6 @@ pub struct Activation {
     pub at_ms: u64,
 }
 
-/// The seats of one feature.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FeatureSeats {
-    /// Seats in use.
-    pub in_use: u32,
-}
-
 /// The replicated license state. See the module docs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LicenseState {
@@ -382,8 +493,11 @@ pub struct LicenseState {
     now_ms: u64,
     /// Imported licenses by name, lines in file order.
     licenses: BTreeMap<String, Vec<FeatureLine>>,
-    /// Seats in use, by feature.
-    in_use: BTreeMap<String, u32>,
+    /// The counted lines of each vendor's feature, derived from `licenses`
+    /// (kept so a check-out does not re-evaluate every line).
+    pools: BTreeMap<PoolKey, Pool>,
+    /// Seats in use per vendor's feature, by the version the grants asked for.
+    demand: BTreeMap<PoolKey, BTreeMap<Version, u32>>,
     /// Live grants.
     grants: BTreeMap<GrantToken, Grant>,
     /// Known sessions.
@@ -398,18 +512,23 @@ pub struct LicenseState {
     expired_set: BTreeSet<SessionId>,
     /// The last [`ADMIN_ACTIONS_REMEMBERED`] administrators' actions, oldest first.
     admin_actions: VecDeque<AdminAction>,
+    /// The cluster name license lines must be issued for: recorded by the
+    /// first activation.
+    cluster_name: Option<String>,
+    /// Vendor keys the cluster trusts, by key id (hex).
+    trusted: BTreeMap<String, TrustedKey>,
 }
 
-/// A summary of one feature, for status reports.
+/// A summary of one vendor's feature, for status reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeatureSummary {
     /// The feature name.
     pub feature: String,
-    /// The vendor (of its first line).
+    /// The vendor.
     pub vendor: String,
     /// Highest version licensed.
     pub version: String,
-    /// Seats of all imported lines.
+    /// Seats of all counted lines.
     pub licensed: u32,
     /// Seats of unexpired lines.
     pub unexpired: u32,
@@ -458,7 +577,9 @@ impl LicenseState {
             }
             Command::Checkout {
                 request,
+                vendor,
                 feature,
+                version,
                 count,
                 user,
                 host,
@@ -468,22 +589,54 @@ impl LicenseState {
                     index: at.index,
                     slot,
                 };
+                let want = Want {
+                    vendor,
+                    feature,
+                    version,
+                    count: *count,
+                };
                 self.deduplicated(*request, |state| {
-                    state.checkout(token, request.session, feature, *count, user, host)
+                    state.checkout(token, request.session, &want, user, host)
                 })
             }
             Command::Checkin { request, token } => {
                 self.deduplicated(*request, |state| state.checkin(request.session, *token))
             }
             Command::Expire { sessions } => self.expire(sessions),
-            Command::Activate { term, node } => {
-                self.activation = Some(Activation {
-                    node: *node,
-                    term: *term,
-                    at_ms: self.now_ms,
-                });
-                self.activations += 1;
-                Outcome::Activated
+            Command::Activate {
+                term,
+                node,
+                cluster_name,
+            } => match &self.cluster_name {
+                Some(held) if held != cluster_name => Outcome::WrongCluster {
+                    held: held.clone(),
+                    asked: cluster_name.clone(),
+                },
+                _ => {
+                    self.cluster_name = Some(cluster_name.clone());
+                    self.activation = Some(Activation {
+                        node: *node,
+                        term: *term,
+                        at_ms: self.now_ms,
+                    });
+                    self.activations += 1;
+                    Outcome::Activated
+                }
+            },
+            Command::TrustKey {
+                vendor,
+                key,
+                author,
+            } => {
+                let outcome = self.trust(vendor, key, author);
+                let id = key_id_of(key);
+                self.record_admin(author, format!("trust key {id}"), &outcome);
+                outcome
+            }
+            Command::UntrustKey { key_id, author } => {
+                let outcome = self.untrust(key_id);
+                self.record_admin(author, format!("untrust key {key_id}"), &outcome);
+                outcome
             }
         };
         assert!(
@@ -499,16 +652,32 @@ impl LicenseState {
     fn record_admin(&mut self, author: &str, action: String, outcome: &Outcome) {
         let result = match outcome {
             Outcome::Imported {
-                lines, duplicates, ..
-            } => format!("imported {lines} lines ({duplicates} duplicates)"),
+                lines,
+                duplicates,
+                superseded,
+                ..
+            } => {
+                format!("imported {lines} lines ({duplicates} duplicates, {superseded} superseded)")
+            }
             Outcome::Removed { .. } => "removed".to_string(),
+            Outcome::KeyTrusted { .. } => "trusted".to_string(),
+            Outcome::KeyUntrusted { .. } => "no longer trusted".to_string(),
+            Outcome::NoSuchKey => "refused: no trusted key has that id".to_string(),
+            Outcome::KeyInUse { license } => {
+                format!("refused: license {license} holds lines it signed")
+            }
+            Outcome::BadKey { reason } => format!("refused: {reason}"),
+            Outcome::LicenseUnverified { line, reason } => {
+                format!("refused: line {line}: {reason}")
+            }
             Outcome::NoSuchLicense => "refused: no license by that name".to_string(),
             Outcome::LicenseRefused {
+                vendor,
                 feature,
                 in_use,
                 licensed,
             } => format!(
-                "refused: {in_use} seats of {feature} in use, {licensed} would remain licensed"
+                "refused: {in_use} seats of {vendor} {feature} in use, {licensed} would remain licensed"
             ),
             other => format!("{other:?}"),
         };
@@ -566,14 +735,20 @@ impl LicenseState {
         &mut self,
         token: GrantToken,
         session: SessionId,
-        feature: &str,
-        count: u32,
+        want: &Want<'_>,
         user: &str,
         host: &str,
     ) -> Outcome {
-        let (licensed, unexpired) = self.seats_licensed(feature);
-        let in_use = self.in_use.get(feature).copied().unwrap_or(0);
-        let available = unexpired.saturating_sub(in_use);
+        let key = (want.vendor.to_string(), want.feature.to_string());
+        let version = Version::parse(want.version);
+        let pool = self.pools.get(&key);
+        let no_demand = BTreeMap::new();
+        let demand = self.demand.get(&key).unwrap_or(&no_demand);
+        let licensed = pool.map_or(0, |p| p.supply(&Version::any(), None));
+        let for_version = pool.map_or(0, |p| p.supply(&version, None));
+        let unexpired = pool.map_or(0, |p| p.supply(&version, Some(self.now_ms)));
+        let available = pool.map_or(0, |p| p.available(demand, &version, self.now_ms));
+        let count = want.count;
         let deny = |reason| Outcome::Denied {
             reason,
             available,
@@ -584,6 +759,9 @@ impl LicenseState {
         }
         if licensed == 0 {
             return deny(DenyReason::NoSuchFeature);
+        }
+        if for_version == 0 {
+            return deny(DenyReason::VersionNotLicensed);
         }
         if unexpired == 0 {
             return deny(DenyReason::Expired);
@@ -597,9 +775,12 @@ impl LicenseState {
         if self.grants.len() >= GRANTS_MAX {
             return deny(DenyReason::CapacityReached);
         }
+        let feature = want.feature.to_string();
         let grant = Grant {
             token,
-            feature: feature.to_string(),
+            vendor: want.vendor.to_string(),
+            feature: feature.clone(),
+            version: want.version.to_string(),
             count,
             session,
             user: user.to_string(),
@@ -608,7 +789,12 @@ impl LicenseState {
         };
         let previous = self.grants.insert(token, grant);
         assert!(previous.is_none(), "grant token {token} issued twice");
-        *self.in_use.entry(feature.to_string()).or_insert(0) += count;
+        *self
+            .demand
+            .entry(key)
+            .or_default()
+            .entry(version)
+            .or_insert(0) += count;
         self.sessions
             .entry(session)
             .or_insert_with(|| Session {
@@ -620,7 +806,7 @@ impl LicenseState {
             .insert(token);
         Outcome::Granted {
             token,
-            feature: feature.to_string(),
+            feature,
             count,
             available: available - count,
             total: unexpired,
@@ -644,17 +830,31 @@ impl LicenseState {
     /// Removes a grant and returns its seats; `None` if there is no such grant.
     fn release(&mut self, token: GrantToken) -> Option<Grant> {
         let grant = self.grants.remove(&token)?;
-        let used = self.in_use.get_mut(&grant.feature);
-        let used =
-            used.unwrap_or_else(|| panic!("grant {token} of {} has no seat count", grant.feature));
+        let key = (grant.vendor.clone(), grant.feature.clone());
+        let version = Version::parse(&grant.version);
+        let demand = self.demand.get_mut(&key).unwrap_or_else(|| {
+            panic!(
+                "grant {token} of {} {} has no seat count",
+                grant.vendor, grant.feature
+            )
+        });
+        let used = demand.get_mut(&version).unwrap_or_else(|| {
+            panic!(
+                "grant {token} of {} {} has no seat count for its version",
+                grant.vendor, grant.feature
+            )
+        });
         *used = used.checked_sub(grant.count).unwrap_or_else(|| {
             panic!(
-                "seat count of {} below zero releasing {token}",
-                grant.feature
+                "seat count of {} {} below zero releasing {token}",
+                grant.vendor, grant.feature
             )
         });
         if *used == 0 {
-            self.in_use.remove(&grant.feature);
+            demand.remove(&version);
+        }
+        if demand.is_empty() {
+            self.demand.remove(&key);
         }
         if let Some(session) = self.sessions.get_mut(&grant.session) {
             session.grants.remove(&token);
@@ -690,35 +890,44 @@ impl LicenseState {
     }
 
     fn import(&mut self, name: &str, lines: &[FeatureLine]) -> Outcome {
-        // Lines already imported under another name (same signature) count once.
-        let elsewhere: BTreeSet<&str> = self
-            .licenses
-            .iter()
-            .filter(|(other, _)| other.as_str() != name)
-            .flat_map(|(_, lines)| lines.iter().map(|l| l.signature.as_str()))
-            .collect();
-        let mut kept: Vec<FeatureLine> = Vec::with_capacity(lines.len());
-        let mut duplicates = 0;
-        for line in lines {
-            if elsewhere.contains(line.signature.as_str())
-                || kept.iter().any(|k| k.signature == line.signature)
-            {
-                duplicates += 1;
-            } else {
-                kept.push(line.clone());
-            }
+        // Every node checks every line against the cluster's own trust
+        // anchors, whatever the proposer checked: a forged entry changes nothing.
+        if let Err((line, reason)) = self.verify(name, lines) {
+            return Outcome::LicenseUnverified { line, reason };
         }
+        // State time never runs below the newest issuance the cluster holds,
+        // so a fresh cluster (or one whose clocks were set back) cannot
+        // revive lines a newer file already outdated.
+        let floor = lines
+            .iter()
+            .filter_map(pool::issued)
+            .map(|d| d.start_ms())
+            .max()
+            .unwrap_or(0);
+        self.now_ms = self.now_ms.max(floor);
         let mut candidate = self.licenses.clone();
-        candidate.insert(name.to_string(), kept);
-        if let Some(refusal) = self.shortfall(&candidate) {
+        candidate.insert(name.to_string(), lines.to_vec());
+        let evaluation = pool::evaluate(&candidate);
+        if let Some(refusal) = self.shortfall(&evaluation.pools) {
             return refusal;
         }
-        let count = candidate.get(name).map_or(0, Vec::len);
+        let (mut duplicates, mut superseded) = (0, 0);
+        for ((license, _), verdict) in &evaluation.verdicts {
+            if license == name {
+                match verdict {
+                    Verdict::Counts => {}
+                    Verdict::Duplicate { .. } => duplicates += 1,
+                    Verdict::Superseded { .. } => superseded += 1,
+                }
+            }
+        }
         self.licenses = candidate;
+        self.pools = evaluation.pools;
         Outcome::Imported {
             name: name.to_string(),
-            lines: u32::try_from(count).unwrap_or(u32::MAX),
+            lines: u32::try_from(lines.len()).unwrap_or(u32::MAX),
             duplicates,
+            superseded,
         }
     }
 
@@ -728,43 +937,179 @@ impl LicenseState {
         }
         let mut candidate = self.licenses.clone();
         candidate.remove(name);
-        if let Some(refusal) = self.shortfall(&candidate) {
+        let evaluation = pool::evaluate(&candidate);
+        if let Some(refusal) = self.shortfall(&evaluation.pools) {
             return refusal;
         }
         self.licenses = candidate;
+        self.pools = evaluation.pools;
         Outcome::Removed {
             name: name.to_string(),
         }
     }
 
-    /// A refusal if `licenses` would license fewer seats than are in use.
-    fn shortfall(&self, licenses: &BTreeMap<String, Vec<FeatureLine>>) -> Option<Outcome> {
-        self.in_use.iter().find_map(|(feature, &in_use)| {
-            let licensed = seats_in(licenses, feature, None);
-            (licensed < in_use).then(|| Outcome::LicenseRefused {
-                feature: feature.clone(),
-                in_use,
-                licensed,
-            })
+    /// The trusted keys, as signature checks take them.
+    pub fn anchors(&self) -> Vec<VendorPublicKey> {
+        self.trusted
+            .values()
+            .filter_map(|t| VendorPublicKey::from_parts(t.vendor.clone(), t.key))
+            .collect()
+    }
+
+    /// Checks `lines` of license `name` against the trust anchors, the cluster
+    /// name and state time; the first failure as (line, reason).
+    fn verify(&self, name: &str, lines: &[FeatureLine]) -> Result<(), (u32, String)> {
+        let Some(cluster) = &self.cluster_name else {
+            return Err((
+                0,
+                "no node has activated yet, so the cluster name is not recorded".into(),
+            ));
+        };
+        let anchors = self.anchors();
+        for line in lines {
+            signature::verify_held(name, line, cluster, &anchors)
+                .map_err(|e| (line.line, e.to_string()))?;
+            if !line.expiry.is_valid_at(self.now_ms) {
+                return Err((
+                    line.line,
+                    format!(
+                        "{name}:{}: the {} line for \"{}\" expired on {}",
+                        line.line,
+                        line.kind.keyword(),
+                        line.feature,
+                        line.expiry
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every held line's signature against the held anchors and
+    /// cluster name (not expiry: lines may expire while held). A snapshot
+    /// received from another node is installed only if this passes.
+    pub fn verify_lines(&self) -> Result<(), String> {
+        if self.licenses.values().all(Vec::is_empty) {
+            return Ok(());
+        }
+        let Some(cluster) = &self.cluster_name else {
+            return Err("license lines are held but no cluster name is recorded".into());
+        };
+        let anchors = self.anchors();
+        for (name, lines) in &self.licenses {
+            for line in lines {
+                signature::verify_held(name, line, cluster, &anchors).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn trust(&mut self, vendor: &Option<String>, key: &[u8; 32], author: &str) -> Outcome {
+        if VendorPublicKey::from_parts(vendor.clone(), *key).is_none() {
+            return Outcome::BadKey {
+                reason: "not a usable Ed25519 public key".into(),
+            };
+        }
+        let key_id = key_id_of(key);
+        if !self.trusted.contains_key(&key_id) && self.trusted.len() >= TRUSTED_KEYS_MAX {
+            return Outcome::BadKey {
+                reason: format!("the cluster trusts {TRUSTED_KEYS_MAX} keys already"),
+            };
+        }
+        self.trusted.insert(
+            key_id.clone(),
+            TrustedKey {
+                vendor: vendor.clone(),
+                key: *key,
+                author: author.to_string(),
+                since_ms: self.now_ms,
+            },
+        );
+        Outcome::KeyTrusted { key_id }
+    }
+
+    fn untrust(&mut self, key_id: &str) -> Outcome {
+        let Some(removed) = self.trusted.remove(key_id) else {
+            return Outcome::NoSuchKey;
+        };
+        // Refused while an imported line still verifies only through it.
+        if let Err(_error) = self.verify_lines() {
+            let anchors = self.anchors();
+            let cluster = self.cluster_name.clone().unwrap_or_default();
+            let license = self
+                .licenses
+                .iter()
+                .find(|(name, lines)| {
+                    lines
+                        .iter()
+                        .any(|l| signature::verify_held(name, l, &cluster, &anchors).is_err())
+                })
+                .map(|(name, _)| name.clone())
+                .unwrap_or_default();
+            self.trusted.insert(key_id.to_string(), removed);
+            return Outcome::KeyInUse { license };
+        }
+        Outcome::KeyUntrusted {
+            key_id: key_id.to_string(),
+        }
+    }
+
+    /// The trusted keys, by id.
+    pub fn trusted_keys(&self) -> &BTreeMap<String, TrustedKey> {
+        &self.trusted
+    }
+
+    /// The cluster name recorded by the first activation.
+    pub fn cluster_name(&self) -> Option<&str> {
+        self.cluster_name.as_deref()
+    }
+
+    /// A refusal if `pools` would license fewer seats than are in use.
+    fn shortfall(&self, pools: &BTreeMap<PoolKey, Pool>) -> Option<Outcome> {
+        let empty = Pool::default();
+        self.demand.iter().find_map(|((vendor, feature), demand)| {
+            let pool = pools
+                .get(&(vendor.clone(), feature.clone()))
+                .unwrap_or(&empty);
+            pool.shortfall(demand, None)
+                .map(|(_, in_use, licensed)| Outcome::LicenseRefused {
+                    vendor: vendor.clone(),
+                    feature: feature.clone(),
+                    in_use,
+                    licensed,
+                })
         })
     }
 
-    /// Seats licensed for `feature`: (all lines, unexpired lines at state time).
-    pub fn seats_licensed(&self, feature: &str) -> (u32, u32) {
-        (
-            seats_in(&self.licenses, feature, None),
-            seats_in(&self.licenses, feature, Some(self.now_ms)),
-        )
+    /// Seats licensed for a vendor's feature: (all counted lines, unexpired
+    /// counted lines at state time).
+    pub fn seats_licensed(&self, vendor: &str, feature: &str) -> (u32, u32) {
+        let key = (vendor.to_string(), feature.to_string());
+        self.pools.get(&key).map_or((0, 0), |p| {
+            (
+                p.supply(&Version::any(), None),
+                p.supply(&Version::any(), Some(self.now_ms)),
+            )
+        })
     }
 
-    /// Asserts the seat invariants. Cheap: O(features).
+    /// Which lines count and why, per `(license, line index)`.
+    pub fn verdicts(&self) -> BTreeMap<(String, usize), Verdict> {
+        pool::evaluate(&self.licenses).verdicts
+    }
+
+    /// Asserts the seat invariant: in every pool the grants fit the lines.
+    /// Cheap: O(pools × versions).
     fn check_seats(&self) {
-        for (feature, &in_use) in &self.in_use {
-            let licensed = seats_in(&self.licenses, feature, None);
-            assert!(
-                in_use <= licensed,
-                "feature {feature}: {in_use} seats in use but {licensed} licensed"
-            );
+        let empty = Pool::default();
+        for (key, demand) in &self.demand {
+            let pool = self.pools.get(key).unwrap_or(&empty);
+            if let Some((version, in_use, licensed)) = pool.shortfall(demand, None) {
+                panic!(
+                    "{} {}: {in_use} seats in use for version {version:?} and up but {licensed} licensed",
+                    key.0, key.1
+                );
+            }
         }
     }
 
@@ -773,14 +1118,18 @@ impl LicenseState {
     /// O(grants); tests and snapshot loading call it.
     pub fn check_invariants(&self) {
         self.check_seats();
-        let mut counted: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut counted: BTreeMap<PoolKey, BTreeMap<Version, u32>> = BTreeMap::new();
         for (token, grant) in &self.grants {
             assert_eq!(
                 *token, grant.token,
                 "grant filed under {token} names {}",
                 grant.token
             );
-            *counted.entry(grant.feature.as_str()).or_insert(0) += grant.count;
+            *counted
+                .entry((grant.vendor.clone(), grant.feature.clone()))
+                .or_default()
+                .entry(Version::parse(&grant.version))
+                .or_insert(0) += grant.count;
             let held = self
                 .sessions
                 .get(&grant.session)
@@ -791,9 +1140,15 @@ impl LicenseState {
                 grant.session
             );
         }
-        let tracked: BTreeMap<&str, u32> =
-            self.in_use.iter().map(|(f, n)| (f.as_str(), *n)).collect();
-        assert_eq!(counted, tracked, "seat counters disagree with the grants");
+        assert_eq!(
+            counted, self.demand,
+            "seat counters disagree with the grants"
+        );
+        assert_eq!(
+            pool::evaluate(&self.licenses).pools,
+            self.pools,
+            "counted lines disagree with the licenses"
+        );
         let listed: usize = self.sessions.values().map(|s| s.grants.len()).sum();
         assert_eq!(
             listed,
@@ -844,9 +1199,11 @@ impl LicenseState {
         &self.licenses
     }
 
-    /// Seats in use for a feature.
-    pub fn in_use(&self, feature: &str) -> u32 {
-        self.in_use.get(feature).copied().unwrap_or(0)
+    /// Seats in use for a vendor's feature.
+    pub fn in_use(&self, vendor: &str, feature: &str) -> u32 {
+        self.demand
+            .get(&(vendor.to_string(), feature.to_string()))
+            .map_or(0, |d| d.values().fold(0u32, |s, n| s.saturating_add(*n)))
     }
 
     /// The last activation, if any node has become active.
@@ -864,31 +1221,34 @@ impl LicenseState {
         &self.admin_actions
     }
 
-    /// One summary per licensed feature, by name.
+    /// One summary per licensed vendor's feature, by (vendor, feature).
     pub fn features(&self) -> Vec<FeatureSummary> {
-        let mut by_feature: BTreeMap<&str, FeatureSummary> = BTreeMap::new();
-        for line in self.licenses.values().flatten() {
-            let entry = by_feature
-                .entry(line.feature.as_str())
-                .or_insert_with(|| FeatureSummary {
-                    feature: line.feature.clone(),
-                    vendor: line.vendor.clone(),
-                    version: line.version.clone(),
-                    licensed: 0,
-                    unexpired: 0,
-                    in_use: self.in_use(&line.feature),
-                    expiry: line.expiry,
-                });
-            entry.licensed = entry.licensed.saturating_add(line.seats);
-            if line.expiry.is_valid_at(self.now_ms) {
-                entry.unexpired = entry.unexpired.saturating_add(line.seats);
-            }
-            if version_greater(&line.version, &entry.version) {
-                entry.version = line.version.clone();
-            }
-            entry.expiry = later_expiry(entry.expiry, line.expiry);
-        }
-        by_feature.into_values().collect()
+        self.pools
+            .iter()
+            .map(|((vendor, feature), pool)| {
+                let version = pool
+                    .lines
+                    .iter()
+                    .max_by(|a, b| a.version.cmp(&b.version))
+                    .map(|l| l.version_text.clone())
+                    .unwrap_or_default();
+                let expiry = pool
+                    .lines
+                    .iter()
+                    .map(|l| l.expiry)
+                    .reduce(later_expiry)
+                    .unwrap_or(Expiry::Permanent);
+                FeatureSummary {
+                    feature: feature.clone(),
+                    vendor: vendor.clone(),
+                    version,
+                    licensed: pool.supply(&Version::any(), None),
+                    unexpired: pool.supply(&Version::any(), Some(self.now_ms)),
+                    in_use: self.in_use(vendor, feature),
+                    expiry,
+                }
+            })
+            .collect()
     }
 }
 
@@ -899,28 +1259,9 @@ impl Session {
     }
 }
 
-fn seats_in(
-    licenses: &BTreeMap<String, Vec<FeatureLine>>,
-    feature: &str,
-    at_ms: Option<u64>,
-) -> u32 {
-    licenses
-        .values()
-        .flatten()
-        .filter(|line| line.feature == feature)
-        .filter(|line| at_ms.is_none_or(|now| line.expiry.is_valid_at(now)))
-        .fold(0u32, |sum, line| sum.saturating_add(line.seats))
-}
-
 fn later_expiry(a: Expiry, b: Expiry) -> Expiry {
     match (a, b) {
         (Expiry::Permanent, _) | (_, Expiry::Permanent) => Expiry::Permanent,
         (Expiry::On(x), Expiry::On(y)) => Expiry::On(x.max(y)),
     }
-}
-
-/// Compares dotted versions numerically where both parts are numbers.
-fn version_greater(a: &str, b: &str) -> bool {
-    let parts = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
-    parts(a) > parts(b)
 }

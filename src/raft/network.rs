@@ -139,20 +139,23 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             target,
             address: self.address_of(target, node).to_string(),
-            channel: self.channel(target, node),
-            contacts: self.contacts.clone(),
-            refusals: self.refusals.clone(),
+            member: node.clone(),
+            network: self.clone(),
         }
     }
 }
 
 /// A client for one peer.
+///
+/// openraft keeps one connection per replication stream for as long as the
+/// stream lives (a whole term), so the channel is looked up on every call:
+/// after a certificate reload the next call uses a channel with the new
+/// identity.
 pub struct Connection {
     target: u64,
     address: String,
-    channel: Result<Channel, NetworkError>,
-    contacts: Arc<Mutex<HashMap<u64, Instant>>>,
-    refusals: Arc<Refusals>,
+    member: Member,
+    network: Network,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<u64, Member, RaftError<u64, E>>>;
@@ -169,7 +172,10 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let channel = self.channel.clone().map_err(RPCError::Network)?;
+        let channel = self
+            .network
+            .channel(self.target, &self.member)
+            .map_err(RPCError::Network)?;
         let payload =
             codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = RaftClient::new(channel)
@@ -185,7 +191,9 @@ impl Connection {
         if let Err(status) = &reply
             && let Some(reason) = tls_reason(status)
         {
-            self.refusals.log_dial(self.target, &self.address, &reason);
+            self.network
+                .refusals
+                .log_dial(self.target, &self.address, &reason);
         }
         let reply = reply.map_err(|status| match status.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
@@ -195,7 +203,8 @@ impl Connection {
         })?;
         let result: Result<Resp, RaftError<u64, E>> = codec::decode(&reply.into_inner().payload)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        self.contacts
+        self.network
+            .contacts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(self.target, Instant::now());

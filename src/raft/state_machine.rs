@@ -411,6 +411,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 "snapshot {meta} breaks a license invariant: {detail}"
             ))
         })?;
+        // Every line of a received snapshot must verify against the anchors it
+        // carries: a forged snapshot cannot install unsigned seats.
+        live.state.verify_lines().map_err(|detail| {
+            refuse(format!(
+                "snapshot {meta} holds a license line that does not verify: {detail}"
+            ))
+        })?;
         // Durable first, then live: if storing fails the node stops with
         // its old state intact.
         self.store_snapshot(meta, &data, false).await?;

@@ -56,7 +56,9 @@ pub fn administrator<T>(shared: &Shared, request: &Request<T>) -> Result<String,
     };
     if shared.tls.is_none() {
         return match from {
-            Some(from) if from.ip().is_loopback() => Ok(format!("plaintext client {from}")),
+            Some(from) if from.ip().to_canonical().is_loopback() => {
+                Ok(format!("plaintext client {from}"))
+            }
             _ => refuse(ServiceError::Unauthenticated(
                 "this node runs without TLS (tls.plaintext): administrators are accepted only from loopback".into(),
             )),
@@ -101,12 +103,17 @@ pub async fn import_license(
         )));
     }
     let parsed = file::parse(name, text).map_err(|e| ServiceError::Refused(e.to_string()))?;
+    // Checked here against the cluster's own trust anchors, so that a file
+    // that cannot verify is refused without touching the log; every node
+    // checks again when it applies the import. Expiry is judged on the later
+    // of the cluster's time and this node's clock.
+    let (anchors, state_ms) = shared.state.read(|s| (s.anchors(), s.now_ms()));
     let lines = signature::verify(
         &parsed,
         name,
-        &shared.trusted,
+        &anchors,
         &shared.config.cluster_name,
-        crate::server::wall_clock_ms(),
+        state_ms.max(crate::server::wall_clock_ms()),
     )
     .map_err(|e| ServiceError::Refused(e.to_string()))?;
     shared.serving()?;
@@ -128,15 +135,22 @@ pub async fn import_license(
 fn refusal(outcome: Outcome) -> ServiceError {
     match outcome {
         Outcome::LicenseRefused {
+            vendor,
             feature,
             in_use,
             licensed,
         } => ServiceError::Refused(format!(
-            "{in_use} seats of \"{feature}\" are in use but only {licensed} would remain licensed; check them in first"
+            "{in_use} seats of \"{feature}\" of vendor {vendor} are in use but only {licensed} would remain licensed; check them in first"
         )),
         Outcome::NoSuchLicense => {
             ServiceError::Refused("no license by that name is imported".into())
         }
+        Outcome::LicenseUnverified { reason, .. } => ServiceError::Refused(reason),
+        Outcome::NoSuchKey => ServiceError::Refused("no trusted key has that id".into()),
+        Outcome::KeyInUse { license } => ServiceError::Refused(format!(
+            "license {license} holds lines signed by this key; remove it first"
+        )),
+        Outcome::BadKey { reason } => ServiceError::Refused(reason),
         other => ServiceError::Unknown(format!(
             "unexpected outcome for a license change: {other:?}"
         )),
@@ -157,6 +171,7 @@ impl Admin for AdminService {
                     name,
                     lines,
                     duplicates,
+                    superseded,
                 },
                 term,
             ) => Ok(Response::new(pb::ImportLicenseReply {
@@ -164,6 +179,7 @@ impl Admin for AdminService {
                 name,
                 lines,
                 duplicates,
+                superseded,
             })),
             (other, _) => Err(refusal(other).into()),
         }
@@ -187,6 +203,73 @@ impl Admin for AdminService {
             Outcome::Removed { .. } => {
                 let term = self.shared.confirm(log_id.leader_id.term)?;
                 Ok(Response::new(pb::RemoveLicenseReply { term }))
+            }
+            other => Err(refusal(other).into()),
+        }
+    }
+
+    async fn trust_key(
+        &self,
+        request: Request<pb::TrustKeyRequest>,
+    ) -> Result<Response<pb::TrustKeyReply>, Status> {
+        let author = administrator(&self.shared, &request)?;
+        let text = request.into_inner().key_file;
+        if text.len() > signature::KEY_FILE_BYTES_MAX as usize {
+            return Err(ServiceError::InvalidArgument(format!(
+                "a key file is at most {} bytes",
+                signature::KEY_FILE_BYTES_MAX
+            ))
+            .into());
+        }
+        let key = signature::VendorPublicKey::parse("key", &text)
+            .map_err(|e| ServiceError::Refused(e.to_string()))?;
+        self.shared.serving()?;
+        let command = Command::TrustKey {
+            vendor: key.vendor().map(str::to_string),
+            key: key.to_bytes(),
+            author,
+        };
+        let (outcome, log_id) = self
+            .shared
+            .batcher
+            .submit(command)
+            .await
+            .map_err(|e| self.shared.batch_error(e))?;
+        match outcome {
+            Outcome::KeyTrusted { key_id } => {
+                let term = self.shared.confirm(log_id.leader_id.term)?;
+                info!(%key_id, "vendor key trusted");
+                Ok(Response::new(pb::TrustKeyReply { term, key_id }))
+            }
+            other => Err(refusal(other).into()),
+        }
+    }
+
+    async fn untrust_key(
+        &self,
+        request: Request<pb::UntrustKeyRequest>,
+    ) -> Result<Response<pb::UntrustKeyReply>, Status> {
+        let author = administrator(&self.shared, &request)?;
+        let key_id = request.into_inner().key_id;
+        // Refused without touching the log when the cluster does not trust it.
+        if !self
+            .shared
+            .state
+            .read(|s| s.trusted_keys().contains_key(&key_id))
+        {
+            return Err(refusal(Outcome::NoSuchKey).into());
+        }
+        self.shared.serving()?;
+        let (outcome, log_id) = self
+            .shared
+            .batcher
+            .submit(Command::UntrustKey { key_id, author })
+            .await
+            .map_err(|e| self.shared.batch_error(e))?;
+        match outcome {
+            Outcome::KeyUntrusted { .. } => {
+                let term = self.shared.confirm(log_id.leader_id.term)?;
+                Ok(Response::new(pb::UntrustKeyReply { term }))
             }
             other => Err(refusal(other).into()),
         }

@@ -94,6 +94,7 @@ fn check_name(what: &str, value: &str, required: bool) -> Result<(), ServiceErro
 fn deny_reason(reason: &DenyReason) -> pb::DenyReason {
     match reason {
         DenyReason::NoSuchFeature => pb::DenyReason::NoSuchFeature,
+        DenyReason::VersionNotLicensed => pb::DenyReason::VersionNotLicensed,
         DenyReason::Expired => pb::DenyReason::Expired,
         DenyReason::ExceedsLicensed => pb::DenyReason::ExceedsLicensed,
         DenyReason::InUse => pb::DenyReason::InUse,
@@ -104,14 +105,21 @@ fn deny_reason(reason: &DenyReason) -> pb::DenyReason {
 
 /// One plain sentence for a denied check-out.
 pub fn denial_message(
+    vendor: &str,
     feature: &str,
+    version: &str,
     count: u32,
     reason: &DenyReason,
     available: u32,
     total: u32,
 ) -> String {
     match reason {
-        DenyReason::NoSuchFeature => format!("no license for feature \"{feature}\""),
+        DenyReason::NoSuchFeature => {
+            format!("no license for feature \"{feature}\" of vendor {vendor}")
+        }
+        DenyReason::VersionNotLicensed => format!(
+            "feature \"{feature}\" of vendor {vendor} is not licensed in version {version} or higher"
+        ),
         DenyReason::Expired => format!("every license for feature \"{feature}\" has expired"),
         DenyReason::ExceedsLicensed => {
             format!("{count} seats of \"{feature}\" asked for, but only {total} are licensed")
@@ -133,14 +141,18 @@ impl LicenseService {
         request: pb::CheckoutRequest,
     ) -> Result<pb::CheckoutReply, ServiceError> {
         let id = request_id(request.request)?;
+        check_name("vendor", &request.vendor, true)?;
         check_name("feature", &request.feature, true)?;
+        check_name("version", &request.version, false)?;
         check_name("user", &request.user, false)?;
         check_name("host", &request.host, false)?;
         let term = self.shared.serving()?;
         self.shared.sessions.touch(term, id.session);
         let command = Command::Checkout {
             request: id,
+            vendor: request.vendor.clone(),
             feature: request.feature.clone(),
+            version: request.version.clone(),
             count: request.count,
             user: request.user,
             host: request.host,
@@ -179,8 +191,15 @@ impl LicenseService {
                 reply.reason = deny_reason(&reason) as i32;
                 reply.available = available;
                 reply.total = total;
-                reply.message =
-                    denial_message(&request.feature, request.count, &reason, available, total);
+                reply.message = denial_message(
+                    &request.vendor,
+                    &request.feature,
+                    &request.version,
+                    request.count,
+                    &reason,
+                    available,
+                    total,
+                );
             }
             Outcome::Stale => {
                 reply.reason = pb::DenyReason::StaleRequest as i32;
@@ -312,6 +331,38 @@ fn leader_of(
     }
 }
 
+/// Every imported line with whether it counts and why not.
+fn license_lines(state: &state::LicenseState) -> Vec<pb::LicenseLine> {
+    let verdicts = state.verdicts();
+    state
+        .licenses()
+        .iter()
+        .flat_map(|(name, lines)| {
+            let verdicts = &verdicts;
+            lines.iter().enumerate().map(move |(i, line)| {
+                let verdict = verdicts.get(&(name.clone(), i));
+                let counts = matches!(verdict, Some(crate::license::pool::Verdict::Counts));
+                pb::LicenseLine {
+                    license: name.clone(),
+                    line: line.line,
+                    keyword: line.kind.keyword().to_string(),
+                    vendor: line.vendor.clone(),
+                    feature: line.feature.clone(),
+                    version: line.version.clone(),
+                    seats: line.seats,
+                    expiry: line.expiry.to_string(),
+                    counts,
+                    reason: if counts {
+                        String::new()
+                    } else {
+                        verdict.map(|v| v.to_string()).unwrap_or_default()
+                    },
+                }
+            })
+        })
+        .collect()
+}
+
 /// Builds the status reply from the local state and Raft metrics.
 pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
     let metrics = shared.raft.metrics().borrow().clone();
@@ -363,7 +414,9 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 token: Some(token_to_pb(g.token)),
                 feature: g.feature.clone(),
                 count: g.count,
-                session_handle: g.session.0,
+                session_handle: g.session.public(),
+                vendor: g.vendor.clone(),
+                version: g.version.clone(),
                 user: g.user.clone(),
                 host: g.host.clone(),
                 since_ms: g.since_ms,
@@ -392,6 +445,17 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 })
                 .collect(),
             plaintext: shared.tls.is_none(),
+            lines: license_lines(state),
+            trusted_keys: state
+                .trusted_keys()
+                .iter()
+                .map(|(id, k)| pb::TrustedKey {
+                    key_id: id.clone(),
+                    vendor: k.vendor.clone().unwrap_or_else(|| "*".into()),
+                    author: k.author.clone(),
+                    since_ms: k.since_ms,
+                })
+                .collect(),
         }
     })
 }

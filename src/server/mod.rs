@@ -55,6 +55,16 @@ pub struct Shared {
     pub refusals: Arc<Refusals>,
 }
 
+/// Longest a client or peer connection lives before the server asks it to
+/// reconnect: certificates are checked at each handshake, so a revoked,
+/// expired or rotated certificate stops being used within this time.
+pub const CONNECTION_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The gRPC server settings every plane of a node uses.
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder().max_connection_age(CONNECTION_AGE_MAX)
+}
+
 /// This node's wall clock in ms since the epoch (0 if the clock is before 1970).
 pub fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()

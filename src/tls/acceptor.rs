@@ -300,6 +300,33 @@ fn load(files: &TlsFiles, cluster: &str, node_id: u64) -> Result<Loaded, TlsErro
             expected: identity::node_dns_name(node_id, cluster),
         });
     }
+    // The node's own chain must verify against the CA it trusts, for its own
+    // name, now: a half-done rotation (a new CA with an old certificate) or an
+    // expired certificate is refused here instead of making the node unreachable.
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots.clone()),
+        provider(),
+    )
+    .build()
+    .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let name = rustls::pki_types::ServerName::try_from(identity::node_dns_name(node_id, cluster))
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        verifier.as_ref(),
+        &chain[0],
+        &chain[1..],
+        &name,
+        &[],
+        rustls::pki_types::UnixTime::now(),
+    )
+    .map_err(|e| TlsError::Pem {
+        path: files.cert.clone(),
+        what: format!(
+            "does not verify against the CA in {}: {}",
+            files.ca.display(),
+            rustls_reason(&e)
+        ),
+    })?;
     Ok(Loaded {
         peer: Arc::new(server_config(&roots, &chain, &key, Plane::Peer)?),
         client: Arc::new(server_config(&roots, &chain, &key, Plane::Client)?),

@@ -99,8 +99,14 @@ impl ClientTls {
     /// The configuration the environment gives (see the module docs).
     pub fn from_env() -> Result<ClientTls, String> {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-        if var(ENV_PLAINTEXT).is_some_and(|v| v != "0") {
-            return Ok(ClientTls::plaintext());
+        match var(ENV_PLAINTEXT).as_deref().and_then(|v| v.to_str()) {
+            None | Some("0") => {}
+            Some("1") => return Ok(ClientTls::plaintext()),
+            Some(other) => {
+                return Err(format!(
+                    "{ENV_PLAINTEXT}={other:?}: set it to 1 to connect without TLS, or unset it"
+                ));
+            }
         }
         let ca = var(ENV_CA);
         let cert = var(ENV_CERT);

@@ -180,7 +180,8 @@ impl CertInfo {
     }
 
     /// The node id this certificate names in `cluster`: requires role node AND a DNS SAN exactly
-    /// "node-<id>.<cluster>" (case-sensitive, id decimal, no leading zeros, non-zero). None otherwise.
+    /// "node-<id>.<cluster>" (ASCII case ignored, as TLS name checks ignore it; id decimal, no
+    /// leading zeros, non-zero). None otherwise.
     /// If it names several node ids, None (ambiguous).
     pub fn node_id(&self, cluster: &str) -> Option<u64> {
         if !self.has_role(Role::Node) {
@@ -232,10 +233,17 @@ impl CertInfo {
 }
 
 /// The id in `node-<id>.<cluster>`, if `name` is exactly that with a canonical non-zero id.
+///
+/// Compared without regard to ASCII case, as TLS name verification compares
+/// DNS names: `node-1.licsrv` names node 1 of `LICSRV` for a dialling peer, so
+/// it must count as naming node 1 here too (a certificate naming two nodes is
+/// then ambiguous and refused).
 fn node_id_in(name: &str, cluster: &str) -> Option<u64> {
+    let name = name.to_ascii_lowercase();
+    let cluster = cluster.to_ascii_lowercase();
     let digits = name
         .strip_prefix("node-")?
-        .strip_suffix(cluster)?
+        .strip_suffix(cluster.as_str())?
         .strip_suffix('.')?;
     if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -293,7 +301,7 @@ mod tests {
         ));
     }
 
-    // A canonical node name is accepted and every near miss is refused.
+    // A canonical node name is accepted (in any letter case) and every near miss is refused.
     #[test]
     fn node_id_requires_the_exact_name() {
         let node = |dns: &[&str]| info_with(&[ROLE_NODE_URI], dns).node_id("LICSRV");
@@ -301,7 +309,9 @@ mod tests {
         assert_eq!(node(&["node-2.LICSRV", "node-2.LICSRV"]), Some(2));
         assert_eq!(node(&["node-02.LICSRV"]), None);
         assert_eq!(node(&["node-0.LICSRV"]), None);
-        assert_eq!(node(&["node-2.licsrv"]), None);
+        // Case is ignored, as a dialling peer's name check ignores it.
+        assert_eq!(node(&["node-2.licsrv"]), Some(2));
+        assert_eq!(node(&["node-2.LICSRV", "NODE-1.licsrv"]), None);
         assert_eq!(node(&["node-2LICSRV"]), None);
         assert_eq!(node(&["node-+2.LICSRV"]), None);
         assert_eq!(node(&["node-.LICSRV"]), None);

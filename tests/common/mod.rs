@@ -114,7 +114,7 @@ pub fn secret(session: u64) -> Vec<u8> {
 
 /// The public handle of test session `session`.
 pub fn handle(session: u64) -> u64 {
-    SessionSecret::from_seed(session).handle().0
+    SessionSecret::from_seed(session).handle().public()
 }
 
 /// A wire request id of test session `session`.
@@ -134,6 +134,8 @@ pub fn checkout_request(
 ) -> raftlm::proto::v1::CheckoutRequest {
     raftlm::proto::v1::CheckoutRequest {
         request: Some(request_id(session, seq)),
+        vendor: "acme".into(),
+        version: String::new(),
         feature: feature.into(),
         count,
         user: "ada".into(),
