@@ -68,7 +68,9 @@ pub struct Config {
     pub peer_listen: Option<SocketAddr>,
     /// Every node of the cluster, this one included; the same list on every node.
     pub nodes: Vec<NodeAddress>,
-    /// Files with the vendor public keys this cluster trusts (`raftlm license keygen` writes them).
+    /// Vendor public key files (`raftlm license keygen` writes them) trusted
+    /// when the cluster trusts no key yet: a bootstrap only. Afterwards the
+    /// trusted keys are cluster state, changed with `raftlm license trust|untrust`.
     #[serde(default)]
     pub vendor_keys: Vec<PathBuf>,
     /// A directory of license files imported at start-up (each once, through the log).

@@ -621,3 +621,61 @@ async fn expired_session_recovers_its_grant() {
     session.close().await.unwrap();
     cluster.shutdown().await;
 }
+
+// The application checks too: with the vendor's key compiled in, a grant backed only by
+// the vendor's lines is accepted; once a customer trusts a key of their own in the
+// cluster and adds lines signed with it, grants are refused (UntrustedLicense) and their
+// seats go back at once, although the cluster itself counts those lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_own_key_yields_grants_the_application_refuses() {
+    let cluster = TestCluster::start().await;
+    cluster.import(&[("cad", 2)]).await;
+    let admin = Client::with_options(cluster.all_servers(), quick_client());
+    let vendor_app = SessionOptions {
+        vendor_keys: vec![cluster.key.public_key()],
+        ..quick_session()
+    };
+    let session = Session::start(admin.clone(), vendor_app.clone());
+    let grant = session.checkout("cad", 1).await.unwrap();
+    assert_eq!(grant.backing.len(), 1);
+    session.close().await.unwrap();
+
+    // The customer makes a key claiming to be acme's, trusts it and signs 100 seats.
+    let customer = VendorSigningKey::generate(Some("acme"));
+    admin
+        .trust_key(&customer.public_key().to_file_text())
+        .await
+        .unwrap();
+    let text = format!(
+        "SERVER {} ANY 27000\nVENDOR acme\nINCREMENT cad acme 2.0 permanent 100 SN=extra\n",
+        common::CLUSTER
+    );
+    let signed = raftlm::license::signature::sign_text("extra.lic", &text, &customer).unwrap();
+    admin.import_license("extra.lic", &signed).await.unwrap();
+    assert_eq!(cluster_view(&admin, "cad", SessionId(0)).await.0, 0);
+
+    // The cluster now counts 102 seats, and an application without the vendor's key takes one…
+    let unchecked = Session::start(admin.clone(), quick_session());
+    let taken = unchecked.checkout("cad", 1).await.unwrap();
+    assert_eq!(taken.total, 102);
+    unchecked.close().await.unwrap();
+    // …but the vendor's application refuses the grant and gives the seat back.
+    let session = Session::start(admin.clone(), vendor_app);
+    match session.checkout("cad", 1).await {
+        Err(ClientError::UntrustedLicense { feature, reason }) => {
+            assert_eq!(feature, "cad");
+            assert!(reason.contains("does not trust"), "{reason}");
+        }
+        other => panic!("expected an untrusted license, got {other:?}"),
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while cluster_view(&admin, "cad", SessionId(0)).await.0 != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused grant's seat was not checked in"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    session.close().await.unwrap();
+    cluster.shutdown().await;
+}

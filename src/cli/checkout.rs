@@ -107,6 +107,10 @@ pub struct Args {
     /// The lowest version accepted, e.g. 2.0 (default: any).
     #[arg(long, value_name = "VERSION", default_value = "")]
     pub version: String,
+    /// A vendor public key (PREFIX.pub) the grant's lines must be signed by, as
+    /// a vendor's application checks; repeat for several. Default: no check.
+    #[arg(long = "vendor-key", value_name = "FILE.pub")]
+    pub vendor_keys: Vec<std::path::PathBuf>,
     /// Seats to take.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
@@ -165,6 +169,7 @@ pub fn failure(error: ClientError) -> Failure {
         | ClientError::Server { .. }
         | ClientError::Protocol { .. } => Failure::refused(error.to_string()),
         ClientError::SessionClosed => Failure::unreachable(error.to_string()),
+        ClientError::UntrustedLicense { .. } => Failure::refused(error.to_string()),
     }
 }
 
@@ -218,7 +223,19 @@ async fn checkout(args: Args) -> Result<(), Failure> {
         Some(vendor) => vendor,
         None => vendor_of(&client, &args.feature).await?,
     };
-    let options = SessionOptions { vendor, ..options };
+    let vendor_keys = args
+        .vendor_keys
+        .iter()
+        .map(|p| {
+            crate::license::signature::VendorPublicKey::load(p)
+                .map_err(|e| Failure::usage(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = SessionOptions {
+        vendor,
+        vendor_keys,
+        ..options
+    };
     let session = Session::start(client, options);
     let mut events = session.subscribe();
     let grant = match session

@@ -67,6 +67,19 @@ pub enum ClientError {
     /// The session's task has stopped (the session was closed).
     #[error("the session is closed")]
     SessionClosed,
+    /// The cluster granted seats, but the lines behind the grant are not all
+    /// signed by a vendor key the application trusts
+    /// ([`SessionOptions::vendor_keys`](crate::client::SessionOptions::vendor_keys)):
+    /// the seats were checked in again.
+    #[error(
+        "the license for \"{feature}\" is not signed by a vendor key this application trusts: {reason}"
+    )]
+    UntrustedLicense {
+        /// The feature.
+        feature: String,
+        /// Which line failed and why.
+        reason: String,
+    },
 }
 
 impl ClientError {

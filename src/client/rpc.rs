@@ -172,6 +172,53 @@ pub struct Grant {
     pub available: u32,
     /// Seats of the feature licensed and unexpired.
     pub total: u32,
+    /// The signed lines behind the grant, as the cluster reported them.
+    pub backing: Vec<crate::license::FeatureLine>,
+    /// The cluster name the lines were issued for.
+    pub cluster_name: String,
+}
+
+impl Grant {
+    /// Checks that every line behind the grant is signed, for the cluster's
+    /// name, by one of `vendor_keys` trusted for the line's vendor; the first
+    /// failure as a sentence.
+    pub fn verify(
+        &self,
+        vendor_keys: &[crate::license::signature::VendorPublicKey],
+    ) -> Result<(), String> {
+        if self.backing.is_empty() {
+            return Err("the cluster sent no signed lines for it".into());
+        }
+        for line in &self.backing {
+            crate::license::signature::verify_held("grant", line, &self.cluster_name, vendor_keys)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// A wire line back as a held line; `None` if a field does not parse.
+fn signed_line_from_pb(line: &pb::SignedLine) -> Option<crate::license::FeatureLine> {
+    use crate::license::{Expiry, FeatureLine, LineKind};
+    Some(FeatureLine {
+        kind: match line.keyword.as_str() {
+            "FEATURE" => LineKind::Feature,
+            "INCREMENT" => LineKind::Increment,
+            _ => return None,
+        },
+        feature: line.feature.clone(),
+        vendor: line.vendor.clone(),
+        version: line.version.clone(),
+        expiry: Expiry::parse(&line.expiry)?,
+        seats: line.seats,
+        attributes: line
+            .attributes
+            .iter()
+            .map(|a| (a.key.clone(), a.value.clone()))
+            .collect(),
+        signature: line.signature.clone(),
+        line: 0,
+    })
 }
 
 /// The answer to a check-in.
@@ -767,11 +814,22 @@ fn grant_from_reply(
             address: address.clone(),
             message: "a check-out was granted without a grant token".into(),
         })?;
+        let backing = reply
+            .lines
+            .iter()
+            .map(signed_line_from_pb)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ClientError::Protocol {
+                address: address.clone(),
+                message: "a line behind the grant does not parse".into(),
+            })?;
         return Ok(Grant {
             token: token_from_pb(token),
             vendor: want.vendor.clone(),
             feature: feature.to_string(),
             version: want.version.clone(),
+            backing,
+            cluster_name: reply.cluster_name.clone(),
             count: reply.count,
             term,
             address,

@@ -79,6 +79,12 @@ pub struct SessionOptions {
     /// vendor's feature, as FlexNet's vendor daemon is implicit in the
     /// connection). Required: a check-out with an empty vendor is refused.
     pub vendor: String,
+    /// The vendor's public keys, compiled into the application. When given,
+    /// every grant is checked: the lines behind it must be signed by one of
+    /// these keys (for their vendor), or the seats are checked in again and
+    /// the check-out fails with [`ClientError::UntrustedLicense`]. Empty (the
+    /// default): no check — a vendor's product should always set it.
+    pub vendor_keys: Vec<crate::license::signature::VendorPublicKey>,
     /// The user name reported with check-outs. Default: `$USER`.
     pub user: String,
     /// The host name reported with check-outs. Default: this machine's host name.
@@ -101,6 +107,7 @@ impl Default for SessionOptions {
     fn default() -> SessionOptions {
         SessionOptions {
             vendor: String::new(),
+            vendor_keys: Vec::new(),
             user: local_user(),
             host: local_host(),
             grace_period: Duration::from_secs(30 * 24 * 3600),
@@ -927,6 +934,33 @@ impl Actor {
                 self.next_heartbeat = Instant::now();
             }
         }
+        let result = match result {
+            // The application's own check: seats backed by lines no key it trusts
+            // signed are not seats its vendor sold. They go back at once.
+            Ok(grant)
+                if !self.options.vendor_keys.is_empty()
+                    && !matches!(job.purpose, Purpose::Resolve) =>
+            {
+                match grant.verify(&self.options.vendor_keys) {
+                    Ok(()) => Ok(grant),
+                    Err(reason) => {
+                        warn!(token = %grant.token, %reason, "grant backed by a line no trusted vendor key signed: checking it in");
+                        let (token, feature) = (grant.token, grant.feature.clone());
+                        self.held.insert(
+                            token,
+                            Held {
+                                grant,
+                                releasing: true,
+                            },
+                        );
+                        let id = self.next_id();
+                        self.spawn_checkin(id, token, None);
+                        Err(ClientError::UntrustedLicense { feature, reason })
+                    }
+                }
+            }
+            other => other,
+        };
         match result {
             Ok(grant) => match job.purpose {
                 Purpose::App(reply) => {

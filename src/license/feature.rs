@@ -168,6 +168,17 @@ impl Expiry {
     }
 }
 
+impl Expiry {
+    /// Parses `permanent` or `dd-mmm-yyyy`, as [`Display`](fmt::Display) writes it.
+    pub fn parse(text: &str) -> Option<Expiry> {
+        if text.eq_ignore_ascii_case("permanent") {
+            Some(Expiry::Permanent)
+        } else {
+            Date::parse(text).map(Expiry::On)
+        }
+    }
+}
+
 impl fmt::Display for Expiry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

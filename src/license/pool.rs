@@ -75,6 +75,8 @@ pub struct PoolLine {
     pub expiry: Expiry,
     /// Its seats.
     pub seats: u32,
+    /// The line itself, signature included (what backs a grant).
+    pub signed: FeatureLine,
 }
 
 /// The counted lines of one vendor's feature.
@@ -92,6 +94,15 @@ impl Pool {
             .filter(|l| l.version >= *min)
             .filter(|l| at_ms.is_none_or(|now| l.expiry.is_valid_at(now)))
             .fold(0u32, |sum, l| sum.saturating_add(l.seats))
+    }
+
+    /// The counted lines of version ≥ `min`: what backs a grant of that version.
+    pub fn backing(&self, min: &Version) -> Vec<&FeatureLine> {
+        self.lines
+            .iter()
+            .filter(|l| l.version >= *min)
+            .map(|l| &l.signed)
+            .collect()
     }
 
     /// Whether `demand` (seats in use by requested version) fits the lines:
@@ -314,6 +325,7 @@ pub fn evaluate(licenses: &BTreeMap<String, Vec<FeatureLine>>) -> Evaluation {
                     version_text: l.version.clone(),
                     expiry: l.expiry,
                     seats: l.seats,
+                    signed: l.clone(),
                 })
                 .collect();
             (key, Pool { lines })

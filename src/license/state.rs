@@ -1093,6 +1093,20 @@ impl LicenseState {
         })
     }
 
+    /// The signed lines that back a grant of `vendor`'s `feature` in
+    /// `version` or higher.
+    pub fn backing(&self, vendor: &str, feature: &str, version: &str) -> Vec<FeatureLine> {
+        self.pools
+            .get(&(vendor.to_string(), feature.to_string()))
+            .map(|p| {
+                p.backing(&Version::parse(version))
+                    .into_iter()
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Which lines count and why, per `(license, line index)`.
     pub fn verdicts(&self) -> BTreeMap<(String, usize), Verdict> {
         pool::evaluate(&self.licenses).verdicts

@@ -35,6 +35,27 @@ impl LicenseService {
     }
 }
 
+/// A held line as the wire carries it to the application.
+pub fn signed_line_to_pb(line: &crate::license::FeatureLine) -> pb::SignedLine {
+    pb::SignedLine {
+        keyword: line.kind.keyword().to_string(),
+        feature: line.feature.clone(),
+        vendor: line.vendor.clone(),
+        version: line.version.clone(),
+        expiry: line.expiry.to_string(),
+        seats: line.seats,
+        attributes: line
+            .attributes
+            .iter()
+            .map(|(key, value)| pb::Attribute {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        signature: line.signature.clone(),
+    }
+}
+
 /// Converts a wire grant token.
 pub fn token_from_pb(token: &pb::GrantToken) -> state::GrantToken {
     state::GrantToken {
@@ -179,6 +200,14 @@ impl LicenseService {
             } => {
                 reply.granted = true;
                 reply.token = Some(token_to_pb(token));
+                let (lines, cluster) = self.shared.state.read(|s| {
+                    (
+                        s.backing(&request.vendor, &request.feature, &request.version),
+                        s.cluster_name().unwrap_or_default().to_string(),
+                    )
+                });
+                reply.lines = lines.iter().map(signed_line_to_pb).collect();
+                reply.cluster_name = cluster;
                 reply.count = count;
                 reply.available = available;
                 reply.total = total;
