@@ -43,7 +43,7 @@ pub fn run(files: Vec<PathBuf>, server: ServerList) -> Result<(), Failure> {
         for (name, text) in licenses {
             match client.import_license(&name, &text).await {
                 Ok(reply) => println!(
-                    "imported {}: {} feature line{}{}, term {}",
+                    "imported {}: {} feature line{}{}{}, term {}",
                     reply.name,
                     reply.lines,
                     if reply.lines == 1 { "" } else { "s" },
@@ -51,6 +51,10 @@ pub fn run(files: Vec<PathBuf>, server: ServerList) -> Result<(), Failure> {
                         0 => String::new(),
                         1 => " (1 duplicate line counted once)".to_string(),
                         n => format!(" ({n} duplicate lines counted once)"),
+                    },
+                    match reply.superseded {
+                        0 => String::new(),
+                        n => format!(" ({n} superseded by a newer issuance; see raftlm status)"),
                     },
                     reply.term
                 ),

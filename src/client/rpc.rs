@@ -191,7 +191,20 @@ impl Grant {
         }
         for line in &self.backing {
             crate::license::signature::verify_held("grant", line, &self.cluster_name, vendor_keys)
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| {
+                    let serial = crate::license::pool::serial(line)
+                        .map(|s| format!(" SN={s}"))
+                        .unwrap_or_default();
+                    format!(
+                        "the {} line {} {} {} {} seats{serial} is not signed by the vendor's key for cluster {}",
+                        line.kind.keyword(),
+                        line.feature,
+                        line.vendor,
+                        line.version,
+                        line.seats,
+                        self.cluster_name
+                    )
+                })?;
         }
         Ok(())
     }
