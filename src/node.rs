@@ -21,7 +21,7 @@ use tracing::{Instrument, error, info, warn};
 use crate::activator::{self, Lease};
 use crate::config::Config;
 use crate::license::signature::{KeyError, VendorPublicKey};
-use crate::license::state::{Command, Outcome};
+use crate::license::state::Outcome;
 use crate::proto::v1::admin_server::AdminServer;
 use crate::proto::v1::license_server::LicenseServer;
 use crate::raft::network::{Network, RaftService};
@@ -327,7 +327,7 @@ async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<
     loop {
         let term = shared.serving().ok();
         if term.is_some() && term != imported_in_term {
-            let done = match bootstrap_trust(&shared).await {
+            let done = match crate::server::admin::bootstrap_trust(&shared).await {
                 Err(error) => Err(error),
                 Ok(()) => match &dir {
                     Some(dir) => import_dir_once(&shared, dir).await,
@@ -345,30 +345,6 @@ async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
-}
-
-/// Trusts the config's `vendor_keys` through the log, once: only while the
-/// cluster trusts no key at all. Afterwards the trust anchors are cluster
-/// state, changed by administrators (`raftlm license trust|untrust`), and a
-/// node's config cannot widen them.
-async fn bootstrap_trust(shared: &Shared) -> Result<(), String> {
-    if shared.trusted.is_empty() || shared.state.read(|s| !s.trusted_keys().is_empty()) {
-        return Ok(());
-    }
-    for key in &shared.trusted {
-        let command = Command::TrustKey {
-            vendor: key.vendor().map(str::to_string),
-            key: key.to_bytes(),
-            author: format!("node {} (vendor_keys bootstrap)", shared.node_id),
-        };
-        let (outcome, _) = shared
-            .batcher
-            .submit(command)
-            .await
-            .map_err(|e| e.to_string())?;
-        info!(key = %key.key_id(), ?outcome, "bootstrap vendor key trusted");
-    }
-    Ok(())
 }
 
 async fn import_dir_once(shared: &Shared, dir: &Path) -> Result<(), String> {

@@ -403,7 +403,19 @@ async fn write_node(dir: &Path) {
 
 /// Opens `dir`, which must fail with an error naming the directory; returns the message.
 fn open_must_fail(dir: &Path, damage: &str) -> String {
-    match store::open(dir) {
+    // A sled handle dropped a moment ago may still hold the directory's lock
+    // while its background flusher winds down: wait that out.
+    let mut result = store::open(dir);
+    for _ in 0..50 {
+        match &result {
+            Err(StoreError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                result = store::open(dir);
+            }
+            _ => break,
+        }
+    }
+    match result {
         Ok(_) => panic!("{damage}: opening a damaged data directory succeeded"),
         Err(e) => {
             let message = e.to_string();

@@ -6,9 +6,12 @@
 //! [`codec`] record. It is a cheap handle (two `sled::Tree`s,
 //! which are `Arc`s inside) and is its own log reader.
 //!
-//! Durability, as openraft requires:
-//! - an append writes its entries in one sled batch, awaits
-//!   `flush_async()`, and only then calls the `LogFlushed` callback. The
+//! Durability, as openraft requires — "flushed" below means sled's
+//! `flush_async()` followed by a real `fdatasync` of sled's files
+//! ([`DiskSync`]; sled's own flush is a `sync_file_range`, which a power cut
+//! can undo):
+//! - an append writes its entries in one sled batch, awaits the flush, and
+//!   only then calls the `LogFlushed` callback. The
 //!   flush happens inside `append`, so the Raft core never issues its next
 //!   storage command (and never saves a `committed` beyond) before the
 //!   entries are on disk;
@@ -49,6 +52,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{self, CodecError};
 
+use super::disk_sync::DiskSync;
 use super::store::{Marker, StoreError, sled_error, write_marker};
 use super::{Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -68,6 +72,8 @@ pub struct LogStore {
     log: sled::Tree,
     /// Vote, committed and purged records.
     meta: sled::Tree,
+    /// Makes flushed writes survive a power cut.
+    sync: Arc<DiskSync>,
 }
 
 /// Why a stored record could not be read.
@@ -111,8 +117,14 @@ impl LogStore {
         dir: Arc<Path>,
         log: sled::Tree,
         meta: sled::Tree,
+        sync: Arc<DiskSync>,
     ) -> Result<LogStore, StoreError> {
-        let store = LogStore { dir, log, meta };
+        let store = LogStore {
+            dir,
+            log,
+            meta,
+            sync,
+        };
         let vote = store.vote_at_open()?;
         let committed: Option<LogId> =
             store.read_at_open(&store.meta, COMMITTED_KEY, "the committed log id")?;
@@ -249,6 +261,10 @@ impl LogStore {
             .flush_async()
             .await
             .map_err(|e| StorageIOError::write_logs(any(e)))?;
+        self.sync
+            .sync_async()
+            .await
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
         Ok(())
     }
 }
@@ -323,6 +339,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .flush_async()
             .await
             .map_err(|e| StorageIOError::write_vote(any(e)))?;
+        self.sync
+            .sync_async()
+            .await
+            .map_err(|e| StorageIOError::write_vote(any(e)))?;
         // Then the floor outside sled (see `store`); blocking file I/O, off
         // the async workers. Votes are saved on elections only.
         let dir = self.dir.clone();
@@ -379,7 +399,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             last = Some(entry.log_id);
         }
         let written = match self.log.apply_batch(batch) {
-            Ok(()) => self.log.flush_async().await.map(|_| ()),
+            Ok(()) => match self.log.flush_async().await {
+                // sled's flush is a sync_file_range; the fdatasync makes it a real one.
+                Ok(_) => self.sync.sync_async().await.map_err(sled::Error::Io),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match written {
@@ -412,6 +436,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::write_logs(any(e)))?;
         self.meta
             .flush_async()
+            .await
+            .map_err(|e| StorageIOError::write_logs(any(e)))?;
+        self.sync
+            .sync_async()
             .await
             .map_err(|e| StorageIOError::write_logs(any(e)))?;
         let keys = self.log.range(..=key_of(log_id.index));

@@ -10,6 +10,7 @@ use std::io::Cursor;
 
 use crate::license::state::{Batch, Outcome};
 
+pub mod disk_sync;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

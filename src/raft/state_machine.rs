@@ -63,6 +63,8 @@ pub struct StateMachineStore {
 struct Inner {
     /// The data directory, for messages.
     dir: Arc<Path>,
+    /// Makes flushed writes survive a power cut.
+    sync: Arc<super::disk_sync::DiskSync>,
     /// The `state` tree: the latest snapshot.
     tree: sled::Tree,
     /// The live state. A `std` lock, not a tokio one: it is never held across
@@ -110,7 +112,11 @@ fn poisoned() -> StorageError {
 impl StateMachineStore {
     /// Opens the state machine over its tree, loading the stored snapshot
     /// (an empty state if there is none) and validating it.
-    pub(crate) fn open(dir: Arc<Path>, tree: sled::Tree) -> Result<StateMachineStore, StoreError> {
+    pub(crate) fn open(
+        dir: Arc<Path>,
+        tree: sled::Tree,
+        sync: Arc<super::disk_sync::DiskSync>,
+    ) -> Result<StateMachineStore, StoreError> {
         let read = |key: &[u8]| {
             tree.get(key)
                 .map_err(|e| sled_error(&dir, "read the snapshot", e))
@@ -159,6 +165,7 @@ impl StateMachineStore {
         Ok(StateMachineStore {
             inner: Arc::new(Inner {
                 dir,
+                sync,
                 tree,
                 live: RwLock::new(live),
                 store_lock: Mutex::new(()),
@@ -290,6 +297,11 @@ impl StateMachineStore {
         self.inner
             .tree
             .flush_async()
+            .await
+            .map_err(|e| write_error(&e))?;
+        self.inner
+            .sync
+            .sync_async()
             .await
             .map_err(|e| write_error(&e))?;
         tracing::info!(snapshot = %meta, bytes = data.len(), "snapshot stored");

@@ -63,6 +63,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, CodecError};
 
 use super::Vote;
+use super::disk_sync::DiskSync;
 use super::log_store::LogStore;
 use super::state_machine::StateMachineStore;
 
@@ -278,9 +279,14 @@ fn open_checked(dir: &Arc<Path>) -> Result<(LogStore, StateMachineStore), StoreE
     let meta = tree(META_TREE)?;
     let state = tree(STATE_TREE)?;
     check_format(dir, &meta)?;
-    let log_store = LogStore::open(dir.clone(), log, meta.clone())?;
+    let sync = Arc::new(DiskSync::open(dir).map_err(|source| StoreError::Marker {
+        dir: dir.to_path_buf(),
+        file: dir.join("db"),
+        source,
+    })?);
+    let log_store = LogStore::open(dir.clone(), log, meta.clone(), sync.clone())?;
     check_marker(dir, &meta, log_store.vote_at_open()?)?;
-    let state_machine = StateMachineStore::open(dir.clone(), state)?;
+    let state_machine = StateMachineStore::open(dir.clone(), state, sync)?;
     Ok((log_store, state_machine))
 }
 

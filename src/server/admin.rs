@@ -84,6 +84,30 @@ pub fn administrator<T>(shared: &Shared, request: &Request<T>) -> Result<String,
     }
 }
 
+/// Trusts the config's `vendor_keys` through the log, once: only while the
+/// cluster trusts no key at all. Afterwards the trust anchors are cluster
+/// state, changed by administrators (`raftlm license trust|untrust`), and a
+/// node's config cannot widen them.
+pub async fn bootstrap_trust(shared: &Shared) -> Result<(), String> {
+    if shared.trusted.is_empty() || shared.state.read(|s| !s.trusted_keys().is_empty()) {
+        return Ok(());
+    }
+    for key in &shared.trusted {
+        let command = Command::TrustKey {
+            vendor: key.vendor().map(str::to_string),
+            key: key.to_bytes(),
+            author: format!("node {} (vendor_keys bootstrap)", shared.node_id),
+        };
+        let (outcome, _) = shared
+            .batcher
+            .submit(command)
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(key = %key.key_id(), ?outcome, "bootstrap vendor key trusted");
+    }
+    Ok(())
+}
+
 /// Verifies a license file's text and imports it under `name` through the
 /// log, as `author`. Returns the outcome and the term it was committed in.
 pub async fn import_license(
@@ -103,6 +127,12 @@ pub async fn import_license(
         )));
     }
     let parsed = file::parse(name, text).map_err(|e| ServiceError::Refused(e.to_string()))?;
+    // A cluster that trusts no key yet takes the config's bootstrap keys first,
+    // so an import right after the first activation does not race them.
+    shared.serving()?;
+    bootstrap_trust(shared)
+        .await
+        .map_err(|e| ServiceError::Unknown(format!("vendor keys not trusted yet: {e}")))?;
     // Checked here against the cluster's own trust anchors, so that a file
     // that cannot verify is refused without touching the log; every node
     // checks again when it applies the import. Expiry is judged on the later
