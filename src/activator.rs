@@ -44,11 +44,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{AccessPoint, AccessPointMode};
 use crate::license::state::{Command, NodeId, Term};
-use crate::proto::v1::admin_server::AdminServer;
-use crate::proto::v1::license_server::LicenseServer;
 use crate::server::Shared;
-use crate::server::admin::AdminService;
-use crate::server::license::LicenseService;
 use crate::tls::acceptor::Plane;
 
 /// Milliseconds on `CLOCK_BOOTTIME`: monotonic, and counts time the process
@@ -275,8 +271,8 @@ async fn bind(shared: Arc<Shared>) -> Result<Held, String> {
         .map_err(|e| format!("cannot bind {address}: {e}"))?;
     let (stop, mut stopped) = watch::channel(false);
     let router = crate::server::server_builder()
-        .add_service(LicenseServer::new(LicenseService::new(shared.clone())))
-        .add_service(AdminServer::new(AdminService::new(shared.clone())));
+        .add_service(crate::server::license_service(shared.clone()))
+        .add_service(crate::server::admin_service(shared.clone()));
     let signal = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };

@@ -22,13 +22,12 @@ use crate::activator::{self, Lease};
 use crate::config::Config;
 use crate::license::signature::{KeyError, VendorPublicKey};
 use crate::license::state::Outcome;
-use crate::proto::v1::admin_server::AdminServer;
 use crate::proto::v1::license_server::LicenseServer;
 use crate::raft::network::{Network, RaftService};
 use crate::raft::store::{self, StoreError};
 use crate::raft::{Member, Raft};
 use crate::server::Shared;
-use crate::server::admin::{AdminService, import_license};
+use crate::server::admin::import_license;
 use crate::server::batcher::Batcher;
 use crate::server::license::LicenseService;
 use crate::server::sessions::{self, SessionTracker};
@@ -219,8 +218,8 @@ impl Node {
         health.set_serving::<LicenseServer<LicenseService>>().await;
         let client_router = crate::server::server_builder()
             .add_service(health_service)
-            .add_service(LicenseServer::new(LicenseService::new(shared.clone())))
-            .add_service(AdminServer::new(AdminService::new(shared.clone())));
+            .add_service(crate::server::license_service(shared.clone()))
+            .add_service(crate::server::admin_service(shared.clone()));
         let peer_router = crate::server::server_builder().add_service(RaftService::server(
             raft.clone(),
             tls.as_ref().map(|_| config.cluster_name.clone()),

@@ -249,3 +249,111 @@ async fn stopped_node_catches_up_through_a_snapshot() {
         node.shutdown().await;
     }
 }
+
+// Requests that can never succeed are refused without touching the log: 40 concurrent
+// admin requests with 3.9 MB names, a removal of a license that is not imported, a name
+// with a directory, and a check-out of a feature nobody licenses — while other clients'
+// check-outs keep succeeding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hopeless_requests_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, key) = start_cluster(dir.path()).await;
+    let leader = leader_of(&nodes).await;
+    let leader_node = nodes[leader].as_ref().unwrap();
+    let address = leader_node.address().to_string();
+    let mut admin = common::admin_client(&address).await;
+    admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "acme.lic".into(),
+            text: common::signed_license(&key, &[("cad", 100)]),
+        })
+        .await
+        .unwrap();
+    let applied = |node: &Node| {
+        node.raft()
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index)
+    };
+    let before = applied(leader_node);
+
+    let mut floods = Vec::new();
+    for _ in 0..40 {
+        let address = address.clone();
+        floods.push(tokio::spawn(async move {
+            common::admin_client(&address)
+                .await
+                .remove_license(pb::RemoveLicenseRequest {
+                    name: "x".repeat(3_900_000),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }));
+    }
+    let mut license = client(leader_node).await;
+    for seq in 1..=20u64 {
+        let reply = license
+            .checkout(checkout(31, seq, "cad", 1))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(reply.granted, "{reply:?}");
+    }
+    for flood in floods {
+        let code = flood.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                code,
+                tonic::Code::InvalidArgument
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::OutOfRange
+            ),
+            "{code:?}"
+        );
+    }
+    let after_floods = applied(leader_node);
+    assert!(
+        after_floods <= before + 20,
+        "the log grew by {} entries for 20 check-outs",
+        after_floods - before
+    );
+
+    let quiet = applied(leader_node);
+    let unknown = admin
+        .remove_license(pb::RemoveLicenseRequest {
+            name: "never-imported.lic".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unknown.code(),
+        tonic::Code::FailedPrecondition,
+        "{unknown:?}"
+    );
+    let with_dir = admin
+        .remove_license(pb::RemoveLicenseRequest {
+            name: "../etc/passwd".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(with_dir.code(), tonic::Code::InvalidArgument);
+    let nobody = license
+        .checkout(checkout(32, 1, "no-such-feature", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!nobody.granted);
+    assert_eq!(nobody.reason(), pb::DenyReason::NoSuchFeature);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        applied(leader_node),
+        quiet,
+        "a hopeless request reached the log"
+    );
+
+    for node in nodes.iter_mut().filter_map(Option::take) {
+        node.shutdown().await;
+    }
+}

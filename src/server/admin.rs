@@ -27,6 +27,23 @@ use crate::tls::identity::{self, Role};
 
 pub use crate::license::file::LICENSE_FILE_BYTES_MAX;
 
+/// Largest admin request accepted, in bytes: a license file and its name.
+pub const ADMIN_REQUEST_BYTES_MAX: usize = LICENSE_FILE_BYTES_MAX + 4096;
+/// Longest license name, in bytes.
+pub const LICENSE_NAME_BYTES_MAX: usize = 255;
+
+/// Checks a license name: a file name, without directories, at most
+/// [`LICENSE_NAME_BYTES_MAX`] bytes.
+pub fn check_license_name(name: &str) -> Result<(), ServiceError> {
+    if name.is_empty() || name.len() > LICENSE_NAME_BYTES_MAX || name.contains(['/', '\\']) {
+        let shown: String = name.chars().take(64).collect();
+        return Err(ServiceError::InvalidArgument(format!(
+            "\"{shown}\" is not a license name: use the file name, without directories, at most {LICENSE_NAME_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// The admin service of one node.
 pub struct AdminService {
     shared: Arc<Shared>,
@@ -116,11 +133,7 @@ pub async fn import_license(
     text: &str,
     author: &str,
 ) -> Result<(Outcome, u64), ServiceError> {
-    if name.is_empty() || name.len() > 255 || name.contains(['/', '\\']) {
-        return Err(ServiceError::InvalidArgument(format!(
-            "\"{name}\" is not a license name: use the file name, without directories"
-        )));
-    }
+    check_license_name(name)?;
     if text.len() > LICENSE_FILE_BYTES_MAX {
         return Err(ServiceError::InvalidArgument(format!(
             "{name} is larger than {LICENSE_FILE_BYTES_MAX} bytes"
@@ -221,7 +234,12 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RemoveLicenseReply>, Status> {
         let author = administrator(&self.shared, &request)?;
         let name = request.into_inner().name;
+        check_license_name(&name)?;
         self.shared.serving()?;
+        // A removal that cannot succeed is answered without touching the log.
+        if !self.shared.state.read(|s| s.licenses().contains_key(&name)) {
+            return Err(refusal(Outcome::NoSuchLicense).into());
+        }
         warn!(license = %name, %author, "license removal requested");
         let (outcome, log_id) = self
             .shared

@@ -22,6 +22,9 @@ pub const NAME_BYTES_MAX: usize = 255;
 pub const REACHABLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most grant tokens one renewal may quote.
 pub const RENEW_TOKENS_MAX: usize = 4096;
+/// Largest license-service request accepted, in bytes (a renewal quoting
+/// [`RENEW_TOKENS_MAX`] tokens fits with room to spare).
+pub const CLIENT_REQUEST_BYTES_MAX: usize = 64 * 1024;
 
 /// The license service of one node.
 pub struct LicenseService {
@@ -168,6 +171,31 @@ impl LicenseService {
         check_name("user", &request.user, false)?;
         check_name("host", &request.host, false)?;
         let term = self.shared.serving()?;
+        // A check-out of a feature the cluster does not license at all can never
+        // succeed (and never did, so no retry can be owed a grant): answered
+        // without touching the log.
+        let licensed = self
+            .shared
+            .state
+            .read(|s| s.seats_licensed(&request.vendor, &request.feature).0 > 0);
+        if !licensed {
+            let term = self.shared.confirm(term)?;
+            return Ok(pb::CheckoutReply {
+                term,
+                count: request.count,
+                reason: pb::DenyReason::NoSuchFeature as i32,
+                message: denial_message(
+                    &request.vendor,
+                    &request.feature,
+                    &request.version,
+                    request.count,
+                    &DenyReason::NoSuchFeature,
+                    0,
+                    0,
+                ),
+                ..Default::default()
+            });
+        }
         self.shared.sessions.touch(term, id.session);
         let command = Command::Checkout {
             request: id,

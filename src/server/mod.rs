@@ -60,9 +60,41 @@ pub struct Shared {
 /// expired or rotated certificate stops being used within this time.
 pub const CONNECTION_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// Most concurrent HTTP/2 streams (requests) one connection may open.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 128;
+/// Longest a request may run on the server before it is answered
+/// `DEADLINE_EXCEEDED` (clients set shorter deadlines of their own).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often an idle connection is pinged, and how long a ping may go
+/// unanswered before the connection is closed (a vanished peer).
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// See [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The gRPC server settings every plane of a node uses.
 pub fn server_builder() -> tonic::transport::Server {
-    tonic::transport::Server::builder().max_connection_age(CONNECTION_AGE_MAX)
+    tonic::transport::Server::builder()
+        .max_connection_age(CONNECTION_AGE_MAX)
+        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+        .timeout(REQUEST_TIMEOUT)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+}
+
+/// The license service with its request-size limit.
+pub fn license_service(
+    shared: Arc<Shared>,
+) -> crate::proto::v1::license_server::LicenseServer<license::LicenseService> {
+    crate::proto::v1::license_server::LicenseServer::new(license::LicenseService::new(shared))
+        .max_decoding_message_size(license::CLIENT_REQUEST_BYTES_MAX)
+}
+
+/// The admin service with its request-size limit.
+pub fn admin_service(
+    shared: Arc<Shared>,
+) -> crate::proto::v1::admin_server::AdminServer<admin::AdminService> {
+    crate::proto::v1::admin_server::AdminServer::new(admin::AdminService::new(shared))
+        .max_decoding_message_size(admin::ADMIN_REQUEST_BYTES_MAX)
 }
 
 /// This node's wall clock in ms since the epoch (0 if the clock is before 1970).

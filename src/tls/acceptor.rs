@@ -24,7 +24,7 @@
 //!   `warn` (then at `debug`), so a scanner cannot flood the log.
 //!
 //! Left out: certificate revocation lists (revoke by reissuing the CA, see
-//! docs/security.md), and a connection cap (the hostile-input limits).
+//! docs/security.md), and limits per source address.
 
 use std::collections::HashSet;
 use std::io;
@@ -38,11 +38,16 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ServerConfig, crypto::CryptoProvider};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::config::TlsFiles;
@@ -50,8 +55,11 @@ use crate::tls::identity::{self, CertInfo, Role};
 
 /// Longest a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most handshakes running at once per listener; further connections wait.
+/// Most handshakes running at once per listener; a connection beyond it is
+/// closed at once (a flood of idle sockets cannot stall everyone's handshake).
 pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
+/// Most open connections per listener; a connection beyond it is closed at once.
+pub const CONNECTIONS_MAX: usize = 1024;
 /// Most distinct (source address, reason) refusals logged at `warn`.
 pub const REFUSALS_REMEMBERED: usize = 1024;
 /// How often [`watch_files`] looks for changed certificate files.
@@ -492,21 +500,74 @@ pub fn peer_node(certs: Option<&[CertificateDer<'_>]>, cluster: &str) -> Result<
     })
 }
 
+/// A connection that holds its slot of the listener's [`CONNECTIONS_MAX`]
+/// until it is closed.
+pub struct Counted<S> {
+    inner: S,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl<S: Connected> Connected for Counted<S> {
+    type ConnectInfo = S::ConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
 /// Accepts connections on `listener` and yields those whose TLS handshake
 /// succeeded (and, on the peer plane, whose certificate names one of
-/// `members`), until the stream is dropped (the server stopped).
+/// `members`), until the stream is dropped (the server stopped). At most
+/// [`CONNECTIONS_MAX`] are open and [`HANDSHAKES_IN_FLIGHT_MAX`] shaking
+/// hands at once; a connection beyond either is closed and logged.
 pub fn incoming(
     listener: TcpListener,
     state: Arc<TlsState>,
     plane: Plane,
     members: Vec<u64>,
     refusals: Arc<Refusals>,
-) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+) -> ReceiverStream<io::Result<Counted<TlsStream<TcpStream>>>> {
     let (tx, rx) = mpsc::channel(HANDSHAKES_IN_FLIGHT_MAX);
     let span = tracing::Span::current();
     tokio::spawn(
         async move {
             let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+            let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
             loop {
                 let accepted = tokio::select! {
                     _ = tx.closed() => return,
@@ -521,8 +582,21 @@ pub fn incoming(
                         continue;
                     }
                 };
-                let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                    return;
+                let Ok(slot) = connections.clone().try_acquire_owned() else {
+                    refusals.log(
+                        plane,
+                        from.ip(),
+                        &format!("{CONNECTIONS_MAX} connections open: the limit"),
+                    );
+                    continue;
+                };
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    refusals.log(
+                        plane,
+                        from.ip(),
+                        &format!("{HANDSHAKES_IN_FLIGHT_MAX} handshakes in progress: the limit"),
+                    );
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let config = match plane {
@@ -565,7 +639,12 @@ pub fn incoming(
                                 }
                             }
                         }
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx
+                            .send(Ok(Counted {
+                                inner: tls,
+                                _slot: slot,
+                            }))
+                            .await;
                     }
                     .in_current_span(),
                 );
