@@ -27,7 +27,7 @@ use crate::raft::network::{Network, RaftService};
 use crate::raft::store::{self, StoreError};
 use crate::raft::{Member, Raft};
 use crate::server::Shared;
-use crate::server::admin::import_license;
+use crate::server::admin::{ImportSource, import_license};
 use crate::server::batcher::Batcher;
 use crate::server::license::LicenseService;
 use crate::server::sessions::{self, SessionTracker};
@@ -312,9 +312,11 @@ async fn wait_stop(mut stopped: watch::Receiver<bool>) {
 }
 
 /// Imports the license directory's files through the log when this node
-/// becomes active: each file whose name the cluster does not hold yet, once.
-/// A file already imported is never replaced from a directory (another node's
-/// directory may hold an older copy); changes go through `raftlm license import`.
+/// becomes active: each file the cluster has never imported under its name
+/// with its present content (new or changed files). A file the cluster has
+/// imported as it is — even if an administrator removed it or imported a
+/// newer version since — is skipped, so a failover never undoes an
+/// administrator's change (another node's directory may hold an older copy).
 async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()>) {
     let dir = shared.config.license_dir.clone();
     if dir.is_none() && shared.trusted.is_empty() {
@@ -370,16 +372,19 @@ async fn import_dir_once(shared: &Shared, dir: &Path) -> Result<(), String> {
             }
         };
         let author = format!("node {} (license directory)", shared.node_id);
-        match import_license(shared, &name, &text, &author).await {
-            Ok((
+        match import_license(shared, &name, &text, &author, ImportSource::Directory).await {
+            Ok(None) => {
+                tracing::debug!(license = %name, "license directory file already imported as it is")
+            }
+            Ok(Some((
                 Outcome::Imported {
                     lines, duplicates, ..
                 },
                 _,
-            )) => {
+            ))) => {
                 info!(license = %name, lines, duplicates, "imported license file from the license directory")
             }
-            Ok((other, _)) => error!(license = %name, ?other, "license file refused"),
+            Ok(Some((other, _))) => error!(license = %name, ?other, "license file refused"),
             Err(crate::server::ServiceError::Refused(reason)) => {
                 error!(license = %name, "{reason}")
             }

@@ -357,3 +357,96 @@ async fn hopeless_requests_never_reach_the_log() {
         node.shutdown().await;
     }
 }
+
+// The license directory is imported when it changed: after an administrator removes a
+// license and the active node fails over, the new active node does not import the
+// unchanged file again, while a file changed on disk is imported with its new content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn license_directory_never_undoes_an_administrator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = common::vendor_key(dir.path());
+    let licenses = dir.path().join("licenses");
+    std::fs::create_dir_all(&licenses).unwrap();
+    std::fs::write(
+        licenses.join("a.lic"),
+        common::signed_license(&key, &[("cad", 3)]),
+    )
+    .unwrap();
+    std::fs::write(
+        licenses.join("b.lic"),
+        common::signed_license(&key, &[("sim", 4)]),
+    )
+    .unwrap();
+    let bound = common::bind_three().await;
+    let mut nodes = Vec::new();
+    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
+        let mut config = common::node_config(
+            dir.path(),
+            i as u64 + 1,
+            &bound.addresses,
+            &bound.peer_addresses,
+            &public,
+        );
+        config.license_dir = Some(licenses.clone());
+        nodes.push(Some(
+            Node::start_with_listeners(config, client, peer)
+                .await
+                .unwrap(),
+        ));
+    }
+    let leader = leader_of(&nodes).await;
+    let holds = |node: &Node, name: &str| {
+        node.shared()
+            .state
+            .read(|s| s.licenses().contains_key(name))
+    };
+    let seats = |node: &Node, feature: &str| {
+        node.shared()
+            .state
+            .read(|s| s.seats_licensed("acme", feature).0)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(holds(nodes[leader].as_ref().unwrap(), "a.lic")
+        && holds(nodes[leader].as_ref().unwrap(), "b.lic"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the directory was not imported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut admin =
+        common::admin_client(&nodes[leader].as_ref().unwrap().address().to_string()).await;
+    admin
+        .remove_license(pb::RemoveLicenseRequest {
+            name: "a.lic".into(),
+        })
+        .await
+        .unwrap();
+    std::fs::write(
+        licenses.join("b.lic"),
+        common::signed_license(&key, &[("sim", 9)]),
+    )
+    .unwrap();
+
+    nodes[leader].take().unwrap().shutdown().await;
+    let new_leader = leader_of(&nodes).await;
+    let node = nodes[new_leader].as_ref().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seats(node, "sim") != 9 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the changed file was not imported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The importer has run in the new term; give it a moment more, then check a.lic.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !holds(node, "a.lic"),
+        "a failover undid the administrator's removal"
+    );
+    for node in nodes.iter_mut().filter_map(Option::take) {
+        node.shutdown().await;
+    }
+}

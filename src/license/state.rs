@@ -77,6 +77,10 @@ pub const CHECKOUT_SEATS_MAX: u32 = 1_000_000;
 pub const ADMIN_ACTIONS_REMEMBERED: usize = 64;
 /// Most vendor keys the cluster trusts at once.
 pub const TRUSTED_KEYS_MAX: usize = 256;
+/// How many contents of one license name the state remembers having imported.
+pub const IMPORTS_REMEMBERED_PER_NAME: usize = 16;
+/// Most license names whose imported contents the state remembers.
+pub const IMPORTED_NAMES_MAX: usize = 4096;
 
 /// A client session (one client process), named by 128 bits derived from
 /// the session's secret (see [`super::secret`]). Outputs show only its
@@ -517,6 +521,34 @@ pub struct LicenseState {
     cluster_name: Option<String>,
     /// Vendor keys the cluster trusts, by key id (hex).
     trusted: BTreeMap<String, TrustedKey>,
+    /// Per license name, the contents ([`content_hash`]) it has ever been
+    /// imported with (the last [`IMPORTS_REMEMBERED_PER_NAME`]), kept across
+    /// removals: a license directory re-imports a file only when it changed.
+    imported: BTreeMap<String, VecDeque<[u8; 32]>>,
+}
+
+/// A digest of license lines' content and signatures (deterministic).
+pub fn content_hash(lines: &[FeatureLine]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+    };
+    for line in lines {
+        field(line.kind.keyword().as_bytes());
+        field(line.feature.as_bytes());
+        field(line.vendor.as_bytes());
+        field(line.version.as_bytes());
+        field(line.expiry.to_string().as_bytes());
+        field(&line.seats.to_be_bytes());
+        for (key, value) in &line.attributes {
+            field(key.as_bytes());
+            field(value.as_bytes());
+        }
+        field(line.signature.as_bytes());
+    }
+    hash.finalize().into()
 }
 
 /// A summary of one vendor's feature, for status reports.
@@ -923,6 +955,7 @@ impl LicenseState {
         }
         self.licenses = candidate;
         self.pools = evaluation.pools;
+        self.remember_import(name, content_hash(lines));
         Outcome::Imported {
             name: name.to_string(),
             lines: u32::try_from(lines.len()).unwrap_or(u32::MAX),
@@ -1052,6 +1085,31 @@ impl LicenseState {
         Outcome::KeyUntrusted {
             key_id: key_id.to_string(),
         }
+    }
+
+    fn remember_import(&mut self, name: &str, hash: [u8; 32]) {
+        if !self.imported.contains_key(name) && self.imported.len() >= IMPORTED_NAMES_MAX {
+            // Forget the name that sorts first: bounded, and the same on every replica.
+            if let Some(first) = self.imported.keys().next().cloned() {
+                self.imported.remove(&first);
+            }
+        }
+        let seen = self.imported.entry(name.to_string()).or_default();
+        if !seen.contains(&hash) {
+            if seen.len() >= IMPORTS_REMEMBERED_PER_NAME {
+                seen.pop_front();
+            }
+            seen.push_back(hash);
+        }
+    }
+
+    /// Whether license `name` was ever imported with exactly `lines` (even
+    /// if it was removed or replaced since).
+    pub fn was_imported(&self, name: &str, lines: &[FeatureLine]) -> bool {
+        let hash = content_hash(lines);
+        self.imported
+            .get(name)
+            .is_some_and(|seen| seen.contains(&hash))
     }
 
     /// The trusted keys, by id.

@@ -125,14 +125,27 @@ pub async fn bootstrap_trust(shared: &Shared) -> Result<(), String> {
     Ok(())
 }
 
+/// Where an import comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportSource {
+    /// An administrator: always imported.
+    Administrator,
+    /// A node's license directory: skipped when the cluster has ever
+    /// imported this name with this content, so an administrator's removal
+    /// or newer import is never undone by a failover.
+    Directory,
+}
+
 /// Verifies a license file's text and imports it under `name` through the
-/// log, as `author`. Returns the outcome and the term it was committed in.
+/// log, as `author`. Returns the outcome and the term it was committed in,
+/// or `None` for a directory file the cluster already imported as it is.
 pub async fn import_license(
     shared: &Shared,
     name: &str,
     text: &str,
     author: &str,
-) -> Result<(Outcome, u64), ServiceError> {
+    source: ImportSource,
+) -> Result<Option<(Outcome, u64)>, ServiceError> {
     check_license_name(name)?;
     if text.len() > LICENSE_FILE_BYTES_MAX {
         return Err(ServiceError::InvalidArgument(format!(
@@ -160,6 +173,9 @@ pub async fn import_license(
     )
     .map_err(|e| ServiceError::Refused(e.to_string()))?;
     shared.serving()?;
+    if source == ImportSource::Directory && shared.state.read(|s| s.was_imported(name, &lines)) {
+        return Ok(None);
+    }
     let command = Command::ImportLicense {
         name: name.to_string(),
         lines,
@@ -172,7 +188,7 @@ pub async fn import_license(
         .map_err(|e| shared.batch_error(e))?;
     info!(license = name, %log_id, ?outcome, "license import applied");
     let term = shared.confirm(log_id.leader_id.term)?;
-    Ok((outcome, term))
+    Ok(Some((outcome, term)))
 }
 
 fn refusal(outcome: Outcome) -> ServiceError {
@@ -208,7 +224,16 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ImportLicenseReply>, Status> {
         let author = administrator(&self.shared, &request)?;
         let request = request.into_inner();
-        match import_license(&self.shared, &request.name, &request.text, &author).await? {
+        let imported = import_license(
+            &self.shared,
+            &request.name,
+            &request.text,
+            &author,
+            ImportSource::Administrator,
+        )
+        .await?
+        .ok_or_else(|| ServiceError::Unknown("an administrator's import was skipped".into()))?;
+        match imported {
             (
                 Outcome::Imported {
                     name,
