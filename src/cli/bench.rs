@@ -880,12 +880,15 @@ async fn failover(cluster: &mut LocalCluster, kills: usize) -> Result<Report, Fa
 }
 
 fn print_text(report: &Report) {
+    let tls = match (report.mode.as_str(), report.tls) {
+        // The snapshot benchmark runs in this process, without a network.
+        ("snapshot", _) => "",
+        (_, true) => ", TLS on",
+        (_, false) => ", TLS off",
+    };
     println!(
-        "raftlm bench — {} ({} sessions, {:.1} s, TLS {})",
-        report.mode,
-        report.sessions,
-        report.duration_s,
-        if report.tls { "on" } else { "off" }
+        "raftlm bench — {} ({} sessions, {:.1} s{tls})",
+        report.mode, report.sessions, report.duration_s
     );
     if let (Some(ops), Some(n)) = (report.ops_per_s, report.operations) {
         println!(
