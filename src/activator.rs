@@ -34,7 +34,7 @@
 //! release; `none` serves on the node's own address only.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -47,52 +47,8 @@ use crate::license::state::{Command, NodeId, Term};
 use crate::server::Shared;
 use crate::tls::acceptor::Plane;
 
-/// Milliseconds on `CLOCK_BOOTTIME`: monotonic, and counts time the process
-/// was stopped or the machine suspended.
-pub fn boottime_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec to the valid pointer we pass.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME) failed");
-    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
-}
-
-/// What services read to decide whether to answer: the term and lease this
-/// node serves under.
-#[derive(Default)]
-pub struct Lease {
-    // std Mutex: a few words copied in and out, never held across `.await`.
-    inner: Mutex<LeaseState>,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct LeaseState {
-    /// The term the lease is for.
-    term: u64,
-    /// Boot-time ms until which a quorum has confirmed this node leads.
-    until_ms: u64,
-    /// Whether the node activated in `term` and may serve.
-    serving: bool,
-}
-
-impl Lease {
-    /// The term this node serves in, if it serves right now.
-    pub fn serving_term(&self) -> Option<u64> {
-        let state = *self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        (state.serving && boottime_ms() < state.until_ms).then_some(state.term)
-    }
-
-    fn update(&self, f: impl FnOnce(&mut LeaseState)) {
-        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-
-    fn get(&self) -> LeaseState {
-        *self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+use crate::lease::LeaseState;
+pub use crate::lease::{Lease, boottime_ms};
 
 /// A running access point: the listener's server task and how to stop it.
 struct Held {

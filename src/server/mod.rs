@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::transport::server::{Router, TcpIncoming};
 
-use crate::activator::Lease;
+use crate::lease::Lease;
 use crate::tls::acceptor::{self, Plane, Refusals, TlsState};
 
 use crate::config::Config;
