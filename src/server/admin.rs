@@ -181,11 +181,7 @@ pub async fn import_license(
         lines,
         author: author.to_string(),
     };
-    let (outcome, log_id) = shared
-        .batcher
-        .submit(command)
-        .await
-        .map_err(|e| shared.batch_error(e))?;
+    let (outcome, log_id) = shared.propose(command).await?;
     info!(license = name, %log_id, ?outcome, "license import applied");
     let term = shared.confirm(log_id.leader_id.term)?;
     Ok(Some((outcome, term)))
@@ -268,10 +264,8 @@ impl Admin for AdminService {
         warn!(license = %name, %author, "license removal requested");
         let (outcome, log_id) = self
             .shared
-            .batcher
-            .submit(Command::RemoveLicense { name, author })
-            .await
-            .map_err(|e| self.shared.batch_error(e))?;
+            .propose(Command::RemoveLicense { name, author })
+            .await?;
         match outcome {
             Outcome::Removed { .. } => {
                 let term = self.shared.confirm(log_id.leader_id.term)?;
@@ -302,12 +296,7 @@ impl Admin for AdminService {
             key: key.to_bytes(),
             author,
         };
-        let (outcome, log_id) = self
-            .shared
-            .batcher
-            .submit(command)
-            .await
-            .map_err(|e| self.shared.batch_error(e))?;
+        let (outcome, log_id) = self.shared.propose(command).await?;
         match outcome {
             Outcome::KeyTrusted { key_id } => {
                 let term = self.shared.confirm(log_id.leader_id.term)?;
@@ -335,10 +324,8 @@ impl Admin for AdminService {
         self.shared.serving()?;
         let (outcome, log_id) = self
             .shared
-            .batcher
-            .submit(Command::UntrustKey { key_id, author })
-            .await
-            .map_err(|e| self.shared.batch_error(e))?;
+            .propose(Command::UntrustKey { key_id, author })
+            .await?;
         match outcome {
             Outcome::KeyUntrusted { .. } => {
                 let term = self.shared.confirm(log_id.leader_id.term)?;

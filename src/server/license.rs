@@ -206,12 +206,7 @@ impl LicenseService {
             user: request.user,
             host: request.host,
         };
-        let (outcome, log_id) = self
-            .shared
-            .batcher
-            .submit(command)
-            .await
-            .map_err(|e| self.shared.batch_error(e))?;
+        let (outcome, log_id) = self.shared.propose(command).await?;
         let term = self.shared.confirm(log_id.leader_id.term)?;
         let mut reply = pb::CheckoutReply {
             term,
@@ -337,12 +332,7 @@ impl LicenseService {
         }
         self.shared.sessions.touch(term, id.session);
         let command = Command::Checkin { request: id, token };
-        let (outcome, log_id) = self
-            .shared
-            .batcher
-            .submit(command)
-            .await
-            .map_err(|e| self.shared.batch_error(e))?;
+        let (outcome, log_id) = self.shared.propose(command).await?;
         let term = self.shared.confirm(log_id.leader_id.term)?;
         let mut reply = pb::CheckinReply {
             term,

@@ -163,8 +163,15 @@ impl Shared {
         }
     }
 
-    /// Maps a batcher error for this node.
-    pub fn batch_error(&self, error: batcher::BatchError) -> ServiceError {
-        ServiceError::from_batch(self.node_id, error)
+    /// Proposes `command` through the batcher and waits until it is applied:
+    /// its outcome and the log id it was committed at.
+    pub async fn propose(
+        &self,
+        command: crate::license::state::Command,
+    ) -> Result<batcher::Applied, ServiceError> {
+        self.batcher
+            .submit(command)
+            .await
+            .map_err(|e| ServiceError::from_batch(self.node_id, e))
     }
 }
