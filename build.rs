@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/raftlm/v1/license.proto",
         "proto/raftlm/v1/admin.proto",
         "proto/raftlm/v1/raft.proto",
+        // etcd's Put and Status, for `raftlm bench --compare-etcd` only.
+        "proto/etcd/rpc.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

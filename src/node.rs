@@ -150,6 +150,11 @@ impl Node {
                 None
             }
         };
+        if crate::raft::disk_sync::SKIPPED {
+            warn!(
+                "built with the test-only feature skip-fdatasync: acknowledged writes do NOT survive a power cut"
+            );
+        }
         let refusals = Arc::new(Refusals::default());
         let trusted = config
             .vendor_keys

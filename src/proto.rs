@@ -5,3 +5,9 @@
 pub mod v1 {
     tonic::include_proto!("raftlm.v1");
 }
+
+/// etcd's `etcdserverpb` (the part in `proto/etcd/rpc.proto`): what
+/// `raftlm bench --compare-etcd` calls on an etcd cluster it starts.
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}

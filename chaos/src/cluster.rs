@@ -27,6 +27,8 @@ use raftlm::license::signature::{self, VendorSigningKey};
 use raftlm::proto::v1 as pb;
 use raftlm::tls::client::ClientTls;
 
+use crate::powerfs::{Loss, PowerDisk};
+
 /// The cluster (access point) name the license is issued for.
 pub const CLUSTER: &str = "LICSRV";
 /// How long a stopped node may take to exit after SIGTERM before it is killed.
@@ -53,6 +55,8 @@ pub struct ClusterSpec {
     pub session_ttl_ms: u64,
     /// Snapshot every this many log entries.
     pub snapshot_every: u64,
+    /// Put every data directory on a power-cut filesystem (see [`crate::powerfs`]).
+    pub power: bool,
 }
 
 /// The vendor of every feature the chaos license grants.
@@ -68,6 +72,9 @@ pub struct Cluster {
     pub client_tls: ClientTls,
     children: Vec<Option<Child>>,
     paused: Vec<bool>,
+    /// Each node's power-cut filesystem, when the spec asks for them. Dropped
+    /// (unmounted) after `Drop` has killed the nodes.
+    disks: Vec<PowerDisk>,
 }
 
 /// `n1`, `n2`, `n3` for the 0-based node `i`.
@@ -153,12 +160,21 @@ impl Cluster {
             std::fs::write(dir.join(format!("node{}.toml", i + 1)), text)?;
         }
         let n = spec.real.len();
+        let mut disks = Vec::new();
+        for i in 0..n {
+            let data = dir.join(format!("data{}", i + 1));
+            std::fs::create_dir_all(&data)?;
+            if spec.power {
+                disks.push(PowerDisk::mount(&data)?);
+            }
+        }
         Ok(Cluster {
             spec,
             tls,
             client_tls,
             children: (0..n).map(|_| None).collect(),
             paused: vec![false; n],
+            disks,
         })
     }
 
@@ -253,6 +269,37 @@ impl Cluster {
             let _ = child.wait();
         }
         self.paused[i] = false;
+    }
+
+    /// The power fails on `nodes` at one instant: their disks stop
+    /// answering, the processes are killed, and the disks come back with only
+    /// what was synced. The nodes are not restarted. Returns what each lost.
+    pub fn power_cut(&mut self, nodes: &[usize]) -> anyhow::Result<Vec<Loss>> {
+        anyhow::ensure!(
+            self.disks.len() == self.len(),
+            "the nodes' data directories are not on power-cut filesystems"
+        );
+        for &i in nodes {
+            self.disks[i].cut();
+        }
+        for &i in nodes {
+            // SIGCONT first: a stopped process does not die of SIGKILL until continued.
+            self.resume(i);
+            self.kill(i);
+        }
+        nodes
+            .iter()
+            .map(|&i| {
+                self.disks[i].restore().with_context(|| {
+                    format!("cannot bring {}'s disk back after a power cut", label(i))
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the data directories are on power-cut filesystems.
+    pub fn has_power_disks(&self) -> bool {
+        !self.disks.is_empty()
     }
 
     /// SIGSTOP to node `i`.

@@ -24,13 +24,11 @@ struct Args {
     /// How long to inject faults: `90s`, `10m`, `1h`, or seconds.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
-    /// Fault types, comma-separated: kill, pause, partition, restart, kill-all.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "kill,pause,partition,restart,kill-all"
-    )]
-    faults: Vec<FaultKind>,
+    /// Fault types, comma-separated: kill, pause, partition, restart,
+    /// kill-all, power (a type listed twice is drawn twice as often). Default:
+    /// all of them, power only where it can run (root, /dev/fuse).
+    #[arg(long, value_delimiter = ',')]
+    faults: Option<Vec<FaultKind>>,
     /// Concurrent client sessions.
     #[arg(long, default_value_t = 8)]
     sessions: usize,
@@ -91,9 +89,24 @@ async fn main() -> ExitCode {
         eprintln!("raftlm-chaos: --session-ttl-ms must be at least 2400 (three election timeouts)");
         return ExitCode::from(2);
     }
-    let mut faults = args.faults.clone();
+    let mut faults = match args.faults.clone() {
+        Some(faults) => faults,
+        None => {
+            let mut all = FaultKind::ALL.to_vec();
+            if let Err(why) = raftlm_chaos::powerfs::available() {
+                eprintln!("raftlm-chaos: no power cuts in this run: {why}");
+                all.retain(|&f| f != FaultKind::Power);
+            }
+            all
+        }
+    };
     faults.sort();
-    faults.dedup();
+    if faults.contains(&FaultKind::Power)
+        && let Err(why) = raftlm_chaos::powerfs::available()
+    {
+        eprintln!("raftlm-chaos: the power fault cannot run here: {why}");
+        return ExitCode::from(2);
+    }
     let config = RunConfig {
         seed,
         duration: args.duration,

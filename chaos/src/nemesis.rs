@@ -13,10 +13,14 @@
 //!   both), `delay` (every link delayed); a cut link refuses or black-holes
 //!   new connections at random;
 //! - `restart` — a graceful stop (SIGTERM) of one node and a start;
-//! - `kill-all` — SIGKILL of all three nodes, then all restarted on their data.
+//! - `kill-all` — SIGKILL of all three nodes, then all restarted on their data;
+//! - `power` — the power fails on one node or on all three at once: every
+//!   write not yet synced is dropped from its disk (see [`crate::powerfs`]),
+//!   the process dies, and it restarts on what its disk kept.
 //!
 //! Faults are drawn from a shuffled deck of the enabled types, so every
-//! type appears once before any appears twice. Every random choice comes
+//! type appears once before any appears twice (a type listed twice is in
+//! the deck twice, and so drawn twice as often). Every random choice comes
 //! from the nemesis's seeded generator; what a fault hits (the *active* node)
 //! depends on the run, and is recorded.
 
@@ -46,16 +50,19 @@ pub enum FaultKind {
     Restart,
     /// SIGKILL every node, restart them all.
     KillAll,
+    /// Power cut of one node or all: unsynced writes lost, then a restart.
+    Power,
 }
 
 impl FaultKind {
     /// Every fault type.
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Restart,
         FaultKind::KillAll,
+        FaultKind::Power,
     ];
 
     /// The name used on the command line and in reports.
@@ -66,6 +73,7 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::Restart => "restart",
             FaultKind::KillAll => "kill-all",
+            FaultKind::Power => "power",
         }
     }
 }
@@ -83,7 +91,9 @@ impl FromStr for FaultKind {
             .into_iter()
             .find(|k| k.name() == s)
             .ok_or_else(|| {
-                format!("unknown fault \"{s}\": use kill, pause, partition, restart or kill-all")
+                format!(
+                    "unknown fault \"{s}\": use kill, pause, partition, restart, kill-all or power"
+                )
             })
     }
 }
@@ -320,6 +330,42 @@ impl Nemesis {
                     cluster.start(node)?;
                 }
                 Self::record(history, "kill-all", "end", "", &what);
+            }
+            FaultKind::Power => {
+                let n = cluster.len();
+                let (nodes, whom) = if self.rng.gen_bool(0.3) {
+                    ((0..n).collect::<Vec<_>>(), "every node".to_string())
+                } else {
+                    let (node, active) = self.target(cluster, 0.6).await;
+                    let whom = format!("{}{}", label(node), if active { " (active)" } else { "" });
+                    (vec![node], whom)
+                };
+                let down = ms(&mut self.rng, 500, 3000);
+                let what =
+                    format!("power cut of {whom}: unsynced writes dropped, restart after {down:?}");
+                let names: Vec<String> = nodes.iter().map(|&i| label(i)).collect();
+                let names = names.join(",");
+                Self::record(history, "power", "start", &names, &what);
+                let losses = cluster.power_cut(&nodes)?;
+                let lost: Vec<String> = nodes
+                    .iter()
+                    .zip(&losses)
+                    .map(|(&i, loss)| {
+                        format!(
+                            "{} lost {} KiB in {} files and {} names",
+                            label(i),
+                            loss.bytes / 1024,
+                            loss.files,
+                            loss.names
+                        )
+                    })
+                    .collect();
+                tokio::time::sleep(down).await;
+                for &node in &nodes {
+                    cluster.start(node)?;
+                }
+                let what = format!("{what}; {}", lost.join("; "));
+                Self::record(history, "power", "end", &names, &what);
             }
         }
         Ok(())

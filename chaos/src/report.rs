@@ -84,6 +84,8 @@ pub struct Report {
     pub peak_seats: BTreeMap<String, u32>,
     /// Each node's store after the run.
     pub replicas: Vec<ReplicaSummary>,
+    /// What the nodes' data directories are on.
+    pub disk: String,
     /// Network-namespace faults: why they did not run.
     pub network_namespaces: String,
     /// Violations over every invariant.
@@ -159,6 +161,7 @@ impl Report {
             self.faults_total,
             faults.join(", ")
         );
+        let _ = writeln!(out, "disk: {}", self.disk);
         let _ = writeln!(out, "network namespaces: {}", self.network_namespaces);
         let _ = writeln!(out, "\ninvariants");
         for i in &self.invariants {

@@ -6,8 +6,9 @@
 //!    started) and wait for an active node;
 //! 2. stop starting operations (heartbeats go on, so grants stay held) and
 //!    read the state with a linearizable Status on the active node;
-//! 3. kill -9 every node, restart them on their data, and read again: every
-//!    acknowledged grant must have survived;
+//! 3. kill -9 every node (or cut the power of every node, when power cuts
+//!    are among the faults), restart them on their data, and read again:
+//!    every acknowledged grant must have survived;
 //! 4. stop the workload, stop every node gracefully, and read each node's own
 //!    store (see [`crate::replica`]);
 //! 5. check the history and the replicas (see [`crate::checker`]).
@@ -38,6 +39,12 @@ pub const READY_LIMIT: Duration = Duration::from_secs(60);
 pub const NETNS_SKIPPED: &str =
     "skipped: needs root and is not implemented in this build (the proxies cover the link faults)";
 
+/// The report's disk line with power cuts.
+pub const POWER_DISK: &str = "each data directory on a power-cut filesystem (FUSE, in memory): a power cut drops every write not yet synced";
+/// The report's disk line without.
+pub const PLAIN_DISK: &str =
+    "the machine's own (kill -9 loses nothing the kernel holds; no power cuts)";
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -45,7 +52,7 @@ pub struct RunConfig {
     pub seed: u64,
     /// How long faults are injected.
     pub duration: Duration,
-    /// Fault types.
+    /// Fault types, sorted; a type listed more than once is drawn that many times as often.
     pub faults: Vec<FaultKind>,
     /// Concurrent client sessions.
     pub sessions: usize,
@@ -64,6 +71,12 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// Whether power cuts are among the faults (the data directories are then
+    /// on power-cut filesystems, and the final restart is a power cut too).
+    pub fn power(&self) -> bool {
+        self.faults.contains(&FaultKind::Power)
+    }
+
     /// The command line that replays this run.
     pub fn replay(&self) -> String {
         let faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
@@ -169,6 +182,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         features: config.features.clone(),
         session_ttl_ms: config.session_ttl_ms,
         snapshot_every: config.snapshot_every,
+        power: config.power(),
     })?;
     progress(
         config,
@@ -264,17 +278,35 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     progress(config, "reading the state after healing");
     read_state(&mut cluster, &history, "after heal").await;
 
-    // 3. Kill all, restart, read again.
-    progress(config, "kill -9 of every node and restart; reading again");
+    // 3. Kill all (a power cut of all, when power cuts are enabled), restart, read again.
+    progress(
+        config,
+        if config.power() {
+            "power cut of every node and restart; reading again"
+        } else {
+            "kill -9 of every node and restart; reading again"
+        },
+    );
     // Recorded for the reader of the history, but not as a fault "start": no
     // check-out follows it, so it has no unavailability to measure.
     let mut event = Event::new("nemesis", EventType::Info, OpKind::Nemesis, 0);
-    event.fault = Some(FaultKind::KillAll.name().into());
-    event.detail = Some("final: kill -9 of every node, all restarted at once (end of run)".into());
-    history.record(event);
-    for i in 0..3 {
-        cluster.kill(i);
+    if config.power() {
+        let losses = cluster.power_cut(&[0, 1, 2])?;
+        let lost: u64 = losses.iter().map(|l| l.bytes).sum();
+        event.fault = Some(FaultKind::Power.name().into());
+        event.detail = Some(format!(
+            "final: power cut of every node ({} KiB of unsynced writes dropped), all restarted at once (end of run)",
+            lost / 1024
+        ));
+    } else {
+        for i in 0..3 {
+            cluster.kill(i);
+        }
+        event.fault = Some(FaultKind::KillAll.name().into());
+        event.detail =
+            Some("final: kill -9 of every node, all restarted at once (end of run)".into());
     }
+    history.record(event);
     for i in 0..3 {
         cluster.start(i)?;
     }
@@ -313,7 +345,17 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         duration_s: config.duration.as_secs_f64(),
         elapsed_s: started.elapsed().as_secs_f64(),
         sessions: config.sessions,
-        faults_enabled: config.faults.iter().map(|f| f.name().to_string()).collect(),
+        faults_enabled: {
+            let mut names: Vec<String> =
+                config.faults.iter().map(|f| f.name().to_string()).collect();
+            names.dedup();
+            names
+        },
+        disk: if config.power() {
+            POWER_DISK.into()
+        } else {
+            PLAIN_DISK.into()
+        },
         licensed,
         binary: config.binary.display().to_string(),
         run_dir: config.keep.as_ref().map(|_| dir.display().to_string()),

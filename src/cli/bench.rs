@@ -69,6 +69,13 @@ pub struct BenchArgs {
     /// Run the measurement twice, with TLS on and then off, on two fresh clusters.
     #[arg(long, conflicts_with_all = ["plaintext", "server"])]
     pub compare_tls: bool,
+    /// After the load, run the same load against a three-member etcd cluster
+    /// started here (one durable put per operation), and print both.
+    #[arg(long, conflicts_with_all = ["server", "compare_tls", "failover", "idle_sessions", "snapshot_grants"])]
+    pub compare_etcd: bool,
+    /// The etcd binary for --compare-etcd (default: `etcd` on PATH).
+    #[arg(long, requires = "compare_etcd")]
+    pub etcd: Option<PathBuf>,
 }
 
 pub use crate::cli::checkout::parse_duration;
@@ -281,7 +288,27 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
 }
 
 async fn bench(args: BenchArgs) -> Result<(), Failure> {
-    let reports = if args.compare_tls {
+    let reports = if args.compare_etcd {
+        let etcd = crate::cli::bench_etcd::binary(args.etcd.as_deref())?;
+        let ours = bench_once(&args, args.plaintext).await?;
+        let dir = TempDir::new()?;
+        let figures =
+            crate::cli::bench_etcd::measure(&etcd, &dir.0, args.sessions, args.duration).await?;
+        let mut samples = figures.samples;
+        let theirs = Report {
+            mode: format!("etcd ({})", figures.version),
+            tls: false,
+            sessions: args.sessions,
+            duration_s: figures.elapsed.as_secs_f64(),
+            batching: true,
+            ops_per_s: Some(figures.operations as f64 / figures.elapsed.as_secs_f64()),
+            operations: Some(figures.operations),
+            latency: Some(latency(&mut samples)),
+            errors: figures.errors,
+            ..Default::default()
+        };
+        vec![ours, theirs]
+    } else if args.compare_tls {
         vec![
             bench_once(&args, false).await?,
             bench_once(&args, true).await?,
@@ -300,11 +327,28 @@ async fn bench(args: BenchArgs) -> Result<(), Failure> {
         for report in &reports {
             print_text(report);
         }
-        if let [on, off] = reports.as_slice() {
-            print_tls_cost(on, off);
+        match reports.as_slice() {
+            [ours, theirs] if args.compare_etcd => print_etcd_ratio(ours, theirs),
+            [on, off] => print_tls_cost(on, off),
+            _ => {}
         }
     }
     Ok(())
+}
+
+fn print_etcd_ratio(ours: &Report, etcd: &Report) {
+    if let (Some(a), Some(b)) = (ours.ops_per_s, etcd.ops_per_s) {
+        println!(
+            "raftlm vs etcd, same machine, same run: {a:.0} ops/s vs {b:.0} puts/s ({:.2}x)",
+            a / b.max(f64::MIN_POSITIVE)
+        );
+    }
+    if let (Some(a), Some(b)) = (&ours.latency, &etcd.latency) {
+        println!(
+            "raftlm vs etcd: p50 {:.2} vs {:.2} ms, p99 {:.2} vs {:.2} ms",
+            a.p50_ms, b.p50_ms, a.p99_ms, b.p99_ms
+        );
+    }
 }
 
 fn print_tls_cost(on: &Report, off: &Report) {
@@ -493,6 +537,24 @@ struct Report {
     snapshot_install_ms: Option<f64>,
 }
 
+/// What one load worker returns: its latencies (µs) and its errors by kind.
+pub(crate) type WorkerResult = (Vec<u64>, BTreeMap<String, u64>);
+
+/// Every worker's latencies and errors, summed.
+pub(crate) async fn gather(tasks: Vec<tokio::task::JoinHandle<WorkerResult>>) -> WorkerResult {
+    let mut samples = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for task in tasks {
+        if let Ok((s, e)) = task.await {
+            samples.extend(s);
+            for (k, v) in e {
+                *errors.entry(k).or_default() += v;
+            }
+        }
+    }
+    (samples, errors)
+}
+
 fn error_kind(status: &tonic::Status) -> String {
     format!("{:?}", status.code()).to_lowercase()
 }
@@ -606,16 +668,7 @@ async fn load(
     shared.done.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed();
     eprintln!();
-    let mut samples = Vec::new();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    for task in tasks {
-        if let Ok((s, e)) = task.await {
-            samples.extend(s);
-            for (k, v) in e {
-                *errors.entry(k).or_default() += v;
-            }
-        }
-    }
+    let (mut samples, errors) = gather(tasks).await;
     let after = usages(cluster);
     let nodes = after
         .iter()

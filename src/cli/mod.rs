@@ -5,6 +5,7 @@
 //! 0 success, 1 refused, 2 usage or configuration error, 3 cluster unreachable).
 
 pub mod bench;
+pub mod bench_etcd;
 pub mod checkout;
 pub mod cluster_tls;
 pub mod demo;
