@@ -51,6 +51,13 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<RECORD_BYTES_MAX>()
 }
 
+/// The length of [`encode`]'s record for `value`, without building it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config())?;
+    Ok(1 + size.bytes_written)
+}
+
 /// Encodes a value as a versioned record.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = vec![FORMAT_VERSION];

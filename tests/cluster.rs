@@ -495,3 +495,130 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// An import command of about `bytes` encoded bytes (its one line carries a
+/// long attribute; the state machine refuses it as unverified, but the entry
+/// is replicated all the same, which is what is measured here).
+fn bulky_import(n: usize, bytes: usize) -> raftlm::license::state::Command {
+    use raftlm::license::{Expiry, FeatureLine, LineKind};
+    raftlm::license::state::Command::ImportLicense {
+        name: format!("bulky{n}.lic"),
+        lines: vec![FeatureLine {
+            kind: LineKind::Feature,
+            feature: "bulk".into(),
+            vendor: "acme".into(),
+            version: "1.0".into(),
+            expiry: Expiry::Permanent,
+            seats: 1,
+            attributes: vec![("NOTICE".into(), "x".repeat(bytes))],
+            signature: String::new(),
+            line: 3,
+        }],
+        author: "test".into(),
+    }
+}
+
+// Bytes are bounded at every step of the log: a command over the per-command
+// limit is refused before it is queued (the log does not move); a burst of
+// large commands is cut into entries of at most the batch limit; and a
+// follower that was away while 36 MB were committed (nine times what one
+// AppendEntries may carry) catches up, because an AppendEntries over the message
+// limit is answered "payload too large" and resent with fewer entries (one
+// AppendEntries of every missing entry would not complete within the
+// heartbeat interval openraft allows it, and would be retried for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_entries_fit_messages_and_a_follower_catches_up() {
+    use raftlm::server::batcher::{BATCH_BYTES_MAX, COMMAND_BYTES_MAX};
+    let dir = tempfile::tempdir().unwrap();
+    let (_key, public) = common::vendor_key(dir.path());
+    let bound = common::bind_three().await;
+    let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
+    let configs: Vec<_> = (1..=3)
+        .map(|id| {
+            let mut config =
+                common::node_config(dir.path(), id, &addresses, &peer_addresses, &public);
+            // Keep the log: the follower must catch up by AppendEntries, not a snapshot.
+            config.snapshot.logs_since_last = 1_000_000;
+            config
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (config, (client, peer)) in configs.iter().cloned().zip(bound.listeners) {
+        nodes.push(Some(
+            Node::start_with_listeners(config, client, peer)
+                .await
+                .unwrap(),
+        ));
+    }
+    let leader = leader_of(&nodes).await;
+    let shared = nodes[leader].as_ref().unwrap().shared().clone();
+
+    let before = nodes[leader]
+        .as_ref()
+        .unwrap()
+        .raft()
+        .metrics()
+        .borrow()
+        .last_log_index;
+    let refused = shared.propose(bulky_import(0, COMMAND_BYTES_MAX)).await;
+    assert!(
+        matches!(&refused, Err(raftlm::server::error::ServiceError::InvalidArgument(m)) if m.contains("fit one log entry")),
+        "{refused:?}"
+    );
+    let after = nodes[leader]
+        .as_ref()
+        .unwrap()
+        .raft()
+        .metrics()
+        .borrow()
+        .last_log_index;
+    assert_eq!(before, after, "a refused command reached the log");
+
+    let lagging = (leader + 1) % 3;
+    nodes[lagging].take().unwrap().shutdown().await;
+    // 24 commands of 1.5 MB: one per entry, 36 MB, nine times what one AppendEntries carries.
+    let size = 1_500_000;
+    let proposals: Vec<_> = (1..=24)
+        .map(|n| {
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.propose(bulky_import(n, size)).await })
+        })
+        .collect();
+    let mut entries = std::collections::BTreeSet::new();
+    for proposal in proposals {
+        let (_, log_id) = proposal.await.unwrap().expect("a large command commits");
+        entries.insert(log_id.index);
+    }
+    // Two of them exceed a batch, so each is an entry of its own.
+    assert!(2 * size > BATCH_BYTES_MAX);
+    assert_eq!(entries.len(), 24, "entries: {entries:?}");
+    let last = *entries.last().unwrap();
+
+    let client = common::rebind(&addresses[lagging]).await;
+    let peer = common::rebind(&peer_addresses[lagging]).await;
+    let returned = Node::start_with_listeners(configs[lagging].clone(), client, peer)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let applied = returned
+            .raft()
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        if applied >= last {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the returned follower applied up to {applied} of {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(returned.raft().metrics().borrow().snapshot.is_none());
+    nodes[lagging] = Some(returned);
+    for node in nodes.into_iter().flatten() {
+        node.shutdown().await;
+    }
+}

@@ -15,15 +15,16 @@
 //! - [`checker`] — the invariants over a history (pure, unit-tested);
 //! - [`report`] — figures and verdicts as text or JSON;
 //! - [`proxy`] — fault-injecting TCP proxies between nodes;
+//! - [`powerfs`] — the FUSE filesystem a power cut takes unsynced writes from;
 //! - [`cluster`] — the node processes, their configs and signals;
 //! - [`replica`] — every node's store read after the run;
 //! - [`workload`] — client sessions with raw tonic clients;
 //! - [`nemesis`] — the seeded fault schedule;
 //! - [`run`] — one run, start to end.
 //!
-//! Left out: faults through network namespaces (they need root; the
-//! proxies cover the link faults without privileges), clock faults, and
-//! disk faults.
+//! Left out: faults through network namespaces (the proxies cover the
+//! link faults), clock faults, and disk faults other than power cuts (full
+//! disks, failing or corrupted reads).
 
 #![warn(missing_docs)]
 

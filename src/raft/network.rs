@@ -10,7 +10,9 @@
 //! Requests and responses are openraft's own types encoded by
 //! [`crate::codec`]; the server side (`RaftService`) decodes, calls the local
 //! [`Raft`], and encodes the `Result` back, so a remote Raft error travels as a
-//! value. Message sizes are bounded by [`RAFT_MESSAGE_BYTES_MAX`].
+//! value. Message sizes are bounded by [`RAFT_MESSAGE_BYTES_MAX`]; an
+//! AppendEntries over [`APPEND_BYTES_MAX`] is not sent but answered
+//! `PayloadTooLarge` with a smaller entry count, which openraft retries with.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,28 @@ use crate::tls::identity::node_dns_name;
 /// Largest Raft message sent or accepted (an AppendEntries with many batches,
 /// or one snapshot chunk).
 pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Largest AppendEntries request sent (unless it holds a single entry, which
+/// the batcher keeps under 2 MiB). openraft 0.9 gives an AppendEntries one
+/// heartbeat interval to complete — sent, appended and synced on the
+/// follower — and retries one that times out with the same entries, for
+/// ever: a follower that fell behind by more than one interval can carry would
+/// never catch up. 4 MiB takes a few tens of milliseconds on loopback with TLS
+/// and a synced write; openraft's own limit is only by entry count (300).
+pub const APPEND_BYTES_MAX: usize = 4 * 1024 * 1024;
+const _: () = assert!(APPEND_BYTES_MAX < RAFT_MESSAGE_BYTES_MAX);
+
+/// `None` if an AppendEntries of `entries` entries encoded in `bytes` bytes
+/// may be sent; else how many entries to send instead (at least one: a
+/// single entry is at most the batcher's `BATCH_BYTES_MAX`, below the limit).
+pub fn entries_that_fit(entries: usize, bytes: usize) -> Option<u64> {
+    if bytes <= APPEND_BYTES_MAX || entries <= 1 {
+        return None;
+    }
+    // Entries are of similar size within one request; aim below the limit.
+    let fit = (entries as u128 * APPEND_BYTES_MAX as u128 / bytes as u128) as u64;
+    Some(fit.clamp(1, entries as u64 - 1))
+}
+
 /// How long a TCP connect to a peer may take before the peer counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -172,12 +196,26 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let payload =
+            codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(kind, payload, timeout).await
+    }
+
+    /// Sends an encoded request and decodes the reply.
+    async fn send<Resp, E>(
+        &mut self,
+        kind: Kind,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let channel = self
             .network
             .channel(self.target, &self.member)
             .map_err(RPCError::Network)?;
-        let payload =
-            codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
@@ -225,7 +263,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
-        self.call(Kind::Append, &rpc, option.hard_ttl()).await
+        let payload = codec::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if let Some(hint) = entries_that_fit(rpc.entries.len(), payload.len()) {
+            // openraft sends again with at most `hint` entries.
+            return Err(RPCError::PayloadTooLarge(
+                openraft::error::PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
+        self.send(Kind::Append, payload, option.hard_ttl()).await
     }
 
     async fn install_snapshot(
@@ -339,5 +384,21 @@ impl RaftRpc for RaftService {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode_request(&request.get_ref().payload)?;
         self.check_sender(&request, rpc.vote.leader_id().voted_for().unwrap_or(0))?;
         encode_reply(&self.raft.install_snapshot(rpc).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A request under the limit is sent; one over it asks for fewer entries
+    // (never zero, never as many); a single entry is always sent.
+    #[test]
+    fn oversized_appends_ask_for_fewer_entries() {
+        assert_eq!(entries_that_fit(300, APPEND_BYTES_MAX), None);
+        assert_eq!(entries_that_fit(1, APPEND_BYTES_MAX * 3), None);
+        assert_eq!(entries_that_fit(300, APPEND_BYTES_MAX * 3), Some(100));
+        assert_eq!(entries_that_fit(2, APPEND_BYTES_MAX + 1), Some(1));
+        assert_eq!(entries_that_fit(10, usize::MAX), Some(1));
     }
 }

@@ -6,7 +6,9 @@
 //! takes a permit (at most `in_flight_max` batches proposed and not yet
 //! committed), waits for the first command, gathers more for up to
 //! `linger_us` or `commands_max` commands, stamps the batch with the wall
-//! clock, and proposes it. While batches are in flight, new commands queue up
+//! clock, and proposes it. A batch also stops at [`BATCH_BYTES_MAX`] encoded
+//! bytes, and a command over [`COMMAND_BYTES_MAX`] is refused before it is
+//! queued, so that every log entry fits one AppendEntries message. While batches are in flight, new commands queue up
 //! and go out together in the next one (group commit), so under load a batch
 //! grows to what one flush can carry and an idle request pays at most the
 //! linger time.
@@ -31,6 +33,18 @@ use crate::raft::{LogId, Raft};
 
 /// Commands waiting for the batcher, at most.
 pub const QUEUE_MAX: usize = 16_384;
+/// Largest command, encoded. The largest a request can make is a license
+/// import (at most 1 MiB of text on the admin plane, or a file of the license
+/// directory); anything bigger is refused before it reaches the log.
+pub const COMMAND_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Largest batch (one log entry), encoded: commands are added while they fit,
+/// so a command near [`COMMAND_BYTES_MAX`] travels alone. openraft gives an
+/// AppendEntries one heartbeat interval to be sent, written and synced on the
+/// follower, so an entry must be small enough for that, and must fit alone in
+/// one AppendEntries message ([`crate::raft::network::APPEND_BYTES_MAX`]).
+pub const BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
+const _: () = assert!(COMMAND_BYTES_MAX <= BATCH_BYTES_MAX);
+const _: () = assert!(BATCH_BYTES_MAX < crate::raft::network::APPEND_BYTES_MAX);
 
 /// Why a command got no outcome.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,6 +58,9 @@ pub enum BatchError {
     /// The queue is full: the node is overloaded.
     #[error("the node is overloaded: {QUEUE_MAX} requests are queued")]
     Overloaded,
+    /// The command is larger than [`COMMAND_BYTES_MAX`] encoded.
+    #[error("the request is {0} bytes encoded; at most {COMMAND_BYTES_MAX} fit one log entry")]
+    TooLarge(usize),
     /// The node is shutting down or Raft stopped.
     #[error("the node is shutting down")]
     Stopped,
@@ -57,6 +74,8 @@ pub type Applied = (Outcome, LogId);
 
 struct Pending {
     command: Command,
+    /// `command`'s encoded length.
+    bytes: usize,
     reply: oneshot::Sender<Result<Applied, BatchError>>,
 }
 
@@ -76,9 +95,18 @@ impl Batcher {
 
     /// Proposes a command and waits until it is committed and applied.
     pub async fn submit(&self, command: Command) -> Result<Applied, BatchError> {
+        let bytes = crate::codec::encoded_len(&command)
+            .map_err(|e| BatchError::Failed(format!("the request does not encode: {e}")))?;
+        if bytes > COMMAND_BYTES_MAX {
+            return Err(BatchError::TooLarge(bytes));
+        }
         let (reply, answer) = oneshot::channel();
         self.queue
-            .try_send(Pending { command, reply })
+            .try_send(Pending {
+                command,
+                bytes,
+                reply,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => BatchError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => BatchError::Stopped,
@@ -91,29 +119,43 @@ async fn run(raft: Raft, settings: Batching, mut receiver: mpsc::Receiver<Pendin
     let in_flight = Arc::new(Semaphore::new(settings.in_flight_max));
     let linger = Duration::from_micros(settings.linger_us);
     let mut writes = tokio::task::JoinSet::new();
+    // A command that did not fit the previous batch.
+    let mut carried: Option<Pending> = None;
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
-        let Some(first) = receiver.recv().await else {
-            break;
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match receiver.recv().await {
+                Some(first) => first,
+                None => break,
+            },
         };
+        let mut bytes = first.bytes;
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < settings.commands_max {
-            match receiver.try_recv() {
-                Ok(next) => batch.push(next),
+            let next = match receiver.try_recv() {
+                Ok(next) => next,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     if linger.is_zero() {
                         break;
                     }
                     match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                        Ok(Some(next)) => batch.push(next),
+                        Ok(Some(next)) => next,
                         Ok(None) | Err(_) => break,
                     }
                 }
+            };
+            if bytes + next.bytes > BATCH_BYTES_MAX {
+                // It opens the next batch.
+                carried = Some(next);
+                break;
             }
+            bytes += next.bytes;
+            batch.push(next);
         }
         let raft = raft.clone();
         writes.spawn(async move {

@@ -62,6 +62,7 @@ impl ServiceError {
         match error {
             BatchError::NotLeader { leader } => ServiceError::NotActive { node, leader },
             BatchError::Overloaded => ServiceError::Overloaded(error.to_string()),
+            BatchError::TooLarge(_) => ServiceError::InvalidArgument(error.to_string()),
             BatchError::Stopped => ServiceError::Stopped,
             BatchError::Failed(message) => ServiceError::Unknown(message),
         }
