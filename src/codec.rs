@@ -15,8 +15,10 @@ use serde::de::DeserializeOwned;
 ///
 /// History: 1 — the first release; 2 — members carry a peer-plane address,
 /// sessions are named by a handle derived from a secret, and administrators'
-/// actions are recorded with their author.
-pub const FORMAT_VERSION: u8 = 2;
+/// actions are recorded with their author; 3 — the license state keeps the
+/// first answers of requests from sessions it does not hold (a denial creates
+/// no session).
+pub const FORMAT_VERSION: u8 = 3;
 
 /// Largest record [`decode`] accepts; guards against a corrupt length prefix
 /// asking for an absurd allocation.

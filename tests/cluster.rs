@@ -226,23 +226,20 @@ async fn stopped_node_catches_up_through_a_snapshot() {
     let returned = Node::start_with_listeners(configs[lagging].clone(), client, peer)
         .await
         .unwrap();
+    // The state and the metrics are updated one after the other: wait for both.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let held = returned.shared().state.read(|s| s.grants().len());
-        if held == tokens.len() {
+        let snapshot = returned.raft().metrics().borrow().snapshot;
+        if held == tokens.len() && snapshot.is_some_and(|s| s.index >= 40) {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "returned node holds {held} grants"
+            "returned node holds {held} grants; its snapshot: {snapshot:?} (none installed?)"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let snapshot = returned.raft().metrics().borrow().snapshot;
-    assert!(
-        snapshot.is_some_and(|s| s.index >= 40),
-        "no snapshot installed: {snapshot:?}"
-    );
     returned.shared().state.read(|s| s.check_invariants());
     nodes[lagging] = Some(returned);
     for node in nodes.into_iter().flatten() {

@@ -121,6 +121,19 @@ impl Log {
     fn apply(&mut self, command: Command) -> Outcome {
         self.apply_at(NOW_MS, command)
     }
+    /// `apply` without the invariant check after it (for long loops).
+    fn apply_unchecked(&mut self, command: Command) -> Outcome {
+        self.index += 1;
+        let at = LogPosition {
+            term: 1,
+            index: self.index,
+        };
+        let batch = Batch {
+            now_ms: NOW_MS,
+            commands: vec![command],
+        };
+        self.state.apply_batch(at, &batch).remove(0)
+    }
     fn apply_at(&mut self, now_ms: u64, command: Command) -> Outcome {
         self.index += 1;
         let at = LogPosition {
@@ -950,4 +963,48 @@ fn time_floors() {
         matches!(&outcome, Outcome::LicenseUnverified { reason, .. } if reason.contains("expired")),
         "{outcome:?}"
     );
+}
+
+// A flood of throw-away sessions whose check-outs are denied leaves no
+// session behind (so it cannot fill the session table and lock anyone out),
+// a retry of a denied request gets its first answer even after seats were
+// freed, the remembered answers stay bounded, and a grant still creates its
+// session as before.
+#[test]
+fn denials_create_no_session_and_retries_get_their_first_answer() {
+    let mut log = Log::new();
+    log.import("acme.lic", vec![line("cad", 1, Expiry::Permanent, "s1")]);
+    let token = token_of(&log.apply(checkout(1, 1, "cad", 1)));
+    assert_eq!(log.state.sessions().len(), 1);
+
+    let flood = raftlm::license::state::UNHELD_ANSWERS_REMEMBERED as u64 + 4_000;
+    for session in 0..flood {
+        let outcome = log.apply_unchecked(checkout(1_000 + session, 1, "cad", 1));
+        assert!(matches!(outcome, Outcome::Denied { .. }), "{outcome:?}");
+    }
+    log.state.check_invariants();
+    assert_eq!(log.state.sessions().len(), 1, "denials created sessions");
+
+    // The seat is freed; the retry of the last denied request still gets its denial.
+    log.apply(checkin(1, 2, token));
+    let last = 1_000 + flood - 1;
+    let retried = log.apply(checkout(last, 1, "cad", 1));
+    assert!(
+        matches!(retried, Outcome::Denied { .. }),
+        "a retry got a different answer: {retried:?}"
+    );
+    // The oldest denials are forgotten: their retry is evaluated afresh.
+    let forgotten = log.apply(checkout(1_000, 1, "cad", 1));
+    assert!(
+        matches!(forgotten, Outcome::Granted { .. }),
+        "{forgotten:?}"
+    );
+    assert!(
+        log.state
+            .sessions()
+            .contains_key(&SessionId(1_000u64.into()))
+    );
+    // A new request of a throw-away session is evaluated afresh too.
+    let fresh = log.apply(checkout(last, 2, "cad", 1));
+    assert!(matches!(fresh, Outcome::Denied { .. }), "{fresh:?}");
 }

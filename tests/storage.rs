@@ -311,7 +311,10 @@ async fn old_format_data_directory_is_refused() {
     );
     let message = error.to_string();
     assert!(message.contains("record format 1"), "{message}");
-    assert!(message.contains("reads format 2"), "{message}");
+    assert!(
+        message.contains(&format!("reads format {}", raftlm::codec::FORMAT_VERSION)),
+        "{message}"
+    );
     assert!(
         message.contains("start the node with an empty one"),
         "{message}"

@@ -41,6 +41,12 @@
 //! client starts a new session. The last [`EXPIRED_SESSIONS_REMEMBERED`]
 //! expired sessions are remembered for this.
 //!
+//! Only a grant creates a session. A request from a session the state does
+//! not hold that changes nothing (a denied check-out, a check-in of an
+//! unknown grant) leaves no session behind; its answer is kept among the last
+//! [`UNHELD_ANSWERS_REMEMBERED`] such answers, so its retry still gets it
+//! (docs/decisions/0013-a-denial-creates-no-session.md).
+//!
 //! # Invariants
 //!
 //! Checked after every apply; a violation is a bug and panics with the
@@ -75,6 +81,11 @@ pub const EXPIRED_SESSIONS_REMEMBERED: usize = 100_000;
 pub const CHECKOUT_SEATS_MAX: u32 = 1_000_000;
 /// How many administrators' actions the state remembers, newest last.
 pub const ADMIN_ACTIONS_REMEMBERED: usize = 64;
+/// First answers of requests from sessions the state does not hold (a
+/// denied first check-out creates no session), newest last, so that a retry
+/// gets its first answer: about six seconds of a flood at 10,000 denials a
+/// second, far longer than a client retries.
+pub const UNHELD_ANSWERS_REMEMBERED: usize = 65_536;
 /// Most vendor keys the cluster trusts at once.
 pub const TRUSTED_KEYS_MAX: usize = 256;
 /// How many contents of one license name the state remembers having imported.
@@ -516,6 +527,11 @@ pub struct LicenseState {
     expired_set: BTreeSet<SessionId>,
     /// The last [`ADMIN_ACTIONS_REMEMBERED`] administrators' actions, oldest first.
     admin_actions: VecDeque<AdminAction>,
+    /// The first answers of the last [`UNHELD_ANSWERS_REMEMBERED`] requests
+    /// from sessions the state did not hold (requests that changed nothing),
+    /// oldest first, and the same as a map for look-ups.
+    unheld_order: VecDeque<RequestId>,
+    unheld: BTreeMap<RequestId, Outcome>,
     /// The cluster name license lines must be issued for: recorded by the
     /// first activation.
     cluster_name: Option<String>,
@@ -729,6 +745,9 @@ impl LicenseState {
         request: RequestId,
         run: impl FnOnce(&mut LicenseState) -> Outcome,
     ) -> Outcome {
+        if let Some(first) = self.unheld.get(&request) {
+            return first.clone();
+        }
         if let Some(session) = self.sessions.get(&request.session) {
             if let Some((_, first)) = session.recent.iter().find(|(seq, _)| *seq == request.seq) {
                 return first.clone();
@@ -746,6 +765,20 @@ impl LicenseState {
             };
         }
         let outcome = run(self);
+        if !self.sessions.contains_key(&request.session) {
+            // Only a grant creates a session: this request changed nothing
+            // (a denial, an unknown grant). Its answer is remembered apart, in
+            // a bounded list, so a flood of throw-away sessions holds no seat
+            // and no session, and a retry still gets the first answer.
+            if self.unheld_order.len() >= UNHELD_ANSWERS_REMEMBERED
+                && let Some(oldest) = self.unheld_order.pop_front()
+            {
+                self.unheld.remove(&oldest);
+            }
+            self.unheld_order.push_back(request);
+            self.unheld.insert(request, outcome.clone());
+            return outcome;
+        }
         let session = self
             .sessions
             .entry(request.session)
@@ -1233,6 +1266,12 @@ impl LicenseState {
             self.expired_set.len(),
             "expired-session list and set disagree"
         );
+        assert_eq!(
+            self.unheld_order.len(),
+            self.unheld.len(),
+            "list and map of unheld answers disagree"
+        );
+        assert!(self.unheld.len() <= UNHELD_ANSWERS_REMEMBERED);
         for id in &self.expired_order {
             assert!(
                 !self.sessions.contains_key(id),

@@ -19,6 +19,8 @@ use crate::server::Shared;
 
 /// Most sessions one `Expire` command names.
 pub const EXPIRE_BATCH_MAX: usize = 1024;
+/// Most `Expire` commands one sweep proposes: 65,536 sessions a tick.
+pub const EXPIRE_ROUNDS_MAX: usize = 64;
 
 /// When each session was last heard from, for one term.
 #[derive(Default)]
@@ -102,22 +104,32 @@ pub async fn sweep(shared: std::sync::Arc<Shared>, stop: impl std::future::Futur
             _ = &mut stop => return,
             _ = ticker.tick() => {}
         }
-        let Ok(term) = shared.serving() else { continue };
-        let known: Vec<SessionId> = shared
-            .state
-            .read(|state| state.sessions().keys().copied().collect());
-        let silent = shared.sessions.silent(term, &known, ttl);
-        if silent.is_empty() {
-            continue;
-        }
-        let count = silent.len();
-        match shared
-            .batcher
-            .submit(Command::Expire { sessions: silent })
-            .await
-        {
-            Ok((outcome, log_id)) => info!(count, %log_id, ?outcome, "expired silent sessions"),
-            Err(error) => warn!(count, %error, "could not expire silent sessions"),
+        // Expire every silent session, a batch at a time (up to
+        // EXPIRE_ROUNDS_MAX batches a tick), so that expiry keeps up with
+        // however many sessions go silent.
+        for _ in 0..EXPIRE_ROUNDS_MAX {
+            let Ok(term) = shared.serving() else { break };
+            let known: Vec<SessionId> = shared
+                .state
+                .read(|state| state.sessions().keys().copied().collect());
+            let silent = shared.sessions.silent(term, &known, ttl);
+            if silent.is_empty() {
+                break;
+            }
+            let count = silent.len();
+            match shared
+                .batcher
+                .submit(Command::Expire { sessions: silent })
+                .await
+            {
+                Ok((outcome, log_id)) => {
+                    info!(count, %log_id, ?outcome, "expired silent sessions")
+                }
+                Err(error) => {
+                    warn!(count, %error, "could not expire silent sessions");
+                    break;
+                }
+            }
         }
     }
 }

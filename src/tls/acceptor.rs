@@ -60,6 +60,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
 /// Most open connections per listener; a connection beyond it is closed at once.
 pub const CONNECTIONS_MAX: usize = 1024;
+/// Connections open at once from one source address, per listener: one
+/// address cannot take every connection of a node. An application holds one
+/// connection per server it talks to, so this is a few hundred application
+/// processes behind one NAT address.
+pub const CONNECTIONS_PER_ADDRESS_MAX: usize = 256;
 /// Most distinct (source address, reason) refusals logged at `warn`.
 pub const REFUSALS_REMEMBERED: usize = 1024;
 /// How often [`watch_files`] looks for changed certificate files.
@@ -501,10 +506,52 @@ pub fn peer_node(certs: Option<&[CertificateDer<'_>]>, cluster: &str) -> Result<
 }
 
 /// A connection that holds its slot of the listener's [`CONNECTIONS_MAX`]
-/// until it is closed.
+/// and of its address's [`CONNECTIONS_PER_ADDRESS_MAX`] until it is closed.
 pub struct Counted<S> {
     inner: S,
     _slot: OwnedSemaphorePermit,
+    _address: AddressSlot,
+}
+
+/// Open connections per source address of one listener.
+#[derive(Default)]
+struct PerAddress {
+    // std Mutex: held to count, never across `.await`.
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's count against its address; given back on drop.
+pub struct AddressSlot {
+    table: Arc<PerAddress>,
+    address: std::net::IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for `address`, unless it has [`CONNECTIONS_PER_ADDRESS_MAX`] open.
+    fn acquire(self: &Arc<Self>, address: std::net::IpAddr) -> Option<AddressSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(address).or_insert(0);
+        if *count >= CONNECTIONS_PER_ADDRESS_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
@@ -553,8 +600,9 @@ impl<S: Connected> Connected for Counted<S> {
 /// Accepts connections on `listener` and yields those whose TLS handshake
 /// succeeded (and, on the peer plane, whose certificate names one of
 /// `members`), until the stream is dropped (the server stopped). At most
-/// [`CONNECTIONS_MAX`] are open and [`HANDSHAKES_IN_FLIGHT_MAX`] shaking
-/// hands at once; a connection beyond either is closed and logged.
+/// [`CONNECTIONS_MAX`] are open, [`CONNECTIONS_PER_ADDRESS_MAX`] from one
+/// source address, and [`HANDSHAKES_IN_FLIGHT_MAX`] shaking hands at once; a
+/// connection beyond any is closed and logged.
 pub fn incoming(
     listener: TcpListener,
     state: Arc<TlsState>,
@@ -568,6 +616,7 @@ pub fn incoming(
         async move {
             let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
             let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+            let per_address = Arc::new(PerAddress::default());
             loop {
                 let accepted = tokio::select! {
                     _ = tx.closed() => return,
@@ -587,6 +636,16 @@ pub fn incoming(
                         plane,
                         from.ip(),
                         &format!("{CONNECTIONS_MAX} connections open: the limit"),
+                    );
+                    continue;
+                };
+                let Some(address_slot) = per_address.acquire(from.ip()) else {
+                    refusals.log(
+                        plane,
+                        from.ip(),
+                        &format!(
+                            "{CONNECTIONS_PER_ADDRESS_MAX} connections open from this address: the limit"
+                        ),
                     );
                     continue;
                 };
@@ -643,6 +702,7 @@ pub fn incoming(
                             .send(Ok(Counted {
                                 inner: tls,
                                 _slot: slot,
+                                _address: address_slot,
                             }))
                             .await;
                     }
@@ -653,4 +713,27 @@ pub fn incoming(
         .instrument(span),
     );
     ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One address gets at most its share; another address still gets in; a
+    // closed connection gives its slot back, and idle addresses are forgotten.
+    #[test]
+    fn one_address_cannot_take_every_connection() {
+        let table = Arc::new(PerAddress::default());
+        let flooding: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+        let other: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+        let slots: Vec<AddressSlot> = (0..CONNECTIONS_PER_ADDRESS_MAX)
+            .map(|_| table.acquire(flooding).expect("under the limit"))
+            .collect();
+        assert!(table.acquire(flooding).is_none());
+        let admitted = table.acquire(other).expect("another address gets in");
+        drop(slots);
+        assert!(table.acquire(flooding).is_some());
+        drop(admitted);
+        assert!(table.open.lock().unwrap().is_empty());
+    }
 }
