@@ -944,10 +944,14 @@ fn print_text(report: &Report) {
         report.mode, report.sessions, report.duration_s
     );
     if let (Some(ops), Some(n)) = (report.ops_per_s, report.operations) {
-        println!(
-            "  committed license operations: {n} ({ops:.0}/s), batching {}",
-            if report.batching { "on" } else { "off" }
-        );
+        if report.mode.starts_with("etcd") {
+            println!("  durable puts: {n} ({ops:.0}/s)");
+        } else {
+            println!(
+                "  committed license operations: {n} ({ops:.0}/s), batching {}",
+                if report.batching { "on" } else { "off" }
+            );
+        }
     }
     if let Some(l) = &report.latency {
         println!(
