@@ -73,6 +73,11 @@ pub struct BenchArgs {
     /// started here (one durable put per operation), and print both.
     #[arg(long, conflicts_with_all = ["server", "compare_tls", "failover", "idle_sessions", "snapshot_grants"])]
     pub compare_etcd: bool,
+    /// Instead of load: this many throw-away sessions from one address, each
+    /// with one denied check-out, and a new session's check-out latency from
+    /// another address (127.0.0.2) before and after.
+    #[arg(long, conflicts_with_all = ["failover", "idle_sessions", "snapshot_grants", "compare_tls", "compare_etcd"])]
+    pub flood: Option<usize>,
     /// The etcd binary for --compare-etcd (default: `etcd` on PATH).
     #[arg(long, requires = "compare_etcd")]
     pub etcd: Option<PathBuf>,
@@ -80,16 +85,23 @@ pub struct BenchArgs {
 
 pub use crate::cli::checkout::parse_duration;
 
-const BENCH_LICENSE: &str =
-    "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE bench acme 1.0 permanent 1000000\n";
+const BENCH_LICENSE: &str = "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE bench acme 1.0 permanent 1000000\nFEATURE scarce acme 1.0 permanent 1\n";
 
 /// Latency figures in milliseconds.
 #[derive(Debug, Default, Serialize)]
-struct Latency {
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    max_ms: f64,
+pub(crate) struct Latency {
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+/// Latency figures, for the other bench modules.
+pub(crate) type LatencyFigures = Latency;
+
+/// Latency figures of `samples` (µs), sorting them.
+pub(crate) fn latency_figures(samples: &mut [u64]) -> Latency {
+    latency(samples)
 }
 
 fn latency(samples: &mut [u64]) -> Latency {
@@ -420,6 +432,23 @@ async fn bench_once(args: &BenchArgs, plaintext: bool) -> Result<Report, Failure
             .as_mut()
             .ok_or_else(|| Failure::usage("failover needs a local cluster"))?;
         failover(cluster, kills).await?
+    } else if let Some(sessions) = args.flood {
+        let before = usages(cluster.as_ref());
+        let mut figures = crate::cli::bench_flood::flood(&target, &tls, sessions).await?;
+        let after = usages(cluster.as_ref());
+        let peak = |u: &[NodeUsage]| u.iter().map(|n| n.rss_mib).fold(0.0, f64::max);
+        if !after.is_empty() {
+            figures.rss_mib = Some((peak(&before), peak(&after)));
+        }
+        Report {
+            mode: "flood".into(),
+            sessions,
+            duration_s: figures.seconds,
+            batching: !args.no_batching,
+            nodes: after,
+            flood: Some(figures),
+            ..Default::default()
+        }
     } else if let Some(idle) = args.idle_sessions {
         idle_sessions(&target, &tls, idle, args.duration, cluster.as_ref()).await?
     } else {
@@ -535,6 +564,8 @@ struct Report {
     snapshot_build_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot_install_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flood: Option<crate::cli::bench_flood::FloodFigures>,
 }
 
 /// What one load worker returns: its latencies (µs) and its errors by kind.
@@ -958,6 +989,28 @@ fn print_text(report: &Report) {
             "  latency ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
             l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
         );
+    }
+    if let Some(f) = &report.flood {
+        println!(
+            "  flood: {} throw-away sessions from 127.0.0.1 in {:.1} s ({:.0}/s): {} denied, {} otherwise",
+            f.sessions,
+            f.seconds,
+            f.sessions as f64 / f.seconds.max(f64::MIN_POSITIVE),
+            f.denied,
+            f.other
+        );
+        for (when, l, refused) in [
+            ("before", &f.probe_before_ms, f.probe_refused.0),
+            ("after", &f.probe_after_ms, f.probe_refused.1),
+        ] {
+            println!(
+                "  new session from 127.0.0.2 {when} the flood: check-out p50 {:.2}  p99 {:.2}  max {:.2} ms, {refused} not granted",
+                l.p50_ms, l.p99_ms, l.max_ms
+            );
+        }
+        if let Some((before, after)) = f.rss_mib {
+            println!("  largest node RSS: {before:.1} MiB before, {after:.1} MiB after");
+        }
     }
     if let Some(f) = &report.failover {
         println!(

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod bench_etcd;
+pub mod bench_flood;
 pub mod checkout;
 pub mod cluster_tls;
 pub mod demo;
