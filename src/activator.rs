@@ -178,13 +178,43 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
                 term: Term(term),
                 node: NodeId(shared.node_id),
                 cluster_name: shared.config.cluster_name.clone(),
+                lease_ms,
+                wait_ms: lease_ms + timing.lease_margin_ms,
             };
             match shared.batcher.submit(activate).await {
-                Ok((crate::license::state::Outcome::WrongCluster { held, asked }, _)) => {
-                    if now >= last_ap_error_ms + 1000 {
-                        error!(%held, %asked, "this node's cluster_name is not the cluster's: not serving");
-                        last_ap_error_ms = now;
-                    }
+                Ok((
+                    crate::license::state::Outcome::WrongCluster {
+                        held: theirs,
+                        asked,
+                    },
+                    _,
+                )) => {
+                    let why = format!(
+                        "this node's cluster_name \"{asked}\" is not the cluster's \"{theirs}\""
+                    );
+                    step_back(&shared, why);
+                    release(&shared.config.access_point, held.take(), &mut raised_ap).await;
+                    // A follower from now on, until the process stops.
+                    (&mut stop).await;
+                    break;
+                }
+                Ok((
+                    crate::license::state::Outcome::TimingIncompatible {
+                        previous,
+                        lease_ms: previous_lease,
+                        wait_ms,
+                    },
+                    _,
+                )) => {
+                    let previous = previous.0;
+                    let why = format!(
+                        "node {previous} was active with lease_ms = {previous_lease}, and this node waits only lease_ms + lease_margin_ms = {wait_ms} ms before serving, so both could serve at once; give this node's [timing] a lease_ms + lease_margin_ms of at least {previous_lease}, or node {previous} a lease_ms of at most {wait_ms}"
+                    );
+                    step_back(&shared, why);
+                    release(&shared.config.access_point, held.take(), &mut raised_ap).await;
+                    // A follower from now on, until the process stops.
+                    (&mut stop).await;
+                    break;
                 }
                 Ok((_, log_id)) if log_id.leader_id.term == term => {
                     shared.lease.update(|l| {
@@ -218,6 +248,21 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
     }
     shared.lease.update(|l| *l = LeaseState::default());
     release(&shared.config.access_point, held.take(), &mut raised_ap).await;
+}
+
+/// This node must not serve (its config cannot be safe with the cluster's):
+/// it stops sending heartbeats and never starts an election again, so that a
+/// node that may serve is elected instead (openraft 0.9 never makes a leader
+/// step down by itself), and says why, in the log and in [`Shared::stepped_back`].
+fn step_back(shared: &Shared, why: String) {
+    error!(
+        %why,
+        "not serving: stepping back from leadership (no heartbeats, no elections) so that another node takes over; fix this node's config and restart it"
+    );
+    shared.raft.runtime_config().heartbeat(false);
+    shared.raft.runtime_config().elect(false);
+    shared.lease.update(|l| *l = LeaseState::default());
+    let _ = shared.stepped_back.set(why);
 }
 
 async fn bind(shared: Arc<Shared>) -> Result<Held, String> {

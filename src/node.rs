@@ -214,6 +214,7 @@ impl Node {
             lease: Lease::default(),
             tls: tls.clone(),
             refusals: refusals.clone(),
+            stepped_back: std::sync::OnceLock::new(),
         });
         let (stop, _) = watch::channel(false);
         let mut tasks = vec![batcher_task];

@@ -619,3 +619,102 @@ async fn large_entries_fit_messages_and_a_follower_catches_up() {
         node.shutdown().await;
     }
 }
+
+// Timing that cannot be safe together is refused, not served: node 3 waits
+// only 120 ms (lease 120, margin 0) before serving, while nodes 1 and 2 hold
+// leases of 250 ms. When node 3 wins an election after one of them was
+// active, its activation is refused by the state machine (the previous lease
+// could still run), node 3 stops heartbeating and never campaigns again
+// (openraft would otherwise keep it leader for ever), says why with both
+// values, and another node takes over; node 3 never serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incompatible_timing_steps_back_instead_of_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_key, public) = common::vendor_key(dir.path());
+    let bound = common::bind_three().await;
+    let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
+    let configs: Vec<_> = (1..=3)
+        .map(|id| {
+            let mut config =
+                common::node_config(dir.path(), id, &addresses, &peer_addresses, &public);
+            if id == 3 {
+                config.timing.heartbeat_ms = 50;
+                config.timing.lease_ms = 120;
+                config.timing.lease_margin_ms = 0;
+                config.validate().unwrap();
+            }
+            config
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (config, (client, peer)) in configs.iter().cloned().zip(bound.listeners) {
+        nodes.push(Some(
+            Node::start_with_listeners(config, client, peer)
+                .await
+                .unwrap(),
+        ));
+    }
+    let restart = |i: usize| {
+        let (config, address, peer) = (
+            configs[i].clone(),
+            addresses[i].clone(),
+            peer_addresses[i].clone(),
+        );
+        async move {
+            // The stopped node's store may take a moment to be let go of.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let client = common::rebind(&address).await;
+                let peer = common::rebind(&peer).await;
+                match Node::start_with_listeners(config.clone(), client, peer).await {
+                    Ok(node) => break node,
+                    Err(error) if tokio::time::Instant::now() < deadline => {
+                        let _ = error;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(error) => panic!("cannot restart the node: {error}"),
+                }
+            }
+        }
+    };
+    // Stop whichever node serves, wait until another serves, and start the
+    // stopped one again; until node 3 has won an election after node 1 or 2
+    // was active (each round it wins with probability about one half).
+    for _round in 0..16 {
+        let active = leader_of(&nodes).await;
+        nodes[active].take().unwrap().shutdown().await;
+        let next = leader_of(&nodes).await;
+        nodes[active] = Some(restart(active).await);
+        if nodes[2]
+            .as_ref()
+            .unwrap()
+            .shared()
+            .stepped_back
+            .get()
+            .is_some()
+        {
+            assert_ne!(next, 2);
+            break;
+        }
+    }
+    let why = nodes[2]
+        .as_ref()
+        .unwrap()
+        .shared()
+        .stepped_back
+        .get()
+        .cloned()
+        .expect("node 3 never won an election in 16 rounds");
+    assert!(
+        why.contains("lease_ms = 250") && why.contains("= 120 ms"),
+        "the reason names both values: {why}"
+    );
+    // Another node serves; node 3 does not, and stays out.
+    let active = leader_of(&nodes).await;
+    assert_ne!(active, 2, "node 3 serves after stepping back");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(nodes[2].as_ref().unwrap().shared().serving().is_err());
+    for node in nodes.into_iter().flatten() {
+        node.shutdown().await;
+    }
+}

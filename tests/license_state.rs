@@ -31,6 +31,8 @@ fn bootstrapped_state() -> LicenseState {
                 term: Term(1),
                 node: NodeId(1),
                 cluster_name: CLUSTER.into(),
+                lease_ms: 250,
+                wait_ms: 350,
             },
             Command::TrustKey {
                 vendor: Some("acme".into()),
@@ -461,6 +463,8 @@ fn time_never_runs_backwards() {
             term: Term(1),
             node: NodeId(1),
             cluster_name: CLUSTER.into(),
+            lease_ms: 250,
+            wait_ms: 350,
         },
     );
     log.apply_at(
@@ -469,6 +473,8 @@ fn time_never_runs_backwards() {
             term: Term(2),
             node: NodeId(2),
             cluster_name: CLUSTER.into(),
+            lease_ms: 250,
+            wait_ms: 350,
         },
     );
     assert_eq!(log.state.now_ms(), NOW_MS);
@@ -888,6 +894,8 @@ fn another_cluster_name_cannot_activate() {
         term: Term(2),
         node: NodeId(2),
         cluster_name: "OTHER".into(),
+        lease_ms: 250,
+        wait_ms: 350,
     });
     assert_eq!(
         outcome,
@@ -1007,4 +1015,36 @@ fn denials_create_no_session_and_retries_get_their_first_answer() {
     // A new request of a throw-away session is evaluated afresh too.
     let fresh = log.apply(checkout(last, 2, "cad", 1));
     assert!(matches!(fresh, Outcome::Denied { .. }), "{fresh:?}");
+}
+
+// An activation is refused when the new node waited less than the previous
+// active node's lease could still run; it is recorded once the wait covers
+// it, and a node is never held to its own earlier lease.
+#[test]
+fn activation_must_wait_out_the_previous_lease() {
+    let mut log = Log::new();
+    let activate = |term: u64, node: u64, lease_ms: u64, wait_ms: u64| Command::Activate {
+        term: Term(term),
+        node: NodeId(node),
+        cluster_name: CLUSTER.into(),
+        lease_ms,
+        wait_ms,
+    };
+    assert_eq!(log.apply(activate(2, 2, 390, 490)), Outcome::Activated);
+    let activations = log.state.activations();
+    assert_eq!(
+        log.apply(activate(3, 3, 150, 150)),
+        Outcome::TimingIncompatible {
+            previous: NodeId(2),
+            lease_ms: 390,
+            wait_ms: 150,
+        }
+    );
+    assert_eq!(
+        log.state.activations(),
+        activations,
+        "a refused activation was recorded"
+    );
+    assert_eq!(log.apply(activate(4, 1, 250, 390)), Outcome::Activated);
+    assert_eq!(log.apply(activate(5, 1, 100, 100)), Outcome::Activated);
 }

@@ -88,6 +88,8 @@ fn import_cad() -> Batch {
                 term: raftlm::license::state::Term(1),
                 node: raftlm::license::state::NodeId(1),
                 cluster_name: "LICSRV".into(),
+                lease_ms: 250,
+                wait_ms: 350,
             },
             Command::TrustKey {
                 vendor: Some("acme".into()),

@@ -227,6 +227,8 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
                 term: crate::license::state::Term(1),
                 node: crate::license::state::NodeId(1),
                 cluster_name: "LICSRV".into(),
+                lease_ms: 250,
+                wait_ms: 350,
             },
             StateCommand::TrustKey {
                 vendor: Some("acme".into()),

@@ -228,6 +228,12 @@ pub enum Command {
         /// The cluster name the node serves: the first activation records it,
         /// later ones must name the same.
         cluster_name: String,
+        /// The node's quorum lease `L` (ms): how long it may serve after a
+        /// quorum round, so how long a successor must wait.
+        lease_ms: u64,
+        /// How long the node waited after its first quorum round before it
+        /// proposed this (`L + M` of its own timing, ms).
+        wait_ms: u64,
     },
     /// Trust a vendor key: license lines signed by it (for its vendor) verify.
     TrustKey {
@@ -365,6 +371,16 @@ pub enum Outcome {
     },
     /// An activation was recorded.
     Activated,
+    /// The node waited less than the previous active node's lease could
+    /// still run: their timing is not safe together. Not recorded.
+    TimingIncompatible {
+        /// The previous active node.
+        previous: NodeId,
+        /// Its quorum lease (ms).
+        lease_ms: u64,
+        /// How long the new node waited (its `L + M`, ms).
+        wait_ms: u64,
+    },
     /// The activation names another cluster than the one recorded; not recorded.
     WrongCluster {
         /// The cluster name the state holds.
@@ -499,6 +515,8 @@ pub struct Activation {
     pub term: Term,
     /// State time of the activation.
     pub at_ms: u64,
+    /// Its quorum lease (ms): a successor must have waited at least this long.
+    pub lease_ms: u64,
 }
 
 /// The replicated license state. See the module docs.
@@ -655,17 +673,29 @@ impl LicenseState {
                 term,
                 node,
                 cluster_name,
-            } => match &self.cluster_name {
-                Some(held) if held != cluster_name => Outcome::WrongCluster {
+                lease_ms,
+                wait_ms,
+            } => match (&self.cluster_name, &self.activation) {
+                (Some(held), _) if held != cluster_name => Outcome::WrongCluster {
                     held: held.clone(),
                     asked: cluster_name.clone(),
                 },
+                // The previous active node may have served until its lease ran
+                // out; a successor that waited less could overlap it.
+                (_, Some(previous)) if previous.node != *node && *wait_ms < previous.lease_ms => {
+                    Outcome::TimingIncompatible {
+                        previous: previous.node,
+                        lease_ms: previous.lease_ms,
+                        wait_ms: *wait_ms,
+                    }
+                }
                 _ => {
                     self.cluster_name = Some(cluster_name.clone());
                     self.activation = Some(Activation {
                         node: *node,
                         term: *term,
                         at_ms: self.now_ms,
+                        lease_ms: *lease_ms,
                     });
                     self.activations += 1;
                     Outcome::Activated

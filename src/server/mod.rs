@@ -53,6 +53,9 @@ pub struct Shared {
     pub tls: Option<Arc<TlsState>>,
     /// Refused connections and requests, each logged once.
     pub refusals: Arc<Refusals>,
+    /// Why this node stepped back from leadership for good (its config cannot
+    /// be safe with the cluster's), if it did.
+    pub stepped_back: std::sync::OnceLock<String>,
 }
 
 /// Longest a client or peer connection lives before the server asks it to
