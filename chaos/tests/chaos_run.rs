@@ -85,6 +85,10 @@ fn raftlm_binary() -> PathBuf {
 /// every invariant held, every type in `must_inject` was injected and grants
 /// were made. Returns the JSON report.
 fn run_chaos(seed: &str, duration: &str, faults: &str, must_inject: &[&str]) -> serde_json::Value {
+    // One run at a time: two clusters and their loads on a small machine
+    // would measure the machine, not raftlm.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let binary = raftlm_binary();
     let work = tempfile::Builder::new()
         .prefix("raftlm-chaos-test-")
