@@ -684,3 +684,43 @@ async fn a_customers_own_key_yields_grants_the_application_refuses() {
     session.close().await.unwrap();
     cluster.shutdown().await;
 }
+
+// A session the cluster expired is told so by its next renewal, even when it
+// holds no grant, and goes on under a new id at once rather than at its next
+// check-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_reports_an_expired_session() {
+    // The shortest TTL the config allows (three election timeouts).
+    let cluster = TestCluster::start_with_ttl(Some(2400)).await;
+    cluster.import(&[("cad", 3)]).await;
+    // Heartbeats farther apart than the TTL: the cluster expires the session between two.
+    let options = SessionOptions {
+        heartbeat_interval: Some(Duration::from_secs(4)),
+        unreachable_after: Duration::from_secs(10),
+        ..quick_session()
+    };
+    let session = Session::start(
+        Client::with_options(cluster.all_servers(), quick_client()),
+        options,
+    );
+    let mut events = session.subscribe();
+    let grant = session.checkout("cad", 1).await.unwrap();
+    assert!(session.checkin(&grant).await.unwrap().released);
+    let old = session.id();
+    let restarted = wait_event(&mut events, "a session restart", |e| {
+        matches!(e, SessionEvent::SessionRestarted { .. })
+    })
+    .await;
+    assert_eq!(
+        restarted,
+        SessionEvent::SessionRestarted {
+            old,
+            new: session.id()
+        }
+    );
+    assert_ne!(session.id(), old);
+    let again = session.checkout("cad", 1).await.unwrap();
+    assert!(session.checkin(&again).await.unwrap().released);
+    session.close().await.unwrap();
+    cluster.shutdown().await;
+}

@@ -259,6 +259,8 @@ pub struct Renewal {
     pub unknown: Vec<GrantToken>,
     /// The session TTL the cluster expects heartbeats within.
     pub session_ttl: Duration,
+    /// The cluster expired the session: start a new one.
+    pub session_expired: bool,
 }
 
 /// What a session in caching mode reports with its renewals.
@@ -503,6 +505,7 @@ impl Client {
             address: answered.address,
             unknown: reply.unknown.iter().map(token_from_pb).collect(),
             session_ttl: Duration::from_millis(reply.session_ttl_ms),
+            session_expired: reply.session_expired,
         })
     }
 

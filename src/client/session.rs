@@ -820,6 +820,11 @@ impl Actor {
                     self.lose(*token);
                 }
             }
+            if renewal.session_expired {
+                // Whether or not it held grants: go on under a new session
+                // now, not at the next check-out.
+                self.restart_session();
+            }
         }
         self.next_heartbeat = Instant::now() + self.heartbeat_interval();
         self.resume_pending();

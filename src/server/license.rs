@@ -290,8 +290,8 @@ impl LicenseService {
                 "session reconnected after running in caching mode"
             );
         }
-        let unknown = self.shared.state.read(|state| {
-            request
+        let (unknown, session_expired) = self.shared.state.read(|state| {
+            let unknown = request
                 .tokens
                 .iter()
                 .filter(|t| {
@@ -300,7 +300,8 @@ impl LicenseService {
                         .is_none_or(|g| g.session != session)
                 })
                 .cloned()
-                .collect()
+                .collect();
+            (unknown, state.is_expired(session))
         });
         // Checked again after the read: a reply must not outlive this node's lease.
         let term = self.shared.confirm(term)?;
@@ -308,6 +309,7 @@ impl LicenseService {
             term,
             unknown,
             session_ttl_ms: self.shared.config.timing.session_ttl_ms,
+            session_expired,
         })
     }
 
