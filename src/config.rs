@@ -446,13 +446,14 @@ impl Config {
                 ),
             ));
         }
-        if t.session_ttl_ms < 3 * t.election_timeout_max_ms {
+        // In u128: three timeouts of up to u64::MAX ms must not overflow.
+        let three_timeouts = 3 * u128::from(t.election_timeout_max_ms);
+        if u128::from(t.session_ttl_ms) < three_timeouts {
             return Err((
                 "timing.session_ttl_ms",
                 format!(
-                    "({}) must be at least three election timeouts ({}), or sessions expire during a failover",
+                    "({}) must be at least three election timeouts ({three_timeouts}), or sessions expire during a failover",
                     t.session_ttl_ms,
-                    3 * t.election_timeout_max_ms
                 ),
             ));
         }
@@ -695,6 +696,23 @@ peer_address = "127.0.0.1:27103"
         assert_eq!(parse(&plain).unwrap().tls_files(), None);
         let none = format!("{}{}", &GOOD[..start], &GOOD[end..]);
         assert!(parse(&none).unwrap_err().contains("tls.ca: is required"));
+    }
+
+    // Found with the `config` fuzz target (fuzz/README.md): an election timeout
+    // above u64::MAX / 3 overflowed `3 * election_timeout_max_ms` and panicked
+    // in debug builds instead of refusing the session TTL.
+    #[test]
+    fn huge_election_timeout_is_refused_not_overflowed() {
+        let text = GOOD.replacen(
+            "data_dir = \"data/node2\"",
+            "data_dir = \"data/node2\"\n[timing]\nelection_timeout_max_ms = 7000000000000000000",
+            1,
+        );
+        assert_eq!(
+            parse(&text).unwrap_err(),
+            "config /etc/raftlm/node.toml: timing.session_ttl_ms: (30000) must be at least three \
+             election timeouts (21000000000000000000), or sessions expire during a failover"
+        );
     }
 
     // A misspelt field is an error naming it, not a silently ignored setting.
