@@ -11,7 +11,9 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, CommittedLeaderId, EntryPayload, Membership, SnapshotSegmentId, StorageIOError};
+use openraft::{
+    AnyError, CommittedLeaderId, EntryPayload, Membership, SnapshotSegmentId, StorageIOError,
+};
 use raftlm::codec;
 use raftlm::license::signature::{self, VendorSigningKey};
 use raftlm::license::state::{
@@ -91,6 +93,8 @@ fn bootstrap() -> Vec<Command> {
             term: Term(1),
             node: NodeId(1),
             cluster_name: CLUSTER.to_string(),
+            lease_ms: 250,
+            wait_ms: 350,
         },
         Command::TrustKey {
             vendor: None,
@@ -239,7 +243,15 @@ fn codec_seeds() {
     codec_seed(4, "created", &"raftlm".to_string());
     codec_seed(5, "snapshot-meta", &meta);
     codec_seed(6, "live", &live);
-    codec_seed(6, "live-empty", &(None::<LogId>, StoredMembership::default(), LicenseState::new()));
+    codec_seed(
+        6,
+        "live-empty",
+        &(
+            None::<LogId>,
+            StoredMembership::default(),
+            LicenseState::new(),
+        ),
+    );
     codec_seed(7, "state", &state);
     codec_seed(8, "batch", &batch);
     for (i, command) in every_command().iter().enumerate() {
@@ -248,7 +260,11 @@ fn codec_seeds() {
     let mut replay = LicenseState::new();
     let outcomes = replay.apply_batch(LogPosition { term: 1, index: 1 }, &batch);
     codec_seed(10, "outcomes", &outcomes);
-    codec_seed(10, "outcomes-denied", &vec![Outcome::Stale, Outcome::SessionExpired]);
+    codec_seed(
+        10,
+        "outcomes-denied",
+        &vec![Outcome::Stale, Outcome::SessionExpired],
+    );
     let append = AppendEntriesRequest::<TypeConfig> {
         vote,
         prev_log_id: Some(log_id(1, 0)),
@@ -256,7 +272,11 @@ fn codec_seeds() {
         leader_commit: Some(log_id(1, 2)),
     };
     codec_seed(11, "append", &append);
-    codec_seed(12, "vote-request", &VoteRequest::new(Vote::new(3, 2), Some(log_id(2, 9))));
+    codec_seed(
+        12,
+        "vote-request",
+        &VoteRequest::new(Vote::new(3, 2), Some(log_id(2, 9))),
+    );
     let install = InstallSnapshotRequest::<TypeConfig> {
         vote,
         meta: meta.clone(),
@@ -284,19 +304,18 @@ fn codec_seeds() {
     let installed: Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> =
         Ok(InstallSnapshotResponse { vote });
     codec_seed(15, "install-ok", &installed);
-    let mismatch: Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> =
-        Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(
-            SnapshotMismatch {
-                expect: SnapshotSegmentId {
-                    id: "1-3-0".to_string(),
-                    offset: 0,
-                },
-                got: SnapshotSegmentId {
-                    id: "1-3-1".to_string(),
-                    offset: 7,
-                },
+    let mismatch: Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> = Err(
+        RaftError::APIError(InstallSnapshotError::SnapshotMismatch(SnapshotMismatch {
+            expect: SnapshotSegmentId {
+                id: "1-3-0".to_string(),
+                offset: 0,
             },
-        )));
+            got: SnapshotSegmentId {
+                id: "1-3-1".to_string(),
+                offset: 7,
+            },
+        })),
+    );
     codec_seed(15, "install-mismatch", &mismatch);
     codec_seed(15, "member", &Member::default());
 }
@@ -356,6 +375,8 @@ fn snapshot_seeds() {
                 term: Term(2),
                 node: NodeId(2),
                 cluster_name: "OTHER".to_string(),
+                lease_ms: 250,
+                wait_ms: 100,
             },
         ],
     );
@@ -430,17 +451,33 @@ peer_address = "node2.example:27102"
         "election_timeout_max_ms = 800",
         "election_timeout_max_ms = 7000000000000000000",
     );
-    write("config", "regression-huge-election-timeout.toml", huge.as_bytes());
+    write(
+        "config",
+        "regression-huge-election-timeout.toml",
+        huge.as_bytes(),
+    );
 }
 
 fn key_file_seeds() {
     let any = key();
     let acme = VendorSigningKey::from_seed(Some("acme"), [9; 32]);
-    write("key_file", "any.pub", any.public_key().to_file_text().as_bytes());
+    write(
+        "key_file",
+        "any.pub",
+        any.public_key().to_file_text().as_bytes(),
+    );
     write("key_file", "any.key", any.to_file_text().as_bytes());
-    write("key_file", "acme.pub", acme.public_key().to_file_text().as_bytes());
+    write(
+        "key_file",
+        "acme.pub",
+        acme.public_key().to_file_text().as_bytes(),
+    );
     write("key_file", "acme.key", acme.to_file_text().as_bytes());
-    write("key_file", "servers", b"licsrv:27000, 10.0.0.1:27001,[::1]:27002,node3");
+    write(
+        "key_file",
+        "servers",
+        b"licsrv:27000, 10.0.0.1:27001,[::1]:27002,node3",
+    );
 }
 
 fn cert_seeds() {
@@ -472,7 +509,10 @@ fn cert_seeds() {
 }
 
 fn main() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let _ = fs::remove_dir_all(root());
     codec_seeds();
     snapshot_seeds();
@@ -480,7 +520,14 @@ fn main() {
     config_seeds(&repo);
     key_file_seeds();
     cert_seeds();
-    for target in ["codec", "snapshot", "license_file", "config", "key_file", "cert"] {
+    for target in [
+        "codec",
+        "snapshot",
+        "license_file",
+        "config",
+        "key_file",
+        "cert",
+    ] {
         let count = fs::read_dir(root().join(target)).unwrap().count();
         println!("{target}: {count} seeds");
     }

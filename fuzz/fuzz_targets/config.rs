@@ -33,9 +33,9 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    config
-        .validate()
-        .unwrap_or_else(|(field, message)| panic!("a parsed config does not validate: {field}: {message}"));
+    config.validate().unwrap_or_else(|(field, message)| {
+        panic!("a parsed config does not validate: {field}: {message}")
+    });
     raftlm::node::raft_config(&config)
         .unwrap_or_else(|e| panic!("openraft refuses a validated config: {e}"));
     let _ = config.tls_files();

@@ -51,7 +51,9 @@ fn check_error(text: &str, e: &file::ParseError) {
         "line {} of a {line_count}-line text in {e}",
         e.line
     );
-    let chars = lines.get(e.line as usize - 1).map_or(0, |l| l.chars().count());
+    let chars = lines
+        .get(e.line as usize - 1)
+        .map_or(0, |l| l.chars().count());
     assert!(
         (e.column as usize) <= chars + 1,
         "column {} of a {chars}-character line in {e}",
@@ -59,7 +61,10 @@ fn check_error(text: &str, e: &file::ParseError) {
     );
     let shown = e.to_string();
     let prefix = format!("{FILE_NAME}:{}:{}: ", e.line, e.column);
-    assert!(shown.starts_with(&prefix), "{shown:?} does not start with {prefix:?}");
+    assert!(
+        shown.starts_with(&prefix),
+        "{shown:?} does not start with {prefix:?}"
+    );
 }
 
 fn unquoted(token: &str) -> String {
@@ -68,21 +73,31 @@ fn unquoted(token: &str) -> String {
 
 fn check_parsed(text: &str, parsed: &LicenseFile) {
     for line in &parsed.lines {
-        let statement = text.get(line.span.clone()).expect("span on char boundaries");
+        let statement = text
+            .get(line.span.clone())
+            .expect("span on char boundaries");
         let keyword = line.kind.keyword();
         // A token may be partly quoted (`"FEATURE"` is the keyword too).
-        let first = unquoted(statement
+        let first = unquoted(
+            statement
                 .split([' ', '\t', '\r', '\x0b', '\x0c', '\\', '\n', '#'])
-                .next().unwrap_or(""));
+                .next()
+                .unwrap_or(""),
+        );
         assert!(
             first.eq_ignore_ascii_case(keyword),
             "span {statement:?} does not start with {keyword}"
         );
         if let Some(sign) = &line.sign_span {
             assert!(line.span.start <= sign.start && sign.end <= line.span.end);
-            let token = unquoted(text.get(sign.clone()).expect("sign span on char boundaries"));
+            let token = unquoted(
+                text.get(sign.clone())
+                    .expect("sign span on char boundaries"),
+            );
             assert!(
-                token.get(..5).is_some_and(|k| k.eq_ignore_ascii_case("SIGN=")),
+                token
+                    .get(..5)
+                    .is_some_and(|k| k.eq_ignore_ascii_case("SIGN=")),
                 "sign span {token:?} is not a SIGN= token"
             );
         }
@@ -98,8 +113,24 @@ fn check_parsed(text: &str, parsed: &LicenseFile) {
     assert_eq!(reparsed.lines.len(), parsed.lines.len());
     for (a, b) in reparsed.lines.iter().zip(&parsed.lines) {
         assert_eq!(
-            (&a.kind, &a.feature, &a.vendor, &a.version, &a.expiry, a.seats, &a.attributes),
-            (&b.kind, &b.feature, &b.vendor, &b.version, &b.expiry, b.seats, &b.attributes),
+            (
+                &a.kind,
+                &a.feature,
+                &a.vendor,
+                &a.version,
+                &a.expiry,
+                a.seats,
+                &a.attributes
+            ),
+            (
+                &b.kind,
+                &b.feature,
+                &b.vendor,
+                &b.version,
+                &b.expiry,
+                b.seats,
+                &b.attributes
+            ),
         );
         assert!(a.signature.is_some());
     }

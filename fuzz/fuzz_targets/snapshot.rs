@@ -78,7 +78,11 @@ fn read_all(state: &LicenseState) {
     for (id, session) in state.sessions() {
         let _ = (id.to_string(), session.remembered(), state.is_expired(*id));
     }
-    let _ = (state.cluster_name(), state.activation(), state.activations());
+    let _ = (
+        state.cluster_name(),
+        state.activation(),
+        state.activations(),
+    );
     let _ = (state.trusted_keys(), state.admin_actions(), state.now_ms());
 }
 

@@ -1248,6 +1248,26 @@ impl LicenseState {
         }
     }
 
+    /// Checks that every grant was made by a log entry at or before
+    /// `last_index`, the last entry applied to this state (`None`: none yet).
+    /// A snapshot holding a grant of a later entry would hand that entry's
+    /// check-out a token already in use (and `apply` panics on that). O(grants);
+    /// snapshot loading calls it with the snapshot's last applied index.
+    pub fn check_applied_through(&self, last_index: Option<u64>) -> Result<(), String> {
+        match self
+            .grants
+            .keys()
+            .find(|token| last_index.is_none_or(|last| token.index > last))
+        {
+            Some(token) => Err(format!(
+                "grant {token} was made by log entry {} but the last entry applied is {}",
+                token.index,
+                last_index.map_or_else(|| "none".to_string(), |i| i.to_string())
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Asserts every invariant, including the expensive ones: the use
     /// counters equal the sum of the grants, sessions and grants agree.
     /// O(grants); tests and snapshot loading call it.
@@ -1291,14 +1311,19 @@ impl LicenseState {
             "sessions list {listed} grants, state holds {}",
             self.grants.len()
         );
-        assert_eq!(
-            self.expired_order.len(),
-            self.expired_set.len(),
+        // The same sessions, not only as many: a state whose set misses a
+        // listed session lets that session start again, and the next apply
+        // finds it both expired and live.
+        assert!(
+            self.expired_order.len() == self.expired_set.len()
+                && self.expired_order.iter().collect::<BTreeSet<_>>()
+                    == self.expired_set.iter().collect::<BTreeSet<_>>(),
             "expired-session list and set disagree"
         );
-        assert_eq!(
-            self.unheld_order.len(),
-            self.unheld.len(),
+        assert!(
+            self.unheld_order.len() == self.unheld.len()
+                && self.unheld_order.iter().collect::<BTreeSet<_>>()
+                    == self.unheld.keys().collect::<BTreeSet<_>>(),
             "list and map of unheld answers disagree"
         );
         assert!(self.unheld.len() <= UNHELD_ANSWERS_REMEMBERED);
@@ -1404,5 +1429,148 @@ fn later_expiry(a: Expiry, b: Expiry) -> Expiry {
     match (a, b) {
         (Expiry::Permanent, _) | (_, Expiry::Permanent) => Expiry::Permanent,
         (Expiry::On(x), Expiry::On(y)) => Expiry::On(x.max(y)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::AssertUnwindSafe;
+
+    use super::*;
+
+    fn refusal(state: &LicenseState) -> Option<String> {
+        std::panic::catch_unwind(|| state.check_invariants())
+            .err()
+            .map(|p| {
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            })
+    }
+
+    // Found by the `snapshot` fuzz target (fuzz/README.md): a snapshot whose
+    // expired-session list and set held as many sessions but not the same
+    // ones passed check_invariants; a check-out from the listed session then
+    // made it live, and the check after that apply panicked ("session 0 is
+    // both expired and live"). Such a snapshot is now refused when loaded.
+    #[test]
+    fn expired_list_and_set_must_hold_the_same_sessions() {
+        let mut state = LicenseState::new();
+        state.expired_order.push_back(SessionId(0));
+        state.expired_set.insert(SessionId(5));
+        let message = refusal(&state).expect("the state is refused");
+        assert!(
+            message.contains("expired-session list and set disagree"),
+            "{message}"
+        );
+
+        // A listed session twice, with one the list misses, is refused too.
+        state.expired_order.push_back(SessionId(0));
+        state.expired_set.insert(SessionId(0));
+        assert!(refusal(&state).is_some());
+
+        state.expired_order.pop_back();
+        state.expired_set.remove(&SessionId(5));
+        assert_eq!(refusal(&state), None);
+    }
+
+    // Found by the `snapshot` fuzz target (fuzz/README.md): a snapshot whose
+    // state held grant 1.3.0 while its last applied entry was 1.2 passed every
+    // check; the check-out of the next entry (1.3, slot 0) then got the same
+    // token and apply panicked ("grant token 1.3.0 issued twice"), poisoning
+    // the state machine. Snapshot loading now refuses such a state.
+    #[test]
+    fn grants_from_entries_not_applied_are_refused() {
+        let key = signature::VendorSigningKey::from_seed(None, [7; 32]);
+        let mut line = FeatureLine {
+            kind: crate::license::feature::LineKind::Feature,
+            feature: "cad".into(),
+            vendor: "acme".into(),
+            version: "2.0".into(),
+            expiry: Expiry::Permanent,
+            seats: 5,
+            attributes: Vec::new(),
+            signature: String::new(),
+            line: 1,
+        };
+        signature::sign_held(&key, "LICSRV", &mut line);
+        let checkout = |session: u128| Command::Checkout {
+            request: RequestId {
+                session: SessionId(session),
+                seq: 1,
+            },
+            vendor: "acme".into(),
+            feature: "cad".into(),
+            version: String::new(),
+            count: 1,
+            user: "ada".into(),
+            host: "ws1".into(),
+        };
+        let mut state = LicenseState::new();
+        let setup = Batch {
+            now_ms: 1_000,
+            commands: vec![
+                Command::Activate {
+                    term: Term(1),
+                    node: NodeId(1),
+                    cluster_name: "LICSRV".into(),
+                    lease_ms: 250,
+                    wait_ms: 350,
+                },
+                Command::TrustKey {
+                    vendor: None,
+                    key: key.public_key().to_bytes(),
+                    author: "CN=test".into(),
+                },
+                Command::ImportLicense {
+                    name: "site.lic".into(),
+                    lines: vec![line],
+                    author: "CN=test".into(),
+                },
+            ],
+        };
+        state.apply_batch(LogPosition { term: 1, index: 1 }, &setup);
+        let next = |session| Batch {
+            now_ms: 2_000,
+            commands: vec![checkout(session)],
+        };
+        let outcomes = state.apply_batch(LogPosition { term: 1, index: 3 }, &next(1));
+        assert!(
+            matches!(outcomes[..], [Outcome::Granted { .. }]),
+            "{outcomes:?}"
+        );
+        state.check_invariants();
+
+        assert_eq!(state.check_applied_through(Some(3)), Ok(()));
+        assert_eq!(
+            state.check_applied_through(Some(2)),
+            Err("grant 1.3.0 was made by log entry 3 but the last entry applied is 2".into())
+        );
+        assert!(state.check_applied_through(None).is_err());
+        // What the refusal prevents: entry 1.3 applied again to that state.
+        let mut replayed = state.clone();
+        let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            replayed.apply_batch(LogPosition { term: 1, index: 3 }, &next(2))
+        }));
+        assert!(panicked.is_err());
+    }
+
+    // The same check for the answers kept for requests of unheld sessions.
+    #[test]
+    fn unheld_list_and_map_must_hold_the_same_requests() {
+        let request = |seq| RequestId {
+            session: SessionId(1),
+            seq,
+        };
+        let mut state = LicenseState::new();
+        state.unheld_order.push_back(request(1));
+        state.unheld.insert(request(2), Outcome::UnknownGrant);
+        let message = refusal(&state).expect("the state is refused");
+        assert!(message.contains("unheld answers disagree"), "{message}");
+
+        state.unheld.clear();
+        state.unheld.insert(request(1), Outcome::UnknownGrant);
+        assert_eq!(refusal(&state), None);
     }
 }

@@ -90,10 +90,13 @@ struct Live {
     state: LicenseState,
 }
 
-/// Runs the license state's invariant checks, turning their panic into a message.
-fn check_invariants(state: &LicenseState) -> Result<(), String> {
-    catch_unwind(AssertUnwindSafe(|| state.check_invariants()))
-        .map_err(|p| panic_message(p.as_ref()))
+/// Runs the license state's invariant checks, turning their panic into a
+/// message, and checks that its grants come from entries it has applied.
+fn check_invariants(live: &Live) -> Result<(), String> {
+    catch_unwind(AssertUnwindSafe(|| live.state.check_invariants()))
+        .map_err(|p| panic_message(p.as_ref()))?;
+    live.state
+        .check_applied_through(live.last_applied.map(|id| id.index))
 }
 
 /// Turns any error into openraft's error payload.
@@ -154,7 +157,7 @@ impl StateMachineStore {
                         data,
                     }
                 })?;
-                check_invariants(&live.state).map_err(|detail| StoreError::SnapshotInvariant {
+                check_invariants(&live).map_err(|detail| StoreError::SnapshotInvariant {
                     dir: dir.to_path_buf(),
                     detail,
                 })?;
@@ -418,7 +421,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         check_matches(meta, &live).map_err(|(m, d)| {
             refuse(format!("snapshot metadata says {m} but its data holds {d}"))
         })?;
-        check_invariants(&live.state).map_err(|detail| {
+        check_invariants(&live).map_err(|detail| {
             refuse(format!(
                 "snapshot {meta} breaks a license invariant: {detail}"
             ))
