@@ -70,6 +70,11 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
     let mut last_ap_error_ms = 0u64;
     let mut metrics = shared.raft.metrics();
     let mut was_leader = false;
+    // Until when (boot-time ms) this node stays out of leadership because its
+    // clock disagreed with its peers'.
+    let mut clock_back_until: Option<u64> = None;
+    // The peers whose clocks were last reported beyond the bound.
+    let mut clocks_reported: Vec<u64> = Vec::new();
     // When the next step is due sooner than the next tick (the end of the L + M wait).
     let mut wake_at: Option<tokio::time::Instant> = None;
     tokio::pin!(stop);
@@ -105,6 +110,21 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
             )
         };
         was_leader = leader;
+        if let Some(until) = clock_back_until {
+            let now = boottime_ms();
+            if now < until {
+                // No quorum rounds meanwhile: their heartbeats would keep the
+                // followers from electing a node with a good clock.
+                wake_at = Some(tokio::time::Instant::now() + Duration::from_millis(until - now));
+                continue;
+            }
+            clock_back_until = None;
+            if shared.stepped_back.get().is_none() {
+                shared.raft.runtime_config().heartbeat(true);
+                shared.raft.runtime_config().elect(true);
+                info!("clock step-back over: taking part in elections again");
+            }
+        }
         if !leader || term != term_seen {
             let was = shared.lease.get();
             if was.serving {
@@ -140,7 +160,35 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
         }
 
         let now = boottime_ms();
+        let verdict = shared.clock.judge();
+        report_clocks(&verdict, &mut clocks_reported);
+        if verdict.condemned() {
+            // This node's clock is the odd one: it must not stamp state time
+            // (the batcher already refuses to) nor stay leader.
+            error!(
+                %verdict,
+                "this node's wall clock disagrees with a majority of its peers' by more than timing.clock_skew_max_ms: not serving, and stepping back from leadership; fix the clock (NTP)"
+            );
+            shared.raft.runtime_config().heartbeat(false);
+            shared.raft.runtime_config().elect(false);
+            shared.lease.update(|l| *l = LeaseState::default());
+            release(&shared.config.access_point, held.take(), &mut raised_ap).await;
+            first_round_ms = None;
+            clock_back_until = Some(now + 3 * timing.election_timeout_max_ms);
+            continue;
+        }
         let lease = shared.lease.get();
+        if lease.serving && !verdict.ok() {
+            warn!(
+                term,
+                %verdict,
+                "no majority of clocks agrees with this node's: stopping service and releasing the access point"
+            );
+            shared.lease.update(|l| l.serving = false);
+            release(&shared.config.access_point, held.take(), &mut raised_ap).await;
+            first_round_ms = None;
+            continue;
+        }
         if lease.serving && now >= lease.until_ms {
             // Stop serving first (services already refuse: the lease is checked per request), then release.
             warn!(
@@ -158,6 +206,13 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
         let serve_from = first + lease_ms + timing.lease_margin_ms;
         if !lease.serving && now < serve_from {
             wake_at = Some(tokio::time::Instant::now() + Duration::from_millis(serve_from - now));
+        }
+        if !lease.serving && now >= serve_from && now < lease.until_ms && !verdict.ok() {
+            if now >= last_ap_error_ms + 1000 {
+                warn!(%verdict, "not activating until a majority of clocks agrees with this node's");
+                last_ap_error_ms = now;
+            }
+            continue;
         }
         if !lease.serving && now >= serve_from && now < lease.until_ms {
             // Command mode: the address must be up before the node serves.
@@ -248,6 +303,33 @@ pub async fn run(shared: Arc<Shared>, stop: impl std::future::Future<Output = ()
     }
     shared.lease.update(|l| *l = LeaseState::default());
     release(&shared.config.access_point, held.take(), &mut raised_ap).await;
+}
+
+/// Logs, once each time the set changes, which peers' clocks are beyond the bound.
+fn report_clocks(verdict: &crate::clock::Verdict, reported: &mut Vec<u64>) {
+    let off = verdict.off();
+    let ids: Vec<u64> = off.iter().map(|(id, _)| *id).collect();
+    if ids == *reported {
+        return;
+    }
+    for (id, offset) in &off {
+        if !reported.contains(id) {
+            warn!(
+                node = id,
+                offset_ms = offset,
+                bound_ms = verdict.skew_max_ms,
+                "node {id}'s wall clock is {} from this node's, beyond timing.clock_skew_max_ms",
+                crate::clock::offset_text(*offset)
+            );
+        }
+    }
+    for id in reported.iter().filter(|id| !ids.contains(id)) {
+        info!(
+            node = id,
+            "node {id}'s wall clock agrees with this node's again"
+        );
+    }
+    *reported = ids;
 }
 
 /// This node must not serve (its config cannot be safe with the cluster's):

@@ -207,6 +207,10 @@ pub struct Timing {
     pub lease_margin_ms: u64,
     /// A session that has not heartbeated for this long is expired and its seats freed.
     pub session_ttl_ms: u64,
+    /// Most a node's wall clock may differ from a majority of its peers'
+    /// before it stops stamping state time and does not serve
+    /// (`src/clock.rs`): how far a wrong clock can move license expiry.
+    pub clock_skew_max_ms: u64,
 }
 
 impl Default for Timing {
@@ -218,6 +222,7 @@ impl Default for Timing {
             lease_ms: 250,
             lease_margin_ms: 100,
             session_ttl_ms: 30_000,
+            clock_skew_max_ms: 120_000,
         }
     }
 }
@@ -454,6 +459,15 @@ impl Config {
                 format!(
                     "({}) must be at least three election timeouts ({three_timeouts}), or sessions expire during a failover",
                     t.session_ttl_ms,
+                ),
+            ));
+        }
+        if !(1_000..=86_400_000).contains(&t.clock_skew_max_ms) {
+            return Err((
+                "timing.clock_skew_max_ms",
+                format!(
+                    "({}) must be between 1000 (clocks are compared to within a round trip) and 86400000 (one day: license expiry is by the day)",
+                    t.clock_skew_max_ms
                 ),
             ));
         }

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, error, info, warn};
 
 use crate::activator::{self, Lease};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::license::signature::{KeyError, VendorPublicKey};
 use crate::license::state::Outcome;
@@ -167,7 +168,23 @@ impl Node {
             .iter()
             .map(|n| (n.id, n.peer_address.clone()))
             .collect();
-        let network = Network::new(&config.cluster_name, peers, tls.clone(), refusals.clone());
+        let clock = Arc::new(Clock::new(
+            node_id,
+            config.nodes.iter().map(|n| n.id).collect(),
+            config.timing.clock_skew_max_ms,
+        ));
+        if crate::clock::fault_injection_active() {
+            warn!(
+                "built with the test-only feature fault-injection and RAFTLM_FAULT_CLOCK_FILE set: this node's wall clock is shifted by that file"
+            );
+        }
+        let network = Network::new(
+            &config.cluster_name,
+            peers,
+            tls.clone(),
+            refusals.clone(),
+            clock.clone(),
+        );
         let raft = Raft::new(
             node_id,
             Arc::new(raft_config(&config)?),
@@ -200,7 +217,7 @@ impl Node {
             }
         }
 
-        let (batcher, batcher_task) = Batcher::spawn(raft.clone(), config.batching);
+        let (batcher, batcher_task) = Batcher::spawn(raft.clone(), config.batching, clock.clone());
         let config = Arc::new(config);
         let shared = Arc::new(Shared {
             node_id,
@@ -215,6 +232,7 @@ impl Node {
             tls: tls.clone(),
             refusals: refusals.clone(),
             stepped_back: std::sync::OnceLock::new(),
+            clock,
         });
         let (stop, _) = watch::channel(false);
         let mut tasks = vec![batcher_task];

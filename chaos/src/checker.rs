@@ -41,7 +41,14 @@
 //!   answer that completed before it was sent (real-time order over all
 //!   clients);
 //! - **replicas-converge** — every node's own store, read after the run, holds
-//!   the same log prefix and the same license state at the compared index.
+//!   the same log prefix and the same license state at the compared index;
+//! - **expiry-judged-on-true-time** — with dated licenses in the run: no
+//!   check-out of a feature is refused as expired while the run's true time
+//!   (the harness's clock; node clocks may be jumped) is more than the
+//!   tolerance before the feature's end, and none is granted on an attempt
+//!   sent more than the tolerance after it. The tolerance is the nodes'
+//!   clock bound plus a second: a node stamps state time only while its
+//!   clock is within the bound of a majority's.
 //!
 //! Unavailability is measured per fault type as the time from a fault's start
 //! to the end of the first check-out attempt sent after it that the cluster
@@ -61,13 +68,14 @@ use serde::{Deserialize, Serialize};
 use crate::history::{Event, EventType, GrantSeen, OpKind, Token};
 
 /// Names of the invariants, in report order.
-pub const INVARIANTS: [&str; 6] = [SEATS, LOST, PHANTOM, DOUBLE, FENCING, CONVERGE];
+pub const INVARIANTS: [&str; 7] = [SEATS, LOST, PHANTOM, DOUBLE, FENCING, CONVERGE, EXPIRY];
 const SEATS: &str = "seats-never-over-granted";
 const LOST: &str = "no-lost-grant";
 const PHANTOM: &str = "no-phantom-grant";
 const DOUBLE: &str = "retry-never-double-grants";
 const FENCING: &str = "fencing-terms-monotonic";
 const CONVERGE: &str = "replicas-converge";
+const EXPIRY: &str = "expiry-judged-on-true-time";
 
 /// Counter-examples kept per invariant.
 pub const EXAMPLES_MAX: usize = 5;
@@ -106,6 +114,11 @@ pub struct CheckInput {
     pub replicas: Vec<ReplicaView>,
     /// When the replicas were read (harness time, µs): the processes had stopped.
     pub replicas_read_us: u64,
+    /// Dated features: when (harness time, µs; `i64`, as it may be before the
+    /// run) each stops being valid in true time.
+    pub expiries: BTreeMap<String, i64>,
+    /// How far state time may be from true time, µs.
+    pub expiry_tolerance_us: u64,
 }
 
 /// Operations of one kind, by final outcome.
@@ -520,6 +533,7 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
     check_final_states(&ops, &grants, input, &mut phantom, &mut double, &mut lost);
     let fencing = check_fencing(&ops);
     let converge = check_convergence(&input.replicas);
+    let expiry = check_expiry(&ops, input);
 
     verdict.invariants = vec![
         seats,
@@ -528,9 +542,54 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
         double.finish(),
         fencing,
         converge,
+        expiry,
     ];
     unavailability(events, &ops, &mut verdict);
     verdict
+}
+
+/// Expiry on true time: see the module docs.
+fn check_expiry(ops: &[Op], input: &CheckInput) -> InvariantResult {
+    let mut tally = Tally::new(EXPIRY);
+    let tolerance = input.expiry_tolerance_us as i64;
+    for op in ops.iter().filter(|o| o.kind == OpKind::Checkout) {
+        let feature = op.feature.as_deref().unwrap_or_default();
+        let end = input.expiries.get(feature).copied();
+        for attempt in &op.attempts {
+            let refused_expired =
+                attempt.outcome == EventType::Fail && attempt.detail.as_deref() == Some("expired");
+            let granted = attempt.outcome == EventType::Ok;
+            if !(refused_expired || granted) || (end.is_none() && granted) {
+                continue;
+            }
+            tally.checked += 1;
+            let invoke = attempt.invoke_us as i64;
+            let complete = attempt.complete_us.min(i64::MAX as u64) as i64;
+            match end {
+                None => tally.violation(format!(
+                    "{} was refused as expired at {}, but {feature} never expires",
+                    op.describe(),
+                    secs(attempt.complete_us)
+                )),
+                Some(end) if refused_expired && complete < end - tolerance => {
+                    tally.violation(format!(
+                        "{} was refused as expired at {}, {:.1} s before {feature} ends in true time",
+                        op.describe(),
+                        secs(attempt.complete_us),
+                        (end - complete) as f64 / 1e6
+                    ))
+                }
+                Some(end) if granted && invoke > end + tolerance => tally.violation(format!(
+                    "{} was granted on an attempt sent at {}, {:.1} s after {feature} ended in true time",
+                    op.describe(),
+                    secs(attempt.invoke_us),
+                    (invoke - end) as f64 / 1e6
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    tally.finish()
 }
 
 /// Over-grant: a sweep over the intervals in which grants are certainly held.
@@ -1136,6 +1195,7 @@ mod tests {
                 session_ttl_us: TTL_US,
                 replicas: Vec::new(),
                 replicas_read_us: 0,
+                ..CheckInput::default()
             };
             check(&self.events, &input)
         }
@@ -1376,6 +1436,7 @@ mod tests {
                 view(2, "aa", vec![seen(token(2, 5), 1, "cad", 1)]),
             ],
             replicas_read_us: 50_000,
+            ..CheckInput::default()
         };
         assert_eq!(failing(&check(&h.events, &input)), Vec::<&str>::new());
         input.replicas.push(view(3, "bb", vec![]));
@@ -1412,5 +1473,52 @@ mod tests {
         assert_eq!(percentile(&values, 99.0), 99.0);
         assert_eq!(percentile(&[7.0], 99.0), 7.0);
         assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    // A refusal as expired before the feature ends, or a grant sent after
+    // it ended (both beyond the tolerance), is reported; within it, not.
+    #[test]
+    fn expiry_is_judged_on_true_time() {
+        let expired = |h: &mut Builder, id: u64, s: u64, feature: &str, from: u64, to: u64| {
+            h.checkout_attempt(id, 1, s, feature, 1, from, to, Some((2, None)));
+            let done = h.events.last_mut().unwrap();
+            done.detail = Some("expired".into());
+        };
+        let mut h = Builder::new();
+        // "ending" ends at 10 s; tolerance 1 s.
+        expired(&mut h, 1, 1, "ending", 9_500, 9_600); // within the tolerance
+        expired(&mut h, 2, 2, "ending", 5_000, 5_100); // 4.9 s early: violation
+        h.checkout(3, "ending", 1, 8_000, 8_100, 2, token(2, 3)); // before the end
+        h.checkout(4, "ending", 1, 10_500, 10_600, 2, token(2, 4)); // within the tolerance
+        h.checkout(5, "ending", 1, 12_000, 12_100, 2, token(2, 5)); // 2 s late: violation
+        expired(&mut h, 6, 6, "cad", 1_000, 1_100); // never expires: violation
+        h.checkout(7, "cad", 1, 1_000, 1_100, 2, token(2, 7)); // not checked
+        h.events.sort_by_key(|e| e.time_us);
+        let input = CheckInput {
+            licensed: [("cad".to_string(), 9), ("ending".to_string(), 9)].into(),
+            session_ttl_us: TTL_US,
+            expiries: [("ending".to_string(), 10_000_000)].into(),
+            expiry_tolerance_us: 1_000_000,
+            ..CheckInput::default()
+        };
+        let verdict = check(&h.events, &input);
+        let expiry = result(&verdict, EXPIRY);
+        assert_eq!((expiry.checked, expiry.violations), (6, 3), "{expiry:?}");
+        assert!(
+            expiry.examples[0].contains("4.9 s before ending ends"),
+            "{expiry:?}"
+        );
+        assert!(
+            expiry
+                .examples
+                .iter()
+                .any(|e| e.contains("2.0 s after ending ended"))
+        );
+        assert!(
+            expiry
+                .examples
+                .iter()
+                .any(|e| e.contains("cad never expires"))
+        );
     }
 }

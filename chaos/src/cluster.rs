@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use raftlm::cli::cluster_tls::ClusterTls;
+use raftlm::license::feature::Date;
 use raftlm::license::signature::{self, VendorSigningKey};
 use raftlm::proto::v1 as pb;
 use raftlm::tls::client::ClientTls;
@@ -57,7 +58,19 @@ pub struct ClusterSpec {
     pub snapshot_every: u64,
     /// Put every data directory on a power-cut filesystem (see [`crate::powerfs`]).
     pub power: bool,
+    /// Dated features, each in a license file of its own: name, seats, and
+    /// the last day it is valid.
+    pub dated: Vec<(String, u32, Date)>,
+    /// With the clock fault: every node's wall clock runs this many ms ahead
+    /// of the real one (the run's "true" time), and [`Cluster::set_clock_jump`]
+    /// jumps one node's further. The nodes' `timing.clock_skew_max_ms` is
+    /// then [`CLOCK_SKEW_MAX_MS`].
+    pub clock_base_ms: Option<i64>,
 }
+
+/// The nodes' `timing.clock_skew_max_ms` in runs with the clock fault: small,
+/// so that the expiry invariant is checked within a short run.
+pub const CLOCK_SKEW_MAX_MS: u64 = 5_000;
 
 /// The vendor of every feature the chaos license grants.
 pub const VENDOR: &str = "acme";
@@ -122,6 +135,15 @@ impl Cluster {
         let signed = signature::sign_text("chaos.lic", &license_text(&spec.features), &key)
             .map_err(|e| anyhow::anyhow!("cannot sign the license: {e}"))?;
         std::fs::write(licenses.join("chaos.lic"), signed)?;
+        for (feature, seats, last_day) in &spec.dated {
+            let name = format!("dated-{feature}.lic");
+            let text = format!(
+                "SERVER {CLUSTER} ANY 27000\nVENDOR acme\nFEATURE {feature} acme 2.0 {last_day} {seats}\n"
+            );
+            let signed = signature::sign_text(&name, &text, &key)
+                .map_err(|e| anyhow::anyhow!("cannot sign {name}: {e}"))?;
+            std::fs::write(licenses.join(name), signed)?;
+        }
         let ids: Vec<u64> = (1..=spec.real.len() as u64).collect();
         let sans = vec!["127.0.0.1".to_string(), spec.access_point.ip().to_string()];
         let tls = ClusterTls::create(&dir.join("tls"), CLUSTER, &ids, &sans)
@@ -153,13 +175,25 @@ impl Cluster {
             }
             text.push_str(&tls.config_section(i as u64 + 1));
             text.push_str(&format!(
-                "\n[access_point]\nmode = \"bind\"\naddress = \"{}\"\n\n[timing]\nsession_ttl_ms = {}\n\n\
+                "\n[access_point]\nmode = \"bind\"\naddress = \"{}\"\n\n[timing]\nsession_ttl_ms = {}\n{}\n\
                  [snapshot]\nlogs_since_last = {}\nlogs_kept = 1000000\n",
-                spec.access_point, spec.session_ttl_ms, spec.snapshot_every
+                spec.access_point,
+                spec.session_ttl_ms,
+                if spec.clock_base_ms.is_some() {
+                    format!("clock_skew_max_ms = {CLOCK_SKEW_MAX_MS}\n")
+                } else {
+                    String::new()
+                },
+                spec.snapshot_every
             ));
             std::fs::write(dir.join(format!("node{}.toml", i + 1)), text)?;
         }
         let n = spec.real.len();
+        if let Some(base) = spec.clock_base_ms {
+            for i in 0..n {
+                write_clock(&clock_file(dir, i), base)?;
+            }
+        }
         let mut disks = Vec::new();
         for i in 0..n {
             let data = dir.join(format!("data{}", i + 1));
@@ -176,6 +210,16 @@ impl Cluster {
             paused: vec![false; n],
             disks,
         })
+    }
+
+    /// Sets node `i`'s wall clock `jump_ms` away from the run's true time
+    /// (0: back to it). Needs a raftlm built with the feature fault-injection.
+    pub fn set_clock_jump(&self, i: usize, jump_ms: i64) -> anyhow::Result<()> {
+        let base = self
+            .spec
+            .clock_base_ms
+            .context("the cluster was prepared without the clock fault")?;
+        write_clock(&clock_file(&self.spec.dir, i), base + jump_ms)
     }
 
     /// How many nodes.
@@ -219,6 +263,9 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        if self.spec.clock_base_ms.is_some() {
+            command.env("RAFTLM_FAULT_CLOCK_FILE", clock_file(&self.spec.dir, i));
+        }
         // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
         unsafe {
             command.pre_exec(|| {
@@ -357,7 +404,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < deadline {
             if let Some((i, reply)) = self.active(Duration::from_millis(500)).await
-                && reply.features.len() >= self.spec.features.len()
+                && reply.features.len() >= self.spec.features.len() + self.spec.dated.len()
             {
                 return Some((i, reply));
             }
@@ -396,6 +443,18 @@ impl Drop for Cluster {
             self.kill(i);
         }
     }
+}
+
+/// The file node `i`'s clock offset is read from.
+fn clock_file(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("node{}.clock", i + 1))
+}
+
+/// Writes a clock offset so that a node never reads a half-written file.
+fn write_clock(path: &Path, offset_ms: i64) -> anyhow::Result<()> {
+    let temporary = path.with_extension("clock-new");
+    std::fs::write(&temporary, offset_ms.to_string())?;
+    std::fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A Status call to `address` with a deadline; `None` if it does not answer.

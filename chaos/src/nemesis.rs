@@ -16,7 +16,12 @@
 //! - `kill-all` — SIGKILL of all three nodes, then all restarted on their data;
 //! - `power` — the power fails on one node or on all three at once: every
 //!   write not yet synced is dropped from its disk (see [`crate::powerfs`]),
-//!   the process dies, and it restarts on what its disk kept.
+//!   the process dies, and it restarts on what its disk kept;
+//! - `clock` — one node's wall clock (the active one 60 % of the time) jumps
+//!   forward or back by minutes, days or years (now and then by less than
+//!   the nodes' clock bound), stays there for a while, and jumps back; it
+//!   needs a raftlm built with the feature fault-injection, and the run
+//!   carries dated licenses whose expiry the checker judges.
 //!
 //! Faults are drawn from a shuffled deck of the enabled types, so every
 //! type appears once before any appears twice (a type listed twice is in
@@ -52,17 +57,20 @@ pub enum FaultKind {
     KillAll,
     /// Power cut of one node or all: unsynced writes lost, then a restart.
     Power,
+    /// One node's wall clock jumps by minutes to years, then back.
+    Clock,
 }
 
 impl FaultKind {
     /// Every fault type.
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Restart,
         FaultKind::KillAll,
         FaultKind::Power,
+        FaultKind::Clock,
     ];
 
     /// The name used on the command line and in reports.
@@ -74,6 +82,7 @@ impl FaultKind {
             FaultKind::Restart => "restart",
             FaultKind::KillAll => "kill-all",
             FaultKind::Power => "power",
+            FaultKind::Clock => "clock",
         }
     }
 }
@@ -92,7 +101,7 @@ impl FromStr for FaultKind {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown fault \"{s}\": use kill, pause, partition, restart, kill-all or power"
+                    "unknown fault \"{s}\": use kill, pause, partition, restart, kill-all, power or clock"
                 )
             })
     }
@@ -330,6 +339,35 @@ impl Nemesis {
                     cluster.start(node)?;
                 }
                 Self::record(history, "kill-all", "end", "", &what);
+            }
+            FaultKind::Clock => {
+                let (node, active) = self.target(cluster, 0.6).await;
+                const MINUTE: i64 = 60_000;
+                const DAY: i64 = 1_440 * MINUTE;
+                let bound = crate::cluster::CLOCK_SKEW_MAX_MS as i64;
+                let magnitude = match self.rng.gen_range(0..20) {
+                    0..=2 => self.rng.gen_range(bound / 5..bound * 4 / 5),
+                    3..=8 => self.rng.gen_range(2 * MINUTE..30 * MINUTE),
+                    9..=14 => self.rng.gen_range(DAY..90 * DAY),
+                    _ => self.rng.gen_range(365 * DAY..5 * 365 * DAY),
+                };
+                let jump = if self.rng.gen_bool(0.5) {
+                    magnitude
+                } else {
+                    -magnitude
+                };
+                let hold = ms(&mut self.rng, 1000, 5000);
+                let what = format!(
+                    "wall clock of {}{} jumped by {}, back after {hold:?}",
+                    label(node),
+                    if active { " (active)" } else { "" },
+                    raftlm::clock::offset_text(jump)
+                );
+                Self::record(history, "clock", "start", &label(node), &what);
+                cluster.set_clock_jump(node, jump)?;
+                tokio::time::sleep(hold).await;
+                cluster.set_clock_jump(node, 0)?;
+                Self::record(history, "clock", "end", &label(node), &what);
             }
             FaultKind::Power => {
                 let n = cluster.len();

@@ -172,6 +172,10 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         })
         .collect();
     let access_point = access_point()?;
+    let clock = config
+        .faults
+        .contains(&FaultKind::Clock)
+        .then(|| ClockPlan::new(real_now_ms(), config.duration));
     let mut cluster = Cluster::prepare(ClusterSpec {
         dir: dir.clone(),
         binary: config.binary.clone(),
@@ -183,6 +187,8 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         session_ttl_ms: config.session_ttl_ms,
         snapshot_every: config.snapshot_every,
         power: config.power(),
+        dated: clock.as_ref().map_or_else(Vec::new, ClockPlan::dated),
+        clock_base_ms: clock.as_ref().map(|c| c.base_ms),
     })?;
     progress(
         config,
@@ -202,17 +208,23 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             cluster.log_tails(30)
         );
     }
+    if let Some(clock) = &clock {
+        clock.check_binary(&cluster).await?;
+    }
     progress(
         config,
         "cluster ready; starting the workload and the nemesis",
     );
 
     let history = Arc::new(History::create(&dir.join("history.jsonl"))?);
+    let history_start_ms = real_now_ms();
+    let mut features = config.features.clone();
+    features.extend(cluster.spec.dated.iter().map(|(f, n, _)| (f.clone(), *n)));
     let op_deadline = Duration::from_secs(15);
     let workload = Workload::start(
         WorkloadSpec {
             sessions: config.sessions,
-            features: config.features.clone(),
+            features: features.clone(),
             access_point: access_point.to_string(),
             nodes: real.iter().map(SocketAddr::to_string).collect(),
             seed: mix(config.seed, 1_000_001),
@@ -328,7 +340,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
 
     // 5. Check.
     let events = history.events();
-    let licensed: BTreeMap<String, u32> = config.features.iter().cloned().collect();
+    let licensed: BTreeMap<String, u32> = features.iter().cloned().collect();
     let mut verdict = checker::check(
         &events,
         &CheckInput {
@@ -336,6 +348,10 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             session_ttl_us: config.session_ttl_ms * 1000,
             replicas: replicas.clone(),
             replicas_read_us,
+            expiries: clock
+                .as_ref()
+                .map_or_else(BTreeMap::new, |c| c.expiries(history_start_ms)),
+            expiry_tolerance_us: (cluster::CLOCK_SKEW_MAX_MS + 1000) * 1000,
         },
     );
     verdict.invariants.push(recovery);
@@ -382,6 +398,89 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     drop(cluster);
     drop(run_dir);
     Ok(report)
+}
+
+/// The real wall clock, ms since the epoch.
+fn real_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Time in runs with the clock fault. Every node's clock runs `base_ms`
+/// ahead of the real one, chosen so that the run's true time (real +
+/// `base_ms`) crosses a UTC midnight 40 % into the fault phase: the feature
+/// `ending` is licensed through the day before that midnight, so it expires
+/// during the run, and `dated` stays valid for 60 more days.
+struct ClockPlan {
+    base_ms: i64,
+    /// The midnight (true time, ms since the epoch) `ending` ends at.
+    midnight_ms: i64,
+}
+
+impl ClockPlan {
+    /// Start-up before the fault phase, roughly.
+    const STARTUP_MS: i64 = 5_000;
+
+    fn new(now_ms: i64, duration: Duration) -> ClockPlan {
+        let cross_at = now_ms + Self::STARTUP_MS + duration.as_millis() as i64 * 2 / 5;
+        // The first midnight at least two minutes after then, so the base is positive.
+        let midnight_ms = (cross_at + 120_000).div_euclid(DAY_MS) * DAY_MS + DAY_MS;
+        ClockPlan {
+            base_ms: midnight_ms - cross_at,
+            midnight_ms,
+        }
+    }
+
+    fn dated(&self) -> Vec<(String, u32, raftlm::license::feature::Date)> {
+        use raftlm::license::feature::Date;
+        let day = |ms: i64| Date::from_unix_ms(ms.max(0) as u64);
+        vec![
+            ("ending".into(), 3, day(self.midnight_ms - 1)),
+            ("dated".into(), 3, day(self.midnight_ms + 60 * DAY_MS)),
+        ]
+    }
+
+    /// When each dated feature ends, in harness µs of a history started at
+    /// real time `history_start_ms`.
+    fn expiries(&self, history_start_ms: i64) -> BTreeMap<String, i64> {
+        let harness_us = |true_ms: i64| (true_ms - self.base_ms - history_start_ms) * 1000;
+        [
+            ("ending".to_string(), harness_us(self.midnight_ms)),
+            (
+                "dated".to_string(),
+                harness_us(self.midnight_ms + 61 * DAY_MS),
+            ),
+        ]
+        .into()
+    }
+
+    /// Refuses to run the clock fault against a binary without the
+    /// fault-injection feature: its clocks would not move, and the dated
+    /// licenses would not mean what the checker assumes.
+    async fn check_binary(&self, cluster: &Cluster) -> anyhow::Result<()> {
+        let address = cluster.spec.real[0].to_string();
+        let channel = cluster
+            .client_tls
+            .endpoint(&address, Duration::from_secs(2))
+            .map_err(|e| anyhow::anyhow!(e))?
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await?;
+        let info = raftlm::proto::v1::license_client::LicenseClient::new(channel)
+            .node_info(raftlm::proto::v1::NodeInfoRequest {})
+            .await?
+            .into_inner();
+        let shift = info.now_ms as i64 - real_now_ms();
+        anyhow::ensure!(
+            (shift - self.base_ms).abs() < 10_000,
+            "the clock fault needs a raftlm built with the feature fault-injection (cargo build -p raftlm --features fault-injection): node 1's clock is {shift} ms from the real one, expected {} ms",
+            self.base_ms
+        );
+        Ok(())
+    }
 }
 
 /// A linearizable Status read on the active node, recorded as a `read`

@@ -444,6 +444,7 @@ impl Worker {
                                 (EventType::Fail, Some("session-expired"))
                             }
                             pb::DenyReason::InUse => (EventType::Fail, Some("in-use")),
+                            pb::DenyReason::Expired => (EventType::Fail, Some("expired")),
                             _ => (EventType::Fail, Some("denied")),
                         }
                     };

@@ -6,9 +6,11 @@
 //! (cargo builds it for this test). The `raftlm` binary is not a dependency
 //! artifact cargo can hand to another package's tests, so the test asks
 //! cargo to build it into the same target directory and profile
-//! (`cargo build -p raftlm --bin raftlm`, a no-op when it is fresh) and uses
-//! `raftlm` next to the harness. A plain `cargo test` at the workspace root
-//! has built it already (the root package's own tests need it).
+//! (`cargo build -p raftlm --bin raftlm --features fault-injection`, a no-op
+//! when it is fresh) and uses `raftlm` next to the harness. A plain `cargo
+//! test` at the workspace root has built it already, with the same features
+//! (the harness's dependency on raftlm enables fault-injection for the whole
+//! build, for the clock fault).
 //!
 //! Bounded: the harness runs as a child process that is killed if the test
 //! panics or the run exceeds its time limit; the harness kills its nodes on
@@ -64,7 +66,16 @@ fn raftlm_binary() -> PathBuf {
     let mut build = Command::new(cargo);
     build
         .current_dir(workspace)
-        .args(["build", "-p", "raftlm", "--bin", "raftlm", "--target-dir"])
+        .args([
+            "build",
+            "-p",
+            "raftlm",
+            "--bin",
+            "raftlm",
+            "--features",
+            "fault-injection",
+            "--target-dir",
+        ])
         .arg(target_dir);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");

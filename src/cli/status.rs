@@ -199,11 +199,12 @@ pub fn to_text(
             .and_then(|(_, i)| i.as_ref());
         let _ = writeln!(
             out,
-            "    node {}  {}  {}  {}",
+            "    node {}  {}  {}  {}{}",
             node.id,
             node.address,
             node.role,
-            cert_text(info, now_unix)
+            cert_text(info, now_unix),
+            clock_text(status, node)
         );
     }
     let _ = writeln!(out, "\nFeature usage info:");
@@ -315,6 +316,25 @@ fn write_grants(out: &mut String, mut grants: Vec<&pb::GrantStatus>) {
     }
 }
 
+/// The clock column: how far a node's wall clock is from the active node's.
+fn clock_text(status: &pb::StatusReply, node: &pb::NodeStatus) -> String {
+    if node.id == status.active_node {
+        return "  clock: reference".into();
+    }
+    if !node.clock_known {
+        return "  clock: no recent reading".into();
+    }
+    let offset = crate::clock::offset_text(node.clock_offset_ms);
+    if node.clock_off {
+        format!(
+            "  clock: {offset} OFF (beyond the {} bound: this node does not serve)",
+            crate::clock::offset_text(status.clock_skew_max_ms as i64).trim_start_matches('+')
+        )
+    } else {
+        format!("  clock: {offset}")
+    }
+}
+
 /// The `--json` form: one object, on one line.
 pub fn to_json(
     status: &pb::StatusReply,
@@ -340,6 +360,8 @@ pub fn to_json(
                 "cert_days_left": info
                     .filter(|i| i.tls)
                     .map(|i| (i.cert_not_after_unix - now_unix).div_euclid(86_400)),
+                "clock_offset_ms": n.clock_known.then_some(n.clock_offset_ms),
+                "clock_off": n.clock_off,
             })
         })
         .collect();
@@ -400,6 +422,7 @@ pub fn to_json(
         "activations": status.activations,
         "applied_index": status.applied_index,
         "nodes": node_list,
+        "clock_skew_max_ms": status.clock_skew_max_ms,
         "features": features,
         "grants": grants,
         "lines": status
@@ -448,11 +471,15 @@ mod tests {
                     id: 1,
                     address: "127.0.0.1:27001".into(),
                     role: "standby".into(),
+                    clock_offset_ms: 312_400,
+                    clock_known: true,
+                    clock_off: true,
                 },
                 pb::NodeStatus {
                     id: 2,
                     address: "127.0.0.1:27002".into(),
                     role: "active".into(),
+                    ..Default::default()
                 },
             ],
             features: vec![pb::FeatureStatus {
@@ -521,6 +548,7 @@ mod tests {
                 author: "node 1 (vendor_keys bootstrap)".into(),
                 since_ms: 1_795_341_600_000,
             }],
+            clock_skew_max_ms: 120_000,
         }
     }
 
@@ -555,6 +583,14 @@ mod tests {
             ),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "clock: +5m12.4s OFF (beyond the 2m0.0s bound: this node does not serve)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("active  "), "{text}");
+        assert!(text.contains("clock: reference"), "{text}");
         assert!(
             text.contains("Active node: 2 at 127.0.0.1:27002, term 5"),
             "{text}"

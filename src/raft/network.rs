@@ -31,7 +31,9 @@ use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
 use super::{Member, Raft, TypeConfig};
+use crate::clock::{self, Clock};
 use crate::codec;
+use crate::lease::boottime_ms;
 use crate::proto::v1::RaftMessage;
 use crate::proto::v1::raft_client::RaftClient;
 use crate::proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
@@ -85,16 +87,20 @@ pub struct Network {
     channels: Arc<Mutex<HashMap<u64, CachedChannel>>>,
     // When each peer last answered an RPC (std Mutex: one insert or look-up, no `.await`).
     contacts: Arc<Mutex<HashMap<u64, Instant>>>,
+    /// Where each peer's wall clock stands, from the replies' `wall_ms`.
+    clock: Arc<Clock>,
 }
 
 impl Network {
     /// A factory with no connections yet: peers at `peers` (from this node's
-    /// config), dialled with mutual TLS from `tls` (plaintext when `None`).
+    /// config), dialled with mutual TLS from `tls` (plaintext when `None`);
+    /// each reply's wall clock is filed in `clock`.
     pub fn new(
         cluster: &str,
         peers: BTreeMap<u64, String>,
         tls: Option<Arc<TlsState>>,
         refusals: Arc<Refusals>,
+        clock: Arc<Clock>,
     ) -> Network {
         Network {
             cluster: Arc::from(cluster),
@@ -103,6 +109,7 @@ impl Network {
             refusals,
             channels: Arc::default(),
             contacts: Arc::default(),
+            clock,
         }
     }
 
@@ -219,8 +226,12 @@ impl Connection {
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
-        let mut request = tonic::Request::new(RaftMessage { payload });
+        let mut request = tonic::Request::new(RaftMessage {
+            payload,
+            wall_ms: clock::wall_ms(),
+        });
         request.set_timeout(timeout);
+        let sent_boot_ms = boottime_ms();
         let reply = match kind {
             Kind::Append => client.append_entries(request).await,
             Kind::Vote => client.vote(request).await,
@@ -239,8 +250,12 @@ impl Connection {
             }
             _ => RPCError::Network(NetworkError::new(&status)),
         })?;
-        let result: Result<Resp, RaftError<u64, E>> = codec::decode(&reply.into_inner().payload)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply = reply.into_inner();
+        self.network
+            .clock
+            .record(self.target, reply.wall_ms, sent_boot_ms, boottime_ms());
+        let result: Result<Resp, RaftError<u64, E>> =
+            codec::decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.network
             .contacts
             .lock()
@@ -354,7 +369,10 @@ fn decode_request<T: DeserializeOwned>(payload: &[u8]) -> Result<T, tonic::Statu
 fn encode_reply<T: Serialize>(value: &T) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
     let payload = codec::encode(value)
         .map_err(|e| tonic::Status::internal(format!("raft reply does not encode: {e}")))?;
-    Ok(tonic::Response::new(RaftMessage { payload }))
+    Ok(tonic::Response::new(RaftMessage {
+        payload,
+        wall_ms: clock::wall_ms(),
+    }))
 }
 
 #[tonic::async_trait]

@@ -6,7 +6,8 @@
 //! takes a permit (at most `in_flight_max` batches proposed and not yet
 //! committed), waits for the first command, gathers more for up to
 //! `linger_us` or `commands_max` commands, stamps the batch with the wall
-//! clock, and proposes it. A batch also stops at [`BATCH_BYTES_MAX`] encoded
+//! clock (only while it agrees with a majority of the peers' clocks, see
+//! `src/clock.rs`), and proposes it. A batch also stops at [`BATCH_BYTES_MAX`] encoded
 //! bytes, and a command over [`COMMAND_BYTES_MAX`] is refused before it is
 //! queued, so that every log entry fits one AppendEntries message. While batches are in flight, new commands queue up
 //! and go out together in the next one (group commit), so under load a batch
@@ -27,6 +28,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::clock::Clock;
 use crate::config::Batching;
 use crate::license::state::{Batch, Command, Outcome};
 use crate::raft::{LogId, Raft};
@@ -64,6 +66,10 @@ pub enum BatchError {
     /// The node is shutting down or Raft stopped.
     #[error("the node is shutting down")]
     Stopped,
+    /// This node's wall clock disagrees with a majority of its peers': it
+    /// stamps no batch (`src/clock.rs`). Nothing was proposed.
+    #[error("this node's clock disagrees with its peers' ({0}); it proposes nothing")]
+    ClockOff(String),
     /// The proposal failed for another reason; the outcome is unknown.
     #[error("the request could not be committed: {0}")]
     Failed(String),
@@ -87,9 +93,11 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the batcher task; it stops when every `Batcher` clone is dropped.
-    pub fn spawn(raft: Raft, settings: Batching) -> (Batcher, JoinHandle<()>) {
+    /// Batches are stamped with this node's wall clock while `clock` says it
+    /// agrees with a majority, and failed with [`BatchError::ClockOff`] otherwise.
+    pub fn spawn(raft: Raft, settings: Batching, clock: Arc<Clock>) -> (Batcher, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(QUEUE_MAX);
-        let task = tokio::spawn(run(raft, settings, receiver));
+        let task = tokio::spawn(run(raft, settings, clock, receiver));
         (Batcher { queue }, task)
     }
 
@@ -115,7 +123,12 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft, settings: Batching, mut receiver: mpsc::Receiver<Pending>) {
+async fn run(
+    raft: Raft,
+    settings: Batching,
+    clock: Arc<Clock>,
+    mut receiver: mpsc::Receiver<Pending>,
+) {
     let in_flight = Arc::new(Semaphore::new(settings.in_flight_max));
     let linger = Duration::from_micros(settings.linger_us);
     let mut writes = tokio::task::JoinSet::new();
@@ -158,8 +171,9 @@ async fn run(raft: Raft, settings: Batching, mut receiver: mpsc::Receiver<Pendin
             batch.push(next);
         }
         let raft = raft.clone();
+        let clock = clock.clone();
         writes.spawn(async move {
-            propose(&raft, batch).await;
+            propose(&raft, &clock, batch).await;
             drop(permit);
         });
         // Reap finished writes so the set does not grow.
@@ -168,10 +182,19 @@ async fn run(raft: Raft, settings: Batching, mut receiver: mpsc::Receiver<Pendin
     while writes.join_next().await.is_some() {}
 }
 
-async fn propose(raft: &Raft, pending: Vec<Pending>) {
-    let now_ms = crate::server::wall_clock_ms();
+async fn propose(raft: &Raft, clock: &Clock, pending: Vec<Pending>) {
     let (commands, replies): (Vec<Command>, Vec<_>) =
         pending.into_iter().map(|p| (p.command, p.reply)).unzip();
+    let now_ms = match clock.stamp() {
+        Ok(now_ms) => now_ms,
+        Err(verdict) => {
+            let error = BatchError::ClockOff(verdict.to_string());
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+            return;
+        }
+    };
     let size = commands.len();
     match raft.client_write(Batch { now_ms, commands }).await {
         Ok(response) => {

@@ -64,6 +64,7 @@ impl ServiceError {
             BatchError::Overloaded => ServiceError::Overloaded(error.to_string()),
             BatchError::TooLarge(_) => ServiceError::InvalidArgument(error.to_string()),
             BatchError::Stopped => ServiceError::Stopped,
+            BatchError::ClockOff(_) => ServiceError::NotActive { node, leader: None },
             BatchError::Failed(message) => ServiceError::Unknown(message),
         }
     }

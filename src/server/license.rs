@@ -416,9 +416,15 @@ fn license_lines(state: &state::LicenseState) -> Vec<pb::LicenseLine> {
 pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
     let metrics = shared.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
+    let clocks = shared.clock.judge();
     let nodes = membership
         .nodes()
         .map(|(id, node)| {
+            let (clock_offset_ms, clock_known, clock_off) = match clocks.peers.get(id) {
+                Some(crate::clock::PeerClock::Agrees(offset)) => (*offset, true, false),
+                Some(crate::clock::PeerClock::Off(offset)) => (*offset, true, true),
+                _ => (0, false, false),
+            };
             let role = if Some(*id) == metrics.current_leader {
                 "active"
             } else {
@@ -434,6 +440,9 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 id: *id,
                 address: node.address.clone(),
                 role: role.to_string(),
+                clock_offset_ms,
+                clock_known,
+                clock_off,
             }
         })
         .collect();
@@ -505,6 +514,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                     since_ms: k.since_ms,
                 })
                 .collect(),
+            clock_skew_max_ms: clocks.skew_max_ms,
         }
     })
 }

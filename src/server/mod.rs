@@ -56,6 +56,8 @@ pub struct Shared {
     /// Why this node stepped back from leadership for good (its config cannot
     /// be safe with the cluster's), if it did.
     pub stepped_back: std::sync::OnceLock<String>,
+    /// Whether this node's wall clock agrees with its peers'.
+    pub clock: Arc<crate::clock::Clock>,
 }
 
 /// Longest a client or peer connection lives before the server asks it to
@@ -102,9 +104,7 @@ pub fn admin_service(
 
 /// This node's wall clock in ms since the epoch (0 if the clock is before 1970).
 pub fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::clock::wall_ms()
 }
 
 /// Serves `router` on `listener` until `stop` resolves: through the TLS

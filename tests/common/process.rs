@@ -125,12 +125,29 @@ impl ProcessCluster {
             .args(["server", "--config"])
             .arg(self.config(id))
             .env("RAFTLM_LOG", "info,openraft=warn")
+            // Read only by a binary built with the test-only feature
+            // fault-injection (src/clock.rs); see `set_clock_offset`.
+            .env("RAFTLM_FAULT_CLOCK_FILE", self.clock_file(id))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
         self.children[id - 1] = Some(child);
+    }
+
+    /// The file node `id`'s wall-clock offset is read from.
+    pub fn clock_file(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node{id}.clock"))
+    }
+
+    /// Shifts node `id`'s wall clock by `offset_ms` (from the real clock),
+    /// in a binary built with the feature fault-injection.
+    pub fn set_clock_offset(&self, id: usize, offset_ms: i64) {
+        let path = self.clock_file(id);
+        let temporary = path.with_extension("tmp");
+        std::fs::write(&temporary, offset_ms.to_string()).unwrap();
+        std::fs::rename(&temporary, &path).unwrap();
     }
 
     /// Starts all three nodes.
