@@ -31,6 +31,7 @@
 pub mod checker;
 pub mod cluster;
 pub mod history;
+pub mod hostile;
 pub mod nemesis;
 pub mod powerfs;
 pub mod proxy;

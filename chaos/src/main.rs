@@ -25,7 +25,7 @@ struct Args {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Fault types, comma-separated: kill, pause, partition, restart,
-    /// kill-all, power (a type listed twice is drawn twice as often). Default:
+    /// kill-all, power, clock (a type listed twice is drawn twice as often). Default:
     /// all of them, power only where it can run (root, /dev/fuse).
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<FaultKind>>,
@@ -47,6 +47,10 @@ struct Args {
     /// The nodes snapshot every this many log entries.
     #[arg(long, default_value_t = 300)]
     snapshot_every: u64,
+    /// Also run a hostile client (junk, oversized and replayed requests,
+    /// session floods, forged check-ins) from 127.0.0.3.
+    #[arg(long)]
+    hostile: bool,
 }
 
 /// Parses `90s`, `10m`, `1h`, `500ms` or a number of seconds.
@@ -118,6 +122,7 @@ async fn main() -> ExitCode {
         snapshot_every: args.snapshot_every.max(1),
         features: vec![("cad".into(), 5), ("sim".into(), 3)],
         progress: true,
+        hostile: args.hostile,
     };
     eprintln!("raftlm-chaos: seed {seed} (replay: {})", config.replay());
     // Dropping the run on Ctrl-C or SIGTERM kills every node it started.

@@ -92,6 +92,8 @@ pub struct Report {
     pub violations: u64,
     /// Whether every invariant held.
     pub passed: bool,
+    /// What the hostile client sent and was answered, when it ran.
+    pub hostile: Option<crate::hostile::HostileStats>,
 }
 
 impl Report {
@@ -192,6 +194,22 @@ impl Report {
                 "  {:<20} {:>6} {:>9} {:>8.0} {:>8.0} {:>8.0}",
                 kind, u.faults, u.recovered, u.p50_ms, u.p99_ms, u.max_ms
             );
+        }
+        match &self.hostile {
+            None => {
+                let _ = writeln!(out, "\nhostile client: off (--hostile runs one)");
+            }
+            Some(h) => {
+                let _ = writeln!(
+                    out,
+                    "\nhostile client (from {}; honest unavailability above is with it): {} requests, answers:",
+                    crate::hostile::SOURCE,
+                    h.requests
+                );
+                for (answer, n) in &h.answers {
+                    let _ = writeln!(out, "  {answer:<48} {n:>7}");
+                }
+            }
         }
         let _ = writeln!(
             out,

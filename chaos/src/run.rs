@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use crate::checker::{self, CheckInput, InvariantResult};
 use crate::cluster::{self, Cluster, ClusterSpec, label};
 use crate::history::{Event, EventType, History, OpKind};
+use crate::hostile::{Hostile, HostileSpec};
 use crate::nemesis::{FaultKind, Nemesis, NemesisSpec};
 use crate::proxy::Proxies;
 use crate::replica;
@@ -68,6 +69,8 @@ pub struct RunConfig {
     pub features: Vec<(String, u32)>,
     /// Print progress on stderr.
     pub progress: bool,
+    /// Run the hostile client next to the honest sessions (see [`crate::hostile`]).
+    pub hostile: bool,
 }
 
 impl RunConfig {
@@ -81,11 +84,12 @@ impl RunConfig {
     pub fn replay(&self) -> String {
         let faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
         format!(
-            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {}",
+            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {}{}",
             self.seed,
             self.duration.as_secs(),
             faults.join(","),
-            self.sessions
+            self.sessions,
+            if self.hostile { " --hostile" } else { "" }
         )
     }
 }
@@ -238,6 +242,19 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         },
         history.clone(),
     );
+    let hostile = config.hostile.then(|| {
+        let mut targets = vec![access_point.to_string()];
+        targets.extend(real.iter().map(SocketAddr::to_string));
+        Hostile::start(
+            HostileSpec {
+                targets,
+                tls: cluster.client_tls.clone(),
+                seed: mix(config.seed, 3_000_017),
+                features: features.iter().map(|(f, _)| f.clone()).collect(),
+            },
+            workload.phase(),
+        )
+    });
     let mut nemesis = Nemesis::new(NemesisSpec {
         faults: config.faults.clone(),
         seed: mix(config.seed, 2_000_003),
@@ -286,6 +303,10 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
 
     // 2. Hold and read.
     workload.hold(op_deadline + Duration::from_secs(2)).await;
+    let hostile = match hostile {
+        Some(hostile) => Some(hostile.finish().await),
+        None => None,
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     progress(config, "reading the state after healing");
     read_state(&mut cluster, &history, "after heal").await;
@@ -355,6 +376,9 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         },
     );
     verdict.invariants.push(recovery);
+    if let Some(stats) = &hostile {
+        verdict.invariants.push(stats.invariant());
+    }
     let report = Report {
         seed: config.seed,
         replay: config.replay(),
@@ -388,6 +412,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         network_namespaces: NETNS_SKIPPED.into(),
         violations: 0,
         passed: false,
+        hostile,
     }
     .with_verdict(&verdict, &replicas);
     if let Some(keep) = &config.keep {

@@ -125,6 +125,11 @@ impl Workload {
         Workload { phase, busy, tasks }
     }
 
+    /// The phase, for other clients of the run to follow.
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
     /// Starts no new operation; heartbeats go on. Waits up to `limit` for the
     /// operations in flight to end.
     pub async fn hold(&self, limit: Duration) {

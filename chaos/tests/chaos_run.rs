@@ -1,5 +1,5 @@
 //! Fixed-seed chaos runs against the debug `raftlm` binary: about 60 s of
-//! every fault type but power cuts, and 45 s of power cuts mixed with
+//! every fault type but power cuts (clock jumps included), and 45 s of power cuts mixed with
 //! kills and pauses, under the recorded workload, and not one violation.
 //!
 //! How the binaries are found: the harness is `CARGO_BIN_EXE_raftlm-chaos`
@@ -95,7 +95,13 @@ fn raftlm_binary() -> PathBuf {
 /// Runs the harness with `faults` for `duration`, and fails the test unless
 /// every invariant held, every type in `must_inject` was injected and grants
 /// were made. Returns the JSON report.
-fn run_chaos(seed: &str, duration: &str, faults: &str, must_inject: &[&str]) -> serde_json::Value {
+fn run_chaos(
+    seed: &str,
+    duration: &str,
+    faults: &str,
+    must_inject: &[&str],
+    extra: &[&str],
+) -> serde_json::Value {
     // One run at a time: two clusters and their loads on a small machine
     // would measure the machine, not raftlm.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -110,6 +116,7 @@ fn run_chaos(seed: &str, duration: &str, faults: &str, must_inject: &[&str]) -> 
     command
         .args(["--seed", seed, "--duration", duration, "--json"])
         .args(["--faults", faults])
+        .args(extra)
         .arg("--binary")
         .arg(&binary)
         .arg("--keep")
@@ -194,19 +201,32 @@ fn run_chaos(seed: &str, duration: &str, faults: &str, must_inject: &[&str]) -> 
     report
 }
 
-// Under kills, pauses, restarts, kill-all and cut links (every fault type
-// but power cuts, which have their own run below), no seat is ever granted
-// beyond the license, no acknowledged grant is lost, no grant appears from
-// nowhere, retries never grant twice, answers never go back to a lower
-// term, and every replica ends with the same state.
+// Under kills, pauses, restarts, kill-all, cut links and jumped clocks
+// (every fault type but power cuts, which have their own run below), no
+// seat is ever granted beyond the license, no acknowledged grant is lost, no
+// grant appears from nowhere, retries never grant twice, answers never go
+// back to a lower term, every replica ends with the same state, and no
+// dated feature is refused as expired before its end or granted after it —
+// with a hostile client sending junk, oversized and replayed requests,
+// session floods and forged check-ins alongside.
 #[test]
 fn fixed_seed_run_has_no_violations() {
-    run_chaos(
+    let report = run_chaos(
         SEED,
         DURATION,
-        "kill,pause,partition,restart,kill-all",
-        &["kill", "pause", "partition", "restart", "kill-all"],
+        "kill,pause,partition,restart,kill-all,clock",
+        &["kill", "pause", "partition", "restart", "kill-all", "clock"],
+        &["--hostile"],
     );
+    let expiry = report["invariants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "expiry-judged-on-true-time")
+        .expect("the expiry invariant is reported");
+    assert!(expiry["checked"].as_u64().unwrap() > 0, "{expiry}");
+    let hostile = report["hostile"]["requests"].as_u64().unwrap_or(0);
+    assert!(hostile > 0, "the hostile client sent nothing");
 }
 
 // Power cuts (of one node or all three, unsynced writes dropped) mixed with
@@ -225,6 +245,7 @@ fn power_cuts_lose_no_acknowledged_grant() {
         POWER_DURATION,
         "power,power,kill,kill-all,pause",
         &["power", "kill", "kill-all", "pause"],
+        &[],
     );
     assert!(
         report["disk"]
