@@ -91,6 +91,47 @@ pub struct Config {
     /// Certificates of both planes (see docs/security.md).
     #[serde(default)]
     pub tls: Tls,
+    /// Limits on what one client source may hold.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Live sessions whose requests come from one source IP address, by default
+/// ([`Limits::sessions_per_address_max`]).
+///
+/// Every application process is one session, and the user and host names a
+/// session reports are only its claims: the TCP peer address is the one thing
+/// about a client the cluster can check. A terminal server (or a NAT gateway)
+/// puts many users' applications behind one address, so the limit must sit
+/// well above what one such host runs: 4,096 is sixteen times the 256
+/// connections one address may hold open per listener
+/// ([`CONNECTIONS_PER_ADDRESS_MAX`](crate::tls::acceptor::CONNECTIONS_PER_ADDRESS_MAX)),
+/// which covers every connection slot of the active node's two client
+/// listeners (its own address and the access point) with room for sessions
+/// that closed and have not expired yet (a closed session stays live for the
+/// session TTL: about 136 application starts a second, sustained, at the
+/// default 30 s TTL). Yet one address can then hold at most 0.4 % of the
+/// state's [`SESSIONS_MAX`](crate::license::state::SESSIONS_MAX) sessions,
+/// so a single misbehaving or hostile host cannot fill the cluster.
+pub const SESSIONS_PER_ADDRESS_MAX: usize = 4096;
+
+/// Limits on what one client source may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most live sessions whose requests come from one source IP address; a
+    /// check-out that would start another one from that address is refused
+    /// (`RESOURCE_EXHAUSTED`) without touching the log. Default
+    /// [`SESSIONS_PER_ADDRESS_MAX`].
+    pub sessions_per_address_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            sessions_per_address_max: SESSIONS_PER_ADDRESS_MAX,
+        }
+    }
 }
 
 /// TLS for the peer plane (mutual TLS between nodes) and the client plane
@@ -487,6 +528,18 @@ impl Config {
         if b.in_flight_max == 0 || b.in_flight_max > 64 {
             return Err(("batching.in_flight_max", "must be between 1 and 64".into()));
         }
+        let sessions_max = crate::license::state::SESSIONS_MAX;
+        if self.limits.sessions_per_address_max == 0
+            || self.limits.sessions_per_address_max > sessions_max
+        {
+            return Err((
+                "limits.sessions_per_address_max",
+                format!(
+                    "({}) must be between 1 and {sessions_max}, the most sessions the cluster holds",
+                    self.limits.sessions_per_address_max
+                ),
+            ));
+        }
         if self.snapshot.logs_since_last == 0 {
             return Err(("snapshot.logs_since_last", "must be at least 1".into()));
         }
@@ -667,6 +720,11 @@ peer_address = "127.0.0.1:27103"
                 "config /etc/raftlm/node.toml: nodes.peer_address: address 127.0.0.1:27002 is listed twice",
             ),
             (
+                "data_dir = \"data/node2\"",
+                "data_dir = \"data/node2\"\n[limits]\nsessions_per_address_max = 0",
+                "config /etc/raftlm/node.toml: limits.sessions_per_address_max: (0) must be between 1 and 1000000, the most sessions the cluster holds",
+            ),
+            (
                 "key = \"tls/node-2.key\"\n",
                 "",
                 "config /etc/raftlm/node.toml: tls.key: is required: give the file made by `raftlm tls`, or set tls.plaintext = true to run without TLS",
@@ -691,6 +749,7 @@ peer_address = "127.0.0.1:27103"
             assert_eq!(config.timing, Timing::default());
             assert_eq!(config.batching, Batching::default());
             assert_eq!(config.snapshot, SnapshotPolicy::default());
+            assert_eq!(config.limits, Limits::default());
         }
     }
 

@@ -5,6 +5,8 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use raftlm::client::Want;
@@ -12,8 +14,10 @@ use raftlm::client::{
     Client, ClientError, ClientOptions, DenyReason, GrantToken, ServerList, Session, SessionEvent,
     SessionId, SessionOptions, SessionRequest, SessionSecret, SessionState,
 };
+use raftlm::config::Config;
 use raftlm::license::signature::VendorSigningKey;
 use raftlm::node::Node;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
@@ -33,16 +37,28 @@ struct TestCluster {
     addresses: Vec<String>,
     peer_addresses: Vec<String>,
     nodes: Vec<Option<Node>>,
-    session_ttl_ms: Option<u64>,
+    tune: Tune,
     _slot: tokio::sync::SemaphorePermit<'static>,
 }
 
+/// A change to every node's config before it starts.
+type Tune = Arc<dyn Fn(&mut Config) + Send + Sync>;
+
 impl TestCluster {
     async fn start() -> TestCluster {
-        TestCluster::start_with_ttl(None).await
+        TestCluster::start_tuned(|_| {}).await
     }
 
     async fn start_with_ttl(session_ttl_ms: Option<u64>) -> TestCluster {
+        TestCluster::start_tuned(move |config| {
+            if let Some(ttl) = session_ttl_ms {
+                config.timing.session_ttl_ms = ttl;
+            }
+        })
+        .await
+    }
+
+    async fn start_tuned(tune: impl Fn(&mut Config) + Send + Sync + 'static) -> TestCluster {
         let slot = CLUSTER_SLOTS.acquire().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (key, public) = common::vendor_key(dir.path());
@@ -54,7 +70,7 @@ impl TestCluster {
             addresses: bound.addresses,
             peer_addresses: bound.peer_addresses,
             nodes: vec![None, None, None],
-            session_ttl_ms,
+            tune: Arc::new(tune),
             _slot: slot,
         };
         for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
@@ -71,10 +87,8 @@ impl TestCluster {
             &self.peer_addresses,
             &self.public,
         );
-        if let Some(ttl) = self.session_ttl_ms {
-            config.timing.session_ttl_ms = ttl;
-            config.validate().unwrap();
-        }
+        (self.tune)(&mut config);
+        config.validate().unwrap();
         self.nodes[i] = Some(
             Node::start_with_listeners(config, client, peer)
                 .await
@@ -474,11 +488,27 @@ async fn caching_mode_through_a_full_outage() {
 
 /// A TCP proxy in front of one node that the test can cut (every connection
 /// dropped, new ones closed at once) and reopen: a network partition between
-/// one client and the cluster.
+/// one client and the cluster. It can also lose replies: the node's bytes on
+/// the connections open at [`Proxy::drop_replies`] are discarded while the
+/// client's requests on them still reach the node, until [`Proxy::heal`] cuts
+/// those connections (their byte streams are broken) and the client connects
+/// afresh.
 struct Proxy {
     address: String,
     open: tokio::sync::watch::Sender<bool>,
+    lossy: tokio::sync::watch::Sender<Lossy>,
+    /// Connections accepted so far; each is numbered from 1 in order.
+    accepted: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Which of a [`Proxy`]'s connections lose their replies, and which are cut.
+#[derive(Debug, Clone, Copy, Default)]
+struct Lossy {
+    /// Connections numbered up to this one drop every byte from the node.
+    drop_replies_upto: u64,
+    /// Connections numbered up to this one are closed.
+    cut_upto: u64,
 }
 
 impl Proxy {
@@ -486,21 +516,47 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let (open, open_rx) = tokio::sync::watch::channel(true);
+        let (lossy, lossy_rx) = tokio::sync::watch::channel(Lossy::default());
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counter = accepted.clone();
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut socket, _)) = listener.accept().await {
+            while let Ok((socket, _)) = listener.accept().await {
                 if !*open_rx.borrow() {
                     continue; // dropped: closed at once
                 }
+                let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
                 let mut cut = open_rx.clone();
+                let lossy = lossy_rx.clone();
+                let mut lossy_cut = lossy_rx.clone();
                 let target = target.clone();
                 connections.spawn(async move {
-                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    let Ok(upstream) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
+                    let (mut client_read, mut client_write) = socket.into_split();
+                    let (mut node_read, mut node_write) = upstream.into_split();
+                    let requests = tokio::io::copy(&mut client_read, &mut node_write);
+                    let replies = async move {
+                        let mut buffer = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match node_read.read(&mut buffer).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if lossy.borrow().drop_replies_upto >= number {
+                                continue; // lost on the way back
+                            }
+                            if client_write.write_all(&buffer[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut socket, &mut upstream) => {}
+                        _ = requests => {}
+                        _ = replies => {}
                         _ = cut.wait_for(|open| !*open) => {}
+                        _ = lossy_cut.wait_for(|l| l.cut_upto >= number) => {}
                     }
                 });
             }
@@ -508,12 +564,29 @@ impl Proxy {
         Proxy {
             address,
             open,
+            lossy,
+            accepted,
             task,
         }
     }
 
     fn set_open(&self, open: bool) {
         self.open.send_replace(open);
+    }
+
+    /// From now on the connections open now lose every reply; requests on
+    /// them still reach the node. Connections opened later are not affected.
+    fn drop_replies(&self) {
+        let upto = self.accepted.load(Ordering::SeqCst);
+        self.lossy.send_modify(|l| l.drop_replies_upto = upto);
+    }
+
+    /// Cuts the connections that lost replies; new ones work both ways.
+    fn heal(&self) {
+        self.lossy.send_modify(|l| {
+            l.cut_upto = l.drop_replies_upto;
+            l.drop_replies_upto = 0;
+        });
     }
 }
 
@@ -722,5 +795,245 @@ async fn renewal_reports_an_expired_session() {
     let again = session.checkout("cad", 1).await.unwrap();
     assert!(session.checkin(&again).await.unwrap().released);
     session.close().await.unwrap();
+    cluster.shutdown().await;
+}
+
+/// Waits until `check` holds, asking again every 50 ms; panics naming `what` after PATIENCE.
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// No seat leaks after a stale answer: a check-out whose reply was lost, and that is retried
+// only after 40 more requests of its session pushed it out of the cluster's retry window, is
+// answered "stale request". The session then finds the grant the cluster made for it and
+// holds it (listed, checked in, nothing left at close) instead of telling the application it
+// got nothing while its heartbeats keep the seat taken for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_checkout_adopts_the_grant_it_took() {
+    let cluster = TestCluster::start().await;
+    cluster.import(&[("cad", 3), ("cam", 3)]).await;
+    let leader = cluster.leader().await;
+    let observer = Client::with_options(cluster.all_servers(), quick_client());
+    let proxy = Proxy::start(cluster.addresses[leader].clone()).await;
+    // One attempt outlasts the lost reply: the check-out is retried only when
+    // the heal cuts its connection.
+    let client_options = ClientOptions {
+        call_timeout: Duration::from_secs(60),
+        attempt_timeout: Duration::from_secs(20),
+        ..quick_client()
+    };
+    let session = Arc::new(Session::start(
+        Client::with_options(ServerList::parse(&proxy.address).unwrap(), client_options),
+        quick_session(),
+    ));
+    let mut events = session.subscribe();
+    wait_event(&mut events, "the first answer", |e| {
+        matches!(e, SessionEvent::Connected { .. })
+    })
+    .await;
+    let id = session.id();
+
+    // The check-out goes out on the session's connection and is committed; its
+    // reply is lost.
+    proxy.drop_replies();
+    let first = tokio::spawn({
+        let session = session.clone();
+        async move { session.checkout("cad", 1).await }
+    });
+    wait_until("the check-out is committed", || async {
+        cluster_view(&observer, "cad", id).await.1.len() == 1
+    })
+    .await;
+    let (_, committed) = cluster_view(&observer, "cad", id).await;
+    // A renewal gets no answer within `unreachable_after` either, so the client
+    // drops that connection and dials a new one, which answers.
+    wait_event(&mut events, "caching mode", |e| {
+        matches!(e, SessionEvent::EnteredCaching { .. })
+    })
+    .await;
+    for _ in 0..20 {
+        let other = session.checkout("cam", 1).await.unwrap();
+        assert!(session.checkin(&other).await.unwrap().released);
+    }
+    proxy.heal();
+
+    let grant = first
+        .await
+        .unwrap()
+        .expect("the stale check-out adopts its grant");
+    assert_eq!((grant.feature.as_str(), grant.count), ("cad", 1));
+    assert_eq!(vec![grant.token], committed, "the grant the cluster made");
+    assert_eq!(
+        cluster_view(&observer, "cad", id).await,
+        (1, vec![grant.token]),
+        "exactly one grant for the check-out"
+    );
+    assert_eq!(session.grants().await.unwrap(), vec![grant.clone()]);
+
+    let checkin = session.checkin(&grant).await.unwrap();
+    assert!(checkin.released, "{checkin:?}");
+    assert_eq!(cluster_view(&observer, "cad", id).await, (0, vec![]));
+    let session = Arc::into_inner(session).expect("no other handle on the session");
+    session.close().await.unwrap();
+    assert_eq!(cluster_view(&observer, "cam", id).await, (0, vec![]));
+    cluster.shutdown().await;
+}
+
+// SessionGrants answers only the holder of the session's secret, with the session's own
+// grants oldest first (filtered by feature, with the lines behind them), and touches no log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_grants_answers_only_the_sessions_own_grants() {
+    let cluster = TestCluster::start().await;
+    cluster.import(&[("cad", 3), ("cam", 3)]).await;
+    let leader = cluster.leader().await;
+    let mut wire = common::license_client(&cluster.addresses[leader]).await;
+    let mut tokens = Vec::new();
+    for (session, seq, feature) in [(1, 1, "cad"), (1, 2, "cam"), (1, 3, "cad"), (2, 1, "cad")] {
+        let reply = wire
+            .checkout(common::checkout_request(session, seq, feature, 1))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(reply.granted, "{reply:?}");
+        tokens.push(reply.token.unwrap());
+    }
+    let raft = cluster.nodes[leader].as_ref().unwrap().raft().clone();
+    let last_index = || raft.metrics().borrow().last_log_index;
+    let before = last_index();
+    let ask = |session: u64, feature: &str| raftlm::proto::v1::SessionGrantsRequest {
+        session_secret: common::secret(session),
+        vendor: if feature.is_empty() { "" } else { "acme" }.into(),
+        feature: feature.into(),
+        version: String::new(),
+        after: None,
+    };
+
+    let cad = wire
+        .session_grants(ask(1, "cad"))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed: Vec<_> = cad.grants.iter().map(|g| g.token.unwrap()).collect();
+    assert_eq!(
+        listed,
+        vec![tokens[0], tokens[2]],
+        "session 1's cad grants, oldest first"
+    );
+    assert!(
+        cad.grants
+            .iter()
+            .all(|g| g.session_handle == common::handle(1))
+    );
+    assert_eq!(cad.lines.len(), 1);
+    assert_eq!(cad.cluster_name, common::CLUSTER);
+    assert_eq!((cad.available, cad.total, cad.next), (0, 3, None));
+
+    let all = wire.session_grants(ask(1, "")).await.unwrap().into_inner();
+    let listed: Vec<_> = all.grants.iter().map(|g| g.token.unwrap()).collect();
+    assert_eq!(listed, tokens[..3].to_vec());
+    assert!(all.lines.is_empty());
+    let other = wire.session_grants(ask(2, "")).await.unwrap().into_inner();
+    let listed: Vec<_> = other.grants.iter().map(|g| g.token.unwrap()).collect();
+    assert_eq!(listed, vec![tokens[3]], "another secret sees only its own");
+    let stranger = wire.session_grants(ask(3, "")).await.unwrap().into_inner();
+    assert!(stranger.grants.is_empty() && !stranger.session_expired);
+    assert_eq!(last_index(), before, "a read touches no log");
+
+    let mut bad = ask(1, "cad");
+    bad.session_secret.pop();
+    let status = wire.session_grants(bad).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    cluster.shutdown().await;
+}
+
+// One source address may hold at most limits.sessions_per_address_max live sessions: with the
+// limit at 5, a sixth new session from 127.0.0.1 is refused RESOURCE_EXHAUSTED with a sentence
+// naming the address and the limit, before anything is proposed (the log does not move), and
+// the client library reports it as a refusal at once. A session the address has already is not
+// refused, and a new session from 127.0.0.2 is granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_sessions_per_source_address_are_limited() {
+    let cluster =
+        TestCluster::start_tuned(|config| config.limits.sessions_per_address_max = 5).await;
+    cluster.import(&[("cad", 10)]).await;
+    let leader = cluster.leader().await;
+    let address = &cluster.addresses[leader];
+    let mut local = common::license_client(address).await;
+    for session in 1..=5 {
+        let reply = local
+            .checkout(common::checkout_request(session, 1, "cad", 1))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(reply.granted, "session {session}: {reply:?}");
+    }
+    let raft = cluster.nodes[leader].as_ref().unwrap().raft().clone();
+    let last_index = || raft.metrics().borrow().last_log_index;
+    let before = last_index();
+    let status = local
+        .checkout(common::checkout_request(6, 1, "cad", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let expected = "127.0.0.1 has 5 live sessions already, the most one address may have \
+                    (limits.sessions_per_address_max = 5): close sessions there, or raise the limit";
+    assert_eq!(status.message(), expected);
+    assert_eq!(
+        status.metadata().get("raftlm-limit").unwrap(),
+        "limits.sessions_per_address_max"
+    );
+    assert_eq!(last_index(), before, "the refusal touched the log");
+
+    // The client library gives up at once: the cluster refused.
+    let library = Session::start(
+        Client::with_options(cluster.servers(&[leader]), quick_client()),
+        quick_session(),
+    );
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        library.checkout("cad", 1).await.unwrap_err(),
+        ClientError::Refused(expected.into())
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "retried a refusal"
+    );
+    drop(library);
+    assert_eq!(last_index(), before, "the refusal touched the log");
+
+    // A session the address has already goes on.
+    let reply = local
+        .checkout(common::checkout_request(1, 2, "cad", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.granted, "{reply:?}");
+
+    // Another source address starts a new session.
+    let channel = common::client_tls()
+        .endpoint(address, Duration::from_secs(2))
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    let mut other = raftlm::proto::v1::license_client::LicenseClient::new(channel);
+    let reply = other
+        .checkout(common::checkout_request(7, 1, "cad", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.granted, "{reply:?}");
     cluster.shutdown().await;
 }

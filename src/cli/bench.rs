@@ -402,17 +402,25 @@ async fn bench_once(args: &BenchArgs, plaintext: bool) -> Result<Report, Failure
             };
             let ports = free_ports()?;
             let access_point = format!("127.0.0.101:{}", free_port()?);
-            let extra = if args.no_batching {
-                "\n[batching]\ncommands_max = 1\n"
-            } else {
-                ""
-            };
+            let mut extra = String::new();
+            if args.no_batching {
+                extra.push_str("\n[batching]\ncommands_max = 1\n");
+            }
+            // Every bench session comes from this machine's one address.
+            if let Some(idle) = args.idle_sessions
+                && idle > crate::config::SESSIONS_PER_ADDRESS_MAX
+            {
+                extra.push_str(&format!(
+                    "\n[limits]\nsessions_per_address_max = {}\n",
+                    idle.min(crate::license::state::SESSIONS_MAX)
+                ));
+            }
             let mut local = LocalCluster::prepare(
                 &dir,
                 &ports,
                 &access_point,
                 BENCH_LICENSE,
-                extra,
+                &extra,
                 plaintext,
             )?;
             tls = local.client_tls.clone();

@@ -35,8 +35,10 @@ pub enum ClientError {
         last: String,
     },
     /// The cluster refused the request as invalid or not possible now
-    /// (`INVALID_ARGUMENT`, `FAILED_PRECONDITION`), e.g. a license file for
-    /// another cluster. The cluster's sentence.
+    /// (`INVALID_ARGUMENT`, `FAILED_PRECONDITION`, or `RESOURCE_EXHAUSTED`
+    /// naming a configured limit), e.g. a license file for another cluster,
+    /// or a new session from an address that has as many as it may. The
+    /// cluster's sentence.
     #[error("{0}")]
     Refused(String),
     /// The session was expired by the cluster (it stopped heartbeating for

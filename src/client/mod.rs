@@ -60,14 +60,15 @@ pub use error::ClientError;
 pub use fence::{StaleTerm, TermFence};
 pub use rpc::{
     CHANNELS_MAX, CacheReport, Checkin, Client, ClientOptions, Grant, HINT_HOPS_MAX, Renewal,
-    SessionRequest, Want,
+    SESSION_GRANTS_PAGES_MAX, SessionRequest, Want,
 };
 pub use server_list::{
     DEFAULT_SERVER, HOST_BYTES_MAX, SERVER_ENV, SERVERS_MAX, ServerList, ServerListError,
 };
 pub use session::{
-    CACHING_PROBE_PAUSE, DEFAULT_SESSION_TTL, HEARTBEAT_MIN, REQUESTS_MAX, SESSION_RESTARTS_MAX,
-    Session, SessionEvent, SessionOptions, SessionState, UNRESOLVED_MAX, local_host, local_user,
+    ADOPTED_REMEMBERED, ADOPTION_CANDIDATES_MAX, CACHING_PROBE_PAUSE, DEFAULT_SESSION_TTL,
+    HEARTBEAT_MIN, REQUESTS_MAX, SESSION_RESTARTS_MAX, Session, SessionEvent, SessionOptions,
+    SessionState, UNRESOLVED_MAX, local_host, local_user,
 };
 
 pub use crate::license::secret::SessionSecret;

@@ -47,7 +47,7 @@ use crate::license::state::{DenyReason, GrantToken, RequestId};
 use crate::proto::v1 as pb;
 use crate::proto::v1::admin_client::AdminClient;
 use crate::proto::v1::license_client::LicenseClient;
-use crate::server::error::LEADER_ADDRESS_KEY;
+use crate::server::error::{LEADER_ADDRESS_KEY, LIMIT_KEY};
 use crate::tls::client::ClientTls;
 
 /// Most hops along leader hints in a row without a back-off pause.
@@ -55,6 +55,12 @@ pub const HINT_HOPS_MAX: u32 = 2;
 
 /// Most cached channels; hinted addresses beyond the server list are evicted past it.
 pub const CHANNELS_MAX: usize = 128;
+
+/// Most pages one [`Client::session_grants`] asks for. The server looks at
+/// 1,024 of the session's grants per page and a session holds at most
+/// [`GRANTS_MAX`](crate::license::state::GRANTS_MAX) (1,000,000), so this
+/// covers any session.
+pub const SESSION_GRANTS_PAGES_MAX: usize = 1024;
 
 /// How a client retries. Defaults: [`ClientOptions::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +303,7 @@ termed!(
     pb::CheckoutReply,
     pb::CheckinReply,
     pb::RenewReply,
+    pb::SessionGrantsReply,
     pb::StatusReply,
     pb::ImportLicenseReply,
     pb::RemoveLicenseReply,
@@ -507,6 +514,117 @@ impl Client {
             session_ttl: Duration::from_millis(reply.session_ttl_ms),
             session_expired: reply.session_expired,
         })
+    }
+
+    /// The grants the session of `session` holds of `want`'s vendor, feature
+    /// and version, with `want`'s count, oldest first: a linearizable read on
+    /// the active node that touches no log. A check-out answered "stale
+    /// request" was made long enough ago that the cluster no longer knows its
+    /// answer; one of these grants may be the seat it took.
+    /// [`Session`](crate::client::Session) asks this by itself and adopts such a
+    /// grant.
+    pub async fn session_grants(
+        &self,
+        session: &SessionSecret,
+        want: &Want,
+    ) -> Result<Vec<Grant>, ClientError> {
+        self.session_grants_within(
+            self.inner.options.call_timeout,
+            session,
+            want,
+            |_| true,
+            usize::MAX,
+        )
+        .await
+    }
+
+    /// Like [`session_grants`](Self::session_grants), keeping only the grants
+    /// `keep` accepts and stopping once `most` are kept; `timeout` covers
+    /// every page.
+    pub(crate) async fn session_grants_within(
+        &self,
+        timeout: Duration,
+        session: &SessionSecret,
+        want: &Want,
+        keep: impl Fn(&Grant) -> bool,
+        most: usize,
+    ) -> Result<Vec<Grant>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mut kept = Vec::new();
+        let mut after = None;
+        for _ in 0..SESSION_GRANTS_PAGES_MAX {
+            let message = pb::SessionGrantsRequest {
+                session_secret: session.as_bytes().to_vec(),
+                vendor: want.vendor.clone(),
+                feature: want.feature.clone(),
+                version: want.version.clone(),
+                after,
+            };
+            let budget = deadline.saturating_duration_since(Instant::now());
+            let answered = self
+                .call("session grants", budget, |channel| {
+                    let message = message.clone();
+                    async move { LicenseClient::new(channel).session_grants(message).await }
+                })
+                .await?;
+            let Answered {
+                reply,
+                address,
+                term,
+            } = answered;
+            if reply.session_expired {
+                return Err(ClientError::SessionExpired);
+            }
+            let backing = reply
+                .lines
+                .iter()
+                .map(signed_line_from_pb)
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| ClientError::Protocol {
+                    address: address.clone(),
+                    message: "a line behind a grant does not parse".into(),
+                })?;
+            for status in &reply.grants {
+                let Some(token) = status.token.as_ref() else {
+                    return Err(ClientError::Protocol {
+                        address,
+                        message: "a grant was listed without its token".into(),
+                    });
+                };
+                let grant = Grant {
+                    token: token_from_pb(token),
+                    vendor: status.vendor.clone(),
+                    feature: status.feature.clone(),
+                    version: status.version.clone(),
+                    count: status.count,
+                    term,
+                    address: address.clone(),
+                    available: reply.available,
+                    total: reply.total,
+                    backing: backing.clone(),
+                    cluster_name: reply.cluster_name.clone(),
+                };
+                let matches = grant.vendor == want.vendor
+                    && grant.feature == want.feature
+                    && grant.version == want.version
+                    && grant.count == want.count;
+                if matches && keep(&grant) {
+                    kept.push(grant);
+                    if kept.len() >= most {
+                        return Ok(kept);
+                    }
+                }
+            }
+            match reply.next {
+                Some(next) => after = Some(next),
+                None => return Ok(kept),
+            }
+        }
+        warn!(
+            pages = SESSION_GRANTS_PAGES_MAX,
+            "stopped paging through a session's grants"
+        );
+        Ok(kept)
     }
 
     /// The cluster's status: nodes, the active node and term, features, grants.
@@ -722,6 +840,11 @@ impl Client {
                     }
                 }
             }
+            // A configured limit (sessions per address, …) is the cluster's
+            // refusal; a busy node may answer a moment later.
+            Code::ResourceExhausted if status.metadata().contains_key(LIMIT_KEY) => {
+                Err(ClientError::Refused(status.message().to_string()))
+            }
             Code::ResourceExhausted => Ok(Next::Same),
             Code::DeadlineExceeded
             | Code::Cancelled
@@ -933,6 +1056,12 @@ mod tests {
             &self,
             _: Request<pb::NodeInfoRequest>,
         ) -> Result<Response<pb::NodeInfoReply>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+        async fn session_grants(
+            &self,
+            _: Request<pb::SessionGrantsRequest>,
+        ) -> Result<Response<pb::SessionGrantsReply>, Status> {
             Err(Status::unimplemented("fake"))
         }
     }

@@ -40,10 +40,30 @@
 //! in a grant the application was told it did not get. A check-in that fails
 //! is retried the same way, and the grant is quoted in heartbeats until then.
 //!
+//! The cluster remembers the answers to a session's last 32 requests. A
+//! check-out retried after more requests than that (its reply was lost while
+//! the session went on working) is answered "stale request": the cluster no
+//! longer knows whether it granted seats. The task then asks the cluster
+//! which grants the session holds ([`Client::session_grants`]) and *adopts*
+//! one that matches the check-out (same vendor, feature, version and count)
+//! and that the session does not know, the oldest first: a stale request was
+//! applied before every request whose answer is still remembered, so if it
+//! took seats, the oldest unknown grant is its own or that of another stale
+//! request for the same seats, never the grant of a newer request. An adopted
+//! grant is held (renewed, checked in, checked in at close) like any other, or
+//! checked in at once if the application was already told the check-out
+//! failed. If a later answer names a grant that was adopted for another
+//! request, its request adopts the next unknown one instead, so no grant is
+//! held twice and none is left unknown. When nothing matches, the check-out
+//! fails as before. Left out: a stale request that was denied cannot be told
+//! from one that was granted; it adopts a matching grant of a newer request
+//! still in flight if there is one, and that request, finding its grant
+//! taken, then fails as stale — the seats held still match the grants known.
+//!
 //! Left out: persisting the session across process restarts (a restarted
 //! process is a new session; the old one's seats free up after the TTL).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +91,12 @@ pub const SESSION_RESTARTS_MAX: u32 = 2;
 pub const UNRESOLVED_MAX: usize = 1024;
 /// The session TTL assumed before the cluster first announces it.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(30);
+/// Most grants the session remembers having adopted after a stale answer
+/// (the oldest are forgotten first): a later answer naming one of them
+/// belongs to another request.
+pub const ADOPTED_REMEMBERED: usize = 1024;
+/// Most unknown matching grants one adoption collects to choose from.
+pub const ADOPTION_CANDIDATES_MAX: usize = 64;
 
 /// How a session behaves. Defaults: [`SessionOptions::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,6 +332,7 @@ impl Session {
             seq: 0,
             id: id.clone(),
             held: BTreeMap::new(),
+            adopted: BTreeSet::new(),
             aliases: HashMap::new(),
             pending_checkins: Vec::new(),
             unresolved: Vec::new(),
@@ -498,6 +525,11 @@ enum Done {
         session: SessionId,
         result: Result<Renewal, ClientError>,
     },
+    /// The grants that a check-out answered "stale" may have taken.
+    Adopt {
+        job: Box<CheckoutJob>,
+        result: Result<Vec<Grant>, ClientError>,
+    },
 }
 
 struct Actor {
@@ -511,6 +543,8 @@ struct Actor {
     // std Mutex: one copy in or out, never held across `.await`.
     id: Arc<Mutex<SessionId>>,
     held: BTreeMap<GrantToken, Held>,
+    /// Grants adopted after a stale answer, at most [`ADOPTED_REMEMBERED`].
+    adopted: BTreeSet<GrantToken>,
     /// Lost token → the token of the grant that replaced it.
     aliases: HashMap<GrantToken, GrantToken>,
     /// Check-ins whose call got no answer, to retry with the same id.
@@ -724,6 +758,7 @@ impl Actor {
         match done {
             Done::Renew { session, result } => self.renewed(session, result),
             Done::Checkout { job, result } => self.checked_out(*job, result),
+            Done::Adopt { job, result } => self.adopt(*job, result),
             Done::Checkin {
                 id,
                 token,
@@ -931,7 +966,96 @@ impl Actor {
         }
     }
 
-    fn checked_out(&mut self, mut job: CheckoutJob, result: Result<Grant, ClientError>) {
+    fn checked_out(&mut self, job: CheckoutJob, result: Result<Grant, ClientError>) {
+        let stale = match &result {
+            Err(ClientError::StaleRequest) => true,
+            // The grant was adopted for another (stale) request of the same
+            // seats: that request's own grant is this one's to take.
+            Ok(grant) => self.is_known(grant.token),
+            Err(_) => false,
+        };
+        if stale && job.id.secret == self.secret {
+            if result.is_ok() {
+                self.contact();
+            }
+            self.spawn_adopt(job);
+            return;
+        }
+        self.accept(job, result);
+    }
+
+    /// Whether the session holds `token` or has adopted it.
+    fn is_known(&self, token: GrantToken) -> bool {
+        self.held.contains_key(&token) || self.adopted.contains(&token)
+    }
+
+    /// Asks the cluster which grants the session holds that `job` may have taken.
+    fn spawn_adopt(&mut self, job: CheckoutJob) {
+        let client = self.client.clone();
+        let timeout = client.options().call_timeout;
+        let want = job.want(&self.options.vendor);
+        let known: BTreeSet<GrantToken> = self
+            .held
+            .keys()
+            .chain(self.adopted.iter())
+            .copied()
+            .collect();
+        self.tasks.spawn(async move {
+            let result = client
+                .session_grants_within(
+                    timeout,
+                    &job.id.secret,
+                    &want,
+                    |g| !known.contains(&g.token),
+                    ADOPTION_CANDIDATES_MAX,
+                )
+                .await;
+            Done::Adopt {
+                job: Box::new(job),
+                result,
+            }
+        });
+    }
+
+    /// The oldest of `candidates` the session does not know yet, now taken as
+    /// `job`'s grant.
+    fn take_unknown(&mut self, job: &CheckoutJob, candidates: Vec<Grant>) -> Option<Grant> {
+        let grant = candidates
+            .into_iter()
+            .filter(|g| !self.is_known(g.token))
+            .min_by_key(|g| g.token)?;
+        info!(
+            session = %self.session,
+            request = ?job.id.id(),
+            token = %grant.token,
+            feature = %grant.feature,
+            "a check-out answered as stale took this grant: adopting it"
+        );
+        self.adopted.insert(grant.token);
+        if self.adopted.len() > ADOPTED_REMEMBERED {
+            self.adopted.pop_first();
+        }
+        Some(grant)
+    }
+
+    fn adopt(&mut self, job: CheckoutJob, result: Result<Vec<Grant>, ClientError>) {
+        let result = match result {
+            Ok(candidates) => {
+                self.contact();
+                match self.take_unknown(&job, candidates) {
+                    Some(grant) => Ok(grant),
+                    None => {
+                        debug!(request = ?job.id.id(), "no unknown grant matches a stale check-out");
+                        Err(ClientError::StaleRequest)
+                    }
+                }
+            }
+            Err(error) => Err(error),
+        };
+        self.accept(job, result);
+    }
+
+    fn accept(&mut self, mut job: CheckoutJob, result: Result<Grant, ClientError>) {
         if result.is_ok() {
             self.contact();
             if self.is_caching() {
@@ -1125,10 +1249,39 @@ impl Actor {
         let (user, host) = (self.options.user.clone(), self.options.host.clone());
         for job in std::mem::take(&mut self.unresolved) {
             let want = job.want(&self.options.vendor);
-            let granted = self
+            let mut granted = self
                 .client
                 .checkout_within(timeout, &job.id, &want, &user, &host)
                 .await;
+            let stale = match &granted {
+                Err(ClientError::StaleRequest) => true,
+                Ok(grant) => self.is_known(grant.token),
+                Err(_) => false,
+            };
+            if stale {
+                let known: BTreeSet<GrantToken> = self
+                    .held
+                    .keys()
+                    .chain(self.adopted.iter())
+                    .copied()
+                    .collect();
+                let candidates = self
+                    .client
+                    .session_grants_within(
+                        timeout,
+                        &job.id.secret,
+                        &want,
+                        |g| !known.contains(&g.token),
+                        ADOPTION_CANDIDATES_MAX,
+                    )
+                    .await;
+                granted = match candidates {
+                    Ok(candidates) => self
+                        .take_unknown(&job, candidates)
+                        .ok_or(ClientError::StaleRequest),
+                    Err(error) => Err(error),
+                };
+            }
             if let Ok(grant) = granted {
                 self.held.insert(
                     grant.token,

@@ -1214,6 +1214,39 @@ impl LicenseState {
         })
     }
 
+    /// Seats of `vendor`'s `feature` a check-out for `version` or higher
+    /// could take now, and the unexpired seats licensed at or above it: the
+    /// `available` and `total` a check-out reports.
+    pub fn seats_free(&self, vendor: &str, feature: &str, version: &str) -> (u32, u32) {
+        let key = (vendor.to_string(), feature.to_string());
+        let Some(pool) = self.pools.get(&key) else {
+            return (0, 0);
+        };
+        let version = Version::parse(version);
+        let no_demand = BTreeMap::new();
+        let demand = self.demand.get(&key).unwrap_or(&no_demand);
+        (
+            pool.available(demand, &version, self.now_ms),
+            pool.supply(&version, Some(self.now_ms)),
+        )
+    }
+
+    /// The grants `session` holds, oldest (lowest token) first, starting
+    /// after `after` when given.
+    pub fn session_grants(
+        &self,
+        session: SessionId,
+        after: Option<GrantToken>,
+    ) -> impl Iterator<Item = &Grant> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.sessions
+            .get(&session)
+            .into_iter()
+            .flat_map(move |s| s.grants.range((start, Bound::Unbounded)))
+            .filter_map(|token| self.grants.get(token))
+    }
+
     /// The signed lines that back a grant of `vendor`'s `feature` in
     /// `version` or higher.
     pub fn backing(&self, vendor: &str, feature: &str, version: &str) -> Vec<FeatureLine> {

@@ -14,6 +14,10 @@ use crate::server::batcher::BatchError;
 pub const LEADER_ADDRESS_KEY: &str = "raftlm-leader";
 /// Response metadata: the id of the node that serves.
 pub const LEADER_ID_KEY: &str = "raftlm-leader-id";
+/// Response metadata on a `RESOURCE_EXHAUSTED` answer: the name of the
+/// configured limit the request ran into. Retrying at once cannot help, unlike
+/// a node that is only busy.
+pub const LIMIT_KEY: &str = "raftlm-limit";
 
 /// Why a license or admin request was not answered with a reply.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,6 +39,14 @@ pub enum ServiceError {
     /// The node has too much queued work.
     #[error("{0}")]
     Overloaded(String),
+    /// The request would take the client's source past a configured limit.
+    #[error("{message}")]
+    LimitReached {
+        /// The limit, as its config field names it.
+        limit: &'static str,
+        /// One plain sentence naming the limit, its value and the source.
+        message: String,
+    },
     /// The request may or may not have been applied; retry it with the same request id.
     #[error("{0}; retry with the same request id")]
     Unknown(String),
@@ -89,6 +101,13 @@ impl From<ServiceError> for Status {
             ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
             ServiceError::Refused(_) => Status::failed_precondition(message),
             ServiceError::Overloaded(_) => Status::resource_exhausted(message),
+            ServiceError::LimitReached { limit, .. } => {
+                let mut status = Status::resource_exhausted(message);
+                status
+                    .metadata_mut()
+                    .insert(LIMIT_KEY, MetadataValue::from_static(limit));
+                status
+            }
             ServiceError::Unknown(_) => Status::unavailable(message),
             ServiceError::Stopped => Status::unavailable(message),
             ServiceError::Unauthenticated(_) => Status::unauthenticated(message),

@@ -1,11 +1,17 @@
-//! The client-facing license service: Checkout, Renew, Checkin, Status.
+//! The client-facing license service: Checkout, Renew, Checkin, Status,
+//! SessionGrants.
 //!
 //! Check-outs and check-ins are committed through Raft (via the batcher)
 //! before the reply. Renewals touch the in-memory session tracker only.
-//! Status is a linearizable read: the node confirms with a quorum that it
-//! still leads, waits until its state machine has applied up to that point,
-//! then reads. Every reply carries the term it was answered in.
+//! Status and SessionGrants are linearizable reads: the node confirms with a
+//! quorum that it still leads, waits until its state machine has applied up
+//! to that point, then reads. Every reply carries the term it was answered in.
+//!
+//! A check-out that would start a new session from a source address that
+//! already has `limits.sessions_per_address_max` live sessions is refused
+//! before anything is proposed (see [`crate::server::sessions`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
@@ -22,6 +28,14 @@ pub const NAME_BYTES_MAX: usize = 255;
 pub const REACHABLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most grant tokens one renewal may quote.
 pub const RENEW_TOKENS_MAX: usize = 4096;
+/// Most of a session's grants one SessionGrants reply looks at (matching the
+/// request's feature or not); the rest come page by page. A session holds at
+/// most [`GRANTS_MAX`](state::GRANTS_MAX) grants (the state's limit; there is
+/// no per-session one), so a client pages at most
+/// `GRANTS_MAX / SESSION_GRANTS_PAGE_MAX` (977) times. One reply holds at most
+/// this many grants of five names of at most [`NAME_BYTES_MAX`] bytes each,
+/// about 1.4 MB, within a client's default 4 MiB message limit.
+pub const SESSION_GRANTS_PAGE_MAX: usize = 1024;
 /// Largest license-service request accepted, in bytes (a renewal quoting
 /// [`RENEW_TOKENS_MAX`] tokens fits with room to spare).
 pub const CLIENT_REQUEST_BYTES_MAX: usize = 64 * 1024;
@@ -163,6 +177,7 @@ impl LicenseService {
     async fn checkout(
         &self,
         request: pb::CheckoutRequest,
+        peer: Option<IpAddr>,
     ) -> Result<pb::CheckoutReply, ServiceError> {
         let id = request_id(request.request)?;
         check_name("vendor", &request.vendor, true)?;
@@ -174,10 +189,12 @@ impl LicenseService {
         // A check-out of a feature the cluster does not license at all can never
         // succeed (and never did, so no retry can be owed a grant): answered
         // without touching the log.
-        let licensed = self
-            .shared
-            .state
-            .read(|s| s.seats_licensed(&request.vendor, &request.feature).0 > 0);
+        let (licensed, held) = self.shared.state.read(|s| {
+            (
+                s.seats_licensed(&request.vendor, &request.feature).0 > 0,
+                s.sessions().contains_key(&id.session),
+            )
+        });
         if !licensed {
             let term = self.shared.confirm(term)?;
             return Ok(pb::CheckoutReply {
@@ -196,7 +213,24 @@ impl LicenseService {
                 ..Default::default()
             });
         }
-        self.shared.sessions.touch(term, id.session);
+        // A request that would start a new session from an address that has
+        // its share already is refused here, before anything is proposed.
+        let max = self.shared.config.limits.sessions_per_address_max;
+        if let Err(sessions) = self
+            .shared
+            .sessions
+            .admit(term, id.session, peer, !held, max)
+        {
+            let address = peer.map_or_else(String::new, |a| a.to_string());
+            return Err(ServiceError::LimitReached {
+                limit: "limits.sessions_per_address_max",
+                message: format!(
+                    "{address} has {sessions} live sessions already, the most one address may \
+                     have (limits.sessions_per_address_max = {max}): close sessions there, or \
+                     raise the limit"
+                ),
+            });
+        }
         let command = Command::Checkout {
             request: id,
             vendor: request.vendor.clone(),
@@ -206,7 +240,23 @@ impl LicenseService {
             user: request.user,
             host: request.host,
         };
-        let (outcome, log_id) = self.shared.propose(command).await?;
+        let proposed = self.shared.propose(command).await;
+        if !held {
+            if self
+                .shared
+                .state
+                .read(|s| s.sessions().contains_key(&id.session))
+            {
+                // Recorded again: a sweep while the request was in flight
+                // forgets a session the state did not hold yet.
+                self.shared.sessions.touch(term, id.session, peer);
+            } else {
+                // Denied (or not applied): no session was created, so the
+                // place it took in its address's count is free again.
+                self.shared.sessions.forget(term, id.session);
+            }
+        }
+        let (outcome, log_id) = proposed?;
         let term = self.shared.confirm(log_id.leader_id.term)?;
         let mut reply = pb::CheckoutReply {
             term,
@@ -272,7 +322,11 @@ impl LicenseService {
         Ok(reply)
     }
 
-    fn renew(&self, request: pb::RenewRequest) -> Result<pb::RenewReply, ServiceError> {
+    fn renew(
+        &self,
+        request: pb::RenewRequest,
+        peer: Option<IpAddr>,
+    ) -> Result<pb::RenewReply, ServiceError> {
         if request.tokens.len() > RENEW_TOKENS_MAX {
             return Err(ServiceError::InvalidArgument(format!(
                 "a renewal may quote at most {RENEW_TOKENS_MAX} grants"
@@ -280,7 +334,6 @@ impl LicenseService {
         }
         let session = session_of(&request.session_secret)?;
         let term = self.shared.serving()?;
-        self.shared.sessions.touch(term, session);
         if request.cached_for_ms > 0 {
             tracing::info!(
                 %session,
@@ -290,7 +343,7 @@ impl LicenseService {
                 "session reconnected after running in caching mode"
             );
         }
-        let (unknown, session_expired) = self.shared.state.read(|state| {
+        let (unknown, session_expired, held) = self.shared.state.read(|state| {
             let unknown = request
                 .tokens
                 .iter()
@@ -301,8 +354,14 @@ impl LicenseService {
                 })
                 .cloned()
                 .collect();
-            (unknown, state.is_expired(session))
+            let held = state.sessions().contains_key(&session);
+            (unknown, state.is_expired(session), held)
         });
+        // Only a session the state holds is tracked: a renewal cannot make up
+        // sessions that count against its address.
+        if held {
+            self.shared.sessions.touch(term, session, peer);
+        }
         // Checked again after the read: a reply must not outlive this node's lease.
         let term = self.shared.confirm(term)?;
         Ok(pb::RenewReply {
@@ -313,7 +372,11 @@ impl LicenseService {
         })
     }
 
-    async fn checkin(&self, request: pb::CheckinRequest) -> Result<pb::CheckinReply, ServiceError> {
+    async fn checkin(
+        &self,
+        request: pb::CheckinRequest,
+        peer: Option<IpAddr>,
+    ) -> Result<pb::CheckinReply, ServiceError> {
         let id = request_id(request.request)?;
         let token = request
             .token
@@ -323,16 +386,21 @@ impl LicenseService {
         // Another session's grant is refused before anything is proposed: the
         // victim's grants and retry window stay as they are. (Tokens are never
         // reused, so a grant that belongs to another session always will.)
-        let foreign = self
-            .shared
-            .state
-            .read(|state| state.grant(&token).is_some_and(|g| g.session != id.session));
+        let (foreign, held) = self.shared.state.read(|state| {
+            (
+                state.grant(&token).is_some_and(|g| g.session != id.session),
+                state.sessions().contains_key(&id.session),
+            )
+        });
         if foreign {
             return Err(ServiceError::PermissionDenied(format!(
                 "grant {token} belongs to another session"
             )));
         }
-        self.shared.sessions.touch(term, id.session);
+        // A check-in creates no session: only one the state holds is tracked.
+        if held {
+            self.shared.sessions.touch(term, id.session, peer);
+        }
         let command = Command::Checkin { request: id, token };
         let (outcome, log_id) = self.shared.propose(command).await?;
         let term = self.shared.confirm(log_id.leader_id.term)?;
@@ -350,17 +418,97 @@ impl LicenseService {
 
     async fn status(&self) -> Result<pb::StatusReply, ServiceError> {
         let term = self.shared.serving()?;
+        self.linearizable().await?;
+        let reply = status_reply(&self.shared, term);
+        self.shared.confirm(term)?;
+        Ok(reply)
+    }
+
+    /// Confirms with a quorum that this node still leads and waits until its
+    /// state machine has applied everything committed before: a read after
+    /// it sees every write acknowledged before the request.
+    async fn linearizable(&self) -> Result<(), ServiceError> {
         self.shared
             .raft
             .ensure_linearizable()
             .await
+            .map(|_| ())
             .map_err(|e| ServiceError::NotActive {
                 node: self.shared.node_id,
                 leader: leader_of(&e),
-            })?;
-        let reply = status_reply(&self.shared, term);
-        self.shared.confirm(term)?;
+            })
+    }
+
+    /// The grants the session of the request's secret holds (only its holder
+    /// knows the secret), at most [`SESSION_GRANTS_PAGE_MAX`] looked at per
+    /// reply. A read: nothing is proposed.
+    async fn session_grants(
+        &self,
+        request: pb::SessionGrantsRequest,
+    ) -> Result<pb::SessionGrantsReply, ServiceError> {
+        let session = session_of(&request.session_secret)?;
+        check_name("vendor", &request.vendor, false)?;
+        check_name("feature", &request.feature, false)?;
+        check_name("version", &request.version, false)?;
+        if request.feature.is_empty() && !(request.vendor.is_empty() && request.version.is_empty())
+        {
+            return Err(ServiceError::InvalidArgument(
+                "a vendor or version needs a feature to go with it".into(),
+            ));
+        }
+        if !request.feature.is_empty() && request.vendor.is_empty() {
+            return Err(ServiceError::InvalidArgument(
+                "a feature needs its vendor".into(),
+            ));
+        }
+        let after = request.after.as_ref().map(token_from_pb);
+        let term = self.shared.serving()?;
+        self.linearizable().await?;
+        let mut reply = self.shared.state.read(|state| {
+            let mut reply = pb::SessionGrantsReply {
+                session_expired: state.is_expired(session),
+                ..Default::default()
+            };
+            let mut looked_at = state.session_grants(session, after);
+            for grant in looked_at.by_ref().take(SESSION_GRANTS_PAGE_MAX) {
+                reply.next = Some(token_to_pb(grant.token));
+                let wanted = request.feature.is_empty()
+                    || (grant.vendor == request.vendor
+                        && grant.feature == request.feature
+                        && grant.version == request.version);
+                if wanted {
+                    reply.grants.push(grant_status(grant));
+                }
+            }
+            if looked_at.next().is_none() {
+                reply.next = None;
+            }
+            if !request.feature.is_empty() {
+                let backing = state.backing(&request.vendor, &request.feature, &request.version);
+                reply.lines = backing.iter().map(signed_line_to_pb).collect();
+                reply.cluster_name = state.cluster_name().unwrap_or_default().to_string();
+                (reply.available, reply.total) =
+                    state.seats_free(&request.vendor, &request.feature, &request.version);
+            }
+            reply
+        });
+        reply.term = self.shared.confirm(term)?;
         Ok(reply)
+    }
+}
+
+/// A grant as status outputs show it.
+fn grant_status(g: &state::Grant) -> pb::GrantStatus {
+    pb::GrantStatus {
+        token: Some(token_to_pb(g.token)),
+        feature: g.feature.clone(),
+        count: g.count,
+        session_handle: g.session.public(),
+        vendor: g.vendor.clone(),
+        version: g.version.clone(),
+        user: g.user.clone(),
+        host: g.host.clone(),
+        since_ms: g.since_ms,
     }
 }
 
@@ -465,21 +613,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 expiry: f.expiry.to_string(),
             })
             .collect();
-        let grants = state
-            .grants()
-            .values()
-            .map(|g| pb::GrantStatus {
-                token: Some(token_to_pb(g.token)),
-                feature: g.feature.clone(),
-                count: g.count,
-                session_handle: g.session.public(),
-                vendor: g.vendor.clone(),
-                version: g.version.clone(),
-                user: g.user.clone(),
-                host: g.host.clone(),
-                since_ms: g.since_ms,
-            })
-            .collect();
+        let grants = state.grants().values().map(grant_status).collect();
         let activation = state.activation();
         pb::StatusReply {
             term,
@@ -519,14 +653,22 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
     })
 }
 
+/// The request's TCP peer address (an IPv4 client reaching an IPv6 socket
+/// counts as its IPv4 address); `None` when the transport has none. User and
+/// host names in a request are the client's claims; this is not.
+fn peer_address<T>(request: &Request<T>) -> Option<IpAddr> {
+    request.remote_addr().map(|a| a.ip().to_canonical())
+}
+
 #[tonic::async_trait]
 impl License for LicenseService {
     async fn checkout(
         &self,
         request: Request<pb::CheckoutRequest>,
     ) -> Result<Response<pb::CheckoutReply>, Status> {
+        let peer = peer_address(&request);
         Ok(Response::new(
-            LicenseService::checkout(self, request.into_inner()).await?,
+            LicenseService::checkout(self, request.into_inner(), peer).await?,
         ))
     }
 
@@ -534,9 +676,11 @@ impl License for LicenseService {
         &self,
         request: Request<pb::RenewRequest>,
     ) -> Result<Response<pb::RenewReply>, Status> {
+        let peer = peer_address(&request);
         Ok(Response::new(LicenseService::renew(
             self,
             request.into_inner(),
+            peer,
         )?))
     }
 
@@ -544,8 +688,9 @@ impl License for LicenseService {
         &self,
         request: Request<pb::CheckinRequest>,
     ) -> Result<Response<pb::CheckinReply>, Status> {
+        let peer = peer_address(&request);
         Ok(Response::new(
-            LicenseService::checkin(self, request.into_inner()).await?,
+            LicenseService::checkin(self, request.into_inner(), peer).await?,
         ))
     }
 
@@ -554,6 +699,15 @@ impl License for LicenseService {
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
         Ok(Response::new(LicenseService::status(self).await?))
+    }
+
+    async fn session_grants(
+        &self,
+        request: Request<pb::SessionGrantsRequest>,
+    ) -> Result<Response<pb::SessionGrantsReply>, Status> {
+        Ok(Response::new(
+            LicenseService::session_grants(self, request.into_inner()).await?,
+        ))
     }
 
     async fn node_info(

@@ -7,8 +7,30 @@
 //! it starts empty, and every session the state knows is given a fresh TTL
 //! from the moment the new active node first looks at it, so clients that
 //! were heartbeating the old active node are not expired by a failover.
+//!
+//! # Sessions per source address
+//!
+//! The tracker also records the source IP address each session was last
+//! heard from, and counts the sessions of each address, so that the active
+//! node can refuse a new session from an address that already has
+//! `limits.sessions_per_address_max` of them ([`SessionTracker::admit`]). The
+//! count lives here, in memory, rather than in the replicated state: the
+//! source address is a fact about one TCP connection to one node, not about
+//! the license state, and a deterministic state machine could only count the
+//! address the active node stamped into each command, in every log entry and
+//! snapshot, for a limit that only the active node enforces. The count
+//! follows the sessions the state holds: a session leaves it when the state no
+//! longer holds it (it expired; the sweeper forgets it within one sweep
+//! period) or when its first check-out created nothing (a denial leaves no
+//! session behind). A session that checked in its last grant stays in the
+//! state, retry window and all, until it stops heartbeating and expires, so
+//! it counts until then; otherwise check-out/check-in cycles from fresh
+//! session ids would fill the state past the limit. After a failover the new
+//! active node starts with an empty count, which rebuilds as sessions renew:
+//! until a session is heard from in the new term it does not count.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,7 +44,7 @@ pub const EXPIRE_BATCH_MAX: usize = 1024;
 /// Most `Expire` commands one sweep proposes: 65,536 sessions a tick.
 pub const EXPIRE_ROUNDS_MAX: usize = 64;
 
-/// When each session was last heard from, for one term.
+/// When each session was last heard from, and from where, for one term.
 #[derive(Default)]
 pub struct SessionTracker {
     // std Mutex: short critical sections, never held across `.await`.
@@ -32,53 +54,116 @@ pub struct SessionTracker {
 #[derive(Default)]
 struct Tracker {
     term: u64,
-    last_seen: HashMap<SessionId, Instant>,
+    last_seen: HashMap<SessionId, Seen>,
+    /// Tracked sessions per source address (only addresses with at least one).
+    per_address: HashMap<IpAddr, usize>,
+}
+
+struct Seen {
+    at: Instant,
+    /// Where the session's last request came from; `None` for a session only
+    /// known from the state so far (not heard from in this term).
+    address: Option<IpAddr>,
 }
 
 impl SessionTracker {
-    /// Records that `session` was heard from in `term`.
-    pub fn touch(&self, term: u64, session: SessionId) {
-        let mut tracker = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+    /// Records that `session` was heard from in `term`, from `address` when
+    /// the connection has one.
+    pub fn touch(&self, term: u64, session: SessionId, address: Option<IpAddr>) {
+        let mut tracker = self.lock();
         tracker.reset_if_new(term);
-        tracker.last_seen.insert(session, Instant::now());
+        tracker.seen(session, address);
+    }
+
+    /// Like [`touch`](Self::touch), for a request that would start a new
+    /// session (one the state does not hold) when `new` is set: refused, with
+    /// the number of sessions the address has, if `address` already has
+    /// `max` sessions and `session` is not one of them.
+    pub fn admit(
+        &self,
+        term: u64,
+        session: SessionId,
+        address: Option<IpAddr>,
+        new: bool,
+        max: usize,
+    ) -> Result<(), usize> {
+        let mut tracker = self.lock();
+        tracker.reset_if_new(term);
+        if new && let Some(address) = address {
+            let counted = tracker
+                .last_seen
+                .get(&session)
+                .is_some_and(|s| s.address == Some(address));
+            let sessions = tracker.per_address.get(&address).copied().unwrap_or(0);
+            if !counted && sessions >= max {
+                return Err(sessions);
+            }
+        }
+        tracker.seen(session, address);
+        Ok(())
+    }
+
+    /// Stops tracking `session` in `term`: a request that would have started
+    /// it created nothing.
+    pub fn forget(&self, term: u64, session: SessionId) {
+        let mut tracker = self.lock();
+        if tracker.term == term {
+            tracker.remove(&session);
+        }
     }
 
     /// Of `known` sessions, those silent for longer than `ttl` in `term`.
     /// Sessions not seen yet in this term start their TTL now.
     pub fn silent(&self, term: u64, known: &[SessionId], ttl: Duration) -> Vec<SessionId> {
         let now = Instant::now();
-        let mut tracker = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tracker = self.lock();
         tracker.reset_if_new(term);
         let mut silent = Vec::new();
         for session in known {
-            let seen = *tracker.last_seen.entry(*session).or_insert(now);
-            if now.duration_since(seen) > ttl {
+            let seen = tracker.last_seen.entry(*session).or_insert(Seen {
+                at: now,
+                address: None,
+            });
+            if now.duration_since(seen.at) > ttl {
                 silent.push(*session);
                 if silent.len() >= EXPIRE_BATCH_MAX {
                     break;
                 }
             }
         }
-        // Forget sessions the state no longer knows (checked in, expired).
+        // Forget sessions the state no longer knows (expired, or never created).
         if tracker.last_seen.len() > known.len() {
             let known: std::collections::HashSet<_> = known.iter().collect();
-            tracker.last_seen.retain(|s, _| known.contains(s));
+            let gone: Vec<SessionId> = tracker
+                .last_seen
+                .keys()
+                .filter(|s| !known.contains(s))
+                .copied()
+                .collect();
+            for session in gone {
+                tracker.remove(&session);
+            }
         }
         silent
     }
 
     /// Sessions tracked in this term.
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_seen
-            .len()
+        self.lock().last_seen.len()
     }
 
     /// Whether no session is tracked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Sessions last heard from `address` in this term.
+    pub fn sessions_from(&self, address: IpAddr) -> usize {
+        self.lock().per_address.get(&address).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -87,6 +172,47 @@ impl Tracker {
         if term != self.term {
             self.term = term;
             self.last_seen.clear();
+            self.per_address.clear();
+        }
+    }
+
+    /// Records `session` as heard from now, from `address` (or from where it
+    /// was last heard, when the connection has no address).
+    fn seen(&mut self, session: SessionId, address: Option<IpAddr>) {
+        let now = Instant::now();
+        let previous = self.last_seen.insert(session, Seen { at: now, address });
+        let previous = previous.and_then(|p| p.address);
+        match (previous, address) {
+            (Some(old), Some(new)) if old != new => {
+                self.uncount(old);
+                *self.per_address.entry(new).or_insert(0) += 1;
+            }
+            (None, Some(new)) => *self.per_address.entry(new).or_insert(0) += 1,
+            (Some(old), None) => {
+                if let Some(seen) = self.last_seen.get_mut(&session) {
+                    seen.address = Some(old);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn remove(&mut self, session: &SessionId) {
+        if let Some(Seen {
+            address: Some(address),
+            ..
+        }) = self.last_seen.remove(session)
+        {
+            self.uncount(address);
+        }
+    }
+
+    fn uncount(&mut self, address: IpAddr) {
+        if let Some(count) = self.per_address.get_mut(&address) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&address);
+            }
         }
     }
 }
@@ -131,5 +257,53 @@ pub async fn sweep(shared: std::sync::Arc<Shared>, stop: impl std::future::Futur
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+    // One address gets at most `max` new sessions; a session it already has
+    // is never refused, another address is not affected, and a session that
+    // leaves the state (or created nothing) frees its place.
+    #[test]
+    fn new_sessions_per_address_are_limited() {
+        let tracker = SessionTracker::default();
+        for i in 0..3 {
+            tracker.admit(1, SessionId(i), Some(A), true, 3).unwrap();
+        }
+        assert_eq!(tracker.admit(1, SessionId(9), Some(A), true, 3), Err(3));
+        tracker.admit(1, SessionId(0), Some(A), true, 3).unwrap();
+        tracker.admit(1, SessionId(1), Some(A), false, 3).unwrap();
+        tracker.admit(1, SessionId(9), Some(B), true, 3).unwrap();
+        assert_eq!((tracker.sessions_from(A), tracker.sessions_from(B)), (3, 1));
+
+        tracker.forget(1, SessionId(2));
+        assert_eq!(tracker.sessions_from(A), 2);
+        tracker.admit(1, SessionId(8), Some(A), true, 3).unwrap();
+
+        // The state holds 0, 1 and 9 only: 8 is forgotten by the sweep.
+        let known = [SessionId(0), SessionId(1), SessionId(9)];
+        assert!(
+            tracker
+                .silent(1, &known, Duration::from_secs(60))
+                .is_empty()
+        );
+        assert_eq!(tracker.sessions_from(A), 2);
+
+        // A session moving to another address is counted there only.
+        tracker.touch(1, SessionId(1), Some(B));
+        assert_eq!((tracker.sessions_from(A), tracker.sessions_from(B)), (1, 2));
+        // A request without an address keeps the session where it was.
+        tracker.touch(1, SessionId(1), None);
+        assert_eq!(tracker.sessions_from(B), 2);
+
+        // A new term starts the count afresh.
+        tracker.admit(2, SessionId(7), Some(A), true, 1).unwrap();
+        assert_eq!((tracker.sessions_from(A), tracker.sessions_from(B)), (1, 0));
     }
 }

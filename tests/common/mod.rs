@@ -101,6 +101,7 @@ pub fn node_config(
         batching: Default::default(),
         snapshot: Default::default(),
         tls: node_tls(id),
+        limits: Default::default(),
     };
     config.access_point.mode = raftlm::config::AccessPointMode::None;
     config.validate().unwrap();
