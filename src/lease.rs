@@ -47,8 +47,4 @@ impl Lease {
     pub(crate) fn update(&self, f: impl FnOnce(&mut LeaseState)) {
         f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
     }
-
-    pub(crate) fn get(&self) -> LeaseState {
-        *self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }

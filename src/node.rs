@@ -228,10 +228,10 @@ impl Node {
             sessions: SessionTracker::default(),
             trusted,
             network,
-            lease: Lease::default(),
+            lease: Arc::new(Lease::default()),
             tls: tls.clone(),
             refusals: refusals.clone(),
-            stepped_back: std::sync::OnceLock::new(),
+            stepped_back: Arc::new(std::sync::OnceLock::new()),
             clock,
         });
         let (stop, _) = watch::channel(false);
@@ -249,6 +249,51 @@ impl Node {
             tls.as_ref().map(|_| config.cluster_name.clone()),
             refusals.clone(),
         ));
+        // The access point serves the same router as the node's own address.
+        let serve: activator::ServeListener = {
+            let router = client_router.clone();
+            let tls = tls.clone();
+            let refusals = refusals.clone();
+            let span = span.clone();
+            Arc::new(move |listener, mut stopped| {
+                let serving = crate::server::serve(
+                    router.clone(),
+                    listener,
+                    tls.clone(),
+                    Plane::Client,
+                    Vec::new(),
+                    refusals.clone(),
+                    async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    },
+                );
+                tokio::spawn(
+                    async move {
+                        if let Err(error) = serving.await {
+                            error!(%error, "access point server failed");
+                        }
+                    }
+                    .instrument(span.clone()),
+                )
+            })
+        };
+        let propose: activator::Propose = {
+            let shared = shared.clone();
+            Arc::new(move |command| {
+                let batcher = shared.batcher.clone();
+                Box::pin(async move { batcher.submit(command).await.map_err(|e| e.to_string()) })
+            })
+        };
+        let context = Arc::new(activator::Context {
+            node_id,
+            config: config.clone(),
+            raft: raft.clone(),
+            lease: shared.lease.clone(),
+            clock: shared.clock.clone(),
+            stepped_back: shared.stepped_back.clone(),
+            propose,
+            serve,
+        });
         for (router, listener, plane) in [
             (client_router, listener, Plane::Client),
             (peer_router, peer_listener, Plane::Peer),
@@ -277,7 +322,7 @@ impl Node {
             ));
         }
         tasks.push(tokio::spawn(
-            activator::run(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
+            activator::run(context, wait_stop(stop.subscribe())).instrument(span.clone()),
         ));
         tasks.push(tokio::spawn(
             sessions::sweep(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),

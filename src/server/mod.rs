@@ -48,14 +48,14 @@ pub struct Shared {
     /// The Raft transport, for when each peer last answered.
     pub network: crate::raft::network::Network,
     /// The quorum lease the activator keeps: whether, and in which term, this node serves.
-    pub lease: Lease,
+    pub lease: Arc<Lease>,
     /// This node's TLS material; `None` when the config says `tls.plaintext`.
     pub tls: Option<Arc<TlsState>>,
     /// Refused connections and requests, each logged once.
     pub refusals: Arc<Refusals>,
     /// Why this node stepped back from leadership for good (its config cannot
     /// be safe with the cluster's), if it did.
-    pub stepped_back: std::sync::OnceLock<String>,
+    pub stepped_back: Arc<std::sync::OnceLock<String>>,
     /// Whether this node's wall clock agrees with its peers'.
     pub clock: Arc<crate::clock::Clock>,
 }

@@ -1,0 +1,671 @@
+//! The activator's decisions, as a plain state machine: no I/O, no clock,
+//! no tasks. [`Core::step`] takes what happened ([`Input`], with the
+//! boot-time clock `now` it happened at) and returns what to do
+//! ([`Action`]); the task in `super` performs the actions and feeds their
+//! results back as inputs. The scenario scripts in
+//! `tests/data/activator/*.script` drive this core with inputs and record
+//! the actions it returns (`tests/activator_scripts.rs`).
+//!
+//! The rules (DESIGN §4), for the leader of term `T`:
+//! - every tick it starts a quorum round (at most one at a time); a round
+//!   that started at `t0` and confirmed leadership makes the lease valid
+//!   until `t0 + lease_ms`;
+//! - it activates once it has held a lease for `lease_ms + lease_margin_ms`
+//!   since its first confirmed round (by then any previous leader's lease
+//!   has run out), its clock agrees with a majority, and — in command mode —
+//!   the access point's `up` command has succeeded; activation is the
+//!   `Activate` entry committed in `T`, and only then does it serve;
+//! - it stops serving when the lease lapses, when no majority of clocks
+//!   agrees with its own, or when it stops leading; then it releases the
+//!   access point: the listener is closed and, in command mode, `down` runs,
+//!   and is retried every tick until it succeeds;
+//! - an activation that fails or times out releases the access point too, so
+//!   an `up` never outlives a failed activation;
+//! - a node that must not serve steps back from leadership: for good when
+//!   its config cannot be safe with the cluster's (wrong cluster name,
+//!   incompatible timing), for three election timeouts when its clock is the
+//!   odd one.
+
+use std::fmt;
+
+use crate::config::AccessPointMode;
+
+/// What the core needs to know of the node's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// `L`: how long one confirmed round lets the node serve.
+    pub lease_ms: u64,
+    /// `M`: the wait beyond `L` after the first confirmed round.
+    pub lease_margin_ms: u64,
+    /// The longest election timeout: a clock step-back lasts three of them.
+    pub election_timeout_max_ms: u64,
+    /// The access point backend.
+    pub mode: AccessPointMode,
+}
+
+/// How this node's clock compares with its peers' (see `src/clock.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockView {
+    /// A majority of clocks agrees with this node's.
+    Agrees,
+    /// Not enough fresh readings to tell.
+    Unknown,
+    /// This node's clock is the odd one.
+    Condemned,
+}
+
+/// How an `Activate` proposal ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activation {
+    /// Committed in this term.
+    Committed,
+    /// Committed, but in another term (this node lost leadership meanwhile).
+    OtherTerm,
+    /// Not committed (an error, or no answer within the activation timeout).
+    Failed(String),
+    /// The state refused it: this node must never serve (the reason).
+    Refused(String),
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Raft's view changed (or is polled): whether this node leads, and the term.
+    Raft {
+        /// This node is the leader.
+        leader: bool,
+        /// The current term.
+        term: u64,
+    },
+    /// The periodic tick (every heartbeat interval), with the clock's verdict.
+    Tick {
+        /// The clock's verdict now.
+        clock: ClockView,
+    },
+    /// A quorum round of `term` that started at `t0` ended.
+    Round {
+        /// The term it was started in.
+        term: u64,
+        /// When it started (boot-time ms).
+        t0: u64,
+        /// Whether a quorum confirmed this node's leadership in `term`.
+        ok: bool,
+    },
+    /// The access point's `up` command ended.
+    Up {
+        /// Whether it succeeded; else why not.
+        result: Result<(), String>,
+    },
+    /// The access point's `down` command ended.
+    Down {
+        /// Whether it succeeded; else why not.
+        result: Result<(), String>,
+    },
+    /// The `Activate` proposal of `term` ended.
+    Activated {
+        /// The term it was proposed in.
+        term: u64,
+        /// How it ended.
+        result: Activation,
+    },
+    /// Binding the access point's listener ended.
+    Bound {
+        /// Whether it is bound; else why not.
+        result: Result<(), String>,
+    },
+    /// The node is stopping.
+    Stop,
+}
+
+/// Something to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start a quorum round in `term` (report [`Input::Round`] with `t0 = now`).
+    Round {
+        /// The term.
+        term: u64,
+    },
+    /// Publish the lease: valid in `term` until `until_ms`; `serving` says
+    /// whether requests may be answered.
+    Lease {
+        /// The term.
+        term: u64,
+        /// Boot-time ms until which it is valid (0: no lease).
+        until_ms: u64,
+        /// Whether the node serves.
+        serving: bool,
+    },
+    /// Run the access point's `up` command (report [`Input::Up`]).
+    Up,
+    /// Run the access point's `down` command (report [`Input::Down`]).
+    Down,
+    /// Propose `Activate` in `term` (report [`Input::Activated`]; the task
+    /// gives up after its activation timeout).
+    Activate {
+        /// The term.
+        term: u64,
+    },
+    /// Bind the access point's listener and serve on it (report [`Input::Bound`]).
+    Bind,
+    /// Close the access point's listener.
+    Unbind,
+    /// Turn heartbeats and elections off: for good (`until_ms` `None`) or
+    /// until then.
+    StepBack {
+        /// Why, for the log and `status`.
+        why: String,
+        /// Boot-time ms at which to take part again; `None`: never.
+        until_ms: Option<u64>,
+    },
+    /// Turn heartbeats and elections back on.
+    Rejoin,
+    /// Log a line.
+    Log {
+        /// `info`, `warn` or `error`.
+        level: Level,
+        /// What to say.
+        message: String,
+    },
+    /// Everything is released: the task may end.
+    Stopped,
+}
+
+/// A log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Normal operation.
+    Info,
+    /// Something to look at.
+    Warn,
+    /// Something is wrong.
+    Error,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        })
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Round { term } => write!(f, "round term={term}"),
+            Action::Lease {
+                term,
+                until_ms,
+                serving,
+            } => write!(f, "lease term={term} until={until_ms} serving={serving}"),
+            Action::Up => write!(f, "up"),
+            Action::Down => write!(f, "down"),
+            Action::Activate { term } => write!(f, "activate term={term}"),
+            Action::Bind => write!(f, "bind"),
+            Action::Unbind => write!(f, "unbind"),
+            Action::StepBack { why, until_ms } => match until_ms {
+                Some(until) => write!(f, "step-back until={until} why=\"{why}\""),
+                None => write!(f, "step-back for-good why=\"{why}\""),
+            },
+            Action::Rejoin => write!(f, "rejoin"),
+            Action::Log { level, message } => write!(f, "log {level} \"{message}\""),
+            Action::Stopped => write!(f, "stopped"),
+        }
+    }
+}
+
+/// How often a repeated failure (an `up` that keeps failing, a bind) is logged.
+pub const REPEAT_LOG_MS: u64 = 1_000;
+
+/// The activator's state.
+#[derive(Debug, Clone)]
+pub struct Core {
+    settings: Settings,
+    /// Raft's last view.
+    leader: bool,
+    term: u64,
+    /// The term the lease and activation below belong to.
+    lease_term: u64,
+    lease_until_ms: u64,
+    serving: bool,
+    /// When the first confirmed round of `lease_term` started.
+    first_round_ms: Option<u64>,
+    round_in_flight: bool,
+    activate_in_flight: bool,
+    /// The `up` command succeeded and no `down` has succeeded since.
+    raised: bool,
+    up_in_flight: bool,
+    /// The address was released: a `down` must still succeed.
+    down_needed: bool,
+    /// An `up`, an activation or a bind failed: retry at the next tick, not at once.
+    wait_for_tick: bool,
+    down_in_flight: bool,
+    bound: bool,
+    bind_in_flight: bool,
+    /// Stepped back for good.
+    stepped_back: bool,
+    /// Stepped back for a bad clock until then.
+    clock_back_until: Option<u64>,
+    stopping: bool,
+    /// When a repeated failure was last logged.
+    last_repeat_log_ms: Option<u64>,
+    /// The clock's verdict at the last tick.
+    clock: ClockView,
+    /// [`Action::Stopped`] was returned.
+    stopped: bool,
+}
+
+impl Core {
+    /// A core for a node that neither leads nor holds anything.
+    pub fn new(settings: Settings) -> Core {
+        Core {
+            settings,
+            leader: false,
+            term: 0,
+            lease_term: 0,
+            lease_until_ms: 0,
+            serving: false,
+            first_round_ms: None,
+            round_in_flight: false,
+            activate_in_flight: false,
+            raised: false,
+            up_in_flight: false,
+            down_needed: false,
+            wait_for_tick: false,
+            down_in_flight: false,
+            bound: false,
+            bind_in_flight: false,
+            stepped_back: false,
+            clock_back_until: None,
+            stopping: false,
+            last_repeat_log_ms: None,
+            clock: ClockView::Unknown,
+            stopped: false,
+        }
+    }
+
+    /// Whether the node serves.
+    pub fn serving(&self) -> bool {
+        self.serving
+    }
+
+    /// When the core wants a tick sooner than the next periodic one (the end
+    /// of the `L + M` wait, the end of a clock step-back), if after `now`.
+    pub fn wake_at(&self, now: u64) -> Option<u64> {
+        let serve_from = self
+            .first_round_ms
+            .filter(|_| !self.serving && self.leader && !self.activate_in_flight)
+            .map(|first| first + self.settings.lease_ms + self.settings.lease_margin_ms);
+        // The lease's end, while the node serves or holds the address.
+        let lapse = (self.serving || self.raised)
+            .then_some(self.lease_until_ms)
+            .filter(|&until| until > 0);
+        [serve_from, self.clock_back_until, lapse]
+            .into_iter()
+            .flatten()
+            .filter(|&at| at > now)
+            .min()
+    }
+
+    /// Whether the access point may be held: listener bound or `up` run.
+    pub fn holds(&self) -> bool {
+        self.bound || self.bind_in_flight || self.raised || self.up_in_flight
+    }
+
+    /// Takes one input at boot-time `now` and returns what to do.
+    pub fn step(&mut self, now: u64, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Raft { leader, term } => {
+                let changed = leader != self.leader || term != self.term;
+                self.leader = leader;
+                self.term = term;
+                if changed && (self.lease_term != term || !leader) {
+                    if self.serving {
+                        out.push(log(
+                            Level::Info,
+                            format!(
+                                "no longer leader in term {}: stopping service",
+                                self.lease_term
+                            ),
+                        ));
+                    }
+                    self.reset_lease(&mut out);
+                    self.release(&mut out);
+                    self.lease_term = term;
+                }
+                return self.finish(now, out);
+            }
+            Input::Tick { clock } => {
+                self.clock = clock;
+                self.wait_for_tick = false;
+                if let Some(until) = self.clock_back_until
+                    && now >= until
+                {
+                    self.clock_back_until = None;
+                    if !self.stepped_back {
+                        out.push(Action::Rejoin);
+                        out.push(log(
+                            Level::Info,
+                            "clock step-back over: taking part in elections again".into(),
+                        ));
+                    }
+                }
+                if self.down_needed
+                    && !self.down_in_flight
+                    && !self.up_in_flight
+                    && !self.holds_listener()
+                {
+                    // A failed down is retried every tick until it succeeds.
+                    self.down_in_flight = true;
+                    out.push(Action::Down);
+                }
+                if self.leader
+                    && self.lease_term == self.term
+                    && !self.round_in_flight
+                    && self.clock_back_until.is_none()
+                    && clock != ClockView::Condemned
+                    && !self.stepped_back
+                    && !self.stopping
+                {
+                    // No rounds while stepped back: their heartbeats would
+                    // keep the followers from electing another node.
+                    self.round_in_flight = true;
+                    out.push(Action::Round { term: self.term });
+                }
+            }
+            Input::Round { term, t0, ok } => {
+                self.round_in_flight = false;
+                if ok && self.leader && term == self.term && term == self.lease_term {
+                    self.lease_until_ms = self.lease_until_ms.max(t0 + self.settings.lease_ms);
+                    self.first_round_ms.get_or_insert(t0);
+                    out.push(self.lease_action());
+                }
+            }
+            Input::Up { result } => {
+                self.up_in_flight = false;
+                match result {
+                    Ok(()) => {
+                        self.raised = true;
+                        if self.down_needed || !self.may_activate(now) {
+                            // Released, the lease lapsed or leadership moved while up ran.
+                            self.release(&mut out);
+                        }
+                    }
+                    Err(message) => {
+                        // Retried at the next tick, not at once.
+                        self.wait_for_tick = true;
+                        self.repeat_log(
+                            now,
+                            &mut out,
+                            format!("access point up command failed; retrying, not serving until it succeeds: {message}"),
+                        );
+                        if self.down_needed {
+                            // A failed up may have half raised the address.
+                            self.raised = true;
+                            self.release(&mut out);
+                        }
+                    }
+                }
+            }
+            Input::Down { result } => {
+                self.down_in_flight = false;
+                match result {
+                    Ok(()) => {
+                        self.raised = false;
+                        self.down_needed = false;
+                        out.push(log(Level::Info, "access point down".into()));
+                    }
+                    Err(message) => out.push(log(
+                        Level::Error,
+                        format!("access point down command failed; retrying every tick: {message}"),
+                    )),
+                }
+            }
+            Input::Activated { term, result } => {
+                self.activate_in_flight = false;
+                match result {
+                    Activation::Committed if term == self.lease_term && self.may_activate(now) => {
+                        self.serving = true;
+                        out.push(self.lease_action());
+                        out.push(log(
+                            Level::Info,
+                            format!("active in term {term}: serving license requests"),
+                        ));
+                    }
+                    Activation::Committed | Activation::OtherTerm => {
+                        out.push(log(
+                            Level::Warn,
+                            format!("activation of term {term} came too late: not serving"),
+                        ));
+                        self.release(&mut out);
+                    }
+                    Activation::Failed(message) => {
+                        self.wait_for_tick = true;
+                        out.push(log(
+                            Level::Warn,
+                            format!("activation of term {term} not committed: {message}; releasing the access point"),
+                        ));
+                        self.release(&mut out);
+                    }
+                    Activation::Refused(why) => {
+                        self.stepped_back = true;
+                        self.reset_lease(&mut out);
+                        self.release(&mut out);
+                        out.push(log(
+                            Level::Error,
+                            format!("not serving: {why}; stepping back from leadership (no heartbeats, no elections) so that another node takes over; fix this node's config and restart it"),
+                        ));
+                        out.push(Action::StepBack {
+                            why,
+                            until_ms: None,
+                        });
+                    }
+                }
+            }
+            Input::Bound { result } => {
+                self.bind_in_flight = false;
+                match result {
+                    Ok(()) if self.serving => {
+                        self.bound = true;
+                        out.push(log(Level::Info, "access point up".into()));
+                    }
+                    Ok(()) => {
+                        // Bound after the node stopped serving: close it again.
+                        self.bound = true;
+                        self.release(&mut out);
+                    }
+                    Err(message) => {
+                        self.wait_for_tick = true;
+                        self.repeat_log(
+                            now,
+                            &mut out,
+                            format!("access point not bound yet; serving on this node's own address and retrying: {message}"),
+                        );
+                    }
+                }
+            }
+            Input::Stop => {
+                self.stopping = true;
+                self.reset_lease(&mut out);
+                self.release(&mut out);
+            }
+        }
+        self.decide(now, &mut out);
+        self.finish(now, out)
+    }
+
+    /// After any input: the lease, clock and activation rules.
+    fn decide(&mut self, now: u64, out: &mut Vec<Action>) {
+        let clock = self.clock;
+        if self.stopping || self.stepped_back {
+            return;
+        }
+        if clock == ClockView::Condemned && self.leader && self.clock_back_until.is_none() {
+            let until = now + 3 * self.settings.election_timeout_max_ms;
+            out.push(log(
+                Level::Error,
+                "this node's wall clock disagrees with a majority of its peers' by more than timing.clock_skew_max_ms: not serving, and stepping back from leadership; fix the clock (NTP)".into(),
+            ));
+            self.reset_lease(out);
+            self.release(out);
+            self.clock_back_until = Some(until);
+            out.push(Action::StepBack {
+                why: "this node's clock disagrees with a majority of its peers'".into(),
+                until_ms: Some(until),
+            });
+            return;
+        }
+        if self.serving && now >= self.lease_until_ms {
+            out.push(log(
+                Level::Warn,
+                format!("quorum lease of term {} lapsed: stopping service and releasing the access point", self.lease_term),
+            ));
+            self.reset_lease(out);
+            self.release(out);
+            return;
+        }
+        if self.serving && clock != ClockView::Agrees {
+            // Without a majority of clocks the batcher stamps nothing: stop
+            // serving rather than answer every request with an error.
+            out.push(log(
+                Level::Warn,
+                "no majority of clocks agrees with this node's: stopping service and releasing the access point".into(),
+            ));
+            self.reset_lease(out);
+            self.release(out);
+            return;
+        }
+        if !self.serving && self.raised && !self.down_needed && !self.may_activate(now) {
+            // The address is up but this node may not activate (the lease
+            // lapsed while `Activate` was in flight): release it now, not
+            // when the activation times out.
+            out.push(log(
+                Level::Warn,
+                format!(
+                    "quorum lease of term {} lapsed before activation: releasing the access point",
+                    self.lease_term
+                ),
+            ));
+            self.release(out);
+            return;
+        }
+        if !self.serving
+            && self.may_activate(now)
+            && clock == ClockView::Agrees
+            && !self.wait_for_tick
+        {
+            if self.settings.mode == AccessPointMode::Command && !self.raised {
+                if !self.up_in_flight && !self.down_in_flight && !self.down_needed {
+                    self.up_in_flight = true;
+                    out.push(Action::Up);
+                }
+            } else if !self.activate_in_flight {
+                self.activate_in_flight = true;
+                out.push(Action::Activate {
+                    term: self.lease_term,
+                });
+            }
+        }
+        if self.serving
+            && self.settings.mode != AccessPointMode::None
+            && !self.bound
+            && !self.bind_in_flight
+            && !self.wait_for_tick
+        {
+            self.bind_in_flight = true;
+            out.push(Action::Bind);
+        }
+    }
+
+    /// Whether the L + M wait is over and the lease is valid now, in the current term.
+    fn may_activate(&self, now: u64) -> bool {
+        let Some(first) = self.first_round_ms else {
+            return false;
+        };
+        self.leader
+            && self.lease_term == self.term
+            && !self.stepped_back
+            && self.clock_back_until.is_none()
+            && !self.stopping
+            && now >= first + self.settings.lease_ms + self.settings.lease_margin_ms
+            && now < self.lease_until_ms
+    }
+
+    fn holds_listener(&self) -> bool {
+        self.bound || self.bind_in_flight
+    }
+
+    fn lease_action(&self) -> Action {
+        Action::Lease {
+            term: self.lease_term,
+            until_ms: self.lease_until_ms,
+            serving: self.serving,
+        }
+    }
+
+    /// No lease and no service any more (published at once).
+    fn reset_lease(&mut self, out: &mut Vec<Action>) {
+        let had = self.serving || self.lease_until_ms != 0;
+        self.serving = false;
+        self.lease_until_ms = 0;
+        self.first_round_ms = None;
+        if had {
+            out.push(Action::Lease {
+                term: self.lease_term,
+                until_ms: 0,
+                serving: false,
+            });
+        }
+    }
+
+    /// Closes the listener and, if `up` ran, runs `down`.
+    fn release(&mut self, out: &mut Vec<Action>) {
+        if self.serving {
+            self.serving = false;
+            out.push(self.lease_action());
+        }
+        if self.bound {
+            self.bound = false;
+            out.push(Action::Unbind);
+        }
+        if self.raised || self.up_in_flight {
+            self.down_needed = true;
+        }
+        if self.down_needed && !self.down_in_flight && !self.up_in_flight {
+            self.down_in_flight = true;
+            out.push(Action::Down);
+        }
+    }
+
+    fn repeat_log(&mut self, now: u64, out: &mut Vec<Action>, message: String) {
+        if self
+            .last_repeat_log_ms
+            .is_none_or(|at| now >= at + REPEAT_LOG_MS)
+        {
+            self.last_repeat_log_ms = Some(now);
+            out.push(log(Level::Warn, message));
+        }
+    }
+
+    fn finish(&mut self, _now: u64, out: Vec<Action>) -> Vec<Action> {
+        let mut out = out;
+        if self.stopping
+            && !self.stopped
+            && !self.holds()
+            && !self.down_needed
+            && !self.down_in_flight
+            && !self.activate_in_flight
+        {
+            self.stopped = true;
+            out.push(Action::Stopped);
+        }
+        out
+    }
+}
+
+fn log(level: Level, message: String) -> Action {
+    Action::Log { level, message }
+}

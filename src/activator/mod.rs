@@ -1,0 +1,409 @@
+//! The activator: decides when this node may serve, owns the client access
+//! point, and fences itself.
+//!
+//! openraft 0.9 keeps a partitioned leader in `ServerState::Leader`, so that
+//! state is not permission to serve. The activator keeps its own **quorum
+//! lease** (DESIGN §4):
+//!
+//! - every `heartbeat_ms` on the leader it notes `t0` on `CLOCK_BOOTTIME`
+//!   (which keeps counting while the process is stopped or the machine
+//!   sleeps) and asks openraft to confirm leadership with a quorum
+//!   (`get_read_log_id`), giving up after `lease_ms`; on success the lease is
+//!   valid until `t0 + lease_ms`;
+//! - `lease_ms` < `election_timeout_min_ms`, and followers refuse to vote
+//!   for `election_timeout_max_ms` after they last heard from the leader, so
+//!   no other node can be elected while the lease is valid;
+//! - a node that just became leader waits `lease_ms + lease_margin_ms` after
+//!   its first successful quorum round, proposes `Activate` (which records the
+//!   failover in the state and starts every session's TTL afresh), and only
+//!   then serves: by then the previous leader's lease has run out even if a
+//!   voter restarted and forgot whom it heard from;
+//! - when the lease lapses the node stops serving first (services check the
+//!   lease on every request and again just before they reply), then
+//!   releases the access point.
+//!
+//! The term is the fencing token: every reply carries it, and the client
+//! library refuses a reply from a lower term than one it has seen.
+//!
+//! The decisions are a plain state machine, [`core::Core`], tested by the
+//! scenario scripts of `tests/data/activator/`; this task only performs its
+//! actions (quorum rounds, the `Activate` proposal with a timeout, the access
+//! point's listener and commands, stepping back) and feeds their results
+//! back. It knows the services only through [`Context`]: a way to propose
+//! `Activate` and a way to serve the access point's listener.
+//!
+//! Access point backends (`access_point.mode`): `bind` binds the socket
+//! address (on one machine every 127.x address is local and the kernel allows
+//! one holder; a bind that fails because a stopped former active node still
+//! holds it is retried while the node serves on its own address); `command`
+//! runs the configured `up` command (retried and reported until it succeeds;
+//! the node does not serve without it) and then binds, and runs `down` on
+//! release; `none` serves on the node's own address only.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::config::{AccessPoint, Config};
+use crate::license::state::{Command, NodeId, Outcome, Term};
+use crate::raft::{LogId, Raft};
+
+pub mod core;
+
+use self::core::{Action, Activation, ClockView, Core, Input, Level, Settings};
+use crate::lease::LeaseState;
+pub use crate::lease::{Lease, boottime_ms};
+
+/// Proposes a command and waits for its outcome (the batcher, in a node).
+pub type Propose = Arc<
+    dyn Fn(Command) -> Pin<Box<dyn Future<Output = Result<(Outcome, LogId), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Serves the client services on a listener until the receiver says stop.
+pub type ServeListener =
+    Arc<dyn Fn(TcpListener, watch::Receiver<bool>) -> JoinHandle<()> + Send + Sync>;
+
+/// What the activator works with.
+pub struct Context {
+    /// This node's id.
+    pub node_id: u64,
+    /// The node's configuration.
+    pub config: Arc<Config>,
+    /// The local Raft node.
+    pub raft: Raft,
+    /// The lease the services read.
+    pub lease: Arc<Lease>,
+    /// Whether this node's clock agrees with its peers'.
+    pub clock: Arc<Clock>,
+    /// Why this node stepped back for good, once it did.
+    pub stepped_back: Arc<OnceLock<String>>,
+    /// Proposes `Activate`.
+    pub propose: Propose,
+    /// Serves the access point's listener.
+    pub serve: ServeListener,
+}
+
+/// Longest an `Activate` proposal may take. A partitioned openraft 0.9
+/// leader's `client_write` never returns; after this the activation counts as
+/// failed and the access point is released.
+pub const ACTIVATE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest a stopping node waits for its access point to be released (a
+/// `down` that keeps failing) before it exits anyway, saying so.
+pub const STOP_RELEASE_MAX: Duration = Duration::from_secs(30);
+
+/// A running access point listener.
+struct Held {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The clock's verdict as the core sees it.
+fn clock_view(clock: &Clock) -> ClockView {
+    let verdict = clock.judge();
+    if verdict.condemned() {
+        ClockView::Condemned
+    } else if verdict.ok() {
+        ClockView::Agrees
+    } else {
+        ClockView::Unknown
+    }
+}
+
+/// Runs the activator until `stop` resolves, then stops serving and releases
+/// the access point.
+pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
+    let timing = ctx.config.timing;
+    let mut core = Core::new(Settings {
+        lease_ms: timing.lease_ms,
+        lease_margin_ms: timing.lease_margin_ms,
+        election_timeout_max_ms: timing.election_timeout_max_ms,
+        mode: ctx.config.access_point.mode,
+    });
+    let (results, mut inputs) = mpsc::unbounded_channel::<Input>();
+    let mut ticker = tokio::time::interval(Duration::from_millis(timing.heartbeat_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metrics = ctx.raft.metrics();
+    let mut held: Option<Held> = None;
+    let mut clocks_reported: Vec<u64> = Vec::new();
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let mut seen = (false, 0u64);
+    tokio::pin!(stop);
+    loop {
+        let now = boottime_ms();
+        let wake = core
+            .wake_at(now)
+            .map(|at| tokio::time::Instant::now() + Duration::from_millis(at - now));
+        let input = tokio::select! {
+            _ = &mut stop, if stop_deadline.is_none() => {
+                stop_deadline = Some(tokio::time::Instant::now() + STOP_RELEASE_MAX);
+                Input::Stop
+            }
+            _ = async { tokio::time::sleep_until(stop_deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if stop_deadline.is_some() => {
+                error!("stopping without having released the access point (its down command keeps failing)");
+                break;
+            }
+            _ = ticker.tick() => {
+                let verdict = ctx.clock.judge();
+                report_clocks(&verdict, &mut clocks_reported);
+                Input::Tick { clock: clock_view(&ctx.clock) }
+            }
+            _ = async { tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)).await }, if wake.is_some() => {
+                Input::Tick { clock: clock_view(&ctx.clock) }
+            }
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    if stop_deadline.is_some() {
+                        break;
+                    }
+                    stop_deadline = Some(tokio::time::Instant::now() + STOP_RELEASE_MAX);
+                    Input::Stop
+                } else {
+                    let m = metrics.borrow_and_update();
+                    let view = (
+                        m.current_leader == Some(ctx.node_id) && m.state.is_leader(),
+                        m.current_term,
+                    );
+                    if view == seen {
+                        continue;
+                    }
+                    seen = view;
+                    Input::Raft { leader: view.0, term: view.1 }
+                }
+            }
+            Some(input) = inputs.recv() => input,
+        };
+        let actions = core.step(boottime_ms(), input);
+        for action in actions {
+            if perform(&ctx, action, &mut held, &results).await {
+                return;
+            }
+        }
+    }
+    ctx.lease.update(|l| *l = LeaseState::default());
+    unbind(&ctx.config.access_point, held.take()).await;
+}
+
+/// Performs one action; `true` when the activator is done.
+async fn perform(
+    ctx: &Arc<Context>,
+    action: Action,
+    held: &mut Option<Held>,
+    results: &mpsc::UnboundedSender<Input>,
+) -> bool {
+    match action {
+        Action::Round { term } => {
+            let ctx = ctx.clone();
+            let results = results.clone();
+            tokio::spawn(async move {
+                let t0 = boottime_ms();
+                let lease = Duration::from_millis(ctx.config.timing.lease_ms);
+                let round = tokio::time::timeout(lease, ctx.raft.get_read_log_id()).await;
+                let still_leader = {
+                    let metrics = ctx.raft.metrics();
+                    let m = metrics.borrow();
+                    m.current_leader == Some(ctx.node_id) && m.current_term == term
+                };
+                let ok = matches!(round, Ok(Ok(_))) && still_leader;
+                let _ = results.send(Input::Round { term, t0, ok });
+            });
+        }
+        Action::Lease {
+            term,
+            until_ms,
+            serving,
+        } => ctx.lease.update(|l| {
+            l.term = term;
+            l.until_ms = until_ms;
+            l.serving = serving;
+        }),
+        Action::Up | Action::Down => {
+            let up = action == Action::Up;
+            let access_point = ctx.config.access_point.clone();
+            let results = results.clone();
+            tokio::spawn(async move {
+                let argv = if up {
+                    &access_point.up
+                } else {
+                    &access_point.down
+                };
+                let result = run_command(&access_point, argv).await;
+                let _ = results.send(if up {
+                    Input::Up { result }
+                } else {
+                    Input::Down { result }
+                });
+            });
+        }
+        Action::Activate { term } => {
+            let ctx = ctx.clone();
+            let results = results.clone();
+            tokio::spawn(async move {
+                let timing = ctx.config.timing;
+                let command = Command::Activate {
+                    term: Term(term),
+                    node: NodeId(ctx.node_id),
+                    cluster_name: ctx.config.cluster_name.clone(),
+                    lease_ms: timing.lease_ms,
+                    wait_ms: timing.lease_ms + timing.lease_margin_ms,
+                };
+                let result = match tokio::time::timeout(ACTIVATE_TIMEOUT, (ctx.propose)(command))
+                    .await
+                {
+                    Err(_) => Activation::Failed(format!("no answer within {ACTIVATE_TIMEOUT:?}")),
+                    Ok(Err(message)) => Activation::Failed(message),
+                    Ok(Ok((outcome, log_id))) => activation(outcome, log_id, term),
+                };
+                let _ = results.send(Input::Activated { term, result });
+            });
+        }
+        Action::Bind => {
+            let address = ctx.config.access_point.address;
+            let result = match TcpListener::bind(address).await {
+                Ok(listener) => {
+                    let (stop, stopped) = watch::channel(false);
+                    let task = (ctx.serve)(listener, stopped);
+                    *held = Some(Held { stop, task });
+                    Ok(())
+                }
+                Err(e) => Err(format!("cannot bind {address}: {e}")),
+            };
+            let _ = results.send(Input::Bound { result });
+        }
+        Action::Unbind => unbind(&ctx.config.access_point, held.take()).await,
+        Action::StepBack { why, until_ms } => {
+            ctx.raft.runtime_config().heartbeat(false);
+            ctx.raft.runtime_config().elect(false);
+            if until_ms.is_none() {
+                let _ = ctx.stepped_back.set(why);
+            }
+        }
+        Action::Rejoin => {
+            if ctx.stepped_back.get().is_none() {
+                ctx.raft.runtime_config().heartbeat(true);
+                ctx.raft.runtime_config().elect(true);
+            }
+        }
+        Action::Log { level, message } => match level {
+            Level::Info => info!("{message}"),
+            Level::Warn => warn!("{message}"),
+            Level::Error => error!("{message}"),
+        },
+        Action::Stopped => return true,
+    }
+    false
+}
+
+/// What an applied `Activate` means for the node that proposed it in `term`.
+fn activation(outcome: Outcome, log_id: LogId, term: u64) -> Activation {
+    match outcome {
+        Outcome::WrongCluster { held, asked } => Activation::Refused(format!(
+            "this node's cluster_name \"{asked}\" is not the cluster's \"{held}\""
+        )),
+        Outcome::TimingIncompatible {
+            previous,
+            lease_ms,
+            wait_ms,
+        } => {
+            let previous = previous.0;
+            Activation::Refused(format!(
+                "node {previous} was active with lease_ms = {lease_ms}, and this node waits only lease_ms + lease_margin_ms = {wait_ms} ms before serving, so both could serve at once; give this node's [timing] a lease_ms + lease_margin_ms of at least {lease_ms}, or node {previous} a lease_ms of at most {wait_ms}"
+            ))
+        }
+        _ if log_id.leader_id.term == term => Activation::Committed,
+        _ => Activation::OtherTerm,
+    }
+}
+
+/// Logs, once each time the set changes, which peers' clocks are beyond the bound.
+fn report_clocks(verdict: &crate::clock::Verdict, reported: &mut Vec<u64>) {
+    let off = verdict.off();
+    let ids: Vec<u64> = off.iter().map(|(id, _)| *id).collect();
+    if ids == *reported {
+        return;
+    }
+    for (id, offset) in &off {
+        if !reported.contains(id) {
+            warn!(
+                node = id,
+                offset_ms = offset,
+                bound_ms = verdict.skew_max_ms,
+                "node {id}'s wall clock is {} from this node's, beyond timing.clock_skew_max_ms",
+                crate::clock::offset_text(*offset)
+            );
+        }
+    }
+    for id in reported.iter().filter(|id| !ids.contains(id)) {
+        info!(
+            node = id,
+            "node {id}'s wall clock agrees with this node's again"
+        );
+    }
+    *reported = ids;
+}
+
+/// Closes the access point's listener.
+async fn unbind(access_point: &AccessPoint, held: Option<Held>) {
+    if let Some(held) = held {
+        let _ = held.stop.send(true);
+        let mut task = held.task;
+        // Open client connections are asked to go away; do not wait on them for long.
+        if tokio::time::timeout(Duration::from_millis(500), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+        info!(address = %access_point.address, "access point released");
+    }
+}
+
+/// Substitutes `{address}`, `{ip}`, `{port}`, `{prefix}` and `{interface}` in a command.
+pub fn substitute(access_point: &AccessPoint, argv: &[String]) -> Vec<String> {
+    argv.iter()
+        .map(|arg| {
+            arg.replace("{address}", &access_point.address.to_string())
+                .replace("{ip}", &access_point.address.ip().to_string())
+                .replace("{port}", &access_point.address.port().to_string())
+                .replace("{prefix}", &access_point.prefix.to_string())
+                .replace("{interface}", &access_point.interface)
+        })
+        .collect()
+}
+
+/// Most time an up or down command may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn run_command(access_point: &AccessPoint, argv: &[String]) -> Result<(), String> {
+    let argv = substitute(access_point, argv);
+    let Some((program, args)) = argv.split_first() else {
+        return Err("the command is empty".into());
+    };
+    let mut child = tokio::process::Command::new(program);
+    child.args(args).kill_on_drop(true);
+    match tokio::time::timeout(COMMAND_TIMEOUT, child.output()).await {
+        Err(_) => Err(format!(
+            "`{}` did not finish within {:?}",
+            argv.join(" "),
+            COMMAND_TIMEOUT
+        )),
+        Ok(Err(e)) => Err(format!("`{}` could not run: {e}", argv.join(" "))),
+        Ok(Ok(output)) if output.status.success() => Ok(()),
+        Ok(Ok(output)) => Err(format!(
+            "`{}` exited with {}: {}",
+            argv.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
