@@ -391,6 +391,12 @@ impl Core {
                         self.raised = true;
                         if self.down_needed || !self.may_activate(now) {
                             // Released, the lease lapsed or leadership moved while up ran.
+                            if !self.down_needed {
+                                out.push(log(
+                                    Level::Warn,
+                                    format!("quorum lease of term {} lapsed before activation: releasing the access point", self.lease_term),
+                                ));
+                            }
                             self.release(&mut out);
                         }
                     }
