@@ -257,11 +257,11 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Timing {
         Timing {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
-            lease_ms: 250,
-            lease_margin_ms: 100,
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 250,
+            election_timeout_max_ms: 300,
+            lease_ms: 150,
+            lease_margin_ms: 50,
             session_ttl_ms: 30_000,
             clock_skew_max_ms: 120_000,
         }
@@ -702,12 +702,12 @@ peer_address = "127.0.0.1:27103"
             (
                 "data_dir = \"data/node2\"",
                 "data_dir = \"data/node2\"\n[timing]\nlease_ms = 500",
-                "config /etc/raftlm/node.toml: timing.lease_ms: (500) must be less than timing.election_timeout_min_ms (400): a lease must run out before another node can be elected",
+                "config /etc/raftlm/node.toml: timing.lease_ms: (500) must be less than timing.election_timeout_min_ms (250): a lease must run out before another node can be elected",
             ),
             (
                 "data_dir = \"data/node2\"",
-                "data_dir = \"data/node2\"\n[timing]\nlease_ms = 90",
-                "config /etc/raftlm/node.toml: timing.lease_ms: (90) must be greater than timing.heartbeat_ms (100): the lease is renewed once per heartbeat",
+                "data_dir = \"data/node2\"\n[timing]\nlease_ms = 40",
+                "config /etc/raftlm/node.toml: timing.lease_ms: (40) must be greater than timing.heartbeat_ms (50): the lease is renewed once per heartbeat",
             ),
             (
                 "data_dir = \"data/node2\"",

@@ -244,10 +244,12 @@ impl Node {
             .add_service(health_service)
             .add_service(crate::server::license_service(shared.clone()))
             .add_service(crate::server::admin_service(shared.clone()));
+        let leader_contact = Arc::new(std::sync::atomic::AtomicU64::new(activator::boottime_ms()));
         let peer_router = crate::server::server_builder().add_service(RaftService::server(
             raft.clone(),
             tls.as_ref().map(|_| config.cluster_name.clone()),
             refusals.clone(),
+            leader_contact.clone(),
         ));
         // The access point serves the same router as the node's own address.
         let serve: activator::ServeListener = {
@@ -293,6 +295,7 @@ impl Node {
             stepped_back: shared.stepped_back.clone(),
             propose,
             serve,
+            leader_contact,
         });
         for (router, listener, plane) in [
             (client_router, listener, Plane::Client),

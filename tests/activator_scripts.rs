@@ -7,11 +7,11 @@
 //!
 //! Format, one item per line:
 //! - `# ...` a comment, and blank lines, kept as they are;
-//! - `settings lease=250 margin=100 election_max=800 mode=command` (first;
+//! - `settings heartbeat=100 lease=250 margin=100 election_max=800 mode=command` (first;
 //!   `mode` is `bind`, `command` or `none`);
 //! - `> NOW INPUT`, an input at boot-time ms `NOW`: `raft leader term=N`,
-//!   `raft follower term=N`, `tick [clock=agrees|unknown|condemned]` (default
-//!   agrees), `round term=N t0=T ok|fail`, `up ok|fail "why"`,
+//!   `raft follower term=N`, `tick [clock=agrees|unknown|condemned]
+//!   [silence=MS] [jitter=MS]` (defaults: agrees, 0, 0), `round term=N t0=T ok|fail`, `up ok|fail "why"`,
 //!   `down ok|fail "why"`, `bound ok|fail "why"`,
 //!   `activated term=N committed|other-term|failed "why"|refused "why"`, `stop`;
 //! - `  ACTION`, indented: an action the core returned (written by the test);
@@ -54,6 +54,7 @@ fn result(words: &[&str], line: &str) -> Result<(), String> {
 fn settings(line: &str) -> Settings {
     let words: Vec<&str> = line.split_whitespace().collect();
     Settings {
+        heartbeat_ms: number(&words, "heartbeat", line),
         lease_ms: number(&words, "lease", line),
         lease_margin_ms: number(&words, "margin", line),
         election_timeout_max_ms: number(&words, "election_max", line),
@@ -84,6 +85,8 @@ fn input(text: &str) -> Input {
                 Some("condemned") => ClockView::Condemned,
                 Some(other) => panic!("`{text}`: unknown clock {other}"),
             },
+            silence_ms: field(&words, "silence").map_or(0, |v| v.parse().unwrap()),
+            jitter_ms: field(&words, "jitter").map_or(0, |v| v.parse().unwrap()),
         },
         Some("round") => Input::Round {
             term: number(&words, "term", text),

@@ -33,7 +33,9 @@ use crate::report::Report;
 use crate::workload::{Workload, WorkloadSpec, grants_seen, mix};
 
 /// The nodes' `election_timeout_max_ms` (raftlm's default; the configs do not change it).
-pub const ELECTION_TIMEOUT_MAX_MS: u64 = 800;
+pub fn election_timeout_max_ms() -> u64 {
+    raftlm::config::Timing::default().election_timeout_max_ms
+}
 /// How long the cluster may take to serve after a start or a heal.
 pub const READY_LIMIT: Duration = Duration::from_secs(60);
 /// Why network-namespace faults do not run.
@@ -258,7 +260,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     let mut nemesis = Nemesis::new(NemesisSpec {
         faults: config.faults.clone(),
         seed: mix(config.seed, 2_000_003),
-        election_timeout_max_ms: ELECTION_TIMEOUT_MAX_MS,
+        election_timeout_max_ms: election_timeout_max_ms(),
     });
     nemesis
         .run(

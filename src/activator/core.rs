@@ -33,6 +33,8 @@ use crate::config::AccessPointMode;
 /// What the core needs to know of the node's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
+    /// How often the leader starts a quorum round.
+    pub heartbeat_ms: u64,
     /// `L`: how long one confirmed round lets the node serve.
     pub lease_ms: u64,
     /// `M`: the wait beyond `L` after the first confirmed round.
@@ -77,10 +79,16 @@ pub enum Input {
         /// The current term.
         term: u64,
     },
-    /// The periodic tick (every heartbeat interval), with the clock's verdict.
+    /// The periodic tick (more often than the heartbeat), with the clock's
+    /// verdict and how long this node has not heard from a leader.
     Tick {
         /// The clock's verdict now.
         clock: ClockView,
+        /// Ms since this node last heard from a leader (or started).
+        silence_ms: u64,
+        /// A fresh random delay, `0..=election_timeout_max_ms -
+        /// election_timeout_min_ms`, added to the silence an election waits for.
+        jitter_ms: u64,
     },
     /// A quorum round of `term` that started at `t0` ended.
     Round {
@@ -159,6 +167,8 @@ pub enum Action {
     },
     /// Turn heartbeats and elections back on.
     Rejoin,
+    /// Start an election now (the leader has been silent too long).
+    Elect,
     /// Log a line.
     Log {
         /// `info`, `warn` or `error`.
@@ -210,6 +220,7 @@ impl fmt::Display for Action {
                 None => write!(f, "step-back for-good why=\"{why}\""),
             },
             Action::Rejoin => write!(f, "rejoin"),
+            Action::Elect => write!(f, "elect"),
             Action::Log { level, message } => write!(f, "log {level} \"{message}\""),
             Action::Stopped => write!(f, "stopped"),
         }
@@ -253,6 +264,10 @@ pub struct Core {
     last_repeat_log_ms: Option<u64>,
     /// The clock's verdict at the last tick.
     clock: ClockView,
+    /// When the last quorum round was started.
+    last_round_ms: Option<u64>,
+    /// When this node last started an election.
+    last_elect_ms: Option<u64>,
     /// [`Action::Stopped`] was returned.
     stopped: bool,
 }
@@ -282,6 +297,8 @@ impl Core {
             stopping: false,
             last_repeat_log_ms: None,
             clock: ClockView::Unknown,
+            last_round_ms: None,
+            last_elect_ms: None,
             stopped: false,
         }
     }
@@ -338,8 +355,27 @@ impl Core {
                 }
                 return self.finish(now, out);
             }
-            Input::Tick { clock } => {
+            Input::Tick {
+                clock,
+                silence_ms,
+                jitter_ms,
+            } => {
                 self.clock = clock;
+                // Elections are started here, with fresh jitter each time:
+                // once a leader has been silent for longer than voters refuse
+                // votes for (election_timeout_max_ms), plus the jitter.
+                if !self.leader
+                    && !self.stepped_back
+                    && !self.stopping
+                    && self.clock_back_until.is_none()
+                    && silence_ms >= self.settings.election_timeout_max_ms + jitter_ms
+                    && self
+                        .last_elect_ms
+                        .is_none_or(|at| now >= at + self.settings.election_timeout_max_ms)
+                {
+                    self.last_elect_ms = Some(now);
+                    out.push(Action::Elect);
+                }
                 self.wait_for_tick = false;
                 if let Some(until) = self.clock_back_until
                     && now >= until
@@ -369,10 +405,14 @@ impl Core {
                     && clock != ClockView::Condemned
                     && !self.stepped_back
                     && !self.stopping
+                    && self
+                        .last_round_ms
+                        .is_none_or(|at| now >= at + self.settings.heartbeat_ms)
                 {
                     // No rounds while stepped back: their heartbeats would
                     // keep the followers from electing another node.
                     self.round_in_flight = true;
+                    self.last_round_ms = Some(now);
                     out.push(Action::Round { term: self.term });
                 }
             }

@@ -42,7 +42,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use rand::{Rng, SeedableRng};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -90,7 +93,14 @@ pub struct Context {
     pub propose: Propose,
     /// Serves the access point's listener.
     pub serve: ServeListener,
+    /// Boot-time ms when this node last heard from a leader or granted a
+    /// vote (kept by the Raft service).
+    pub leader_contact: Arc<AtomicU64>,
 }
+
+/// How often the activator ticks: elections start within this of the
+/// moment they are due, and quorum rounds start every heartbeat.
+pub const TICK_MAX: Duration = Duration::from_millis(10);
 
 /// Longest an `Activate` proposal may take. A partitioned openraft 0.9
 /// leader's `client_write` never returns; after this the activation counts as
@@ -105,6 +115,17 @@ pub const STOP_RELEASE_MAX: Duration = Duration::from_secs(30);
 struct Held {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+}
+
+/// A tick: the clock's verdict, the leader's silence, fresh election jitter.
+fn tick(ctx: &Context, rng: &mut rand::rngs::StdRng) -> Input {
+    let timing = ctx.config.timing;
+    let spread = timing.election_timeout_max_ms - timing.election_timeout_min_ms;
+    Input::Tick {
+        clock: clock_view(&ctx.clock),
+        silence_ms: boottime_ms().saturating_sub(ctx.leader_contact.load(Ordering::Relaxed)),
+        jitter_ms: rng.gen_range(0..=spread),
+    }
 }
 
 /// The clock's verdict as the core sees it.
@@ -124,13 +145,16 @@ fn clock_view(clock: &Clock) -> ClockView {
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
     let timing = ctx.config.timing;
     let mut core = Core::new(Settings {
+        heartbeat_ms: timing.heartbeat_ms,
         lease_ms: timing.lease_ms,
         lease_margin_ms: timing.lease_margin_ms,
         election_timeout_max_ms: timing.election_timeout_max_ms,
         mode: ctx.config.access_point.mode,
     });
     let (results, mut inputs) = mpsc::unbounded_channel::<Input>();
-    let mut ticker = tokio::time::interval(Duration::from_millis(timing.heartbeat_ms));
+    let mut ticker =
+        tokio::time::interval(Duration::from_millis(timing.heartbeat_ms).min(TICK_MAX));
+    let mut rng = rand::rngs::StdRng::from_entropy();
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut metrics = ctx.raft.metrics();
     let mut held: Option<Held> = None;
@@ -155,10 +179,10 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
             _ = ticker.tick() => {
                 let verdict = ctx.clock.judge();
                 report_clocks(&verdict, &mut clocks_reported);
-                Input::Tick { clock: clock_view(&ctx.clock) }
+                tick(&ctx, &mut rng)
             }
             _ = async { tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)).await }, if wake.is_some() => {
-                Input::Tick { clock: clock_view(&ctx.clock) }
+                tick(&ctx, &mut rng)
             }
             changed = metrics.changed() => {
                 if changed.is_err() {
@@ -286,6 +310,14 @@ async fn perform(
             if until_ms.is_none() {
                 let _ = ctx.stepped_back.set(why);
             }
+        }
+        Action::Elect => {
+            let raft = ctx.raft.clone();
+            tokio::spawn(async move {
+                if let Err(error) = raft.trigger().elect().await {
+                    warn!(%error, "cannot start an election");
+                }
+            });
         }
         Action::Rejoin => {
             if ctx.stepped_back.get().is_none() {

@@ -15,6 +15,7 @@
 //! `PayloadTooLarge` with a smaller entry count, which openraft retries with.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -313,6 +314,10 @@ impl RaftNetwork<TypeConfig> for Connection {
 /// The server side of the Raft transport: hands each RPC to the local Raft.
 pub struct RaftService {
     raft: Raft,
+    /// Boot-time ms when this node last heard from a leader (an
+    /// AppendEntries it accepted) or granted a vote: the activator starts
+    /// elections from this.
+    contact: Arc<AtomicU64>,
     /// The cluster name, for peers' certificate names; `None` in plaintext
     /// (no sender check).
     cluster: Option<String>,
@@ -327,9 +332,11 @@ impl RaftService {
         raft: Raft,
         cluster: Option<String>,
         refusals: Arc<Refusals>,
+        contact: Arc<AtomicU64>,
     ) -> RaftServer<RaftService> {
         RaftServer::new(RaftService {
             raft,
+            contact,
             cluster,
             refusals,
         })
@@ -383,7 +390,11 @@ impl RaftRpc for RaftService {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode_request(&request.get_ref().payload)?;
         self.check_sender(&request, rpc.vote.leader_id().voted_for().unwrap_or(0))?;
-        encode_reply(&self.raft.append_entries(rpc).await)
+        let reply = self.raft.append_entries(rpc).await;
+        if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.contact.store(boottime_ms(), Ordering::Relaxed);
+        }
+        encode_reply(&reply)
     }
 
     async fn vote(
@@ -392,7 +403,11 @@ impl RaftRpc for RaftService {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let rpc: VoteRequest<u64> = decode_request(&request.get_ref().payload)?;
         self.check_sender(&request, rpc.vote.leader_id().voted_for().unwrap_or(0))?;
-        encode_reply(&self.raft.vote(rpc).await)
+        let reply = self.raft.vote(rpc).await;
+        if matches!(&reply, Ok(r) if r.vote_granted) {
+            self.contact.store(boottime_ms(), Ordering::Relaxed);
+        }
+        encode_reply(&reply)
     }
 
     async fn install_snapshot(
