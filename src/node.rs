@@ -65,6 +65,11 @@ pub struct Node {
     address: std::net::SocketAddr,
     peer_address: std::net::SocketAddr,
     stop: watch::Sender<bool>,
+    /// Stops the peer plane, after the activator has stopped.
+    peer_stop: watch::Sender<bool>,
+    /// The activator: awaited before Raft stops, so that a stopping leader
+    /// releases the access point and hands over first.
+    activator: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -244,12 +249,14 @@ impl Node {
             .add_service(health_service)
             .add_service(crate::server::license_service(shared.clone()))
             .add_service(crate::server::admin_service(shared.clone()));
+        let (handover_sender, handover_receiver) = tokio::sync::mpsc::unbounded_channel();
         let leader_contact = Arc::new(std::sync::atomic::AtomicU64::new(activator::boottime_ms()));
         let peer_router = crate::server::server_builder().add_service(RaftService::server(
             raft.clone(),
             tls.as_ref().map(|_| config.cluster_name.clone()),
             refusals.clone(),
             leader_contact.clone(),
+            handover_sender,
         ));
         // The access point serves the same router as the node's own address.
         let serve: activator::ServeListener = {
@@ -296,10 +303,20 @@ impl Node {
             propose,
             serve,
             leader_contact,
+            handovers: std::sync::Mutex::new(Some(handover_receiver)),
+            network: shared.network.clone(),
         });
-        for (router, listener, plane) in [
-            (client_router, listener, Plane::Client),
-            (peer_router, peer_listener, Plane::Peer),
+        // The peer plane stops after the activator: a stopping leader that
+        // handed over must still be able to grant its successor's vote.
+        let (peer_stop, _) = watch::channel(false);
+        for (router, listener, plane, stopped) in [
+            (client_router, listener, Plane::Client, stop.subscribe()),
+            (
+                peer_router,
+                peer_listener,
+                Plane::Peer,
+                peer_stop.subscribe(),
+            ),
         ] {
             let serving = crate::server::serve(
                 router,
@@ -308,7 +325,7 @@ impl Node {
                 plane,
                 members.clone(),
                 refusals.clone(),
-                wait_stop(stop.subscribe()),
+                wait_stop(stopped),
             );
             tasks.push(tokio::spawn(
                 async move {
@@ -324,9 +341,9 @@ impl Node {
                 acceptor::watch_files(tls, wait_stop(stop.subscribe())).instrument(span.clone()),
             ));
         }
-        tasks.push(tokio::spawn(
+        let activator = tokio::spawn(
             activator::run(context, wait_stop(stop.subscribe())).instrument(span.clone()),
-        ));
+        );
         tasks.push(tokio::spawn(
             sessions::sweep(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
         ));
@@ -340,6 +357,8 @@ impl Node {
             address,
             peer_address,
             stop,
+            peer_stop,
+            activator,
             tasks,
         })
     }
@@ -367,6 +386,13 @@ impl Node {
     /// Stops serving, stops Raft and every task, and waits for them.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        // Release and hand over first (bounded: the activator gives up on a
+        // down that keeps failing after STOP_RELEASE_MAX).
+        let limit = activator::STOP_RELEASE_MAX + Duration::from_secs(5);
+        if tokio::time::timeout(limit, self.activator).await.is_err() {
+            warn!("the activator did not stop within {limit:?}");
+        }
+        let _ = self.peer_stop.send(true);
         if let Err(error) = self.shared.raft.shutdown().await {
             warn!(%error, "raft shutdown");
         }

@@ -13,7 +13,8 @@
 //!   `raft follower term=N`, `tick [clock=agrees|unknown|condemned]
 //!   [silence=MS] [jitter=MS]` (defaults: agrees, 0, 0), `round term=N t0=T ok|fail`, `up ok|fail "why"`,
 //!   `down ok|fail "why"`, `bound ok|fail "why"`,
-//!   `activated term=N committed|other-term|failed "why"|refused "why"`, `stop`;
+//!   `activated term=N committed|other-term|failed "why"|refused "why"`,
+//!   `handover term=N [served]`, `stop`;
 //! - `  ACTION`, indented: an action the core returned (written by the test);
 //! - `  ! holds` / `  ! serves`, indented with `!`: written after an input when
 //!   the core holds the access point or serves (so a script shows when).
@@ -115,6 +116,10 @@ fn input(text: &str) -> Input {
                 Some(&"refused") => Activation::Refused(quoted(text)),
                 _ => panic!("`{text}`: activated term=N committed|other-term|failed|refused"),
             },
+        },
+        Some("handover") => Input::Handover {
+            term: number(&words, "term", text),
+            served: words.contains(&"served"),
         },
         Some("stop") => Input::Stop,
         _ => panic!("unknown input `{text}`"),

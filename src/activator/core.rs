@@ -121,6 +121,14 @@ pub enum Input {
         /// Whether it is bound; else why not.
         result: Result<(), String>,
     },
+    /// A planned handover to this node: the leader of `term`, stopping, has
+    /// released the access point; `served` if it had activated in `term`.
+    Handover {
+        /// The term relinquished.
+        term: u64,
+        /// Whether that leader served in it.
+        served: bool,
+    },
     /// The node is stopping.
     Stop,
 }
@@ -169,6 +177,14 @@ pub enum Action {
     Rejoin,
     /// Start an election now (the leader has been silent too long).
     Elect,
+    /// Hand leadership over (this leader is stopping): ask the most
+    /// up-to-date follower to start an election at once.
+    Handover {
+        /// The term this node leads in.
+        term: u64,
+        /// Whether it served (activated) in it.
+        served: bool,
+    },
     /// Log a line.
     Log {
         /// `info`, `warn` or `error`.
@@ -221,6 +237,9 @@ impl fmt::Display for Action {
             },
             Action::Rejoin => write!(f, "rejoin"),
             Action::Elect => write!(f, "elect"),
+            Action::Handover { term, served } => {
+                write!(f, "handover term={term} served={served}")
+            }
             Action::Log { level, message } => write!(f, "log {level} \"{message}\""),
             Action::Stopped => write!(f, "stopped"),
         }
@@ -268,6 +287,10 @@ pub struct Core {
     last_round_ms: Option<u64>,
     /// When this node last started an election.
     last_elect_ms: Option<u64>,
+    /// A term whose leader served in it and handed over to this node.
+    relinquished: Option<u64>,
+    /// Stopping as leader: the handover to send once the address is released.
+    handover: Option<(u64, bool)>,
     /// [`Action::Stopped`] was returned.
     stopped: bool,
 }
@@ -299,6 +322,8 @@ impl Core {
             clock: ClockView::Unknown,
             last_round_ms: None,
             last_elect_ms: None,
+            relinquished: None,
+            handover: None,
             stopped: false,
         }
     }
@@ -314,7 +339,7 @@ impl Core {
         let serve_from = self
             .first_round_ms
             .filter(|_| !self.serving && self.leader && !self.activate_in_flight)
-            .map(|first| first + self.settings.lease_ms + self.settings.lease_margin_ms);
+            .map(|first| first + self.wait_ms());
         // The lease's end, while the node serves or holds the address.
         let lapse = (self.serving || self.raised)
             .then_some(self.lease_until_ms)
@@ -533,10 +558,22 @@ impl Core {
                     }
                 }
             }
+            Input::Handover { term, served } => {
+                if served {
+                    self.relinquished = Some(term);
+                }
+            }
             Input::Stop => {
+                let hand_over = self.leader && !self.stepped_back && !self.stopping;
+                let served = self.serving;
+                let term = self.lease_term;
                 self.stopping = true;
                 self.reset_lease(&mut out);
                 self.release(&mut out);
+                if hand_over {
+                    // Sent once the address is released (see `finish`).
+                    self.handover = Some((term, served));
+                }
             }
         }
         self.decide(now, &mut out);
@@ -626,6 +663,21 @@ impl Core {
         }
     }
 
+    /// How long after its first confirmed round a leader waits before it
+    /// activates: `L + M`, or nothing in the term right after one whose
+    /// leader served and handed over to this node (it stopped serving first,
+    /// and every earlier lease had run out before it served).
+    fn wait_ms(&self) -> u64 {
+        if self
+            .relinquished
+            .is_some_and(|term| term + 1 == self.lease_term)
+        {
+            0
+        } else {
+            self.settings.lease_ms + self.settings.lease_margin_ms
+        }
+    }
+
     /// Whether the L + M wait is over and the lease is valid now, in the current term.
     fn may_activate(&self, now: u64) -> bool {
         let Some(first) = self.first_round_ms else {
@@ -636,7 +688,7 @@ impl Core {
             && !self.stepped_back
             && self.clock_back_until.is_none()
             && !self.stopping
-            && now >= first + self.settings.lease_ms + self.settings.lease_margin_ms
+            && now >= first + self.wait_ms()
             && now < self.lease_until_ms
     }
 
@@ -705,6 +757,9 @@ impl Core {
             && !self.down_in_flight
             && !self.activate_in_flight
         {
+            if let Some((term, served)) = self.handover.take() {
+                out.push(Action::Handover { term, served });
+            }
             self.stopped = true;
             out.push(Action::Stopped);
         }

@@ -96,7 +96,19 @@ pub struct Context {
     /// Boot-time ms when this node last heard from a leader or granted a
     /// vote (kept by the Raft service).
     pub leader_contact: Arc<AtomicU64>,
+    /// Planned handovers to this node, from the Raft service: `(term, served)`.
+    pub handovers: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(u64, bool)>>>,
+    /// The Raft transport, to send a handover.
+    pub network: crate::raft::network::Network,
 }
+
+/// How long a stopping leader waits for a follower to have its whole log
+/// before it hands over to the most up-to-date one anyway.
+pub const HANDOVER_CATCH_UP_MAX: Duration = Duration::from_millis(300);
+
+/// How long a stopping leader keeps running after a handover, so that it can
+/// grant the successor its vote, unless it sees the new leader sooner.
+pub const HANDOVER_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// How often the activator ticks: elections start within this of the
 /// moment they are due, and quorum rounds start every heartbeat.
@@ -161,6 +173,13 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
     let mut clocks_reported: Vec<u64> = Vec::new();
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     let mut seen = (false, 0u64);
+    let mut handovers = ctx
+        .handovers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_else(|| mpsc::unbounded_channel().1);
+    let mut handed_over = false;
     tokio::pin!(stop);
     loop {
         let now = boottime_ms();
@@ -205,9 +224,17 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
                 }
             }
             Some(input) = inputs.recv() => input,
+            Some((term, served)) = handovers.recv() => Input::Handover { term, served },
         };
         let actions = core.step(boottime_ms(), input);
         for action in actions {
+            if let Action::Handover { term, served } = action {
+                handed_over = hand_over(&ctx, term, served).await;
+                continue;
+            }
+            if action == Action::Stopped && handed_over {
+                wait_for_successor(&ctx).await;
+            }
             if perform(&ctx, action, &mut held, &results).await {
                 return;
             }
@@ -330,9 +357,82 @@ async fn perform(
             Level::Warn => warn!("{message}"),
             Level::Error => error!("{message}"),
         },
+        // Performed by the loop in `run`, which waits for it.
+        Action::Handover { .. } => {}
         Action::Stopped => return true,
     }
     false
+}
+
+/// Hands leadership over: picks the follower with the most of the log
+/// (waiting up to [`HANDOVER_CATCH_UP_MAX`] for one to have all of it) and
+/// asks it to start an election. `true` if it was asked.
+async fn hand_over(ctx: &Context, term: u64, served: bool) -> bool {
+    let deadline = tokio::time::Instant::now() + HANDOVER_CATCH_UP_MAX;
+    let successor = loop {
+        let (best, complete) = {
+            let metrics = ctx.raft.metrics();
+            let m = metrics.borrow();
+            let last = m.last_log_index;
+            let best = m.replication.as_ref().and_then(|replication| {
+                replication
+                    .iter()
+                    .filter(|(id, _)| **id != ctx.node_id)
+                    .max_by_key(|(_, matched)| matched.map(|l| l.index))
+                    .map(|(id, matched)| (*id, matched.map(|l| l.index)))
+            });
+            let member =
+                best.and_then(|(id, _)| m.membership_config.membership().get_node(&id).cloned());
+            let complete = best.is_some_and(|(_, matched)| matched >= last);
+            (best.zip(member), complete)
+        };
+        match best {
+            Some(found) if complete || tokio::time::Instant::now() >= deadline => {
+                break Some(found);
+            }
+            None => break None,
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    let Some(((id, matched), member)) = successor else {
+        warn!(
+            "no follower to hand over to: the others elect a leader when this node's heartbeats stop"
+        );
+        return false;
+    };
+    match ctx
+        .network
+        .handover(ctx.node_id, id, &member, term, served)
+        .await
+    {
+        Ok(()) => {
+            info!(
+                successor = id,
+                ?matched,
+                term,
+                "handed over: node {id} is starting an election"
+            );
+            // No more heartbeats: if this node cannot grant the vote (it has
+            // led for less than election_timeout_max_ms), the third node's
+            // refusal runs out sooner.
+            ctx.raft.runtime_config().heartbeat(false);
+            true
+        }
+        Err(error) => {
+            warn!(successor = id, %error, "handover refused; the others elect a leader when this node's heartbeats stop");
+            false
+        }
+    }
+}
+
+/// After a handover, keeps the node running (it may have to grant the
+/// successor its vote) until another node leads, at most [`HANDOVER_WAIT_MAX`].
+async fn wait_for_successor(ctx: &Context) {
+    let mut metrics = ctx.raft.metrics();
+    let wait = metrics.wait_for(|m| m.current_leader.is_some_and(|id| id != ctx.node_id));
+    if tokio::time::timeout(HANDOVER_WAIT_MAX, wait).await.is_err() {
+        warn!("no new leader within {HANDOVER_WAIT_MAX:?} of the handover; stopping anyway");
+    }
 }
 
 /// What an applied `Activate` means for the node that proposed it in `term`.

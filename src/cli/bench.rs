@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// Instead of load: kill the active node this many times and time each failover.
     #[arg(long)]
     pub failover: Option<usize>,
+    /// With --failover: stop the active node with SIGTERM (a planned handover)
+    /// instead of kill -9.
+    #[arg(long, requires = "failover")]
+    pub planned: bool,
     /// Instead of load: build and install a snapshot of a state holding this many grants
     /// (in this process, on a real sled store in a temporary directory).
     #[arg(long)]
@@ -441,7 +445,7 @@ async fn bench_once(args: &BenchArgs, plaintext: bool) -> Result<Report, Failure
         let cluster = cluster
             .as_mut()
             .ok_or_else(|| Failure::usage("failover needs a local cluster"))?;
-        failover(cluster, kills).await?
+        failover(cluster, kills, args.planned).await?
     } else if let Some(sessions) = args.flood {
         let before = usages(cluster.as_ref());
         let mut figures = crate::cli::bench_flood::flood(&target, &tls, sessions).await?;
@@ -894,9 +898,15 @@ async fn status_ttl_ms(target: &str, tls: &ClientTls) -> u64 {
         .max(300)
 }
 
-async fn failover(cluster: &mut LocalCluster, kills: usize) -> Result<Report, Failure> {
+async fn failover(
+    cluster: &mut LocalCluster,
+    kills: usize,
+    planned: bool,
+) -> Result<Report, Failure> {
     let mut times = Vec::with_capacity(kills);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    // As between kills: the cluster settles (and its leader has led a while) first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     for round in 1..=kills {
         let status = cluster.status().await.ok_or_else(|| {
             Failure::unreachable("the access point does not answer before a kill")
@@ -907,7 +917,11 @@ async fn failover(cluster: &mut LocalCluster, kills: usize) -> Result<Report, Fa
         }
         let access_point = cluster.access_point.clone();
         let tls = cluster.client_tls.clone();
-        cluster.kill(active).await;
+        if planned {
+            cluster.terminate(active);
+        } else {
+            cluster.kill(active).await;
+        }
         let killed = Instant::now();
         // Clients retry through the access point until a check-out succeeds.
         let session = crate::license::secret::SessionSecret::generate()
@@ -955,14 +969,18 @@ async fn failover(cluster: &mut LocalCluster, kills: usize) -> Result<Report, Fa
         }
         let took = killed.elapsed().as_millis() as u64;
         times.push(took);
-        eprintln!("bench: kill {round}/{kills} of node {active}: first check-out after {took} ms");
+        let how = if planned { "SIGTERM" } else { "kill" };
+        eprintln!("bench: {how} {round}/{kills} of node {active}: first check-out after {took} ms");
+        if planned {
+            cluster.reap(active).await;
+        }
         cluster.start(active)?;
         // Let the restarted node catch up before the next kill.
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let mut samples: Vec<u64> = times.iter().map(|ms| ms * 1000).collect();
     Ok(Report {
-        mode: "failover".into(),
+        mode: if planned { "handover" } else { "failover" }.into(),
         sessions: 1,
         batching: true,
         errors,
@@ -1023,8 +1041,13 @@ fn print_text(report: &Report) {
         }
     }
     if let Some(f) = &report.failover {
+        let how = if report.mode == "handover" {
+            "SIGTERM (planned handover)"
+        } else {
+            "kill -9"
+        };
         println!(
-            "  failover ms (kill -9 → first check-out via the access point): median {:.0}  p99 {:.0}  max {:.0}",
+            "  failover ms ({how} → first check-out via the access point): median {:.0}  p99 {:.0}  max {:.0}",
             f.p50_ms, f.p99_ms, f.max_ms
         );
         if let Some(all) = &report.failover_ms {

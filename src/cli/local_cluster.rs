@@ -188,6 +188,27 @@ impl LocalCluster {
         }
     }
 
+    /// Asks node `id` to stop with SIGTERM (a planned stop); see [`LocalCluster::reap`].
+    pub fn terminate(&self, id: usize) {
+        if let Some(pid) = self.pid(id) {
+            // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits up to 10 s for node `id` to exit, then kills it.
+    pub async fn reap(&mut self, id: usize) {
+        if let Some(mut child) = self.children[id - 1].take()
+            && tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+
     /// Asks every node to stop with SIGTERM, waits up to 5 s each, then kills what is left.
     pub async fn stop_all(&mut self) {
         for child in self.children.iter().flatten() {

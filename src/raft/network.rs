@@ -123,6 +123,27 @@ impl Network {
             .copied()
     }
 
+    /// Asks `target` to start an election at once: this node, the leader of
+    /// `term`, has stopped serving (a planned handover).
+    pub async fn handover(
+        &self,
+        from: u64,
+        target: u64,
+        member: &Member,
+        term: u64,
+        served: bool,
+    ) -> Result<(), String> {
+        let channel = self.channel(target, member).map_err(|e| e.to_string())?;
+        let mut request =
+            tonic::Request::new(crate::proto::v1::HandoverRequest { from, term, served });
+        request.set_timeout(Duration::from_millis(500));
+        RaftClient::new(channel)
+            .handover(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| status.message().to_string())
+    }
+
     /// The peer address of `target`: from this node's config, else the membership's.
     fn address_of<'a>(&'a self, target: u64, member: &'a Member) -> &'a str {
         self.peers
@@ -318,6 +339,8 @@ pub struct RaftService {
     /// AppendEntries it accepted) or granted a vote: the activator starts
     /// elections from this.
     contact: Arc<AtomicU64>,
+    /// Told of a planned handover to this node: `(term, served)`.
+    handovers: tokio::sync::mpsc::UnboundedSender<(u64, bool)>,
     /// The cluster name, for peers' certificate names; `None` in plaintext
     /// (no sender check).
     cluster: Option<String>,
@@ -333,10 +356,12 @@ impl RaftService {
         cluster: Option<String>,
         refusals: Arc<Refusals>,
         contact: Arc<AtomicU64>,
+        handovers: tokio::sync::mpsc::UnboundedSender<(u64, bool)>,
     ) -> RaftServer<RaftService> {
         RaftServer::new(RaftService {
             raft,
             contact,
+            handovers,
             cluster,
             refusals,
         })
@@ -408,6 +433,22 @@ impl RaftRpc for RaftService {
             self.contact.store(boottime_ms(), Ordering::Relaxed);
         }
         encode_reply(&reply)
+    }
+
+    async fn handover(
+        &self,
+        request: tonic::Request<crate::proto::v1::HandoverRequest>,
+    ) -> Result<tonic::Response<crate::proto::v1::HandoverReply>, tonic::Status> {
+        let handover = *request.get_ref();
+        self.check_sender(&request, handover.from)?;
+        // The activator hears of it first, so it knows when it wins the election.
+        let _ = self.handovers.send((handover.term, handover.served));
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        Ok(tonic::Response::new(crate::proto::v1::HandoverReply {}))
     }
 
     async fn install_snapshot(
