@@ -27,8 +27,9 @@ struct Args {
     /// Fault types, comma-separated: kill, pause, partition, restart,
     /// kill-all, power, clock (a type listed twice is drawn twice as often). Default:
     /// all of them, power only where it can run (root, /dev/fuse).
-    #[arg(long, value_delimiter = ',')]
-    faults: Option<Vec<FaultKind>>,
+    /// `none`: no faults at all (to count spurious elections under load).
+    #[arg(long, value_delimiter = ',', value_parser = parse_fault)]
+    faults: Option<Vec<Option<FaultKind>>>,
     /// Concurrent client sessions.
     #[arg(long, default_value_t = 8)]
     sessions: usize,
@@ -51,6 +52,14 @@ struct Args {
     /// session floods, forged check-ins) from 127.0.0.3.
     #[arg(long)]
     hostile: bool,
+}
+
+/// A fault type, or `none` (no fault).
+fn parse_fault(text: &str) -> Result<Option<FaultKind>, String> {
+    if text == "none" {
+        return Ok(None);
+    }
+    text.parse().map(Some)
 }
 
 /// Parses `90s`, `10m`, `1h`, `500ms` or a number of seconds.
@@ -94,7 +103,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let mut faults = match args.faults.clone() {
-        Some(faults) => faults,
+        Some(faults) => faults.into_iter().flatten().collect(),
         None => {
             let mut all = FaultKind::ALL.to_vec();
             if let Err(why) = raftlm_chaos::powerfs::available() {
