@@ -24,6 +24,8 @@ enum Command {
     Status(cli::status::Args),
     /// Checks out seats of a feature and holds them, heartbeating, until the hold ends or Ctrl-C.
     Checkout(cli::checkout::Args),
+    /// Stops the active node (it hands over first) or, with --node, one node (like `lmdown`).
+    Down(cli::down::Args),
     /// Load generator, idle-session cost and failover timer.
     Bench(cli::bench::BenchArgs),
     /// Vendor and administrator license tools: keygen, sign, verify, import.
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cli::demo::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Status(args) => cli::status::run(args),
+        Command::Down(args) => cli::down::run(args),
         Command::Checkout(args) => cli::checkout::run(args),
         Command::License { command } => cli::license::run(command),
         Command::Tls { command } => cli::tls::run(command),

@@ -238,6 +238,7 @@ impl Node {
             refusals: refusals.clone(),
             stepped_back: Arc::new(std::sync::OnceLock::new()),
             clock,
+            shutdown_requested: tokio::sync::Notify::new(),
         });
         let (stop, _) = watch::channel(false);
         let mut tasks = vec![batcher_task];

@@ -57,3 +57,59 @@ async fn sigterm_of_the_active_node_hands_over() {
         "{after:?}"
     );
 }
+
+/// Waits up to 20 s for node `id`'s process to exit.
+fn wait_exit(cluster: &mut ProcessCluster, id: usize) {
+    let mut child = cluster.children[id - 1].take().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {id} did not exit\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// `raftlm down` (administrator) stops the active node, which hands over;
+// `raftlm down --node ID` stops that node and leaves the active one be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raftlm_down_stops_the_active_node_or_the_one_named() {
+    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    cluster.start_all();
+    let before = cluster.wait_access_point(Duration::from_secs(30)).await;
+    let first = before.active_node as usize;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dir = cluster.dir.path().to_path_buf();
+    let server = cluster.access_point.clone();
+    let (code, out, err) = common::process::raftlm(&["down", "--server", &server], &dir);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("node {first} is stopping")), "{out}");
+    wait_exit(&mut cluster, first);
+    assert!(
+        cluster
+            .log(first)
+            .contains("an administrator asked (raftlm down)")
+    );
+    assert!(
+        cluster.log(first).contains("handed over: node"),
+        "{}",
+        cluster.log(first)
+    );
+    let after = cluster.wait_access_point(Duration::from_secs(10)).await;
+    // The stopped node comes back (two nodes must stay up for a quorum).
+    cluster.start(first);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let follower = (1..=3)
+        .find(|&id| id != first && id as u64 != after.active_node)
+        .unwrap();
+    let id = follower.to_string();
+    let (code, out, err) =
+        common::process::raftlm(&["down", "--node", &id, "--server", &server], &dir);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_exit(&mut cluster, follower);
+    // The active node is still the same one (a follower's stop changes nothing).
+    let (_, status) = cluster.wait_active(Duration::from_secs(10)).await;
+    assert_eq!(status.active_node, after.active_node);
+}

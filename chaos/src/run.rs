@@ -84,7 +84,10 @@ impl RunConfig {
 
     /// The command line that replays this run.
     pub fn replay(&self) -> String {
-        let faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
+        let mut faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
+        if faults.is_empty() {
+            faults.push("none");
+        }
         format!(
             "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {}{}",
             self.seed,

@@ -10,6 +10,7 @@ pub mod bench_flood;
 pub mod checkout;
 pub mod cluster_tls;
 pub mod demo;
+pub mod down;
 pub mod import;
 pub mod license;
 pub mod local_cluster;

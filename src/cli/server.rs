@@ -21,8 +21,11 @@ pub fn run(config_path: PathBuf) -> Result<(), Failure> {
         let node = Node::start(config)
             .await
             .map_err(|e| Failure::usage(e.to_string()))?;
-        wait_for_signal().await;
-        info!("stopping");
+        let asked = node.shared().clone();
+        tokio::select! {
+            _ = wait_for_signal() => info!("stopping"),
+            _ = asked.shutdown_requested.notified() => info!("stopping: an administrator asked (raftlm down)"),
+        }
         node.shutdown().await;
         Ok(())
     })

@@ -308,7 +308,8 @@ termed!(
     pb::ImportLicenseReply,
     pb::RemoveLicenseReply,
     pb::TrustKeyReply,
-    pb::UntrustKeyReply
+    pb::UntrustKeyReply,
+    pb::ShutdownReply
 );
 
 /// A handle on the cluster; cheap to clone (clones share channels, the last
@@ -682,6 +683,24 @@ impl Client {
             })
             .await?;
         Ok(answered.reply.key_id)
+    }
+
+    /// Asks node `node` (0: the active node) to stop gracefully, handing
+    /// over if it is active; returns the node that stops. For a given node,
+    /// give a client whose server list is that node's own address.
+    pub async fn shutdown(&self, node: u64) -> Result<u64, ClientError> {
+        let answered = self
+            .call(
+                "shutdown",
+                self.inner.options.call_timeout,
+                |channel| async move {
+                    AdminClient::new(channel)
+                        .shutdown(pb::ShutdownRequest { node })
+                        .await
+                },
+            )
+            .await?;
+        Ok(answered.reply.node)
     }
 
     /// Stops trusting the vendor key `key_id`.

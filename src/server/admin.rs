@@ -307,6 +307,29 @@ impl Admin for AdminService {
         }
     }
 
+    async fn shutdown(
+        &self,
+        request: Request<pb::ShutdownRequest>,
+    ) -> Result<Response<pb::ShutdownReply>, Status> {
+        let author = administrator(&self.shared, &request)?;
+        let node = request.into_inner().node;
+        let me = self.shared.node_id;
+        if node == 0 {
+            // The active node: a node that is not sends the client on.
+            self.shared.serving()?;
+        } else if node != me {
+            return Err(ServiceError::Refused(format!(
+                "this is node {me}, not node {node}: ask node {node} at its own address"
+            ))
+            .into());
+        }
+        warn!(%author, "stop requested by an administrator (raftlm down)");
+        // Answered first; the node stops (and an active node hands over) right after.
+        self.shared.shutdown_requested.notify_one();
+        let term = self.shared.raft.metrics().borrow().current_term;
+        Ok(Response::new(pb::ShutdownReply { node: me, term }))
+    }
+
     async fn untrust_key(
         &self,
         request: Request<pb::UntrustKeyRequest>,

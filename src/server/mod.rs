@@ -58,6 +58,8 @@ pub struct Shared {
     pub stepped_back: Arc<std::sync::OnceLock<String>>,
     /// Whether this node's wall clock agrees with its peers'.
     pub clock: Arc<crate::clock::Clock>,
+    /// An administrator asked this node to stop (`raftlm down`).
+    pub shutdown_requested: tokio::sync::Notify,
 }
 
 /// Longest a client or peer connection lives before the server asks it to

@@ -1,0 +1,56 @@
+//! `raftlm down [--node ID] [--server S]`: stops one node gracefully
+//! (FlexNet's `lmdown`, for one node). Without `--node` it stops the active
+//! node, which hands over to the most up-to-date follower first (service
+//! pauses for tens of milliseconds); with `--node ID` it stops that node,
+//! reached at its own address as `raftlm status` lists it. Needs an
+//! administrator certificate (`RAFTLM_CERT`, `RAFTLM_KEY`). A node started by
+//! a service manager that restarts it on exit comes back; stop the service
+//! instead to keep it down.
+
+use crate::cli::Failure;
+use crate::cli::checkout::{failure, init_logging, runtime};
+use crate::client::{DEFAULT_SERVER, ServerList};
+
+/// `raftlm down`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The node to stop (default: the active node).
+    #[arg(long, value_name = "ID")]
+    pub node: Option<u64>,
+    /// The access point or node list: host:port or port@host, comma-separated.
+    #[arg(long, env = "RAFTLM_SERVER", default_value = DEFAULT_SERVER, value_name = "S")]
+    pub server: ServerList,
+}
+
+/// Runs `raftlm down`.
+pub fn run(args: Args) -> Result<(), Failure> {
+    init_logging();
+    runtime()?.block_on(async move {
+        let client = crate::cli::env_client(args.server.clone())?;
+        let stopped = match args.node {
+            None => client.shutdown(0).await.map_err(failure)?,
+            Some(id) => {
+                let status = client.status().await.map_err(failure)?;
+                let Some(node) = status.nodes.iter().find(|n| n.id == id) else {
+                    return Err(Failure::usage(format!(
+                        "the cluster has no node {id} (its nodes: {})",
+                        status
+                            .nodes
+                            .iter()
+                            .map(|n| n.id.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                let list: ServerList = node
+                    .address
+                    .parse()
+                    .map_err(|e| Failure::usage(format!("node {id}'s address: {e}")))?;
+                let direct = crate::cli::env_client(list)?;
+                direct.shutdown(id).await.map_err(failure)?
+            }
+        };
+        println!("node {stopped} is stopping (an active node hands over first)");
+        Ok(())
+    })
+}
