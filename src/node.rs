@@ -73,12 +73,25 @@ pub struct Node {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// openraft's heartbeat interval: twice raftlm's `heartbeat_ms`, but below
+/// the lease. openraft sends its own heartbeats this often and gives every
+/// RPC of a quorum round this long; the activator starts a round every
+/// `heartbeat_ms` without waiting for the last, so one slow round (on a
+/// loaded machine) no longer lets the lease lapse. Safety does not depend on
+/// it: a round's lease starts when the round is started, and voters refuse
+/// votes for `election_timeout_max_ms` after each AppendEntries they get.
+pub fn openraft_heartbeat_ms(timing: &crate::config::Timing) -> u64 {
+    (2 * timing.heartbeat_ms)
+        .min(timing.lease_ms.saturating_sub(timing.heartbeat_ms))
+        .max(timing.heartbeat_ms)
+}
+
 /// openraft's configuration from ours.
 pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
     let t = &config.timing;
     let raft = openraft::Config {
         cluster_name: config.cluster_name.clone(),
-        heartbeat_interval: t.heartbeat_ms,
+        heartbeat_interval: openraft_heartbeat_ms(t),
         election_timeout_min: t.election_timeout_min_ms,
         election_timeout_max: t.election_timeout_max_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot.logs_since_last),

@@ -7,7 +7,8 @@
 //! the actions it returns (`tests/activator_scripts.rs`).
 //!
 //! The rules (DESIGN §4), for the leader of term `T`:
-//! - every tick it starts a quorum round (at most one at a time); a round
+//! - every heartbeat it starts a quorum round (a slow one is not waited
+//!   for, up to [`ROUNDS_IN_FLIGHT_MAX`] at once); a round
 //!   that started at `t0` and confirmed leadership makes the lease valid
 //!   until `t0 + lease_ms`;
 //! - it activates once it has held a lease for `lease_ms + lease_margin_ms`
@@ -246,6 +247,11 @@ impl fmt::Display for Action {
     }
 }
 
+/// Most quorum rounds in flight at once: a round starts every heartbeat
+/// without waiting for a slow one to end, so one slow round does not let the
+/// lease lapse.
+pub const ROUNDS_IN_FLIGHT_MAX: u32 = 4;
+
 /// How often a repeated failure (an `up` that keeps failing, a bind) is logged.
 pub const REPEAT_LOG_MS: u64 = 1_000;
 
@@ -262,7 +268,8 @@ pub struct Core {
     serving: bool,
     /// When the first confirmed round of `lease_term` started.
     first_round_ms: Option<u64>,
-    round_in_flight: bool,
+    /// Quorum rounds started and not yet ended.
+    rounds_in_flight: u32,
     activate_in_flight: bool,
     /// The `up` command succeeded and no `down` has succeeded since.
     raised: bool,
@@ -306,7 +313,7 @@ impl Core {
             lease_until_ms: 0,
             serving: false,
             first_round_ms: None,
-            round_in_flight: false,
+            rounds_in_flight: 0,
             activate_in_flight: false,
             raised: false,
             up_in_flight: false,
@@ -425,7 +432,7 @@ impl Core {
                 }
                 if self.leader
                     && self.lease_term == self.term
-                    && !self.round_in_flight
+                    && self.rounds_in_flight < ROUNDS_IN_FLIGHT_MAX
                     && self.clock_back_until.is_none()
                     && clock != ClockView::Condemned
                     && !self.stepped_back
@@ -436,13 +443,13 @@ impl Core {
                 {
                     // No rounds while stepped back: their heartbeats would
                     // keep the followers from electing another node.
-                    self.round_in_flight = true;
+                    self.rounds_in_flight += 1;
                     self.last_round_ms = Some(now);
                     out.push(Action::Round { term: self.term });
                 }
             }
             Input::Round { term, t0, ok } => {
-                self.round_in_flight = false;
+                self.rounds_in_flight = self.rounds_in_flight.saturating_sub(1);
                 if ok && self.leader && term == self.term && term == self.lease_term {
                     self.lease_until_ms = self.lease_until_ms.max(t0 + self.settings.lease_ms);
                     self.first_round_ms.get_or_insert(t0);
