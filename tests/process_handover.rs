@@ -31,16 +31,7 @@ async fn sigterm_of_the_active_node_hands_over() {
     let after = cluster.wait_access_point(Duration::from_secs(10)).await;
     assert_ne!(after.active_node as usize, first, "{after:?}");
     // The old node exits by itself.
-    let mut child = cluster.children[first - 1].take().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node {first} did not exit\n{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_exit(&mut cluster, first);
     let log = cluster.log(first);
     assert!(log.contains("handed over: node"), "{log}");
     let successor = after.active_node as usize;

@@ -461,14 +461,9 @@ impl Core {
                 match result {
                     Ok(()) => {
                         self.raised = true;
-                        if self.down_needed || !self.may_activate(now) {
-                            // Released, the lease lapsed or leadership moved while up ran.
-                            if !self.down_needed {
-                                out.push(log(
-                                    Level::Warn,
-                                    format!("quorum lease of term {} lapsed before activation: releasing the access point", self.lease_term),
-                                ));
-                            }
+                        if self.down_needed {
+                            // Released while up ran: take it down again. A
+                            // lease that lapsed meanwhile is `decide`'s.
                             self.release(&mut out);
                         }
                     }

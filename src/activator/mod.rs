@@ -129,20 +129,22 @@ struct Held {
     task: JoinHandle<()>,
 }
 
-/// A tick: the clock's verdict, the leader's silence, fresh election jitter.
-fn tick(ctx: &Context, rng: &mut rand::rngs::StdRng) -> Input {
+/// A tick: the clock's verdict (the peers whose clocks are off are logged
+/// when that set changes), the leader's silence, fresh election jitter.
+fn tick(ctx: &Context, rng: &mut rand::rngs::StdRng, clocks_reported: &mut Vec<u64>) -> Input {
     let timing = ctx.config.timing;
     let spread = timing.election_timeout_max_ms - timing.election_timeout_min_ms;
+    let verdict = ctx.clock.judge();
+    report_clocks(&verdict, clocks_reported);
     Input::Tick {
-        clock: clock_view(&ctx.clock),
+        clock: clock_view(&verdict),
         silence_ms: boottime_ms().saturating_sub(ctx.leader_contact.load(Ordering::Relaxed)),
         jitter_ms: rng.gen_range(0..=spread),
     }
 }
 
 /// The clock's verdict as the core sees it.
-fn clock_view(clock: &Clock) -> ClockView {
-    let verdict = clock.judge();
+fn clock_view(verdict: &crate::clock::Verdict) -> ClockView {
     if verdict.condemned() {
         ClockView::Condemned
     } else if verdict.ok() {
@@ -195,13 +197,9 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
                 error!("stopping without having released the access point (its down command keeps failing)");
                 break;
             }
-            _ = ticker.tick() => {
-                let verdict = ctx.clock.judge();
-                report_clocks(&verdict, &mut clocks_reported);
-                tick(&ctx, &mut rng)
-            }
+            _ = ticker.tick() => tick(&ctx, &mut rng, &mut clocks_reported),
             _ = async { tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)).await }, if wake.is_some() => {
-                tick(&ctx, &mut rng)
+                tick(&ctx, &mut rng, &mut clocks_reported)
             }
             changed = metrics.changed() => {
                 if changed.is_err() {
