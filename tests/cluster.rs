@@ -710,7 +710,7 @@ async fn incompatible_timing_steps_back_instead_of_serving() {
     assert!(
         why.contains(&format!(
             "lease_ms = {}",
-            raftlm::config::Timing::default().lease_ms
+            common::in_process_timing().lease_ms
         )) && why.contains("= 60 ms"),
         "the reason names both values: {why}"
     );
