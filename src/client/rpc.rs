@@ -73,7 +73,12 @@ pub struct ClientOptions {
     pub attempt_timeout: Duration,
     /// The first pause between attempts. Default 25 ms.
     pub backoff_min: Duration,
-    /// The longest pause between attempts. Default 1 s.
+    /// The longest pause between attempts. Default 250 ms: a failover takes
+    /// about half a second (`docs/performance.md`), and a longer pause would
+    /// add most of itself to what the application waits; an attempt at an
+    /// address nobody listens on costs the cluster nothing, and a session
+    /// keeps its connection, so the retries of many clients do not become a
+    /// storm of handshakes.
     pub backoff_max: Duration,
     /// How to dial: whom to trust, which certificate to present. Default:
     /// [`ClientTls::default`], TLS trusting the operating system's roots;
@@ -87,7 +92,7 @@ impl Default for ClientOptions {
             call_timeout: Duration::from_secs(15),
             attempt_timeout: Duration::from_secs(2),
             backoff_min: Duration::from_millis(25),
-            backoff_max: Duration::from_secs(1),
+            backoff_max: Duration::from_millis(250),
             tls: ClientTls::default(),
         }
     }
