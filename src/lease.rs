@@ -35,16 +35,88 @@ pub(crate) struct LeaseState {
     pub(crate) until_ms: u64,
     /// Whether the node activated in `term` and may serve.
     pub(crate) serving: bool,
+    /// Boot-time ms at which the node's current spell of serving began: set
+    /// by [`Lease::update`] whenever the lease starts to let the node serve
+    /// after it did not (a new term, or the same term after a lapse).
+    pub(crate) since_ms: u64,
+}
+
+impl LeaseState {
+    fn lets_serve(&self, now_ms: u64) -> bool {
+        let lapsed = now_ms >= self.until_ms
+            && !crate::fault::broken(crate::fault::Break::Lease);
+        self.serving && !lapsed
+    }
 }
 
 impl Lease {
     /// The term this node serves in, if it serves right now.
     pub fn serving_term(&self) -> Option<u64> {
+        self.serving_since().map(|(term, _)| term)
+    }
+
+    /// The term this node serves in and the boot-time ms its current spell
+    /// of serving began, if it serves right now. Session liveness counts
+    /// silence from no earlier than that moment (`src/server/sessions.rs`):
+    /// while the node did not serve, no client could renew with it.
+    pub fn serving_since(&self) -> Option<(u64, u64)> {
         let state = *self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        (state.serving && boottime_ms() < state.until_ms).then_some(state.term)
+        state
+            .lets_serve(boottime_ms())
+            .then_some((state.term, state.since_ms))
     }
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut LeaseState)) {
-        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+        let now = boottime_ms();
+        let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let before = *state;
+        f(&mut state);
+        let resumed = !before.lets_serve(now) || before.term != state.term;
+        if state.lets_serve(now) && resumed {
+            state.since_ms = now;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(lease: &Lease, term: u64, until_ms: u64) {
+        lease.update(|l| {
+            l.term = term;
+            l.until_ms = until_ms;
+            l.serving = true;
+        });
+    }
+
+    // A spell of serving starts when the lease first lets the node serve, is
+    // kept while it is renewed in time, and starts again after a lapse in the
+    // same term or in a new term.
+    #[test]
+    fn a_lapse_starts_a_new_spell_of_serving() {
+        let lease = Lease::default();
+        assert_eq!(lease.serving_since(), None);
+        let first = boottime_ms();
+        serve(&lease, 3, first + 60_000);
+        let (term, since) = lease.serving_since().unwrap();
+        assert_eq!(term, 3);
+        assert!(since >= first);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        serve(&lease, 3, boottime_ms() + 60_000);
+        assert_eq!(lease.serving_since(), Some((3, since)), "renewed in time");
+
+        serve(&lease, 3, 1); // lapsed: its end is long past
+        assert_eq!(lease.serving_since(), None);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        serve(&lease, 3, boottime_ms() + 60_000);
+        let (_, again) = lease.serving_since().unwrap();
+        assert!(again >= since + 5, "same term after a lapse: {again} vs {since}");
+
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        serve(&lease, 4, boottime_ms() + 60_000);
+        let (term, newer) = lease.serving_since().unwrap();
+        assert_eq!(term, 4);
+        assert!(newer >= again + 5, "a new term: {newer} vs {again}");
     }
 }

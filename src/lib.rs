@@ -8,6 +8,7 @@ pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod fault;
 pub mod lease;
 pub mod license;
 pub mod node;

@@ -8,9 +8,17 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use raftlm::cli::{self, Failure};
 
+/// The version `--version` prints; a build with the test-only feature
+/// fault-injection says so (`src/fault.rs`), and `raftlm-chaos` checks it.
+const VERSION: &str = if raftlm::fault::BUILT_IN {
+    concat!(env!("CARGO_PKG_VERSION"), " (test-only fault-injection build)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// raftlm: a floating-license server that runs as a three-node Raft cluster.
 #[derive(Debug, Parser)]
-#[command(name = "raftlm", version, about, long_about = None)]
+#[command(name = "raftlm", version = VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -196,6 +196,12 @@ impl Node {
                 "built with the test-only feature fault-injection and RAFTLM_FAULT_CLOCK_FILE set: this node's wall clock is shifted by that file"
             );
         }
+        if !crate::fault::breaks().is_empty() {
+            warn!(
+                breaks = ?crate::fault::breaks(),
+                "built with the test-only feature fault-injection and RAFTLM_FAULT_BREAK set: these parts are broken on purpose"
+            );
+        }
         let network = Network::new(
             &config.cluster_name,
             peers,

@@ -65,6 +65,7 @@ fn settings(line: &str) -> Settings {
             Some("none") => AccessPointMode::None,
             other => panic!("`{line}`: mode must be bind, command or none, not {other:?}"),
         },
+        ignore_lapse: false,
     }
 }
 

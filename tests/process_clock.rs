@@ -1,16 +1,15 @@
 //! A node whose wall clock jumps a year ahead: it stops serving and steps
 //! back, another node takes over, state time does not follow the wrong
 //! clock (a dated license stays unexpired), and `status` names the node and
-//! its offset. Needs a `raftlm` built with the test-only feature
-//! fault-injection, which a `cargo test` at the workspace root has (the chaos
-//! harness enables it); `cargo test -p raftlm` alone leaves this test out.
-#![cfg(feature = "fault-injection")]
+//! its offset. The nodes run a `raftlm` built with the test-only feature
+//! fault-injection into a target directory of its own
+//! (`common::process::fault_injection_binary`), which this test builds.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::process::{ProcessCluster, license_client, status};
+use common::process::{ProcessCluster, fault_injection_binary, license_client, status};
 use raftlm::license::feature::Date;
 use raftlm::proto::v1 as pb;
 
@@ -59,7 +58,8 @@ async fn active_other_than(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_clock_jumps_a_year_stops_serving_and_state_time_stays() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster =
+        ProcessCluster::new(&[("cad", 5)], "").with_binary(fault_injection_binary());
     // A license valid for 30 more days (true time).
     let expiry = Date::from_unix_ms(real_now_ms() + 30 * DAY_MS as u64);
     let dated = format!(

@@ -66,6 +66,8 @@ pub struct ClusterSpec {
     /// jumps one node's further. The nodes' `timing.clock_skew_max_ms` is
     /// then [`CLOCK_SKEW_MAX_MS`].
     pub clock_base_ms: Option<i64>,
+    /// `RAFTLM_FAULT_BREAK` for every node (empty: nothing broken).
+    pub breaks: String,
 }
 
 /// The nodes' `timing.clock_skew_max_ms` in runs with the clock fault: small,
@@ -265,6 +267,11 @@ impl Cluster {
             .stderr(log);
         if self.spec.clock_base_ms.is_some() {
             command.env("RAFTLM_FAULT_CLOCK_FILE", clock_file(&self.spec.dir, i));
+        }
+        if self.spec.breaks.is_empty() {
+            command.env_remove("RAFTLM_FAULT_BREAK");
+        } else {
+            command.env("RAFTLM_FAULT_BREAK", &self.spec.breaks);
         }
         // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
         unsafe {

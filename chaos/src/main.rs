@@ -52,6 +52,31 @@ struct Args {
     /// session floods, forged check-ins) from 127.0.0.3.
     #[arg(long)]
     hostile: bool,
+    /// Break parts of raftlm on purpose, to show the checker catches it:
+    /// comma-separated `sweeper`, `dedup`, `lease` (raftlm's `src/fault.rs`).
+    /// Needs a raftlm built with the test-only feature fault-injection; the
+    /// run is then expected to FAIL.
+    #[arg(long = "break", value_delimiter = ',', value_parser = parse_break, value_name = "PARTS")]
+    breaks: Vec<String>,
+}
+
+/// A part of raftlm that `--break` can break.
+fn parse_break(text: &str) -> Result<String, String> {
+    let names: Vec<&str> = raftlm::fault::Break::ALL.iter().map(|(n, _)| *n).collect();
+    if names.contains(&text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!("unknown part {text:?}: one of {}", names.join(", ")))
+    }
+}
+
+/// Whether `binary` was built with the test-only feature fault-injection
+/// (its `--version` says so).
+fn built_with_fault_injection(binary: &std::path::Path) -> bool {
+    std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("fault-injection"))
 }
 
 /// A fault type, or `none` (no fault).
@@ -120,6 +145,13 @@ async fn main() -> ExitCode {
         eprintln!("raftlm-chaos: the power fault cannot run here: {why}");
         return ExitCode::from(2);
     }
+    if !args.breaks.is_empty() && !built_with_fault_injection(&binary) {
+        eprintln!(
+            "raftlm-chaos: --break needs a raftlm built with the test-only feature fault-injection (cargo build -p raftlm --features fault-injection --target-dir target/fault-injection); {} is not",
+            binary.display()
+        );
+        return ExitCode::from(2);
+    }
     let config = RunConfig {
         seed,
         duration: args.duration,
@@ -132,6 +164,7 @@ async fn main() -> ExitCode {
         features: vec![("cad".into(), 5), ("sim".into(), 3)],
         progress: true,
         hostile: args.hostile,
+        breaks: args.breaks.clone(),
     };
     eprintln!("raftlm-chaos: seed {seed} (replay: {})", config.replay());
     // Dropping the run on Ctrl-C or SIGTERM kills every node it started.

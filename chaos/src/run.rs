@@ -73,6 +73,8 @@ pub struct RunConfig {
     pub progress: bool,
     /// Run the hostile client next to the honest sessions (see [`crate::hostile`]).
     pub hostile: bool,
+    /// Parts of raftlm broken on purpose (`--break`; `src/fault.rs`).
+    pub breaks: Vec<String>,
 }
 
 impl RunConfig {
@@ -89,12 +91,17 @@ impl RunConfig {
             faults.push("none");
         }
         format!(
-            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {}{}",
+            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {}{}{}",
             self.seed,
             self.duration.as_secs(),
             faults.join(","),
             self.sessions,
-            if self.hostile { " --hostile" } else { "" }
+            if self.hostile { " --hostile" } else { "" },
+            if self.breaks.is_empty() {
+                String::new()
+            } else {
+                format!(" --break {}", self.breaks.join(","))
+            }
         )
     }
 }
@@ -198,6 +205,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         power: config.power(),
         dated: clock.as_ref().map_or_else(Vec::new, ClockPlan::dated),
         clock_base_ms: clock.as_ref().map(|c| c.base_ms),
+        breaks: config.breaks.join(","),
     })?;
     progress(
         config,

@@ -2,15 +2,17 @@
 //! every fault type but power cuts (clock jumps included), and 45 s of power cuts mixed with
 //! kills and pauses, under the recorded workload, and not one violation.
 //!
+//! Then three runs with a part of raftlm broken on purpose (`--break`), each
+//! of which must be caught by the invariant that guards that part.
+//!
 //! How the binaries are found: the harness is `CARGO_BIN_EXE_raftlm-chaos`
-//! (cargo builds it for this test). The `raftlm` binary is not a dependency
-//! artifact cargo can hand to another package's tests, so the test asks
-//! cargo to build it into the same target directory and profile
-//! (`cargo build -p raftlm --bin raftlm --features fault-injection`, a no-op
-//! when it is fresh) and uses `raftlm` next to the harness. A plain `cargo
-//! test` at the workspace root has built it already, with the same features
-//! (the harness's dependency on raftlm enables fault-injection for the whole
-//! build, for the clock fault).
+//! (cargo builds it for this test). The `raftlm` binary under test is built
+//! with the test-only feature fault-injection (the clock fault and the
+//! breaks need it) into a target directory of its own, `fault-injection/`
+//! inside the harness's (`cargo build -p raftlm --bin raftlm --features
+//! fault-injection --target-dir …`, a no-op when it is fresh): a workspace
+//! build never enables the feature, so no `target/debug/raftlm` or
+//! `target/release/raftlm` has it.
 //!
 //! Bounded: the harness runs as a child process that is killed if the test
 //! panics or the run exceeds its time limit; the harness kills its nodes on
@@ -51,14 +53,23 @@ impl Drop for Harness {
     }
 }
 
-/// The `raftlm` binary in the harness's target directory and profile, built if needed.
+/// The `raftlm` binary built with the feature fault-injection, in
+/// `fault-injection/` under the harness's target directory, with the
+/// harness's profile; built if needed (once per test process).
 fn raftlm_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_raftlm_binary).clone()
+}
+
+fn build_raftlm_binary() -> PathBuf {
     let harness = Path::new(env!("CARGO_BIN_EXE_raftlm-chaos"));
     let profile_dir = harness.parent().expect("the harness lives in a directory");
-    let binary = profile_dir.join("raftlm");
+    let profile = profile_dir.file_name().expect("a profile directory");
     let target_dir = profile_dir
         .parent()
-        .expect("the profile directory has a parent");
+        .expect("the profile directory has a parent")
+        .join("fault-injection");
+    let binary = target_dir.join(profile).join("raftlm");
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("chaos/ sits in the workspace");
@@ -85,23 +96,44 @@ fn raftlm_binary() -> PathBuf {
         Ok(s) if s.success() => {}
         other => assert!(
             binary.is_file(),
-            "cannot build the raftlm binary ({other:?}) and {} does not exist: run `cargo build -p raftlm` first",
+            "cannot build the raftlm binary ({other:?}) and {} does not exist: run `cargo build -p raftlm --features fault-injection --target-dir target/fault-injection` first",
             binary.display()
         ),
     }
     binary
 }
 
-/// Runs the harness with `faults` for `duration`, and fails the test unless
-/// every invariant held, every type in `must_inject` was injected and grants
-/// were made. Returns the JSON report.
-fn run_chaos(
-    seed: &str,
-    duration: &str,
-    faults: &str,
-    must_inject: &[&str],
-    extra: &[&str],
-) -> serde_json::Value {
+/// One finished harness run: its exit status and JSON report, and what to
+/// keep if the test fails.
+struct Finished {
+    status: std::process::ExitStatus,
+    report: serde_json::Value,
+    harness: Harness,
+    work: tempfile::TempDir,
+}
+
+impl Finished {
+    /// Fails the test with `why`, keeping the run directory.
+    fn fail(self, why: String) -> ! {
+        drop(self.harness);
+        let kept = self.work.keep();
+        panic!("{why}; run directory kept at {}", kept.display());
+    }
+
+    /// The report's entry for invariant `name`.
+    fn invariant(&self, name: &str) -> &serde_json::Value {
+        self.report["invariants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("the report has no invariant {name}"))
+    }
+}
+
+/// Runs the harness with `faults` for `duration` (and `extra` options) to
+/// its end and reads its report.
+fn run_harness(seed: &str, duration: &str, faults: &str, extra: &[&str]) -> Finished {
     // One run at a time: two clusters and their loads on a small machine
     // would measure the machine, not raftlm.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -151,8 +183,13 @@ fn run_chaos(
     };
     let mut stdout = String::new();
     std::io::Read::read_to_string(harness.child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    let report: serde_json::Value = match serde_json::from_str(stdout.trim()) {
-        Ok(report) => report,
+    match serde_json::from_str(stdout.trim()) {
+        Ok(report) => Finished {
+            status,
+            report,
+            harness,
+            work,
+        },
         Err(error) => {
             drop(harness);
             let kept = work.keep();
@@ -161,7 +198,21 @@ fn run_chaos(
                 kept.display()
             );
         }
-    };
+    }
+}
+
+/// Runs the harness with `faults` for `duration`, and fails the test unless
+/// every invariant held, every type in `must_inject` was injected and grants
+/// were made. Returns the JSON report.
+fn run_chaos(
+    seed: &str,
+    duration: &str,
+    faults: &str,
+    must_inject: &[&str],
+    extra: &[&str],
+) -> serde_json::Value {
+    let run = run_harness(seed, duration, faults, extra);
+    let report = &run.report;
     let failed: Vec<&serde_json::Value> = report["invariants"]
         .as_array()
         .unwrap()
@@ -184,13 +235,12 @@ fn run_chaos(
         .filter(|k| count(k) == 0)
         .collect();
     let granted = report["operations"]["checkout"]["ok"].as_u64().unwrap_or(0);
-    if !failed.is_empty() || !status.success() || !missing.is_empty() || granted == 0 {
-        drop(harness);
-        let kept = work.keep();
-        panic!(
-            "chaos run failed (exit {status}); violations: {failed:#?}; fault types never injected: {missing:?}; grants: {granted}; run directory kept at {}",
-            kept.display()
+    if !failed.is_empty() || !run.status.success() || !missing.is_empty() || granted == 0 {
+        let why = format!(
+            "chaos run failed (exit {}); violations: {failed:#?}; fault types never injected: {missing:?}; grants: {granted}",
+            run.status
         );
+        run.fail(why);
     }
     eprintln!(
         "chaos run passed: {} faults ({}), {granted} grants, {} invariants checked",
@@ -198,7 +248,23 @@ fn run_chaos(
         report["faults"],
         report["invariants"].as_array().unwrap().len()
     );
-    report
+    run.report
+}
+
+/// Runs the harness with `part` of raftlm broken (`--break`) and fails the
+/// test unless the run fails (exit 1) with violations of `caught_by`.
+fn run_broken(seed: &str, duration: &str, faults: &str, part: &str, caught_by: &str) {
+    let run = run_harness(seed, duration, faults, &["--break", part]);
+    let invariant = run.invariant(caught_by).clone();
+    let violations = invariant["violations"].as_u64().unwrap_or(0);
+    if run.status.code() != Some(1) || violations == 0 {
+        let why = format!(
+            "with {part} broken the run should fail {caught_by}, but it exited with {} and reported {invariant}",
+            run.status
+        );
+        run.fail(why);
+    }
+    eprintln!("with {part} broken: {caught_by} caught {violations} violations");
 }
 
 // Under kills, pauses, restarts, kill-all, cut links and jumped clocks
@@ -254,4 +320,25 @@ fn power_cuts_lose_no_acknowledged_grant() {
         "{}",
         report["disk"]
     );
+}
+
+// A sweeper that expires sessions after a twentieth of the TTL takes seats
+// from sessions that are heartbeating: an acknowledged grant is lost.
+#[test]
+fn a_broken_sweeper_is_caught() {
+    run_broken("20261202", "15s", "none", "sweeper", "no-lost-grant");
+}
+
+// Without the per-session retry window a retried check-out is applied
+// again: one request id gets two grants.
+#[test]
+fn a_broken_retry_window_is_caught() {
+    run_broken("20261203", "20s", "none", "dedup", "retry-never-double-grants");
+}
+
+// A leader that serves on after its quorum lease lapsed answers in an old
+// term after another node has answered in a newer one.
+#[test]
+fn a_broken_lease_is_caught() {
+    run_broken("20261204", "40s", "partition,pause", "lease", "fencing-terms-monotonic");
 }

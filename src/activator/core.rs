@@ -44,6 +44,10 @@ pub struct Settings {
     pub election_timeout_max_ms: u64,
     /// The access point backend.
     pub mode: AccessPointMode,
+    /// Never stop serving when the lease lapses: the `lease` break of the
+    /// test-only feature fault-injection (`src/fault.rs`). Always `false` in a
+    /// shipped build.
+    pub ignore_lapse: bool,
 }
 
 /// How this node's clock compares with its peers' (see `src/clock.rs`).
@@ -603,7 +607,7 @@ impl Core {
             });
             return;
         }
-        if self.serving && now >= self.lease_until_ms {
+        if self.serving && now >= self.lease_until_ms && !self.settings.ignore_lapse {
             out.push(log(
                 Level::Warn,
                 format!("quorum lease of term {} lapsed: stopping service and releasing the access point", self.lease_term),

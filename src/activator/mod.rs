@@ -164,6 +164,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
         lease_margin_ms: timing.lease_margin_ms,
         election_timeout_max_ms: timing.election_timeout_max_ms,
         mode: ctx.config.access_point.mode,
+        ignore_lapse: crate::fault::broken(crate::fault::Break::Lease),
     });
     let (results, mut inputs) = mpsc::unbounded_channel::<Input>();
     let mut ticker =

@@ -779,7 +779,9 @@ impl LicenseState {
             return first.clone();
         }
         if let Some(session) = self.sessions.get(&request.session) {
-            if let Some((_, first)) = session.recent.iter().find(|(seq, _)| *seq == request.seq) {
+            if let Some((_, first)) = session.recent.iter().find(|(seq, _)| *seq == request.seq)
+                && !crate::fault::broken(crate::fault::Break::Dedup)
+            {
                 return first.clone();
             }
             if request.seq <= session.forgotten_seq {

@@ -47,6 +47,11 @@ pub enum ServiceError {
         /// One plain sentence naming the limit, its value and the source.
         message: String,
     },
+    /// The session is being expired (the sweeper found it silent for longer
+    /// than the session TTL and its `Expire` is in flight): ask again, and the
+    /// answer will say whether it was expired.
+    #[error("session {0} is being expired after a silence longer than the session TTL; ask again")]
+    Expiring(String),
     /// The request may or may not have been applied; retry it with the same request id.
     #[error("{0}; retry with the same request id")]
     Unknown(String),
@@ -100,7 +105,9 @@ impl From<ServiceError> for Status {
             }
             ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
             ServiceError::Refused(_) => Status::failed_precondition(message),
-            ServiceError::Overloaded(_) => Status::resource_exhausted(message),
+            ServiceError::Overloaded(_) | ServiceError::Expiring(_) => {
+                Status::resource_exhausted(message)
+            }
             ServiceError::LimitReached { limit, .. } => {
                 let mut status = Status::resource_exhausted(message);
                 status

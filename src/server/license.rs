@@ -20,6 +20,7 @@ use crate::license::secret::{SESSION_SECRET_BYTES, SessionSecret};
 use crate::license::state::{self, Command, DenyReason, Outcome, RequestId, SessionId};
 use crate::proto::v1 as pb;
 use crate::proto::v1::license_server::License;
+use crate::server::sessions::{Refusal, Renewing};
 use crate::server::{ServiceError, Shared};
 
 /// Longest feature, user or host name accepted, in bytes.
@@ -216,11 +217,14 @@ impl LicenseService {
         // A request that would start a new session from an address that has
         // its share already is refused here, before anything is proposed.
         let max = self.shared.config.limits.sessions_per_address_max;
-        if let Err(sessions) = self
+        let admitted = self
             .shared
             .sessions
-            .admit(term, id.session, peer, !held, max)
-        {
+            .admit(term, id.session, peer, !held, max);
+        if admitted == Err(Refusal::Doomed) {
+            return Err(ServiceError::Expiring(id.session.to_string()));
+        }
+        if let Err(Refusal::Limit(sessions)) = admitted {
             let address = peer.map_or_else(String::new, |a| a.to_string());
             return Err(ServiceError::LimitReached {
                 limit: "limits.sessions_per_address_max",
@@ -248,8 +252,9 @@ impl LicenseService {
                 .read(|s| s.sessions().contains_key(&id.session))
             {
                 // Recorded again: a sweep while the request was in flight
-                // forgets a session the state did not hold yet.
-                self.shared.sessions.touch(term, id.session, peer);
+                // forgets a session the state did not hold yet. (Its outcome
+                // is the state's; a doomed mark cannot change it now.)
+                let _ = self.shared.sessions.touch(term, id.session, peer);
             } else {
                 // Denied (or not applied): no session was created, so the
                 // place it took in its address's count is free again.
@@ -343,6 +348,12 @@ impl LicenseService {
                 "session reconnected after running in caching mode"
             );
         }
+        // Touched before the state is read, so the sweeper cannot choose the
+        // session in between (`SessionTracker::renewing`).
+        let renewing = self.shared.sessions.renewing(term, session, peer);
+        if renewing == Renewing::Doomed {
+            return Err(ServiceError::Expiring(session.to_string()));
+        }
         let (unknown, session_expired, held) = self.shared.state.read(|state| {
             let unknown = request
                 .tokens
@@ -359,8 +370,10 @@ impl LicenseService {
         });
         // Only a session the state holds is tracked: a renewal cannot make up
         // sessions that count against its address.
-        if held {
-            self.shared.sessions.touch(term, session, peer);
+        if held && renewing == Renewing::Untracked {
+            // Not tracked a moment ago, so the sweeper had not chosen it: the
+            // sweeper starts the TTL of a session it has not seen afresh.
+            let _ = self.shared.sessions.touch(term, session, peer);
         }
         // Checked again after the read: a reply must not outlive this node's lease.
         let term = self.shared.confirm(term)?;
@@ -398,8 +411,8 @@ impl LicenseService {
             )));
         }
         // A check-in creates no session: only one the state holds is tracked.
-        if held {
-            self.shared.sessions.touch(term, id.session, peer);
+        if held && self.shared.sessions.touch(term, id.session, peer).is_err() {
+            return Err(ServiceError::Expiring(id.session.to_string()));
         }
         let command = Command::Checkin { request: id, token };
         let (outcome, log_id) = self.shared.propose(command).await?;

@@ -29,13 +29,14 @@
 //! active node starts with an empty count, which rebuilds as sessions renew:
 //! until a session is heard from in the new term it does not count.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::lease::boottime_ms;
 use crate::license::state::{Command, SessionId};
 use crate::server::Shared;
 
@@ -57,22 +58,86 @@ struct Tracker {
     last_seen: HashMap<SessionId, Seen>,
     /// Tracked sessions per source address (only addresses with at least one).
     per_address: HashMap<IpAddr, usize>,
+    /// Sessions the sweeper chose to expire: from that moment until the state
+    /// no longer holds them (or their `Expire` failed), requests of theirs
+    /// are told to ask again rather than answered from a state about to drop
+    /// them ([`Doomed`]).
+    doomed: HashSet<SessionId>,
 }
 
 struct Seen {
-    at: Instant,
+    /// Boot-time ms.
+    at: u64,
     /// Where the session's last request came from; `None` for a session only
     /// known from the state so far (not heard from in this term).
     address: Option<IpAddr>,
 }
 
+/// A request of a session the sweeper has chosen to expire, whose `Expire`
+/// is in flight. Answering it from the state would tell the client its grants
+/// are held a moment before they are dropped; it is told to ask again
+/// instead, and by then the state says "expired" (or, if the `Expire` failed,
+/// the request's touch has made the session live again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Doomed;
+
+/// Why [`SessionTracker::admit`] turned a request away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The address already has this many sessions, the most it may have.
+    Limit(usize),
+    /// The session is being expired.
+    Doomed,
+}
+
+/// What [`SessionTracker::renewing`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewing {
+    /// Tracked in this term, and now touched.
+    Touched,
+    /// Not tracked in this term (nothing recorded).
+    Untracked,
+    /// Being expired; touched all the same.
+    Doomed,
+}
+
 impl SessionTracker {
     /// Records that `session` was heard from in `term`, from `address` when
-    /// the connection has one.
-    pub fn touch(&self, term: u64, session: SessionId, address: Option<IpAddr>) {
+    /// the connection has one; [`Doomed`] if it is being expired.
+    pub fn touch(
+        &self,
+        term: u64,
+        session: SessionId,
+        address: Option<IpAddr>,
+    ) -> Result<(), Doomed> {
         let mut tracker = self.lock();
         tracker.reset_if_new(term);
         tracker.seen(session, address);
+        if tracker.doomed.contains(&session) {
+            return Err(Doomed);
+        }
+        Ok(())
+    }
+
+    /// A renewal of `session` in `term`, recorded *before* the state is read:
+    /// touches the session if it is tracked. Touching first closes the race
+    /// with the sweeper — a session touched here cannot be chosen as silent
+    /// afterwards, and one chosen before is reported [`Renewing::Doomed`].
+    /// An untracked session is left alone (a renewal cannot make up sessions
+    /// that count against its address); the caller touches it once the state
+    /// shows it holds the session.
+    pub fn renewing(&self, term: u64, session: SessionId, address: Option<IpAddr>) -> Renewing {
+        let mut tracker = self.lock();
+        tracker.reset_if_new(term);
+        if !tracker.last_seen.contains_key(&session) {
+            return Renewing::Untracked;
+        }
+        tracker.seen(session, address);
+        if tracker.doomed.contains(&session) {
+            Renewing::Doomed
+        } else {
+            Renewing::Touched
+        }
     }
 
     /// Like [`touch`](Self::touch), for a request that would start a new
@@ -86,7 +151,7 @@ impl SessionTracker {
         address: Option<IpAddr>,
         new: bool,
         max: usize,
-    ) -> Result<(), usize> {
+    ) -> Result<(), Refusal> {
         let mut tracker = self.lock();
         tracker.reset_if_new(term);
         if new && let Some(address) = address {
@@ -96,10 +161,13 @@ impl SessionTracker {
                 .is_some_and(|s| s.address == Some(address));
             let sessions = tracker.per_address.get(&address).copied().unwrap_or(0);
             if !counted && sessions >= max {
-                return Err(sessions);
+                return Err(Refusal::Limit(sessions));
             }
         }
         tracker.seen(session, address);
+        if tracker.doomed.contains(&session) {
+            return Err(Refusal::Doomed);
+        }
         Ok(())
     }
 
@@ -112,28 +180,57 @@ impl SessionTracker {
         }
     }
 
-    /// Of `known` sessions, those silent for longer than `ttl` in `term`.
-    /// Sessions not seen yet in this term start their TTL now.
-    pub fn silent(&self, term: u64, known: &[SessionId], ttl: Duration) -> Vec<SessionId> {
-        let now = Instant::now();
+    /// Of `known` sessions, those silent for longer than `ttl` in `term`,
+    /// counting silence from no earlier than `since_ms` (boot-time ms: when
+    /// this node's current spell of serving began, so an outage of the node
+    /// is not billed to its sessions). Sessions not seen yet in this term
+    /// start their TTL now. The sessions returned are doomed until
+    /// [`settle`](Self::settle) says their `Expire` failed, or the state no
+    /// longer holds them.
+    pub fn silent(
+        &self,
+        term: u64,
+        since_ms: u64,
+        known: &[SessionId],
+        ttl: Duration,
+    ) -> Vec<SessionId> {
+        self.silent_at(boottime_ms(), term, since_ms, known, ttl)
+    }
+
+    fn silent_at(
+        &self,
+        now: u64,
+        term: u64,
+        since_ms: u64,
+        known: &[SessionId],
+        ttl: Duration,
+    ) -> Vec<SessionId> {
+        let mut ttl = ttl.as_millis() as u64;
+        if crate::fault::broken(crate::fault::Break::Sweeper) {
+            ttl /= 20;
+        }
         let mut tracker = self.lock();
         tracker.reset_if_new(term);
         let mut silent = Vec::new();
         for session in known {
+            if tracker.doomed.contains(session) {
+                continue;
+            }
             let seen = tracker.last_seen.entry(*session).or_insert(Seen {
                 at: now,
                 address: None,
             });
-            if now.duration_since(seen.at) > ttl {
+            if now.saturating_sub(seen.at.max(since_ms)) > ttl {
                 silent.push(*session);
                 if silent.len() >= EXPIRE_BATCH_MAX {
                     break;
                 }
             }
         }
+        tracker.doomed.extend(silent.iter().copied());
         // Forget sessions the state no longer knows (expired, or never created).
-        if tracker.last_seen.len() > known.len() {
-            let known: std::collections::HashSet<_> = known.iter().collect();
+        if tracker.last_seen.len() > known.len() || !tracker.doomed.is_empty() {
+            let known: HashSet<_> = known.iter().collect();
             let gone: Vec<SessionId> = tracker
                 .last_seen
                 .keys()
@@ -143,8 +240,20 @@ impl SessionTracker {
             for session in gone {
                 tracker.remove(&session);
             }
+            tracker.doomed.retain(|s| known.contains(s));
         }
         silent
+    }
+
+    /// The `Expire` of `sessions` chosen in `term` failed: they are no
+    /// longer doomed (a request that touched them meanwhile keeps them alive).
+    pub fn settle_failed(&self, term: u64, sessions: &[SessionId]) {
+        let mut tracker = self.lock();
+        if tracker.term == term {
+            for session in sessions {
+                tracker.doomed.remove(session);
+            }
+        }
     }
 
     /// Sessions tracked in this term.
@@ -173,13 +282,14 @@ impl Tracker {
             self.term = term;
             self.last_seen.clear();
             self.per_address.clear();
+            self.doomed.clear();
         }
     }
 
     /// Records `session` as heard from now, from `address` (or from where it
     /// was last heard, when the connection has no address).
     fn seen(&mut self, session: SessionId, address: Option<IpAddr>) {
-        let now = Instant::now();
+        let now = boottime_ms();
         let previous = self.last_seen.insert(session, Seen { at: now, address });
         let previous = previous.and_then(|p| p.address);
         match (previous, address) {
@@ -198,6 +308,7 @@ impl Tracker {
     }
 
     fn remove(&mut self, session: &SessionId) {
+        self.doomed.remove(session);
         if let Some(Seen {
             address: Some(address),
             ..
@@ -221,8 +332,7 @@ impl Tracker {
 /// sessions silent for longer than the session TTL.
 pub async fn sweep(shared: std::sync::Arc<Shared>, stop: impl std::future::Future<Output = ()>) {
     let ttl = Duration::from_millis(shared.config.timing.session_ttl_ms);
-    let period = (ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut ticker = tokio::time::interval(period);
+    let mut ticker = tokio::time::interval(sweep_period(ttl));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
@@ -234,30 +344,41 @@ pub async fn sweep(shared: std::sync::Arc<Shared>, stop: impl std::future::Futur
         // EXPIRE_ROUNDS_MAX batches a tick), so that expiry keeps up with
         // however many sessions go silent.
         for _ in 0..EXPIRE_ROUNDS_MAX {
-            let Ok(term) = shared.serving() else { break };
+            let Some((term, since_ms)) = shared.lease.serving_since() else {
+                break;
+            };
             let known: Vec<SessionId> = shared
                 .state
                 .read(|state| state.sessions().keys().copied().collect());
-            let silent = shared.sessions.silent(term, &known, ttl);
+            let silent = shared.sessions.silent(term, since_ms, &known, ttl);
             if silent.is_empty() {
                 break;
             }
             let count = silent.len();
             match shared
                 .batcher
-                .submit(Command::Expire { sessions: silent })
+                .submit(Command::Expire {
+                    sessions: silent.clone(),
+                })
                 .await
             {
                 Ok((outcome, log_id)) => {
                     info!(count, %log_id, ?outcome, "expired silent sessions")
                 }
                 Err(error) => {
+                    shared.sessions.settle_failed(term, &silent);
                     warn!(count, %error, "could not expire silent sessions");
                     break;
                 }
             }
         }
     }
+}
+
+/// How often the sweeper looks for silent sessions: a tenth of the TTL,
+/// within 50 ms to 1 s.
+pub fn sweep_period(ttl: Duration) -> Duration {
+    (ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 #[cfg(test)]
@@ -276,7 +397,10 @@ mod tests {
         for i in 0..3 {
             tracker.admit(1, SessionId(i), Some(A), true, 3).unwrap();
         }
-        assert_eq!(tracker.admit(1, SessionId(9), Some(A), true, 3), Err(3));
+        assert_eq!(
+            tracker.admit(1, SessionId(9), Some(A), true, 3),
+            Err(Refusal::Limit(3))
+        );
         tracker.admit(1, SessionId(0), Some(A), true, 3).unwrap();
         tracker.admit(1, SessionId(1), Some(A), false, 3).unwrap();
         tracker.admit(1, SessionId(9), Some(B), true, 3).unwrap();
@@ -290,20 +414,87 @@ mod tests {
         let known = [SessionId(0), SessionId(1), SessionId(9)];
         assert!(
             tracker
-                .silent(1, &known, Duration::from_secs(60))
+                .silent(1, 0, &known, Duration::from_secs(60))
                 .is_empty()
         );
         assert_eq!(tracker.sessions_from(A), 2);
 
         // A session moving to another address is counted there only.
-        tracker.touch(1, SessionId(1), Some(B));
+        tracker.touch(1, SessionId(1), Some(B)).unwrap();
         assert_eq!((tracker.sessions_from(A), tracker.sessions_from(B)), (1, 2));
         // A request without an address keeps the session where it was.
-        tracker.touch(1, SessionId(1), None);
+        tracker.touch(1, SessionId(1), None).unwrap();
         assert_eq!(tracker.sessions_from(B), 2);
 
         // A new term starts the count afresh.
         tracker.admit(2, SessionId(7), Some(A), true, 1).unwrap();
         assert_eq!((tracker.sessions_from(A), tracker.sessions_from(B)), (1, 0));
+    }
+
+    const TTL: Duration = Duration::from_secs(6);
+
+    // Silence is counted from no earlier than the start of the node's current
+    // spell of serving: a session the node could not hear while its lease
+    // had lapsed is not expired for that outage.
+    #[test]
+    fn an_outage_of_the_node_is_not_billed_to_its_sessions() {
+        let tracker = SessionTracker::default();
+        let t = boottime_ms();
+        tracker.touch(1, SessionId(1), Some(A)).unwrap();
+        let known = [SessionId(1)];
+        let later = t + 7_000;
+        // Served all along: silent for 7 s > 6 s.
+        let spell_from_start = tracker.silent_at(later, 1, 0, &known, TTL);
+        assert_eq!(spell_from_start, vec![SessionId(1)]);
+
+        let tracker = SessionTracker::default();
+        tracker.touch(1, SessionId(1), Some(A)).unwrap();
+        // The lease lapsed and came back in the same term 2 s after the
+        // touch: 5 s of silence count, not 7.
+        assert!(tracker.silent_at(later, 1, t + 2_000, &known, TTL).is_empty());
+        assert_eq!(
+            tracker.silent_at(t + 8_100, 1, t + 2_000, &known, TTL),
+            vec![SessionId(1)]
+        );
+    }
+
+    // A session the sweeper chose is doomed: every request of it is told to
+    // ask again until its Expire resolves; it is not chosen twice; a failed
+    // Expire lifts the doom, and the state dropping the session forgets it.
+    #[test]
+    fn a_session_chosen_for_expiry_is_not_answered_until_it_resolves() {
+        let tracker = SessionTracker::default();
+        let t = boottime_ms();
+        tracker.touch(1, SessionId(1), Some(A)).unwrap();
+        tracker.touch(1, SessionId(2), Some(A)).unwrap();
+        let known = [SessionId(1), SessionId(2)];
+        let later = t + 7_000;
+        let chosen = tracker.silent_at(later, 1, 0, &known, TTL);
+        assert_eq!(chosen.len(), 2);
+
+        assert_eq!(tracker.touch(1, SessionId(1), Some(A)), Err(Doomed));
+        assert_eq!(tracker.renewing(1, SessionId(1), Some(A)), Renewing::Doomed);
+        assert_eq!(
+            tracker.admit(1, SessionId(1), Some(A), false, 10),
+            Err(Refusal::Doomed)
+        );
+        assert!(
+            tracker.silent_at(later + 1, 1, 0, &known, TTL).is_empty(),
+            "chosen once"
+        );
+
+        // Session 1's Expire failed: it was touched meanwhile, so it lives.
+        tracker.settle_failed(1, &[SessionId(1)]);
+        assert_eq!(tracker.renewing(1, SessionId(1), Some(A)), Renewing::Touched);
+        // Session 2's Expire was applied: the state no longer holds it.
+        let now = boottime_ms();
+        assert!(tracker.silent_at(now, 1, 0, &[SessionId(1)], TTL).is_empty());
+        assert_eq!(tracker.renewing(1, SessionId(2), Some(A)), Renewing::Untracked);
+        assert_eq!(tracker.sessions_from(A), 1);
+
+        // A new term forgets every doom.
+        let chosen = tracker.silent_at(later + 20_000, 1, 0, &[SessionId(1)], TTL);
+        assert_eq!(chosen, vec![SessionId(1)]);
+        assert_eq!(tracker.touch(2, SessionId(1), Some(A)), Ok(()));
     }
 }

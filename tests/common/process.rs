@@ -38,6 +38,9 @@ pub struct ProcessCluster {
     pub access_point: String,
     pub children: Vec<Option<Child>>,
     pub key: raftlm::license::signature::VendorSigningKey,
+    /// The `raftlm` binary the nodes run: the test's own unless
+    /// [`with_binary`](Self::with_binary) chose another.
+    pub binary: PathBuf,
 }
 
 impl ProcessCluster {
@@ -86,7 +89,14 @@ impl ProcessCluster {
             access_point,
             children: vec![None, None, None],
             key,
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_raftlm")),
         }
+    }
+
+    /// Runs the nodes from `binary` instead (see [`fault_injection_binary`]).
+    pub fn with_binary(mut self, binary: PathBuf) -> ProcessCluster {
+        self.binary = binary;
+        self
     }
 
     /// The config file of node `id` (1-based).
@@ -121,7 +131,7 @@ impl ProcessCluster {
             .append(true)
             .open(self.dir.path().join(format!("node{id}.log")))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_raftlm"))
+        let child = Command::new(&self.binary)
             .args(["server", "--config"])
             .arg(self.config(id))
             .env("RAFTLM_LOG", "info,openraft=warn")
@@ -263,6 +273,44 @@ pub async fn license_client(address: &str) -> Option<LicenseClient<tonic::transp
         .await
         .ok()?;
     Some(LicenseClient::new(channel))
+}
+
+/// `raftlm` built with the test-only feature fault-injection (`src/fault.rs`,
+/// `src/clock.rs`), into `fault-injection/` under this test's target
+/// directory so that no workspace build has the feature; built once per test
+/// process (a no-op when it is fresh). Panics, saying why, if cargo cannot
+/// build it and no such binary exists.
+pub fn fault_injection_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let own = std::path::Path::new(env!("CARGO_BIN_EXE_raftlm"));
+            let profile_dir = own.parent().expect("the binary lives in a directory");
+            let profile = profile_dir.file_name().expect("a profile directory");
+            let target_dir = profile_dir
+                .parent()
+                .expect("the profile directory has a parent")
+                .join("fault-injection");
+            let binary = target_dir.join(profile).join("raftlm");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "-p", "raftlm", "--bin", "raftlm"])
+                .args(["--features", "fault-injection", "--target-dir"])
+                .arg(&target_dir);
+            if profile == "release" {
+                build.arg("--release");
+            }
+            let status = build.status();
+            assert!(
+                matches!(status, Ok(s) if s.success()) || binary.is_file(),
+                "cannot build raftlm with the feature fault-injection ({status:?}) and {} does not exist",
+                binary.display()
+            );
+            binary
+        })
+        .clone()
 }
 
 /// The `raftlm` binary, with the environment that makes its client commands
