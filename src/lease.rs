@@ -43,8 +43,7 @@ pub(crate) struct LeaseState {
 
 impl LeaseState {
     fn lets_serve(&self, now_ms: u64) -> bool {
-        let lapsed = now_ms >= self.until_ms
-            && !crate::fault::broken(crate::fault::Break::Lease);
+        let lapsed = now_ms >= self.until_ms && !crate::fault::broken(crate::fault::Break::Lease);
         self.serving && !lapsed
     }
 }
@@ -111,7 +110,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(5));
         serve(&lease, 3, boottime_ms() + 60_000);
         let (_, again) = lease.serving_since().unwrap();
-        assert!(again >= since + 5, "same term after a lapse: {again} vs {since}");
+        assert!(
+            again >= since + 5,
+            "same term after a lapse: {again} vs {since}"
+        );
 
         std::thread::sleep(std::time::Duration::from_millis(5));
         serve(&lease, 4, boottime_ms() + 60_000);

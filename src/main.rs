@@ -11,7 +11,10 @@ use raftlm::cli::{self, Failure};
 /// The version `--version` prints; a build with the test-only feature
 /// fault-injection says so (`src/fault.rs`), and `raftlm-chaos` checks it.
 const VERSION: &str = if raftlm::fault::BUILT_IN {
-    concat!(env!("CARGO_PKG_VERSION"), " (test-only fault-injection build)")
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (test-only fault-injection build)"
+    )
 } else {
     env!("CARGO_PKG_VERSION")
 };

@@ -74,6 +74,11 @@ pub struct ClusterSpec {
 /// so that the expiry invariant is checked within a short run.
 pub const CLOCK_SKEW_MAX_MS: u64 = 5_000;
 
+/// Log entries the nodes keep behind a snapshot: few, so that a follower cut
+/// off, paused or killed for a few seconds catches up by a snapshot sent from
+/// the leader (`snapshot installed` in its log), not only from the log.
+pub const LOGS_KEPT: u64 = 10;
+
 /// The vendor of every feature the chaos license grants.
 pub const VENDOR: &str = "acme";
 
@@ -178,7 +183,7 @@ impl Cluster {
             text.push_str(&tls.config_section(i as u64 + 1));
             text.push_str(&format!(
                 "\n[access_point]\nmode = \"bind\"\naddress = \"{}\"\n\n[timing]\nsession_ttl_ms = {}\n{}\n\
-                 [snapshot]\nlogs_since_last = {}\nlogs_kept = 1000000\n",
+                 [snapshot]\nlogs_since_last = {}\nlogs_kept = {LOGS_KEPT}\n",
                 spec.access_point,
                 spec.session_ttl_ms,
                 if spec.clock_base_ms.is_some() {

@@ -25,8 +25,9 @@ struct Args {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Fault types, comma-separated: kill, pause, partition, restart,
-    /// kill-all, power, clock (a type listed twice is drawn twice as often). Default:
-    /// all of them, power only where it can run (root, /dev/fuse).
+    /// kill-all, power, clock, overlap (a type listed twice is drawn twice as
+    /// often). Default: all of them, power only where it can run (root,
+    /// /dev/fuse), clock only against a fault-injection build.
     /// `none`: no faults at all (to count spurious elections under load).
     #[arg(long, value_delimiter = ',', value_parser = parse_fault)]
     faults: Option<Vec<Option<FaultKind>>>,
@@ -66,7 +67,10 @@ fn parse_break(text: &str) -> Result<String, String> {
     if names.contains(&text) {
         Ok(text.to_string())
     } else {
-        Err(format!("unknown part {text:?}: one of {}", names.join(", ")))
+        Err(format!(
+            "unknown part {text:?}: one of {}",
+            names.join(", ")
+        ))
     }
 }
 
@@ -123,6 +127,14 @@ async fn main() -> ExitCode {
         eprintln!("raftlm-chaos: cannot locate the raftlm binary; pass --binary");
         return ExitCode::from(2);
     };
+    // The nodes run in the run directory: a relative path must not change meaning.
+    let binary = match std::fs::canonicalize(&binary) {
+        Ok(binary) => binary,
+        Err(error) => {
+            eprintln!("raftlm-chaos: cannot use {}: {error}", binary.display());
+            return ExitCode::from(2);
+        }
+    };
     if args.session_ttl_ms < 2400 {
         eprintln!("raftlm-chaos: --session-ttl-ms must be at least 2400 (three election timeouts)");
         return ExitCode::from(2);
@@ -135,6 +147,13 @@ async fn main() -> ExitCode {
                 eprintln!("raftlm-chaos: no power cuts in this run: {why}");
                 all.retain(|&f| f != FaultKind::Power);
             }
+            if !built_with_fault_injection(&binary) {
+                eprintln!(
+                    "raftlm-chaos: no clock faults in this run: {} is not a fault-injection build",
+                    binary.display()
+                );
+                all.retain(|&f| f != FaultKind::Clock);
+            }
             all
         }
     };
@@ -143,6 +162,13 @@ async fn main() -> ExitCode {
         && let Err(why) = raftlm_chaos::powerfs::available()
     {
         eprintln!("raftlm-chaos: the power fault cannot run here: {why}");
+        return ExitCode::from(2);
+    }
+    if faults.contains(&FaultKind::Clock) && !built_with_fault_injection(&binary) {
+        eprintln!(
+            "raftlm-chaos: the clock fault needs a raftlm built with the test-only feature fault-injection (cargo build -p raftlm --features fault-injection --target-dir target/fault-injection); {} is not",
+            binary.display()
+        );
         return ExitCode::from(2);
     }
     if !args.breaks.is_empty() && !built_with_fault_injection(&binary) {

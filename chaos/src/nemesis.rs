@@ -4,14 +4,21 @@
 //! Fault types (`--faults`):
 //! - `kill` — SIGKILL one node (the active one or one at random), restart it
 //!   on the same data after a while;
-//! - `pause` — SIGSTOP the active node for longer than the election timeout,
-//!   then SIGCONT (it must not answer from before its pause);
+//! - `pause` — SIGSTOP a node (the active one 70 % of the time, else a
+//!   follower) for longer than the election timeout, and one pause in five
+//!   for longer than the session TTL, then SIGCONT (it must not answer from
+//!   before its pause);
 //! - `partition` — through the proxies: `isolate` (a node cut off both
 //!   ways), `one-way` (a node cannot reach one or both peers, but they reach
 //!   it), `ring` (each node reaches only its successor: every node sees a
 //!   different majority), `bridge` (two nodes cannot talk, the third talks to
-//!   both), `delay` (every link delayed); a cut link refuses or black-holes
-//!   new connections at random;
+//!   both), `delay` (every link delayed), `jitter` (every link delayed by a
+//!   different amount per chunk), `freeze` (a node's links stall both ways
+//!   without closing), `slow` (every link 80–140 ms late for longer than the
+//!   session TTL: the quorum lease cannot be renewed, yet heartbeats arrive,
+//!   so service stops without an election and comes back in the same term —
+//!   the sessions must not be billed for the outage); a cut link refuses or
+//!   black-holes new connections at random;
 //! - `restart` — a graceful stop (SIGTERM) of one node and a start;
 //! - `kill-all` — SIGKILL of all three nodes, then all restarted on their data;
 //! - `power` — the power fails on one node or on all three at once: every
@@ -21,7 +28,11 @@
 //!   forward or back by minutes, days or years (now and then by less than
 //!   the nodes' clock bound), stays there for a while, and jumps back; it
 //!   needs a raftlm built with the feature fault-injection, and the run
-//!   carries dated licenses whose expiry the checker judges.
+//!   carries dated licenses whose expiry the checker judges;
+//! - `overlap` — faults on top of each other: a partition that heals while
+//!   another node is paused; a kill of the active node and then, during the
+//!   new leader's `L + M` wait, of another node; or successive kills of each
+//!   new active node (each restarted as the next goes down).
 //!
 //! Faults are drawn from a shuffled deck of the enabled types, so every
 //! type appears once before any appears twice (a type listed twice is in
@@ -59,11 +70,13 @@ pub enum FaultKind {
     Power,
     /// One node's wall clock jumps by minutes to years, then back.
     Clock,
+    /// Faults on top of each other.
+    Overlap,
 }
 
 impl FaultKind {
     /// Every fault type.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -71,6 +84,7 @@ impl FaultKind {
         FaultKind::KillAll,
         FaultKind::Power,
         FaultKind::Clock,
+        FaultKind::Overlap,
     ];
 
     /// The name used on the command line and in reports.
@@ -83,6 +97,7 @@ impl FaultKind {
             FaultKind::KillAll => "kill-all",
             FaultKind::Power => "power",
             FaultKind::Clock => "clock",
+            FaultKind::Overlap => "overlap",
         }
     }
 }
@@ -101,7 +116,7 @@ impl FromStr for FaultKind {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown fault \"{s}\": use kill, pause, partition, restart, kill-all, power or clock"
+                    "unknown fault \"{s}\": use kill, pause, partition, restart, kill-all, power, clock or overlap"
                 )
             })
     }
@@ -116,6 +131,10 @@ pub struct NemesisSpec {
     pub seed: u64,
     /// The nodes' `election_timeout_max_ms`: pauses last longer than this.
     pub election_timeout_max_ms: u64,
+    /// The nodes' session TTL: long pauses and `slow` links outlast it.
+    pub session_ttl_ms: u64,
+    /// The nodes' `lease_ms + lease_margin_ms`: a new leader's wait.
+    pub lease_wait_ms: u64,
 }
 
 /// The nemesis.
@@ -209,9 +228,13 @@ impl Nemesis {
                 Self::record(history, "kill", "end", &label(node), &what);
             }
             FaultKind::Pause => {
-                let (node, active) = self.target(cluster, 1.0).await;
-                let paused = Duration::from_millis(self.spec.election_timeout_max_ms)
-                    + ms(&mut self.rng, 200, 2500);
+                let (node, active) = self.target(cluster, 0.7).await;
+                let base = if self.rng.gen_bool(0.2) {
+                    self.spec.session_ttl_ms
+                } else {
+                    self.spec.election_timeout_max_ms
+                };
+                let paused = Duration::from_millis(base) + ms(&mut self.rng, 200, 2500);
                 let what = format!(
                     "SIGSTOP {}{} for {paused:?}, then SIGCONT",
                     label(node),
@@ -229,7 +252,8 @@ impl Nemesis {
                 let cut = Link::Down { blackhole };
                 let how = if blackhole { "black-holed" } else { "refused" };
                 let n = cluster.len();
-                let (name, nodes, what) = match self.rng.gen_range(0..5) {
+                let mut hold = hold;
+                let (name, nodes, what) = match self.rng.gen_range(0..8) {
                     0 => {
                         let (node, active) = self.target(cluster, 0.6).await;
                         for other in (0..n).filter(|&o| o != node) {
@@ -298,13 +322,68 @@ impl Nemesis {
                             ),
                         )
                     }
-                    _ => {
+                    4 => {
                         let delay = ms(&mut self.rng, 20, 200);
                         proxies.set_all(Link::Delayed(delay));
                         (
                             "partition/delay",
                             String::new(),
                             format!("every link delayed by {delay:?} each way"),
+                        )
+                    }
+                    5 => {
+                        let mut spreads = Vec::new();
+                        for from in 0..n {
+                            for to in (0..n).filter(|&t| t != from) {
+                                let max = ms(&mut self.rng, 10, 120);
+                                proxies.set(
+                                    from,
+                                    to,
+                                    Link::Jittered {
+                                        min: Duration::ZERO,
+                                        max,
+                                    },
+                                );
+                                spreads.push(format!(
+                                    "{}→{} 0–{}",
+                                    label(from),
+                                    label(to),
+                                    max.as_millis()
+                                ));
+                            }
+                        }
+                        (
+                            "partition/jitter",
+                            String::new(),
+                            format!("every link jittered per chunk (ms: {})", spreads.join(", ")),
+                        )
+                    }
+                    6 => {
+                        let (node, active) = self.target(cluster, 0.6).await;
+                        for other in (0..n).filter(|&o| o != node) {
+                            proxies.set_both(node, other, Link::Frozen);
+                        }
+                        (
+                            "partition/freeze",
+                            label(node),
+                            format!(
+                                "{}{}'s links stalled both ways, connections left open",
+                                label(node),
+                                if active { " (active)" } else { "" }
+                            ),
+                        )
+                    }
+                    _ => {
+                        let delay = ms(&mut self.rng, 80, 140);
+                        hold = Duration::from_millis(self.spec.session_ttl_ms)
+                            + ms(&mut self.rng, 1000, 3000);
+                        proxies.set_all(Link::Delayed(delay));
+                        (
+                            "partition/slow",
+                            String::new(),
+                            format!(
+                                "every link delayed by {delay:?} each way, longer than the session TTL"
+                            ),
                         )
                     }
                 };
@@ -369,6 +448,7 @@ impl Nemesis {
                 cluster.set_clock_jump(node, 0)?;
                 Self::record(history, "clock", "end", &label(node), &what);
             }
+            FaultKind::Overlap => self.overlap(cluster, proxies, history).await?,
             FaultKind::Power => {
                 let n = cluster.len();
                 let (nodes, whom) = if self.rng.gen_bool(0.3) {
@@ -404,6 +484,107 @@ impl Nemesis {
                 }
                 let what = format!("{what}; {}", lost.join("; "));
                 Self::record(history, "power", "end", &names, &what);
+            }
+        }
+        Ok(())
+    }
+
+    /// Faults on top of each other (`overlap`).
+    async fn overlap(
+        &mut self,
+        cluster: &mut Cluster,
+        proxies: &Proxies,
+        history: &History,
+    ) -> anyhow::Result<()> {
+        let n = cluster.len();
+        match self.rng.gen_range(0..3) {
+            0 => {
+                // A partition that starts and heals while another node is paused.
+                let (paused, active) = self.target(cluster, 0.5).await;
+                let isolated = (paused + self.rng.gen_range(1..n)) % n;
+                let before = ms(&mut self.rng, 100, 600);
+                let hold = ms(&mut self.rng, 500, 2000);
+                let after = ms(&mut self.rng, 200, 1500);
+                let what = format!(
+                    "SIGSTOP {}{}; {before:?} later {} cut off from every peer for {hold:?}, healed; SIGCONT {after:?} after the heal",
+                    label(paused),
+                    if active { " (active)" } else { "" },
+                    label(isolated)
+                );
+                let nodes = format!("{},{}", label(paused), label(isolated));
+                Self::record(history, "overlap/pause-partition", "start", &nodes, &what);
+                cluster.pause(paused);
+                tokio::time::sleep(before).await;
+                let cut = Link::Down {
+                    blackhole: self.rng.gen_bool(0.5),
+                };
+                for other in (0..n).filter(|&o| o != isolated) {
+                    proxies.set_both(isolated, other, cut);
+                }
+                tokio::time::sleep(hold).await;
+                proxies.heal();
+                tokio::time::sleep(after).await;
+                cluster.resume(paused);
+                Self::record(history, "overlap/pause-partition", "end", &nodes, &what);
+            }
+            1 => {
+                // The active node dies; during the next leader's L + M wait
+                // (an election timeout plus part of the wait later) another does.
+                let (first, active) = self.target(cluster, 1.0).await;
+                let second = (first + self.rng.gen_range(1..n)) % n;
+                let gap = Duration::from_millis(
+                    self.spec.election_timeout_max_ms
+                        + self.rng.gen_range(0..self.spec.lease_wait_ms.max(1)),
+                );
+                let down = ms(&mut self.rng, 500, 2000);
+                let what = format!(
+                    "kill -9 {}{}, then {} {gap:?} later (in the new leader's L + M wait); both restarted after {down:?}",
+                    label(first),
+                    if active { " (active)" } else { "" },
+                    label(second)
+                );
+                let nodes = format!("{},{}", label(first), label(second));
+                Self::record(history, "overlap/kill-in-wait", "start", &nodes, &what);
+                cluster.kill(first);
+                tokio::time::sleep(gap).await;
+                cluster.kill(second);
+                tokio::time::sleep(down).await;
+                cluster.start(first)?;
+                cluster.start(second)?;
+                Self::record(history, "overlap/kill-in-wait", "end", &nodes, &what);
+            }
+            _ => {
+                // Each new active node is killed as soon as it serves, and the
+                // one before it restarted, so a quorum can always form.
+                let kills = self.rng.gen_range(2..=4);
+                let what = format!("{kills} successive kills of each new active node");
+                Self::record(history, "overlap/successive-kills", "start", "", &what);
+                let mut down: Option<usize> = None;
+                let mut killed = Vec::new();
+                for _ in 0..kills {
+                    let Some((active, _)) = cluster.active(Duration::from_millis(300)).await else {
+                        // Nobody serves yet: look again shortly.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    cluster.kill(active);
+                    killed.push(label(active));
+                    if let Some(previous) = down.replace(active) {
+                        cluster.start(previous)?;
+                    }
+                    let deadline = Instant::now() + Duration::from_secs(3);
+                    while Instant::now() < deadline
+                        && cluster.active(Duration::from_millis(300)).await.is_none()
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                tokio::time::sleep(ms(&mut self.rng, 200, 1500)).await;
+                if let Some(last) = down {
+                    cluster.start(last)?;
+                }
+                let what = format!("{what}: killed {}", killed.join(", "));
+                Self::record(history, "overlap/successive-kills", "end", "", &what);
             }
         }
         Ok(())

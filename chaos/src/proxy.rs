@@ -6,12 +6,16 @@
 //! so the link `i → j` carries exactly what `i` asks of `j` (and the
 //! answers): cutting it alone is a one-way partition.
 //!
-//! A link is [`Link::Up`], [`Link::Down`] or [`Link::Delayed`]. When a link goes
-//! down, its open connections are dropped at once; new connections are
-//! either closed right after accept (`refuse`) or accepted and left hanging
-//! without a byte forwarded (`blackhole`, which looks like lost packets: the
-//! client waits for its own timeout). A delayed link forwards every chunk
-//! after the given delay, in order, both ways.
+//! A link is [`Link::Up`], [`Link::Down`], [`Link::Delayed`],
+//! [`Link::Jittered`] or [`Link::Frozen`]. When a link goes down, its open
+//! connections are dropped at once; new connections are either closed right
+//! after accept (`refuse`) or accepted and left hanging without a byte
+//! forwarded (`blackhole`, which looks like lost packets: the client waits
+//! for its own timeout). A delayed link forwards every chunk after the given
+//! delay, in order, both ways; a jittered one after a delay drawn per chunk
+//! (still in order). A frozen link stalls: open connections stay open but
+//! nothing moves, new ones are accepted and wait, and when the link thaws
+//! everything queued flows on — a stalled network, not a closed one.
 //!
 //! The proxies are tokio tasks of the harness process; dropping
 //! [`Proxies`] stops them and closes every connection.
@@ -44,11 +48,39 @@ pub enum Link {
     },
     /// Forwarding with an added one-way delay per chunk.
     Delayed(Duration),
+    /// Forwarding with a one-way delay drawn per chunk from `min..=max`,
+    /// chunks kept in order.
+    Jittered {
+        /// The shortest delay.
+        min: Duration,
+        /// The longest delay.
+        max: Duration,
+    },
+    /// Stalled: nothing is forwarded and nothing is closed until the link changes.
+    Frozen,
 }
 
 impl Link {
     fn is_down(&self) -> bool {
         matches!(self, Link::Down { .. })
+    }
+
+    fn is_frozen(&self) -> bool {
+        matches!(self, Link::Frozen)
+    }
+
+    /// The delay for a chunk read now.
+    fn delay(&self) -> Duration {
+        match *self {
+            Link::Delayed(delay) => delay,
+            Link::Jittered { min, max } if max > min => {
+                use rand::Rng as _;
+                let spread = (max - min).as_micros() as u64;
+                min + Duration::from_micros(rand::thread_rng().gen_range(0..=spread))
+            }
+            Link::Jittered { min, .. } => min,
+            _ => Duration::ZERO,
+        }
     }
 }
 
@@ -165,6 +197,10 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, state: watch::Re
 
 /// Serves one accepted connection until either side closes or the link goes down.
 async fn serve(client: TcpStream, target: SocketAddr, mut state: watch::Receiver<Link>) {
+    // A connection accepted while the link is frozen waits for the thaw.
+    if state.borrow_and_update().is_frozen() && state.wait_for(|l| !l.is_frozen()).await.is_err() {
+        return;
+    }
     let link = *state.borrow_and_update();
     if let Link::Down { blackhole } = link {
         if blackhole {
@@ -194,29 +230,27 @@ async fn serve(client: TcpStream, target: SocketAddr, mut state: watch::Receiver
     // Dropping both halves of both sockets closes the connection.
 }
 
-/// Copies one direction, delaying each chunk by the link's delay at the time it was read.
+/// Copies one direction, delaying each chunk by the link's delay at the time
+/// it was read (never before the chunk ahead of it), and holding every chunk
+/// while the link is frozen.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     state: watch::Receiver<Link>,
 ) {
     let (queue, mut chunks) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE_CHUNKS);
+    let mut frozen = state.clone();
     let reader = async move {
         let mut buffer = vec![0u8; CHUNK_BYTES];
+        let mut last_due = Instant::now();
         loop {
             let n = match from.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let delay = match *state.borrow() {
-                Link::Delayed(delay) => delay,
-                _ => Duration::ZERO,
-            };
-            if queue
-                .send((Instant::now() + delay, buffer[..n].to_vec()))
-                .await
-                .is_err()
-            {
+            let delay = state.borrow().delay();
+            last_due = last_due.max(Instant::now() + delay);
+            if queue.send((last_due, buffer[..n].to_vec())).await.is_err() {
                 break;
             }
         }
@@ -224,6 +258,11 @@ async fn pump(
     let writer = async move {
         while let Some((due, chunk)) = chunks.recv().await {
             tokio::time::sleep_until(due).await;
+            if frozen.borrow_and_update().is_frozen()
+                && frozen.wait_for(|l| !l.is_frozen()).await.is_err()
+            {
+                break;
+            }
             if to.write_all(&chunk).await.is_err() {
                 break;
             }
@@ -298,8 +337,59 @@ mod tests {
         let took = round_trip(a_to_b).await.unwrap();
         assert!(took >= Duration::from_millis(200), "{took:?}");
 
+        proxies.set(
+            0,
+            1,
+            Link::Jittered {
+                min: Duration::from_millis(20),
+                max: Duration::from_millis(60),
+            },
+        );
+        let took = round_trip(a_to_b).await.unwrap();
+        assert!(took >= Duration::from_millis(40), "{took:?}");
+
         proxies.heal();
         assert!(round_trip(a_to_b).await.is_some());
         assert!(proxies.describe().is_empty());
+    }
+
+    // A frozen link stalls an open connection without closing it, and new
+    // connections wait; after the thaw both carry on with nothing lost.
+    #[tokio::test]
+    async fn a_frozen_link_stalls_and_thaws() {
+        let targets = [echo_server().await, echo_server().await];
+        let proxies = Proxies::start(&targets).await.unwrap();
+        let a_to_b = proxies.address(0, 1).unwrap();
+        let mut open = TcpStream::connect(a_to_b).await.unwrap();
+        open.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        open.read_exact(&mut one).await.unwrap();
+
+        proxies.set(0, 1, Link::Frozen);
+        open.write_all(b"y").await.unwrap();
+        let stalled = tokio::time::timeout(Duration::from_millis(300), open.read(&mut one)).await;
+        assert!(
+            stalled.is_err(),
+            "a frozen link forwarded or closed: {stalled:?}"
+        );
+        assert!(
+            round_trip(a_to_b).await.is_none(),
+            "a new connection got through"
+        );
+        let waiting = tokio::spawn(async move {
+            let mut socket = TcpStream::connect(a_to_b).await.unwrap();
+            socket.write_all(b"z").await.unwrap();
+            let mut one = [0u8; 1];
+            socket.read_exact(&mut one).await.unwrap();
+            one
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        proxies.heal();
+        let read = tokio::time::timeout(Duration::from_secs(1), open.read_exact(&mut one)).await;
+        assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+        assert_eq!(&one, b"y");
+        let answered = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert_eq!(answered.unwrap().unwrap(), *b"z");
     }
 }

@@ -272,6 +272,11 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         faults: config.faults.clone(),
         seed: mix(config.seed, 2_000_003),
         election_timeout_max_ms: election_timeout_max_ms(),
+        session_ttl_ms: config.session_ttl_ms,
+        lease_wait_ms: {
+            let timing = raftlm::config::Timing::default();
+            timing.lease_ms + timing.lease_margin_ms
+        },
     });
     nemesis
         .run(

@@ -280,8 +280,16 @@ fn fixed_seed_run_has_no_violations() {
     let report = run_chaos(
         SEED,
         DURATION,
-        "kill,pause,partition,restart,kill-all,clock",
-        &["kill", "pause", "partition", "restart", "kill-all", "clock"],
+        "kill,pause,partition,restart,kill-all,clock,overlap",
+        &[
+            "kill",
+            "pause",
+            "partition",
+            "restart",
+            "kill-all",
+            "clock",
+            "overlap",
+        ],
         &["--hostile"],
     );
     let expiry = report["invariants"]
@@ -333,12 +341,24 @@ fn a_broken_sweeper_is_caught() {
 // again: one request id gets two grants.
 #[test]
 fn a_broken_retry_window_is_caught() {
-    run_broken("20261203", "20s", "none", "dedup", "retry-never-double-grants");
+    run_broken(
+        "20261203",
+        "20s",
+        "none",
+        "dedup",
+        "retry-never-double-grants",
+    );
 }
 
 // A leader that serves on after its quorum lease lapsed answers in an old
 // term after another node has answered in a newer one.
 #[test]
 fn a_broken_lease_is_caught() {
-    run_broken("20261204", "40s", "partition,pause", "lease", "fencing-terms-monotonic");
+    run_broken(
+        "20261204",
+        "40s",
+        "partition,pause",
+        "lease",
+        "fencing-terms-monotonic",
+    );
 }

@@ -451,7 +451,11 @@ mod tests {
         tracker.touch(1, SessionId(1), Some(A)).unwrap();
         // The lease lapsed and came back in the same term 2 s after the
         // touch: 5 s of silence count, not 7.
-        assert!(tracker.silent_at(later, 1, t + 2_000, &known, TTL).is_empty());
+        assert!(
+            tracker
+                .silent_at(later, 1, t + 2_000, &known, TTL)
+                .is_empty()
+        );
         assert_eq!(
             tracker.silent_at(t + 8_100, 1, t + 2_000, &known, TTL),
             vec![SessionId(1)]
@@ -485,11 +489,21 @@ mod tests {
 
         // Session 1's Expire failed: it was touched meanwhile, so it lives.
         tracker.settle_failed(1, &[SessionId(1)]);
-        assert_eq!(tracker.renewing(1, SessionId(1), Some(A)), Renewing::Touched);
+        assert_eq!(
+            tracker.renewing(1, SessionId(1), Some(A)),
+            Renewing::Touched
+        );
         // Session 2's Expire was applied: the state no longer holds it.
         let now = boottime_ms();
-        assert!(tracker.silent_at(now, 1, 0, &[SessionId(1)], TTL).is_empty());
-        assert_eq!(tracker.renewing(1, SessionId(2), Some(A)), Renewing::Untracked);
+        assert!(
+            tracker
+                .silent_at(now, 1, 0, &[SessionId(1)], TTL)
+                .is_empty()
+        );
+        assert_eq!(
+            tracker.renewing(1, SessionId(2), Some(A)),
+            Renewing::Untracked
+        );
         assert_eq!(tracker.sessions_from(A), 1);
 
         // A new term forgets every doom.
