@@ -85,6 +85,13 @@ pub const HEARTBEAT_MIN: Duration = Duration::from_millis(10);
 /// Pause between caching-mode probes (each probe itself retries for up to
 /// [`SessionOptions::unreachable_after`]).
 pub const CACHING_PROBE_PAUSE: Duration = Duration::from_millis(100);
+/// Grants held through renewals stay valid for the session TTL, less a
+/// twentieth of it, after the *send* time of the last renewal the cluster
+/// answered: the cluster expires a session only after a TTL of silence since
+/// it last heard it, which was after that send, so the margin only absorbs
+/// clock-rate differences. Past that point the session is in caching mode
+/// (valid only within the grace period), whatever the renewal in flight says.
+pub const VALIDITY_MARGIN_DIVISOR: u32 = 20;
 /// How many times one check-out is moved to a new session id before giving up.
 pub const SESSION_RESTARTS_MAX: u32 = 2;
 /// Most check-outs with unknown outcome remembered for resolution.
@@ -177,6 +184,10 @@ pub enum SessionState {
         active_address: String,
         /// Its term.
         term: u64,
+        /// Grants are valid until then unless another renewal is answered:
+        /// the last answered renewal's send time plus the session TTL, less
+        /// [`VALIDITY_MARGIN_DIVISOR`]'s margin.
+        valid_until: Instant,
     },
     /// Caching mode: the cluster does not answer; grants stay valid until `grace_until`.
     Caching {
@@ -184,6 +195,10 @@ pub enum SessionState {
         since: SystemTime,
         /// When held grants stop being valid if the cluster still does not answer.
         grace_until: SystemTime,
+        /// The same moment on the monotonic clock, which [`Self::grants_valid`] reads:
+        /// the later of the last answer plus the grace period and the
+        /// connected validity.
+        valid_until: Instant,
     },
     /// The grace period ran out without an answer: held grants are no longer valid.
     GraceExpired {
@@ -195,12 +210,15 @@ pub enum SessionState {
 }
 
 impl SessionState {
-    /// Whether the grants the session holds may be used.
+    /// Whether the grants the session holds may be used, now. Read from the
+    /// clock, not only from the state: a session task that is late to flip
+    /// the state (a loaded machine) cannot stretch the grants' validity.
     pub fn grants_valid(&self) -> bool {
-        matches!(
-            self,
-            SessionState::Connected { .. } | SessionState::Caching { .. }
-        )
+        match self {
+            SessionState::Connected { valid_until, .. }
+            | SessionState::Caching { valid_until, .. } => Instant::now() < *valid_until,
+            _ => false,
+        }
     }
 }
 
@@ -347,6 +365,7 @@ impl Session {
             renew: None,
             next_heartbeat: now,
             grace_deadline: None,
+            valid_until: None,
             closing: false,
         };
         info!(session = %session, "session started");
@@ -523,6 +542,8 @@ enum Done {
     },
     Renew {
         session: SessionId,
+        /// When the renewal call started (no attempt was sent before it).
+        sent: Instant,
         result: Result<Renewal, ClientError>,
     },
     /// The grants that a check-out answered "stale" may have taken.
@@ -567,6 +588,9 @@ struct Actor {
     next_heartbeat: Instant,
     /// In caching mode: when the grace period ends.
     grace_deadline: Option<Instant>,
+    /// Until when the last answered renewal of this session id keeps grants
+    /// valid (see [`VALIDITY_MARGIN_DIVISOR`]).
+    valid_until: Option<Instant>,
     closing: bool,
 }
 
@@ -578,6 +602,12 @@ impl Actor {
             let grace_at = self
                 .grace_deadline
                 .map(|d| d.min(Instant::now() + Duration::from_secs(3600)));
+            // While connected: the moment the last answered renewal stops
+            // covering the grants, if no other is answered first.
+            let lapse_at = match *self.state.borrow() {
+                SessionState::Connected { valid_until, .. } => Some(valid_until),
+                _ => None,
+            };
             tokio::select! {
                 request = requests.recv() => match request {
                     Some(Request::Close { reply }) => {
@@ -605,6 +635,9 @@ impl Actor {
                 _ = tokio::time::sleep_until(heartbeat_at), if self.renew.is_none() => self.start_renew(),
                 _ = tokio::time::sleep_until(grace_at.unwrap_or(heartbeat_at)), if grace_at.is_some() => {
                     self.check_grace();
+                }
+                _ = tokio::time::sleep_until(lapse_at.unwrap_or(heartbeat_at)), if lapse_at.is_some() => {
+                    self.enter_caching(&[], "no renewal was answered within the session TTL");
                 }
             }
         }
@@ -745,8 +778,13 @@ impl Actor {
         let secret = self.secret.clone();
         let timeout = self.options.unreachable_after;
         self.renew = Some(self.tasks.spawn(async move {
+            let sent = Instant::now();
             let result = client.renew_within(timeout, &secret, &tokens, report).await;
-            Done::Renew { session, result }
+            Done::Renew {
+                session,
+                sent,
+                result,
+            }
         }));
     }
 
@@ -756,7 +794,11 @@ impl Actor {
 
     fn finished(&mut self, done: Done) {
         match done {
-            Done::Renew { session, result } => self.renewed(session, result),
+            Done::Renew {
+                session,
+                sent,
+                result,
+            } => self.renewed(session, sent, result),
             Done::Checkout { job, result } => self.checked_out(*job, result),
             Done::Adopt { job, result } => self.adopt(*job, result),
             Done::Checkin {
@@ -768,7 +810,7 @@ impl Actor {
         }
     }
 
-    fn renewed(&mut self, session: SessionId, result: Result<Renewal, ClientError>) {
+    fn renewed(&mut self, session: SessionId, sent: Instant, result: Result<Renewal, ClientError>) {
         self.renew = None;
         let renewal = match result {
             Ok(renewal) => renewal,
@@ -792,10 +834,18 @@ impl Actor {
         if !renewal.session_ttl.is_zero() {
             self.ttl = renewal.session_ttl;
         }
+        // An answer for an id the session left behind says nothing about the
+        // current one's life.
+        if session == self.session {
+            let margin = self.ttl / VALIDITY_MARGIN_DIVISOR;
+            self.valid_until = Some(sent + self.ttl.saturating_sub(margin));
+        }
+        let valid_until = self.valid_until.unwrap_or(sent);
         // The state changes before the events go out, so a receiver of an
         // event sees the state it announces.
         let previous = self.state.borrow().clone();
         self.set_state(SessionState::Connected {
+            valid_until,
             active_address: renewal.address.clone(),
             term: renewal.term,
         });
@@ -808,6 +858,7 @@ impl Actor {
             SessionState::Connected {
                 active_address,
                 term,
+                ..
             } => {
                 if active_address != renewal.address || term != renewal.term {
                     events.push(SessionEvent::FailedOver {
@@ -867,12 +918,13 @@ impl Actor {
 
     fn enter_caching(&mut self, tried: &[String], last: &str) {
         let (since_instant, since) = self.last_contact.unwrap_or(self.started);
-        let grace_until = since
-            .checked_add(self.options.grace_period)
-            .unwrap_or(since);
-        let deadline = since_instant
+        let grace = since_instant
             .checked_add(self.options.grace_period)
             .unwrap_or(since_instant);
+        let deadline = self.valid_until.map_or(grace, |v| v.max(grace));
+        let grace_until = since
+            .checked_add(deadline.saturating_duration_since(since_instant))
+            .unwrap_or(since);
         self.grace_deadline = Some(deadline);
         warn!(
             session = %self.session,
@@ -881,7 +933,11 @@ impl Actor {
             grants = self.held.len(),
             "no node answered the renewal: entering caching mode"
         );
-        self.set_state(SessionState::Caching { since, grace_until });
+        self.set_state(SessionState::Caching {
+            since,
+            grace_until,
+            valid_until: deadline,
+        });
         self.emit(SessionEvent::EnteredCaching { since, grace_until });
         self.check_grace();
     }
@@ -894,7 +950,13 @@ impl Actor {
             return;
         }
         self.grace_deadline = None;
-        if let SessionState::Caching { since, .. } = *self.state.borrow() {
+        // Read first, then write: `borrow()` holds the watch's read lock, and
+        // `set_state` inside an `if let` on it would wait for it forever.
+        let caching_since = match *self.state.borrow() {
+            SessionState::Caching { since, .. } => Some(since),
+            _ => None,
+        };
+        if let Some(since) = caching_since {
             warn!(session = %self.session, "the grace period ran out: grants are no longer valid");
             self.set_state(SessionState::GraceExpired { since });
             self.emit(SessionEvent::GraceExpired { since });
