@@ -49,6 +49,23 @@
 //!   sent more than the tolerance after it. The tolerance is the nodes'
 //!   clock bound plus a second: a node stamps state time only while its
 //!   clock is within the bound of a majority's.
+//! - **renewal-reports-unknown** — a renewal's answer lists as unknown every
+//!   token it quoted that the session does not hold: one of its own whose
+//!   check-in was answered ok before the renewal was sent, one granted to
+//!   another session (the active node matches a quoted token to the
+//!   renewing session's grants only), and a made-up one no check-out was
+//!   granted. The tokens the session quoted as held are judged by
+//!   `no-lost-grant` alone, as before;
+//! - **no-impossible-answer** — no check-out is answered what the workload
+//!   cannot be told: "stale request" (a session's requests are sequential, so
+//!   a retry is always of its latest request, inside the retry window; the
+//!   answer is recorded `unknown` with detail `stale`), "no such feature" for
+//!   a licensed feature (an expired line still counts as licensed), "expired"
+//!   or "exceeds licensed" for a feature whose end the run does not plan
+//!   (permanent lines; the workload asks for at most the seats licensed), and
+//!   "bad count", "version not licensed" or no reason at all (it asks for 1
+//!   or 2 seats of any version). Dated features are left to
+//!   `expiry-judged-on-true-time`.
 //!
 //! Unavailability is measured per fault type as the time from a fault's start
 //! to the end of the first check-out attempt sent after it that the cluster
@@ -68,7 +85,17 @@ use serde::{Deserialize, Serialize};
 use crate::history::{Event, EventType, GrantSeen, OpKind, Token};
 
 /// Names of the invariants, in report order.
-pub const INVARIANTS: [&str; 7] = [SEATS, LOST, PHANTOM, DOUBLE, FENCING, CONVERGE, EXPIRY];
+pub const INVARIANTS: [&str; 9] = [
+    SEATS,
+    LOST,
+    PHANTOM,
+    DOUBLE,
+    FENCING,
+    CONVERGE,
+    EXPIRY,
+    IMPOSSIBLE,
+    RENEW_UNKNOWN,
+];
 const SEATS: &str = "seats-never-over-granted";
 const LOST: &str = "no-lost-grant";
 const PHANTOM: &str = "no-phantom-grant";
@@ -76,6 +103,8 @@ const DOUBLE: &str = "retry-never-double-grants";
 const FENCING: &str = "fencing-terms-monotonic";
 const CONVERGE: &str = "replicas-converge";
 const EXPIRY: &str = "expiry-judged-on-true-time";
+const IMPOSSIBLE: &str = "no-impossible-answer";
+const RENEW_UNKNOWN: &str = "renewal-reports-unknown";
 
 /// Counter-examples kept per invariant.
 pub const EXAMPLES_MAX: usize = 5;
@@ -225,7 +254,18 @@ struct Op {
     count: Option<u32>,
     /// The token quoted by a check-in.
     token: Option<Token>,
+    /// A renewal's quoted tokens: held, checked in, foreign, made up.
+    quoted: Quoted,
     attempts: Vec<Attempt>,
+}
+
+/// The tokens a renewal quoted, by what the session knew of them.
+#[derive(Debug, Clone, Default)]
+struct Quoted {
+    held: Vec<Token>,
+    checked_in: Vec<Token>,
+    foreign: Vec<Token>,
+    made_up: Vec<Token>,
 }
 
 impl Op {
@@ -361,6 +401,12 @@ fn operations(events: &[Event]) -> Vec<Op> {
                     feature: event.feature.clone(),
                     count: event.count,
                     token: event.token,
+                    quoted: Quoted {
+                        held: event.tokens.clone(),
+                        checked_in: event.checked_in_tokens.clone(),
+                        foreign: event.foreign_tokens.clone(),
+                        made_up: event.made_up_tokens.clone(),
+                    },
                     attempts: Vec::new(),
                 });
                 op.attempts.push(Attempt {
@@ -534,6 +580,8 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
     let fencing = check_fencing(&ops);
     let converge = check_convergence(&input.replicas);
     let expiry = check_expiry(&ops, input);
+    let impossible = check_impossible(&ops, input);
+    let renew_unknown = check_renewal_unknown(&ops, &grants);
 
     verdict.invariants = vec![
         seats,
@@ -543,6 +591,8 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
         fencing,
         converge,
         expiry,
+        impossible,
+        renew_unknown,
     ];
     unavailability(events, &ops, &mut verdict);
     verdict
@@ -586,6 +636,123 @@ fn check_expiry(ops: &[Op], input: &CheckInput) -> InvariantResult {
                     (invoke - end) as f64 / 1e6
                 )),
                 Some(_) => {}
+            }
+        }
+    }
+    tally.finish()
+}
+
+/// Renewals report what the session does not hold: see the module docs.
+fn check_renewal_unknown(ops: &[Op], grants: &BTreeMap<Token, GrantLife>) -> InvariantResult {
+    let mut tally = Tally::new(RENEW_UNKNOWN);
+    // Every token some answer or read showed to exist: a made-up token that
+    // is one of them was not made up after all, and is not judged.
+    let mut real: BTreeSet<Token> = grants.keys().copied().collect();
+    for op in ops {
+        for attempt in &op.attempts {
+            real.extend(attempt.token);
+            real.extend(attempt.grants.iter().flatten().map(|g| g.token));
+        }
+    }
+    for op in ops.iter().filter(|o| o.kind == OpKind::Renew) {
+        let session = op.session.as_deref().unwrap_or_default();
+        for attempt in op
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == EventType::Ok && a.answered())
+        {
+            let mut judge = |token: &Token, kind: &str, why: String| {
+                tally.checked += 1;
+                if !attempt.unknown_tokens.contains(token) {
+                    tally.violation(format!(
+                        "{} sent at {} quoted {kind} token {token} ({why}), and the answer (term {}) did not list it as unknown",
+                        op.describe(),
+                        secs(attempt.invoke_us),
+                        attempt.term.unwrap_or(0)
+                    ));
+                }
+            };
+            for token in &op.quoted.checked_in {
+                let Some(grant) = grants.get(token).filter(|g| g.session == session) else {
+                    continue;
+                };
+                let Some(ok) = grant.checkin_ok_us.filter(|&c| c < attempt.invoke_us) else {
+                    continue;
+                };
+                judge(
+                    token,
+                    "checked-in",
+                    format!(
+                        "{}, whose check-in was answered ok at {}",
+                        grant.describe(),
+                        secs(ok)
+                    ),
+                );
+            }
+            for token in &op.quoted.foreign {
+                let Some(grant) = grants.get(token).filter(|g| g.session != session) else {
+                    continue;
+                };
+                judge(
+                    token,
+                    "foreign",
+                    format!("{}, never this session's", grant.describe()),
+                );
+            }
+            for token in op.quoted.made_up.iter().filter(|t| !real.contains(t)) {
+                judge(token, "made-up", "no check-out was granted it".into());
+            }
+        }
+    }
+    tally.finish()
+}
+
+/// Impossible answers: see the module docs.
+fn check_impossible(ops: &[Op], input: &CheckInput) -> InvariantResult {
+    let mut tally = Tally::new(IMPOSSIBLE);
+    for op in ops.iter().filter(|o| o.kind == OpKind::Checkout) {
+        let feature = op.feature.as_deref().unwrap_or_default();
+        let licensed = input.licensed.contains_key(feature);
+        let planned_end = input.expiries.contains_key(feature);
+        for attempt in &op.attempts {
+            // A reply of the cluster (it carries a term) that denied the check-out.
+            let denied = attempt.term.is_some()
+                && matches!(attempt.outcome, EventType::Fail | EventType::Unknown)
+                && attempt.detail.is_some();
+            if !denied {
+                continue;
+            }
+            let detail = attempt.detail.as_deref().unwrap_or_default();
+            let why = match detail {
+                // Requests of a session are sequential: a retry is always of
+                // its latest request, which is inside the retry window.
+                "stale" => Some(
+                    "answered \"stale request\", but the session's requests are sequential, so a retry is always of its latest request".to_string(),
+                ),
+                "no-such-feature" if licensed => Some(format!(
+                    "denied \"no such feature\", but the run's license has {feature}"
+                )),
+                "expired" | "exceeds-licensed" if licensed && !planned_end => Some(format!(
+                    "denied \"{detail}\", but {feature} is licensed with every seat permanent and the workload asks for at most its seats"
+                )),
+                "bad-count" | "version-not-licensed" | "denied" => Some(format!(
+                    "denied \"{detail}\", but the workload asks for 1 or 2 seats of any version"
+                )),
+                _ => None,
+            };
+            tally.checked += 1;
+            if let Some(why) = why {
+                tally.violation(format!(
+                    "{} attempt {} sent at {} was {why} (term {})",
+                    op.describe(),
+                    1 + op
+                        .attempts
+                        .iter()
+                        .take_while(|a| a.invoke_us < attempt.invoke_us)
+                        .count(),
+                    secs(attempt.invoke_us),
+                    attempt.term.unwrap_or(0)
+                ));
             }
         }
     }
@@ -663,7 +830,13 @@ fn check_lost(ops: &[Op], grants: &BTreeMap<Token, GrantLife>, tally: &mut Tally
         for attempt in op.attempts.iter().filter(|a| a.answered()) {
             let (from, to) = (attempt.invoke_us, attempt.complete_us);
             if op.kind == OpKind::Renew && attempt.outcome == EventType::Ok {
-                for token in &attempt.unknown_tokens {
+                // Only the tokens quoted as held: the probes (checked in,
+                // foreign, made up) are `renewal-reports-unknown`'s.
+                for token in attempt
+                    .unknown_tokens
+                    .iter()
+                    .filter(|t| op.quoted.held.contains(t))
+                {
                     let Some(grant) = grants.get(token) else {
                         continue;
                     };
@@ -1148,7 +1321,9 @@ mod tests {
         fn renew(&mut self, s: u64, from_ms: u64, to_ms: u64, term: u64, unknown: Vec<Token>) {
             let id = self.next_id;
             self.next_id += 1;
-            let invoke = self.base(EventType::Invoke, OpKind::Renew, id, s, 1);
+            // Quoting (as held) what it is answered unknown, as a real renewal would.
+            let mut invoke = self.base(EventType::Invoke, OpKind::Renew, id, s, 1);
+            invoke.tokens = unknown.clone();
             self.push(from_ms, invoke);
             let mut done = self.base(EventType::Ok, OpKind::Renew, id, s, 1);
             done.term = Some(term);
@@ -1520,5 +1695,137 @@ mod tests {
                 .iter()
                 .any(|e| e.contains("cad never expires"))
         );
+    }
+
+    // Impossible answers: "stale request" to a sequential session, "no such
+    // feature" for a licensed feature and "expired" for a permanent one are
+    // reported; the same denials of a feature the license lacks, or whose
+    // end the run plans, and pool-exhausted denials are not.
+    #[test]
+    fn impossible_answers_are_reported() {
+        let deny = |h: &mut Builder, id: u64, feature: &str, at: u64, detail: &str| {
+            h.checkout_attempt(id, 1, id, feature, 1, at, at + 10, Some((2, None)));
+            let done = h.events.last_mut().unwrap();
+            done.detail = Some(detail.into());
+            if detail == "stale" {
+                done.kind = EventType::Unknown;
+            }
+        };
+        let input = |h: &mut Builder| {
+            h.events.sort_by_key(|e| e.time_us);
+            let input = CheckInput {
+                licensed: [("cad".to_string(), 5), ("ending".to_string(), 3)].into(),
+                session_ttl_us: TTL_US,
+                expiries: [("ending".to_string(), 1_000_000)].into(),
+                expiry_tolerance_us: 1_000_000,
+                ..CheckInput::default()
+            };
+            check(&h.events, &input)
+        };
+        let mut h = Builder::new();
+        deny(&mut h, 1, "cad", 100, "in-use");
+        deny(&mut h, 2, "ending", 5_000, "expired");
+        deny(&mut h, 3, "unlicensed", 200, "no-such-feature");
+        // Unknown for lack of an answer: no term, not judged.
+        h.checkout_attempt(4, 1, 4, "cad", 1, 300, 1300, None);
+        let verdict = input(&mut h);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        assert_eq!(result(&verdict, IMPOSSIBLE).checked, 3);
+
+        deny(&mut h, 5, "cad", 400, "stale");
+        deny(&mut h, 6, "cad", 500, "no-such-feature");
+        deny(&mut h, 7, "cad", 600, "bad-count");
+        deny(&mut h, 8, "ending", 700, "no-such-feature");
+        let verdict = input(&mut h);
+        let impossible = result(&verdict, IMPOSSIBLE);
+        assert_eq!(
+            (impossible.checked, impossible.violations),
+            (7, 4),
+            "{impossible:?}"
+        );
+        assert!(
+            impossible.examples[0].contains("stale request"),
+            "{impossible:?}"
+        );
+        assert!(impossible.examples[1].contains("license has cad"));
+    }
+
+    /// A renewal of session `s` quoting `held` and the probes `[checked in,
+    /// foreign, made up]`, answered with `unknown`.
+    #[allow(clippy::too_many_arguments)]
+    fn renew_quoting(
+        h: &mut Builder,
+        s: u64,
+        from_ms: u64,
+        to_ms: u64,
+        held: Vec<Token>,
+        probes: [Vec<Token>; 3],
+        unknown: Vec<Token>,
+    ) {
+        h.renew(s, from_ms, to_ms, 2, unknown);
+        let invoke = h
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| e.kind == EventType::Invoke)
+            .unwrap();
+        let [checked_in, foreign, made_up] = probes;
+        invoke.tokens = held;
+        invoke.checked_in_tokens = checked_in;
+        invoke.foreign_tokens = foreign;
+        invoke.made_up_tokens = made_up;
+    }
+
+    // Renewals both ways: a checked-in token (ok answered before the renewal
+    // was sent), another session's token and a made-up one must each be
+    // answered unknown; a foreign token answered unknown is no lost grant of
+    // its holder; a check-in answered after the renewal was sent is not judged.
+    #[test]
+    fn renewal_must_report_tokens_not_held_as_unknown() {
+        let build = |answer_unknown: bool| {
+            let mut h = Builder::new();
+            h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+            h.checkout(2, "cad", 1, 20, 30, 2, token(2, 6));
+            h.checkout(1, "cad", 1, 40, 50, 2, token(2, 7));
+            h.checkin(1, token(2, 5), 1000, 1010, 2, true);
+            // Sent before the check-in of 2.7 was answered: not judged.
+            h.checkin(1, token(2, 7), 1500, 1600, 2, true);
+            renew_quoting(
+                &mut h,
+                1,
+                1550,
+                1560,
+                vec![],
+                [vec![token(2, 7)], vec![], vec![]],
+                vec![],
+            );
+            let probes = [
+                vec![token(2, 5)],
+                vec![token(2, 6)],
+                vec![token(1 << 41, 3)],
+            ];
+            let unknown = if answer_unknown {
+                vec![token(2, 5), token(2, 6), token(1 << 41, 3)]
+            } else {
+                vec![]
+            };
+            renew_quoting(&mut h, 1, 2000, 2010, vec![], probes, unknown);
+            h.read(2100, 2110, 2, vec![seen(token(2, 6), 2, "cad", 1)]);
+            h.check(&[("cad", 5)])
+        };
+        let verdict = build(true);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        assert_eq!(result(&verdict, RENEW_UNKNOWN).checked, 3);
+
+        let verdict = build(false);
+        assert_eq!(failing(&verdict), vec![RENEW_UNKNOWN], "{verdict:#?}");
+        let renew = result(&verdict, RENEW_UNKNOWN);
+        assert_eq!(renew.violations, 3);
+        assert!(
+            renew.examples[0].contains("checked-in token 2.5.0"),
+            "{renew:?}"
+        );
+        assert!(renew.examples[1].contains("foreign token 2.6.0"));
+        assert!(renew.examples[2].contains("made-up token"));
     }
 }

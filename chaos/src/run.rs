@@ -243,6 +243,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             abandon_chance: 0.004,
             short_deadline_chance: 0.1,
             read_every: Duration::from_millis(500),
+            renew_probe_chance: 0.25,
             tls: cluster.client_tls.clone(),
         },
         history.clone(),
