@@ -330,6 +330,14 @@ impl Worker {
                 continue;
             }
             let _ = session.heartbeat.await;
+            // The run's end: the session is abandoned like any other, its
+            // grants left for the cluster to expire (the drain checks they are).
+            let held: Vec<Token> = lock(&session.held).iter().map(|h| h.token).collect();
+            let mut event = Event::new(&self.name(), EventType::Info, OpKind::Abandon, 0);
+            event.session = Some(session_hex(session.id));
+            event.tokens = held;
+            event.detail = Some("the run ended: heartbeats stop, grants are left to expire".into());
+            self.history.record(event);
             return;
         }
     }
