@@ -49,6 +49,34 @@
 //!   sent more than the tolerance after it. The tolerance is the nodes'
 //!   clock bound plus a second: a node stamps state time only while its
 //!   clock is within the bound of a majority's.
+//! - **renewal-reports-unknown** — a renewal's answer lists as unknown every
+//!   token it quoted that the session does not hold: one of its own whose
+//!   check-in was answered ok before the renewal was sent, one granted to
+//!   another session (the active node matches a quoted token to the
+//!   renewing session's grants only), and a made-up one no check-out was
+//!   granted. The tokens the session quoted as held are judged by
+//!   `no-lost-grant` alone, as before;
+//! - **no-unexpected-exit** — no node process ends unless the harness ends
+//!   it (a kill, a power cut, a SIGTERM answered by a clean exit within
+//!   10 s), and no node's log tells of a panic. The harness notices an exit
+//!   when it next looks at the process (a heal, a fault aimed at the active
+//!   node, a restart), so the time reported is when it was noticed and when
+//!   the process was last seen running;
+//! - **no-leaked-seat** — the run ends with a drain: the clients stop
+//!   (heartbeats too; sessions are abandoned, not checked in), and once every
+//!   session could have expired (a node serving, then the TTL, the
+//!   activation wait, a sweep period and slack) a linearizable Status read
+//!   must show no grant and no seat in use, and must be answered at all;
+//! - **no-impossible-answer** — no check-out is answered what the workload
+//!   cannot be told: "stale request" (a session's requests are sequential, so
+//!   a retry is always of its latest request, inside the retry window; the
+//!   answer is recorded `unknown` with detail `stale`), "no such feature" for
+//!   a licensed feature (an expired line still counts as licensed), "expired"
+//!   or "exceeds licensed" for a feature whose end the run does not plan
+//!   (permanent lines; the workload asks for at most the seats licensed), and
+//!   "bad count", "version not licensed" or no reason at all (it asks for 1
+//!   or 2 seats of any version). Dated features are left to
+//!   `expiry-judged-on-true-time`.
 //!
 //! Unavailability is measured per fault type as the time from a fault's start
 //! to the end of the first check-out attempt sent after it that the cluster
@@ -68,7 +96,19 @@ use serde::{Deserialize, Serialize};
 use crate::history::{Event, EventType, GrantSeen, OpKind, Token};
 
 /// Names of the invariants, in report order.
-pub const INVARIANTS: [&str; 7] = [SEATS, LOST, PHANTOM, DOUBLE, FENCING, CONVERGE, EXPIRY];
+pub const INVARIANTS: [&str; 11] = [
+    SEATS,
+    LOST,
+    PHANTOM,
+    DOUBLE,
+    FENCING,
+    CONVERGE,
+    EXPIRY,
+    IMPOSSIBLE,
+    RENEW_UNKNOWN,
+    EXIT,
+    LEAK,
+];
 const SEATS: &str = "seats-never-over-granted";
 const LOST: &str = "no-lost-grant";
 const PHANTOM: &str = "no-phantom-grant";
@@ -76,6 +116,10 @@ const DOUBLE: &str = "retry-never-double-grants";
 const FENCING: &str = "fencing-terms-monotonic";
 const CONVERGE: &str = "replicas-converge";
 const EXPIRY: &str = "expiry-judged-on-true-time";
+const IMPOSSIBLE: &str = "no-impossible-answer";
+const RENEW_UNKNOWN: &str = "renewal-reports-unknown";
+const EXIT: &str = "no-unexpected-exit";
+const LEAK: &str = "no-leaked-seat";
 
 /// Counter-examples kept per invariant.
 pub const EXAMPLES_MAX: usize = 5;
@@ -119,6 +163,100 @@ pub struct CheckInput {
     pub expiries: BTreeMap<String, i64>,
     /// How far state time may be from true time, µs.
     pub expiry_tolerance_us: u64,
+    /// Node processes the harness started.
+    pub node_starts: u64,
+    /// Node processes that ended without the harness ending them, or did
+    /// not stop gracefully when asked.
+    pub exits: Vec<NodeExit>,
+    /// Node log files scanned for panics after the run.
+    pub logs_scanned: u64,
+    /// Lines of those logs that tell of a panic (see [`panics_in_log`]).
+    pub log_panics: Vec<LogLine>,
+    /// The run ended with a drain (see [`DrainFinding`]): without an answered
+    /// drain read `no-leaked-seat` fails. A history with a drain's start event
+    /// is held to it as well.
+    pub expect_drain: bool,
+}
+
+/// What the end-of-run drain found: the clients stopped, and after every
+/// session could have expired a linearizable Status read was taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainFinding {
+    /// When the clients stopped and the wait began (harness time, µs).
+    pub started_us: Option<u64>,
+    /// What the wait was made of (the drain's start event).
+    pub plan: Option<String>,
+    /// When the judged (last answered) drain read was sent.
+    pub read_us: Option<u64>,
+    /// Drain reads answered (more than one when the active node changed during the wait).
+    pub reads: u64,
+    /// Grants that read held.
+    pub grants: Vec<GrantSeen>,
+    /// Seats in use per feature in that read.
+    pub in_use: BTreeMap<String, u32>,
+}
+
+/// A node process that ended without the harness ending it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeExit {
+    /// The node (1-based).
+    pub node: usize,
+    /// When the harness noticed (harness time, µs).
+    pub noticed_us: u64,
+    /// When it was last seen running before that, if it was.
+    pub last_running_us: Option<u64>,
+    /// The exit status and circumstances.
+    pub what: String,
+}
+
+/// One line of a node's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// The node (1-based).
+    pub node: usize,
+    /// The line number, from 1.
+    pub line: usize,
+    /// The line (and the next one, where the panic message continues there).
+    pub text: String,
+}
+
+/// Longest log text kept for one panic line.
+pub const LOG_LINE_CHARS_MAX: usize = 400;
+
+/// The lines of node `node`'s log that tell of a panic: Rust's panic message
+/// (`thread '…' panicked at file:line:col:`, the message on the next line)
+/// and the node's own `panic: …; stopping the node` (its panic hook aborts
+/// the process, `src/cli/server.rs`). Any line with "panic" in it counts: a
+/// node logs the word only when something panicked.
+pub fn panics_in_log(node: usize, text: &str) -> Vec<LogLine> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !line.to_ascii_lowercase().contains("panic") {
+            continue;
+        }
+        let mut text = line.trim().to_string();
+        if text.ends_with(':')
+            && let Some(next) = lines.get(i + 1)
+        {
+            text.push(' ');
+            text.push_str(next.trim());
+        }
+        if text.len() > LOG_LINE_CHARS_MAX {
+            let mut cut = LOG_LINE_CHARS_MAX;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        found.push(LogLine {
+            node,
+            line: i + 1,
+            text,
+        });
+    }
+    found
 }
 
 /// Operations of one kind, by final outcome.
@@ -183,6 +321,8 @@ pub struct Verdict {
     pub denied_in_use: u64,
     /// Most seats certainly held at once, per feature.
     pub peak_seats: BTreeMap<String, u32>,
+    /// The end-of-run drain, when the history has one.
+    pub drain: Option<DrainFinding>,
 }
 
 impl Verdict {
@@ -204,6 +344,8 @@ struct Attempt {
     unknown_tokens: Vec<Token>,
     grants: Option<Vec<GrantSeen>>,
     detail: Option<String>,
+    /// Seats in use per feature, for the harness's state reads.
+    in_use: BTreeMap<String, u32>,
 }
 
 impl Attempt {
@@ -225,7 +367,18 @@ struct Op {
     count: Option<u32>,
     /// The token quoted by a check-in.
     token: Option<Token>,
+    /// A renewal's quoted tokens: held, checked in, foreign, made up.
+    quoted: Quoted,
     attempts: Vec<Attempt>,
+}
+
+/// The tokens a renewal quoted, by what the session knew of them.
+#[derive(Debug, Clone, Default)]
+struct Quoted {
+    held: Vec<Token>,
+    checked_in: Vec<Token>,
+    foreign: Vec<Token>,
+    made_up: Vec<Token>,
 }
 
 impl Op {
@@ -361,6 +514,12 @@ fn operations(events: &[Event]) -> Vec<Op> {
                     feature: event.feature.clone(),
                     count: event.count,
                     token: event.token,
+                    quoted: Quoted {
+                        held: event.tokens.clone(),
+                        checked_in: event.checked_in_tokens.clone(),
+                        foreign: event.foreign_tokens.clone(),
+                        made_up: event.made_up_tokens.clone(),
+                    },
                     attempts: Vec::new(),
                 });
                 op.attempts.push(Attempt {
@@ -372,6 +531,7 @@ fn operations(events: &[Event]) -> Vec<Op> {
                     unknown_tokens: Vec::new(),
                     grants: None,
                     detail: None,
+                    in_use: BTreeMap::new(),
                 });
             }
             EventType::Ok | EventType::Fail | EventType::Unknown => {
@@ -393,6 +553,7 @@ fn operations(events: &[Event]) -> Vec<Op> {
                 attempt.unknown_tokens = event.unknown_tokens.clone();
                 attempt.grants = event.grants.clone();
                 attempt.detail = event.detail.clone();
+                attempt.in_use = event.in_use.clone().unwrap_or_default();
                 if op.feature.is_none() {
                     op.feature = event.feature.clone();
                 }
@@ -534,6 +695,10 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
     let fencing = check_fencing(&ops);
     let converge = check_convergence(&input.replicas);
     let expiry = check_expiry(&ops, input);
+    let impossible = check_impossible(&ops, input);
+    let renew_unknown = check_renewal_unknown(&ops, &grants);
+    let exits = check_exits(input);
+    let leak = check_drain(events, &ops, input, &mut verdict);
 
     verdict.invariants = vec![
         seats,
@@ -543,6 +708,10 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
         fencing,
         converge,
         expiry,
+        impossible,
+        renew_unknown,
+        exits,
+        leak,
     ];
     unavailability(events, &ops, &mut verdict);
     verdict
@@ -586,6 +755,227 @@ fn check_expiry(ops: &[Op], input: &CheckInput) -> InvariantResult {
                     (invoke - end) as f64 / 1e6
                 )),
                 Some(_) => {}
+            }
+        }
+    }
+    tally.finish()
+}
+
+/// No leaked seat: the last answered drain read holds no grant and no seat
+/// in use.
+fn check_drain(
+    events: &[Event],
+    ops: &[Op],
+    input: &CheckInput,
+    verdict: &mut Verdict,
+) -> InvariantResult {
+    let mut tally = Tally::new(LEAK);
+    let start = events
+        .iter()
+        .find(|e| e.op == OpKind::Drain && e.kind == EventType::Info);
+    let answered: Vec<&Attempt> = ops
+        .iter()
+        .filter(|o| o.kind == OpKind::Drain)
+        .flat_map(|o| o.attempts.iter())
+        .filter(|a| a.outcome == EventType::Ok && a.grants.is_some())
+        .collect();
+    let drained = start.is_some() || !answered.is_empty();
+    if !(drained || input.expect_drain) {
+        return tally.finish();
+    }
+    let mut finding = DrainFinding {
+        started_us: start.map(|e| e.time_us),
+        plan: start.and_then(|e| e.detail.clone()),
+        reads: answered.len() as u64,
+        ..DrainFinding::default()
+    };
+    let Some(last) = answered.iter().max_by_key(|a| a.invoke_us) else {
+        tally.violation(match start {
+            Some(e) => format!(
+                "no drain read could be made: the clients stopped at {} and no node answered Status after the wait",
+                secs(e.time_us)
+            ),
+            None => "the run ended without a drain (no drain read in the history)".into(),
+        });
+        verdict.drain = Some(finding);
+        return tally.finish();
+    };
+    finding.read_us = Some(last.invoke_us);
+    finding.grants = last.grants.clone().unwrap_or_default();
+    finding.in_use = last.in_use.clone();
+    // Every session of the run must have let go of everything.
+    let sessions: BTreeSet<&str> = ops.iter().filter_map(|o| o.session.as_deref()).collect();
+    tally.checked = sessions.len() as u64 + finding.in_use.len() as u64;
+    let waited = finding.started_us.map_or(String::new(), |s| {
+        format!(
+            ", {} after the clients stopped",
+            secs(last.invoke_us.saturating_sub(s))
+        )
+    });
+    for grant in &finding.grants {
+        tally.violation(format!(
+            "the drain read sent at {}{waited} still holds grant {} ({} × {} of session {}): a seat leaked",
+            secs(last.invoke_us),
+            grant.token,
+            grant.count,
+            grant.feature,
+            grant.session
+        ));
+    }
+    for (feature, &seats) in &finding.in_use {
+        let listed: u32 = finding
+            .grants
+            .iter()
+            .filter(|g| &g.feature == feature)
+            .map(|g| g.count)
+            .sum();
+        if seats != listed {
+            tally.violation(format!(
+                "the drain read sent at {}{waited} counts {seats} seats of {feature} in use, but its grants hold {listed}",
+                secs(last.invoke_us)
+            ));
+        }
+    }
+    verdict.drain = Some(finding);
+    tally.finish()
+}
+
+/// Node processes end only when the harness ends them, and never panic.
+fn check_exits(input: &CheckInput) -> InvariantResult {
+    let mut tally = Tally::new(EXIT);
+    tally.checked = input.node_starts + input.logs_scanned;
+    for exit in &input.exits {
+        tally.violation(format!(
+            "node {} {}: noticed at {}{}",
+            exit.node,
+            exit.what,
+            secs(exit.noticed_us),
+            exit.last_running_us.map_or(String::new(), |t| format!(
+                ", last seen running at {}",
+                secs(t)
+            ))
+        ));
+    }
+    for line in &input.log_panics {
+        tally.violation(format!(
+            "node {}'s log, line {}: {}",
+            line.node, line.line, line.text
+        ));
+    }
+    tally.finish()
+}
+
+/// Renewals report what the session does not hold: see the module docs.
+fn check_renewal_unknown(ops: &[Op], grants: &BTreeMap<Token, GrantLife>) -> InvariantResult {
+    let mut tally = Tally::new(RENEW_UNKNOWN);
+    // Every token some answer or read showed to exist: a made-up token that
+    // is one of them was not made up after all, and is not judged.
+    let mut real: BTreeSet<Token> = grants.keys().copied().collect();
+    for op in ops {
+        for attempt in &op.attempts {
+            real.extend(attempt.token);
+            real.extend(attempt.grants.iter().flatten().map(|g| g.token));
+        }
+    }
+    for op in ops.iter().filter(|o| o.kind == OpKind::Renew) {
+        let session = op.session.as_deref().unwrap_or_default();
+        for attempt in op
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == EventType::Ok && a.answered())
+        {
+            let mut judge = |token: &Token, kind: &str, why: String| {
+                tally.checked += 1;
+                if !attempt.unknown_tokens.contains(token) {
+                    tally.violation(format!(
+                        "{} sent at {} quoted {kind} token {token} ({why}), and the answer (term {}) did not list it as unknown",
+                        op.describe(),
+                        secs(attempt.invoke_us),
+                        attempt.term.unwrap_or(0)
+                    ));
+                }
+            };
+            for token in &op.quoted.checked_in {
+                let Some(grant) = grants.get(token).filter(|g| g.session == session) else {
+                    continue;
+                };
+                let Some(ok) = grant.checkin_ok_us.filter(|&c| c < attempt.invoke_us) else {
+                    continue;
+                };
+                judge(
+                    token,
+                    "checked-in",
+                    format!(
+                        "{}, whose check-in was answered ok at {}",
+                        grant.describe(),
+                        secs(ok)
+                    ),
+                );
+            }
+            for token in &op.quoted.foreign {
+                let Some(grant) = grants.get(token).filter(|g| g.session != session) else {
+                    continue;
+                };
+                judge(
+                    token,
+                    "foreign",
+                    format!("{}, never this session's", grant.describe()),
+                );
+            }
+            for token in op.quoted.made_up.iter().filter(|t| !real.contains(t)) {
+                judge(token, "made-up", "no check-out was granted it".into());
+            }
+        }
+    }
+    tally.finish()
+}
+
+/// Impossible answers: see the module docs.
+fn check_impossible(ops: &[Op], input: &CheckInput) -> InvariantResult {
+    let mut tally = Tally::new(IMPOSSIBLE);
+    for op in ops.iter().filter(|o| o.kind == OpKind::Checkout) {
+        let feature = op.feature.as_deref().unwrap_or_default();
+        let licensed = input.licensed.contains_key(feature);
+        let planned_end = input.expiries.contains_key(feature);
+        for attempt in &op.attempts {
+            // A reply of the cluster (it carries a term) that denied the check-out.
+            let denied = attempt.term.is_some()
+                && matches!(attempt.outcome, EventType::Fail | EventType::Unknown)
+                && attempt.detail.is_some();
+            if !denied {
+                continue;
+            }
+            let detail = attempt.detail.as_deref().unwrap_or_default();
+            let why = match detail {
+                // Requests of a session are sequential: a retry is always of
+                // its latest request, which is inside the retry window.
+                "stale" => Some(
+                    "answered \"stale request\", but the session's requests are sequential, so a retry is always of its latest request".to_string(),
+                ),
+                "no-such-feature" if licensed => Some(format!(
+                    "denied \"no such feature\", but the run's license has {feature}"
+                )),
+                "expired" | "exceeds-licensed" if licensed && !planned_end => Some(format!(
+                    "denied \"{detail}\", but {feature} is licensed with every seat permanent and the workload asks for at most its seats"
+                )),
+                "bad-count" | "version-not-licensed" | "denied" => Some(format!(
+                    "denied \"{detail}\", but the workload asks for 1 or 2 seats of any version"
+                )),
+                _ => None,
+            };
+            tally.checked += 1;
+            if let Some(why) = why {
+                tally.violation(format!(
+                    "{} attempt {} sent at {} was {why} (term {})",
+                    op.describe(),
+                    1 + op
+                        .attempts
+                        .iter()
+                        .take_while(|a| a.invoke_us < attempt.invoke_us)
+                        .count(),
+                    secs(attempt.invoke_us),
+                    attempt.term.unwrap_or(0)
+                ));
             }
         }
     }
@@ -663,7 +1053,13 @@ fn check_lost(ops: &[Op], grants: &BTreeMap<Token, GrantLife>, tally: &mut Tally
         for attempt in op.attempts.iter().filter(|a| a.answered()) {
             let (from, to) = (attempt.invoke_us, attempt.complete_us);
             if op.kind == OpKind::Renew && attempt.outcome == EventType::Ok {
-                for token in &attempt.unknown_tokens {
+                // Only the tokens quoted as held: the probes (checked in,
+                // foreign, made up) are `renewal-reports-unknown`'s.
+                for token in attempt
+                    .unknown_tokens
+                    .iter()
+                    .filter(|t| op.quoted.held.contains(t))
+                {
                     let Some(grant) = grants.get(token) else {
                         continue;
                     };
@@ -763,7 +1159,10 @@ fn check_final_states(
     }
 
     let mut states: Vec<(String, u64, u64, &[GrantSeen], bool)> = Vec::new();
-    for op in ops.iter().filter(|o| o.kind == OpKind::Read) {
+    for op in ops
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Read | OpKind::Drain))
+    {
         for attempt in &op.attempts {
             if attempt.outcome == EventType::Ok
                 && let Some(seen) = attempt.grants.as_deref()
@@ -1148,7 +1547,9 @@ mod tests {
         fn renew(&mut self, s: u64, from_ms: u64, to_ms: u64, term: u64, unknown: Vec<Token>) {
             let id = self.next_id;
             self.next_id += 1;
-            let invoke = self.base(EventType::Invoke, OpKind::Renew, id, s, 1);
+            // Quoting (as held) what it is answered unknown, as a real renewal would.
+            let mut invoke = self.base(EventType::Invoke, OpKind::Renew, id, s, 1);
+            invoke.tokens = unknown.clone();
             self.push(from_ms, invoke);
             let mut done = self.base(EventType::Ok, OpKind::Renew, id, s, 1);
             done.term = Some(term);
@@ -1520,5 +1921,252 @@ mod tests {
                 .iter()
                 .any(|e| e.contains("cad never expires"))
         );
+    }
+
+    // Impossible answers: "stale request" to a sequential session, "no such
+    // feature" for a licensed feature and "expired" for a permanent one are
+    // reported; the same denials of a feature the license lacks, or whose
+    // end the run plans, and pool-exhausted denials are not.
+    #[test]
+    fn impossible_answers_are_reported() {
+        let deny = |h: &mut Builder, id: u64, feature: &str, at: u64, detail: &str| {
+            h.checkout_attempt(id, 1, id, feature, 1, at, at + 10, Some((2, None)));
+            let done = h.events.last_mut().unwrap();
+            done.detail = Some(detail.into());
+            if detail == "stale" {
+                done.kind = EventType::Unknown;
+            }
+        };
+        let input = |h: &mut Builder| {
+            h.events.sort_by_key(|e| e.time_us);
+            let input = CheckInput {
+                licensed: [("cad".to_string(), 5), ("ending".to_string(), 3)].into(),
+                session_ttl_us: TTL_US,
+                expiries: [("ending".to_string(), 1_000_000)].into(),
+                expiry_tolerance_us: 1_000_000,
+                ..CheckInput::default()
+            };
+            check(&h.events, &input)
+        };
+        let mut h = Builder::new();
+        deny(&mut h, 1, "cad", 100, "in-use");
+        deny(&mut h, 2, "ending", 5_000, "expired");
+        deny(&mut h, 3, "unlicensed", 200, "no-such-feature");
+        // Unknown for lack of an answer: no term, not judged.
+        h.checkout_attempt(4, 1, 4, "cad", 1, 300, 1300, None);
+        let verdict = input(&mut h);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        assert_eq!(result(&verdict, IMPOSSIBLE).checked, 3);
+
+        deny(&mut h, 5, "cad", 400, "stale");
+        deny(&mut h, 6, "cad", 500, "no-such-feature");
+        deny(&mut h, 7, "cad", 600, "bad-count");
+        deny(&mut h, 8, "ending", 700, "no-such-feature");
+        let verdict = input(&mut h);
+        let impossible = result(&verdict, IMPOSSIBLE);
+        assert_eq!(
+            (impossible.checked, impossible.violations),
+            (7, 4),
+            "{impossible:?}"
+        );
+        assert!(
+            impossible.examples[0].contains("stale request"),
+            "{impossible:?}"
+        );
+        assert!(impossible.examples[1].contains("license has cad"));
+    }
+
+    /// A renewal of session `s` quoting `held` and the probes `[checked in,
+    /// foreign, made up]`, answered with `unknown`.
+    #[allow(clippy::too_many_arguments)]
+    fn renew_quoting(
+        h: &mut Builder,
+        s: u64,
+        from_ms: u64,
+        to_ms: u64,
+        held: Vec<Token>,
+        probes: [Vec<Token>; 3],
+        unknown: Vec<Token>,
+    ) {
+        h.renew(s, from_ms, to_ms, 2, unknown);
+        let invoke = h
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| e.kind == EventType::Invoke)
+            .unwrap();
+        let [checked_in, foreign, made_up] = probes;
+        invoke.tokens = held;
+        invoke.checked_in_tokens = checked_in;
+        invoke.foreign_tokens = foreign;
+        invoke.made_up_tokens = made_up;
+    }
+
+    // Renewals both ways: a checked-in token (ok answered before the renewal
+    // was sent), another session's token and a made-up one must each be
+    // answered unknown; a foreign token answered unknown is no lost grant of
+    // its holder; a check-in answered after the renewal was sent is not judged.
+    #[test]
+    fn renewal_must_report_tokens_not_held_as_unknown() {
+        let build = |answer_unknown: bool| {
+            let mut h = Builder::new();
+            h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+            h.checkout(2, "cad", 1, 20, 30, 2, token(2, 6));
+            h.checkout(1, "cad", 1, 40, 50, 2, token(2, 7));
+            h.checkin(1, token(2, 5), 1000, 1010, 2, true);
+            // Sent before the check-in of 2.7 was answered: not judged.
+            h.checkin(1, token(2, 7), 1500, 1600, 2, true);
+            renew_quoting(
+                &mut h,
+                1,
+                1550,
+                1560,
+                vec![],
+                [vec![token(2, 7)], vec![], vec![]],
+                vec![],
+            );
+            let probes = [
+                vec![token(2, 5)],
+                vec![token(2, 6)],
+                vec![token(1 << 41, 3)],
+            ];
+            let unknown = if answer_unknown {
+                vec![token(2, 5), token(2, 6), token(1 << 41, 3)]
+            } else {
+                vec![]
+            };
+            renew_quoting(&mut h, 1, 2000, 2010, vec![], probes, unknown);
+            h.read(2100, 2110, 2, vec![seen(token(2, 6), 2, "cad", 1)]);
+            h.check(&[("cad", 5)])
+        };
+        let verdict = build(true);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        assert_eq!(result(&verdict, RENEW_UNKNOWN).checked, 3);
+
+        let verdict = build(false);
+        assert_eq!(failing(&verdict), vec![RENEW_UNKNOWN], "{verdict:#?}");
+        let renew = result(&verdict, RENEW_UNKNOWN);
+        assert_eq!(renew.violations, 3);
+        assert!(
+            renew.examples[0].contains("checked-in token 2.5.0"),
+            "{renew:?}"
+        );
+        assert!(renew.examples[1].contains("foreign token 2.6.0"));
+        assert!(renew.examples[2].contains("made-up token"));
+    }
+
+    // Crashes are violations: a node process that ended without the harness
+    // ending it, and a panic in a node's log, are each reported with the
+    // node, the time and the line; clean logs and no exits pass.
+    #[test]
+    fn unexpected_exits_and_panics_are_reported() {
+        let log = "2026-12-02T06:00:00.000001Z  INFO raftlm::node: serving\n\
+                   thread 'tokio-runtime-worker' panicked at src/license/state.rs:812:9:\n\
+                   seats in use 6 > licensed 5 for acme cad\n\
+                   2026-12-02T06:00:01.000002Z ERROR raftlm::cli::server: panic: boom; stopping the node\n";
+        let panics = panics_in_log(2, log);
+        assert_eq!(panics.len(), 2, "{panics:?}");
+        assert_eq!(panics[0].line, 2);
+        assert!(
+            panics[0]
+                .text
+                .ends_with("seats in use 6 > licensed 5 for acme cad"),
+            "{panics:?}"
+        );
+        assert!(panics_in_log(1, "INFO serving\nINFO stopping\n").is_empty());
+
+        let mut input = CheckInput {
+            node_starts: 9,
+            logs_scanned: 3,
+            ..CheckInput::default()
+        };
+        let verdict = check(&[], &input);
+        assert_eq!(failing(&verdict), Vec::<&str>::new());
+        assert_eq!(result(&verdict, EXIT).checked, 12);
+
+        input.exits.push(NodeExit {
+            node: 3,
+            noticed_us: 21_500_000,
+            last_running_us: Some(20_000_000),
+            what: "exited on its own (signal: 6 (SIGABRT) (core dumped))".into(),
+        });
+        input.log_panics = panics;
+        let verdict = check(&[], &input);
+        assert_eq!(failing(&verdict), vec![EXIT]);
+        let exit = result(&verdict, EXIT);
+        assert_eq!(exit.violations, 3);
+        assert!(
+            exit.examples[0].contains("node 3 exited on its own (signal: 6")
+                && exit.examples[0].contains("noticed at 21.500 s, last seen running at 20.000 s"),
+            "{exit:?}"
+        );
+        assert!(exit.examples[1].starts_with("node 2's log, line 2: thread"));
+    }
+
+    // No leaked seat: after the clients stop and every session could have
+    // expired, the drain read must hold no grant and count no seat in use; a
+    // read holding a grant, a count its grants do not explain, and a drain
+    // with no answered read (or none at all) are reported.
+    #[test]
+    fn leaked_seats_are_reported() {
+        let drain = |grants: Vec<GrantSeen>, in_use: u32, answered: bool| {
+            let mut h = Builder::new();
+            h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+            let mut start = Event::new("harness", EventType::Info, OpKind::Drain, 0);
+            start.detail = Some("start: clients stopped; waiting 16000 ms: …".into());
+            h.push(5_000, start);
+            let mut invoke = Event::new("harness", EventType::Invoke, OpKind::Drain, 77);
+            invoke.attempt = Some(1);
+            h.push(21_000, invoke);
+            let kind = if answered {
+                EventType::Ok
+            } else {
+                EventType::Unknown
+            };
+            let mut done = Event::new("harness", kind, OpKind::Drain, 77);
+            done.attempt = Some(1);
+            if answered {
+                done.term = Some(3);
+                done.grants = Some(grants);
+                done.in_use = Some([("cad".to_string(), in_use)].into());
+            }
+            h.push(21_010, done);
+            h.events.sort_by_key(|e| e.time_us);
+            let input = CheckInput {
+                licensed: [("cad".to_string(), 5)].into(),
+                session_ttl_us: TTL_US,
+                expect_drain: true,
+                ..CheckInput::default()
+            };
+            check(&h.events, &input)
+        };
+        let verdict = drain(vec![], 0, true);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        assert_eq!(result(&verdict, LEAK).checked, 2);
+        let finding = verdict.drain.unwrap();
+        assert_eq!(
+            (finding.started_us, finding.read_us),
+            (Some(5_000_000), Some(21_000_000))
+        );
+
+        let verdict = drain(vec![seen(token(2, 5), 1, "cad", 1)], 2, true);
+        assert_eq!(failing(&verdict), vec![LEAK], "{verdict:#?}");
+        let leak = result(&verdict, LEAK);
+        assert_eq!(leak.violations, 2, "{leak:?}");
+        assert!(
+            leak.examples[0].contains("still holds grant 2.5.0"),
+            "{leak:?}"
+        );
+        assert!(leak.examples[1].contains("counts 2 seats of cad in use, but its grants hold 1"));
+
+        let verdict = drain(vec![], 0, false);
+        assert_eq!(failing(&verdict), vec![LEAK]);
+        assert!(result(&verdict, LEAK).examples[0].starts_with("no drain read could be made"));
+
+        let input = CheckInput {
+            expect_drain: true,
+            ..CheckInput::default()
+        };
+        assert_eq!(failing(&check(&[], &input)), vec![LEAK]);
     }
 }

@@ -82,6 +82,20 @@ pub const LOGS_KEPT: u64 = 10;
 /// The vendor of every feature the chaos license grants.
 pub const VENDOR: &str = "acme";
 
+/// A node process that ended without the harness ending it (a crash, an
+/// abort on panic, a refusal to start), or did not stop gracefully.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    /// The node, 0-based.
+    pub node: usize,
+    /// When the harness noticed.
+    pub noticed: std::time::Instant,
+    /// When the process was last seen running before that.
+    pub last_running: Option<std::time::Instant>,
+    /// What happened: the exit status, and under which circumstances.
+    pub what: String,
+}
+
 /// The node processes.
 pub struct Cluster {
     /// What the cluster is made of.
@@ -92,6 +106,12 @@ pub struct Cluster {
     pub client_tls: ClientTls,
     children: Vec<Option<Child>>,
     paused: Vec<bool>,
+    /// Exits the harness did not cause, in the order noticed.
+    exits: Vec<Exit>,
+    /// When each node's process was last seen running.
+    seen_running: Vec<Option<std::time::Instant>>,
+    /// Node processes started.
+    starts: u64,
     /// Each node's power-cut filesystem, when the spec asks for them. Dropped
     /// (unmounted) after `Drop` has killed the nodes.
     disks: Vec<PowerDisk>,
@@ -215,6 +235,9 @@ impl Cluster {
             client_tls,
             children: (0..n).map(|_| None).collect(),
             paused: vec![false; n],
+            exits: Vec::new(),
+            seen_running: vec![None; n],
+            starts: 0,
             disks,
         })
     }
@@ -248,8 +271,49 @@ impl Cluster {
         self.spec.dir.join(format!("node{}.log", i + 1))
     }
 
+    /// Exits the harness did not cause, so far.
+    pub fn exits(&self) -> &[Exit] {
+        &self.exits
+    }
+
+    /// Node processes started so far.
+    pub fn starts(&self) -> u64 {
+        self.starts
+    }
+
+    /// Node `i`'s log file.
+    pub fn log_file(&self, i: usize) -> PathBuf {
+        self.log_path(i)
+    }
+
+    /// Reaps node `i` if its process ended, which the harness did not cause
+    /// (every signal the harness sends to end a node reaps it itself):
+    /// recorded in [`exits`](Self::exits).
+    fn reap(&mut self, i: usize) {
+        let Some(child) = self.children[i].as_mut() else {
+            return;
+        };
+        let what = match child.try_wait() {
+            Ok(None) => {
+                self.seen_running[i] = Some(std::time::Instant::now());
+                return;
+            }
+            Ok(Some(status)) => format!("exited on its own ({status})"),
+            Err(error) => format!("cannot be waited for ({error})"),
+        };
+        self.children[i] = None;
+        self.paused[i] = false;
+        self.exits.push(Exit {
+            node: i,
+            noticed: std::time::Instant::now(),
+            last_running: self.seen_running[i],
+            what,
+        });
+    }
+
     /// Starts node `i` (no-op if it runs); its log is appended to `node{i+1}.log`.
     pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        self.reap(i);
         if self.children[i].is_some() {
             return Ok(());
         }
@@ -290,21 +354,15 @@ impl Cluster {
             .with_context(|| format!("cannot start {}", self.spec.binary.display()))?;
         self.children[i] = Some(child);
         self.paused[i] = false;
+        self.starts += 1;
+        self.seen_running[i] = Some(std::time::Instant::now());
         Ok(())
     }
 
     /// Whether node `i`'s process runs (possibly stopped).
     pub fn running(&mut self, i: usize) -> bool {
-        let Some(child) = self.children[i].as_mut() else {
-            return false;
-        };
-        match child.try_wait() {
-            Ok(None) => true,
-            _ => {
-                self.children[i] = None;
-                false
-            }
-        }
+        self.reap(i);
+        self.children[i].is_some()
     }
 
     /// Whether node `i` is stopped with SIGSTOP.
@@ -323,6 +381,8 @@ impl Cluster {
 
     /// SIGKILL to node `i`, and reaps it.
     pub fn kill(&mut self, i: usize) {
+        // A process that already ended did not end of this kill.
+        self.reap(i);
         if let Some(mut child) = self.children[i].take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -375,24 +435,61 @@ impl Cluster {
 
     /// Stops node `i` with SIGTERM (a graceful stop), killing it if it takes
     /// longer than [`TERMINATE_WAIT`].
+    /// A graceful stop ends with exit status 0 within the wait; anything
+    /// else is recorded in [`exits`](Self::exits).
     pub async fn terminate(&mut self, i: usize) {
+        self.reap(i);
         self.resume(i);
         self.signal(i, libc::SIGTERM);
+        self.await_stop(i).await;
+    }
+
+    /// Waits for node `i` to end after a SIGTERM, killing it after
+    /// [`TERMINATE_WAIT`].
+    async fn await_stop(&mut self, i: usize) {
         let deadline = tokio::time::Instant::now() + TERMINATE_WAIT;
-        while self.running(i) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut what = None;
+        while let Some(child) = self.children[i].as_mut() {
+            match child.try_wait() {
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Ok(None) => {
+                    what = Some(format!(
+                        "still running {TERMINATE_WAIT:?} after SIGTERM (then killed)"
+                    ));
+                }
+                Ok(Some(status)) if status.success() => {}
+                Ok(Some(status)) => what = Some(format!("stopped by SIGTERM with {status}")),
+                Err(error) => what = Some(format!("cannot be waited for ({error})")),
+            }
+            break;
         }
-        self.kill(i);
+        if let Some(what) = what {
+            self.exits.push(Exit {
+                node: i,
+                noticed: std::time::Instant::now(),
+                last_running: self.seen_running[i],
+                what,
+            });
+        }
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.paused[i] = false;
     }
 
     /// Stops every node gracefully, all at once.
     pub async fn terminate_all(&mut self) {
         for i in 0..self.len() {
+            self.reap(i);
             self.resume(i);
             self.signal(i, libc::SIGTERM);
         }
         for i in 0..self.len() {
-            self.terminate(i).await;
+            self.await_stop(i).await;
         }
     }
 

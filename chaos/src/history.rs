@@ -17,6 +17,7 @@
 //! started. Session ids are 16 hex digits (as raftlm prints them), so the
 //! file reads well with `jq`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -54,6 +55,9 @@ pub enum OpKind {
     Renew,
     /// A linearizable Status read after the cluster healed, with every grant.
     Read,
+    /// The end-of-run drain: an info event when the clients stopped, then a
+    /// linearizable Status read once every session could have expired.
+    Drain,
     /// A fault of the nemesis (info events only).
     Nemesis,
     /// A session stopped heartbeating and was given up (info event only).
@@ -67,6 +71,7 @@ impl fmt::Display for OpKind {
             OpKind::Checkin => "checkin",
             OpKind::Renew => "renew",
             OpKind::Read => "read",
+            OpKind::Drain => "drain",
             OpKind::Nemesis => "nemesis",
             OpKind::Abandon => "abandon",
         })
@@ -176,15 +181,28 @@ pub struct Event {
     /// The address the attempt went to (`ap` for the access point, `n2` for node 2), or a fault's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    /// Grants quoted by a renewal.
+    /// Grants quoted by a renewal as held (the session believes it holds them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<Token>,
+    /// Also quoted by a renewal: grants of this session whose check-in was
+    /// answered ok before the renewal was sent (the answer must call them unknown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checked_in_tokens: Vec<Token>,
+    /// Also quoted by a renewal: grants made to other sessions (never held by this one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_tokens: Vec<Token>,
+    /// Also quoted by a renewal: made-up tokens no check-out was granted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub made_up_tokens: Vec<Token>,
     /// Quoted grants a renewal's answer says the cluster does not hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_tokens: Vec<Token>,
     /// Every grant, for a state read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grants: Option<Vec<GrantSeen>>,
+    /// Seats in use per feature, for the harness's state reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_use: Option<BTreeMap<String, u32>>,
     /// Why: a denial reason, an error, a fault's description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -211,8 +229,12 @@ impl Event {
             term: None,
             node: None,
             tokens: Vec::new(),
+            checked_in_tokens: Vec::new(),
+            foreign_tokens: Vec::new(),
+            made_up_tokens: Vec::new(),
             unknown_tokens: Vec::new(),
             grants: None,
+            in_use: None,
             detail: None,
             fault: None,
         }
@@ -250,6 +272,11 @@ impl History {
     /// Microseconds since the run started.
     pub fn now_us(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// `at` in microseconds since the run started (0 if before it).
+    pub fn us_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.start).as_micros()).unwrap_or(u64::MAX)
     }
 
     /// A fresh operation id.

@@ -5,7 +5,9 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checker::{InvariantResult, OutcomeCounts, ReplicaView, Unavailability, Verdict};
+use crate::checker::{
+    DrainFinding, InvariantResult, OutcomeCounts, ReplicaView, Unavailability, Verdict,
+};
 
 /// One node's store, summarized for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +86,8 @@ pub struct Report {
     pub peak_seats: BTreeMap<String, u32>,
     /// Each node's store after the run.
     pub replicas: Vec<ReplicaSummary>,
+    /// The end-of-run drain: how long it waited and what it read.
+    pub drain: Option<DrainFinding>,
     /// What the nodes' data directories are on.
     pub disk: String,
     /// Network-namespace faults: why they did not run.
@@ -108,6 +112,7 @@ impl Report {
         self.denied_in_use = verdict.denied_in_use;
         self.peak_seats = verdict.peak_seats.clone();
         self.replicas = replicas.iter().map(ReplicaSummary::from).collect();
+        self.drain = verdict.drain.clone();
         self.violations = verdict.violations();
         self.passed = self.violations == 0;
         self
@@ -165,6 +170,9 @@ impl Report {
         );
         let _ = writeln!(out, "disk: {}", self.disk);
         let _ = writeln!(out, "network namespaces: {}", self.network_namespaces);
+        if let Some(drain) = &self.drain {
+            let _ = writeln!(out, "{}", drain_line(drain));
+        }
         let _ = writeln!(out, "\ninvariants");
         for i in &self.invariants {
             let _ = writeln!(
@@ -246,4 +254,30 @@ impl Report {
         );
         out
     }
+}
+
+/// The report's drain line: the wait and what the read found.
+fn drain_line(drain: &DrainFinding) -> String {
+    let plan = drain
+        .plan
+        .as_deref()
+        .and_then(|p| p.rsplit_once("waiting "))
+        .map_or("?", |(_, plan)| plan);
+    let (Some(start), Some(read)) = (drain.started_us, drain.read_us) else {
+        return format!("drain: planned wait {plan}; no drain read was answered");
+    };
+    let in_use: Vec<String> = drain
+        .in_use
+        .iter()
+        .map(|(f, n)| format!("{f} {n}"))
+        .collect();
+    format!(
+        "drain: clients stopped at {:.1} s; planned wait {plan} after a node served; read {:.1} s after the stop ({} read{}): {} grants, seats in use {}",
+        start as f64 / 1e6,
+        read.saturating_sub(start) as f64 / 1e6,
+        drain.reads,
+        if drain.reads == 1 { "" } else { "s" },
+        drain.grants.len(),
+        in_use.join(", ")
+    )
 }

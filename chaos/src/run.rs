@@ -9,9 +9,16 @@
 //! 3. kill -9 every node (or cut the power of every node, when power cuts
 //!    are among the faults), restart them on their data, and read again:
 //!    every acknowledged grant must have survived;
-//! 4. stop the workload, stop every node gracefully, and read each node's own
-//!    store (see [`crate::replica`]);
-//! 5. check the history and the replicas (see [`crate::checker`]).
+//! 4. drain: stop the workload (heartbeats too: every session is abandoned,
+//!    nothing is checked in), wait until a node serves, then the session TTL,
+//!    the activation wait (`lease_ms + lease_margin_ms`), a sweep period and
+//!    [`DRAIN_SLACK`], and read again: every seat must be free (waiting again,
+//!    at most [`DRAIN_ROUNDS_MAX`] times in all, only if the active node changed
+//!    during the wait, as a new active node restarts every TTL);
+//! 5. stop every node gracefully, scan their logs for panics, and read each
+//!    node's own store (see [`crate::replica`]);
+//! 6. check the history, the node exits the harness did not cause, the
+//!    panics and the replicas (see [`crate::checker`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,6 +45,38 @@ pub fn election_timeout_max_ms() -> u64 {
 }
 /// How long the cluster may take to serve after a start or a heal.
 pub const READY_LIMIT: Duration = Duration::from_secs(60);
+/// Added to the drain's wait: a renewal in flight when the clients stopped,
+/// the commit of the sweep's `Expire`, a loaded machine.
+pub const DRAIN_SLACK: Duration = Duration::from_secs(2);
+/// Drain reads at most, when the active node keeps changing during the wait.
+pub const DRAIN_ROUNDS_MAX: u32 = 3;
+
+/// The period of the active node's session sweep for a TTL: `ttl / 10` within
+/// 50 ms..1 s, as `sweep` in `src/server/sessions.rs` computes it.
+pub fn sweep_period(session_ttl: Duration) -> Duration {
+    (session_ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// How long after a node serves every abandoned session has certainly been
+/// expired and its seats freed: the TTL (a new active node gives every
+/// session a fresh one), the activation wait, one sweep period and the slack.
+pub fn drain_wait(session_ttl: Duration) -> (Duration, String) {
+    let timing = raftlm::config::Timing::default();
+    let lease = Duration::from_millis(timing.lease_ms);
+    let margin = Duration::from_millis(timing.lease_margin_ms);
+    let sweep = sweep_period(session_ttl);
+    let wait = session_ttl + lease + margin + sweep + DRAIN_SLACK;
+    let plan = format!(
+        "{} ms: session TTL {} + lease {} + margin {} + sweep period {} + slack {}",
+        wait.as_millis(),
+        session_ttl.as_millis(),
+        lease.as_millis(),
+        margin.as_millis(),
+        sweep.as_millis(),
+        DRAIN_SLACK.as_millis()
+    );
+    (wait, plan)
+}
 /// Why network-namespace faults do not run.
 pub const NETNS_SKIPPED: &str =
     "skipped: needs root and is not implemented in this build (the proxies cover the link faults)";
@@ -251,6 +290,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             abandon_chance: 0.004,
             short_deadline_chance: 0.1,
             read_every: Duration::from_millis(500),
+            renew_probe_chance: 0.25,
             tls: cluster.client_tls.clone(),
         },
         history.clone(),
@@ -327,7 +367,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     progress(config, "reading the state after healing");
-    read_state(&mut cluster, &history, "after heal").await;
+    read_state(&mut cluster, &history, OpKind::Read, "after heal").await;
 
     // 3. Kill all (a power cut of all, when power cuts are enabled), restart, read again.
     progress(
@@ -363,14 +403,49 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     }
     let ready = cluster.wait_ready(READY_LIMIT).await.is_some();
     recovered(&cluster, ready, "after the final kill-all and restart");
-    read_state(&mut cluster, &history, "after kill-all and restart").await;
+    read_state(
+        &mut cluster,
+        &history,
+        OpKind::Read,
+        "after kill-all and restart",
+    )
+    .await;
 
-    // 4. Stop everything and read each store.
+    // 4. Drain: the clients stop, and once every session could have expired
+    // no seat may be in use.
     workload.stop().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    drain(&mut cluster, &history, config).await;
+
+    // 5. Stop everything and read each store.
     cluster.terminate_all().await;
     let replicas_read_us = history.now_us();
     history.flush();
+    // Exits the harness did not cause, and panics in the nodes' logs.
+    let exits: Vec<checker::NodeExit> = cluster
+        .exits()
+        .iter()
+        .map(|e| checker::NodeExit {
+            node: e.node + 1,
+            noticed_us: history.us_at(e.noticed),
+            last_running_us: e.last_running.map(|t| history.us_at(t)),
+            what: e.what.clone(),
+        })
+        .collect();
+    let mut log_panics = Vec::new();
+    for i in 0..cluster.len() {
+        let path = cluster.log_file(i);
+        match std::fs::read(&path) {
+            Ok(bytes) => log_panics.extend(checker::panics_in_log(
+                i + 1,
+                &String::from_utf8_lossy(&bytes),
+            )),
+            Err(error) => log_panics.push(checker::LogLine {
+                node: i + 1,
+                line: 0,
+                text: format!("cannot read {}: {error}", path.display()),
+            }),
+        }
+    }
     let dirs: Vec<PathBuf> = (0..3).map(|i| cluster.data_dir(i)).collect();
     progress(config, "reading every node's own store");
     let replicas = tokio::task::spawn_blocking(move || replica::read(&dirs))
@@ -391,6 +466,11 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
                 .as_ref()
                 .map_or_else(BTreeMap::new, |c| c.expiries(history_start_ms)),
             expiry_tolerance_us: (cluster::CLOCK_SKEW_MAX_MS + 1000) * 1000,
+            node_starts: cluster.starts(),
+            exits,
+            logs_scanned: cluster.len() as u64,
+            log_panics,
+            expect_drain: true,
         },
     );
     verdict.invariants.push(recovery);
@@ -427,6 +507,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         denied_in_use: 0,
         peak_seats: BTreeMap::new(),
         replicas: Vec::new(),
+        drain: None,
         network_namespaces: NETNS_SKIPPED.into(),
         violations: 0,
         passed: false,
@@ -526,16 +607,65 @@ impl ClockPlan {
     }
 }
 
-/// A linearizable Status read on the active node, recorded as a `read`
-/// operation with every grant; retried for up to [`READY_LIMIT`].
-async fn read_state(cluster: &mut Cluster, history: &History, when: &str) {
+/// The drain (step 4 of the run's end): see the module docs.
+async fn drain(cluster: &mut Cluster, history: &History, config: &RunConfig) {
+    let (wait, plan) = drain_wait(Duration::from_millis(config.session_ttl_ms));
+    progress(
+        config,
+        &format!("drain: clients stopped; waiting {plan} after a node serves"),
+    );
+    let ready = cluster.wait_ready(READY_LIMIT).await;
+    let mut event = Event::new("harness", EventType::Info, OpKind::Drain, 0);
+    event.detail = Some(match &ready {
+        Some((i, reply)) => format!(
+            "start: clients stopped (sessions abandoned, nothing checked in); {} serves (term {}, {} activations); waiting {plan}",
+            label(*i),
+            reply.term,
+            reply.activations
+        ),
+        None => format!(
+            "start: clients stopped; no node served within {READY_LIMIT:?}; waiting {plan} anyway"
+        ),
+    });
+    history.record(event);
+    let mut activations = ready.map(|(_, reply)| reply.activations);
+    for round in 1..=DRAIN_ROUNDS_MAX {
+        tokio::time::sleep(wait).await;
+        let Some(reply) = read_state(cluster, history, OpKind::Drain, "drain").await else {
+            return;
+        };
+        if reply.grants.is_empty() || activations == Some(reply.activations) {
+            return;
+        }
+        if round < DRAIN_ROUNDS_MAX {
+            let mut event = Event::new("harness", EventType::Info, OpKind::Drain, 0);
+            event.detail = Some(format!(
+                "again: the active node changed during the wait ({:?} → {} activations) and restarted every TTL; waiting {plan} more",
+                activations, reply.activations
+            ));
+            history.record(event);
+            progress(config, "drain: a failover during the wait; waiting again");
+        }
+        activations = Some(reply.activations);
+    }
+}
+
+/// A linearizable Status read on the active node, recorded as a `kind`
+/// operation (a `read`, or the `drain` read) with every grant and the seats
+/// in use per feature; retried for up to [`READY_LIMIT`]. Returns the reply.
+async fn read_state(
+    cluster: &mut Cluster,
+    history: &History,
+    kind: OpKind,
+    when: &str,
+) -> Option<raftlm::proto::v1::StatusReply> {
     let id = history.next_id();
     let deadline = Instant::now() + READY_LIMIT;
     let mut attempt = 0u32;
     loop {
         for i in 0..cluster.len() {
             attempt += 1;
-            let mut invoke = Event::new("harness", EventType::Invoke, OpKind::Read, id);
+            let mut invoke = Event::new("harness", EventType::Invoke, kind, id);
             invoke.attempt = Some(attempt);
             invoke.node = Some(label(i));
             invoke.detail = Some(format!("state read {when}"));
@@ -543,7 +673,7 @@ async fn read_state(cluster: &mut Cluster, history: &History, when: &str) {
             let address = cluster.spec.real[i].to_string();
             let reply =
                 cluster::status(&address, &cluster.client_tls, Duration::from_secs(2)).await;
-            let mut done = Event::new("harness", EventType::Unknown, OpKind::Read, id);
+            let mut done = Event::new("harness", EventType::Unknown, kind, id);
             done.attempt = Some(attempt);
             done.node = Some(label(i));
             let Some(reply) = reply else {
@@ -554,15 +684,20 @@ async fn read_state(cluster: &mut Cluster, history: &History, when: &str) {
             done.kind = EventType::Ok;
             done.term = Some(reply.term);
             done.grants = Some(grants_seen(&reply));
+            let mut in_use: BTreeMap<String, u32> = BTreeMap::new();
+            for feature in &reply.features {
+                *in_use.entry(feature.feature.clone()).or_default() += feature.in_use;
+            }
+            done.in_use = Some(in_use);
             done.detail = Some(format!(
                 "applied index {}, {} activations",
                 reply.applied_index, reply.activations
             ));
             history.record(done);
-            return;
+            return Some(reply);
         }
         if Instant::now() >= deadline {
-            return;
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -9,7 +9,11 @@
 //! request id, following the `raftlm-leader-id` hint or moving on through
 //! the access point and the nodes' own addresses, until the operation's
 //! deadline. A separate heartbeat task renews the session every
-//! [`WorkloadSpec::renew_every`], quoting the grants held.
+//! [`WorkloadSpec::renew_every`], quoting the grants held; one renewal in
+//! four ([`WorkloadSpec::renew_probe_chance`]) also quotes tokens the session
+//! does not hold — one it checked in (answered ok), one granted to another
+//! session, one made up — each recorded by kind, since the answer must call
+//! every one of them unknown.
 //!
 //! A session is given up ("abandoned": heartbeats stop, grants are left to
 //! expire, a new session starts) when an operation stays unknown past its
@@ -20,7 +24,7 @@
 //! operation starts but heartbeats go on, so grants stay held while the
 //! harness reads the final state; [`Phase::Stop`] ends everything.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +50,10 @@ pub const HINT_PAUSE: Duration = Duration::from_millis(20);
 pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// Most grants one session holds at once.
 pub const GRANTS_PER_SESSION_MAX: usize = 2;
+/// Most recent grants of every session kept for other sessions' renewals to quote.
+pub const FOREIGN_GRANTS_MAX: usize = 64;
+/// Most checked-in grants a session keeps for its renewals to quote.
+pub const CHECKED_IN_MAX: usize = 8;
 
 /// What the workload does.
 #[derive(Debug, Clone)]
@@ -73,6 +81,9 @@ pub struct WorkloadSpec {
     pub short_deadline_chance: f64,
     /// How often the reader takes a linearizable Status read of every grant.
     pub read_every: Duration,
+    /// Chance that a renewal also quotes tokens the session does not hold: one
+    /// it checked in (answered ok), one of another session and a made-up one.
+    pub renew_probe_chance: f64,
     /// How the workload's clients dial the cluster (TLS with the run's CA).
     pub tls: ClientTls,
 }
@@ -101,6 +112,7 @@ impl Workload {
         let (phase, watch) = watch::channel(Phase::Run);
         let busy = Arc::new(AtomicUsize::new(0));
         let spec = Arc::new(spec);
+        let granted = Arc::new(Mutex::new(VecDeque::new()));
         let tasks: Vec<JoinHandle<()>> = (0..spec.sessions)
             .map(|p| {
                 let worker = Worker {
@@ -109,6 +121,7 @@ impl Workload {
                     history: history.clone(),
                     phase: watch.clone(),
                     busy: busy.clone(),
+                    granted: granted.clone(),
                     rng: StdRng::seed_from_u64(mix(spec.seed, p as u64 + 1)),
                     router: Router::new(&spec),
                 };
@@ -268,12 +281,17 @@ enum Ended {
     GiveUp(&'static str),
 }
 
+/// Recent grants of every session: `(session handle, token)`, newest last.
+type Granted = Arc<Mutex<VecDeque<(u64, Token)>>>;
+
 struct Worker {
     process: usize,
     spec: Arc<WorkloadSpec>,
     history: Arc<History>,
     phase: watch::Receiver<Phase>,
     busy: Arc<AtomicUsize>,
+    /// Shared by every worker: foreign tokens for renewals to quote.
+    granted: Granted,
     rng: StdRng,
     router: Router,
 }
@@ -286,6 +304,8 @@ struct Session {
     secret: Vec<u8>,
     seq: u64,
     held: Arc<Mutex<Vec<Held>>>,
+    /// Grants whose check-in was answered ok (recorded before they are added).
+    checked_in: Arc<Mutex<VecDeque<Token>>>,
     heartbeat_stop: watch::Sender<bool>,
     heartbeat: JoinHandle<()>,
 }
@@ -310,6 +330,14 @@ impl Worker {
                 continue;
             }
             let _ = session.heartbeat.await;
+            // The run's end: the session is abandoned like any other, its
+            // grants left for the cluster to expire (the drain checks they are).
+            let held: Vec<Token> = lock(&session.held).iter().map(|h| h.token).collect();
+            let mut event = Event::new(&self.name(), EventType::Info, OpKind::Abandon, 0);
+            event.session = Some(session_hex(session.id));
+            event.tokens = held;
+            event.detail = Some("the run ended: heartbeats stop, grants are left to expire".into());
+            self.history.record(event);
             return;
         }
     }
@@ -320,12 +348,16 @@ impl Worker {
         let id = secret.handle().public();
         let secret = secret.as_bytes().to_vec();
         let held = Arc::new(Mutex::new(Vec::new()));
+        let checked_in = Arc::new(Mutex::new(VecDeque::new()));
         let (heartbeat_stop, stop) = watch::channel(false);
         let heartbeat = Heartbeat {
             process: format!("s{}-hb", self.process),
             session: id,
             secret: secret.clone(),
             held: held.clone(),
+            checked_in: checked_in.clone(),
+            granted: self.granted.clone(),
+            rng: StdRng::seed_from_u64(self.rng.r#gen::<u64>()),
             spec: self.spec.clone(),
             history: self.history.clone(),
             router: Router::new(&self.spec),
@@ -336,6 +368,7 @@ impl Worker {
             secret,
             seq: 0,
             held,
+            checked_in,
             heartbeat_stop,
             heartbeat,
         }
@@ -442,16 +475,12 @@ impl Worker {
                     let reason = pb::DenyReason::try_from(reply.reason).unwrap_or_default();
                     let (kind, detail) = if reply.granted {
                         (EventType::Ok, None)
+                    } else if reason == pb::DenyReason::StaleRequest {
+                        // Says nothing of what became of the request: unknown (and
+                        // impossible for a sequential session, see the checker).
+                        (EventType::Unknown, Some(deny_detail(reason)))
                     } else {
-                        match reason {
-                            pb::DenyReason::StaleRequest => (EventType::Unknown, Some("stale")),
-                            pb::DenyReason::SessionExpired => {
-                                (EventType::Fail, Some("session-expired"))
-                            }
-                            pb::DenyReason::InUse => (EventType::Fail, Some("in-use")),
-                            pb::DenyReason::Expired => (EventType::Fail, Some("expired")),
-                            _ => (EventType::Fail, Some("denied")),
-                        }
+                        (EventType::Fail, Some(deny_detail(reason)))
                     };
                     let mut done = self.event(session, kind, OpKind::Checkout, id, n);
                     done.node = Some(label);
@@ -469,6 +498,11 @@ impl Worker {
                                     token,
                                     until: Instant::now() + hold,
                                 });
+                                let mut granted = lock(&self.granted);
+                                if granted.len() >= FOREIGN_GRANTS_MAX {
+                                    granted.pop_front();
+                                }
+                                granted.push_back((session.id, token));
                             }
                             Ended::Answered
                         }
@@ -547,6 +581,13 @@ impl Worker {
                     }
                     self.history.record(done);
                     lock(&session.held).retain(|h| h.token != token);
+                    if reply.released {
+                        let mut checked_in = lock(&session.checked_in);
+                        if checked_in.len() >= CHECKED_IN_MAX {
+                            checked_in.pop_front();
+                        }
+                        checked_in.push_back(token);
+                    }
                     return Ended::Answered;
                 }
                 Err(failure) => {
@@ -574,6 +615,26 @@ impl Worker {
     }
 }
 
+/// Terms of made-up tokens: no run elects this many leaders.
+pub const MADE_UP_TERMS: std::ops::Range<u64> = 1 << 40..1 << 48;
+
+/// The word the history records for a denied check-out: the checker matches
+/// it (`in-use`, `session-expired`, `expired`, `stale`, and the impossible ones).
+pub fn deny_detail(reason: pb::DenyReason) -> &'static str {
+    match reason {
+        pb::DenyReason::Unspecified => "denied",
+        pb::DenyReason::NoSuchFeature => "no-such-feature",
+        pb::DenyReason::Expired => "expired",
+        pb::DenyReason::ExceedsLicensed => "exceeds-licensed",
+        pb::DenyReason::InUse => "in-use",
+        pb::DenyReason::BadCount => "bad-count",
+        pb::DenyReason::CapacityReached => "capacity-reached",
+        pb::DenyReason::StaleRequest => "stale",
+        pb::DenyReason::SessionExpired => "session-expired",
+        pb::DenyReason::VersionNotLicensed => "version-not-licensed",
+    }
+}
+
 /// `std` lock that survives a poisoned mutex (a panicked task is a harness bug
 /// reported elsewhere; the data is a plain list).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -586,12 +647,62 @@ struct Heartbeat {
     session: u64,
     secret: Vec<u8>,
     held: Arc<Mutex<Vec<Held>>>,
+    checked_in: Arc<Mutex<VecDeque<Token>>>,
+    granted: Granted,
+    /// Seeded by the session's worker: which renewals quote probes, and which.
+    rng: StdRng,
     spec: Arc<WorkloadSpec>,
     history: Arc<History>,
     router: Router,
 }
 
+/// Tokens a renewal quotes that the session does not hold; every one must be
+/// answered unknown.
+#[derive(Default)]
+struct Probes {
+    checked_in: Vec<Token>,
+    foreign: Vec<Token>,
+    made_up: Vec<Token>,
+}
+
 impl Heartbeat {
+    /// Now and then ([`WorkloadSpec::renew_probe_chance`]): one token this
+    /// session checked in (its ok answer is already recorded), one of another
+    /// session, and one no check-out was granted (a term far beyond any a
+    /// run reaches). None of them is among `held`.
+    fn probes(&mut self, held: &[Token]) -> Probes {
+        let mut probes = Probes::default();
+        if !self.rng.gen_bool(self.spec.renew_probe_chance) {
+            return probes;
+        }
+        let checked_in: Vec<Token> = lock(&self.checked_in)
+            .iter()
+            .filter(|t| !held.contains(t))
+            .copied()
+            .collect();
+        if !checked_in.is_empty() {
+            probes
+                .checked_in
+                .push(checked_in[self.rng.gen_range(0..checked_in.len())]);
+        }
+        let foreign: Vec<Token> = lock(&self.granted)
+            .iter()
+            .filter(|(session, _)| *session != self.session)
+            .map(|(_, t)| *t)
+            .collect();
+        if !foreign.is_empty() {
+            probes
+                .foreign
+                .push(foreign[self.rng.gen_range(0..foreign.len())]);
+        }
+        probes.made_up.push(Token {
+            term: self.rng.gen_range(MADE_UP_TERMS),
+            index: self.rng.r#gen::<u64>() >> 1,
+            slot: self.rng.r#gen::<u32>(),
+        });
+        probes
+    }
+
     async fn run(mut self, mut phase: watch::Receiver<Phase>, mut stop: watch::Receiver<bool>) {
         let mut wait = self.spec.renew_every;
         loop {
@@ -601,17 +712,28 @@ impl Heartbeat {
                 _ = phase.wait_for(|p| *p == Phase::Stop) => return,
             }
             let tokens: Vec<Token> = lock(&self.held).iter().map(|h| h.token).collect();
+            let probes = self.probes(&tokens);
+            let quoted: Vec<Token> = tokens
+                .iter()
+                .chain(&probes.checked_in)
+                .chain(&probes.foreign)
+                .chain(&probes.made_up)
+                .copied()
+                .collect();
             let id = self.history.next_id();
             let mut invoke = Event::new(&self.process, EventType::Invoke, OpKind::Renew, id);
             invoke.session = Some(session_hex(self.session));
             invoke.attempt = Some(1);
-            invoke.tokens = tokens.clone();
+            invoke.tokens = tokens;
+            invoke.checked_in_tokens = probes.checked_in;
+            invoke.foreign_tokens = probes.foreign;
+            invoke.made_up_tokens = probes.made_up;
             let (label, client) = self.router.client();
             invoke.node = Some(label.clone());
             self.history.record(invoke);
             let request = pb::RenewRequest {
                 session_secret: self.secret.clone(),
-                tokens: tokens.iter().map(|t| (*t).into()).collect(),
+                tokens: quoted.iter().map(|t| (*t).into()).collect(),
                 cached_for_ms: 0,
                 cached_since_ms: 0,
             };
