@@ -86,6 +86,17 @@ pub fn openraft_heartbeat_ms(timing: &crate::config::Timing) -> u64 {
         .max(timing.heartbeat_ms)
 }
 
+/// How long the leader waits for a follower to receive *and install* a
+/// snapshot (openraft's `install_snapshot_timeout`, 200 ms by default).
+/// Installing verifies every license line's signature and syncs the snapshot
+/// to disk before answering, which on a loaded machine or a slow disk takes
+/// longer than 200 ms; with the default, the leader gave up on every attempt,
+/// sent the snapshot again, and a follower that had to catch up by snapshot
+/// never did — with both followers in that state nothing committed
+/// (`raftlm-chaos`, which keeps few log entries behind a snapshot, found it).
+/// The wait only holds up replication to the follower that needs it.
+pub const SNAPSHOT_INSTALL_TIMEOUT_MS: u64 = 10_000;
+
 /// openraft's configuration from ours.
 pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
     let t = &config.timing;
@@ -98,6 +109,7 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
         max_in_snapshot_log_to_keep: config.snapshot.logs_kept,
         // Enough entries per AppendEntries that a follower catching up moves fast.
         max_payload_entries: 300,
+        install_snapshot_timeout: SNAPSHOT_INSTALL_TIMEOUT_MS,
         ..Default::default()
     };
     raft.validate().map_err(|e| NodeError::Raft(e.to_string()))

@@ -176,6 +176,7 @@ fn quick_client() -> ClientOptions {
         attempt_timeout: Duration::from_millis(500),
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(200),
+        follow_leader_hints: true,
         tls: common::admin_tls(),
     }
 }

@@ -500,7 +500,7 @@ impl Tally {
 fn operations(events: &[Event]) -> Vec<Op> {
     let mut ops: BTreeMap<u64, Op> = BTreeMap::new();
     for event in events {
-        if matches!(event.op, OpKind::Nemesis | OpKind::Abandon) {
+        if matches!(event.op, OpKind::Nemesis | OpKind::Abandon | OpKind::Use) {
             continue;
         }
         match event.kind {

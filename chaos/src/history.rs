@@ -62,6 +62,9 @@ pub enum OpKind {
     Nemesis,
     /// A session stopped heartbeating and was given up (info event only).
     Abandon,
+    /// An application's use of a grant: the last moment it saw the grant
+    /// valid (info event only; `src/apps.rs`).
+    Use,
 }
 
 impl fmt::Display for OpKind {
@@ -74,6 +77,7 @@ impl fmt::Display for OpKind {
             OpKind::Drain => "drain",
             OpKind::Nemesis => "nemesis",
             OpKind::Abandon => "abandon",
+            OpKind::Use => "use",
         })
     }
 }
@@ -209,6 +213,12 @@ pub struct Event {
     /// For nemesis events: the fault type (kill, pause, partition, restart, kill-all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
+    /// For `use` events: the last moment (µs) the application saw the grant valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until_us: Option<u64>,
+    /// For `use` events: the application's grace period, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ms: Option<u64>,
 }
 
 impl Event {
@@ -237,6 +247,8 @@ impl Event {
             in_use: None,
             detail: None,
             fault: None,
+            valid_until_us: None,
+            grace_ms: None,
         }
     }
 }

@@ -31,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+pub mod apps;
 pub mod checker;
 pub mod cluster;
 pub mod history;

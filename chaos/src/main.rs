@@ -25,7 +25,7 @@ struct Args {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Fault types, comma-separated: kill, pause, partition, restart,
-    /// kill-all, power, clock, overlap (a type listed twice is drawn twice as
+    /// kill-all, power, clock, overlap, isolate (a type listed twice is drawn twice as
     /// often). Default: all of them, power only where it can run (root,
     /// /dev/fuse), clock only against a fault-injection build.
     /// `none`: no faults at all (to count spurious elections under load).
@@ -59,6 +59,10 @@ struct Args {
     /// run is then expected to FAIL.
     #[arg(long = "break", value_delimiter = ',', value_parser = parse_break, value_name = "PARTS")]
     breaks: Vec<String>,
+    /// Applications on raftlm's own client library, each behind a link the
+    /// run cuts now and then for longer than the session TTL.
+    #[arg(long, default_value_t = 4)]
+    apps: usize,
 }
 
 /// A part of raftlm that `--break` can break.
@@ -191,6 +195,7 @@ async fn main() -> ExitCode {
         progress: true,
         hostile: args.hostile,
         breaks: args.breaks.clone(),
+        apps: args.apps,
     };
     eprintln!("raftlm-chaos: seed {seed} (replay: {})", config.replay());
     // Dropping the run on Ctrl-C or SIGTERM kills every node it started.

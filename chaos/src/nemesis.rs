@@ -29,6 +29,8 @@
 //!   the nodes' clock bound), stays there for a while, and jumps back; it
 //!   needs a raftlm built with the feature fault-injection, and the run
 //!   carries dated licenses whose expiry the checker judges;
+//! - `isolate` — the active node cut off from every peer for 1–4 s (what
+//!   `partition/isolate` does now and then, every time);
 //! - `overlap` — faults on top of each other: a partition that heals while
 //!   another node is paused; a kill of the active node and then, during the
 //!   new leader's `L + M` wait, of another node; or successive kills of each
@@ -72,11 +74,14 @@ pub enum FaultKind {
     Clock,
     /// Faults on top of each other.
     Overlap,
+    /// The active node cut off from every peer (a `partition/isolate` aimed
+    /// at the active node every time): the sharpest test of the lease.
+    Isolate,
 }
 
 impl FaultKind {
     /// Every fault type.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -85,6 +90,7 @@ impl FaultKind {
         FaultKind::Power,
         FaultKind::Clock,
         FaultKind::Overlap,
+        FaultKind::Isolate,
     ];
 
     /// The name used on the command line and in reports.
@@ -98,6 +104,7 @@ impl FaultKind {
             FaultKind::Power => "power",
             FaultKind::Clock => "clock",
             FaultKind::Overlap => "overlap",
+            FaultKind::Isolate => "isolate",
         }
     }
 }
@@ -116,7 +123,7 @@ impl FromStr for FaultKind {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown fault \"{s}\": use kill, pause, partition, restart, kill-all, power, clock or overlap"
+                    "unknown fault \"{s}\": use kill, pause, partition, restart, kill-all, power, clock, overlap or isolate"
                 )
             })
     }
@@ -449,6 +456,25 @@ impl Nemesis {
                 Self::record(history, "clock", "end", &label(node), &what);
             }
             FaultKind::Overlap => self.overlap(cluster, proxies, history).await?,
+            FaultKind::Isolate => {
+                let (node, active) = self.target(cluster, 1.0).await;
+                let hold = ms(&mut self.rng, 1000, 4000);
+                let cut = Link::Down {
+                    blackhole: self.rng.gen_bool(0.5),
+                };
+                for other in (0..cluster.len()).filter(|&o| o != node) {
+                    proxies.set_both(node, other, cut);
+                }
+                let what = format!(
+                    "{}{} cut off from every peer, for {hold:?}",
+                    label(node),
+                    if active { " (active)" } else { "" }
+                );
+                Self::record(history, "isolate", "start", &label(node), &what);
+                tokio::time::sleep(hold).await;
+                proxies.heal();
+                Self::record(history, "isolate", "end", &label(node), &what);
+            }
             FaultKind::Power => {
                 let n = cluster.len();
                 let (nodes, whom) = if self.rng.gen_bool(0.3) {

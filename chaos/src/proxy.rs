@@ -170,6 +170,41 @@ impl Proxies {
     }
 }
 
+/// One proxy to one target, with its link state: an application's whole link
+/// to the cluster (it dials the access point only through this).
+pub struct LinkProxy {
+    /// Where to dial instead of the target.
+    pub address: SocketAddr,
+    state: watch::Sender<Link>,
+    task: JoinHandle<()>,
+}
+
+impl LinkProxy {
+    /// Binds on `127.0.0.1`, forwarding to `target`; the link starts up.
+    pub async fn start(target: SocketAddr) -> anyhow::Result<LinkProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let (state, watch) = watch::channel(Link::Up);
+        let task = tokio::spawn(accept_loop(listener, target, watch));
+        Ok(LinkProxy {
+            address,
+            state,
+            task,
+        })
+    }
+
+    /// Sets the link.
+    pub fn set(&self, link: Link) {
+        self.state.send_replace(link);
+    }
+}
+
+impl Drop for LinkProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Drop for Proxies {
     fn drop(&mut self) {
         for proxy in &self.proxies {

@@ -98,6 +98,11 @@ pub struct Report {
     pub passed: bool,
     /// What the hostile client sent and was answered, when it ran.
     pub hostile: Option<crate::hostile::HostileStats>,
+    /// Applications on raftlm's client library: how many, and their
+    /// caching-mode over-use (`src/apps.rs`).
+    pub apps: usize,
+    /// Caching-mode over-use of the applications' grants.
+    pub overuse: Option<crate::apps::Overuse>,
 }
 
 impl Report {
@@ -201,6 +206,21 @@ impl Report {
                 out,
                 "  {:<20} {:>6} {:>9} {:>8.0} {:>8.0} {:>8.0}",
                 kind, u.faults, u.recovered, u.p50_ms, u.p99_ms, u.max_ms
+            );
+        }
+        if let Some(o) = &self.overuse {
+            let _ = writeln!(
+                out,
+                "\napplications ({} on raftlm's client library, each behind its own cut-off-able link):\n  \
+                 caching-mode over-use: without grace {} of {} grants (must be 0); \
+                 with a {} ms grace {} of {} grants, longest {} ms (bound: the grace)",
+                self.apps,
+                o.without_grace_overused,
+                o.without_grace,
+                o.grace_ms,
+                o.with_grace_overused,
+                o.with_grace,
+                o.longest_ms
             );
         }
         match &self.hostile {

@@ -29,6 +29,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::time::Instant;
 
+use crate::apps::{self, AppSpec, Apps};
 use crate::checker::{self, CheckInput, InvariantResult};
 use crate::cluster::{self, Cluster, ClusterSpec, label};
 use crate::history::{Event, EventType, History, OpKind};
@@ -114,6 +115,8 @@ pub struct RunConfig {
     pub hostile: bool,
     /// Parts of raftlm broken on purpose (`--break`; `src/fault.rs`).
     pub breaks: Vec<String>,
+    /// Applications on raftlm's client library (`src/apps.rs`).
+    pub apps: usize,
 }
 
 impl RunConfig {
@@ -130,11 +133,12 @@ impl RunConfig {
             faults.push("none");
         }
         format!(
-            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {}{}{}",
+            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {} --apps {}{}{}",
             self.seed,
             self.duration.as_secs(),
             faults.join(","),
             self.sessions,
+            self.apps,
             if self.hostile { " --hostile" } else { "" },
             if self.breaks.is_empty() {
                 String::new()
@@ -142,6 +146,25 @@ impl RunConfig {
                 format!(" --break {}", self.breaks.join(","))
             }
         )
+    }
+}
+
+/// `no-overuse-without-grace`: an application without a grace period never
+/// uses a grant after the cluster released it, and one with a grace period
+/// never longer than the grace.
+fn overuse_invariant(o: &apps::Overuse) -> InvariantResult {
+    let beyond_grace = u64::from(o.with_grace_overused > 0 && o.longest_ms > o.grace_ms);
+    let violations = o.without_grace_overused + beyond_grace;
+    InvariantResult {
+        name: "no-overuse-without-grace".into(),
+        passed: violations == 0,
+        checked: o.without_grace + o.with_grace,
+        violations,
+        examples: if violations == 0 {
+            Vec::new()
+        } else {
+            o.examples.clone()
+        },
     }
 }
 
@@ -308,6 +331,22 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             workload.phase(),
         )
     });
+    let apps = Apps::start(
+        AppSpec {
+            apps: config.apps,
+            access_point,
+            features: config.features.clone(),
+            vendor: cluster::VENDOR.into(),
+            seed: mix(config.seed, 6_000_011),
+            session_ttl: Duration::from_millis(config.session_ttl_ms),
+            grace: Duration::from_millis(config.session_ttl_ms * 2),
+            cut_every: Duration::from_secs(12),
+            tls: cluster.client_tls.clone(),
+        },
+        history.clone(),
+        workload.phase(),
+    )
+    .await?;
     let mut nemesis = Nemesis::new(NemesisSpec {
         faults: config.faults.clone(),
         seed: mix(config.seed, 2_000_003),
@@ -361,6 +400,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
 
     // 2. Hold and read.
     workload.hold(op_deadline + Duration::from_secs(2)).await;
+    apps.idle(apps::CALL_LIMIT).await;
     let hostile = match hostile {
         Some(hostile) => Some(hostile.finish().await),
         None => None,
@@ -414,6 +454,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     // 4. Drain: the clients stop, and once every session could have expired
     // no seat may be in use.
     workload.stop().await;
+    apps.stop().await;
     drain(&mut cluster, &history, config).await;
 
     // 5. Stop everything and read each store.
@@ -474,6 +515,8 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         },
     );
     verdict.invariants.push(recovery);
+    let overuse = apps::overuse(&events);
+    verdict.invariants.push(overuse_invariant(&overuse));
     if let Some(stats) = &hostile {
         verdict.invariants.push(stats.invariant());
     }
@@ -512,6 +555,8 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         violations: 0,
         passed: false,
         hostile,
+        apps: config.apps,
+        overuse: (config.apps > 0).then_some(overuse),
     }
     .with_verdict(&verdict, &replicas);
     if let Some(keep) = &config.keep {

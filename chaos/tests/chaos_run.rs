@@ -242,6 +242,7 @@ fn run_chaos(
         "renewal-reports-unknown",
         "no-unexpected-exit",
         "no-leaked-seat",
+        "no-overuse-without-grace",
     ]
     .into_iter()
     .filter(|name| {

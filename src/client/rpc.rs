@@ -80,6 +80,11 @@ pub struct ClientOptions {
     /// keeps its connection, so the retries of many clients do not become a
     /// storm of handshakes.
     pub backoff_max: Duration,
+    /// Whether to follow a node's hint to the active node's address. Default
+    /// `true`. Set it to `false` where clients may reach the cluster only
+    /// through the access point (a firewall passes the virtual IP alone): the
+    /// client then retries its own list instead.
+    pub follow_leader_hints: bool,
     /// How to dial: whom to trust, which certificate to present. Default:
     /// [`ClientTls::default`], TLS trusting the operating system's roots;
     /// [`ClientOptions::from_env`] reads `RAFTLM_CA` and friends.
@@ -93,6 +98,7 @@ impl Default for ClientOptions {
             attempt_timeout: Duration::from_secs(2),
             backoff_min: Duration::from_millis(25),
             backoff_max: Duration::from_millis(250),
+            follow_leader_hints: true,
             tls: ClientTls::default(),
         }
     }
@@ -826,7 +832,11 @@ impl Client {
             failed_before = true;
             debug!(what, %address, %last, "attempt failed");
             match next {
-                Next::Hint(hint) if hint != address && hops < HINT_HOPS_MAX => {
+                Next::Hint(hint)
+                    if hint != address
+                        && hops < HINT_HOPS_MAX
+                        && self.inner.options.follow_leader_hints =>
+                {
                     hops += 1;
                     address = hint;
                     continue;
@@ -1116,6 +1126,7 @@ mod tests {
             attempt_timeout: Duration::from_millis(500),
             backoff_min: Duration::from_millis(1),
             backoff_max: Duration::from_millis(10),
+            follow_leader_hints: true,
             tls: ClientTls::plaintext(),
         };
         let client = Client::with_options(ServerList::from_addresses([&a, &b]).unwrap(), options);
