@@ -377,13 +377,14 @@ fn a_broken_retry_window_is_caught() {
 }
 
 // A leader that serves on after its quorum lease lapsed answers in an old
-// term after another node has answered in a newer one.
+// term after another node has answered in a newer one: cut the active node
+// off from its peers (its clients still reach it) and it goes on answering.
 #[test]
 fn a_broken_lease_is_caught() {
     run_broken(
         "20261204",
-        "40s",
-        "partition,pause",
+        "30s",
+        "isolate",
         "lease",
         "fencing-terms-monotonic",
     );
