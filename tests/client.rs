@@ -193,6 +193,16 @@ fn quick_session() -> SessionOptions {
     }
 }
 
+/// A session that reaches the cluster only through a proxy to the active
+/// node (so that no leader hint leads it around the proxy), and the proxy.
+async fn session_through_proxy(cluster: &TestCluster, options: SessionOptions) -> (Proxy, Session) {
+    let leader = cluster.leader().await;
+    let proxy = Proxy::start(cluster.addresses[leader].clone()).await;
+    let through_proxy = ServerList::parse(&proxy.address).unwrap();
+    let session = Session::start(Client::with_options(through_proxy, quick_client()), options);
+    (proxy, session)
+}
+
 /// Waits for the first event that `wanted` accepts; panics with the events seen otherwise.
 async fn wait_event(
     events: &mut broadcast::Receiver<SessionEvent>,
@@ -608,16 +618,8 @@ async fn expired_session_recovers_its_grant() {
     // The shortest TTL the config allows (three election timeouts).
     let cluster = TestCluster::start_with_ttl(Some(2400)).await;
     cluster.import(&[("cad", 3)]).await;
-    let leader = cluster.leader().await;
     let observer = Client::with_options(cluster.all_servers(), quick_client());
-    // The session reaches the cluster only through the proxy (to the active node, so that no
-    // leader hint leads it around the proxy).
-    let proxy = Proxy::start(cluster.addresses[leader].clone()).await;
-    let through_proxy = ServerList::parse(&proxy.address).unwrap();
-    let session = Session::start(
-        Client::with_options(through_proxy, quick_client()),
-        quick_session(),
-    );
+    let (proxy, session) = session_through_proxy(&cluster, quick_session()).await;
     let mut events = session.subscribe();
     let grant = session.checkout("cad", 2).await.unwrap();
     let old = session.id();
@@ -774,18 +776,16 @@ async fn a_customers_own_key_yields_grants_the_application_refuses() {
 async fn without_grace_a_cut_off_session_stops_using_seats_before_they_are_freed() {
     let cluster = TestCluster::start_with_ttl(Some(2400)).await;
     cluster.import(&[("cad", 2)]).await;
-    let leader = cluster.leader().await;
     let observer = Client::with_options(cluster.all_servers(), quick_client());
-    let proxy = Proxy::start(cluster.addresses[leader].clone()).await;
-    let through_proxy = ServerList::parse(&proxy.address).unwrap();
-    let session = Session::start(
-        Client::with_options(through_proxy, quick_client()),
+    let (proxy, session) = session_through_proxy(
+        &cluster,
         SessionOptions {
             grace_period: Duration::ZERO,
             unreachable_after: Duration::from_secs(10),
             ..quick_session()
         },
-    );
+    )
+    .await;
     let grant = session.checkout("cad", 2).await.unwrap();
     let old = session.id();
     let deadline = tokio::time::Instant::now() + PATIENCE;

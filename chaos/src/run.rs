@@ -52,11 +52,9 @@ pub const DRAIN_SLACK: Duration = Duration::from_secs(2);
 /// Drain reads at most, when the active node keeps changing during the wait.
 pub const DRAIN_ROUNDS_MAX: u32 = 3;
 
-/// The period of the active node's session sweep for a TTL: `ttl / 10` within
-/// 50 ms..1 s, as `sweep` in `src/server/sessions.rs` computes it.
-pub fn sweep_period(session_ttl: Duration) -> Duration {
-    (session_ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
-}
+/// The period of the active node's session sweep for a TTL: the server's own
+/// rule, so the drain's wait follows any change to it.
+pub use raftlm::server::sessions::sweep_period;
 
 /// How long after a node serves every abandoned session has certainly been
 /// expired and its seats freed: the TTL (a new active node gives every
