@@ -18,12 +18,27 @@
 //!   term (a new active node starts every TTL afresh, which only delays
 //!   expiry). So, starting from `P = a + TTL` for the granting attempt sent at
 //!   `a`, every answered attempt `(a_i, c_i)` with `c_i < P` pushes the bound to
-//!   `max(P, a_i + TTL)`. The result `E_g` is a lower bound of the expiry.
+//!   `max(P, a_i + TTL)`. Time in which no node served is not silence: the
+//!   active node counts silence from no earlier than the start of its own
+//!   serving spell (it became active, or its lease came back after a lapse),
+//!   and every Status read says how long the answering node had served
+//!   (`serving_for_ms`), so a read sent at `r` shows a spell that began no
+//!   earlier than `r − serving_for`. Spells follow each other (one node serves
+//!   at a time), so whoever expires the session at or after `P` serves in a
+//!   spell that began no earlier than that of any read answered before `P`:
+//!   the bound is pushed to `spell start + TTL` as well, and both pushes are
+//!   repeated until the bound stays put. The result `E_g` is a lower bound of
+//!   the expiry.
 //!
 //! # Invariants
 //!
 //! - **seats-never-over-granted** — at no moment do the grants certainly held
 //!   of a feature add up to more seats than are licensed;
+//! - **available-never-overstated** — a check-out's reply never says more
+//!   seats are free than the licensed seats less every other grant certainly
+//!   held over the whole operation and its own; the total it gives for a
+//!   permanent feature whose license never changes is the licensed count; an
+//!   "in use" denial says fewer seats are free than were asked for;
 //! - **no-lost-grant** — no answer says a certainly held grant is gone: a
 //!   renewal listing it as unknown, a check-in of it answered "not held", a
 //!   request answered "session expired", or a linearizable status read that
@@ -67,6 +82,13 @@
 //!   session could have expired (a node serving, then the TTL, the
 //!   activation wait, a sweep period and slack) a linearizable Status read
 //!   must show no grant and no seat in use, and must be answered at all;
+//! - **silent-sessions-expire-in-time** — the upper bound of expiry: a
+//!   session whose last attempt ended at `T` and a node that served without a
+//!   break from `S` (a read's `serving_for`) must have parted by
+//!   `max(T, S) + TTL + a sweep period + slack`; no read taken later by that
+//!   spell holds its grants, and no check-in of them sent later in it is
+//!   answered "released". Only sessions whose heartbeats the history holds
+//!   are judged (an application's client library renews unrecorded);
 //! - **no-impossible-answer** — no check-out is answered what the workload
 //!   cannot be told: "stale request" (a session's requests are sequential, so
 //!   a retry is always of its latest request, inside the retry window; the
@@ -75,8 +97,13 @@
 //!   or "exceeds licensed" for a feature whose end the run does not plan
 //!   (permanent lines; the workload asks for at most the seats licensed), and
 //!   "bad count", "version not licensed" or no reason at all (it asks for 1
-//!   or 2 seats of any version). Dated features are left to
-//!   `expiry-judged-on-true-time`.
+//!   to 3 seats of any version); a check-out of 0 seats or of more than are
+//!   licensed (the workload asks for some on purpose) must be refused "bad
+//!   count" or "exceeds licensed" and never granted; "no such feature" is
+//!   fair for the license an administrator imports and removes during the
+//!   run; and no grant is released twice (a second check-in, sent after the
+//!   first was answered ok, must be answered "not held"). Dated features
+//!   are left to `expiry-judged-on-true-time`.
 //!
 //! Unavailability is measured per fault type as the time from a fault's start
 //! to the end of the first check-out attempt sent after it that the cluster
@@ -96,8 +123,9 @@ use serde::{Deserialize, Serialize};
 use crate::history::{Event, EventType, GrantSeen, OpKind, Token};
 
 /// Names of the invariants, in report order.
-pub const INVARIANTS: [&str; 11] = [
+pub const INVARIANTS: [&str; 13] = [
     SEATS,
+    AVAILABLE,
     LOST,
     PHANTOM,
     DOUBLE,
@@ -108,6 +136,7 @@ pub const INVARIANTS: [&str; 11] = [
     RENEW_UNKNOWN,
     EXIT,
     LEAK,
+    EXPIRE_IN_TIME,
 ];
 const SEATS: &str = "seats-never-over-granted";
 const LOST: &str = "no-lost-grant";
@@ -120,6 +149,8 @@ const IMPOSSIBLE: &str = "no-impossible-answer";
 const RENEW_UNKNOWN: &str = "renewal-reports-unknown";
 const EXIT: &str = "no-unexpected-exit";
 const LEAK: &str = "no-leaked-seat";
+const AVAILABLE: &str = "available-never-overstated";
+const EXPIRE_IN_TIME: &str = "silent-sessions-expire-in-time";
 
 /// Counter-examples kept per invariant.
 pub const EXAMPLES_MAX: usize = 5;
@@ -176,6 +207,14 @@ pub struct CheckInput {
     /// drain read `no-leaked-seat` fails. A history with a drain's start event
     /// is held to it as well.
     pub expect_drain: bool,
+    /// Features whose license an administrator imports and removes during the
+    /// run: "no such feature" is a fair answer for them.
+    pub churned: BTreeSet<String>,
+    /// How long after a silent session's TTL ran out (counted from its last
+    /// touch and from the answering node's serving spell) its grants must be
+    /// gone: a sweep period and slack. 0: `silent-sessions-expire-in-time`
+    /// is not checked.
+    pub expire_within_us: u64,
 }
 
 /// What the end-of-run drain found: the clients stopped, and after every
@@ -323,6 +362,17 @@ pub struct Verdict {
     pub peak_seats: BTreeMap<String, u32>,
     /// The end-of-run drain, when the history has one.
     pub drain: Option<DrainFinding>,
+    /// Check-out attempts the cluster answered (granted or denied).
+    pub checkouts_answered: u64,
+    /// Sessions the workload ran.
+    pub sessions: u64,
+    /// Sessions the cluster expired while they were still heartbeating (told
+    /// "session expired" before the workload gave them up): expiry caused by
+    /// faults, slow heartbeats or a check-in at the TTL's edge.
+    pub live_sessions_expired: u64,
+    /// Applications' sessions the cluster expired while the application was
+    /// cut off (its client library then checked the grants out again).
+    pub app_sessions_expired: u64,
 }
 
 impl Verdict {
@@ -346,6 +396,11 @@ struct Attempt {
     detail: Option<String>,
     /// Seats in use per feature, for the harness's state reads.
     in_use: BTreeMap<String, u32>,
+    /// For Status reads: how long the answering node had served without a break, µs.
+    serving_for_us: Option<u64>,
+    /// For check-outs: seats free after the request, and seats licensed, per the reply.
+    available: Option<u32>,
+    total: Option<u32>,
 }
 
 impl Attempt {
@@ -532,6 +587,9 @@ fn operations(events: &[Event]) -> Vec<Op> {
                     grants: None,
                     detail: None,
                     in_use: BTreeMap::new(),
+                    serving_for_us: None,
+                    available: None,
+                    total: None,
                 });
             }
             EventType::Ok | EventType::Fail | EventType::Unknown => {
@@ -554,8 +612,19 @@ fn operations(events: &[Event]) -> Vec<Op> {
                 attempt.grants = event.grants.clone();
                 attempt.detail = event.detail.clone();
                 attempt.in_use = event.in_use.clone().unwrap_or_default();
+                attempt.serving_for_us = event.serving_for_ms.map(|ms| ms.saturating_mul(1000));
+                attempt.available = event.available;
+                attempt.total = event.total;
                 if op.feature.is_none() {
                     op.feature = event.feature.clone();
+                }
+                // An application's client library may have started a new
+                // session while the call was retried (its old one expired): the
+                // answer names the session that holds the grant.
+                if event.kind == EventType::Ok
+                    && let Some(session) = &event.session
+                {
+                    op.session = Some(session.clone());
                 }
             }
             EventType::Info => {}
@@ -564,18 +633,104 @@ fn operations(events: &[Event]) -> Vec<Op> {
     ops.into_values().collect()
 }
 
-/// The lower bound of a session's expiry, given a touch no earlier than `from_us`.
-fn expiry_lower_bound(from_us: u64, touches: &[(u64, u64)], ttl_us: u64) -> u64 {
-    let mut bound = from_us.saturating_add(ttl_us);
-    // `touches` is sorted by completion: once one completes at or after the bound,
-    // none later can extend it.
-    for &(invoke, complete) in touches {
-        if complete >= bound {
-            break;
-        }
-        bound = bound.max(invoke.saturating_add(ttl_us));
+/// A Status read answered by a node that said how long it had served
+/// without a break: its serving spell began between
+/// [`Spell::began_no_earlier`] and [`Spell::began_no_later`].
+#[derive(Debug, Clone, Copy)]
+struct Spell {
+    invoke_us: u64,
+    complete_us: u64,
+    serving_for_us: u64,
+}
+
+impl Spell {
+    /// The answer was made no earlier than the read was sent.
+    fn began_no_earlier(&self) -> u64 {
+        self.invoke_us.saturating_sub(self.serving_for_us)
     }
-    bound
+    /// The answer was made no later than it arrived.
+    fn began_no_later(&self) -> u64 {
+        self.complete_us.saturating_sub(self.serving_for_us)
+    }
+}
+
+/// The answered reads' spells, by completion, with the running maximum of
+/// [`Spell::began_no_earlier`].
+struct Spells {
+    reads: Vec<Spell>,
+    /// `latest_start[k]`: the largest `began_no_earlier` of `reads[..=k]`.
+    latest_start: Vec<u64>,
+}
+
+impl Spells {
+    fn new(ops: &[Op]) -> Spells {
+        let mut reads: Vec<Spell> = ops
+            .iter()
+            .filter(|o| matches!(o.kind, OpKind::Read | OpKind::Drain))
+            .flat_map(|o| o.attempts.iter())
+            .filter(|a| a.answered())
+            .filter_map(|a| {
+                Some(Spell {
+                    invoke_us: a.invoke_us,
+                    complete_us: a.complete_us,
+                    serving_for_us: a.serving_for_us?,
+                })
+            })
+            .collect();
+        reads.sort_by_key(|r| (r.complete_us, r.invoke_us));
+        let mut latest_start = Vec::with_capacity(reads.len());
+        let mut latest = 0;
+        for read in &reads {
+            latest = latest.max(read.began_no_earlier());
+            latest_start.push(latest);
+        }
+        Spells {
+            reads,
+            latest_start,
+        }
+    }
+
+    /// The latest moment some node's serving spell is known to have begun,
+    /// from the reads answered before `before_us`. Only one node serves at
+    /// a time (the lease), and spells follow each other: whoever serves at or
+    /// after `before_us` began serving no earlier than this.
+    fn began_before(&self, before_us: u64) -> Option<u64> {
+        let k = self.reads.partition_point(|r| r.complete_us < before_us);
+        k.checked_sub(1).map(|k| self.latest_start[k])
+    }
+
+    /// The first read sent at or after `from_us`.
+    fn first_sent_after(&self, from_us: u64) -> Option<&Spell> {
+        self.reads
+            .iter()
+            .filter(|r| r.invoke_us >= from_us)
+            .min_by_key(|r| r.invoke_us)
+    }
+}
+
+/// The lower bound of a session's expiry, given a touch no earlier than
+/// `from_us`: the active node expires a session only after a silence longer
+/// than the TTL since its last touch and since its own serving spell began
+/// (`spells`), so time in which no node served is not silence.
+fn expiry_lower_bound(from_us: u64, touches: &[(u64, u64)], ttl_us: u64, spells: &Spells) -> u64 {
+    let mut bound = from_us.saturating_add(ttl_us);
+    loop {
+        let before = bound;
+        // `touches` is sorted by completion: once one completes at or after the
+        // bound, none later can extend it.
+        for &(invoke, complete) in touches {
+            if complete >= bound {
+                break;
+            }
+            bound = bound.max(invoke.saturating_add(ttl_us));
+        }
+        if let Some(began) = spells.began_before(bound) {
+            bound = bound.max(began.saturating_add(ttl_us));
+        }
+        if bound == before {
+            return bound;
+        }
+    }
 }
 
 /// Checks a history against the invariants. See the module docs.
@@ -598,6 +753,8 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
             .filter(|a| a.outcome == EventType::Unknown)
             .count() as u64;
         if op.kind == OpKind::Checkout {
+            verdict.checkouts_answered +=
+                op.attempts.iter().filter(|a| a.answered()).count() as u64;
             verdict.denied_in_use += op
                 .attempts
                 .iter()
@@ -629,6 +786,8 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
     let mut double = Tally::new(DOUBLE);
     let mut lost = Tally::new(LOST);
     let mut phantom = Tally::new(PHANTOM);
+    let spells = Spells::new(&ops);
+    session_figures(events, &ops, &mut verdict);
 
     // Grants acknowledged by ok check-outs.
     let mut grants: BTreeMap<Token, GrantLife> = BTreeMap::new();
@@ -659,6 +818,7 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
             first.invoke_us,
             touches.get(session.as_str()).map_or(&[], Vec::as_slice),
             input.session_ttl_us,
+            &spells,
         );
         verdict.grants += 1;
         grants.insert(
@@ -699,9 +859,12 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
     let renew_unknown = check_renewal_unknown(&ops, &grants);
     let exits = check_exits(input);
     let leak = check_drain(events, &ops, input, &mut verdict);
+    let available = check_available(&ops, &grants, input);
+    let in_time = check_expire_in_time(&ops, &spells, input);
 
     verdict.invariants = vec![
         seats,
+        available,
         lost.finish(),
         phantom.finish(),
         double.finish(),
@@ -712,9 +875,49 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
         renew_unknown,
         exits,
         leak,
+        in_time,
     ];
     unavailability(events, &ops, &mut verdict);
     verdict
+}
+
+/// How many sessions ran, and how many the cluster expired while they were
+/// still heartbeating.
+fn session_figures(events: &[Event], ops: &[Op], verdict: &mut Verdict) {
+    let mut abandoned: HashMap<&str, u64> = HashMap::new();
+    for event in events.iter().filter(|e| e.op == OpKind::Abandon) {
+        if let Some(session) = event.session.as_deref() {
+            abandoned.entry(session).or_insert(event.time_us);
+        }
+    }
+    let mut sessions: BTreeSet<&str> = BTreeSet::new();
+    let mut expired: BTreeSet<&str> = BTreeSet::new();
+    for op in ops {
+        let Some(session) = op.session.as_deref() else {
+            continue;
+        };
+        sessions.insert(session);
+        let given_up = abandoned.get(session).copied().unwrap_or(u64::MAX);
+        if op.attempts.iter().any(|a| {
+            a.answered() && a.detail.as_deref() == Some("session-expired") && a.invoke_us < given_up
+        }) {
+            expired.insert(session);
+        }
+    }
+    verdict.sessions = sessions.len() as u64;
+    verdict.live_sessions_expired = expired.len() as u64;
+    verdict.app_sessions_expired = events
+        .iter()
+        .filter(|e| {
+            e.op == OpKind::Checkout
+                && e.kind == EventType::Invoke
+                && e.detail
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("the library checks out again"))
+        })
+        .filter_map(|e| e.session.as_deref())
+        .collect::<BTreeSet<&str>>()
+        .len() as u64;
 }
 
 /// Expiry on true time: see the module docs.
@@ -840,6 +1043,209 @@ fn check_drain(
     tally.finish()
 }
 
+/// `available-never-overstated`: a check-out's reply never says more seats
+/// are free than can be — the seats licensed, less every grant of the
+/// feature certainly held over the whole operation (so at the moment the
+/// request was applied, even for a retry answered from the retry table),
+/// less its own grant; for a permanent feature whose license never changes,
+/// the reply's total is the seats licensed; and an "in use" denial says
+/// fewer seats are free than were asked for.
+fn check_available(
+    ops: &[Op],
+    grants: &BTreeMap<Token, GrantLife>,
+    input: &CheckInput,
+) -> InvariantResult {
+    let mut tally = Tally::new(AVAILABLE);
+    let mut by_feature: BTreeMap<&str, Vec<&GrantLife>> = BTreeMap::new();
+    for grant in grants.values() {
+        by_feature.entry(&grant.feature).or_default().push(grant);
+    }
+    for op in ops.iter().filter(|o| o.kind == OpKind::Checkout) {
+        let feature = op.feature.as_deref().unwrap_or_default();
+        let Some(&licensed) = input.licensed.get(feature) else {
+            continue;
+        };
+        let fixed = !input.churned.contains(feature) && !input.expiries.contains_key(feature);
+        let from = op.first_invoke();
+        for attempt in op.attempts.iter().filter(|a| a.answered()) {
+            let granted = attempt.outcome == EventType::Ok;
+            let in_use = attempt.detail.as_deref() == Some("in-use");
+            let (Some(available), Some(total)) = (attempt.available, attempt.total) else {
+                continue;
+            };
+            if !(granted || in_use) {
+                continue;
+            }
+            tally.checked += 1;
+            let own = if granted { op.count.unwrap_or(0) } else { 0 };
+            let held: u32 = by_feature
+                .get(feature)
+                .into_iter()
+                .flatten()
+                .filter(|g| {
+                    Some(g.token) != attempt.token && g.held_over(from, attempt.complete_us)
+                })
+                .map(|g| g.count)
+                .sum();
+            let most = licensed.saturating_sub(held).saturating_sub(own);
+            let sent = secs(attempt.invoke_us);
+            if available > most {
+                tally.violation(format!(
+                    "{} attempt sent at {sent} was answered (term {}) that {available} seats of {feature} are free, but {licensed} are licensed and {held} were certainly held by other grants throughout{}",
+                    op.describe(),
+                    attempt.term.unwrap_or(0),
+                    if own > 0 { format!(", besides the {own} it granted") } else { String::new() }
+                ));
+            } else if fixed && total != licensed {
+                tally.violation(format!(
+                    "{} attempt sent at {sent} was answered (term {}) that {total} seats of {feature} are licensed, but the run licenses {licensed}",
+                    op.describe(),
+                    attempt.term.unwrap_or(0)
+                ));
+            } else if in_use && available >= op.count.unwrap_or(0) {
+                tally.violation(format!(
+                    "{} attempt sent at {sent} was denied \"in use\" (term {}) while the reply says {available} seats are free and it asked for {}",
+                    op.describe(),
+                    attempt.term.unwrap_or(0),
+                    op.count.unwrap_or(0)
+                ));
+            }
+        }
+    }
+    tally.finish()
+}
+
+/// `silent-sessions-expire-in-time`: the upper bound of expiry. A session's
+/// last possible touch is the end of the last attempt it sent (an attempt
+/// that got no answer may still have reached the active node before its
+/// deadline). A node that served without a break from `S` must have expired a
+/// session silent since `T` by `max(T, S) + TTL + expire_within` (a sweep
+/// period and slack). So no grant of the session may be seen after that:
+/// neither in a Status read (whose own `serving_for` gives `S`) nor by a
+/// check-in answered "released" (judged by the first read sent after its
+/// answer, when that read's spell began before the check-in was sent).
+/// Sessions whose heartbeats the history does not hold (the applications')
+/// are not judged.
+fn check_expire_in_time(ops: &[Op], spells: &Spells, input: &CheckInput) -> InvariantResult {
+    let mut tally = Tally::new(EXPIRE_IN_TIME);
+    if input.expire_within_us == 0 {
+        return tally.finish();
+    }
+    let ttl = input.session_ttl_us;
+    // Only sessions whose heartbeats are in the history: an application's
+    // client library renews without recording it.
+    let heartbeating: BTreeSet<&str> = ops
+        .iter()
+        .filter(|o| o.kind == OpKind::Renew)
+        .filter_map(|o| o.session.as_deref())
+        .collect();
+    // Per session: attempts by send time, with the running latest end.
+    let mut sent: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+    for op in ops
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Checkout | OpKind::Checkin | OpKind::Renew))
+    {
+        let Some(session) = op.session.as_deref().filter(|s| heartbeating.contains(s)) else {
+            continue;
+        };
+        for attempt in &op.attempts {
+            sent.entry(session)
+                .or_default()
+                .push((attempt.invoke_us, attempt.complete_us));
+        }
+    }
+    for list in sent.values_mut() {
+        list.sort();
+        let mut latest = 0;
+        for entry in list.iter_mut() {
+            latest = latest.max(entry.1);
+            entry.1 = latest;
+        }
+    }
+    // The end of the last attempt the session sent before `at`.
+    let last_touch = |session: &str, at: u64| -> Option<u64> {
+        let list = sent.get(session)?;
+        let k = list.partition_point(|&(invoke, _)| invoke < at);
+        k.checked_sub(1).map(|k| list[k].1)
+    };
+    let due = |touch: u64, spell: u64| {
+        touch
+            .max(spell)
+            .saturating_add(ttl)
+            .saturating_add(input.expire_within_us)
+    };
+    for op in ops
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Read | OpKind::Drain))
+    {
+        for attempt in op.attempts.iter().filter(|a| a.answered()) {
+            let Some(serving_for) = attempt.serving_for_us else {
+                continue;
+            };
+            let spell = attempt.complete_us.saturating_sub(serving_for);
+            for grant in attempt.grants.iter().flatten() {
+                let Some(touch) = last_touch(&grant.session, attempt.invoke_us) else {
+                    continue;
+                };
+                if touch == u64::MAX {
+                    continue;
+                }
+                tally.checked += 1;
+                let due = due(touch, spell);
+                if attempt.invoke_us > due {
+                    tally.violation(format!(
+                        "{} sent at {} (term {}) still holds grant {} of session {}, silent since {} and served without a break since {}: it was due to expire by {}",
+                        op.describe(),
+                        secs(attempt.invoke_us),
+                        attempt.term.unwrap_or(0),
+                        grant.token,
+                        grant.session,
+                        secs(touch),
+                        secs(spell),
+                        secs(due)
+                    ));
+                }
+            }
+        }
+    }
+    for op in ops.iter().filter(|o| o.kind == OpKind::Checkin) {
+        let Some(session) = op.session.as_deref() else {
+            continue;
+        };
+        for attempt in op
+            .attempts
+            .iter()
+            .filter(|a| a.answered() && a.outcome == EventType::Ok)
+        {
+            let Some(touch) = last_touch(session, attempt.invoke_us) else {
+                continue;
+            };
+            let Some(read) = spells.first_sent_after(attempt.complete_us) else {
+                continue;
+            };
+            let spell = read.began_no_later();
+            if touch == u64::MAX || spell > attempt.invoke_us {
+                continue;
+            }
+            tally.checked += 1;
+            let due = due(touch, spell);
+            if attempt.invoke_us > due {
+                tally.violation(format!(
+                    "{} sent at {} was answered (term {}) that grant {} was released, but session {session} was silent since {} and a node served without a break since {}: it was due to expire by {}",
+                    op.describe(),
+                    secs(attempt.invoke_us),
+                    attempt.term.unwrap_or(0),
+                    op.token.map_or_else(String::new, |t| t.to_string()),
+                    secs(touch),
+                    secs(spell),
+                    secs(due)
+                ));
+            }
+        }
+    }
+    tally.finish()
+}
+
 /// Node processes end only when the harness ends them, and never panic.
 fn check_exits(input: &CheckInput) -> InvariantResult {
     let mut tally = Tally::new(EXIT);
@@ -935,33 +1341,63 @@ fn check_impossible(ops: &[Op], input: &CheckInput) -> InvariantResult {
     let mut tally = Tally::new(IMPOSSIBLE);
     for op in ops.iter().filter(|o| o.kind == OpKind::Checkout) {
         let feature = op.feature.as_deref().unwrap_or_default();
-        let licensed = input.licensed.contains_key(feature);
+        let licensed = input.licensed.get(feature).copied();
+        let churned = input.churned.contains(feature);
         let planned_end = input.expiries.contains_key(feature);
+        let count = op.count.unwrap_or(1);
+        // A count the cluster must refuse: none, or more than are licensed.
+        let bad = count == 0 || licensed.is_some_and(|l| count > l);
         for attempt in &op.attempts {
-            // A reply of the cluster (it carries a term) that denied the check-out.
-            let denied = attempt.term.is_some()
-                && matches!(attempt.outcome, EventType::Fail | EventType::Unknown)
+            // A reply of the cluster (it carries a term).
+            if attempt.term.is_none() {
+                continue;
+            }
+            let granted = attempt.outcome == EventType::Ok;
+            let denied = matches!(attempt.outcome, EventType::Fail | EventType::Unknown)
                 && attempt.detail.is_some();
-            if !denied {
+            if !(granted || denied) {
                 continue;
             }
             let detail = attempt.detail.as_deref().unwrap_or_default();
-            let why = match detail {
-                // Requests of a session are sequential: a retry is always of
-                // its latest request, which is inside the retry window.
-                "stale" => Some(
-                    "answered \"stale request\", but the session's requests are sequential, so a retry is always of its latest request".to_string(),
-                ),
-                "no-such-feature" if licensed => Some(format!(
-                    "denied \"no such feature\", but the run's license has {feature}"
-                )),
-                "expired" | "exceeds-licensed" if licensed && !planned_end => Some(format!(
-                    "denied \"{detail}\", but {feature} is licensed with every seat permanent and the workload asks for at most its seats"
-                )),
-                "bad-count" | "version-not-licensed" | "denied" => Some(format!(
-                    "denied \"{detail}\", but the workload asks for 1 or 2 seats of any version"
-                )),
-                _ => None,
+            let why = if bad {
+                let expected = if count == 0 {
+                    "bad-count"
+                } else {
+                    "exceeds-licensed"
+                };
+                match detail {
+                    _ if granted => Some(format!(
+                        "granted {count} seats of {feature}, a count the cluster must refuse ({} licensed)",
+                        licensed.unwrap_or(0)
+                    )),
+                    d if d == expected || d == "session-expired" => None,
+                    "no-such-feature" if churned || licensed.is_none() => None,
+                    "expired" if planned_end => None,
+                    other => Some(format!(
+                        "denied \"{other}\" for {count} seats of {feature}, which must be refused \"{expected}\""
+                    )),
+                }
+            } else if granted {
+                None
+            } else {
+                match detail {
+                    // Requests of a session are sequential: a retry is always of
+                    // its latest request, which is inside the retry window.
+                    "stale" => Some(
+                        "answered \"stale request\", but the session's requests are sequential, so a retry is always of its latest request".to_string(),
+                    ),
+                    "no-such-feature" if licensed.is_some() && !churned => Some(format!(
+                        "denied \"no such feature\", but the run's license has {feature}"
+                    )),
+                    "expired" | "exceeds-licensed" if licensed.is_some() && !planned_end => Some(format!(
+                        "denied \"{detail}\", but {feature} is licensed with every seat permanent and the request asks for at most its seats"
+                    )),
+                    "bad-count" | "version-not-licensed" | "denied" => Some(format!(
+                        "denied \"{detail}\", but the request asks for 1 to {} seats of any version",
+                        licensed.unwrap_or(0)
+                    )),
+                    _ => None,
+                }
             };
             tally.checked += 1;
             if let Some(why) = why {
@@ -978,6 +1414,28 @@ fn check_impossible(ops: &[Op], input: &CheckInput) -> InvariantResult {
                 ));
             }
         }
+    }
+    // A grant is released once: a second check-in of it (a new request) that
+    // was sent after the first was answered ok must be answered "not held".
+    let mut released: BTreeMap<Token, (u64, u64)> = BTreeMap::new();
+    let mut checkins: Vec<&Op> = ops.iter().filter(|o| o.kind == OpKind::Checkin).collect();
+    checkins.sort_by_key(|o| o.first_invoke());
+    for op in checkins {
+        let Some(token) = op.token else { continue };
+        let Some(ok) = op.first_ok() else { continue };
+        if let Some(&(first, at)) = released.get(&token) {
+            if at < op.first_invoke() {
+                tally.checked += 1;
+                tally.violation(format!(
+                    "{} released grant {token} at {}, which op {first} had already released at {}",
+                    op.describe(),
+                    secs(ok.complete_us),
+                    secs(at)
+                ));
+            }
+            continue;
+        }
+        released.insert(token, (op.id, ok.complete_us));
     }
     tally.finish()
 }
@@ -2168,5 +2626,190 @@ mod tests {
             ..CheckInput::default()
         };
         assert_eq!(failing(&check(&[], &input)), vec![LEAK]);
+    }
+
+    /// An answered Status read whose node had served for `serving_ms`.
+    fn spell_read(
+        h: &mut Builder,
+        from_ms: u64,
+        to_ms: u64,
+        serving_ms: u64,
+        grants: Vec<GrantSeen>,
+    ) {
+        h.read(from_ms, to_ms, 3, grants);
+        h.events.last_mut().unwrap().serving_for_ms = Some(serving_ms);
+    }
+
+    // The lower bound of expiry leaves out time in which no node served: a
+    // session billed for an outage (its grant gone one TTL after its last
+    // renewal, although the node that expired it had served for less than
+    // that) is a lost grant.
+    #[test]
+    fn expiry_that_bills_an_outage_is_reported() {
+        let history = |outage: bool| {
+            let mut h = Builder::new();
+            h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+            h.renew(1, 1_000, 1_010, 2, vec![]);
+            spell_read(
+                &mut h,
+                2_000,
+                2_010,
+                3_000,
+                vec![seen(token(2, 5), 1, "cad", 1)],
+            );
+            if outage {
+                // Nothing served from ~2 s to 8.5 s: the node that answers at 9 s
+                // had served for only 500 ms.
+                spell_read(
+                    &mut h,
+                    9_000,
+                    9_010,
+                    500,
+                    vec![seen(token(2, 5), 1, "cad", 1)],
+                );
+            }
+            // At 12 s a read no longer holds the grant.
+            let serving = if outage { 3_500 } else { 12_000 };
+            spell_read(&mut h, 12_000, 12_010, serving, vec![]);
+            h.check(&[("cad", 5)])
+        };
+        // Without the outage, 11 s after the last renewal the session may expire.
+        let verdict = history(false);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        // With it, the session could not expire before 8.5 s + TTL = 18.5 s.
+        let verdict = history(true);
+        assert_eq!(failing(&verdict), vec![LOST], "{verdict:#?}");
+        assert_eq!(result(&verdict, LOST).violations, 1, "{verdict:#?}");
+    }
+
+    // The upper bound of expiry: a silent session's grant seen long after its
+    // TTL ran out, on a node that served all along, is reported — in a read
+    // and through a check-in answered "released".
+    #[test]
+    fn silent_session_kept_too_long_is_reported() {
+        let check = |h: &mut Builder| {
+            h.events.sort_by_key(|e| e.time_us);
+            let input = CheckInput {
+                licensed: [("cad".to_string(), 5)].into(),
+                session_ttl_us: TTL_US,
+                expire_within_us: 2_000_000,
+                ..CheckInput::default()
+            };
+            check(&h.events, &input)
+        };
+        let history = |serving_ms: u64| {
+            let mut h = Builder::new();
+            h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+            h.renew(1, 1_000, 1_010, 2, vec![]);
+            // Silent from 1.01 s: due to expire by 13.01 s on a node serving since before.
+            spell_read(
+                &mut h,
+                20_000,
+                20_010,
+                serving_ms,
+                vec![seen(token(2, 5), 1, "cad", 1)],
+            );
+            h
+        };
+        // The answering node had served only since 15 s: its own TTL runs to 27 s.
+        let verdict = check(&mut history(5_010));
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        assert_eq!(result(&verdict, EXPIRE_IN_TIME).checked, 1);
+        // Served since 0 s: the grant should have been gone by 13.01 s.
+        let verdict = check(&mut history(30_000));
+        assert_eq!(failing(&verdict), vec![EXPIRE_IN_TIME], "{verdict:#?}");
+        assert!(
+            result(&verdict, EXPIRE_IN_TIME).examples[0].contains("due to expire by 13.010 s"),
+            "{verdict:#?}"
+        );
+
+        // A late check-in answered "released", judged by the read after it.
+        let mut h = Builder::new();
+        h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+        h.renew(1, 1_000, 1_010, 2, vec![]);
+        h.checkin(1, token(2, 5), 20_000, 20_010, 3, true);
+        spell_read(&mut h, 20_100, 20_110, 40_000, vec![]);
+        let verdict = check(&mut h);
+        assert_eq!(failing(&verdict), vec![EXPIRE_IN_TIME], "{verdict:#?}");
+        assert!(result(&verdict, EXPIRE_IN_TIME).examples[0].contains("was released"));
+    }
+
+    // A reply that says more seats are free than can be, a total that is not
+    // what is licensed, and an "in use" denial with seats to spare are reported.
+    #[test]
+    fn overstated_availability_is_reported() {
+        let answered =
+            |h: &mut Builder, s: u64, at: u64, t: Option<Token>, available: u32, total: u32| {
+                let id = h.next_id;
+                h.next_id += 1;
+                h.checkout_attempt(id, 1, s, "cad", 1, at, at + 10, Some((2, t)));
+                let done = h.events.last_mut().unwrap();
+                done.available = Some(available);
+                done.total = Some(total);
+            };
+        let mut h = Builder::new();
+        answered(&mut h, 1, 0, Some(token(2, 5)), 2, 3);
+        answered(&mut h, 2, 100, Some(token(2, 6)), 1, 3);
+        answered(&mut h, 3, 200, None, 0, 3);
+        let verdict = h.check(&[("cad", 3)]);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        assert_eq!(result(&verdict, AVAILABLE).checked, 3);
+
+        let mut h = Builder::new();
+        answered(&mut h, 1, 0, Some(token(2, 5)), 2, 3);
+        // One other grant is held and this one granted: at most 1 is free, not 2.
+        answered(&mut h, 2, 100, Some(token(2, 6)), 2, 3);
+        answered(&mut h, 3, 200, None, 1, 3);
+        answered(&mut h, 4, 300, None, 0, 4);
+        let verdict = h.check(&[("cad", 3)]);
+        let available = result(&verdict, AVAILABLE);
+        assert_eq!(available.violations, 3, "{available:?}");
+        assert!(
+            available.examples[0].contains("2 seats of cad are free"),
+            "{available:?}"
+        );
+        assert!(
+            available.examples[1].contains("denied \"in use\""),
+            "{available:?}"
+        );
+        assert!(
+            available.examples[2].contains("4 seats of cad are licensed"),
+            "{available:?}"
+        );
+    }
+
+    // Counts the cluster must refuse, and a grant released twice.
+    #[test]
+    fn bad_counts_and_double_releases_are_reported() {
+        let mut h = Builder::new();
+        let bad = |h: &mut Builder, s: u64, count: u32, at: u64, answer: Result<Token, &str>| {
+            let id = h.next_id;
+            h.next_id += 1;
+            let granted = answer.ok();
+            h.checkout_attempt(id, 1, s, "cad", count, at, at + 10, Some((2, granted)));
+            if let Err(detail) = answer {
+                h.events.last_mut().unwrap().detail = Some(detail.into());
+            }
+        };
+        bad(&mut h, 1, 0, 0, Err("bad-count"));
+        bad(&mut h, 2, 9, 100, Err("exceeds-licensed"));
+        h.checkout(3, "cad", 1, 200, 210, 2, token(2, 7));
+        h.checkin(3, token(2, 7), 300, 310, 2, true);
+        h.checkin(3, token(2, 7), 400, 410, 2, false);
+        let verdict = h.check(&[("cad", 5)]);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+
+        bad(&mut h, 4, 0, 500, Ok(token(2, 9)));
+        bad(&mut h, 5, 9, 600, Err("in-use"));
+        h.checkin(3, token(2, 7), 700, 710, 2, true);
+        let verdict = h.check(&[("cad", 5)]);
+        let impossible = result(&verdict, IMPOSSIBLE);
+        assert_eq!(impossible.violations, 3, "{impossible:?}");
+        assert!(
+            impossible.examples[0].contains("granted 0 seats"),
+            "{impossible:?}"
+        );
+        assert!(impossible.examples[1].contains("must be refused \"exceeds-licensed\""));
+        assert!(impossible.examples[2].contains("had already released"));
     }
 }

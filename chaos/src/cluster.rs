@@ -68,7 +68,13 @@ pub struct ClusterSpec {
     pub clock_base_ms: Option<i64>,
     /// `RAFTLM_FAULT_BREAK` for every node (empty: nothing broken).
     pub breaks: String,
+    /// A feature and its seats in a license file that is not in the license
+    /// directory: an administrator imports and removes it during the run.
+    pub churn: Option<(String, u32)>,
 }
+
+/// The name of the license file an administrator imports and removes during a run.
+pub const CHURN_LICENSE: &str = "churn.lic";
 
 /// The nodes' `timing.clock_skew_max_ms` in runs with the clock fault: small,
 /// so that the expiry invariant is checked within a short run.
@@ -104,6 +110,10 @@ pub struct Cluster {
     pub tls: ClusterTls,
     /// How the harness's clients dial the nodes.
     pub client_tls: ClientTls,
+    /// How the harness's administrator dials the nodes (a certificate with the admin role).
+    pub admin_tls: ClientTls,
+    /// The signed churn license ([`CHURN_LICENSE`]), when the spec has one.
+    pub churn_license: Option<String>,
     children: Vec<Option<Child>>,
     paused: Vec<bool>,
     /// Exits the harness did not cause, in the order noticed.
@@ -171,11 +181,24 @@ impl Cluster {
                 .map_err(|e| anyhow::anyhow!("cannot sign {name}: {e}"))?;
             std::fs::write(licenses.join(name), signed)?;
         }
+        let churn_license = match &spec.churn {
+            Some((feature, seats)) => {
+                let text = format!(
+                    "SERVER {CLUSTER} ANY 27000\nVENDOR acme\nFEATURE {feature} acme 2.0 permanent {seats}\n"
+                );
+                Some(
+                    signature::sign_text(CHURN_LICENSE, &text, &key)
+                        .map_err(|e| anyhow::anyhow!("cannot sign {CHURN_LICENSE}: {e}"))?,
+                )
+            }
+            None => None,
+        };
         let ids: Vec<u64> = (1..=spec.real.len() as u64).collect();
         let sans = vec!["127.0.0.1".to_string(), spec.access_point.ip().to_string()];
         let tls = ClusterTls::create(&dir.join("tls"), CLUSTER, &ids, &sans)
             .map_err(|e| anyhow::anyhow!("cannot make the certificates: {e}"))?;
         let client_tls = tls.client().map_err(|e| anyhow::anyhow!(e))?;
+        let admin_tls = tls.administrator().map_err(|e| anyhow::anyhow!(e))?;
         for i in 0..spec.real.len() {
             let mut text = format!(
                 "# raftlm-chaos node {n}: peers are reached through the harness's proxies\n\
@@ -233,6 +256,8 @@ impl Cluster {
             spec,
             tls,
             client_tls,
+            admin_tls,
+            churn_license,
             children: (0..n).map(|_| None).collect(),
             paused: vec![false; n],
             exits: Vec::new(),

@@ -65,6 +65,11 @@ pub enum OpKind {
     /// An application's use of a grant: the last moment it saw the grant
     /// valid (info event only; `src/apps.rs`).
     Use,
+    /// An administrator imports a license file during the faults (Raft write).
+    Import,
+    /// An administrator removes that license file (Raft write; refused while
+    /// its seats are in use).
+    Remove,
 }
 
 impl fmt::Display for OpKind {
@@ -78,6 +83,8 @@ impl fmt::Display for OpKind {
             OpKind::Nemesis => "nemesis",
             OpKind::Abandon => "abandon",
             OpKind::Use => "use",
+            OpKind::Import => "import",
+            OpKind::Remove => "remove",
         })
     }
 }
@@ -219,6 +226,17 @@ pub struct Event {
     /// For `use` events: the application's grace period, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_ms: Option<u64>,
+    /// For answered Status reads: how long the answering node had served
+    /// without a break (`serving_for_ms`), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_for_ms: Option<u64>,
+    /// For answered check-outs: the seats the reply says are free after the
+    /// request, and the seats licensed and unexpired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<u32>,
+    /// See [`Event::available`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u32>,
 }
 
 impl Event {
@@ -249,6 +267,9 @@ impl Event {
             fault: None,
             valid_until_us: None,
             grace_ms: None,
+            serving_for_ms: None,
+            available: None,
+            total: None,
         }
     }
 }

@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', value_parser = parse_fault)]
     faults: Option<Vec<Option<FaultKind>>>,
     /// Concurrent client sessions.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 32)]
     sessions: usize,
     /// Print the report as one JSON object.
     #[arg(long)]
@@ -191,7 +191,11 @@ async fn main() -> ExitCode {
         binary,
         session_ttl_ms: args.session_ttl_ms,
         snapshot_every: args.snapshot_every.max(1),
-        features: vec![("cad".into(), 5), ("sim".into(), 3)],
+        features: run::FEATURES
+            .iter()
+            .map(|&(f, n)| (f.to_string(), n))
+            .collect(),
+        churn: Some((run::CHURN_FEATURE.0.to_string(), run::CHURN_FEATURE.1)),
         progress: true,
         hostile: args.hostile,
         breaks: args.breaks.clone(),

@@ -39,8 +39,11 @@
 //! Faults are drawn from a shuffled deck of the enabled types, so every
 //! type appears once before any appears twice (a type listed twice is in
 //! the deck twice, and so drawn twice as often). Every random choice comes
-//! from the nemesis's seeded generator; what a fault hits (the *active* node)
-//! depends on the run, and is recorded.
+//! from the seed: the schedule (quiet times, the deck's order) from one
+//! stream, and each fault's own choices (its target, whether it aims at the
+//! active node, durations, kinds) from a stream of its own, seeded by the
+//! seed and the fault's number. What a fault aimed at the *active* node hits
+//! depends on the run (which node won the election), and is recorded.
 
 use std::fmt;
 use std::str::FromStr;
@@ -147,8 +150,14 @@ pub struct NemesisSpec {
 /// The nemesis.
 pub struct Nemesis {
     spec: NemesisSpec,
+    /// The schedule: quiet times and the order of fault types.
+    schedule: StdRng,
+    /// The current fault's own choices (targets, durations, kinds), seeded
+    /// afresh for every fault from the seed and the fault's number, so that
+    /// what one fault drew never shifts the next.
     rng: StdRng,
     deck: Vec<FaultKind>,
+    faults: u64,
 }
 
 fn ms(rng: &mut StdRng, from: u64, to: u64) -> Duration {
@@ -159,9 +168,11 @@ impl Nemesis {
     /// A nemesis with its own generator.
     pub fn new(spec: NemesisSpec) -> Nemesis {
         Nemesis {
+            schedule: StdRng::seed_from_u64(spec.seed),
             rng: StdRng::seed_from_u64(spec.seed),
             spec,
             deck: Vec::new(),
+            faults: 0,
         }
     }
 
@@ -178,7 +189,7 @@ impl Nemesis {
             return Ok(());
         }
         loop {
-            let quiet = ms(&mut self.rng, 1000, 3000);
+            let quiet = ms(&mut self.schedule, 1000, 3000);
             if Instant::now() + quiet >= until {
                 tokio::time::sleep_until(until).await;
                 return Ok(());
@@ -186,9 +197,11 @@ impl Nemesis {
             tokio::time::sleep(quiet).await;
             if self.deck.is_empty() {
                 self.deck = self.spec.faults.clone();
-                self.deck.shuffle(&mut self.rng);
+                self.deck.shuffle(&mut self.schedule);
             }
             let kind = self.deck.pop().unwrap_or(FaultKind::Kill);
+            self.faults += 1;
+            self.rng = StdRng::seed_from_u64(crate::workload::mix(self.spec.seed, self.faults));
             self.inject(kind, cluster, proxies, history).await?;
         }
     }

@@ -103,6 +103,21 @@ pub struct Report {
     pub apps: usize,
     /// Caching-mode over-use of the applications' grants.
     pub overuse: Option<crate::apps::Overuse>,
+    /// Snapshots each node installed from the leader (`snapshot installed`
+    /// lines in its log), node 1 first.
+    pub snapshot_installs: Vec<u64>,
+    /// Check-out attempts the cluster answered.
+    #[serde(default)]
+    pub checkouts_answered: u64,
+    /// Sessions the workload ran.
+    #[serde(default)]
+    pub sessions_run: u64,
+    /// Sessions expired while still heartbeating.
+    #[serde(default)]
+    pub live_sessions_expired: u64,
+    /// Applications' sessions expired while the application was cut off.
+    #[serde(default)]
+    pub app_sessions_expired: u64,
 }
 
 impl Report {
@@ -118,6 +133,10 @@ impl Report {
         self.peak_seats = verdict.peak_seats.clone();
         self.replicas = replicas.iter().map(ReplicaSummary::from).collect();
         self.drain = verdict.drain.clone();
+        self.checkouts_answered = verdict.checkouts_answered;
+        self.sessions_run = verdict.sessions;
+        self.live_sessions_expired = verdict.live_sessions_expired;
+        self.app_sessions_expired = verdict.app_sessions_expired;
         self.violations = verdict.violations();
         self.passed = self.violations == 0;
         self
@@ -143,11 +162,21 @@ impl Report {
             .collect();
         let _ = writeln!(
             out,
-            "license: {}; {} grants made, {} check-outs denied (pool exhausted), peak seats held {:?}",
+            "license: {}; {} grants made, {} check-outs denied (pool exhausted: {:.0} % of the {} answered), peak seats held {:?}",
             licensed.join(", "),
             self.grants,
             self.denied_in_use,
+            100.0 * self.denied_in_use as f64 / self.checkouts_answered.max(1) as f64,
+            self.checkouts_answered,
             self.peak_seats
+        );
+        let _ = writeln!(
+            out,
+            "sessions: {} run, {} expired by the cluster while still heartbeating, {} applications' sessions expired while cut off; snapshots installed from the leader per node: {:?}",
+            self.sessions_run,
+            self.live_sessions_expired,
+            self.app_sessions_expired,
+            self.snapshot_installs
         );
         let _ = writeln!(out, "\noperations ({} history events)", self.events);
         let _ = writeln!(

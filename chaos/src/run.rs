@@ -38,7 +38,11 @@ use crate::nemesis::{FaultKind, Nemesis, NemesisSpec};
 use crate::proxy::Proxies;
 use crate::replica;
 use crate::report::Report;
-use crate::workload::{Workload, WorkloadSpec, grants_seen, mix};
+use crate::workload::{Churn, Workload, WorkloadSpec, grants_seen, mix};
+
+/// What a node logs when it installs a snapshot sent by the leader
+/// (`src/raft/state_machine.rs`).
+pub const SNAPSHOT_INSTALLED: &str = "snapshot installed";
 
 /// The nodes' `election_timeout_max_ms` (raftlm's default; the configs do not change it).
 pub fn election_timeout_max_ms() -> u64 {
@@ -115,7 +119,17 @@ pub struct RunConfig {
     pub breaks: Vec<String>,
     /// Applications on raftlm's client library (`src/apps.rs`).
     pub apps: usize,
+    /// A feature and its seats in a license an administrator imports and
+    /// removes during the run (`None`: no license changes).
+    pub churn: Option<(String, u32)>,
 }
+
+/// The run's license: features and seats. With the default 32 sessions, each
+/// holding at most two grants of one to three seats (a quarter of a pool at
+/// most), about a third of the check-outs find the pool exhausted.
+pub const FEATURES: [(&str, u32); 4] = [("cad", 36), ("sim", 24), ("viz", 40), ("fem", 10)];
+/// The feature of the license an administrator imports and removes during the run.
+pub const CHURN_FEATURE: (&str, u32) = ("bonus", 4);
 
 impl RunConfig {
     /// Whether power cuts are among the faults (the data directories are then
@@ -266,6 +280,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         dated: clock.as_ref().map_or_else(Vec::new, ClockPlan::dated),
         clock_base_ms: clock.as_ref().map(|c| c.base_ms),
         breaks: config.breaks.join(","),
+        churn: config.churn.clone(),
     })?;
     progress(
         config,
@@ -297,6 +312,16 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     let history_start_ms = real_now_ms();
     let mut features = config.features.clone();
     features.extend(cluster.spec.dated.iter().map(|(f, n, _)| (f.clone(), *n)));
+    features.extend(config.churn.clone());
+    let churn = match (&config.churn, &cluster.churn_license) {
+        (Some((feature, _)), Some(text)) => Some(Churn {
+            name: cluster::CHURN_LICENSE.into(),
+            feature: feature.clone(),
+            text: text.clone(),
+            tls: cluster.admin_tls.clone(),
+        }),
+        _ => None,
+    };
     let op_deadline = Duration::from_secs(15);
     let workload = Workload::start(
         WorkloadSpec {
@@ -313,6 +338,12 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             read_every: Duration::from_millis(500),
             renew_probe_chance: 0.25,
             tls: cluster.client_tls.clone(),
+            session_ttl: Duration::from_millis(config.session_ttl_ms),
+            expired_after: drain_wait(Duration::from_millis(config.session_ttl_ms)).0,
+            bad_count_chance: 0.03,
+            double_checkin_chance: 0.1,
+            slow_heartbeat_chance: 0.125,
+            churn,
         },
         history.clone(),
     );
@@ -471,18 +502,23 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         })
         .collect();
     let mut log_panics = Vec::new();
+    let mut snapshot_installs = Vec::new();
     for i in 0..cluster.len() {
         let path = cluster.log_file(i);
         match std::fs::read(&path) {
-            Ok(bytes) => log_panics.extend(checker::panics_in_log(
-                i + 1,
-                &String::from_utf8_lossy(&bytes),
-            )),
-            Err(error) => log_panics.push(checker::LogLine {
-                node: i + 1,
-                line: 0,
-                text: format!("cannot read {}: {error}", path.display()),
-            }),
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                snapshot_installs.push(text.matches(SNAPSHOT_INSTALLED).count() as u64);
+                log_panics.extend(checker::panics_in_log(i + 1, &text));
+            }
+            Err(error) => {
+                snapshot_installs.push(0);
+                log_panics.push(checker::LogLine {
+                    node: i + 1,
+                    line: 0,
+                    text: format!("cannot read {}: {error}", path.display()),
+                });
+            }
         }
     }
     let dirs: Vec<PathBuf> = (0..3).map(|i| cluster.data_dir(i)).collect();
@@ -510,6 +546,10 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             logs_scanned: cluster.len() as u64,
             log_panics,
             expect_drain: true,
+            churned: config.churn.iter().map(|(f, _)| f.clone()).collect(),
+            expire_within_us: (sweep_period(Duration::from_millis(config.session_ttl_ms))
+                + DRAIN_SLACK)
+                .as_micros() as u64,
         },
     );
     verdict.invariants.push(recovery);
@@ -555,6 +595,11 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         hostile,
         apps: config.apps,
         overuse: (config.apps > 0).then_some(overuse),
+        snapshot_installs,
+        checkouts_answered: 0,
+        sessions_run: 0,
+        live_sessions_expired: 0,
+        app_sessions_expired: 0,
     }
     .with_verdict(&verdict, &replicas);
     if let Some(keep) = &config.keep {
@@ -732,6 +777,7 @@ async fn read_state(
                 *in_use.entry(feature.feature.clone()).or_default() += feature.in_use;
             }
             done.in_use = Some(in_use);
+            done.serving_for_ms = Some(reply.serving_for_ms);
             done.detail = Some(format!(
                 "applied index {}, {} activations",
                 reply.applied_index, reply.activations

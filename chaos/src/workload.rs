@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use raftlm::license::secret::SessionSecret;
 use raftlm::proto::v1 as pb;
+use raftlm::proto::v1::admin_client::AdminClient;
 use raftlm::proto::v1::license_client::LicenseClient;
 use raftlm::tls::client::ClientTls;
 use rand::rngs::StdRng;
@@ -48,6 +49,8 @@ pub const LEADER_ID_KEY: &str = "raftlm-leader-id";
 pub const HINT_PAUSE: Duration = Duration::from_millis(20);
 /// Longest pause between attempts after failures without a hint.
 pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// How long the administrator retries one import or removal.
+pub const ADMIN_OP_DEADLINE: Duration = Duration::from_secs(6);
 /// Most grants one session holds at once.
 pub const GRANTS_PER_SESSION_MAX: usize = 2;
 /// Most recent grants of every session kept for other sessions' renewals to quote.
@@ -86,6 +89,38 @@ pub struct WorkloadSpec {
     pub renew_probe_chance: f64,
     /// How the workload's clients dial the cluster (TLS with the run's CA).
     pub tls: ClientTls,
+    /// The nodes' session TTL: edge check-ins and slow heartbeats are set by it.
+    pub session_ttl: Duration,
+    /// How long after a session falls silent it has certainly been expired
+    /// while a node serves (the drain's wait): a late check-in waits this long.
+    pub expired_after: Duration,
+    /// Chance that a check-out asks for a count the cluster must refuse: 0
+    /// seats ("bad count") or more than are licensed ("exceeds licensed").
+    pub bad_count_chance: f64,
+    /// Chance that a check-in answered ok is sent again with a new request id
+    /// (it must be answered "not held").
+    pub double_checkin_chance: f64,
+    /// Chance that a session heartbeats every 75–125 % of the TTL instead of
+    /// every [`WorkloadSpec::renew_every`]: on either side of the TTL, so some
+    /// such sessions are expired while they still heartbeat, and some
+    /// renewals arrive just as the sweeper chooses to expire them.
+    pub slow_heartbeat_chance: f64,
+    /// A license file an administrator imports and removes again and again
+    /// during the run, with the administrator's TLS identity.
+    pub churn: Option<Churn>,
+}
+
+/// A license that comes and goes during the run (see [`Administrator`]).
+#[derive(Debug, Clone)]
+pub struct Churn {
+    /// The license's name.
+    pub name: String,
+    /// The feature it licenses.
+    pub feature: String,
+    /// Its signed text.
+    pub text: String,
+    /// The administrator's TLS identity (certificate with the admin role).
+    pub tls: ClientTls,
 }
 
 /// The workload's phase.
@@ -122,7 +157,7 @@ impl Workload {
                     phase: watch.clone(),
                     busy: busy.clone(),
                     granted: granted.clone(),
-                    rng: StdRng::seed_from_u64(mix(spec.seed, p as u64 + 1)),
+                    streams: Streams::new(mix(spec.seed, p as u64 + 1)),
                     router: Router::new(&spec),
                 };
                 tokio::spawn(worker.run())
@@ -135,6 +170,18 @@ impl Workload {
             router: Router::new(&spec),
         };
         tasks.push(tokio::spawn(reader.run(watch.clone())));
+        if let Some(churn) = spec.churn.clone() {
+            let mut tls_spec = (*spec).clone();
+            tls_spec.tls = churn.tls.clone();
+            let administrator = Administrator {
+                router: Router::new(&tls_spec),
+                churn,
+                history: history.clone(),
+                rng: StdRng::seed_from_u64(mix(spec.seed, 9_000_001)),
+                timeout: spec.attempt_timeout * 2,
+            };
+            tasks.push(tokio::spawn(administrator.run(watch.clone())));
+        }
         Workload { phase, busy, tasks }
     }
 
@@ -197,6 +244,12 @@ impl Router {
 
     /// The target of the next attempt and a client for it.
     fn client(&mut self) -> (String, Option<LicenseClient<Channel>>) {
+        let (label, channel) = self.client_channel();
+        (label, channel.map(LicenseClient::new))
+    }
+
+    /// The target of the next attempt and a channel to it.
+    fn client_channel(&mut self) -> (String, Option<Channel>) {
         let index = self.current;
         let (label, address) = self.targets[index].clone();
         if !self.channels.contains_key(&index) {
@@ -211,10 +264,7 @@ impl Router {
                 Err(_) => return (label, None),
             }
         }
-        (
-            label,
-            self.channels.get(&index).cloned().map(LicenseClient::new),
-        )
+        (label, self.channels.get(&index).cloned())
     }
 
     /// After an answer: stay. After a failure: follow the hint, or try the next target.
@@ -292,8 +342,56 @@ struct Worker {
     busy: Arc<AtomicUsize>,
     /// Shared by every worker: foreign tokens for renewals to quote.
     granted: Granted,
-    rng: StdRng,
+    streams: Streams,
     router: Router,
+}
+
+/// A worker's random streams, one per kind of choice: the n-th choice of a
+/// kind is the same in every run with the seed, whatever answers, retries and
+/// timing did to the choices of other kinds.
+struct Streams {
+    /// Think times between steps.
+    think: StdRng,
+    /// Whether a step abandons the session, and how it ends.
+    abandon: StdRng,
+    /// Whether a step goes back to the access point.
+    route: StdRng,
+    /// What a step does: check out (feature, count, hold) or wait.
+    pick: StdRng,
+    /// Short first-attempt deadlines.
+    deadline: StdRng,
+    /// Session secrets, heartbeat seeds and heartbeat periods.
+    session: StdRng,
+    /// Double check-ins.
+    checkin: StdRng,
+}
+
+impl Streams {
+    fn new(seed: u64) -> Streams {
+        let stream = |n| StdRng::seed_from_u64(mix(seed, n));
+        Streams {
+            think: stream(1),
+            abandon: stream(2),
+            route: stream(3),
+            pick: stream(4),
+            deadline: stream(5),
+            session: stream(6),
+            checkin: stream(7),
+        }
+    }
+}
+
+/// How a session abandoned at random ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Heartbeats stop; the grants are left to expire.
+    Silent,
+    /// Heartbeats stop, and one grant is checked in around the TTL later: on
+    /// either side of the expiry, the answer must fit the session's bounds.
+    EdgeCheckin(Duration),
+    /// Heartbeats stop, and one grant is checked in once the session has
+    /// certainly expired: it must be answered "not held".
+    LateCheckin(Duration),
 }
 
 /// One client session's state.
@@ -306,6 +404,10 @@ struct Session {
     held: Arc<Mutex<Vec<Held>>>,
     /// Grants whose check-in was answered ok (recorded before they are added).
     checked_in: Arc<Mutex<VecDeque<Token>>>,
+    /// A slow heartbeater ([`WorkloadSpec::slow_heartbeat_chance`]): it holds
+    /// one grant for two to three TTLs and sends nothing else meanwhile, so
+    /// its heartbeats alone keep it alive — or do not.
+    slow: bool,
     heartbeat_stop: watch::Sender<bool>,
     heartbeat: JoinHandle<()>,
 }
@@ -320,13 +422,14 @@ impl Worker {
             let mut session = self.new_session();
             let ended = self.session_loop(&mut session).await;
             let _ = session.heartbeat_stop.send(true);
-            if let Some(reason) = ended {
+            if let Some((reason, ending)) = ended {
                 let held: Vec<Token> = lock(&session.held).iter().map(|h| h.token).collect();
                 let mut event = Event::new(&self.name(), EventType::Info, OpKind::Abandon, 0);
                 event.session = Some(session_hex(session.id));
-                event.tokens = held;
+                event.tokens = held.clone();
                 event.detail = Some(reason.to_string());
                 self.history.record(event);
+                self.after_abandon(&mut session, ending, &held).await;
                 continue;
             }
             let _ = session.heartbeat.await;
@@ -342,14 +445,58 @@ impl Worker {
         }
     }
 
+    /// An abandoned session's last word: for [`Ending::EdgeCheckin`] and
+    /// [`Ending::LateCheckin`], one of its grants is checked in after the
+    /// silence (unless the run leaves its first phase meanwhile).
+    async fn after_abandon(&mut self, session: &mut Session, ending: Ending, held: &[Token]) {
+        let (Ending::EdgeCheckin(wait) | Ending::LateCheckin(wait)) = ending else {
+            return;
+        };
+        let Some(&token) = held.first() else { return };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.phase.wait_for(|p| *p != Phase::Run) => return,
+        }
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        let _ = self.checkin(session, token).await;
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How a session abandoned at random ends: silent half the time, else
+    /// with a check-in around the TTL or after the session has certainly expired.
+    fn ending(&mut self) -> Ending {
+        let rng = &mut self.streams.abandon;
+        match rng.gen_range(0..4) {
+            0 => {
+                let ttl = self.spec.session_ttl.as_millis() as i64;
+                let edge = (ttl + rng.gen_range(-600..600)).max(0) as u64;
+                Ending::EdgeCheckin(Duration::from_millis(edge))
+            }
+            1 => Ending::LateCheckin(self.spec.expired_after),
+            _ => Ending::Silent,
+        }
+    }
+
     fn new_session(&mut self) -> Session {
         // Secrets come from the seeded generator so that a seed replays the run.
-        let secret = SessionSecret::from_seed(self.rng.r#gen::<u64>());
+        let secret = SessionSecret::from_seed(self.streams.session.r#gen::<u64>());
         let id = secret.handle().public();
         let secret = secret.as_bytes().to_vec();
         let held = Arc::new(Mutex::new(Vec::new()));
         let checked_in = Arc::new(Mutex::new(VecDeque::new()));
         let (heartbeat_stop, stop) = watch::channel(false);
+        let heartbeat_seed = self.streams.session.r#gen::<u64>();
+        let slow = self
+            .streams
+            .session
+            .gen_bool(self.spec.slow_heartbeat_chance);
+        let renew_every = if slow {
+            self.spec
+                .session_ttl
+                .mul_f64(self.streams.session.gen_range(0.75..1.25))
+        } else {
+            self.spec.renew_every
+        };
         let heartbeat = Heartbeat {
             process: format!("s{}-hb", self.process),
             session: id,
@@ -357,7 +504,8 @@ impl Worker {
             held: held.clone(),
             checked_in: checked_in.clone(),
             granted: self.granted.clone(),
-            rng: StdRng::seed_from_u64(self.rng.r#gen::<u64>()),
+            rng: StdRng::seed_from_u64(heartbeat_seed),
+            renew_every,
             spec: self.spec.clone(),
             history: self.history.clone(),
             router: Router::new(&self.spec),
@@ -369,45 +517,73 @@ impl Worker {
             seq: 0,
             held,
             checked_in,
+            slow,
             heartbeat_stop,
             heartbeat,
         }
     }
 
     /// Runs operations until the phase leaves `Run` (returns `None` once it is
-    /// `Stop`) or the session is given up (returns why).
-    async fn session_loop(&mut self, session: &mut Session) -> Option<&'static str> {
+    /// `Stop`) or the session is given up (returns why, and how it ends).
+    async fn session_loop(&mut self, session: &mut Session) -> Option<(&'static str, Ending)> {
         loop {
             if *self.phase.borrow() != Phase::Run {
                 let _ = self.phase.wait_for(|p| *p == Phase::Stop).await;
                 return None;
             }
-            let think = Duration::from_millis(self.rng.gen_range(50..300));
+            let think = Duration::from_millis(self.streams.think.gen_range(50..300));
             tokio::select! {
                 _ = tokio::time::sleep(think) => {}
                 _ = self.phase.changed() => continue,
             }
-            if self.rng.gen_bool(self.spec.abandon_chance) {
-                return Some("abandoned at random: heartbeats stop, grants are left to expire");
+            if self.streams.abandon.gen_bool(self.spec.abandon_chance) {
+                let ending = self.ending();
+                let reason = match ending {
+                    Ending::Silent => {
+                        "abandoned at random: heartbeats stop, grants are left to expire"
+                    }
+                    Ending::EdgeCheckin(_) => {
+                        "abandoned at random: heartbeats stop, a grant is checked in around the TTL later"
+                    }
+                    Ending::LateCheckin(_) => {
+                        "abandoned at random: heartbeats stop, a grant is checked in after the session certainly expired"
+                    }
+                };
+                return Some((reason, ending));
             }
-            if self.rng.gen_bool(0.3) {
+            if self.streams.route.gen_bool(0.3) {
                 self.router.prefer_access_point();
             }
             let now = Instant::now();
             let due = lock(&session.held).iter().position(|h| h.until <= now);
             let holding = lock(&session.held).len();
+            let check_out = self.streams.pick.gen_bool(0.7);
             self.busy.fetch_add(1, Ordering::SeqCst);
             let ended = if let Some(index) = due {
                 let token = lock(&session.held)[index].token;
-                self.checkin(session, token).await
-            } else if holding < GRANTS_PER_SESSION_MAX && self.rng.gen_bool(0.7) {
+                match self.checkin(session, token).await {
+                    Ended::Answered
+                        if self
+                            .streams
+                            .checkin
+                            .gen_bool(self.spec.double_checkin_chance) =>
+                    {
+                        // The same grant again, as a new request: "not held".
+                        self.checkin(session, token).await
+                    }
+                    ended => ended,
+                }
+            } else if holding < GRANTS_PER_SESSION_MAX
+                && check_out
+                && !(session.slow && holding > 0)
+            {
                 self.checkout(session).await
             } else {
                 Ended::Answered
             };
             self.busy.fetch_sub(1, Ordering::SeqCst);
             if let Ended::GiveUp(reason) = ended {
-                return Some(reason);
+                return Some((reason, Ending::Silent));
             }
         }
     }
@@ -416,8 +592,13 @@ impl Worker {
     /// short one, so that its answer is lost while the cluster applies it —
     /// the retry (same request id) must get the first outcome.
     fn deadline(&mut self, n: u32) -> Duration {
-        if n == 1 && self.rng.gen_bool(self.spec.short_deadline_chance) {
-            Duration::from_millis(self.rng.gen_range(1..30))
+        if n == 1
+            && self
+                .streams
+                .deadline
+                .gen_bool(self.spec.short_deadline_chance)
+        {
+            Duration::from_millis(self.streams.deadline.gen_range(1..30))
         } else {
             self.spec.attempt_timeout
         }
@@ -432,14 +613,33 @@ impl Worker {
     }
 
     async fn checkout(&mut self, session: &mut Session) -> Ended {
-        let (feature, seats) =
-            self.spec.features[self.rng.gen_range(0..self.spec.features.len())].clone();
-        let count = if seats > 2 && self.rng.gen_bool(0.3) {
-            2
+        let rng = &mut self.streams.pick;
+        let mut pick = rng.gen_range(0..self.spec.features.len());
+        // The churn license's feature is asked for rarely, so that its seats
+        // are now and then all free and its removal can succeed.
+        if self.spec.churn.as_ref().map(|c| &c.feature) == Some(&self.spec.features[pick].0)
+            && rng.gen_bool(0.95)
+        {
+            pick = (pick + 1) % self.spec.features.len();
+        }
+        let (feature, seats) = self.spec.features[pick].clone();
+        // 1 to 3 seats, at most a quarter of the pool; now and then a count
+        // the cluster must refuse.
+        let most = (seats / 4).clamp(1, 3);
+        let count = if rng.gen_bool(self.spec.bad_count_chance) {
+            if rng.gen_bool(0.5) {
+                0
+            } else {
+                seats + rng.gen_range(1..4)
+            }
         } else {
-            1
+            rng.gen_range(1..=most)
         };
-        let hold = Duration::from_millis(self.rng.gen_range(200..3000));
+        let hold = if session.slow {
+            self.spec.session_ttl.mul_f64(rng.gen_range(2.0..3.0))
+        } else {
+            Duration::from_millis(rng.gen_range(200..3000))
+        };
         session.seq += 1;
         let id = self.history.next_id();
         let deadline = Instant::now() + self.spec.op_deadline;
@@ -488,6 +688,10 @@ impl Worker {
                     done.feature = Some(feature.clone());
                     done.count = Some(reply.count);
                     done.token = reply.token.as_ref().map(Token::from);
+                    if kind != EventType::Unknown {
+                        done.available = Some(reply.available);
+                        done.total = Some(reply.total);
+                    }
                     // The checker matches the bare reason word.
                     done.detail = detail.map(str::to_string);
                     self.history.record(done);
@@ -651,6 +855,8 @@ struct Heartbeat {
     granted: Granted,
     /// Seeded by the session's worker: which renewals quote probes, and which.
     rng: StdRng,
+    /// The session's heartbeat period.
+    renew_every: Duration,
     spec: Arc<WorkloadSpec>,
     history: Arc<History>,
     router: Router,
@@ -704,7 +910,7 @@ impl Heartbeat {
     }
 
     async fn run(mut self, mut phase: watch::Receiver<Phase>, mut stop: watch::Receiver<bool>) {
-        let mut wait = self.spec.renew_every;
+        let mut wait = self.renew_every;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -753,7 +959,10 @@ impl Heartbeat {
                     done.kind = EventType::Ok;
                     done.term = Some(reply.term);
                     done.unknown_tokens = reply.unknown.iter().map(Token::from).collect();
-                    wait = self.spec.renew_every;
+                    if reply.session_expired {
+                        done.detail = Some("session-expired".into());
+                    }
+                    wait = self.renew_every;
                 }
                 Err(failure) => {
                     done.detail = Some(failure.detail);
@@ -810,6 +1019,7 @@ impl Reader {
                     done.kind = EventType::Ok;
                     done.term = Some(reply.term);
                     done.grants = Some(grants_seen(&reply));
+                    done.serving_for_ms = Some(reply.serving_for_ms);
                 }
                 Err(failure) => {
                     done.detail = Some(failure.detail);
@@ -835,4 +1045,111 @@ pub fn grants_seen(reply: &pb::StatusReply) -> Vec<GrantSeen> {
             })
         })
         .collect()
+}
+
+/// The administrator: imports the churn license, and after a while removes
+/// it (the cluster refuses while its seats are in use: then it tries again
+/// later), over and over while the run lasts. Each attempt is one operation.
+struct Administrator {
+    router: Router,
+    churn: Churn,
+    history: Arc<History>,
+    rng: StdRng,
+    timeout: Duration,
+}
+
+impl Administrator {
+    async fn run(mut self, mut phase: watch::Receiver<Phase>) {
+        let mut import = true;
+        loop {
+            let wait = Duration::from_millis(self.rng.gen_range(2000..6000));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = phase.wait_for(|p| *p != Phase::Run) => return,
+            }
+            let kind = if import {
+                OpKind::Import
+            } else {
+                OpKind::Remove
+            };
+            let id = self.history.next_id();
+            let deadline = Instant::now() + ADMIN_OP_DEADLINE;
+            for n in 1u32.. {
+                if self.attempt(kind, id, n).await {
+                    import = !import;
+                    break;
+                }
+                if Instant::now() >= deadline || *phase.borrow() != Phase::Run {
+                    break;
+                }
+                tokio::time::sleep(HINT_PAUSE * 10).await;
+            }
+        }
+    }
+
+    /// One attempt of an import or a removal; true once it took effect.
+    async fn attempt(&mut self, kind: OpKind, id: u64, n: u32) -> bool {
+        let import = kind == OpKind::Import;
+        let mut invoke = Event::new("admin", EventType::Invoke, kind, id);
+        invoke.attempt = Some(n);
+        invoke.detail = Some(self.churn.name.clone());
+        let (label, client) = self.router.client_channel();
+        invoke.node = Some(label.clone());
+        self.history.record(invoke);
+        let result = match client {
+            Some(channel) => {
+                let mut admin = AdminClient::new(channel);
+                if import {
+                    attempt(
+                        self.timeout,
+                        admin.import_license(pb::ImportLicenseRequest {
+                            name: self.churn.name.clone(),
+                            text: self.churn.text.clone(),
+                        }),
+                    )
+                    .await
+                    .map(|r| r.term)
+                } else {
+                    attempt(
+                        self.timeout,
+                        admin.remove_license(pb::RemoveLicenseRequest {
+                            name: self.churn.name.clone(),
+                        }),
+                    )
+                    .await
+                    .map(|r| r.term)
+                }
+            }
+            None => Err(NoAnswer {
+                detail: "bad address".into(),
+                hint: None,
+            }),
+        };
+        let mut done = Event::new("admin", EventType::Unknown, kind, id);
+        done.attempt = Some(n);
+        done.node = Some(label);
+        let took_effect = match result {
+            Ok(term) => {
+                done.kind = EventType::Ok;
+                done.term = Some(term);
+                true
+            }
+            Err(failure) => {
+                // "No such license": an earlier removal whose answer was lost
+                // took effect. A refusal because the seats are in use changed
+                // nothing: it is tried again.
+                let gone = !import && failure.detail.contains("no license by that name");
+                if failure.detail.starts_with("FailedPrecondition") {
+                    // Refused by the active node: ask it again.
+                    done.kind = EventType::Fail;
+                } else {
+                    self.router.failed(failure.hint);
+                }
+                done.detail = Some(failure.detail);
+                gone
+            }
+        };
+        self.history.record(done);
+        took_effect
+    }
 }

@@ -176,8 +176,11 @@ pub fn to_text(
     } else {
         let _ = writeln!(
             out,
-            "    Active node: {} at {}, term {}",
-            status.active_node, status.active_address, status.term
+            "    Active node: {} at {}, term {}, serving for {}",
+            status.active_node,
+            status.active_address,
+            status.term,
+            format_span_ms(status.serving_for_ms)
         );
     }
     if status.last_activation_ms == 0 {
@@ -420,6 +423,7 @@ pub fn to_json(
         "last_failover_ms": status.last_activation_ms,
         "last_failover": last,
         "activations": status.activations,
+        "serving_for_ms": status.serving_for_ms,
         "applied_index": status.applied_index,
         "nodes": node_list,
         "clock_skew_max_ms": status.clock_skew_max_ms,
@@ -456,9 +460,31 @@ pub fn to_json(
     .to_string()
 }
 
+/// A span of time for people: `850 ms`, `42 s`, `3 min 12 s`, `5 h 7 min`, `2 d 3 h`.
+fn format_span_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms} ms"),
+        1..120 => format!("{s} s"),
+        120..7200 => format!("{} min {} s", s / 60, s % 60),
+        7200..172_800 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // How long the active node has served, as people read it.
+    #[test]
+    fn spans_read_well() {
+        assert_eq!(format_span_ms(850), "850 ms");
+        assert_eq!(format_span_ms(42_300), "42 s");
+        assert_eq!(format_span_ms(192_000), "3 min 12 s");
+        assert_eq!(format_span_ms(18_420_000), "5 h 7 min");
+        assert_eq!(format_span_ms(183_600_000), "2 d 3 h");
+    }
 
     fn sample() -> pb::StatusReply {
         pb::StatusReply {
@@ -509,6 +535,7 @@ mod tests {
             last_activation_ms: 1_795_341_600_000,
             activations: 3,
             applied_index: 42,
+            serving_for_ms: 192_000,
             admin_actions: vec![pb::AdminAction {
                 at_ms: 1_795_341_600_000,
                 author: "CN=alice".into(),
@@ -592,7 +619,7 @@ mod tests {
         assert!(text.contains("active  "), "{text}");
         assert!(text.contains("clock: reference"), "{text}");
         assert!(
-            text.contains("Active node: 2 at 127.0.0.1:27002, term 5"),
+            text.contains("Active node: 2 at 127.0.0.1:27002, term 5, serving for 3 min 12 s"),
             "{text}"
         );
         assert!(

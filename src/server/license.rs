@@ -639,6 +639,9 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
             last_activation_ms: activation.map_or(0, |a| a.at_ms),
             activations: state.activations(),
             applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            serving_for_ms: shared.lease.serving_since().map_or(0, |(_, since)| {
+                crate::lease::boottime_ms().saturating_sub(since)
+            }),
             admin_actions: state
                 .admin_actions()
                 .iter()
