@@ -5,12 +5,13 @@
 //! workload of client sessions that check seats out and in while a seeded
 //! nemesis kills, pauses, restarts and partitions nodes, records every
 //! operation as a history, and checks the history and every node's final
-//! state against raftlm's promises: never more seats granted than licensed,
-//! no acknowledged grant lost, no phantom grant, retries never granted
-//! twice, fencing terms never going back, replicas converging, renewals
-//! calling every token not held unknown, no impossible answer, no node
-//! exit the harness did not cause and no panic, and no seat left after the
-//! clients stop (the drain). See
+//! state against raftlm's promises: never more seats granted than licensed
+//! nor more said to be free than can be, no acknowledged grant lost, no
+//! phantom grant, retries never granted twice, fencing terms never going
+//! back, replicas converging, renewals calling every token not held unknown,
+//! no impossible answer, no node exit the harness did not cause and no
+//! panic, silent sessions expired neither early nor late, and no seat left
+//! after the clients stop (the drain). See
 //! `chaos/README.md` for how to run it and what a report looks like.
 //!
 //! Modules, from pure to effectful:
