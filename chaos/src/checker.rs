@@ -33,7 +33,9 @@
 //! # Invariants
 //!
 //! - **seats-never-over-granted** — at no moment do the grants certainly held
-//!   of a feature add up to more seats than are licensed;
+//!   of a feature add up to more seats than are licensed, and no state the
+//!   cluster showed (a Status read, a node's own store) holds more, counting
+//!   every grant in it, acknowledged or not;
 //! - **available-never-overstated** — a check-out's reply never says more
 //!   seats are free than the licensed seats less every other grant certainly
 //!   held over the whole operation and its own; the total it gives for a
@@ -849,7 +851,7 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
         }
     }
 
-    let seats = check_seats(&grants, input, &mut verdict);
+    let seats = check_seats(&ops, &grants, input, &mut verdict);
     check_lost(&ops, &grants, &mut lost);
     check_final_states(&ops, &grants, input, &mut phantom, &mut double, &mut lost);
     let fencing = check_fencing(&ops);
@@ -1440,13 +1442,16 @@ fn check_impossible(ops: &[Op], input: &CheckInput) -> InvariantResult {
     tally.finish()
 }
 
-/// Over-grant: a sweep over the intervals in which grants are certainly held.
+/// Over-grant: a sweep over the intervals in which grants are certainly
+/// held, and every state the cluster showed.
 fn check_seats(
+    ops: &[Op],
     grants: &BTreeMap<Token, GrantLife>,
     input: &CheckInput,
     verdict: &mut Verdict,
 ) -> InvariantResult {
     let mut tally = Tally::new(SEATS);
+    check_state_seats(ops, input, &mut tally);
     let mut by_feature: BTreeMap<&str, Vec<&GrantLife>> = BTreeMap::new();
     for grant in grants.values() {
         if grant.held_until_us() > grant.granted_us {
@@ -1489,6 +1494,53 @@ fn check_seats(
         verdict.peak_seats.insert(feature.to_string(), peak);
     }
     tally.finish()
+}
+
+/// Over-grant in the states the cluster showed: every grant a Status read or
+/// a node's own store holds counts, acknowledged or not (a check-out that
+/// timed out but committed holds seats as surely as one answered `ok`).
+fn check_state_seats(ops: &[Op], input: &CheckInput, tally: &mut Tally) {
+    let mut judge = |grants: &[GrantSeen], what: String| {
+        let mut seats: BTreeMap<&str, u32> = BTreeMap::new();
+        for grant in grants {
+            *seats.entry(&grant.feature).or_default() += grant.count;
+        }
+        for (feature, held) in seats {
+            let Some(&licensed) = input.licensed.get(feature) else {
+                continue;
+            };
+            tally.checked += 1;
+            if held > licensed {
+                tally.violation(format!(
+                    "{what} holds grants of {held} seats of {feature}, which has {licensed} licensed"
+                ));
+            }
+        }
+    };
+    for op in ops
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Read | OpKind::Drain))
+    {
+        for attempt in op.attempts.iter().filter(|a| a.answered()) {
+            if let Some(grants) = &attempt.grants {
+                judge(
+                    grants,
+                    format!(
+                        "{} sent at {} (term {})",
+                        op.describe(),
+                        secs(attempt.invoke_us),
+                        attempt.term.unwrap_or(0)
+                    ),
+                );
+            }
+        }
+    }
+    for replica in input.replicas.iter().filter(|r| r.error.is_none()) {
+        judge(
+            &replica.grants,
+            format!("node {}'s store at index {}", replica.node, replica.index),
+        );
+    }
 }
 
 /// Lost grants seen by answers during the run: renewals, check-ins, session-expired replies.
@@ -2114,7 +2166,7 @@ mod tests {
     // A correct history passes every invariant, and the figures add up.
     #[test]
     fn good_history_passes() {
-        let verdict = good_history().check(&[("cad", 2)]);
+        let verdict = good_history().check(&[("cad", 3)]);
         assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
         assert_eq!(verdict.grants, 4);
         assert_eq!(verdict.operations["checkout"].unknown, 1);
@@ -2811,5 +2863,26 @@ mod tests {
         );
         assert!(impossible.examples[1].contains("must be refused \"exceeds-licensed\""));
         assert!(impossible.examples[2].contains("had already released"));
+    }
+
+    // Over-grant seen in a state: grants of unknown check-outs count too.
+    #[test]
+    fn over_grant_in_a_read_state_is_reported() {
+        let mut h = Builder::new();
+        h.checkout(1, "cad", 1, 0, 10, 2, token(2, 5));
+        // Two check-outs whose answers were lost, both applied.
+        h.checkout_attempt(60, 1, 2, "cad", 1, 20, 1020, None);
+        h.checkout_attempt(61, 1, 3, "cad", 1, 30, 1030, None);
+        let grants = vec![
+            seen(token(2, 5), 1, "cad", 1),
+            seen(token(2, 6), 2, "cad", 1),
+            seen(token(2, 7), 3, "cad", 1),
+        ];
+        h.read(2_000, 2_010, 2, grants.clone());
+        let verdict = h.check(&[("cad", 3)]);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        let verdict = h.check(&[("cad", 2)]);
+        assert_eq!(failing(&verdict), vec![SEATS], "{verdict:#?}");
+        assert!(result(&verdict, SEATS).examples[0].contains("holds grants of 3 seats of cad"));
     }
 }
