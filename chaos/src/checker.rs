@@ -373,7 +373,7 @@ pub struct Verdict {
     /// faults, slow heartbeats or a check-in at the TTL's edge.
     pub live_sessions_expired: u64,
     /// Applications' sessions the cluster expired while the application was
-    /// cut off (its client library then checked the grants out again).
+    /// cut off (its client library then started a new one).
     pub app_sessions_expired: u64,
 }
 
@@ -908,18 +908,26 @@ fn session_figures(events: &[Event], ops: &[Op], verdict: &mut Verdict) {
     }
     verdict.sessions = sessions.len() as u64;
     verdict.live_sessions_expired = expired.len() as u64;
-    verdict.app_sessions_expired = events
+    // An application's client library starts a new session when the cluster
+    // expired its old one: every session of an application after its first.
+    let apps: BTreeSet<&str> = events
         .iter()
-        .filter(|e| {
-            e.op == OpKind::Checkout
-                && e.kind == EventType::Invoke
-                && e.detail
-                    .as_deref()
-                    .is_some_and(|d| d.starts_with("the library checks out again"))
-        })
-        .filter_map(|e| e.session.as_deref())
-        .collect::<BTreeSet<&str>>()
-        .len() as u64;
+        .filter(|e| e.op == OpKind::Use)
+        .map(|e| e.process.as_str())
+        .collect();
+    let mut app_sessions: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for event in events.iter().filter(|e| apps.contains(e.process.as_str())) {
+        if let Some(session) = event.session.as_deref() {
+            app_sessions
+                .entry(&event.process)
+                .or_default()
+                .insert(session);
+        }
+    }
+    verdict.app_sessions_expired = app_sessions
+        .values()
+        .map(|s| s.len().saturating_sub(1) as u64)
+        .sum();
 }
 
 /// Expiry on true time: see the module docs.

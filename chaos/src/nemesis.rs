@@ -189,7 +189,7 @@ impl Nemesis {
             return Ok(());
         }
         loop {
-            let quiet = ms(&mut self.schedule, 1000, 3000);
+            let quiet = ms(&mut self.schedule, 500, 2000);
             if Instant::now() + quiet >= until {
                 tokio::time::sleep_until(until).await;
                 return Ok(());

@@ -127,7 +127,7 @@ pub struct RunConfig {
 /// The run's license: features and seats. With the default 32 sessions, each
 /// holding at most two grants of one to three seats (a quarter of a pool at
 /// most), about a third of the check-outs find the pool exhausted.
-pub const FEATURES: [(&str, u32); 4] = [("cad", 36), ("sim", 24), ("viz", 40), ("fem", 10)];
+pub const FEATURES: [(&str, u32); 4] = [("cad", 48), ("sim", 32), ("viz", 52), ("fem", 14)];
 /// The feature of the license an administrator imports and removes during the run.
 pub const CHURN_FEATURE: (&str, u32) = ("bonus", 4);
 
