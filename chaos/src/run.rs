@@ -637,7 +637,7 @@ impl ClockPlan {
             .connect()
             .await?;
         let info = raftlm::proto::v1::license_client::LicenseClient::new(channel)
-            .node_info(raftlm::proto::v1::NodeInfoRequest {})
+            .node_info(raftlm::proto::v1::NodeInfoRequest::default())
             .await?
             .into_inner();
         let shift = info.now_ms as i64 - real_now_ms();
