@@ -7,7 +7,8 @@
 //! operation as a history, and checks the history and every node's final
 //! state against raftlm's promises: never more seats granted than licensed,
 //! no acknowledged grant lost, no phantom grant, retries never granted
-//! twice, fencing terms never going back, replicas converging, renewals
+//! twice, fencing terms never going back, reads never going back to a lower
+//! applied index, replicas' stores and live states converging, renewals
 //! calling every token not held unknown, no impossible answer, no node
 //! exit the harness did not cause and no panic, and no seat left after the
 //! clients stop (the drain). See

@@ -485,6 +485,7 @@ impl Worker {
                     let mut done = self.event(session, kind, OpKind::Checkout, id, n);
                     done.node = Some(label);
                     done.term = Some(reply.term);
+                    done.index = Some(reply.applied_index);
                     done.feature = Some(feature.clone());
                     done.count = Some(reply.count);
                     done.token = reply.token.as_ref().map(Token::from);
@@ -572,6 +573,7 @@ impl Worker {
                     let mut done = self.event(session, kind, OpKind::Checkin, id, n);
                     done.node = Some(label);
                     done.term = Some(reply.term);
+                    done.index = Some(reply.applied_index);
                     done.token = Some(token);
                     if reply.released {
                         done.feature = Some(reply.feature);
@@ -809,6 +811,7 @@ impl Reader {
                 Ok(reply) => {
                     done.kind = EventType::Ok;
                     done.term = Some(reply.term);
+                    done.index = Some(reply.applied_index);
                     done.grants = Some(grants_seen(&reply));
                 }
                 Err(failure) => {
