@@ -418,7 +418,7 @@ async fn rotated_certificates_are_used_without_a_restart() {
     let info = |address: String, client: ClientTls| async move {
         let channel = dial(&address, &client).await.ok()?;
         LicenseClient::new(channel)
-            .node_info(pb::NodeInfoRequest {})
+            .node_info(pb::NodeInfoRequest::default())
             .await
             .ok()
             .map(|r| r.into_inner())

@@ -57,8 +57,28 @@
 //! - **fencing-terms-monotonic** — no answer carries a lower term than an
 //!   answer that completed before it was sent (real-time order over all
 //!   clients);
+//! - **reads-never-go-back** — every Status read (the workload's reader, the
+//!   harness's reads after healing, after the kill-all and in the drain)
+//!   records the applied index of the state it shows, and every check-out
+//!   and check-in answer the index its command was applied at (a denial or
+//!   "not held" too: both are committed). Status is linearizable, so in
+//!   real-time order over all clients (a) a read sent after another read was
+//!   answered never shows a lower applied index, and (b) a read shows at
+//!   least the index of every check-out or check-in answered before it was
+//!   sent. Operations that overlap are not ordered. One sort and a heap of
+//!   completions, as for fencing: O(n log n). Answers without an index
+//!   (histories from before it was recorded) are not judged;
 //! - **replicas-converge** — every node's own store, read after the run, holds
 //!   the same log prefix and the same license state at the compared index;
+//! - **live-states-converge** — after the drain, before the nodes stop, each
+//!   node's `NodeInfo` reports its applied index, its committed index and
+//!   the SHA-256 digest of its live license state as of that index (taken
+//!   under one lock); the harness asks until all three report one applied
+//!   index (up to 10 s: the clients have stopped). Every node must answer,
+//!   all must stand at one applied index, nodes at the same index must
+//!   report the same digest, and a node's live digest must equal the digest
+//!   of its own store replayed by the harness when both are at the same
+//!   index (the same digest function, `LicenseState::digest`);
 //! - **expiry-judged-on-true-time** — with dated licenses in the run: no
 //!   check-out of a feature is refused as expired while the run's true time
 //!   (the harness's clock; node clocks may be jumped) is more than the
@@ -125,14 +145,16 @@ use serde::{Deserialize, Serialize};
 use crate::history::{Event, EventType, GrantSeen, OpKind, Token};
 
 /// Names of the invariants, in report order.
-pub const INVARIANTS: [&str; 13] = [
+pub const INVARIANTS: [&str; 15] = [
     SEATS,
     AVAILABLE,
     LOST,
     PHANTOM,
     DOUBLE,
     FENCING,
+    READS,
     CONVERGE,
+    LIVE,
     EXPIRY,
     IMPOSSIBLE,
     RENEW_UNKNOWN,
@@ -145,7 +167,9 @@ const LOST: &str = "no-lost-grant";
 const PHANTOM: &str = "no-phantom-grant";
 const DOUBLE: &str = "retry-never-double-grants";
 const FENCING: &str = "fencing-terms-monotonic";
+const READS: &str = "reads-never-go-back";
 const CONVERGE: &str = "replicas-converge";
+const LIVE: &str = "live-states-converge";
 const EXPIRY: &str = "expiry-judged-on-true-time";
 const IMPOSSIBLE: &str = "no-impossible-answer";
 const RENEW_UNKNOWN: &str = "renewal-reports-unknown";
@@ -180,6 +204,22 @@ pub struct ReplicaView {
     pub error: Option<String>,
 }
 
+/// One node's live state as its `NodeInfo` reported it after the drain,
+/// before the nodes were stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveView {
+    /// The node (1-based).
+    pub node: usize,
+    /// The last log index applied to its state machine.
+    pub applied_index: u64,
+    /// The highest index it knew committed.
+    pub committed_index: u64,
+    /// The digest of its license state as of `applied_index` (SHA-256 hex).
+    pub digest: String,
+    /// Why the node could not be asked, if so.
+    pub error: Option<String>,
+}
+
 /// What the checker needs besides the history.
 #[derive(Debug, Clone, Default)]
 pub struct CheckInput {
@@ -189,6 +229,8 @@ pub struct CheckInput {
     pub session_ttl_us: u64,
     /// Each node's final state; empty when not read.
     pub replicas: Vec<ReplicaView>,
+    /// Each node's live state, asked after the drain; empty when not asked.
+    pub live: Vec<LiveView>,
     /// When the replicas were read (harness time, µs): the processes had stopped.
     pub replicas_read_us: u64,
     /// Dated features: when (harness time, µs; `i64`, as it may be before the
@@ -392,6 +434,8 @@ struct Attempt {
     /// Ok, Fail or Unknown (no completion event: Unknown, completing at the end of time).
     outcome: EventType,
     term: Option<u64>,
+    /// The log index the answer carries (a read's applied index, a write's).
+    index: Option<u64>,
     token: Option<Token>,
     unknown_tokens: Vec<Token>,
     grants: Option<Vec<GrantSeen>>,
@@ -584,6 +628,7 @@ fn operations(events: &[Event]) -> Vec<Op> {
                     complete_us: u64::MAX,
                     outcome: EventType::Unknown,
                     term: None,
+                    index: None,
                     token: None,
                     unknown_tokens: Vec::new(),
                     grants: None,
@@ -609,6 +654,7 @@ fn operations(events: &[Event]) -> Vec<Op> {
                 attempt.complete_us = event.time_us;
                 attempt.outcome = event.kind;
                 attempt.term = event.term;
+                attempt.index = event.index;
                 attempt.token = event.token;
                 attempt.unknown_tokens = event.unknown_tokens.clone();
                 attempt.grants = event.grants.clone();
@@ -855,7 +901,9 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
     check_lost(&ops, &grants, &mut lost);
     check_final_states(&ops, &grants, input, &mut phantom, &mut double, &mut lost);
     let fencing = check_fencing(&ops);
+    let reads = check_reads(&ops);
     let converge = check_convergence(&input.replicas);
+    let live = check_live(&input.live, &input.replicas);
     let expiry = check_expiry(&ops, input);
     let impossible = check_impossible(&ops, input);
     let renew_unknown = check_renewal_unknown(&ops, &grants);
@@ -871,7 +919,9 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
         phantom.finish(),
         double.finish(),
         fencing,
+        reads,
         converge,
+        live,
         expiry,
         impossible,
         renew_unknown,
@@ -1855,6 +1905,131 @@ fn check_fencing(ops: &[Op]) -> InvariantResult {
     tally.finish()
 }
 
+/// Reads never go back: see the module docs. One sort and one heap: O(n log n).
+fn check_reads(ops: &[Op]) -> InvariantResult {
+    let mut tally = Tally::new(READS);
+    // Answers that carry an index: (invoke, complete, index, is_read, op).
+    let mut answers: Vec<(u64, u64, u64, bool, &Op)> = Vec::new();
+    for op in ops {
+        let is_read = matches!(op.kind, OpKind::Read | OpKind::Drain);
+        let is_write = matches!(op.kind, OpKind::Checkout | OpKind::Checkin);
+        if !(is_read || is_write) {
+            continue;
+        }
+        for attempt in &op.attempts {
+            let Some(index) = attempt.index else { continue };
+            // A read counts when it was answered with a state; a write when
+            // the cluster answered it at all (a denial is committed too).
+            let counts = if is_read {
+                attempt.outcome == EventType::Ok
+            } else {
+                attempt.term.is_some()
+            };
+            if counts {
+                answers.push((attempt.invoke_us, attempt.complete_us, index, is_read, op));
+            }
+        }
+    }
+    answers.sort_by_key(|&(invoke, complete, _, _, op)| (invoke, complete, op.id));
+    let mut completions: BinaryHeap<Reverse<(u64, usize)>> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Reverse((a.1, i)))
+        .collect();
+    // The answer with the highest index among those completed so far.
+    let mut highest: Option<usize> = None;
+    for &(invoke, _, index, is_read, op) in &answers {
+        while let Some(&Reverse((complete, j))) = completions.peek() {
+            if complete >= invoke {
+                break;
+            }
+            completions.pop();
+            if highest.is_none_or(|h| answers[j].2 > answers[h].2) {
+                highest = Some(j);
+            }
+        }
+        if !is_read {
+            continue;
+        }
+        tally.checked += 1;
+        if let Some(h) = highest
+            && index < answers[h].2
+        {
+            let (h_invoke, h_complete, h_index, h_read, h_op) = answers[h];
+            let what = if h_read {
+                "showed applied index"
+            } else {
+                "was applied at index"
+            };
+            tally.violation(format!(
+                "{} sent at {} showed applied index {index}, but {} (sent at {}) {what} {h_index} and was answered at {}, before this read was sent",
+                op.describe(),
+                secs(invoke),
+                h_op.describe(),
+                secs(h_invoke),
+                secs(h_complete)
+            ));
+        }
+    }
+    tally.finish()
+}
+
+/// Live states: every node answered, all at one applied index, with one
+/// digest; and a node's live digest equals its replayed store's where both
+/// are at the same index.
+fn check_live(live: &[LiveView], replicas: &[ReplicaView]) -> InvariantResult {
+    let mut tally = Tally::new(LIVE);
+    for view in live {
+        tally.checked += 1;
+        if let Some(error) = &view.error {
+            tally.violation(format!("node {}: {error}", view.node));
+        }
+    }
+    let answered: Vec<&LiveView> = live.iter().filter(|v| v.error.is_none()).collect();
+    let figures = |v: &LiveView| {
+        format!(
+            "node {} applied {} (committed {}, digest {})",
+            v.node, v.applied_index, v.committed_index, v.digest
+        )
+    };
+    if let Some(first) = answered.first() {
+        for other in &answered[1..] {
+            if other.applied_index != first.applied_index {
+                tally.violation(format!(
+                    "the nodes did not reach one applied index while the cluster was quiescent: {}; {}",
+                    figures(first),
+                    figures(other)
+                ));
+            } else if other.digest != first.digest {
+                tally.violation(format!(
+                    "nodes {} and {} hold different live license states at applied index {}: {}; {}",
+                    first.node,
+                    other.node,
+                    first.applied_index,
+                    figures(first),
+                    figures(other)
+                ));
+            }
+        }
+    }
+    for view in &answered {
+        let Some(stored) = replicas
+            .iter()
+            .find(|r| r.node == view.node && r.error.is_none() && r.index == view.applied_index)
+        else {
+            continue;
+        };
+        tally.checked += 1;
+        if stored.digest != view.digest {
+            tally.violation(format!(
+                "node {}'s live state at applied index {} has digest {}, but its store replayed to that index gives {} (the harness replays with its own raftlm: build it from the binary's source)",
+                view.node, view.applied_index, view.digest, stored.digest
+            ));
+        }
+    }
+    tally.finish()
+}
+
 /// Replicas: every node readable, at the same index, with the same state.
 fn check_convergence(replicas: &[ReplicaView]) -> InvariantResult {
     let mut tally = Tally::new(CONVERGE);
@@ -2362,6 +2537,138 @@ mod tests {
         let verdict = check(&h.events, &input);
         assert_eq!(failing(&verdict), vec![CONVERGE]);
         assert!(result(&verdict, CONVERGE).examples[0].contains("only on node 1: [2.5.0]"));
+    }
+
+    /// Sets the index of the last event (a completion) pushed.
+    fn with_index(h: &mut Builder, index: u64) {
+        h.events.last_mut().unwrap().index = Some(index);
+    }
+
+    // Reads never go back: a read sent after another read was answered must
+    // not show a lower applied index (whoever sent them), and a read must
+    // show at least the index of every check-out or check-in (a denial too)
+    // answered before it was sent; overlapping operations are not ordered.
+    #[test]
+    fn reads_that_go_back_are_reported() {
+        let build = |late_read_index: u64, read_after_write_index: u64| {
+            let mut h = Builder::new();
+            h.read(0, 10, 2, vec![]);
+            with_index(&mut h, 10);
+            // Overlaps the first read: a lower index is allowed.
+            h.read(5, 20, 2, vec![]);
+            with_index(&mut h, 8);
+            // Sent after the first was answered.
+            h.read(30, 40, 2, vec![]);
+            with_index(&mut h, late_read_index);
+            // A denied check-out applied at 20, then a read.
+            h.checkout_attempt(7, 1, 1, "cad", 1, 50, 60, Some((2, None)));
+            with_index(&mut h, 20);
+            h.read(70, 80, 2, vec![]);
+            with_index(&mut h, read_after_write_index);
+            // A read without an index (an old history) is not judged.
+            h.read(90, 100, 2, vec![]);
+            h.check(&[("cad", 5)])
+        };
+        let verdict = build(10, 20);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        assert_eq!(result(&verdict, READS).checked, 4);
+
+        let verdict = build(9, 19);
+        assert_eq!(failing(&verdict), vec![READS], "{verdict:#?}");
+        let reads = result(&verdict, READS);
+        assert_eq!(reads.violations, 2, "{reads:?}");
+        assert!(
+            reads.examples[0].contains("showed applied index 9")
+                && reads.examples[0].contains("showed applied index 10"),
+            "{reads:?}"
+        );
+        assert!(
+            reads.examples[1].contains("checkout op 7")
+                && reads.examples[1].contains("was applied at index 20"),
+            "{reads:?}"
+        );
+    }
+
+    // An old history line without the index field still parses.
+    #[test]
+    fn histories_without_indices_still_parse() {
+        let line = r#"{"time_us":5,"process":"reader","type":"ok","op":"read","id":3,"term":2}"#;
+        let event: Event = serde_json::from_str(line).unwrap();
+        assert_eq!(event.index, None);
+    }
+
+    // Live states converge: nodes at one applied index must report one
+    // digest; a differing digest, a node left behind, a node that did not
+    // answer, and a live digest that differs from the node's own replayed
+    // store at the same index are reported with the figures.
+    #[test]
+    fn diverging_live_states_are_reported() {
+        let live = |node, applied_index, digest: &str| LiveView {
+            node,
+            applied_index,
+            committed_index: applied_index,
+            digest: digest.into(),
+            error: None,
+        };
+        let stored = |node, index, digest: &str| ReplicaView {
+            node,
+            index,
+            last_index: index,
+            committed: Some(index),
+            snapshot_index: None,
+            digest: digest.into(),
+            grants: Vec::new(),
+            in_use: BTreeMap::new(),
+            error: None,
+        };
+        let check_live_input = |live: Vec<LiveView>, replicas: Vec<ReplicaView>| {
+            let input = CheckInput {
+                live,
+                replicas,
+                ..CheckInput::default()
+            };
+            check(&[], &input)
+        };
+        let same = vec![live(1, 40, "aa"), live(2, 40, "aa"), live(3, 40, "aa")];
+        let replicas = vec![
+            stored(1, 40, "aa"),
+            stored(2, 40, "aa"),
+            stored(3, 40, "aa"),
+        ];
+        let verdict = check_live_input(same.clone(), replicas.clone());
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        assert_eq!(result(&verdict, LIVE).checked, 6);
+
+        let mut differing = same.clone();
+        differing[2].digest = "bb".into();
+        let verdict = check_live_input(differing, Vec::new());
+        assert_eq!(failing(&verdict), vec![LIVE]);
+        let result_live = result(&verdict, LIVE);
+        assert_eq!(result_live.violations, 1);
+        assert!(
+            result_live.examples[0]
+                .contains("nodes 1 and 3 hold different live license states at applied index 40")
+                && result_live.examples[0].contains("node 3 applied 40 (committed 40, digest bb)"),
+            "{result_live:?}"
+        );
+
+        let mut behind = same.clone();
+        behind[1].applied_index = 39;
+        behind[2].error = Some("no answer".into());
+        let verdict = check_live_input(behind, Vec::new());
+        let result_live = result(&verdict, LIVE);
+        assert_eq!(result_live.violations, 2, "{result_live:?}");
+        assert!(result_live.examples[0].starts_with("node 3: no answer"));
+        assert!(result_live.examples[1].contains("did not reach one applied index"));
+
+        let mut replayed = replicas;
+        replayed[0].digest = "cc".into();
+        let verdict = check_live_input(same, replayed);
+        assert_eq!(failing(&verdict), vec![CONVERGE, LIVE]);
+        assert!(
+            result(&verdict, LIVE).examples[0]
+                .contains("node 1's live state at applied index 40 has digest aa, but its store replayed to that index gives cc")
+        );
     }
 
     // An unreadable replica fails convergence.

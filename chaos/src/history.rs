@@ -189,6 +189,11 @@ pub struct Event {
     /// The term (fencing token) of an answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<u64>,
+    /// The log index an answer carries: a Status read's applied index (the
+    /// state it shows), or the index a check-out's or check-in's command was
+    /// applied at. Absent in histories written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
     /// The address the attempt went to (`ap` for the access point, `n2` for node 2), or a fault's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
@@ -255,6 +260,7 @@ impl Event {
             count: None,
             token: None,
             term: None,
+            index: None,
             node: None,
             tokens: Vec::new(),
             checked_in_tokens: Vec::new(),

@@ -8,10 +8,11 @@
 //! state against raftlm's promises: never more seats granted than licensed
 //! nor more said to be free than can be, no acknowledged grant lost, no
 //! phantom grant, retries never granted twice, fencing terms never going
-//! back, replicas converging, renewals calling every token not held unknown,
-//! no impossible answer, no node exit the harness did not cause and no
-//! panic, silent sessions expired neither early nor late, and no seat left
-//! after the clients stop (the drain). See
+//! back, reads never going back to a lower applied index, replicas' stores
+//! and live states converging, renewals calling every token not held
+//! unknown, no impossible answer, no node exit the harness did not cause and
+//! no panic, silent sessions expired neither early nor late, and no seat
+//! left after the clients stop (the drain). See
 //! `chaos/README.md` for how to run it and what a report looks like.
 //!
 //! Modules, from pure to effectful:

@@ -1,8 +1,9 @@
 //! Reads every node's own store after the run, offline, and puts the license
 //! state of each at one common log index.
 //!
-//! Why offline: only the active node answers Status, so a running follower
-//! cannot be asked for its state without adding to the server. After the
+//! Why offline: only the active node answers Status, and `NodeInfo` gives
+//! a running node's state only as a digest (`live-states-converge` compares
+//! those); the grants and the log prefix come from the stores. After the
 //! run every node process is stopped (SIGTERM, so sled flushes), and the
 //! harness opens each data directory with raftlm's own
 //! [`store::open`](raftlm::raft::store::open), which validates it as a
@@ -129,19 +130,13 @@ fn panic_text(payload: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "a panic".to_string())
 }
 
-/// FNV-1a, 64 bits, of the state's canonical encoding (raftlm's codec, the
-/// one snapshots use; maps are ordered, so equal states encode equally).
+/// The state's digest: SHA-256 of its canonical encoding
+/// ([`LicenseState::digest`]), the same a live node reports in `NodeInfo`,
+/// so a node's live state and its replayed store can be compared too.
 fn digest(state: &LicenseState) -> String {
-    let bytes = match raftlm::codec::encode(state) {
-        Ok(bytes) => bytes,
-        Err(error) => return format!("unencodable: {error}"),
-    };
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    state
+        .digest()
+        .unwrap_or_else(|error| format!("unencodable: {error}"))
 }
 
 fn failed(node: usize, error: String) -> ReplicaView {

@@ -15,10 +15,13 @@
 //!    [`DRAIN_SLACK`], and read again: every seat must be free (waiting again,
 //!    at most [`DRAIN_ROUNDS_MAX`] times in all, only if the active node changed
 //!    during the wait, as a new active node restarts every TTL);
-//! 5. stop every node gracefully, scan their logs for panics, and read each
+//! 5. ask every node (`NodeInfo`) for its applied and committed index and its
+//!    live state digest, until all stand at one applied index (at most
+//!    [`LIVE_CONVERGE_LIMIT`]);
+//! 6. stop every node gracefully, scan their logs for panics, and read each
 //!    node's own store (see [`crate::replica`]);
-//! 6. check the history, the node exits the harness did not cause, the
-//!    panics and the replicas (see [`crate::checker`]).
+//! 7. check the history, the node exits the harness did not cause, the
+//!    panics, the live states and the replicas (see [`crate::checker`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -486,7 +489,29 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     apps.stop().await;
     drain(&mut cluster, &history, config).await;
 
-    // 5. Stop everything and read each store.
+    // 5. Each node's live state, while the nodes still run.
+    let live = live_states(&cluster).await;
+    progress(
+        config,
+        &format!(
+            "live states: {}",
+            live.iter()
+                .map(|v| match &v.error {
+                    Some(error) => format!("node {}: {error}", v.node),
+                    None => format!(
+                        "node {} applied {} committed {} digest {}",
+                        v.node,
+                        v.applied_index,
+                        v.committed_index,
+                        &v.digest[..v.digest.len().min(16)]
+                    ),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    );
+
+    // 6. Stop everything and read each store.
     cluster.terminate_all().await;
     let replicas_read_us = history.now_us();
     history.flush();
@@ -527,7 +552,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         .await
         .context("the replica reader panicked")?;
 
-    // 5. Check.
+    // 7. Check.
     let events = history.events();
     let licensed: BTreeMap<String, u32> = features.iter().cloned().collect();
     let mut verdict = checker::check(
@@ -536,6 +561,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             licensed: licensed.clone(),
             session_ttl_us: config.session_ttl_ms * 1000,
             replicas: replicas.clone(),
+            live,
             replicas_read_us,
             expiries: clock
                 .as_ref()
@@ -682,7 +708,7 @@ impl ClockPlan {
             .connect()
             .await?;
         let info = raftlm::proto::v1::license_client::LicenseClient::new(channel)
-            .node_info(raftlm::proto::v1::NodeInfoRequest {})
+            .node_info(raftlm::proto::v1::NodeInfoRequest::default())
             .await?
             .into_inner();
         let shift = info.now_ms as i64 - real_now_ms();
@@ -693,6 +719,66 @@ impl ClockPlan {
         );
         Ok(())
     }
+}
+
+/// How long the nodes are given to reach one applied index after the drain.
+pub const LIVE_CONVERGE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Asks every node (on its own address) for its applied and committed
+/// indices and its live state digest, until all answer with the same
+/// applied index or [`LIVE_CONVERGE_LIMIT`] passes; returns the last answers.
+/// The workload has stopped, so only sweeps could still write.
+async fn live_states(cluster: &Cluster) -> Vec<checker::LiveView> {
+    let deadline = Instant::now() + LIVE_CONVERGE_LIMIT;
+    loop {
+        let mut views = Vec::new();
+        for i in 0..cluster.len() {
+            let address = cluster.spec.real[i].to_string();
+            let mut view = checker::LiveView {
+                node: i + 1,
+                ..checker::LiveView::default()
+            };
+            match node_info(cluster, &address).await {
+                Ok(info) => {
+                    view.applied_index = info.applied_index;
+                    view.committed_index = info.committed_index;
+                    view.digest = info.state_digest;
+                }
+                Err(error) => view.error = Some(format!("NodeInfo at {address}: {error}")),
+            }
+            views.push(view);
+        }
+        let all = views.iter().all(|v| v.error.is_none());
+        let one_index = views
+            .windows(2)
+            .all(|w| w[0].applied_index == w[1].applied_index);
+        if (all && one_index) || Instant::now() >= deadline {
+            return views;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One NodeInfo with the state digest, with the run's client TLS.
+async fn node_info(
+    cluster: &Cluster,
+    address: &str,
+) -> anyhow::Result<raftlm::proto::v1::NodeInfoReply> {
+    let channel = cluster
+        .client_tls
+        .endpoint(address, Duration::from_secs(2))
+        .map_err(|e| anyhow::anyhow!(e))?
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    Ok(
+        raftlm::proto::v1::license_client::LicenseClient::new(channel)
+            .node_info(raftlm::proto::v1::NodeInfoRequest {
+                with_state_digest: true,
+            })
+            .await?
+            .into_inner(),
+    )
 }
 
 /// The drain (step 4 of the run's end): see the module docs.
@@ -771,6 +857,7 @@ async fn read_state(
             };
             done.kind = EventType::Ok;
             done.term = Some(reply.term);
+            done.index = Some(reply.applied_index);
             done.grants = Some(grants_seen(&reply));
             let mut in_use: BTreeMap<String, u32> = BTreeMap::new();
             for feature in &reply.features {

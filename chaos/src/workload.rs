@@ -685,6 +685,7 @@ impl Worker {
                     let mut done = self.event(session, kind, OpKind::Checkout, id, n);
                     done.node = Some(label);
                     done.term = Some(reply.term);
+                    done.index = Some(reply.applied_index);
                     done.feature = Some(feature.clone());
                     done.count = Some(reply.count);
                     done.token = reply.token.as_ref().map(Token::from);
@@ -776,6 +777,7 @@ impl Worker {
                     let mut done = self.event(session, kind, OpKind::Checkin, id, n);
                     done.node = Some(label);
                     done.term = Some(reply.term);
+                    done.index = Some(reply.applied_index);
                     done.token = Some(token);
                     if reply.released {
                         done.feature = Some(reply.feature);
@@ -1018,6 +1020,7 @@ impl Reader {
                 Ok(reply) => {
                     done.kind = EventType::Ok;
                     done.term = Some(reply.term);
+                    done.index = Some(reply.applied_index);
                     done.grants = Some(grants_seen(&reply));
                     done.serving_for_ms = Some(reply.serving_for_ms);
                 }

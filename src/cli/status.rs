@@ -76,7 +76,7 @@ pub async fn node_reports(
                     .await
                     .ok()?;
                 LicenseClient::new(channel)
-                    .node_info(pb::NodeInfoRequest {})
+                    .node_info(pb::NodeInfoRequest::default())
                     .await
                     .ok()
                     .map(|r| r.into_inner())
@@ -588,6 +588,7 @@ mod tests {
             cert_not_after_unix: NOW + days * 86_400 + 60,
             now_ms: 0,
             version: "0".into(),
+            ..Default::default()
         };
         vec![(1, Some(info(1, 400))), (2, Some(info(2, 12)))]
     }

@@ -191,6 +191,20 @@ impl StateMachineStore {
         f(&live.state)
     }
 
+    /// Runs `f` on the log id of the last entry applied and the license
+    /// state after it, under one read lock, so the two belong together (an
+    /// apply cannot come between reading one and the other).
+    ///
+    /// Panics like [`read`](Self::read) if an earlier `apply` panicked.
+    pub fn read_applied<R>(&self, f: impl FnOnce(Option<LogId>, &LicenseState) -> R) -> R {
+        let live = self
+            .inner
+            .live
+            .read()
+            .expect("license state poisoned by a panic in apply (a bug)");
+        f(live.last_applied, &live.state)
+    }
+
     /// The log id of the last entry applied to the state, `None` before the first.
     ///
     /// Panics like [`read`](Self::read) if an earlier `apply` panicked.

@@ -200,6 +200,8 @@ impl LicenseService {
             let term = self.shared.confirm(term)?;
             return Ok(pb::CheckoutReply {
                 term,
+                // Nothing was applied for it: the index this answer was read at.
+                applied_index: self.shared.state.last_applied().map_or(0, |l| l.index),
                 count: request.count,
                 reason: pb::DenyReason::NoSuchFeature as i32,
                 message: denial_message(
@@ -266,6 +268,9 @@ impl LicenseService {
         let mut reply = pb::CheckoutReply {
             term,
             count: request.count,
+            // The entry that carried this request (a retry's own entry, where
+            // the retry table answered it): applied before this reply.
+            applied_index: log_id.index,
             ..Default::default()
         };
         match outcome {
@@ -419,6 +424,7 @@ impl LicenseService {
         let term = self.shared.confirm(log_id.leader_id.term)?;
         let mut reply = pb::CheckinReply {
             term,
+            applied_index: log_id.index,
             ..Default::default()
         };
         if let Outcome::CheckedIn { feature, count } = outcome {
@@ -612,7 +618,9 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
         .and_then(|id| membership.get_node(&id))
         .map(|n| n.address.clone())
         .unwrap_or_default();
-    shared.state.read(|state| {
+    // The index is read with the state, under one lock: the reply shows the
+    // state as of exactly `applied_index` (openraft's metrics may lag it).
+    shared.state.read_applied(|applied, state| {
         let features = state
             .features()
             .into_iter()
@@ -638,7 +646,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
             grants,
             last_activation_ms: activation.map_or(0, |a| a.at_ms),
             activations: state.activations(),
-            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            applied_index: applied.map_or(0, |l| l.index),
             serving_for_ms: shared.lease.serving_since().map_or(0, |(_, since)| {
                 crate::lease::boottime_ms().saturating_sub(since)
             }),
@@ -728,10 +736,33 @@ impl License for LicenseService {
 
     async fn node_info(
         &self,
-        _request: Request<pb::NodeInfoRequest>,
+        request: Request<pb::NodeInfoRequest>,
     ) -> Result<Response<pb::NodeInfoReply>, Status> {
         let cert = self.shared.tls.as_ref().map(|t| t.current().cert.clone());
+        let with_digest = request.into_inner().with_state_digest;
+        // This node's own view, leader or not: not a linearizable read.
+        let committed_index = self
+            .shared
+            .raft
+            .with_raft_state(|raft| raft.committed.map_or(0, |c| c.index))
+            .await
+            .map_err(|e| ServiceError::Unknown(format!("raft stopped: {e}")))?;
+        // The digest is taken under the lock that reads the index, so the
+        // two describe the same state.
+        let (applied_index, state_digest) = self.shared.state.read_applied(|applied, state| {
+            let digest = if with_digest {
+                state.digest().map_err(|e| e.to_string())
+            } else {
+                Ok(String::new())
+            };
+            (applied.map_or(0, |l| l.index), digest)
+        });
+        let state_digest = state_digest
+            .map_err(|e| ServiceError::Unknown(format!("the state does not encode: {e}")))?;
         Ok(Response::new(pb::NodeInfoReply {
+            applied_index,
+            committed_index,
+            state_digest,
             id: self.shared.node_id,
             cluster_name: self.shared.config.cluster_name.clone(),
             tls: cert.is_some(),
