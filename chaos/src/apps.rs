@@ -230,7 +230,7 @@ impl App {
                 for (grant, seen) in std::mem::take(&mut held) {
                     // Use ends when the application asks to check in.
                     self.record_use(&session, &grant, seen);
-                    self.checkin(&session, &grant).await;
+                    self.checkin(&session, &grant, &mut events).await;
                 }
             }
             tokio::time::sleep(think).await;
@@ -332,7 +332,18 @@ impl App {
         grant
     }
 
-    async fn checkin(&self, session: &Session, grant: &Grant) {
+    /// Checks `grant` in. The library may replace a grant it recovers after
+    /// its session was expired at any moment, also during this call (it then
+    /// checks in the replacement): the replacement is recorded as soon as the
+    /// library says so, before and after the call, and a check-in that
+    /// released a replacement made meanwhile is recorded as a check-in of it.
+    async fn checkin(
+        &mut self,
+        session: &Session,
+        grant: &Grant,
+        events: &mut broadcast::Receiver<SessionEvent>,
+    ) {
+        self.follow(session, events);
         let token = self.current(grant.token);
         let id = self.history.next_id();
         let mut invoke = self.event(EventType::Invoke, OpKind::Checkin, id, session);
@@ -354,8 +365,28 @@ impl App {
         let mut done = self.event(kind, OpKind::Checkin, id, session);
         done.token = Some(Token::from(token));
         done.attempt = Some(1);
-        done.detail = detail;
+        done.detail = detail.clone();
         self.history.record(done);
+        self.follow(session, events);
+        let replaced = self.current(grant.token);
+        if replaced != token {
+            // The grant was recovered under a new token during the call, and
+            // the call checked that one in.
+            let id = self.history.next_id();
+            let mut invoke = self.event(EventType::Invoke, OpKind::Checkin, id, session);
+            invoke.token = Some(Token::from(replaced));
+            invoke.attempt = Some(1);
+            invoke.detail = Some(format!(
+                "the check-in of {} sent before the library replaced it",
+                Token::from(token)
+            ));
+            self.history.record(invoke);
+            let mut done = self.event(kind, OpKind::Checkin, id, session);
+            done.token = Some(Token::from(replaced));
+            done.attempt = Some(1);
+            done.detail = detail;
+            self.history.record(done);
+        }
     }
 
     /// Records the last moment the application saw `grant` valid.
