@@ -1,0 +1,171 @@
+//! The access point as users run it: a real address on a LAN in a box
+//! (tests/common/netns.rs) moved between three hosts by the shipped
+//! `docs/examples/vip-up` and `vip-down` scripts, with the host's side of
+//! the shipped unit (ExecStopPost, the watchdog) played by the harness.
+//! Needs root, `ip` and `arping`; without them the test says why and passes.
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::netns::{Lan, NetnsCluster, Sampler, unavailable};
+
+/// How the active host is taken away.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// `kill -9` of the node, then ExecStopPost.
+    Kill,
+    /// `SIGSTOP`: only the watchdog can take the address away.
+    Pause,
+    /// The host's link cut: the node loses its lease and runs down itself.
+    Partition,
+    /// `SIGTERM`: the node releases the access point on its way out.
+    Term,
+}
+
+fn grant_token(line: &str) -> Option<String> {
+    let rest = line.split("grant ").nth(1)?;
+    Some(rest.split(',').next()?.to_string())
+}
+
+// The access point's address moves to another host on kill -9, pause,
+// partition and SIGTERM of the active host; a client in its own namespace
+// keeps its grant through every move; and the client's LAN never sees two
+// hosts holding the address for longer than the lease.
+#[test]
+fn the_access_point_moves_between_hosts_and_clients_keep_their_grants() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipping the network-namespace test: {why}");
+        return;
+    }
+    let lease = Duration::from_millis(raftlm::config::Timing::default().lease_ms);
+    let cluster = NetnsCluster::new(Lan::new(), &[("cad", 5)]);
+    cluster.start_all();
+    let (first, _) = cluster.wait_active(Duration::from_secs(60), None);
+    eprintln!("node {first} is active");
+    let sampler = Sampler::start(cluster.lan.clone(), Duration::from_millis(15));
+
+    let output_path = cluster.dir.path().join("checkout.out");
+    let output = std::fs::File::create(&output_path).unwrap();
+    let mut checkout = cluster
+        .client_command()
+        .args(["checkout", "cad", "--hold", "600s"])
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().unwrap())
+        .stderr(output)
+        .spawn()
+        .unwrap();
+    let read_output = || std::fs::read_to_string(&output_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let token = loop {
+        if let Some(token) = read_output().lines().find_map(grant_token) {
+            break token;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no grant from the client namespace: {}\n{}",
+            read_output(),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("the client holds grant {token}");
+
+    for fault in [Fault::Kill, Fault::Pause, Fault::Partition, Fault::Term] {
+        let (old, _) = cluster.wait_active(Duration::from_secs(30), None);
+        eprintln!("{fault:?} of the active node {old}");
+        match fault {
+            Fault::Kill => cluster.kill(old),
+            Fault::Pause => cluster.signal(old, "STOP"),
+            Fault::Partition => cluster.lan.link(old, false),
+            Fault::Term => cluster.terminate(old),
+        }
+        let (new, status) = cluster.wait_active(Duration::from_secs(30), Some(old));
+        let grants = status["grants"].as_array().cloned().unwrap_or_default();
+        assert!(
+            grants
+                .iter()
+                .any(|g| g["token"].as_str() == Some(token.as_str())),
+            "after {fault:?} node {new} serves without grant {token}: {status}\n{}",
+            cluster.logs()
+        );
+        eprintln!("node {new} is active and holds grant {token}");
+        // Heal, as the host's systemd (Restart=) and the network would.
+        match fault {
+            Fault::Pause => {
+                assert!(
+                    cluster
+                        .host_events()
+                        .iter()
+                        .any(|e| e.host == old && e.what.starts_with("watchdog")),
+                    "the watchdog did not end the paused node {old}\n{}",
+                    cluster.logs()
+                );
+            }
+            Fault::Partition => cluster.lan.link(old, true),
+            Fault::Kill | Fault::Term => {}
+        }
+        for id in 1..=3 {
+            if !cluster.running(id) {
+                cluster.start(id);
+            }
+        }
+        // Let the restarted node catch up before the next fault.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+
+    assert!(
+        checkout.try_wait().unwrap().is_none(),
+        "the client's checkout ended: {}",
+        read_output()
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &checkout.id().to_string()])
+        .status();
+    let status = checkout.wait().unwrap();
+    let mut text = String::new();
+    let _ = std::fs::File::open(&output_path)
+        .unwrap()
+        .read_to_string(&mut text);
+    eprintln!("client output:\n{text}");
+    assert!(
+        status.success(),
+        "checkout exited {status}: {text}\n{}",
+        cluster.logs()
+    );
+    assert!(
+        !text.contains("could not be checked out again") && !text.contains("replaced"),
+        "the client lost its grant: {text}"
+    );
+
+    let seen = sampler.finish();
+    eprintln!(
+        "sampler: {} samples (longest gap {:?}), longest double answer {:?}, \
+         longest stale neighbour entry {:?}",
+        seen.samples, seen.longest_gap, seen.longest_double, seen.longest_stale_neighbour
+    );
+    for (ms, holders) in &seen.moves {
+        eprintln!("  {ms:>6} ms  address on hosts {holders:?}");
+    }
+    for (ms, host) in &seen.neighbour {
+        eprintln!("  {ms:>6} ms  client's neighbour entry points to host {host:?}");
+    }
+    for event in cluster.host_events() {
+        eprintln!("  host {}: {}", event.host, event.what);
+    }
+    let single_moves = seen.moves.iter().filter(|(_, h)| h.len() == 1).count();
+    assert!(
+        single_moves >= 5,
+        "the address moved fewer times than the faults: {:?}",
+        seen.moves
+    );
+    assert!(
+        seen.longest_double <= lease,
+        "two hosts held the access point for {:?}, longer than the lease {lease:?}: {:?}\n{}",
+        seen.longest_double,
+        seen.moves,
+        cluster.logs()
+    );
+}
