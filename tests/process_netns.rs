@@ -169,3 +169,175 @@ fn the_access_point_moves_between_hosts_and_clients_keep_their_grants() {
         cluster.logs()
     );
 }
+
+/// Median, p99 and max of `times` (ms), as `raftlm bench` reports them.
+fn figures(times: &[u64]) -> (u64, u64, u64) {
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    let at = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99), at(1.0))
+}
+
+/// From `start` to the first granted check-out through the access point,
+/// retried every 10 ms on a fresh connection (as `raftlm bench --failover`
+/// does on loopback).
+async fn first_checkout(tls: &raftlm::tls::client::ClientTls, start: Instant) -> Duration {
+    use raftlm::proto::v1 as pb;
+    let session = raftlm::license::secret::SessionSecret::generate()
+        .as_bytes()
+        .to_vec();
+    let address = format!("{}:{}", common::netns::VIP, common::netns::PORT);
+    let mut seq = 0;
+    loop {
+        seq += 1;
+        let attempt = async {
+            let channel = tls
+                .endpoint(&address, Duration::from_millis(200))
+                .ok()?
+                .timeout(Duration::from_millis(500))
+                .connect()
+                .await
+                .ok()?;
+            let request = pb::CheckoutRequest {
+                vendor: "acme".into(),
+                version: String::new(),
+                request: Some(pb::RequestId {
+                    session_secret: session.clone(),
+                    seq,
+                }),
+                feature: "bench".into(),
+                count: 1,
+                user: "failover".into(),
+                host: "bench".into(),
+            };
+            pb::license_client::LicenseClient::new(channel)
+                .checkout(request)
+                .await
+                .ok()
+                .filter(|r| r.get_ref().granted)
+        };
+        if attempt.await.is_some() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no check-out within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A client on its own thread in namespace `ns`: for each start instant it
+/// receives, it answers with the time to the first granted check-out.
+fn client_in_namespace(
+    ns: String,
+) -> (
+    std::sync::mpsc::Sender<Instant>,
+    std::sync::mpsc::Receiver<Duration>,
+) {
+    use std::os::fd::AsRawFd;
+    let (start_tx, start_rx) = std::sync::mpsc::channel::<Instant>();
+    let (took_tx, took_rx) = std::sync::mpsc::channel();
+    let tls = common::client_tls();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        // SAFETY: setns on a valid descriptor changes only this thread's
+        // network namespace; every socket this thread opens is in `ns`.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for start in start_rx {
+            let took = runtime.block_on(first_checkout(&tls, start));
+            if took_tx.send(took).is_err() {
+                break;
+            }
+        }
+    });
+    (start_tx, took_rx)
+}
+
+// Not a test: the failover and planned-handover figures through the real
+// access point, from a client in the client namespace (docs/performance.md).
+// Run with `cargo test --release --test process_netns -- --ignored --nocapture`;
+// RAFTLM_NETNS_KILLS sets the number of kills (default 20).
+#[test]
+#[ignore = "a benchmark; prints figures"]
+fn bench_failover_through_the_real_access_point() {
+    if let Some(why) = unavailable() {
+        eprintln!("skipping the network-namespace benchmark: {why}");
+        return;
+    }
+    let kills: usize = std::env::var("RAFTLM_NETNS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let cluster = NetnsCluster::new(Lan::new(), &[("bench", 10_000)]);
+    cluster.start_all();
+    cluster.wait_active(Duration::from_secs(60), None);
+    let sampler = Sampler::start(cluster.lan.clone(), Duration::from_millis(15));
+    let (start, took) = client_in_namespace(cluster.lan.client.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    let mut results = Vec::new();
+    for planned in [false, true] {
+        let mut times = Vec::new();
+        for round in 1..=kills {
+            let (active, _) = cluster.wait_active(Duration::from_secs(30), None);
+            let t0 = Instant::now();
+            if planned {
+                cluster.signal(active, "TERM");
+            } else {
+                cluster.kill(active);
+            }
+            start.send(t0).unwrap();
+            let ms = took.recv().unwrap().as_millis() as u64;
+            let how = if planned { "SIGTERM" } else { "kill -9" };
+            eprintln!("{how} {round}/{kills} of node {active}: first check-out after {ms} ms");
+            times.push(ms);
+            if planned {
+                cluster.terminate(active);
+            }
+            for id in 1..=3 {
+                if !cluster.running(id) {
+                    cluster.start(id);
+                }
+            }
+            // Let the restarted node catch up before the next kill.
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        results.push((planned, times));
+    }
+    let seen = sampler.finish();
+    for (planned, times) in &results {
+        let (median, p99, max) = figures(times);
+        let what = if *planned {
+            "planned handover (SIGTERM)"
+        } else {
+            "failover (kill -9)"
+        };
+        let each: Vec<String> = times.iter().map(u64::to_string).collect();
+        eprintln!(
+            "{what}, {} rounds: each (ms): {}",
+            times.len(),
+            each.join(" ")
+        );
+        eprintln!("{what}: median {median}   p99 {p99}   max {max}");
+    }
+    for event in cluster.host_events() {
+        eprintln!("  host {}: {}", event.host, event.what);
+    }
+    let watchdog_kills = cluster
+        .host_events()
+        .iter()
+        .filter(|e| e.what.starts_with("watchdog"))
+        .count();
+    eprintln!(
+        "address moves {}, longest double answer {:?}, longest stale neighbour entry {:?}, \
+         watchdog kills {watchdog_kills}",
+        seen.moves.iter().filter(|(_, h)| h.len() == 1).count(),
+        seen.longest_double,
+        seen.longest_stale_neighbour
+    );
+}

@@ -360,8 +360,12 @@ impl NetnsCluster {
         end(id, &self.hosts[id - 1], &self.lan, "TERM", &self.events);
     }
 
-    /// Sends `signal` (`STOP`, `CONT`) to node `id`'s process.
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`) to node `id`'s process. After
+    /// `TERM` the watchdog is off, as systemd's is while a unit stops.
     pub fn signal(&self, id: usize, signal: &str) {
+        if signal == "TERM" {
+            self.hosts[id - 1].ready.store(false, Ordering::SeqCst);
+        }
         if let Some(child) = self.hosts[id - 1].child.lock().unwrap().as_ref() {
             let _ = Command::new("kill")
                 .arg(format!("-{signal}"))
@@ -532,12 +536,36 @@ fn watchdog(
                         host.ready.store(true, Ordering::SeqCst);
                     }
                     "WATCHDOG=1" => host.last_ping_ms.store(now_ms(), Ordering::SeqCst),
+                    // systemd stops the watchdog once a unit is stopping.
+                    "STOPPING=1" => host.ready.store(false, Ordering::SeqCst),
                     _ => {}
                 }
             }
         }
         let silent_ms = now_ms().saturating_sub(host.last_ping_ms.load(Ordering::SeqCst));
         if host.ready.load(Ordering::SeqCst) && silent_ms > WATCHDOG.as_millis() as u64 {
+            // A process that ended by itself is no watchdog case: systemd
+            // sees the exit and runs ExecStopPost.
+            let exited = {
+                let mut child = host.child.lock().unwrap();
+                let ended = child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if ended {
+                    child.take();
+                    host.ready.store(false, Ordering::SeqCst);
+                }
+                ended
+            };
+            if exited {
+                exec_stop_post(id, lan);
+                events.lock().unwrap().push(HostEvent {
+                    at: Instant::now(),
+                    host: id,
+                    what: "exited, then ExecStopPost".into(),
+                });
+                continue;
+            }
             end(id, host, lan, "KILL", events);
             events.lock().unwrap().push(HostEvent {
                 at: Instant::now(),
