@@ -38,8 +38,11 @@ pub const WATCHDOG: Duration = Duration::from_millis(300);
 
 /// Why the namespace tests cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+    let uid = match Command::new("id").arg("-u").output() {
+        Ok(output) => String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        Err(error) => return Some(format!("cannot run `id -u`: {error}")),
+    };
+    if uid != "0" {
         return Some("not root: network namespaces need CAP_SYS_ADMIN".into());
     }
     for tool in ["ip", "arping"] {
@@ -52,6 +55,19 @@ pub fn unavailable() -> Option<String> {
             return Some(format!("`{tool}` is not installed"));
         }
     }
+    // Some containers are root without the right to make namespaces.
+    let probe = format!("rlm{}probe", std::process::id());
+    let made = match Command::new("ip").args(["netns", "add", &probe]).output() {
+        Ok(output) => output,
+        Err(error) => return Some(format!("cannot run `ip`: {error}")),
+    };
+    if !made.status.success() {
+        return Some(format!(
+            "cannot create a network namespace: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        ));
+    }
+    let _ = Command::new("ip").args(["netns", "del", &probe]).status();
     None
 }
 
