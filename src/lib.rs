@@ -14,5 +14,6 @@ pub mod license;
 pub mod node;
 pub mod proto;
 pub mod raft;
+pub mod sd_notify;
 pub mod server;
 pub mod tls;

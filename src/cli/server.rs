@@ -7,6 +7,7 @@ use tracing::info;
 use crate::cli::Failure;
 use crate::config::Config;
 use crate::node::Node;
+use crate::sd_notify;
 
 /// Runs one node from its config file.
 pub fn run(config_path: PathBuf) -> Result<(), Failure> {
@@ -22,11 +23,31 @@ pub fn run(config_path: PathBuf) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::usage(e.to_string()))?;
         let asked = node.shared().clone();
+        // systemd (Type=notify, WatchdogSec=): ready now, then keep-alives
+        // while the Raft core runs; see crate::sd_notify.
+        sd_notify::notify("READY=1");
+        let watchdog = match (sd_notify::NotifySocket::from_env(), sd_notify::watchdog_period_from_env()) {
+            (Some(socket), Some(period)) => {
+                info!(period_ms = period.as_millis() as u64, "pinging the systemd watchdog");
+                let raft = node.raft().clone();
+                Some(tokio::spawn(sd_notify::keep_alive(socket, period, move || {
+                    raft.metrics().borrow().running_state.is_ok()
+                })))
+            }
+            _ => None,
+        };
         tokio::select! {
             _ = wait_for_signal() => info!("stopping"),
             _ = asked.shutdown_requested.notified() => info!("stopping: an administrator asked (raftlm down)"),
         }
+        sd_notify::notify("STOPPING=1");
+        // Keep pinging while the node releases the access point and stops
+        // (bounded by the activator's own limit), then stop.
         node.shutdown().await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+            let _ = watchdog.await;
+        }
         Ok(())
     })
 }
