@@ -179,55 +179,14 @@ fn figures(times: &[u64]) -> (u64, u64, u64) {
 }
 
 /// From `start` to the first granted check-out through the access point,
-/// retried every 10 ms on a fresh connection (as `raftlm bench --failover`
-/// does on loopback).
+/// retried as `raftlm bench --failover` does on loopback.
 async fn first_checkout(tls: &raftlm::tls::client::ClientTls, start: Instant) -> Duration {
-    use raftlm::proto::v1 as pb;
-    let session = raftlm::license::secret::SessionSecret::generate()
-        .as_bytes()
-        .to_vec();
     let address = format!("{}:{}", common::netns::VIP, common::netns::PORT);
-    let mut seq = 0;
-    loop {
-        seq += 1;
-        let attempt = async {
-            let channel = tls
-                .endpoint(&address, Duration::from_millis(200))
-                .ok()?
-                .timeout(Duration::from_millis(500))
-                .connect()
-                .await
-                .ok()?;
-            let request = pb::CheckoutRequest {
-                vendor: "acme".into(),
-                version: String::new(),
-                request: Some(pb::RequestId {
-                    session_secret: session.clone(),
-                    seq,
-                }),
-                feature: "bench".into(),
-                count: 1,
-                user: "failover".into(),
-                host: "bench".into(),
-            };
-            pb::license_client::LicenseClient::new(channel)
-                .checkout(request)
-                .await
-                .ok()
-                .filter(|r| r.get_ref().granted)
-        };
-        // Bounded as a whole: tonic's connect timeout covers the TCP
-        // connect only, and a TLS handshake with a host that let the address
-        // go after accepting the connection gets no answer at all.
-        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(1), attempt).await {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no check-out within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let limit = raftlm::cli::bench::FIRST_CHECKOUT_LIMIT;
+    raftlm::cli::bench::first_checkout(tls, &address, start, limit)
+        .await
+        .map(|(took, _)| took)
+        .expect("no check-out within 60 s")
 }
 
 /// A client on its own thread in namespace `ns`: for each start instant it

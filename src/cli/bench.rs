@@ -924,49 +924,10 @@ async fn failover(
         }
         let killed = Instant::now();
         // Clients retry through the access point until a check-out succeeds.
-        let session = crate::license::secret::SessionSecret::generate()
-            .as_bytes()
-            .to_vec();
-        let mut seq = 0;
-        loop {
-            seq += 1;
-            let attempt = async {
-                let channel = tls
-                    .endpoint(&access_point, Duration::from_millis(200))
-                    .ok()?
-                    .timeout(Duration::from_millis(500))
-                    .connect()
-                    .await
-                    .ok()?;
-                let request = pb::CheckoutRequest {
-                    vendor: "acme".into(),
-                    version: String::new(),
-                    request: Some(pb::RequestId {
-                        session_secret: session.clone(),
-                        seq,
-                    }),
-                    feature: "bench".into(),
-                    count: 1,
-                    user: "failover".into(),
-                    host: "bench".into(),
-                };
-                LicenseClient::new(channel)
-                    .checkout(request)
-                    .await
-                    .ok()
-                    .filter(|r| r.get_ref().granted)
-            };
-            if attempt.await.is_some() {
-                break;
-            }
-            *errors.entry("retries".into()).or_default() += 1;
-            if killed.elapsed() > Duration::from_secs(60) {
-                return Err(Failure::unreachable(
-                    "no check-out succeeded within 60 s of a kill",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let (_, retries) = first_checkout(&tls, &access_point, killed, FIRST_CHECKOUT_LIMIT)
+            .await
+            .ok_or_else(|| Failure::unreachable("no check-out succeeded within 60 s of a kill"))?;
+        *errors.entry("retries".into()).or_default() += retries;
         let took = killed.elapsed().as_millis() as u64;
         times.push(took);
         let how = if planned { "SIGTERM" } else { "kill" };
@@ -1084,5 +1045,64 @@ fn print_text(report: &Report) {
     }
     for (kind, n) in &report.errors {
         println!("  errors: {kind}: {n}");
+    }
+}
+
+/// How long [`first_checkout`] keeps trying after a kill.
+pub const FIRST_CHECKOUT_LIMIT: Duration = Duration::from_secs(60);
+/// Bound of one attempt of [`first_checkout`], as a whole.
+pub const FIRST_CHECKOUT_ATTEMPT: Duration = Duration::from_secs(1);
+
+/// From `start` to the first granted check-out through `address`, retried
+/// every 10 ms on a fresh connection (200 ms connect timeout). Each attempt
+/// is bounded as a whole by [`FIRST_CHECKOUT_ATTEMPT`]: tonic's connect
+/// timeout covers the TCP connect only, and a TLS handshake with a host that
+/// let the address go after accepting the connection gets no answer at all.
+/// Returns the time taken and the attempts that failed, or `None` after `limit`.
+pub async fn first_checkout(
+    tls: &ClientTls,
+    address: &str,
+    start: Instant,
+    limit: Duration,
+) -> Option<(Duration, u64)> {
+    let session = crate::license::secret::SessionSecret::generate()
+        .as_bytes()
+        .to_vec();
+    let mut seq = 0;
+    loop {
+        seq += 1;
+        let attempt = async {
+            let channel = tls
+                .endpoint(address, Duration::from_millis(200))
+                .ok()?
+                .timeout(Duration::from_millis(500))
+                .connect()
+                .await
+                .ok()?;
+            let request = pb::CheckoutRequest {
+                vendor: "acme".into(),
+                version: String::new(),
+                request: Some(pb::RequestId {
+                    session_secret: session.clone(),
+                    seq,
+                }),
+                feature: "bench".into(),
+                count: 1,
+                user: "failover".into(),
+                host: "bench".into(),
+            };
+            LicenseClient::new(channel)
+                .checkout(request)
+                .await
+                .ok()
+                .filter(|r| r.get_ref().granted)
+        };
+        if let Ok(Some(_)) = tokio::time::timeout(FIRST_CHECKOUT_ATTEMPT, attempt).await {
+            return Some((start.elapsed(), seq - 1));
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
