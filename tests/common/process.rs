@@ -8,13 +8,24 @@ use std::time::{Duration, Instant};
 use raftlm::proto::v1 as pb;
 use raftlm::proto::v1::license_client::LicenseClient;
 
-/// A free TCP port on 127.0.0.1 (bound and released; the race is acceptable in tests).
+/// A free TCP port on 127.0.0.1 (bound and released; the race with other
+/// programs is acceptable in tests). Never the same port twice in one test
+/// process: the kernel may hand a just-released port out again, and a
+/// cluster whose config lists one address twice does not start.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// An access-point address unlikely to collide with another test's: 127.x.y.z:port.
