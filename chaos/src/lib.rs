@@ -20,6 +20,8 @@
 //! - [`checker`] — the invariants over a history (pure, unit-tested);
 //! - [`report`] — figures and verdicts as text or JSON;
 //! - [`proxy`] — fault-injecting TCP proxies between nodes;
+//! - [`lan`] — network namespaces for `--netns`: a LAN in a box, the
+//!   access point's real address on it and a sampler of who holds it;
 //! - [`powerfs`] — the FUSE filesystem a power cut takes unsynced writes from;
 //! - [`cluster`] — the node processes, their configs and signals;
 //! - [`replica`] — every node's store read after the run;
@@ -38,6 +40,7 @@ pub mod checker;
 pub mod cluster;
 pub mod history;
 pub mod hostile;
+pub mod lan;
 pub mod nemesis;
 pub mod powerfs;
 pub mod proxy;

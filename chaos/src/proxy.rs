@@ -20,7 +20,7 @@
 //! The proxies are tokio tasks of the harness process; dropping
 //! [`Proxies`] stops them and closes every connection.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -93,22 +93,26 @@ struct Proxy {
     task: JoinHandle<()>,
 }
 
+/// Where the proxies listen in a run on loopback.
+pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
 /// The proxies of every ordered pair of nodes.
 pub struct Proxies {
     proxies: Vec<Proxy>,
 }
 
 impl Proxies {
-    /// Binds one proxy per ordered pair `(i, j)`, `i != j`, on `127.0.0.1`,
-    /// forwarding to `targets[j]`. Every link starts up.
-    pub async fn start(targets: &[SocketAddr]) -> anyhow::Result<Proxies> {
+    /// Binds one proxy per ordered pair `(i, j)`, `i != j`, on `bind` (an
+    /// address the nodes reach: loopback, or the client host's address on
+    /// the LAN of `--netns`), forwarding to `targets[j]`. Every link starts up.
+    pub async fn start(bind: IpAddr, targets: &[SocketAddr]) -> anyhow::Result<Proxies> {
         let mut proxies = Vec::new();
         for from in 0..targets.len() {
             for (to, target) in targets.iter().enumerate() {
                 if from == to {
                     continue;
                 }
-                let listener = TcpListener::bind("127.0.0.1:0").await?;
+                let listener = TcpListener::bind((bind, 0)).await?;
                 let address = listener.local_addr()?;
                 let (state, watch) = watch::channel(Link::Up);
                 let task = tokio::spawn(accept_loop(listener, *target, watch));
@@ -349,7 +353,7 @@ mod tests {
     #[tokio::test]
     async fn links_forward_cut_and_delay() {
         let targets = [echo_server().await, echo_server().await];
-        let proxies = Proxies::start(&targets).await.unwrap();
+        let proxies = Proxies::start(LOOPBACK, &targets).await.unwrap();
         let a_to_b = proxies.address(0, 1).unwrap();
         assert!(round_trip(a_to_b).await.is_some());
 
@@ -393,7 +397,7 @@ mod tests {
     #[tokio::test]
     async fn a_frozen_link_stalls_and_thaws() {
         let targets = [echo_server().await, echo_server().await];
-        let proxies = Proxies::start(&targets).await.unwrap();
+        let proxies = Proxies::start(LOOPBACK, &targets).await.unwrap();
         let a_to_b = proxies.address(0, 1).unwrap();
         let mut open = TcpStream::connect(a_to_b).await.unwrap();
         open.write_all(b"x").await.unwrap();

@@ -38,7 +38,7 @@ use crate::cluster::{self, Cluster, ClusterSpec, label};
 use crate::history::{Event, EventType, History, OpKind};
 use crate::hostile::{Hostile, HostileSpec};
 use crate::nemesis::{FaultKind, Nemesis, NemesisSpec};
-use crate::proxy::Proxies;
+use crate::proxy::{self, Proxies};
 use crate::replica;
 use crate::report::Report;
 use crate::workload::{Churn, Workload, WorkloadSpec, grants_seen, mix};
@@ -256,7 +256,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     let real_peer = addresses.split_off(3);
     let real = addresses;
     // The proxies sit on the peer plane: they cut and delay Raft traffic.
-    let proxies = Proxies::start(&real_peer).await?;
+    let proxies = Proxies::start(proxy::LOOPBACK, &real_peer).await?;
     let peers: Vec<Vec<SocketAddr>> = (0..3)
         .map(|i| {
             (0..3)
