@@ -41,7 +41,7 @@ fn the_access_point_moves_between_hosts_and_clients_keep_their_grants() {
         return;
     }
     let lease = Duration::from_millis(raftlm::config::Timing::default().lease_ms);
-    let cluster = NetnsCluster::new(Lan::new(), &[("cad", 5)]);
+    let cluster = NetnsCluster::new(Lan::for_test(), &[("cad", 5)]);
     cluster.start_all();
     let (first, _) = cluster.wait_active(Duration::from_secs(60), None);
     eprintln!("node {first} is active");
@@ -236,7 +236,7 @@ fn bench_failover_through_the_real_access_point() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let cluster = NetnsCluster::new(Lan::new(), &[("bench", 10_000)]);
+    let cluster = NetnsCluster::new(Lan::for_test(), &[("bench", 10_000)]);
     cluster.start_all();
     cluster.wait_active(Duration::from_secs(60), None);
     let sampler = Sampler::start(cluster.lan.clone(), Duration::from_millis(15));

@@ -7,7 +7,7 @@
 //! bridge and no namespace has a default route, so no packet can leave.
 //! Every namespace is deleted when the [`Lan`] drops, also when a run or a
 //! test fails; namespaces left by a process that was killed (`SIGKILL`
-//! cannot be caught) are deleted by the next [`Lan::new`], whose names carry
+//! cannot be caught) are deleted by the next [`Lan::build`], whose names carry
 //! the pid of the process that made them.
 //!
 //! Used by `raftlm-chaos --netns` and, through a `#[path]` include, by the
@@ -150,7 +150,7 @@ pub struct Lan {
 
 impl Lan {
     /// Builds the LAN, panicking if it cannot (for tests).
-    pub fn new() -> Lan {
+    pub fn for_test() -> Lan {
         Lan::build().unwrap_or_else(|error| panic!("cannot build the LAN: {error}"))
     }
 
