@@ -14,11 +14,18 @@
 //! Processes are started with `PR_SET_PDEATHSIG = SIGKILL`, so they die with
 //! the harness even if it is killed with SIGKILL; and [`Cluster`]'s `Drop`
 //! continues and kills every child (also on panic).
+//!
+//! With a [`Lan`] (`--netns`), node `i + 1` runs in host `h{i+1}`'s network
+//! namespace, on its own address there, and the access point is a real
+//! address on the LAN in command mode, moved by the shipped `vip-up` and
+//! `vip-down`; the harness plays the systemd unit's side of each host (see
+//! [`crate::host`]).
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -28,6 +35,8 @@ use raftlm::license::signature::{self, VendorSigningKey};
 use raftlm::proto::v1 as pb;
 use raftlm::tls::client::ClientTls;
 
+use crate::host::{self, Hosts};
+use crate::lan::{self, Lan};
 use crate::powerfs::{Loss, PowerDisk};
 
 /// The cluster (access point) name the license is issued for.
@@ -71,6 +80,9 @@ pub struct ClusterSpec {
     /// A feature and its seats in a license file that is not in the license
     /// directory: an administrator imports and removes it during the run.
     pub churn: Option<(String, u32)>,
+    /// Run the nodes on this LAN in a box, the access point a real address
+    /// on it (`None`: loopback, the access point in bind mode).
+    pub netns: Option<Arc<Lan>>,
 }
 
 /// The name of the license file an administrator imports and removes during a run.
@@ -125,6 +137,10 @@ pub struct Cluster {
     /// Each node's power-cut filesystem, when the spec asks for them. Dropped
     /// (unmounted) after `Drop` has killed the nodes.
     disks: Vec<PowerDisk>,
+    /// The hosts' systemd side, with a LAN.
+    hosts: Option<Hosts>,
+    /// Node processes the watchdog killed, restarted by [`Cluster::supervise`].
+    watchdog_killed: Vec<bool>,
 }
 
 /// `n1`, `n2`, `n3` for the 0-based node `i`.
@@ -195,10 +211,15 @@ impl Cluster {
         };
         let ids: Vec<u64> = (1..=spec.real.len() as u64).collect();
         let sans = vec!["127.0.0.1".to_string(), spec.access_point.ip().to_string()];
+        // On a LAN clients name the cluster, not an address (as users do).
         let tls = ClusterTls::create(&dir.join("tls"), CLUSTER, &ids, &sans)
             .map_err(|e| anyhow::anyhow!("cannot make the certificates: {e}"))?;
-        let client_tls = tls.client().map_err(|e| anyhow::anyhow!(e))?;
-        let admin_tls = tls.administrator().map_err(|e| anyhow::anyhow!(e))?;
+        let mut client_tls = tls.client().map_err(|e| anyhow::anyhow!(e))?;
+        let mut admin_tls = tls.administrator().map_err(|e| anyhow::anyhow!(e))?;
+        if spec.netns.is_some() {
+            client_tls = client_tls.with_server_name(CLUSTER);
+            admin_tls = admin_tls.with_server_name(CLUSTER);
+        }
         for i in 0..spec.real.len() {
             let mut text = format!(
                 "# raftlm-chaos node {n}: peers are reached through the harness's proxies\n\
@@ -225,9 +246,9 @@ impl Cluster {
             }
             text.push_str(&tls.config_section(i as u64 + 1));
             text.push_str(&format!(
-                "\n[access_point]\nmode = \"bind\"\naddress = \"{}\"\n\n[timing]\nsession_ttl_ms = {}\n{}\n\
+                "\n[access_point]\n{}\n[timing]\nsession_ttl_ms = {}\n{}\n\
                  [snapshot]\nlogs_since_last = {}\nlogs_kept = {LOGS_KEPT}\n",
-                spec.access_point,
+                access_point_section(&spec),
                 spec.session_ttl_ms,
                 if spec.clock_base_ms.is_some() {
                     format!("clock_skew_max_ms = {CLOCK_SKEW_MAX_MS}\n")
@@ -253,7 +274,6 @@ impl Cluster {
             }
         }
         Ok(Cluster {
-            spec,
             tls,
             client_tls,
             admin_tls,
@@ -264,7 +284,57 @@ impl Cluster {
             seen_running: vec![None; n],
             starts: 0,
             disks,
+            hosts: match &spec.netns {
+                Some(lan) => Some(Hosts::start(lan.clone(), dir)?),
+                None => None,
+            },
+            watchdog_killed: vec![false; n],
+            spec,
         })
+    }
+
+    /// Watchdog kills and ExecStopPost runs so far (`--netns` runs).
+    pub fn host_counts(&self) -> Option<(u64, u64)> {
+        self.hosts
+            .as_ref()
+            .map(|h| (h.watchdog_kills(), h.stop_posts()))
+    }
+
+    /// Plays `Restart=on-failure` for nodes the host's watchdog killed:
+    /// starts them again. Called when a fault ends.
+    pub fn supervise(&mut self) -> anyhow::Result<u64> {
+        let mut restarted = 0;
+        for i in 0..self.len() {
+            self.reap(i);
+            if self.watchdog_killed[i] {
+                self.watchdog_killed[i] = false;
+                self.start(i)?;
+                restarted += 1;
+            }
+        }
+        Ok(restarted)
+    }
+
+    /// Ends node `i`'s process (reaped, so its pid is free only after the
+    /// host's watchdog can no longer signal it) and, on a LAN, runs the
+    /// unit's ExecStopPost.
+    fn end_process(&mut self, i: usize, mut child: Child) {
+        match &self.hosts {
+            Some(hosts) => {
+                {
+                    let mut pid = hosts.lock(i);
+                    host::kill_group(child.id());
+                    let _ = child.wait();
+                    *pid = 0;
+                }
+                hosts.take_killed(i);
+                hosts.exec_stop_post(i);
+            }
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
     }
 
     /// Sets node `i`'s wall clock `jump_ms` away from the run's true time
@@ -318,6 +388,8 @@ impl Cluster {
         let Some(child) = self.children[i].as_mut() else {
             return;
         };
+        // On a LAN, under the pid lock: the watchdog kills by pid.
+        let guard = self.hosts.as_ref().map(|h| h.lock(i));
         let what = match child.try_wait() {
             Ok(None) => {
                 self.seen_running[i] = Some(std::time::Instant::now());
@@ -326,8 +398,20 @@ impl Cluster {
             Ok(Some(status)) => format!("exited on its own ({status})"),
             Err(error) => format!("cannot be waited for ({error})"),
         };
+        if let Some(mut pid) = guard {
+            *pid = 0;
+        }
         self.children[i] = None;
         self.paused[i] = false;
+        if let Some(hosts) = &self.hosts {
+            if hosts.take_killed(i) {
+                // The host's watchdog ended it (and ran ExecStopPost): the
+                // harness's doing, to be restarted by `supervise`.
+                self.watchdog_killed[i] = true;
+                return;
+            }
+            hosts.exec_stop_post(i);
+        }
         self.exits.push(Exit {
             node: i,
             noticed: std::time::Instant::now(),
@@ -346,7 +430,10 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(self.log_path(i))?;
-        let mut command = Command::new(&self.spec.binary);
+        let mut command = match &self.hosts {
+            Some(hosts) => host::command(hosts, i, &self.spec.binary),
+            None => Command::new(&self.spec.binary),
+        };
         command
             .arg("server")
             .arg("--config")
@@ -377,6 +464,10 @@ impl Cluster {
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", self.spec.binary.display()))?;
+        if let Some(hosts) = &self.hosts {
+            hosts.started(i, child.id());
+        }
+        self.watchdog_killed[i] = false;
         self.children[i] = Some(child);
         self.paused[i] = false;
         self.starts += 1;
@@ -408,9 +499,8 @@ impl Cluster {
     pub fn kill(&mut self, i: usize) {
         // A process that already ended did not end of this kill.
         self.reap(i);
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.children[i].take() {
+            self.end_process(i, child);
         }
         self.paused[i] = false;
     }
@@ -465,6 +555,9 @@ impl Cluster {
     pub async fn terminate(&mut self, i: usize) {
         self.reap(i);
         self.resume(i);
+        if let Some(hosts) = &self.hosts {
+            hosts.disarm(i);
+        }
         self.signal(i, libc::SIGTERM);
         self.await_stop(i).await;
     }
@@ -499,9 +592,8 @@ impl Cluster {
                 what,
             });
         }
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.children[i].take() {
+            self.end_process(i, child);
         }
         self.paused[i] = false;
     }
@@ -511,6 +603,9 @@ impl Cluster {
         for i in 0..self.len() {
             self.reap(i);
             self.resume(i);
+            if let Some(hosts) = &self.hosts {
+                hosts.disarm(i);
+            }
             self.signal(i, libc::SIGTERM);
         }
         for i in 0..self.len() {
@@ -577,6 +672,28 @@ impl Drop for Cluster {
             self.kill(i);
         }
     }
+}
+
+/// The config's `[access_point]` section: bind mode on loopback, or command
+/// mode with the shipped scripts on a LAN.
+fn access_point_section(spec: &ClusterSpec) -> String {
+    if spec.netns.is_none() {
+        return format!("mode = \"bind\"\naddress = \"{}\"\n", spec.access_point);
+    }
+    let script = |name: &str| {
+        format!(
+            "[\"{}\", \"{{ip}}\", \"{{prefix}}\", \"{{interface}}\"]",
+            host::example(name).display()
+        )
+    };
+    format!(
+        "mode = \"command\"\naddress = \"{}\"\nprefix = {}\ninterface = \"{}\"\nup = {}\ndown = {}\n",
+        spec.access_point,
+        lan::PREFIX,
+        lan::INTERFACE,
+        script("vip-up"),
+        script("vip-down")
+    )
 }
 
 /// The file node `i`'s clock offset is read from.

@@ -24,6 +24,8 @@
 //!   access point's real address on it and a sampler of who holds it;
 //! - [`powerfs`] — the FUSE filesystem a power cut takes unsynced writes from;
 //! - [`cluster`] — the node processes, their configs and signals;
+//! - [`host`] — with `--netns`, the hosts' systemd side: the watchdog and
+//!   `ExecStopPost`;
 //! - [`replica`] — every node's store read after the run;
 //! - [`workload`] — client sessions with raw tonic clients;
 //! - [`nemesis`] — the seeded fault schedule;
@@ -39,6 +41,7 @@ pub mod apps;
 pub mod checker;
 pub mod cluster;
 pub mod history;
+pub mod host;
 pub mod hostile;
 pub mod lan;
 pub mod nemesis;

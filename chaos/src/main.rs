@@ -6,9 +6,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use raftlm_chaos::lan;
 use raftlm_chaos::nemesis::FaultKind;
 use raftlm_chaos::run::{self, RunConfig};
 
@@ -63,6 +65,14 @@ struct Args {
     /// run cuts now and then for longer than the session TTL.
     #[arg(long, default_value_t = 4)]
     apps: usize,
+    /// Run the nodes on a LAN in a box: a network namespace per node host
+    /// and one for the clients (this harness), joined by a bridge in a
+    /// namespace of its own on 198.51.100.0/24, the access point a real
+    /// address moved by the shipped vip-up/vip-down with the hosts' systemd
+    /// side (watchdog, ExecStopPost) played by the harness; `isolate` cuts
+    /// a host's link. Needs root, `ip` and `arping`.
+    #[arg(long)]
+    netns: bool,
 }
 
 /// A part of raftlm that `--break` can break.
@@ -119,9 +129,55 @@ fn default_binary() -> Option<PathBuf> {
     Some(exe.parent()?.join("raftlm"))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
+    // The LAN is built, and this thread moved into its client namespace,
+    // before the runtime starts: every thread and socket of the run is then
+    // a client host's.
+    let lan = if args.netns {
+        if args.hostile {
+            eprintln!(
+                "raftlm-chaos: --hostile sends from 127.0.0.3, which cannot reach a LAN; run it without --netns"
+            );
+            return ExitCode::from(2);
+        }
+        if let Some(why) = lan::unavailable() {
+            eprintln!("raftlm-chaos: --netns cannot run here: {why}");
+            return ExitCode::from(2);
+        }
+        let lan = match lan::Lan::build() {
+            Ok(lan) => Arc::new(lan),
+            Err(error) => {
+                eprintln!("raftlm-chaos: cannot build the LAN: {error}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(error) = lan::enter(lan.client_fd()) {
+            eprintln!("raftlm-chaos: cannot enter the client namespace: {error}");
+            return ExitCode::from(2);
+        }
+        Some(lan)
+    } else {
+        None
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("raftlm-chaos: cannot start the runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = runtime.block_on(run_main(args, lan.clone()));
+    // The nodes are gone (the run dropped its cluster): now the namespaces.
+    drop(runtime);
+    drop(lan);
+    code
+}
+
+async fn run_main(args: Args, lan: Option<Arc<lan::Lan>>) -> ExitCode {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -200,6 +256,7 @@ async fn main() -> ExitCode {
         hostile: args.hostile,
         breaks: args.breaks.clone(),
         apps: args.apps,
+        netns: lan,
     };
     eprintln!("raftlm-chaos: seed {seed} (replay: {})", config.replay());
     // Dropping the run on Ctrl-C or SIGTERM kills every node it started.

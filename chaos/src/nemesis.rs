@@ -18,7 +18,8 @@
 //!   session TTL: the quorum lease cannot be renewed, yet heartbeats arrive,
 //!   so service stops without an election and comes back in the same term —
 //!   the sessions must not be billed for the outage); a cut link refuses or
-//!   black-holes new connections at random;
+//!   black-holes new connections at random; with `--netns`, `isolate` sets
+//!   the node host's link down instead (its clients lose it too);
 //! - `restart` — a graceful stop (SIGTERM) of one node and a start;
 //! - `kill-all` — SIGKILL of all three nodes, then all restarted on their data;
 //! - `power` — the power fails on one node or on all three at once: every
@@ -158,6 +159,8 @@ pub struct Nemesis {
     rng: StdRng,
     deck: Vec<FaultKind>,
     faults: u64,
+    /// Host links cut on a LAN (`--netns`).
+    link_cuts: u64,
 }
 
 fn ms(rng: &mut StdRng, from: u64, to: u64) -> Duration {
@@ -173,6 +176,48 @@ impl Nemesis {
             spec,
             deck: Vec::new(),
             faults: 0,
+            link_cuts: 0,
+        }
+    }
+
+    /// Host links cut so far (`--netns` runs).
+    pub fn link_cuts(&self) -> u64 {
+        self.link_cuts
+    }
+
+    /// Cuts node `node` off from every peer: on a LAN its host's link goes
+    /// down (clients lose it too, and it cannot answer ARP); on loopback its
+    /// proxies cut the peer links with `cut`. Returns how, for the history.
+    fn cut_off(
+        &mut self,
+        cluster: &Cluster,
+        proxies: &Proxies,
+        node: usize,
+        cut: Link,
+    ) -> &'static str {
+        if let Some(lan) = &cluster.spec.netns {
+            lan.link(node + 1, false);
+            self.link_cuts += 1;
+            return "host link down";
+        }
+        for other in (0..cluster.len()).filter(|&o| o != node) {
+            proxies.set_both(node, other, cut);
+        }
+        match cut {
+            Link::Down { blackhole: true } => "black-holed",
+            _ => "refused",
+        }
+    }
+
+    /// Heals every link: the proxies' and, on a LAN, the hosts'.
+    fn heal(cluster: &Cluster, proxies: &Proxies) {
+        proxies.heal();
+        if let Some(lan) = &cluster.spec.netns {
+            for id in 1..=cluster.len() {
+                if !lan.link_up(id) {
+                    lan.link(id, true);
+                }
+            }
         }
     }
 
@@ -203,6 +248,20 @@ impl Nemesis {
             self.faults += 1;
             self.rng = StdRng::seed_from_u64(crate::workload::mix(self.spec.seed, self.faults));
             self.inject(kind, cluster, proxies, history).await?;
+            // On a LAN, the hosts restart what their watchdog killed
+            // (Restart=on-failure) once the fault is over.
+            let restarted = cluster.supervise()?;
+            if restarted > 0 {
+                Self::record(
+                    history,
+                    kind.name(),
+                    "host",
+                    "",
+                    &format!(
+                        "{restarted} node(s) the host watchdog killed started again (Restart=on-failure)"
+                    ),
+                );
+            }
         }
     }
 
@@ -276,9 +335,7 @@ impl Nemesis {
                 let (name, nodes, what) = match self.rng.gen_range(0..8) {
                     0 => {
                         let (node, active) = self.target(cluster, 0.6).await;
-                        for other in (0..n).filter(|&o| o != node) {
-                            proxies.set_both(node, other, cut);
-                        }
+                        let how = self.cut_off(cluster, proxies, node, cut);
                         (
                             "partition/isolate",
                             label(node),
@@ -410,7 +467,7 @@ impl Nemesis {
                 let what = format!("{what}, for {hold:?}");
                 Self::record(history, name, "start", &nodes, &what);
                 tokio::time::sleep(hold).await;
-                proxies.heal();
+                Self::heal(cluster, proxies);
                 Self::record(history, name, "end", &nodes, &what);
             }
             FaultKind::Restart => {
@@ -475,17 +532,15 @@ impl Nemesis {
                 let cut = Link::Down {
                     blackhole: self.rng.gen_bool(0.5),
                 };
-                for other in (0..cluster.len()).filter(|&o| o != node) {
-                    proxies.set_both(node, other, cut);
-                }
+                let how = self.cut_off(cluster, proxies, node, cut);
                 let what = format!(
-                    "{}{} cut off from every peer, for {hold:?}",
+                    "{}{} cut off from every peer ({how}), for {hold:?}",
                     label(node),
                     if active { " (active)" } else { "" }
                 );
                 Self::record(history, "isolate", "start", &label(node), &what);
                 tokio::time::sleep(hold).await;
-                proxies.heal();
+                Self::heal(cluster, proxies);
                 Self::record(history, "isolate", "end", &label(node), &what);
             }
             FaultKind::Power => {
@@ -557,11 +612,9 @@ impl Nemesis {
                 let cut = Link::Down {
                     blackhole: self.rng.gen_bool(0.5),
                 };
-                for other in (0..n).filter(|&o| o != isolated) {
-                    proxies.set_both(isolated, other, cut);
-                }
+                self.cut_off(cluster, proxies, isolated, cut);
                 tokio::time::sleep(hold).await;
-                proxies.heal();
+                Self::heal(cluster, proxies);
                 tokio::time::sleep(after).await;
                 cluster.resume(paused);
                 Self::record(history, "overlap/pause-partition", "end", &nodes, &what);

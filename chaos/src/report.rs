@@ -45,6 +45,69 @@ impl From<&ReplicaView> for ReplicaSummary {
     }
 }
 
+/// What the sampler of a `--netns` run saw of the access point's address
+/// (see [`crate::lan`]) and what the hosts' systemd side did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LanFindings {
+    /// Samples of every host's addresses and the client's neighbour table.
+    pub samples: u64,
+    /// The longest gap between two samples (the sampler's resolution), ms.
+    pub longest_gap_ms: f64,
+    /// Times the address went to another host.
+    pub address_moves: u64,
+    /// Spells in which two hosts with their link up held the address.
+    pub doubles: u64,
+    /// The longest such spell, ms.
+    pub longest_double_ms: f64,
+    /// The bound a double answer must stay within: the nodes' `lease_ms`.
+    pub lease_ms: u64,
+    /// Changes of the host the client's ARP entry points to.
+    pub neighbour_changes: u64,
+    /// The longest time the client's ARP entry pointed to a host other than
+    /// the single holder, ms.
+    pub longest_stale_neighbour_ms: f64,
+    /// Nodes the hosts' watchdog killed (paused or wedged).
+    pub watchdog_kills: u64,
+    /// ExecStopPost runs (vip-down after a process ended).
+    pub stop_posts: u64,
+    /// Host links cut (a veth set down).
+    pub link_cuts: u64,
+    /// Every double answer longer than the lease, described.
+    pub beyond_lease: Vec<String>,
+}
+
+impl LanFindings {
+    /// `one-host-answers-for-the-access-point`: two hosts never answer ARP
+    /// for the access point's address at once for longer than the lease.
+    pub fn invariant(&self) -> InvariantResult {
+        InvariantResult {
+            name: "one-host-answers-for-the-access-point".into(),
+            passed: self.beyond_lease.is_empty(),
+            checked: self.samples,
+            violations: self.beyond_lease.len() as u64,
+            examples: self.beyond_lease.clone(),
+        }
+    }
+
+    /// The report's one-line summary.
+    pub fn line(&self) -> String {
+        format!(
+            "LAN in a box (3 node hosts, 1 client host, 198.51.100.0/24; the access point a real address moved by vip-up/vip-down): {} address moves; longest double answer {:.0} ms over {} spells (lease {} ms); client ARP entry changed {} times, longest stale {:.0} ms; {} watchdog kills, {} ExecStopPost runs, {} link cuts; {} samples, longest gap {:.0} ms",
+            self.address_moves,
+            self.longest_double_ms,
+            self.doubles,
+            self.lease_ms,
+            self.neighbour_changes,
+            self.longest_stale_neighbour_ms,
+            self.watchdog_kills,
+            self.stop_posts,
+            self.link_cuts,
+            self.samples,
+            self.longest_gap_ms
+        )
+    }
+}
+
 /// Everything a run found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -90,8 +153,11 @@ pub struct Report {
     pub drain: Option<DrainFinding>,
     /// What the nodes' data directories are on.
     pub disk: String,
-    /// Network-namespace faults: why they did not run.
+    /// Network namespaces: what the LAN in a box saw, or why there was none.
     pub network_namespaces: String,
+    /// With `--netns`: the access point's address on the LAN through the run.
+    #[serde(default)]
+    pub lan: Option<LanFindings>,
     /// Violations over every invariant.
     pub violations: u64,
     /// Whether every invariant held.

@@ -37,10 +37,11 @@ use crate::checker::{self, CheckInput, InvariantResult};
 use crate::cluster::{self, Cluster, ClusterSpec, label};
 use crate::history::{Event, EventType, History, OpKind};
 use crate::hostile::{Hostile, HostileSpec};
+use crate::lan::{self, Lan, Sampler};
 use crate::nemesis::{FaultKind, Nemesis, NemesisSpec};
 use crate::proxy::{self, Proxies};
 use crate::replica;
-use crate::report::Report;
+use crate::report::{LanFindings, Report};
 use crate::workload::{Churn, Workload, WorkloadSpec, grants_seen, mix};
 
 /// What a node logs when it installs a snapshot sent by the leader
@@ -83,9 +84,10 @@ pub fn drain_wait(session_ttl: Duration) -> (Duration, String) {
     );
     (wait, plan)
 }
-/// Why network-namespace faults do not run.
-pub const NETNS_SKIPPED: &str =
-    "skipped: needs root and is not implemented in this build (the proxies cover the link faults)";
+/// The report's network-namespace line without `--netns`.
+pub const NETNS_SKIPPED: &str = "not used: loopback, the access point in bind mode (raftlm-chaos --netns runs the nodes on a LAN in a box, as root)";
+/// How often a `--netns` run samples who holds the access point's address.
+pub const SAMPLE_PERIOD: Duration = Duration::from_millis(15);
 
 /// The report's disk line with power cuts.
 pub const POWER_DISK: &str = "each data directory on a power-cut filesystem (FUSE, in memory): a power cut drops every write not yet synced";
@@ -125,6 +127,10 @@ pub struct RunConfig {
     /// A feature and its seats in a license an administrator imports and
     /// removes during the run (`None`: no license changes).
     pub churn: Option<(String, u32)>,
+    /// Run on this LAN in a box (`--netns`; the caller's threads are in its
+    /// client namespace): nodes in host namespaces, the access point a real
+    /// address moved between them, host links cut by the partition faults.
+    pub netns: Option<Arc<Lan>>,
 }
 
 /// The run's license: features and seats. With the default 32 sessions, each
@@ -148,12 +154,13 @@ impl RunConfig {
             faults.push("none");
         }
         format!(
-            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {} --apps {}{}{}",
+            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {} --apps {}{}{}{}",
             self.seed,
             self.duration.as_secs(),
             faults.join(","),
             self.sessions,
             self.apps,
+            if self.netns.is_some() { " --netns" } else { "" },
             if self.hostile { " --hostile" } else { "" },
             if self.breaks.is_empty() {
                 String::new()
@@ -246,17 +253,38 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     };
     let dir = run_dir.path();
 
-    let mut addresses: Vec<SocketAddr> = Vec::new();
-    while addresses.len() < 6 {
-        let address = SocketAddr::from(([127, 0, 0, 1], cluster::free_port()?));
-        if !addresses.contains(&address) {
-            addresses.push(address);
+    let (real, real_peer, proxy_address, access_point) = match &config.netns {
+        // Every node on its own host's address, the access point on the LAN,
+        // the proxies on the client host (nodes reach them over the LAN).
+        Some(_) => {
+            let on = |id: usize, port: u16| -> anyhow::Result<SocketAddr> {
+                Ok(format!("{}:{port}", lan::host_ip(id)).parse()?)
+            };
+            (
+                (1..=3)
+                    .map(|id| on(id, lan::PORT))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+                (1..=3)
+                    .map(|id| on(id, lan::PEER_PORT))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+                lan::CLIENT_IP.parse()?,
+                format!("{}:{}", lan::VIP, lan::PORT).parse()?,
+            )
         }
-    }
-    let real_peer = addresses.split_off(3);
-    let real = addresses;
+        None => {
+            let mut addresses: Vec<SocketAddr> = Vec::new();
+            while addresses.len() < 6 {
+                let address = SocketAddr::from(([127, 0, 0, 1], cluster::free_port()?));
+                if !addresses.contains(&address) {
+                    addresses.push(address);
+                }
+            }
+            let real_peer = addresses.split_off(3);
+            (addresses, real_peer, proxy::LOOPBACK, access_point()?)
+        }
+    };
     // The proxies sit on the peer plane: they cut and delay Raft traffic.
-    let proxies = Proxies::start(proxy::LOOPBACK, &real_peer).await?;
+    let proxies = Proxies::start(proxy_address, &real_peer).await?;
     let peers: Vec<Vec<SocketAddr>> = (0..3)
         .map(|i| {
             (0..3)
@@ -264,7 +292,6 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
                 .collect()
         })
         .collect();
-    let access_point = access_point()?;
     let clock = config
         .faults
         .contains(&FaultKind::Clock)
@@ -284,6 +311,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         clock_base_ms: clock.as_ref().map(|c| c.base_ms),
         breaks: config.breaks.join(","),
         churn: config.churn.clone(),
+        netns: config.netns.clone(),
     })?;
     progress(
         config,
@@ -306,6 +334,11 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     if let Some(clock) = &clock {
         clock.check_binary(&cluster).await?;
     }
+    // Who holds the access point's address, through every fault to the end.
+    let sampler = config
+        .netns
+        .as_ref()
+        .map(|lan| Sampler::start(lan.clone(), SAMPLE_PERIOD));
     progress(
         config,
         "cluster ready; starting the workload and the nemesis",
@@ -401,6 +434,13 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     // 1. Heal.
     progress(config, "healing every fault");
     proxies.heal();
+    if let Some(lan) = &config.netns {
+        for id in 1..=3 {
+            if !lan.link_up(id) {
+                lan.link(id, true);
+            }
+        }
+    }
     for i in 0..3 {
         if cluster.paused(i) {
             cluster.resume(i);
@@ -513,6 +553,30 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
 
     // 6. Stop everything and read each store.
     cluster.terminate_all().await;
+    let lan_findings = sampler.map(|sampler| {
+        let seen = sampler.finish();
+        let (watchdog_kills, stop_posts) = cluster.host_counts().unwrap_or_default();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        LanFindings {
+            samples: seen.samples,
+            longest_gap_ms: ms(seen.longest_gap),
+            address_moves: seen.address_moves() as u64,
+            doubles: seen.doubles.len() as u64,
+            longest_double_ms: ms(seen.longest_double),
+            lease_ms: raftlm::config::Timing::default().lease_ms,
+            neighbour_changes: seen.neighbour.len().saturating_sub(1) as u64,
+            longest_stale_neighbour_ms: ms(seen.longest_stale_neighbour),
+            watchdog_kills,
+            stop_posts,
+            link_cuts: nemesis.link_cuts(),
+            beyond_lease: seen
+                .doubles
+                .iter()
+                .filter(|(_, d)| d.as_millis() as u64 > raftlm::config::Timing::default().lease_ms)
+                .map(|(at, d)| format!("two hosts held the access point's address for {} ms from {at} ms into the run", d.as_millis()))
+                .collect(),
+        }
+    });
     let replicas_read_us = history.now_us();
     history.flush();
     // Exits the harness did not cause, and panics in the nodes' logs.
@@ -584,6 +648,9 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     if let Some(stats) = &hostile {
         verdict.invariants.push(stats.invariant());
     }
+    if let Some(findings) = &lan_findings {
+        verdict.invariants.push(findings.invariant());
+    }
     let report = Report {
         seed: config.seed,
         replay: config.replay(),
@@ -615,7 +682,10 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         peak_seats: BTreeMap::new(),
         replicas: Vec::new(),
         drain: None,
-        network_namespaces: NETNS_SKIPPED.into(),
+        network_namespaces: lan_findings
+            .as_ref()
+            .map_or_else(|| NETNS_SKIPPED.into(), LanFindings::line),
+        lan: lan_findings,
         violations: 0,
         passed: false,
         hostile,
