@@ -554,28 +554,14 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     // 6. Stop everything and read each store.
     cluster.terminate_all().await;
     let lan_findings = sampler.map(|sampler| {
-        let seen = sampler.finish();
         let (watchdog_kills, stop_posts) = cluster.host_counts().unwrap_or_default();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        LanFindings {
-            samples: seen.samples,
-            longest_gap_ms: ms(seen.longest_gap),
-            address_moves: seen.address_moves() as u64,
-            doubles: seen.doubles.len() as u64,
-            longest_double_ms: ms(seen.longest_double),
-            lease_ms: raftlm::config::Timing::default().lease_ms,
-            neighbour_changes: seen.neighbour.len().saturating_sub(1) as u64,
-            longest_stale_neighbour_ms: ms(seen.longest_stale_neighbour),
+        LanFindings::new(
+            &sampler.finish(),
+            raftlm::config::Timing::default().lease_ms,
             watchdog_kills,
             stop_posts,
-            link_cuts: nemesis.link_cuts(),
-            beyond_lease: seen
-                .doubles
-                .iter()
-                .filter(|(_, d)| d.as_millis() as u64 > raftlm::config::Timing::default().lease_ms)
-                .map(|(at, d)| format!("two hosts held the access point's address for {} ms from {at} ms into the run", d.as_millis()))
-                .collect(),
-        }
+            nemesis.link_cuts(),
+        )
     });
     let replicas_read_us = history.now_us();
     history.flush();
