@@ -83,6 +83,8 @@ pub struct ClusterSpec {
     /// Run the nodes on this LAN in a box, the access point a real address
     /// on it (`None`: loopback, the access point in bind mode).
     pub netns: Option<Arc<Lan>>,
+    /// On a LAN, play the hosts' systemd side (watchdog, ExecStopPost).
+    pub host_side: bool,
 }
 
 /// The name of the license file an administrator imports and removes during a run.
@@ -285,7 +287,7 @@ impl Cluster {
             starts: 0,
             disks,
             hosts: match &spec.netns {
-                Some(lan) => Some(Hosts::start(lan.clone(), dir)?),
+                Some(lan) => Some(Hosts::start(lan.clone(), dir, spec.host_side)?),
                 None => None,
             },
             watchdog_killed: vec![false; n],

@@ -61,11 +61,14 @@ pub struct Hosts {
     kills: Arc<AtomicU64>,
     /// ExecStopPost runs so far.
     stop_posts: Arc<AtomicU64>,
+    /// The host side is played (`false`: `--without-host-side`, no watchdog
+    /// kills and no ExecStopPost, to show what they prevent).
+    enabled: bool,
 }
 
 impl Hosts {
     /// Binds a notify socket per host in `dir` and starts the watchdogs.
-    pub fn start(lan: Arc<Lan>, dir: &Path) -> std::io::Result<Hosts> {
+    pub fn start(lan: Arc<Lan>, dir: &Path, enabled: bool) -> std::io::Result<Hosts> {
         let epoch = Instant::now();
         let mut hosts = Hosts {
             lan,
@@ -75,6 +78,7 @@ impl Hosts {
             threads: Vec::new(),
             kills: Arc::new(AtomicU64::new(0)),
             stop_posts: Arc::new(AtomicU64::new(0)),
+            enabled,
         };
         for i in 0..hosts.units.len() {
             let path = hosts.notify_socket(i);
@@ -90,7 +94,17 @@ impl Hosts {
                 std::thread::Builder::new()
                     .name(format!("watchdog-h{}", i + 1))
                     .spawn(move || {
-                        watchdog(i, &socket, &unit, &stop, &lan, epoch, &kills, &stop_posts)
+                        watchdog(
+                            i,
+                            &socket,
+                            &unit,
+                            &stop,
+                            &lan,
+                            epoch,
+                            &kills,
+                            &stop_posts,
+                            enabled,
+                        )
                     })?,
             );
         }
@@ -129,6 +143,9 @@ impl Hosts {
 
     /// The unit's `ExecStopPost=` for node `i`: vip-down in its namespace.
     pub fn exec_stop_post(&self, i: usize) {
+        if !self.enabled {
+            return;
+        }
         exec_stop_post(&self.lan, i, &self.stop_posts);
     }
 
@@ -192,6 +209,7 @@ fn watchdog(
     epoch: Instant,
     kills: &AtomicU64,
     stop_posts: &AtomicU64,
+    enabled: bool,
 ) {
     let mut buffer = [0u8; 512];
     let now_ms = || epoch.elapsed().as_millis() as u64;
@@ -210,7 +228,7 @@ fn watchdog(
             }
         }
         let silent = now_ms().saturating_sub(unit.last_ping_ms.load(Ordering::SeqCst));
-        if !unit.armed.load(Ordering::SeqCst) || silent <= WATCHDOG.as_millis() as u64 {
+        if !enabled || !unit.armed.load(Ordering::SeqCst) || silent <= WATCHDOG.as_millis() as u64 {
             continue;
         }
         let killed = {

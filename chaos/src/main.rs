@@ -73,6 +73,12 @@ struct Args {
     /// a host's link. Needs root, `ip` and `arping`.
     #[arg(long)]
     netns: bool,
+    /// With --netns, leave out the hosts' systemd side (no watchdog, no
+    /// ExecStopPost): a killed or paused active node's host keeps the
+    /// address, to show the checker catches the double answer. The run is
+    /// then expected to FAIL.
+    #[arg(long, requires = "netns")]
+    without_host_side: bool,
 }
 
 /// A part of raftlm that `--break` can break.
@@ -257,6 +263,7 @@ async fn run_main(args: Args, lan: Option<Arc<lan::Lan>>) -> ExitCode {
         breaks: args.breaks.clone(),
         apps: args.apps,
         netns: lan,
+        host_side: !args.without_host_side,
     };
     eprintln!("raftlm-chaos: seed {seed} (replay: {})", config.replay());
     // Dropping the run on Ctrl-C or SIGTERM kills every node it started.

@@ -131,6 +131,10 @@ pub struct RunConfig {
     /// client namespace): nodes in host namespaces, the access point a real
     /// address moved between them, host links cut by the partition faults.
     pub netns: Option<Arc<Lan>>,
+    /// With `netns`, play the hosts' systemd side (`false`:
+    /// `--without-host-side`, expected to fail
+    /// `one-host-answers-for-the-access-point`).
+    pub host_side: bool,
 }
 
 /// The run's license: features and seats. With the default 32 sessions, each
@@ -154,13 +158,18 @@ impl RunConfig {
             faults.push("none");
         }
         format!(
-            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {} --apps {}{}{}{}",
+            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {} --apps {}{}{}{}{}",
             self.seed,
             self.duration.as_secs(),
             faults.join(","),
             self.sessions,
             self.apps,
             if self.netns.is_some() { " --netns" } else { "" },
+            if self.host_side {
+                ""
+            } else {
+                " --without-host-side"
+            },
             if self.hostile { " --hostile" } else { "" },
             if self.breaks.is_empty() {
                 String::new()
@@ -312,6 +321,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         breaks: config.breaks.join(","),
         churn: config.churn.clone(),
         netns: config.netns.clone(),
+        host_side: config.host_side,
     })?;
     progress(
         config,

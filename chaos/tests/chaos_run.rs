@@ -402,6 +402,35 @@ fn the_access_point_moves_on_a_lan_under_faults() {
     eprintln!("{}", report["network_namespaces"]);
 }
 
+// Without the hosts' systemd side (no watchdog, no ExecStopPost) the machine
+// of a paused active node keeps the access point's address until the node
+// resumes and finds its lease gone, answering ARP next to the new holder:
+// the LAN sampler must see two hosts holding it beyond the lease. Root only,
+// as above.
+#[test]
+fn a_missing_host_side_is_caught() {
+    if let Some(why) = raftlm_chaos::lan::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let run = run_harness("2", "15s", "kill", &["--netns", "--without-host-side"]);
+    let invariant = run
+        .invariant("one-host-answers-for-the-access-point")
+        .clone();
+    let violations = invariant["violations"].as_u64().unwrap_or(0);
+    if run.status.code() != Some(1) || violations == 0 {
+        let why = format!(
+            "without the host side the run should fail one-host-answers-for-the-access-point, but it exited with {} and reported {invariant}",
+            run.status
+        );
+        run.fail(why);
+    }
+    eprintln!(
+        "without the host side: {violations} double answers beyond the lease ({})",
+        run.report["network_namespaces"]
+    );
+}
+
 // A sweeper that expires sessions after a twentieth of the TTL takes seats
 // from sessions that are heartbeating: an acknowledged grant is lost.
 #[test]

@@ -38,7 +38,10 @@
 //! holds it is retried while the node serves on its own address); `command`
 //! runs the configured `up` command (retried and reported until it succeeds;
 //! the node does not serve without it) and then binds, and runs `down` on
-//! release; `none` serves on the node's own address only.
+//! release — and once at start, before anything else: a node that starts is
+//! not active, and a process of it that ended without its `down` (`kill -9`,
+//! a crash, a host without the unit's `ExecStopPost`) may have left the
+//! address on this machine; `none` serves on the node's own address only.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -183,6 +186,9 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
         .take()
         .unwrap_or_else(|| mpsc::unbounded_channel().1);
     let mut handed_over = false;
+    if ctx.config.access_point.mode == crate::config::AccessPointMode::Command {
+        clear_stale_address(&ctx.config.access_point).await;
+    }
     tokio::pin!(stop);
     loop {
         let now = boottime_ms();
@@ -510,6 +516,21 @@ pub fn substitute(access_point: &AccessPoint, argv: &[String]) -> Vec<String> {
                 .replace("{interface}", &access_point.interface)
         })
         .collect()
+}
+
+/// Runs the access point's `down` once at start (see the module docs): it
+/// removes only this machine's copy of the address, so it cannot take the
+/// address from the active node.
+async fn clear_stale_address(access_point: &AccessPoint) {
+    match run_command(access_point, &access_point.down).await {
+        Ok(()) => info!(
+            "ran the access point's down command at start: this node is not active, so this machine must not hold {}",
+            access_point.address.ip()
+        ),
+        Err(error) => warn!(
+            "the access point's down command failed at start ({error}); if an earlier process left the address on this machine, it is still here"
+        ),
+    }
 }
 
 /// Most time an up or down command may take.
