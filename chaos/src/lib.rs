@@ -1,6 +1,8 @@
 //! raftlm-chaos: a chaos harness for raftlm.
 //!
-//! It starts a three-node cluster of the real `raftlm` binary on loopback,
+//! It starts a three-node cluster of the real `raftlm` binary on loopback
+//! (or, with `--netns`, on a LAN in a box whose access point is a real
+//! address moved between hosts),
 //! puts a fault-injecting TCP proxy on every ordered pair of nodes, runs a
 //! workload of client sessions that check seats out and in while a seeded
 //! nemesis kills, pauses, restarts and partitions nodes, records every
@@ -31,9 +33,8 @@
 //! - [`nemesis`] — the seeded fault schedule;
 //! - [`run`] — one run, start to end.
 //!
-//! Left out: faults through network namespaces (the proxies cover the
-//! link faults), clock faults, and disk faults other than power cuts (full
-//! disks, failing or corrupted reads).
+//! Left out: clock drift (as opposed to jumps), and disk faults other than
+//! power cuts (full disks, failing or corrupted reads).
 
 #![warn(missing_docs)]
 

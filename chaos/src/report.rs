@@ -76,7 +76,14 @@ pub struct LanFindings {
     pub link_cuts: u64,
     /// Every double answer longer than the lease, described.
     pub beyond_lease: Vec<String>,
+    /// The first [`DOUBLE_SPELLS_LISTED`] double answers of any length:
+    /// (ms after sampling began, which started with the history; ms long).
+    #[serde(default)]
+    pub double_spells: Vec<(u64, f64)>,
 }
+
+/// Double answers listed one by one in [`LanFindings::double_spells`].
+pub const DOUBLE_SPELLS_LISTED: usize = 20;
 
 impl LanFindings {
     /// The findings from what the sampler saw (`lease_ms`: the bound on a
@@ -111,6 +118,12 @@ impl LanFindings {
                         d.as_millis()
                     )
                 })
+                .collect(),
+            double_spells: seen
+                .doubles
+                .iter()
+                .take(DOUBLE_SPELLS_LISTED)
+                .map(|(at, d)| (*at, ms(*d)))
                 .collect(),
         }
     }
@@ -308,6 +321,18 @@ impl Report {
         );
         let _ = writeln!(out, "disk: {}", self.disk);
         let _ = writeln!(out, "network namespaces: {}", self.network_namespaces);
+        if let Some(lan) = self.lan.as_ref().filter(|l| !l.double_spells.is_empty()) {
+            let spells: Vec<String> = lan
+                .double_spells
+                .iter()
+                .map(|(at, ms)| format!("{:.1} s: {ms:.0} ms", *at as f64 / 1000.0))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  double answers (time into the run: length): {}",
+                spells.join(", ")
+            );
+        }
         if let Some(drain) = &self.drain {
             let _ = writeln!(out, "{}", drain_line(drain));
         }
@@ -464,6 +489,7 @@ mod tests {
             invariant.examples
         );
         assert_eq!(findings.doubles, 3);
+        assert_eq!(findings.double_spells[2], (9_000, 420.0));
         assert_eq!(findings.longest_double_ms, 420.0);
 
         let calm = LanFindings::new(&Sampled::default(), 150, 0, 0, 0);
