@@ -221,6 +221,9 @@ impl Node {
             refusals.clone(),
             clock.clone(),
         );
+        if config.access_point.mode == crate::config::AccessPointMode::Command {
+            activator::clear_stale_address(&config.access_point).await;
+        }
         let raft = Raft::new(
             node_id,
             Arc::new(raft_config(&config)?),

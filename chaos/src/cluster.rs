@@ -323,14 +323,23 @@ impl Cluster {
     fn end_process(&mut self, i: usize, mut child: Child) {
         match &self.hosts {
             Some(hosts) => {
-                {
-                    let mut pid = hosts.lock(i);
+                let mut pid = hosts.lock(i);
+                hosts.disarm_locked(i, &pid);
+                // A process already reaped (a SIGTERM that ended it) is not
+                // signalled: its pid may be another's by now. Its group is:
+                // an up script's announcements may still run.
+                if matches!(child.try_wait(), Ok(None)) {
                     host::kill_group(child.id());
-                    let _ = child.wait();
-                    *pid = 0;
+                } else {
+                    host::kill_leftover_group(child.id());
                 }
+                let _ = child.wait();
+                *pid = 0;
+                // Killed by the watchdog just before: it ran ExecStopPost
+                // already, and the harness was ending the process anyway.
                 hosts.take_killed(i);
                 hosts.exec_stop_post(i);
+                drop(pid);
             }
             None => {
                 let _ = child.kill();
@@ -400,20 +409,39 @@ impl Cluster {
             Ok(Some(status)) => format!("exited on its own ({status})"),
             Err(error) => format!("cannot be waited for ({error})"),
         };
-        if let Some(mut pid) = guard {
-            *pid = 0;
-        }
+        let what = match (&self.hosts, guard) {
+            (Some(hosts), Some(mut pid)) => {
+                hosts.disarm_locked(i, &pid);
+                *pid = 0;
+                match hosts.take_killed(i) {
+                    // The host's watchdog ended a node the harness had
+                    // paused (and ran ExecStopPost): the harness's doing, to
+                    // be restarted by `supervise`.
+                    Some((true, _)) => {
+                        self.watchdog_killed[i] = true;
+                        self.children[i] = None;
+                        self.paused[i] = false;
+                        return;
+                    }
+                    // It stopped pinging while it ran: a node failure.
+                    Some((false, silent_ms)) => {
+                        self.watchdog_killed[i] = true;
+                        format!(
+                            "killed by its host's watchdog: no WATCHDOG=1 for {silent_ms} ms while it was not paused"
+                        )
+                    }
+                    None => {
+                        // As systemd does with the rest of the unit's cgroup.
+                        host::kill_leftover_group(child.id());
+                        hosts.exec_stop_post(i);
+                        what
+                    }
+                }
+            }
+            _ => what,
+        };
         self.children[i] = None;
         self.paused[i] = false;
-        if let Some(hosts) = &self.hosts {
-            if hosts.take_killed(i) {
-                // The host's watchdog ended it (and ran ExecStopPost): the
-                // harness's doing, to be restarted by `supervise`.
-                self.watchdog_killed[i] = true;
-                return;
-            }
-            hosts.exec_stop_post(i);
-        }
         self.exits.push(Exit {
             node: i,
             noticed: std::time::Instant::now(),
@@ -540,6 +568,9 @@ impl Cluster {
 
     /// SIGSTOP to node `i`.
     pub fn pause(&mut self, i: usize) {
+        if let Some(hosts) = &self.hosts {
+            hosts.set_paused(i, true);
+        }
         self.signal(i, libc::SIGSTOP);
         self.paused[i] = self.children[i].is_some();
     }
@@ -547,6 +578,9 @@ impl Cluster {
     /// SIGCONT to node `i`.
     pub fn resume(&mut self, i: usize) {
         self.signal(i, libc::SIGCONT);
+        if let Some(hosts) = self.hosts.as_ref().filter(|_| self.paused[i]) {
+            hosts.set_paused(i, false);
+        }
         self.paused[i] = false;
     }
 

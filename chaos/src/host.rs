@@ -13,11 +13,21 @@
 //!   is paused, or wedged) is killed with its process group and the address
 //!   removed; `STOPPING=1` (or a SIGTERM from the harness) disarms it, as
 //!   systemd does while a unit stops.
-//! - `Restart=on-failure`: [`crate::cluster::Cluster::supervise`] starts a
-//!   node the watchdog killed again, when the fault that made it silent ends.
+//! - `Restart=on-failure`, for watchdog kills only:
+//!   [`crate::cluster::Cluster::supervise`] starts a node the watchdog killed
+//!   again when the fault that made it silent ends (the unit's
+//!   `RestartSec=2` is about as long). Every other end of a node process is
+//!   the nemesis's doing, and the nemesis restarts it itself.
+//!
+//! A watchdog kill of a node the harness had not paused is no host's
+//! business: the node stopped pinging while it ran (a wedged runtime, a
+//! Raft core that failed), and the cluster records it as an exit the
+//! harness did not cause.
 //!
 //! The watchdog threads kill by process id, under a lock the cluster also
-//! takes to reap a process, so a pid is never signalled after it was reaped.
+//! takes to reap and to signal a process, and they run ExecStopPost under it
+//! once the process has ended, so a pid is never signalled after it was
+//! reaped and a node is never restarted before its ExecStopPost ran.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -47,6 +57,15 @@ struct Unit {
     last_ping_ms: AtomicU64,
     /// The watchdog killed the current process (cleared when it is reaped).
     killed: AtomicBool,
+    /// Until when (ms since the hosts started) a silence is the harness's
+    /// doing: `u64::MAX` while it has the process stopped with SIGSTOP, and
+    /// two watchdog periods after it continued it (the process needs a
+    /// moment to ping again). 0: never paused.
+    paused_until_ms: AtomicU64,
+    /// `paused` when the watchdog killed it.
+    killed_paused: AtomicBool,
+    /// How long the killed process had been silent, ms.
+    killed_silent_ms: AtomicU64,
 }
 
 /// The three hosts' units and their watchdog threads.
@@ -61,6 +80,8 @@ pub struct Hosts {
     kills: Arc<AtomicU64>,
     /// ExecStopPost runs so far.
     stop_posts: Arc<AtomicU64>,
+    /// When the hosts started: the watchdogs' clock.
+    epoch: Instant,
     /// The host side is played (`false`: `--without-host-side`, no watchdog
     /// kills and no ExecStopPost, to show what they prevent).
     enabled: bool,
@@ -78,6 +99,7 @@ impl Hosts {
             threads: Vec::new(),
             kills: Arc::new(AtomicU64::new(0)),
             stop_posts: Arc::new(AtomicU64::new(0)),
+            epoch,
             enabled,
         };
         for i in 0..hosts.units.len() {
@@ -122,7 +144,18 @@ impl Hosts {
         let mut guard = unit.pid.lock().unwrap_or_else(|p| p.into_inner());
         unit.armed.store(false, Ordering::SeqCst);
         unit.killed.store(false, Ordering::SeqCst);
+        unit.paused_until_ms.store(0, Ordering::SeqCst);
         *guard = pid;
+    }
+
+    /// The harness stopped (`true`) or continued node `i`'s process.
+    pub fn set_paused(&self, i: usize, paused: bool) {
+        let until = if paused {
+            u64::MAX
+        } else {
+            self.epoch.elapsed().as_millis() as u64 + 2 * WATCHDOG.as_millis() as u64
+        };
+        self.units[i].paused_until_ms.store(until, Ordering::SeqCst);
     }
 
     /// Holds node `i`'s pid lock: the watchdog cannot signal the process
@@ -131,9 +164,23 @@ impl Hosts {
         self.units[i].pid.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the watchdog killed node `i`'s current process; clears it.
-    pub fn take_killed(&self, i: usize) -> bool {
-        self.units[i].killed.swap(false, Ordering::SeqCst)
+    /// Disarms node `i`'s watchdog until the next process's READY=1; call
+    /// with its pid lock held, when the process is ended or has ended.
+    pub fn disarm_locked(&self, i: usize, _pid: &MutexGuard<'_, u32>) {
+        self.units[i].armed.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the watchdog killed node `i`'s current process, and if so
+    /// whether the harness had it paused then and how long it had been
+    /// silent (ms); clears it.
+    pub fn take_killed(&self, i: usize) -> Option<(bool, u64)> {
+        let unit = &self.units[i];
+        unit.killed.swap(false, Ordering::SeqCst).then(|| {
+            (
+                unit.killed_paused.load(Ordering::SeqCst),
+                unit.killed_silent_ms.load(Ordering::SeqCst),
+            )
+        })
     }
 
     /// The unit is stopping (a SIGTERM follows): no watchdog kill now.
@@ -176,6 +223,16 @@ pub fn kill_group(pid: u32) {
     unsafe {
         libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// Kills what is left of process group `pid` after its leader was reaped
+/// (an up script's announcements). The group's id stays taken while it has
+/// members, so this reaches no one else's.
+pub fn kill_leftover_group(pid: u32) {
+    // SAFETY: kill(2) of a process group; see above.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
     }
 }
 
@@ -227,27 +284,40 @@ fn watchdog(
                 }
             }
         }
-        let silent = now_ms().saturating_sub(unit.last_ping_ms.load(Ordering::SeqCst));
-        if !enabled || !unit.armed.load(Ordering::SeqCst) || silent <= WATCHDOG.as_millis() as u64 {
+        let overdue = |unit: &Unit| {
+            let silent = now_ms().saturating_sub(unit.last_ping_ms.load(Ordering::SeqCst));
+            (unit.armed.load(Ordering::SeqCst) && silent > WATCHDOG.as_millis() as u64)
+                .then_some(silent)
+        };
+        if !enabled || overdue(unit).is_none() {
             continue;
         }
-        let killed = {
-            let pid = unit.pid.lock().unwrap_or_else(|p| p.into_inner());
-            unit.armed.store(false, Ordering::SeqCst);
-            // A process that ended by itself is not the watchdog's: the
-            // cluster reaps it, records the exit and runs ExecStopPost.
-            if *pid == 0 || is_zombie(*pid) {
-                false
-            } else {
-                kill_group(*pid);
-                unit.killed.store(true, Ordering::SeqCst);
-                true
-            }
+        let pid = unit.pid.lock().unwrap_or_else(|p| p.into_inner());
+        // Looked at again under the lock: a process started or ended since
+        // has disarmed the unit.
+        let Some(silent) = overdue(unit) else {
+            continue;
         };
-        if killed {
-            kills.fetch_add(1, Ordering::Relaxed);
-            exec_stop_post(lan, i, stop_posts);
+        unit.armed.store(false, Ordering::SeqCst);
+        // A process that ended by itself is not the watchdog's: the cluster
+        // reaps it, records the exit and runs ExecStopPost.
+        if *pid == 0 || is_zombie(*pid) {
+            continue;
         }
+        let paused = now_ms() <= unit.paused_until_ms.load(Ordering::SeqCst);
+        unit.killed_paused.store(paused, Ordering::SeqCst);
+        unit.killed_silent_ms.store(silent, Ordering::SeqCst);
+        unit.killed.store(true, Ordering::SeqCst);
+        kill_group(*pid);
+        // As systemd: ExecStopPost once the process is gone, and before
+        // anything can start it again (the cluster starts it under this lock).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_zombie(*pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        kills.fetch_add(1, Ordering::Relaxed);
+        exec_stop_post(lan, i, stop_posts);
+        drop(pid);
     }
 }
 

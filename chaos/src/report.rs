@@ -131,12 +131,16 @@ impl LanFindings {
     /// `one-host-answers-for-the-access-point`: two hosts never answer ARP
     /// for the access point's address at once for longer than the lease.
     pub fn invariant(&self) -> InvariantResult {
+        let mut examples = self.beyond_lease.clone();
+        if self.samples == 0 {
+            examples.push("the sampler took no samples: nothing was checked".into());
+        }
         InvariantResult {
             name: "one-host-answers-for-the-access-point".into(),
-            passed: self.beyond_lease.is_empty(),
+            passed: examples.is_empty(),
             checked: self.samples,
-            violations: self.beyond_lease.len() as u64,
-            examples: self.beyond_lease.clone(),
+            violations: examples.len() as u64,
+            examples,
         }
     }
 
@@ -492,8 +496,15 @@ mod tests {
         assert_eq!(findings.double_spells[2], (9_000, 420.0));
         assert_eq!(findings.longest_double_ms, 420.0);
 
-        let calm = LanFindings::new(&Sampled::default(), 150, 0, 0, 0);
+        let calm = Sampled {
+            samples: 10,
+            ..Sampled::default()
+        };
+        let calm = LanFindings::new(&calm, 150, 0, 0, 0);
         assert!(calm.invariant().passed);
+        // A sampler that saw nothing proves nothing.
+        let blind = LanFindings::new(&Sampled::default(), 150, 0, 0, 0);
+        assert!(!blind.invariant().passed);
         assert!(calm.line().contains("0 address moves"), "{}", calm.line());
     }
 }

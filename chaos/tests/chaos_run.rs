@@ -413,7 +413,7 @@ fn a_missing_host_side_is_caught() {
         eprintln!("skipped: {why}");
         return;
     }
-    let run = run_harness("2", "15s", "kill", &["--netns", "--without-host-side"]);
+    let run = run_harness("3", "20s", "pause", &["--netns", "--without-host-side"]);
     let invariant = run
         .invariant("one-host-answers-for-the-access-point")
         .clone();

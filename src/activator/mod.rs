@@ -38,10 +38,11 @@
 //! holds it is retried while the node serves on its own address); `command`
 //! runs the configured `up` command (retried and reported until it succeeds;
 //! the node does not serve without it) and then binds, and runs `down` on
-//! release — and once at start, before anything else: a node that starts is
-//! not active, and a process of it that ended without its `down` (`kill -9`,
-//! a crash, a host without the unit's `ExecStopPost`) may have left the
-//! address on this machine; `none` serves on the node's own address only.
+//! release — and once when the node starts, before its Raft core does
+//! ([`clear_stale_address`]): a node that starts is not active, and a process
+//! of it that ended without its `down` (`kill -9`, a crash, a host without the
+//! unit's `ExecStopPost`) may have left the address on this machine; `none`
+//! serves on the node's own address only.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -186,9 +187,6 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
         .take()
         .unwrap_or_else(|| mpsc::unbounded_channel().1);
     let mut handed_over = false;
-    if ctx.config.access_point.mode == crate::config::AccessPointMode::Command {
-        clear_stale_address(&ctx.config.access_point).await;
-    }
     tokio::pin!(stop);
     loop {
         let now = boottime_ms();
@@ -518,10 +516,12 @@ pub fn substitute(access_point: &AccessPoint, argv: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Runs the access point's `down` once at start (see the module docs): it
-/// removes only this machine's copy of the address, so it cannot take the
-/// address from the active node.
-async fn clear_stale_address(access_point: &AccessPoint) {
+/// Runs the access point's `down` once at start (see the module docs), before
+/// the Raft core starts, so that no election can make this node leader while
+/// a slow `down` runs. It removes only this machine's copy of the address, so
+/// with one node per machine (as deployed) it cannot take the address from
+/// the active node.
+pub async fn clear_stale_address(access_point: &AccessPoint) {
     match run_command(access_point, &access_point.down).await {
         Ok(()) => info!(
             "ran the access point's down command at start: this node is not active, so this machine must not hold {}",
