@@ -19,14 +19,23 @@ pub enum Break {
     /// `lease`: the quorum lease never lapses; a leader serves until it hears
     /// of a higher term.
     Lease,
+    /// `restored-leader`: a node that led before it stopped keeps its own
+    /// committed vote, so openraft restores it as leader of its old term
+    /// (`LogStore::demote_restored_leadership` is skipped).
+    RestoredLeader,
+    /// `incomplete-activation`: the activator does not check, before it
+    /// activates, that this node has applied what its peers have.
+    IncompleteActivation,
 }
 
 impl Break {
     /// Every break, by the name `RAFTLM_FAULT_BREAK` uses.
-    pub const ALL: [(&'static str, Break); 3] = [
+    pub const ALL: [(&'static str, Break); 5] = [
         ("sweeper", Break::Sweeper),
         ("dedup", Break::Dedup),
         ("lease", Break::Lease),
+        ("restored-leader", Break::RestoredLeader),
+        ("incomplete-activation", Break::IncompleteActivation),
     ];
 }
 

@@ -193,6 +193,13 @@ impl Node {
             .map(|path| VendorPublicKey::load(path))
             .collect::<Result<Vec<_>, _>>()?;
         let (log_store, state_machine) = store::open(&config.data_dir)?;
+        if crate::fault::broken(crate::fault::Break::RestoredLeader) {
+            warn!(
+                "restored-leader is broken: a node that led keeps its vote and openraft restores it as leader of its old term"
+            );
+        } else if let Some((stored, now)) = log_store.demote_restored_leadership(node_id)? {
+            info!(%stored, %now, "this node led before it stopped: it starts as a follower and leads again only by winning an election in a higher term");
+        }
         let peers = config
             .nodes
             .iter()

@@ -13,7 +13,7 @@
 //!   `raft follower term=N`, `tick [clock=agrees|unknown|condemned]
 //!   [silence=MS] [jitter=MS]` (defaults: agrees, 0, 0), `round term=N t0=T ok|fail`, `up ok|fail "why"`,
 //!   `down ok|fail "why"`, `bound ok|fail "why"`,
-//!   `activated term=N committed|other-term|failed "why"|refused "why"`,
+//!   `activated term=N committed|other-term|failed "why"|refused "why"|behind "why"`,
 //!   `handover term=N [served]`, `stop`;
 //! - `  ACTION`, indented: an action the core returned (written by the test);
 //! - `  ! holds` / `  ! serves`, indented with `!`: written after an input when
@@ -115,7 +115,10 @@ fn input(text: &str) -> Input {
                 Some(&"other-term") => Activation::OtherTerm,
                 Some(&"failed") => Activation::Failed(quoted(text)),
                 Some(&"refused") => Activation::Refused(quoted(text)),
-                _ => panic!("`{text}`: activated term=N committed|other-term|failed|refused"),
+                Some(&"behind") => Activation::Behind(quoted(text)),
+                _ => {
+                    panic!("`{text}`: activated term=N committed|other-term|failed|refused|behind")
+                }
             },
         },
         Some("handover") => Input::Handover {

@@ -185,6 +185,41 @@ async fn reopen_reads_back_log_vote_committed_and_snapshot() {
     assert_eq!(sm.last_applied(), Some(log_id(2, 3)));
 }
 
+// A node that led before it stopped starts as a follower of the same term:
+// its own committed vote becomes its uncommitted vote, durably and with the
+// marker file's floor lowered to match, so it opens again; a vote for
+// another node, or one not committed, is left alone.
+#[tokio::test]
+async fn a_restored_leaders_vote_is_demoted_before_raft_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = store::open(dir.path()).unwrap();
+        log.blocking_append(vec![membership(1, 0), blank(3, 1)])
+            .await
+            .unwrap();
+        log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+    }
+    let (log, _) = reopen(dir.path()).await;
+    // Node 2 was not the leader: nothing to demote.
+    assert_eq!(log.demote_restored_leadership(2).unwrap(), None);
+    let demoted = log.demote_restored_leadership(1).unwrap();
+    assert_eq!(demoted, Some((Vote::new_committed(3, 1), Vote::new(3, 1))));
+    drop(log);
+    let (mut log, _) = reopen(dir.path()).await;
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+    // Already a follower's vote: nothing more to do.
+    assert_eq!(log.demote_restored_leadership(1).unwrap(), None);
+    // A node that voted for another leader keeps its vote.
+    log.save_vote(&Vote::new_committed(4, 2)).await.unwrap();
+    assert_eq!(log.demote_restored_leadership(1).unwrap(), None);
+    drop(log);
+    let (mut log, _) = reopen(dir.path()).await;
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(Vote::new_committed(4, 2))
+    );
+}
+
 fn membership_of(entry: &Entry) -> Membership<u64, raftlm::raft::Member> {
     match &entry.payload {
         EntryPayload::Membership(m) => m.clone(),

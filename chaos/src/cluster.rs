@@ -505,6 +505,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Holds back (`true`) or lets through the syncs of node `i`'s disk
+    /// (see [`PowerDisk::hold_syncs`]).
+    pub fn hold_syncs(&self, i: usize, held: bool) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.disks.len() == self.len(),
+            "the nodes' data directories are not on power-cut filesystems"
+        );
+        self.disks[i].hold_syncs(held);
+        Ok(())
+    }
+
     /// Whether node `i`'s process runs (possibly stopped).
     pub fn running(&mut self, i: usize) -> bool {
         self.reap(i);

@@ -249,6 +249,8 @@ struct Disk {
     next_ino: u64,
     /// The power is off: every request fails.
     off: bool,
+    /// Syncs are answered but do nothing (see [`PowerDisk::hold_syncs`]).
+    syncs_held: bool,
 }
 
 impl Disk {
@@ -271,6 +273,7 @@ impl Disk {
             inodes: BTreeMap::from([(ROOT, root)]),
             next_ino: ROOT + 1,
             off: false,
+            syncs_held: false,
         }
     }
 
@@ -743,7 +746,11 @@ impl Filesystem for PowerFs {
         // fdatasync and fsync both make the data and the length durable;
         // timestamps are not modelled.
         let mut disk = attempt!(reply, self.disk());
-        attempt!(reply, disk.data_mut(ino.0)).sync();
+        let held = disk.syncs_held;
+        let data = attempt!(reply, disk.data_mut(ino.0));
+        if !held {
+            data.sync();
+        }
         reply.ok();
     }
 
@@ -802,6 +809,12 @@ impl Filesystem for PowerFs {
         reply: ReplyEmpty,
     ) {
         let mut disk = attempt!(reply, self.disk());
+        if disk.syncs_held {
+            return match disk.entries(ino.0) {
+                Ok(_) => reply.ok(),
+                Err(errno) => reply.error(errno),
+            };
+        }
         let dropped: Vec<u64> = match disk.inodes.get_mut(&ino.0).map(|i| &mut i.body) {
             Some(Body::Dir {
                 entries, durable, ..
@@ -956,6 +969,20 @@ impl PowerDisk {
         self.cuts += 1;
     }
 
+    /// Holds back (`true`) or lets through this disk's syncs. While held,
+    /// `fsync`, `fdatasync` and a directory's `fsync` succeed but make
+    /// nothing durable — a disk whose write cache ignores flushes, or a
+    /// process whose flush has not reached the disk yet — so a power cut
+    /// takes everything written since. Another node's disk syncs as usual:
+    /// this is how a test makes a leader lose a log tail its followers hold.
+    /// A power cut's [`restore`](PowerDisk::restore) lets syncs through again.
+    pub fn hold_syncs(&self, held: bool) {
+        self.disk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .syncs_held = held;
+    }
+
     /// The power returns: the mount is dropped, everything not durable is
     /// thrown away and the durable state is mounted again.
     pub fn restore(&mut self) -> io::Result<Loss> {
@@ -964,6 +991,7 @@ impl PowerDisk {
             let mut disk = self.disk.lock().unwrap_or_else(|p| p.into_inner());
             let loss = disk.lose_unsynced();
             disk.off = false;
+            disk.syncs_held = false;
             loss
         };
         self.attach()?;

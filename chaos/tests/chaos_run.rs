@@ -22,10 +22,14 @@
 //! printed, on failure. Everything listens on 127.0.0.0/8, or, in the
 //! `--netns` run, inside namespaces the harness made and deletes.
 
+mod common;
+
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::raftlm_binary;
 
 /// The seed of the fixed run.
 const SEED: &str = "20240611";
@@ -58,56 +62,6 @@ impl Drop for Harness {
         let _ = self.child.wait();
         raftlm_chaos::powerfs::detach_all_under(&self.dir);
     }
-}
-
-/// The `raftlm` binary built with the feature fault-injection, in
-/// `fault-injection/` under the harness's target directory, with the
-/// harness's profile; built if needed (once per test process).
-fn raftlm_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT.get_or_init(build_raftlm_binary).clone()
-}
-
-fn build_raftlm_binary() -> PathBuf {
-    let harness = Path::new(env!("CARGO_BIN_EXE_raftlm-chaos"));
-    let profile_dir = harness.parent().expect("the harness lives in a directory");
-    let profile = profile_dir.file_name().expect("a profile directory");
-    let target_dir = profile_dir
-        .parent()
-        .expect("the profile directory has a parent")
-        .join("fault-injection");
-    let binary = target_dir.join(profile).join("raftlm");
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("chaos/ sits in the workspace");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(workspace)
-        .args([
-            "build",
-            "-p",
-            "raftlm",
-            "--bin",
-            "raftlm",
-            "--features",
-            "fault-injection",
-            "--target-dir",
-        ])
-        .arg(target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.status();
-    match status {
-        Ok(s) if s.success() => {}
-        other => assert!(
-            binary.is_file(),
-            "cannot build the raftlm binary ({other:?}) and {} does not exist: run `cargo build -p raftlm --features fault-injection --target-dir target/fault-injection` first",
-            binary.display()
-        ),
-    }
-    binary
 }
 
 /// One finished harness run: its exit status and JSON report, and what to
@@ -285,17 +239,32 @@ fn run_chaos(
 /// Runs the harness with `part` of raftlm broken (`--break`) and fails the
 /// test unless the run fails (exit 1) with violations of `caught_by`.
 fn run_broken(seed: &str, duration: &str, faults: &str, part: &str, caught_by: &str) {
-    let run = run_harness(seed, duration, faults, &["--break", part]);
+    let what = format!("{part} broken");
+    run_caught(seed, duration, faults, &["--break", part], &what, caught_by);
+}
+
+/// Runs the harness with `extra` options that leave a safeguard out
+/// (`what`) and fails the test unless the run fails (exit 1) with
+/// violations of `caught_by`.
+fn run_caught(
+    seed: &str,
+    duration: &str,
+    faults: &str,
+    extra: &[&str],
+    what: &str,
+    caught_by: &str,
+) {
+    let run = run_harness(seed, duration, faults, extra);
     let invariant = run.invariant(caught_by).clone();
     let violations = invariant["violations"].as_u64().unwrap_or(0);
     if run.status.code() != Some(1) || violations == 0 {
         let why = format!(
-            "with {part} broken the run should fail {caught_by}, but it exited with {} and reported {invariant}",
+            "with {what} the run should fail {caught_by}, but it exited with {} and reported {invariant}",
             run.status
         );
         run.fail(why);
     }
-    eprintln!("with {part} broken: {caught_by} caught {violations} violations");
+    eprintln!("with {what}: {caught_by} caught {violations} violations");
 }
 
 // Under kills, pauses, restarts, kill-all, cut links and jumped clocks
@@ -413,21 +382,13 @@ fn a_missing_host_side_is_caught() {
         eprintln!("skipped: {why}");
         return;
     }
-    let run = run_harness("3", "20s", "pause", &["--netns", "--without-host-side"]);
-    let invariant = run
-        .invariant("one-host-answers-for-the-access-point")
-        .clone();
-    let violations = invariant["violations"].as_u64().unwrap_or(0);
-    if run.status.code() != Some(1) || violations == 0 {
-        let why = format!(
-            "without the host side the run should fail one-host-answers-for-the-access-point, but it exited with {} and reported {invariant}",
-            run.status
-        );
-        run.fail(why);
-    }
-    eprintln!(
-        "without the host side: {violations} double answers beyond the lease ({})",
-        run.report["network_namespaces"]
+    run_caught(
+        "3",
+        "20s",
+        "pause",
+        &["--netns", "--without-host-side"],
+        "the host side left out",
+        "one-host-answers-for-the-access-point",
     );
 }
 

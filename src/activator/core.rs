@@ -72,6 +72,10 @@ pub enum Activation {
     Failed(String),
     /// The state refused it: this node must never serve (the reason).
     Refused(String),
+    /// Not proposed: this node's state machine has not applied what a peer
+    /// has (the reason). Its log lacks committed entries — it led before a
+    /// restart and lost a log tail — or it could not catch up in time.
+    Behind(String),
 }
 
 /// Something that happened.
@@ -287,8 +291,10 @@ pub struct Core {
     bind_in_flight: bool,
     /// Stepped back for good.
     stepped_back: bool,
-    /// Stepped back for a bad clock until then.
-    clock_back_until: Option<u64>,
+    /// Stepped back until then (a bad clock, or a state behind its peers').
+    back_until: Option<u64>,
+    /// What the step-back until `back_until` is for, for the log line that ends it.
+    back_reason: &'static str,
     stopping: bool,
     /// When a repeated failure was last logged.
     last_repeat_log_ms: Option<u64>,
@@ -327,7 +333,8 @@ impl Core {
             bound: false,
             bind_in_flight: false,
             stepped_back: false,
-            clock_back_until: None,
+            back_until: None,
+            back_reason: "clock",
             stopping: false,
             last_repeat_log_ms: None,
             clock: ClockView::Unknown,
@@ -355,7 +362,7 @@ impl Core {
         let lapse = (self.serving || self.raised)
             .then_some(self.lease_until_ms)
             .filter(|&until| until > 0);
-        [serve_from, self.clock_back_until, lapse]
+        [serve_from, self.back_until, lapse]
             .into_iter()
             .flatten()
             .filter(|&at| at > now)
@@ -403,7 +410,7 @@ impl Core {
                 if !self.leader
                     && !self.stepped_back
                     && !self.stopping
-                    && self.clock_back_until.is_none()
+                    && self.back_until.is_none()
                     && silence_ms >= self.settings.election_timeout_max_ms + jitter_ms
                     && self
                         .last_elect_ms
@@ -413,15 +420,18 @@ impl Core {
                     out.push(Action::Elect);
                 }
                 self.wait_for_tick = false;
-                if let Some(until) = self.clock_back_until
+                if let Some(until) = self.back_until
                     && now >= until
                 {
-                    self.clock_back_until = None;
+                    self.back_until = None;
                     if !self.stepped_back {
                         out.push(Action::Rejoin);
                         out.push(log(
                             Level::Info,
-                            "clock step-back over: taking part in elections again".into(),
+                            format!(
+                                "{} step-back over: taking part in elections again",
+                                self.back_reason
+                            ),
                         ));
                     }
                 }
@@ -437,7 +447,7 @@ impl Core {
                 if self.leader
                     && self.lease_term == self.term
                     && self.rounds_in_flight < ROUNDS_IN_FLIGHT_MAX
-                    && self.clock_back_until.is_none()
+                    && self.back_until.is_none()
                     && clock != ClockView::Condemned
                     && !self.stepped_back
                     && !self.stopping
@@ -527,6 +537,33 @@ impl Core {
                         ));
                         self.release(&mut out);
                     }
+                    Activation::Behind(why)
+                        if term == self.lease_term && self.leader && self.back_until.is_none() =>
+                    {
+                        // Step back for a while so that a node whose log is
+                        // complete is elected; rejoin afterwards.
+                        let until = now + 3 * self.settings.election_timeout_max_ms;
+                        self.reset_lease(&mut out);
+                        self.release(&mut out);
+                        self.back_until = Some(until);
+                        self.back_reason = "catch-up";
+                        out.push(log(
+                            Level::Warn,
+                            format!("not activating in term {term}: {why}; stepping back from leadership so that a node with the whole log is elected"),
+                        ));
+                        out.push(Action::StepBack {
+                            why,
+                            until_ms: Some(until),
+                        });
+                    }
+                    Activation::Behind(why) => {
+                        self.wait_for_tick = true;
+                        out.push(log(
+                            Level::Warn,
+                            format!("activation of term {term} not proposed: {why}"),
+                        ));
+                        self.release(&mut out);
+                    }
                     Activation::Refused(why) => {
                         self.stepped_back = true;
                         self.reset_lease(&mut out);
@@ -592,7 +629,7 @@ impl Core {
         if self.stopping || self.stepped_back {
             return;
         }
-        if clock == ClockView::Condemned && self.leader && self.clock_back_until.is_none() {
+        if clock == ClockView::Condemned && self.leader && self.back_until.is_none() {
             let until = now + 3 * self.settings.election_timeout_max_ms;
             out.push(log(
                 Level::Error,
@@ -600,7 +637,8 @@ impl Core {
             ));
             self.reset_lease(out);
             self.release(out);
-            self.clock_back_until = Some(until);
+            self.back_until = Some(until);
+            self.back_reason = "clock";
             out.push(Action::StepBack {
                 why: "this node's clock disagrees with a majority of its peers'".into(),
                 until_ms: Some(until),
@@ -692,7 +730,7 @@ impl Core {
         self.leader
             && self.lease_term == self.term
             && !self.stepped_back
-            && self.clock_back_until.is_none()
+            && self.back_until.is_none()
             && !self.stopping
             && now >= first + self.wait_ms()
             && now < self.lease_until_ms

@@ -310,12 +310,17 @@ async fn perform(
                     lease_ms: timing.lease_ms,
                     wait_ms: timing.lease_ms + timing.lease_margin_ms,
                 };
-                let result = match tokio::time::timeout(ACTIVATE_TIMEOUT, (ctx.propose)(command))
-                    .await
-                {
-                    Err(_) => Activation::Failed(format!("no answer within {ACTIVATE_TIMEOUT:?}")),
-                    Ok(Err(message)) => Activation::Failed(message),
-                    Ok(Ok((outcome, log_id))) => activation(outcome, log_id, term),
+                let result = match caught_up(&ctx).await {
+                    Err(not) => not,
+                    Ok(()) => {
+                        match tokio::time::timeout(ACTIVATE_TIMEOUT, (ctx.propose)(command)).await {
+                            Err(_) => {
+                                Activation::Failed(format!("no answer within {ACTIVATE_TIMEOUT:?}"))
+                            }
+                            Ok(Err(message)) => Activation::Failed(message),
+                            Ok(Ok((outcome, log_id))) => activation(outcome, log_id, term),
+                        }
+                    }
                 };
                 let _ = results.send(Input::Activated { term, result });
             });
@@ -365,6 +370,106 @@ async fn perform(
         Action::Stopped => return true,
     }
     false
+}
+
+/// Longest a leader about to activate waits for its state machine to apply
+/// as far as its peers have. A leader elected in a new term has every
+/// committed entry in its log and applies it once the first entry of its
+/// term commits, well within this; one that cannot (its log lost committed
+/// entries) never will.
+pub const CATCH_UP_MAX: Duration = Duration::from_secs(2);
+
+/// Checks, before this leader proposes `Activate`, that its state machine
+/// has applied at least as far as every voter that answers a round of
+/// `Progress` requests, with answers from a majority (itself included):
+/// whatever a majority has committed, at least one of them has applied or
+/// this node's log holds it under its own term, so a node that serves after
+/// this check answers from a state that has every acknowledged change.
+///
+/// Raft's election rule already gives this to a leader elected in a new
+/// term, once the first entry of its term is applied (which `Activate`
+/// waits for). The check guards against a leader that was not elected: a
+/// node restored by openraft as leader of the term it led before a restart
+/// (`LogStore::demote_restored_leadership` prevents that at start-up), whose
+/// own `committed` and log may have lost a tail its followers hold.
+async fn caught_up(ctx: &Arc<Context>) -> Result<(), Activation> {
+    if crate::fault::broken(crate::fault::Break::IncompleteActivation) {
+        return Ok(());
+    }
+    let (voters, own) = {
+        let metrics = ctx.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: Vec<(u64, Option<crate::raft::Member>)> = membership
+            .voter_ids()
+            .map(|id| (id, membership.get_node(&id).cloned()))
+            .collect();
+        (voters, m.last_applied.map(|l| l.index))
+    };
+    let timeout = Duration::from_millis(ctx.config.timing.lease_ms);
+    let mut asks = tokio::task::JoinSet::new();
+    for (id, member) in voters.iter().cloned() {
+        if id == ctx.node_id {
+            continue;
+        }
+        let network = ctx.network.clone();
+        let from = ctx.node_id;
+        asks.spawn(async move {
+            let answer = match member {
+                Some(member) => network.progress(from, id, &member, timeout).await,
+                None => Err("not in the membership's node list".into()),
+            };
+            (id, answer)
+        });
+    }
+    let mut answered = 1;
+    let mut furthest: Option<(u64, u64)> = None;
+    let mut failures = Vec::new();
+    while let Some(joined) = asks.join_next().await {
+        let Ok((id, answer)) = joined else { continue };
+        match answer {
+            Ok(applied) => {
+                answered += 1;
+                if let Some(index) = applied
+                    && furthest.is_none_or(|(_, f)| index > f)
+                {
+                    furthest = Some((id, index));
+                }
+            }
+            Err(error) => failures.push(format!("node {id}: {error}")),
+        }
+    }
+    if answered < voters.len() / 2 + 1 {
+        return Err(Activation::Failed(format!(
+            "only {answered} of {} voters said how far they have applied ({})",
+            voters.len(),
+            failures.join("; ")
+        )));
+    }
+    let Some((peer, index)) = furthest else {
+        return Ok(());
+    };
+    if own.is_some_and(|own| own >= index) {
+        return Ok(());
+    }
+    match ctx
+        .raft
+        .wait(Some(CATCH_UP_MAX))
+        .applied_index_at_least(Some(index), "activation catch-up")
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(openraft::metrics::WaitError::ShuttingDown) => {
+            Err(Activation::Failed("raft is shutting down".into()))
+        }
+        Err(openraft::metrics::WaitError::Timeout(..)) => {
+            let own = ctx.raft.metrics().borrow().last_applied.map(|l| l.index);
+            Err(Activation::Behind(format!(
+                "node {peer} has applied the log up to index {index}, but this node only up to {} after {CATCH_UP_MAX:?}",
+                own.map_or_else(|| "none".to_string(), |i| i.to_string())
+            )))
+        }
+    }
 }
 
 /// Hands leadership over: picks the follower with the most of the log

@@ -243,6 +243,70 @@ impl LogStore {
         self.read_at_open(&self.meta, VOTE_KEY, "the vote")
     }
 
+    /// Makes a node that led before it stopped start as a follower: if the
+    /// stored vote is this node's own *committed* vote (it was leader of that
+    /// term), replaces it with the same term's uncommitted vote for itself
+    /// and returns `(stored, replacement)`. Call it before openraft starts.
+    ///
+    /// Why: openraft 0.9.25's `Engine::startup` restores a node whose vote is
+    /// its own committed vote as leader of that term at once ("Previously it
+    /// is a leader. restore it as leader at once"), without an election and
+    /// without a first entry of a new leadership. But a leader's own log is
+    /// not a safe record of what was committed in its term: a power cut can
+    /// take from it a tail that its followers hold and that was committed
+    /// (see `docs/decisions/0015-a-restarted-leader-never-leads-its-old-term.md`).
+    /// Restored as leader of the same term with that shorter log, the node
+    /// would write new entries under log ids the followers already hold with
+    /// other contents, and serve from a rolled-back state. As a follower it
+    /// can lead again only by winning an election in a higher term, which
+    /// Raft's vote rule grants only to a log holding every committed entry.
+    ///
+    /// The replacement keeps the term (a vote never goes below the term it
+    /// had) and stays this node's own vote, so the node can grant no vote in
+    /// that term that it could not grant before. The marker file is
+    /// rewritten first: a crash between the two writes leaves the stored
+    /// committed vote above the marker's floor, which
+    /// [`open`](super::store::open) accepts, and the next start demotes it
+    /// again. Blocking.
+    pub fn demote_restored_leadership(
+        &self,
+        node_id: u64,
+    ) -> Result<Option<(Vote, Vote)>, StoreError> {
+        let Some(stored) = self.vote_at_open()? else {
+            return Ok(None);
+        };
+        if !stored.is_committed() || stored.leader_id().voted_for() != Some(node_id) {
+            return Ok(None);
+        }
+        let replacement = Vote::new(stored.leader_id().get_term(), node_id);
+        write_marker(
+            &self.dir,
+            &Marker {
+                vote: Some(replacement),
+            },
+        )
+        .map_err(|source| StoreError::Marker {
+            dir: self.dir.to_path_buf(),
+            file: self.dir.join(super::store::MARKER_FILE),
+            source,
+        })?;
+        let bytes = codec::encode(&replacement).map_err(|source| StoreError::Record {
+            dir: self.dir.to_path_buf(),
+            what: "the vote".into(),
+            source,
+        })?;
+        self.meta
+            .insert(VOTE_KEY, bytes)
+            .map_err(|e| sled_error(&self.dir, "write the vote", e))?;
+        self.meta
+            .flush()
+            .map_err(|e| sled_error(&self.dir, "flush the database", e))?;
+        self.sync
+            .sync()
+            .map_err(|e| sled_error(&self.dir, "sync the database", sled::Error::Io(e)))?;
+        Ok(Some((stored, replacement)))
+    }
+
     /// Reads the last purged log id.
     fn read_purged(&self) -> Result<Option<LogId>, StorageError> {
         get_record(&self.meta, PURGED_KEY).map_err(|e| StorageIOError::read_logs(any(e)).into())

@@ -144,6 +144,26 @@ impl Network {
             .map_err(|status| status.message().to_string())
     }
 
+    /// Asks `target` how far it has applied the log: the index of its last
+    /// applied entry (`None`: nothing applied yet). Bounded by `timeout`.
+    pub async fn progress(
+        &self,
+        from: u64,
+        target: u64,
+        member: &Member,
+        timeout: Duration,
+    ) -> Result<Option<u64>, String> {
+        let channel = self.channel(target, member).map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(crate::proto::v1::ProgressRequest { from });
+        request.set_timeout(timeout);
+        let mut client = RaftClient::new(channel);
+        match tokio::time::timeout(timeout, client.progress(request)).await {
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+            Ok(Err(status)) => Err(status.message().to_string()),
+            Ok(Ok(reply)) => Ok(reply.into_inner().applied_index),
+        }
+    }
+
     /// The peer address of `target`: from this node's config, else the membership's.
     fn address_of<'a>(&'a self, target: u64, member: &'a Member) -> &'a str {
         self.peers
@@ -449,6 +469,19 @@ impl RaftRpc for RaftService {
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         Ok(tonic::Response::new(crate::proto::v1::HandoverReply {}))
+    }
+
+    async fn progress(
+        &self,
+        request: tonic::Request<crate::proto::v1::ProgressRequest>,
+    ) -> Result<tonic::Response<crate::proto::v1::ProgressReply>, tonic::Status> {
+        self.check_sender(&request, request.get_ref().from)?;
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        Ok(tonic::Response::new(crate::proto::v1::ProgressReply {
+            applied_index: m.last_applied.map(|l| l.index),
+            term: m.current_term,
+        }))
     }
 
     async fn install_snapshot(
