@@ -35,6 +35,8 @@ pub const SKIPPED: bool = cfg!(feature = "skip-fdatasync");
 
 /// sled's log file in its directory.
 const DB_FILE: &str = "db";
+/// sled's record of its storage parameters, written at creation.
+const CONF_FILE: &str = "conf";
 /// sled's directory of large items.
 const BLOBS_DIR: &str = "blobs";
 
@@ -48,7 +50,9 @@ pub struct DiskSync {
 
 impl DiskSync {
     /// Opens a handle on the database in `dir` (which sled has opened) and
-    /// syncs everything it holds now, the directory included.
+    /// syncs everything it holds now: sled's `conf` file, the names in the
+    /// directory (the snapshot sled just wrote among them), the log, the
+    /// blobs, and the directory's own name in its parent.
     pub fn open(dir: &Path) -> io::Result<DiskSync> {
         let db = File::open(dir.join(DB_FILE))?;
         let sync = DiskSync {
@@ -56,15 +60,21 @@ impl DiskSync {
             db,
             synced_blobs: Mutex::new(BTreeSet::new()),
         };
-        sync.sync()?;
         if SKIPPED {
             return Ok(sync);
         }
-        // The files sled created at first open are named by the directory,
-        // and the directory (sled creates it on a first start) by its parent:
-        // without both, a power cut right after the first start could take
-        // the whole store, votes included, and the node would come back blank.
+        // sled writes `conf` once, when it finds none (or an empty one), and
+        // never syncs it: without this its content is lost at every cut.
+        File::open(dir.join(CONF_FILE))?.sync_all()?;
+        // The directory before the log: sled renamed its new snapshot into
+        // place (and removed the older one) at open, and the log writes made
+        // from now on assume that snapshot; name it first.
         File::open(dir)?.sync_all()?;
+        sync.sync()?;
+        // The directory (sled creates it on a first start) is named by its
+        // parent: without that, a power cut right after the first start could
+        // take the whole store, votes included, and the node would come back
+        // blank.
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             File::open(parent)?.sync_all()?;
         }
@@ -122,6 +132,7 @@ mod tests {
     fn new_blobs_are_synced_and_removed_ones_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(DB_FILE), b"log").unwrap();
+        std::fs::write(dir.path().join(CONF_FILE), b"conf").unwrap();
         let sync = DiskSync::open(dir.path()).unwrap();
         std::fs::create_dir(dir.path().join(BLOBS_DIR)).unwrap();
         std::fs::write(dir.path().join(BLOBS_DIR).join("17"), b"blob").unwrap();
