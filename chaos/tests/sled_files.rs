@@ -150,7 +150,7 @@ fn power_cuts_lose_sleds_snapshot_names_but_no_synced_entry() {
     // (the file stays far smaller than what was written to it), and
     // snapshot names were lost.
     let len = fs::metadata(path.join("db")).unwrap().len();
-    assert!(len * 3 < written, "db is {len} bytes for {written} written");
+    assert!(len * 2 < written, "db is {len} bytes for {written} written");
     assert!(names_lost >= 15, "{names_lost} names lost");
     let (_db, log) = open_sled(&path);
     check(&log, first..next, 30);
