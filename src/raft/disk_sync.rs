@@ -8,6 +8,33 @@
 //! files under `blobs/` that sled never syncs at all. A process kill loses
 //! nothing of that (the page cache survives); a power cut can.
 //!
+//! What sled writes in its directory, and what makes it durable:
+//! - `db`, its log of fixed-size segments (reused once their pages moved
+//!   on): `fdatasync` after every flush (below). sled also `sync_all`s it on
+//!   its own: at recovery, on truncation and every 500 ms in its background
+//!   flusher.
+//! - `blobs/<lsn>`, large items: `fsync` of each new one and of `blobs`.
+//! - `conf`, its storage parameters, written when it finds none or an empty
+//!   one and never synced by sled: `fsync` at open. Without it the file came
+//!   back empty after every power cut (sled then warns and rewrites it with
+//!   the same defaults, so nothing was lost but the warning was constant).
+//! - `snap.<lsn>`, a snapshot of its page table, written at every open and
+//!   only then: synced under a temporary name, renamed into place and the
+//!   older one removed, without a sync of the directory. `fsync` of the
+//!   directory at open, BEFORE the first `fdatasync` of `db`, names it before
+//!   the log writes that assume it are durable.
+//!
+//! What is left: sled's own syncs of `db` at recovery (zeroing its torn tail
+//! and the segments the new snapshot leaves out) and in its flusher can make
+//! log writes durable before the new snapshot's name. That is harmless: a
+//! lost snapshot name brings back the older snapshot (or none), and sled
+//! recovers from it by scanning every segment from that snapshot's position
+//! on; each segment header carries its log position, so reused segments are
+//! read in log order. `chaos/tests/sled_files.rs` cuts the power in exactly
+//! that window, over a log whose segments were reused many times, and finds
+//! every synced entry. The directory is not synced on every call: sled
+//! writes no snapshot after open, and blob names are covered by `blobs`.
+//!
 //! [`DiskSync::sync`] completes what `flush_async` started, and every store
 //! calls it after `flush_async` and before it acknowledges anything to
 //! openraft (log appends, votes, purges and truncations, snapshot stores):
@@ -15,12 +42,14 @@
 //!   syscall flushes the file's data, its length and the device cache);
 //! - `fsync` of every blob file created since the last call, then of the
 //!   `blobs` directory that names them;
-//! - at open, `fsync` of the database directory and of its parent, which
-//!   name the files and the directory sled created on a first start.
+//! - at open, `fsync` of `conf`, of the database directory (before `db`)
+//!   and of its parent, which name the files and the directory sled created
+//!   on a first start and the snapshot it wrote at this open.
 //!
 //! Calls are serialized by a mutex (openraft issues storage calls one at a
 //! time anyway), and they run on tokio's blocking pool. The cost is one
-//! `fdatasync` per acknowledged write, which batching keeps to one per batch.
+//! `fdatasync` per acknowledged write, which batching keeps to one per batch,
+//! plus three `fsync`s at open.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -35,6 +64,8 @@ pub const SKIPPED: bool = cfg!(feature = "skip-fdatasync");
 
 /// sled's log file in its directory.
 const DB_FILE: &str = "db";
+/// sled's record of its storage parameters, written at creation.
+const CONF_FILE: &str = "conf";
 /// sled's directory of large items.
 const BLOBS_DIR: &str = "blobs";
 
@@ -48,7 +79,9 @@ pub struct DiskSync {
 
 impl DiskSync {
     /// Opens a handle on the database in `dir` (which sled has opened) and
-    /// syncs everything it holds now, the directory included.
+    /// syncs everything it holds now: sled's `conf` file, the names in the
+    /// directory (the snapshot sled just wrote among them), the log, the
+    /// blobs, and the directory's own name in its parent.
     pub fn open(dir: &Path) -> io::Result<DiskSync> {
         let db = File::open(dir.join(DB_FILE))?;
         let sync = DiskSync {
@@ -56,15 +89,21 @@ impl DiskSync {
             db,
             synced_blobs: Mutex::new(BTreeSet::new()),
         };
-        sync.sync()?;
         if SKIPPED {
             return Ok(sync);
         }
-        // The files sled created at first open are named by the directory,
-        // and the directory (sled creates it on a first start) by its parent:
-        // without both, a power cut right after the first start could take
-        // the whole store, votes included, and the node would come back blank.
+        // sled writes `conf` once, when it finds none (or an empty one), and
+        // never syncs it: without this its content is lost at every cut.
+        File::open(dir.join(CONF_FILE))?.sync_all()?;
+        // The directory before the log: sled renamed its new snapshot into
+        // place (and removed the older one) at open, and the log writes made
+        // from now on assume that snapshot; name it first.
         File::open(dir)?.sync_all()?;
+        sync.sync()?;
+        // The directory (sled creates it on a first start) is named by its
+        // parent: without that, a power cut right after the first start could
+        // take the whole store, votes included, and the node would come back
+        // blank.
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             File::open(parent)?.sync_all()?;
         }
@@ -122,6 +161,7 @@ mod tests {
     fn new_blobs_are_synced_and_removed_ones_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(DB_FILE), b"log").unwrap();
+        std::fs::write(dir.path().join(CONF_FILE), b"conf").unwrap();
         let sync = DiskSync::open(dir.path()).unwrap();
         std::fs::create_dir(dir.path().join(BLOBS_DIR)).unwrap();
         std::fs::write(dir.path().join(BLOBS_DIR).join("17"), b"blob").unwrap();
