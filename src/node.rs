@@ -228,7 +228,7 @@ impl Node {
             node_id,
             Arc::new(raft_config(&config)?),
             network.clone(),
-            log_store,
+            log_store.clone(),
             state_machine.clone(),
         )
         .await
@@ -263,6 +263,7 @@ impl Node {
             config: config.clone(),
             raft: raft.clone(),
             state: state_machine,
+            log: log_store,
             batcher,
             sessions: SessionTracker::default(),
             trusted,

@@ -110,7 +110,77 @@ fn any(e: impl std::error::Error + 'static) -> AnyError {
     AnyError::new(&e)
 }
 
+/// Most entries one [`LogStore::entry_hashes`] call lists for `NodeInfo`.
+pub const ENTRY_HASHES_MAX: usize = 1024;
+
+/// Bytes of SHA-256 kept in an entry's hash: enough to tell two entries
+/// apart, short enough to list a thousand in one reply.
+pub const ENTRY_HASH_BYTES: usize = 16;
+
+/// One stored log entry: its log id and a hash of its stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryHash {
+    /// The entry's log id (the leader that created it, and its index).
+    pub log_id: LogId,
+    /// The first [`ENTRY_HASH_BYTES`] of the SHA-256 of the entry's stored
+    /// bytes (its [`codec`] record, log id included), lowercase hex.
+    pub hash: String,
+}
+
+/// The hash [`EntryHash`] carries, of an entry's stored bytes.
+pub fn entry_hash(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)[..ENTRY_HASH_BYTES]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl LogStore {
+    /// Lists stored entries with a hash of each one's bytes, in index order:
+    /// at most `limit`, from index `from` on, or (`from` = `None`) the last
+    /// `limit` entries. Reads sled directly (no Raft call), so it can run
+    /// next to the Raft core; an entry truncated or purged meanwhile is
+    /// simply not listed. For checking that no two nodes hold different
+    /// entries under one log id (`NodeInfo`, and the chaos harness's offline
+    /// read).
+    pub fn entry_hashes(
+        &self,
+        from: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<EntryHash>, StorageError> {
+        let one = |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            let (_, bytes) = item.map_err(|e| StorageIOError::read_logs(any(e)))?;
+            let entry: Entry =
+                codec::decode(&bytes).map_err(|e| StorageIOError::read_logs(any(e)))?;
+            Ok::<_, StorageError>(EntryHash {
+                log_id: entry.log_id,
+                hash: entry_hash(&bytes),
+            })
+        };
+        let mut listed = match from {
+            Some(from) => self
+                .log
+                .range(key_of(from)..)
+                .take(limit)
+                .map(one)
+                .collect::<Result<Vec<_>, _>>()?,
+            None => {
+                let mut last = self
+                    .log
+                    .iter()
+                    .rev()
+                    .take(limit)
+                    .map(one)
+                    .collect::<Result<Vec<_>, _>>()?;
+                last.reverse();
+                last
+            }
+        };
+        listed.sort_by_key(|e| e.log_id.index);
+        Ok(listed)
+    }
+
     /// Opens the log store over its trees, validating them (see
     /// [`store`](super::store)). Finishes a purge interrupted by a crash.
     pub(crate) fn open(
