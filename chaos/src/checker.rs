@@ -272,6 +272,33 @@ pub struct LogView {
     pub error: Option<String>,
 }
 
+/// The report's line on the log views: how many, at how many moments, how
+/// many nodes could not be asked (their entries and digests were not
+/// compared), and how much they held.
+pub fn log_views_line(logs: &[LogView]) -> String {
+    let moments: BTreeSet<&str> = logs.iter().map(|v| v.when.as_str()).collect();
+    let unasked: Vec<String> = logs
+        .iter()
+        .filter_map(|v| {
+            v.error
+                .as_ref()
+                .map(|e| format!("node {} ({}): {e}", v.node, v.when))
+        })
+        .collect();
+    let entries: usize = logs.iter().map(|v| v.entries.len()).sum();
+    let digests: usize = logs.iter().map(|v| v.digests.len()).sum();
+    let mut line = format!(
+        "{} views at {} moments (after each power cut, the final restart, the end, the stores), {entries} entries and {digests} state digests seen; {} not answered",
+        logs.len(),
+        moments.len(),
+        unasked.len()
+    );
+    if let Some(first) = unasked.first() {
+        line.push_str(&format!(", first: {first}"));
+    }
+    line
+}
+
 /// What the checker needs besides the history.
 #[derive(Debug, Clone, Default)]
 pub struct CheckInput {

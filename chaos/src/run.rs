@@ -618,6 +618,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         .await
         .context("the replica reader panicked")?;
     logs.extend(stored_logs);
+    let log_views_line = checker::log_views_line(&logs);
 
     // 7. Check.
     let events = history.events();
@@ -689,6 +690,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         network_namespaces: lan_findings
             .as_ref()
             .map_or_else(|| NETNS_SKIPPED.into(), LanFindings::line),
+        log_views: log_views_line,
         lan: lan_findings,
         violations: 0,
         passed: false,
