@@ -19,14 +19,19 @@ pub enum Break {
     /// `lease`: the quorum lease never lapses; a leader serves until it hears
     /// of a higher term.
     Lease,
+    /// `leader-tail`: a node's appends of its own entries (as leader) are not
+    /// flushed, though reported flushed, so a power cut of every node loses
+    /// a log tail its followers flushed and committed.
+    LeaderTail,
 }
 
 impl Break {
     /// Every break, by the name `RAFTLM_FAULT_BREAK` uses.
-    pub const ALL: [(&'static str, Break); 3] = [
+    pub const ALL: [(&'static str, Break); 4] = [
         ("sweeper", Break::Sweeper),
         ("dedup", Break::Dedup),
         ("lease", Break::Lease),
+        ("leader-tail", Break::LeaderTail),
     ];
 }
 

@@ -192,7 +192,8 @@ impl Node {
             .iter()
             .map(|path| VendorPublicKey::load(path))
             .collect::<Result<Vec<_>, _>>()?;
-        let (log_store, state_machine) = store::open(&config.data_dir)?;
+        let (mut log_store, state_machine) = store::open(&config.data_dir)?;
+        log_store.break_leader_tail(node_id);
         let peers = config
             .nodes
             .iter()

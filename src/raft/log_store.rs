@@ -74,6 +74,9 @@ pub struct LogStore {
     meta: sled::Tree,
     /// Makes flushed writes survive a power cut.
     sync: Arc<DiskSync>,
+    /// Test-only break `leader-tail` ([`crate::fault`]): this node's id, whose
+    /// own entries (written as leader) are appended without a flush.
+    unsynced_leader: Option<u64>,
 }
 
 /// Why a stored record could not be read.
@@ -137,6 +140,17 @@ pub fn entry_hash(bytes: &[u8]) -> String {
 }
 
 impl LogStore {
+    /// With the test-only break `leader-tail` ([`crate::fault::Break::LeaderTail`]):
+    /// entries node `node_id` appends as leader are written but neither
+    /// flushed nor synced, though reported flushed, so a power cut of every
+    /// node loses a tail the followers hold. Call before handing the store
+    /// to Raft (clones made earlier keep flushing).
+    pub fn break_leader_tail(&mut self, node_id: u64) {
+        if crate::fault::broken(crate::fault::Break::LeaderTail) {
+            self.unsynced_leader = Some(node_id);
+        }
+    }
+
     /// Lists stored entries with a hash of each one's bytes, in index order:
     /// at most `limit`, from index `from` on, or (`from` = `None`) the last
     /// `limit` entries. Reads sled directly (no Raft call), so it can run
@@ -194,6 +208,7 @@ impl LogStore {
             log,
             meta,
             sync,
+            unsynced_leader: None,
         };
         let vote = store.vote_at_open()?;
         let committed: Option<LogId> =
@@ -468,7 +483,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&key_of(entry.log_id.index)[..], bytes);
             last = Some(entry.log_id);
         }
+        let own = |me: u64| last.is_some_and(|l: LogId| l.leader_id.node_id == me);
         let written = match self.log.apply_batch(batch) {
+            Ok(()) if self.unsynced_leader.is_some_and(own) => Ok(()),
             Ok(()) => match self.log.flush_async().await {
                 // sled's flush is a sync_file_range; the fdatasync makes it a real one.
                 Ok(_) => self.sync.sync_async().await.map_err(sled::Error::Io),
