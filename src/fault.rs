@@ -26,16 +26,21 @@ pub enum Break {
     /// `incomplete-activation`: the activator does not check, before it
     /// activates, that this node has applied what its peers have.
     IncompleteActivation,
+    /// `leader-tail`: a node's appends of its own entries (as leader) are not
+    /// flushed, though reported flushed, so a power cut of every node loses
+    /// a log tail its followers flushed and committed.
+    LeaderTail,
 }
 
 impl Break {
     /// Every break, by the name `RAFTLM_FAULT_BREAK` uses.
-    pub const ALL: [(&'static str, Break); 5] = [
+    pub const ALL: [(&'static str, Break); 6] = [
         ("sweeper", Break::Sweeper),
         ("dedup", Break::Dedup),
         ("lease", Break::Lease),
         ("restored-leader", Break::RestoredLeader),
         ("incomplete-activation", Break::IncompleteActivation),
+        ("leader-tail", Break::LeaderTail),
     ];
 }
 

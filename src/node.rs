@@ -192,7 +192,8 @@ impl Node {
             .iter()
             .map(|path| VendorPublicKey::load(path))
             .collect::<Result<Vec<_>, _>>()?;
-        let (log_store, state_machine) = store::open(&config.data_dir)?;
+        let (mut log_store, state_machine) = store::open(&config.data_dir)?;
+        log_store.break_leader_tail(node_id);
         if crate::fault::broken(crate::fault::Break::RestoredLeader) {
             warn!(
                 "restored-leader is broken: a node that led keeps its vote and openraft restores it as leader of its old term"
@@ -235,7 +236,7 @@ impl Node {
             node_id,
             Arc::new(raft_config(&config)?),
             network.clone(),
-            log_store,
+            log_store.clone(),
             state_machine.clone(),
         )
         .await
@@ -270,6 +271,7 @@ impl Node {
             config: config.clone(),
             raft: raft.clone(),
             state: state_machine,
+            log: log_store,
             batcher,
             sessions: SessionTracker::default(),
             trusted,

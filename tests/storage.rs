@@ -611,3 +611,77 @@ fn put(db: &sled::Db, tree: &str, key: &[u8], value: &[u8]) {
 fn del(db: &sled::Db, tree: &str, key: &[u8]) {
     db.open_tree(tree).unwrap().remove(key).unwrap();
 }
+
+// NodeInfo's entry hashes: the same entry hashes the same on every store,
+// another entry under the same log id hashes differently, and the window is
+// the last entries or those from an index, bounded by the limit.
+#[tokio::test]
+async fn entry_hashes_tell_entries_apart_under_one_log_id() {
+    let entries = vec![
+        membership(1, 0),
+        normal(1, 1, import_cad()),
+        normal(1, 2, checkout(7, 2, 2_000)),
+        blank(1, 3),
+    ];
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut log_a, _sm_a) = store::open(a.path()).unwrap();
+    let (mut log_b, _sm_b) = store::open(b.path()).unwrap();
+    log_a.blocking_append(entries.clone()).await.unwrap();
+    let mut other = entries.clone();
+    other[2] = normal(1, 2, checkout(8, 1, 2_000));
+    log_b.blocking_append(other).await.unwrap();
+
+    let all_a = log_a.entry_hashes(None, usize::MAX).unwrap();
+    let all_b = log_b.entry_hashes(Some(0), usize::MAX).unwrap();
+    let ids = |h: &[raftlm::raft::log_store::EntryHash]| -> Vec<LogId> {
+        h.iter().map(|e| e.log_id).collect()
+    };
+    assert_eq!(
+        ids(&all_a),
+        entries.iter().map(|e| e.log_id).collect::<Vec<_>>()
+    );
+    assert_eq!(ids(&all_a), ids(&all_b));
+    for i in [0, 1, 3] {
+        assert_eq!(all_a[i].hash, all_b[i].hash, "entry {i}");
+    }
+    assert_ne!(all_a[2].hash, all_b[2].hash);
+    assert_eq!(
+        all_a[2].hash.len(),
+        2 * raftlm::raft::log_store::ENTRY_HASH_BYTES
+    );
+    assert_eq!(ids(&log_a.entry_hashes(None, 2).unwrap()), ids(&all_a[2..]));
+    assert_eq!(
+        ids(&log_a.entry_hashes(Some(1), 2).unwrap()),
+        ids(&all_a[1..3])
+    );
+}
+
+// The state machine keeps the digest of its state at applied indexes that
+// are multiples of DIGEST_EVERY, the last DIGESTS_KEPT of them, each equal to
+// the state's own digest at that index.
+#[tokio::test]
+async fn recent_digests_are_kept_at_every_step() {
+    use raftlm::raft::state_machine::{DIGEST_EVERY, DIGESTS_KEPT};
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = store::open(dir.path()).unwrap();
+    sm.apply(vec![membership(1, 0), normal(1, 1, import_cad())])
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    let last = DIGEST_EVERY * (DIGESTS_KEPT as u64 + 2);
+    for index in 2..=last {
+        let entry = if index % 7 == 0 {
+            normal(1, index, checkout(index, 1, 2_000 + index))
+        } else {
+            blank(1, index)
+        };
+        sm.apply(vec![entry]).await.unwrap();
+        if index % DIGEST_EVERY == 0 {
+            expected.push((index, sm.read(|s| s.digest().unwrap())));
+        }
+    }
+    let kept = sm.recent_digests();
+    assert_eq!(kept.len(), DIGESTS_KEPT);
+    assert_eq!(kept, expected[expected.len() - DIGESTS_KEPT..]);
+    assert_eq!(kept.last().unwrap().0, last);
+}

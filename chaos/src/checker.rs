@@ -79,6 +79,23 @@
 //!   report the same digest, and a node's live digest must equal the digest
 //!   of its own store replayed by the harness when both are at the same
 //!   index (the same digest function, `LicenseState::digest`);
+//! - **one-entry-per-log-id** — a log id (leader term, leader node, index)
+//!   names one entry for the life of the cluster. After each power cut
+//!   (once a node serves, and again a few seconds later), after the final
+//!   restart and at the end, the harness asks every node (`NodeInfo`) for
+//!   its recent log ids, each with a hash of the entry's stored bytes, and
+//!   after the run reads the same from every store ([`LogView`]). Any two
+//!   views — two nodes, or one node before and after a restart — that hold
+//!   an entry under one log id must hold the same hash. Compared across
+//!   time, so a later snapshot that overwrites a divergence cannot hide it;
+//! - **states-agree-at-each-index** — each node keeps, in memory, the
+//!   digest of its license state right after every applied index that is a
+//!   multiple of a fixed step (the most recent few), and `NodeInfo` returns
+//!   them, asked at the same moments. Entries are applied only once
+//!   committed, so every digest any node ever reports at one index, and the
+//!   replayed stores' digests at the compared index, must be equal: the
+//!   states are compared at common applied indexes while the cluster runs,
+//!   not only at the end;
 //! - **expiry-judged-on-true-time** — with dated licenses in the run: no
 //!   check-out of a feature is refused as expired while the run's true time
 //!   (the harness's clock; node clocks may be jumped) is more than the
@@ -145,7 +162,7 @@ use serde::{Deserialize, Serialize};
 use crate::history::{Event, EventType, GrantSeen, OpKind, Token};
 
 /// Names of the invariants, in report order.
-pub const INVARIANTS: [&str; 15] = [
+pub const INVARIANTS: [&str; 17] = [
     SEATS,
     AVAILABLE,
     LOST,
@@ -155,6 +172,8 @@ pub const INVARIANTS: [&str; 15] = [
     READS,
     CONVERGE,
     LIVE,
+    ONE_ENTRY,
+    STATES_AT,
     EXPIRY,
     IMPOSSIBLE,
     RENEW_UNKNOWN,
@@ -170,6 +189,8 @@ const FENCING: &str = "fencing-terms-monotonic";
 const READS: &str = "reads-never-go-back";
 const CONVERGE: &str = "replicas-converge";
 const LIVE: &str = "live-states-converge";
+const ONE_ENTRY: &str = "one-entry-per-log-id";
+const STATES_AT: &str = "states-agree-at-each-index";
 const EXPIRY: &str = "expiry-judged-on-true-time";
 const IMPOSSIBLE: &str = "no-impossible-answer";
 const RENEW_UNKNOWN: &str = "renewal-reports-unknown";
@@ -220,6 +241,64 @@ pub struct LiveView {
     pub error: Option<String>,
 }
 
+/// One log entry a node held when asked: its log id and a hash of its
+/// stored bytes (`NodeInfo`'s `LogEntryHash`, or the offline store read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntrySeen {
+    /// The term of the leader that created the entry.
+    pub term: u64,
+    /// The node of that leader.
+    pub leader: u64,
+    /// The entry's index.
+    pub index: u64,
+    /// A hash of the entry's bytes (equal entries, equal hashes).
+    pub hash: String,
+}
+
+/// What one node showed of its log and its states at one moment: asked with
+/// `NodeInfo` while it ran (after each power cut, and at the end), or read
+/// from its store after the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogView {
+    /// The node (1-based).
+    pub node: usize,
+    /// When it was asked, for the reader ("power cut 3 of node 2: serving again").
+    pub when: String,
+    /// Its recent log entries.
+    pub entries: Vec<EntrySeen>,
+    /// The digests of its license state at applied indexes, `(index, digest)`.
+    pub digests: Vec<(u64, String)>,
+    /// Why it could not be asked, if so (its view is then empty).
+    pub error: Option<String>,
+}
+
+/// The report's line on the log views: how many, at how many moments, how
+/// many nodes could not be asked (their entries and digests were not
+/// compared), and how much they held.
+pub fn log_views_line(logs: &[LogView]) -> String {
+    let moments: BTreeSet<&str> = logs.iter().map(|v| v.when.as_str()).collect();
+    let unasked: Vec<String> = logs
+        .iter()
+        .filter_map(|v| {
+            v.error
+                .as_ref()
+                .map(|e| format!("node {} ({}): {e}", v.node, v.when))
+        })
+        .collect();
+    let entries: usize = logs.iter().map(|v| v.entries.len()).sum();
+    let digests: usize = logs.iter().map(|v| v.digests.len()).sum();
+    let mut line = format!(
+        "{} views at {} moments (after each power cut, the final restart, the end, the stores), {entries} entries and {digests} state digests seen; {} not answered",
+        logs.len(),
+        moments.len(),
+        unasked.len()
+    );
+    if let Some(first) = unasked.first() {
+        line.push_str(&format!(", first: {first}"));
+    }
+    line
+}
+
 /// What the checker needs besides the history.
 #[derive(Debug, Clone, Default)]
 pub struct CheckInput {
@@ -231,6 +310,10 @@ pub struct CheckInput {
     pub replicas: Vec<ReplicaView>,
     /// Each node's live state, asked after the drain; empty when not asked.
     pub live: Vec<LiveView>,
+    /// Every node's recent log and state digests, asked after each power cut
+    /// and at the end, and read from its store after the run; empty when
+    /// not asked.
+    pub logs: Vec<LogView>,
     /// When the replicas were read (harness time, µs): the processes had stopped.
     pub replicas_read_us: u64,
     /// Dated features: when (harness time, µs; `i64`, as it may be before the
@@ -904,6 +987,8 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
     let reads = check_reads(&ops);
     let converge = check_convergence(&input.replicas);
     let live = check_live(&input.live, &input.replicas);
+    let one_entry = check_one_entry_per_log_id(&input.logs);
+    let states_at = check_states_at_each_index(&input.logs);
     let expiry = check_expiry(&ops, input);
     let impossible = check_impossible(&ops, input);
     let renew_unknown = check_renewal_unknown(&ops, &grants);
@@ -922,6 +1007,8 @@ pub fn check(events: &[Event], input: &CheckInput) -> Verdict {
         reads,
         converge,
         live,
+        one_entry,
+        states_at,
         expiry,
         impossible,
         renew_unknown,
@@ -2030,6 +2117,98 @@ fn check_live(live: &[LiveView], replicas: &[ReplicaView]) -> InvariantResult {
     tally.finish()
 }
 
+/// `one-entry-per-log-id`: a log id names one entry for the life of the
+/// cluster, so every view of every node, at any moment, that holds an entry
+/// under a log id holds the same bytes (the same hash). The views are
+/// compared across time as well: a node that held one entry under a log id
+/// before a power cut and another after it broke the promise even if no
+/// other node was asked in between. `checked`: the log ids seen by two
+/// nodes or more.
+fn check_one_entry_per_log_id(logs: &[LogView]) -> InvariantResult {
+    let mut tally = Tally::new(ONE_ENTRY);
+    // Per log id: each distinct hash with the first view that showed it, and
+    // the nodes that held it.
+    type Seen<'a> = (Vec<(&'a str, &'a LogView)>, BTreeSet<usize>);
+    let mut by_id: BTreeMap<(u64, u64, u64), Seen> = BTreeMap::new();
+    for view in logs.iter().filter(|v| v.error.is_none()) {
+        // Term 0 is no leader's: it is the membership entry every pristine
+        // node writes for itself when it forms the cluster (openraft's
+        // `initialize`, log id (0, 0, 0)), never replicated; with each
+        // node's own peer addresses in it (the harness's proxies) the bytes
+        // differ by design.
+        for entry in view.entries.iter().filter(|e| e.term > 0) {
+            let (hashes, nodes) = by_id
+                .entry((entry.term, entry.leader, entry.index))
+                .or_default();
+            nodes.insert(view.node);
+            if !hashes.iter().any(|(h, _)| *h == entry.hash) {
+                hashes.push((&entry.hash, view));
+            }
+        }
+    }
+    for ((term, leader, index), (hashes, nodes)) in &by_id {
+        if nodes.len() >= 2 || hashes.len() >= 2 {
+            tally.checked += 1;
+        }
+        if hashes.len() >= 2 {
+            let held: Vec<String> = hashes
+                .iter()
+                .map(|(hash, view)| format!("node {} ({}) holds hash {hash}", view.node, view.when))
+                .collect();
+            tally.violation(format!(
+                "two different entries under log id (term {term}, leader node {leader}, index {index}): {}",
+                held.join("; ")
+            ));
+        }
+    }
+    tally.finish()
+}
+
+/// `states-agree-at-each-index`: entries are applied only once committed,
+/// in log order, by a deterministic state machine, so every node's license
+/// state right after applying index `i` is the same, whenever it applied
+/// it (before or after a restart). Every digest any view reports at an
+/// index (the nodes' recent digests asked while they ran, the stores
+/// replayed after the run) must be the same. `checked`: the indexes two
+/// nodes or more reported.
+fn check_states_at_each_index(logs: &[LogView]) -> InvariantResult {
+    let mut tally = Tally::new(STATES_AT);
+    type Seen<'a> = (Vec<(&'a str, &'a LogView)>, BTreeSet<usize>);
+    let mut by_index: BTreeMap<u64, Seen> = BTreeMap::new();
+    for view in logs.iter().filter(|v| v.error.is_none()) {
+        for (index, digest) in &view.digests {
+            let (digests, nodes) = by_index.entry(*index).or_default();
+            nodes.insert(view.node);
+            if !digests.iter().any(|(d, _)| *d == digest) {
+                digests.push((digest, view));
+            }
+        }
+    }
+    for (index, (digests, nodes)) in &by_index {
+        if nodes.len() >= 2 || digests.len() >= 2 {
+            tally.checked += 1;
+        }
+        if digests.len() >= 2 {
+            let held: Vec<String> = digests
+                .iter()
+                .map(|(digest, view)| {
+                    format!(
+                        "node {} ({}) reports digest {}",
+                        view.node,
+                        view.when,
+                        &digest[..digest.len().min(16)]
+                    )
+                })
+                .collect();
+            tally.violation(format!(
+                "different license states after applying index {index}: {}",
+                held.join("; ")
+            ));
+        }
+    }
+    tally.finish()
+}
+
 /// Replicas: every node readable, at the same index, with the same state.
 fn check_convergence(replicas: &[ReplicaView]) -> InvariantResult {
     let mut tally = Tally::new(CONVERGE);
@@ -2668,6 +2847,157 @@ mod tests {
         assert!(
             result(&verdict, LIVE).examples[0]
                 .contains("node 1's live state at applied index 40 has digest aa, but its store replayed to that index gives cc")
+        );
+    }
+
+    // The power-cut divergence: the leader of term 4 (node 3) lost a tail
+    // its followers had flushed and committed, led term 4 again and wrote
+    // new entries at those indexes. Views of one log id with two hashes, on
+    // two nodes or on one node before and after the cut, are violations;
+    // equal entries and entries under different log ids are not.
+    #[test]
+    fn two_entries_under_one_log_id_are_reported() {
+        let entry = |index, hash: &str| EntrySeen {
+            term: 4,
+            leader: 3,
+            index,
+            hash: hash.into(),
+        };
+        let view = |node, when: &str, entries: Vec<EntrySeen>| LogView {
+            node,
+            when: when.into(),
+            entries,
+            digests: Vec::new(),
+            error: None,
+        };
+        let run = |logs: Vec<LogView>| {
+            check(
+                &[],
+                &CheckInput {
+                    logs,
+                    ..CheckInput::default()
+                },
+            )
+        };
+        let equal = vec![
+            view(
+                1,
+                "power cut 1: serving",
+                vec![entry(10, "aa"), entry(11, "bb")],
+            ),
+            view(
+                2,
+                "power cut 1: serving",
+                vec![entry(10, "aa"), entry(11, "bb")],
+            ),
+            view(3, "power cut 1: serving", vec![entry(10, "aa")]),
+        ];
+        let verdict = run(equal.clone());
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        assert_eq!(result(&verdict, ONE_ENTRY).checked, 2);
+
+        // Node 3 holds other bytes under (4, 3, 11) than nodes 1 and 2.
+        let mut diverged = equal.clone();
+        diverged.push(view(
+            3,
+            "power cut 1: 3 s later",
+            vec![entry(10, "aa"), entry(11, "cc"), entry(12, "dd")],
+        ));
+        let verdict = run(diverged);
+        assert_eq!(failing(&verdict), vec![ONE_ENTRY]);
+        let one = result(&verdict, ONE_ENTRY);
+        assert_eq!(one.violations, 1, "{one:?}");
+        assert!(
+            one.examples[0].contains(
+                "two different entries under log id (term 4, leader node 3, index 11): node 1 (power cut 1: serving) holds hash bb; node 3 (power cut 1: 3 s later) holds hash cc"
+            ),
+            "{one:?}"
+        );
+
+        // One node alone, before and after a cut: still two entries under one id.
+        let verdict = run(vec![
+            view(3, "before", vec![entry(11, "bb")]),
+            view(3, "after", vec![entry(11, "cc")]),
+        ]);
+        assert_eq!(result(&verdict, ONE_ENTRY).violations, 1);
+
+        // The same index under another leader's log id is a different entry.
+        let mut other_term = entry(11, "cc");
+        other_term.term = 5;
+        let verdict = run(vec![
+            view(1, "end", vec![entry(11, "bb")]),
+            view(2, "end", vec![other_term]),
+        ]);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+
+        // The bootstrap membership (term 0) is each node's own.
+        let bootstrap = |hash: &str| EntrySeen {
+            term: 0,
+            leader: 0,
+            index: 0,
+            hash: hash.into(),
+        };
+        let verdict = run(vec![
+            view(1, "end", vec![bootstrap("b1")]),
+            view(2, "end", vec![bootstrap("b2")]),
+        ]);
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+
+        // A view with an error holds nothing to compare.
+        let mut unasked = view(3, "end", vec![entry(10, "zz")]);
+        unasked.error = Some("no answer".into());
+        let mut views = equal;
+        views.push(unasked);
+        assert_eq!(failing(&run(views)), Vec::<&str>::new());
+    }
+
+    // States compared at a common applied index while the cluster runs: a
+    // node whose state after applying index 128 differs from another's is
+    // reported, even if both later converge; equal digests, and digests at
+    // indexes no other node reported, are not.
+    #[test]
+    fn different_states_at_one_index_are_reported() {
+        let view = |node, when: &str, digests: &[(u64, &str)]| LogView {
+            node,
+            when: when.into(),
+            entries: Vec::new(),
+            digests: digests.iter().map(|(i, d)| (*i, d.to_string())).collect(),
+            error: None,
+        };
+        let run = |logs: Vec<LogView>| {
+            check(
+                &[],
+                &CheckInput {
+                    logs,
+                    ..CheckInput::default()
+                },
+            )
+        };
+        let equal = vec![
+            view(1, "power cut 2: serving", &[(64, "d64"), (128, "d128")]),
+            view(2, "power cut 2: serving", &[(128, "d128"), (192, "d192")]),
+            view(3, "power cut 2: serving", &[(192, "d192")]),
+        ];
+        let verdict = run(equal.clone());
+        assert_eq!(failing(&verdict), Vec::<&str>::new(), "{verdict:#?}");
+        assert_eq!(result(&verdict, STATES_AT).checked, 2);
+
+        let mut diverged = equal.clone();
+        diverged.push(view(
+            3,
+            "power cut 2: 3 s later",
+            &[(192, "x192"), (256, "d256")],
+        ));
+        diverged.push(view(1, "end", &[(256, "d256")]));
+        let verdict = run(diverged);
+        assert_eq!(failing(&verdict), vec![STATES_AT]);
+        let at = result(&verdict, STATES_AT);
+        assert_eq!((at.violations, at.checked), (1, 3), "{at:?}");
+        assert!(
+            at.examples[0].contains(
+                "different license states after applying index 192: node 2 (power cut 2: serving) reports digest d192; node 3 (power cut 2: 3 s later) reports digest x192"
+            ),
+            "{at:?}"
         );
     }
 

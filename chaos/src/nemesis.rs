@@ -161,6 +161,8 @@ pub struct Nemesis {
     faults: u64,
     /// Host links cut on a LAN (`--netns`).
     link_cuts: u64,
+    /// Every node's recent log and state digests, asked after each power cut.
+    log_views: Vec<crate::checker::LogView>,
 }
 
 fn ms(rng: &mut StdRng, from: u64, to: u64) -> Duration {
@@ -177,12 +179,19 @@ impl Nemesis {
             deck: Vec::new(),
             faults: 0,
             link_cuts: 0,
+            log_views: Vec::new(),
         }
     }
 
     /// Host links cut so far (`--netns` runs).
     pub fn link_cuts(&self) -> u64 {
         self.link_cuts
+    }
+
+    /// The nodes' logs and state digests asked after each power cut so far
+    /// (see [`crate::run::log_views`]); taken out.
+    pub fn take_log_views(&mut self) -> Vec<crate::checker::LogView> {
+        std::mem::take(&mut self.log_views)
     }
 
     /// Cuts node `node` off from every peer: on a LAN its host's link goes
@@ -578,6 +587,28 @@ impl Nemesis {
                 }
                 let what = format!("{what}; {}", lost.join("; "));
                 Self::record(history, "power", "end", &names, &what);
+                // Every node's log ids, entry hashes and state digests, once
+                // a node serves and again after the restarted ones wrote:
+                // a leader that lost its tail may write other entries under
+                // log ids its followers hold, which a later snapshot would
+                // hide from the end-of-run checks.
+                let cut = format!("fault {} (power cut of {names})", self.faults);
+                let serving = cluster.wait_ready(crate::run::READY_LIMIT).await.is_some();
+                let first = if serving {
+                    "serving again"
+                } else {
+                    "no node serving"
+                };
+                self.log_views
+                    .extend(crate::run::log_views(cluster, &format!("{cut}: {first}")).await);
+                tokio::time::sleep(crate::run::LOG_SETTLE).await;
+                self.log_views.extend(
+                    crate::run::log_views(
+                        cluster,
+                        &format!("{cut}: {} s later", crate::run::LOG_SETTLE.as_secs()),
+                    )
+                    .await,
+                );
             }
         }
         Ok(())

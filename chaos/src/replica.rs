@@ -31,9 +31,10 @@ use std::path::{Path, PathBuf};
 use openraft::EntryPayload;
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use raftlm::license::state::{LicenseState, LogPosition};
+use raftlm::raft::log_store::EntryHash;
 use raftlm::raft::{Entry, LogId};
 
-use crate::checker::ReplicaView;
+use crate::checker::{EntrySeen, LogView, ReplicaView};
 use crate::history::{GrantSeen, Token, session_hex};
 
 /// What one node's store holds.
@@ -42,6 +43,8 @@ struct Stored {
     snapshot: Option<LogId>,
     state: LicenseState,
     entries: BTreeMap<u64, Entry>,
+    /// Every stored entry's log id and hash, as a live node lists them.
+    hashes: Vec<EntryHash>,
     last_index: u64,
     committed: Option<u64>,
 }
@@ -70,11 +73,15 @@ fn open(node: usize, dir: &Path) -> Result<Stored, String> {
         let entries = RaftLogReader::try_get_log_entries(&mut log, first..=last_index)
             .await
             .map_err(|e| format!("cannot read its log: {e}"))?;
+        let hashes = log
+            .entry_hashes(Some(first), usize::MAX)
+            .map_err(|e| format!("cannot hash its log: {e}"))?;
         Ok(Stored {
             node,
             snapshot,
             state,
             entries: entries.into_iter().map(|e| (e.log_id.index, e)).collect(),
+            hashes,
             last_index,
             committed: committed.map(|c| c.index),
         })
@@ -153,10 +160,37 @@ fn failed(node: usize, error: String) -> ReplicaView {
     }
 }
 
+/// What the offline read says about the log: every readable node's stored
+/// entries (log id and hash of the stored bytes, as a live node lists them
+/// in `NodeInfo`) and its replayed state's digest at the compared index, for
+/// `one-entry-per-log-id` and `states-agree-at-each-index`.
+fn log_view(s: &Stored, compared: Option<&ReplicaView>) -> LogView {
+    LogView {
+        node: s.node,
+        when: "its store, read after the run".into(),
+        entries: s
+            .hashes
+            .iter()
+            .map(|h| EntrySeen {
+                term: h.log_id.leader_id.term,
+                leader: h.log_id.leader_id.node_id,
+                index: h.log_id.index,
+                hash: h.hash.clone(),
+            })
+            .collect(),
+        digests: compared
+            .filter(|v| v.error.is_none())
+            .map(|v| vec![(v.index, v.digest.clone())])
+            .unwrap_or_default(),
+        error: None,
+    }
+}
+
 /// Reads every node's data directory (`dirs[i]` is node `i + 1`'s) and
-/// returns one view per node at the common index. The processes must have
-/// stopped. Blocking.
-pub fn read(dirs: &[PathBuf]) -> Vec<ReplicaView> {
+/// returns one view per node at the common index, and each readable node's
+/// stored log ids and entry hashes (see [`log_view`]). The processes must
+/// have stopped. Blocking.
+pub fn read(dirs: &[PathBuf]) -> (Vec<ReplicaView>, Vec<LogView>) {
     let mut stored = Vec::new();
     let mut views = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
@@ -165,6 +199,16 @@ pub fn read(dirs: &[PathBuf]) -> Vec<ReplicaView> {
             Err(error) => views.push(failed(i + 1, error)),
         }
     }
+    let views = states(&stored, views);
+    let logs = stored
+        .iter()
+        .map(|s| log_view(s, views.iter().find(|v| v.node == s.node)))
+        .collect();
+    (views, logs)
+}
+
+/// The views of the readable nodes at their common index, added to `views`.
+fn states(stored: &[Stored], mut views: Vec<ReplicaView>) -> Vec<ReplicaView> {
     if stored.is_empty() {
         return views;
     }
@@ -190,7 +234,7 @@ pub fn read(dirs: &[PathBuf]) -> Vec<ReplicaView> {
                 )
             })
             .collect();
-        for s in &stored {
+        for s in stored {
             views.push(failed(
                 s.node,
                 format!(
@@ -201,7 +245,7 @@ pub fn read(dirs: &[PathBuf]) -> Vec<ReplicaView> {
         }
         return views;
     };
-    for s in &stored {
+    for s in stored {
         match s.state_at(index) {
             Ok(state) => {
                 let grants = state

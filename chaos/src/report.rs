@@ -210,6 +210,10 @@ pub struct Report {
     pub disk: String,
     /// Network namespaces: what the LAN in a box saw, or why there was none.
     pub network_namespaces: String,
+    /// The nodes' logs and state digests asked after each power cut and at
+    /// the end, and read from the stores (see [`crate::checker::LogView`]).
+    #[serde(default)]
+    pub log_views: String,
     /// With `--netns`: the access point's address on the LAN through the run.
     #[serde(default)]
     pub lan: Option<LanFindings>,
@@ -325,6 +329,9 @@ impl Report {
         );
         let _ = writeln!(out, "disk: {}", self.disk);
         let _ = writeln!(out, "network namespaces: {}", self.network_namespaces);
+        if !self.log_views.is_empty() {
+            let _ = writeln!(out, "logs and state digests: {}", self.log_views);
+        }
         if let Some(lan) = self.lan.as_ref().filter(|l| !l.double_spells.is_empty()) {
             let spells: Vec<String> = lan
                 .double_spells

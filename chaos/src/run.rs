@@ -17,7 +17,9 @@
 //!    during the wait, as a new active node restarts every TTL);
 //! 5. ask every node (`NodeInfo`) for its applied and committed index and its
 //!    live state digest, until all stand at one applied index (at most
-//!    [`LIVE_CONVERGE_LIMIT`]);
+//!    [`LIVE_CONVERGE_LIMIT`]), and for its recent log ids, entry hashes and
+//!    state digests ([`log_views`], asked after every power cut as well, and
+//!    once already after the restart of step 3);
 //! 6. stop every node gracefully, scan their logs for panics, and read each
 //!    node's own store (see [`crate::replica`]);
 //! 7. check the history, the node exits the harness did not cause, the
@@ -525,6 +527,8 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     }
     let ready = cluster.wait_ready(READY_LIMIT).await.is_some();
     recovered(&cluster, ready, "after the final kill-all and restart");
+    let mut logs = nemesis.take_log_views();
+    logs.extend(log_views(&cluster, "final restart: serving again").await);
     read_state(
         &mut cluster,
         &history,
@@ -560,6 +564,8 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
                 .join("; ")
         ),
     );
+
+    logs.extend(log_views(&cluster, "end, before the nodes stop").await);
 
     // 6. Stop everything and read each store.
     cluster.terminate_all().await;
@@ -608,9 +614,11 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     }
     let dirs: Vec<PathBuf> = (0..3).map(|i| cluster.data_dir(i)).collect();
     progress(config, "reading every node's own store");
-    let replicas = tokio::task::spawn_blocking(move || replica::read(&dirs))
+    let (replicas, stored_logs) = tokio::task::spawn_blocking(move || replica::read(&dirs))
         .await
         .context("the replica reader panicked")?;
+    logs.extend(stored_logs);
+    let log_views_line = checker::log_views_line(&logs);
 
     // 7. Check.
     let events = history.events();
@@ -622,6 +630,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             session_ttl_us: config.session_ttl_ms * 1000,
             replicas: replicas.clone(),
             live,
+            logs,
             replicas_read_us,
             expiries: clock
                 .as_ref()
@@ -681,6 +690,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         network_namespaces: lan_findings
             .as_ref()
             .map_or_else(|| NETNS_SKIPPED.into(), LanFindings::line),
+        log_views: log_views_line,
         lan: lan_findings,
         violations: 0,
         passed: false,
@@ -830,6 +840,83 @@ async fn node_info(
     cluster: &Cluster,
     address: &str,
 ) -> anyhow::Result<raftlm::proto::v1::NodeInfoReply> {
+    node_info_with(
+        cluster,
+        address,
+        raftlm::proto::v1::NodeInfoRequest {
+            with_state_digest: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// How long after a power cut's restart, once a node serves, the harness
+/// asks every node for its log and state digests again: the restarted
+/// nodes have written by then (a leader that lost its tail writes new
+/// entries where its followers hold others).
+pub const LOG_SETTLE: Duration = Duration::from_secs(3);
+/// Attempts per node when asking for its log and digests.
+const LOG_ASKS: u32 = 3;
+
+/// Asks every node (on its own address) for its most recent log entries
+/// (log ids and hashes, as many as a node lists) and the state digests it
+/// kept at recent applied indexes, for `one-entry-per-log-id` and
+/// `states-agree-at-each-index`. `when` names the moment in the report.
+pub async fn log_views(cluster: &Cluster, when: &str) -> Vec<checker::LogView> {
+    let mut views = Vec::new();
+    for i in 0..cluster.len() {
+        let address = cluster.spec.real[i].to_string();
+        let mut view = checker::LogView {
+            node: i + 1,
+            when: when.to_string(),
+            ..checker::LogView::default()
+        };
+        for attempt in 1..=LOG_ASKS {
+            let request = raftlm::proto::v1::NodeInfoRequest {
+                log_hashes: raftlm::raft::log_store::ENTRY_HASHES_MAX as u32,
+                with_state_digests: true,
+                ..Default::default()
+            };
+            match node_info_with(cluster, &address, request).await {
+                Ok(info) => {
+                    view.error = None;
+                    view.entries = info
+                        .log_hashes
+                        .into_iter()
+                        .map(|e| checker::EntrySeen {
+                            term: e.term,
+                            leader: e.leader,
+                            index: e.index,
+                            hash: e.hash,
+                        })
+                        .collect();
+                    view.digests = info
+                        .state_digests
+                        .into_iter()
+                        .map(|d| (d.index, d.digest))
+                        .collect();
+                    break;
+                }
+                Err(error) => {
+                    view.error = Some(format!("NodeInfo at {address}: {error}"));
+                    if attempt < LOG_ASKS {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                }
+            }
+        }
+        views.push(view);
+    }
+    views
+}
+
+/// One NodeInfo, with the run's client TLS.
+async fn node_info_with(
+    cluster: &Cluster,
+    address: &str,
+    request: raftlm::proto::v1::NodeInfoRequest,
+) -> anyhow::Result<raftlm::proto::v1::NodeInfoReply> {
     let channel = cluster
         .client_tls
         .endpoint(address, Duration::from_secs(2))
@@ -839,9 +926,7 @@ async fn node_info(
         .await?;
     Ok(
         raftlm::proto::v1::license_client::LicenseClient::new(channel)
-            .node_info(raftlm::proto::v1::NodeInfoRequest {
-                with_state_digest: true,
-            })
+            .node_info(request)
             .await?
             .into_inner(),
     )

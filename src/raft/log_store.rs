@@ -74,6 +74,9 @@ pub struct LogStore {
     meta: sled::Tree,
     /// Makes flushed writes survive a power cut.
     sync: Arc<DiskSync>,
+    /// Test-only break `leader-tail` ([`crate::fault`]): this node's id, whose
+    /// own entries (written as leader) are appended without a flush.
+    unsynced_leader: Option<u64>,
 }
 
 /// Why a stored record could not be read.
@@ -110,7 +113,88 @@ fn any(e: impl std::error::Error + 'static) -> AnyError {
     AnyError::new(&e)
 }
 
+/// Most entries one [`LogStore::entry_hashes`] call lists for `NodeInfo`.
+pub const ENTRY_HASHES_MAX: usize = 1024;
+
+/// Bytes of SHA-256 kept in an entry's hash: enough to tell two entries
+/// apart, short enough to list a thousand in one reply.
+pub const ENTRY_HASH_BYTES: usize = 16;
+
+/// One stored log entry: its log id and a hash of its stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryHash {
+    /// The entry's log id (the leader that created it, and its index).
+    pub log_id: LogId,
+    /// The first [`ENTRY_HASH_BYTES`] of the SHA-256 of the entry's stored
+    /// bytes (its [`codec`] record, log id included), lowercase hex.
+    pub hash: String,
+}
+
+/// The hash [`EntryHash`] carries, of an entry's stored bytes.
+pub fn entry_hash(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)[..ENTRY_HASH_BYTES]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl LogStore {
+    /// With the test-only break `leader-tail` ([`crate::fault::Break::LeaderTail`]):
+    /// entries node `node_id` appends as leader are written but neither
+    /// flushed nor synced, though reported flushed, so a power cut of every
+    /// node loses a tail the followers hold. Call before handing the store
+    /// to Raft (clones made earlier keep flushing).
+    pub fn break_leader_tail(&mut self, node_id: u64) {
+        if crate::fault::broken(crate::fault::Break::LeaderTail) {
+            self.unsynced_leader = Some(node_id);
+        }
+    }
+
+    /// Lists stored entries with a hash of each one's bytes, in index order:
+    /// at most `limit`, from index `from` on, or (`from` = `None`) the last
+    /// `limit` entries. Reads sled directly (no Raft call), so it can run
+    /// next to the Raft core; an entry truncated or purged meanwhile is
+    /// simply not listed. For checking that no two nodes hold different
+    /// entries under one log id (`NodeInfo`, and the chaos harness's offline
+    /// read).
+    pub fn entry_hashes(
+        &self,
+        from: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<EntryHash>, StorageError> {
+        let one = |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            let (_, bytes) = item.map_err(|e| StorageIOError::read_logs(any(e)))?;
+            let entry: Entry =
+                codec::decode(&bytes).map_err(|e| StorageIOError::read_logs(any(e)))?;
+            Ok::<_, StorageError>(EntryHash {
+                log_id: entry.log_id,
+                hash: entry_hash(&bytes),
+            })
+        };
+        let mut listed = match from {
+            Some(from) => self
+                .log
+                .range(key_of(from)..)
+                .take(limit)
+                .map(one)
+                .collect::<Result<Vec<_>, _>>()?,
+            None => {
+                let mut last = self
+                    .log
+                    .iter()
+                    .rev()
+                    .take(limit)
+                    .map(one)
+                    .collect::<Result<Vec<_>, _>>()?;
+                last.reverse();
+                last
+            }
+        };
+        listed.sort_by_key(|e| e.log_id.index);
+        Ok(listed)
+    }
+
     /// Opens the log store over its trees, validating them (see
     /// [`store`](super::store)). Finishes a purge interrupted by a crash.
     pub(crate) fn open(
@@ -124,6 +208,7 @@ impl LogStore {
             log,
             meta,
             sync,
+            unsynced_leader: None,
         };
         let vote = store.vote_at_open()?;
         let committed: Option<LogId> =
@@ -462,7 +547,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&key_of(entry.log_id.index)[..], bytes);
             last = Some(entry.log_id);
         }
+        let own = |me: u64| last.is_some_and(|l: LogId| l.leader_id.node_id == me);
         let written = match self.log.apply_batch(batch) {
+            Ok(()) if self.unsynced_leader.is_some_and(own) => Ok(()),
             Ok(()) => match self.log.flush_async().await {
                 // sled's flush is a sync_file_range; the fdatasync makes it a real one.
                 Ok(_) => self.sync.sync_async().await.map_err(sled::Error::Io),

@@ -33,6 +33,7 @@
 // require; private helpers return it as is rather than box and unbox it.
 #![allow(clippy::result_large_err)]
 
+use std::collections::VecDeque;
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -53,6 +54,15 @@ use super::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership
 const META_KEY: &[u8] = b"meta";
 /// Key of the stored snapshot's data in the `state` tree.
 const DATA_KEY: &[u8] = b"data";
+
+/// The state is digested (for [`StateMachineStore::recent_digests`]) after
+/// each applied entry whose index is a multiple of this: one encoding and
+/// SHA-256 of the whole state per this many entries, so the cost stays a
+/// small fraction of the applies even for a state of megabytes.
+pub const DIGEST_EVERY: u64 = 64;
+/// Digests kept: the most recent, in memory only (a restart starts afresh,
+/// and refills it as it re-applies its log).
+pub const DIGESTS_KEPT: usize = 32;
 
 /// The state machine of one node. A cheap handle: clones share one state.
 #[derive(Clone)]
@@ -77,6 +87,10 @@ struct Inner {
     store_lock: Mutex<()>,
     /// Makes snapshot ids unique within this process.
     snapshots_built: AtomicU64,
+    /// The state's digest at recent applied indexes that are multiples of
+    /// [`DIGEST_EVERY`], oldest first, at most [`DIGESTS_KEPT`]; written
+    /// under the `live` write lock, right after applying the entry.
+    digests: Mutex<VecDeque<(u64, String)>>,
 }
 
 /// The live state, and exactly what a snapshot's data encodes.
@@ -173,6 +187,7 @@ impl StateMachineStore {
                 live: RwLock::new(live),
                 store_lock: Mutex::new(()),
                 snapshots_built: AtomicU64::new(0),
+                digests: Mutex::new(VecDeque::with_capacity(DIGESTS_KEPT)),
             }),
         })
     }
@@ -216,6 +231,36 @@ impl StateMachineStore {
             .last_applied
     }
 
+    /// The state's digest (as [`LicenseState::digest`]) right after each
+    /// recently applied entry whose index is a multiple of [`DIGEST_EVERY`],
+    /// as `(index, digest)`, oldest first; at most [`DIGESTS_KEPT`], all
+    /// taken since this process started. Entries are applied only once
+    /// committed and in log order, so every node's digest at one index must
+    /// be the same: the chaos harness compares them while the cluster runs.
+    pub fn recent_digests(&self) -> Vec<(u64, String)> {
+        self.inner
+            .digests
+            .lock()
+            .map(|d| d.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Records the digest of `state`, just applied through `index`.
+    fn keep_digest(&self, index: u64, state: &LicenseState) {
+        let digest = state
+            .digest()
+            .unwrap_or_else(|e| format!("unencodable: {e}"));
+        if let Ok(mut digests) = self.inner.digests.lock() {
+            // A re-apply after a snapshot install or restart may revisit an
+            // index: keep one digest per index, in index order.
+            digests.retain(|(i, _)| *i < index);
+            if digests.len() == DIGESTS_KEPT {
+                digests.pop_front();
+            }
+            digests.push_back((index, digest));
+        }
+    }
+
     fn live_read(&self) -> Result<RwLockReadGuard<'_, Live>, StorageError> {
         self.inner.live.read().map_err(|_| poisoned())
     }
@@ -249,6 +294,9 @@ impl StateMachineStore {
                 }
             };
             live.last_applied = Some(log_id);
+            if log_id.index % DIGEST_EVERY == 0 {
+                self.keep_digest(log_id.index, &live.state);
+            }
             replies.push(reply);
         }
         Ok(replies)

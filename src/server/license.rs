@@ -20,6 +20,7 @@ use crate::license::secret::{SESSION_SECRET_BYTES, SessionSecret};
 use crate::license::state::{self, Command, DenyReason, Outcome, RequestId, SessionId};
 use crate::proto::v1 as pb;
 use crate::proto::v1::license_server::License;
+use crate::raft::log_store::ENTRY_HASHES_MAX;
 use crate::server::sessions::{Refusal, Renewing};
 use crate::server::{ServiceError, Shared};
 
@@ -739,7 +740,43 @@ impl License for LicenseService {
         request: Request<pb::NodeInfoRequest>,
     ) -> Result<Response<pb::NodeInfoReply>, Status> {
         let cert = self.shared.tls.as_ref().map(|t| t.current().cert.clone());
-        let with_digest = request.into_inner().with_state_digest;
+        let request = request.into_inner();
+        let with_digest = request.with_state_digest;
+        // Log ids and entry hashes are asked on the client plane like the
+        // state digest, by any client that may call NodeInfo: a log id says
+        // only which term and index an entry has (Status answers the term
+        // and applied index already), and a truncated SHA-256 of an entry
+        // reveals nothing of its content, which holds random session keys
+        // and tokens that cannot be guessed to test against the hash. The
+        // cost is bounded: at most ENTRY_HASHES_MAX entries, read from sled.
+        let log_hashes = if request.log_hashes == 0 {
+            Vec::new()
+        } else {
+            let limit = (request.log_hashes as usize).min(ENTRY_HASHES_MAX);
+            let from = (request.log_hashes_from > 0).then_some(request.log_hashes_from);
+            self.shared
+                .log
+                .entry_hashes(from, limit)
+                .map_err(|e| ServiceError::Unknown(format!("cannot read the log: {e}")))?
+                .into_iter()
+                .map(|e| pb::LogEntryHash {
+                    term: e.log_id.leader_id.term,
+                    leader: e.log_id.leader_id.node_id,
+                    index: e.log_id.index,
+                    hash: e.hash,
+                })
+                .collect()
+        };
+        let state_digests = if request.with_state_digests {
+            self.shared
+                .state
+                .recent_digests()
+                .into_iter()
+                .map(|(index, digest)| pb::StateDigestAt { index, digest })
+                .collect()
+        } else {
+            Vec::new()
+        };
         // This node's own view, leader or not: not a linearizable read.
         let committed_index = self
             .shared
@@ -763,6 +800,8 @@ impl License for LicenseService {
             applied_index,
             committed_index,
             state_digest,
+            log_hashes,
+            state_digests,
             id: self.shared.node_id,
             cluster_name: self.shared.config.cluster_name.clone(),
             tls: cert.is_some(),

@@ -39,6 +39,9 @@ pub struct Shared {
     pub raft: Raft,
     /// The local state machine, for reads.
     pub state: StateMachineStore,
+    /// The local Raft log, for `NodeInfo`'s list of entry hashes (a
+    /// read-only use next to the Raft core, which owns the writes).
+    pub log: crate::raft::log_store::LogStore,
     /// Proposes commands.
     pub batcher: Batcher,
     /// Heartbeats of client sessions, kept by the active node.
