@@ -554,13 +554,21 @@ impl Cluster {
             self.disks.len() == self.len(),
             "the nodes' data directories are not on power-cut filesystems"
         );
+        // An exit before the cut is the node's own doing; one after it (sled
+        // panics on the first EIO, before the kill lands) is the cut's.
+        for &i in nodes {
+            self.reap(i);
+        }
         for &i in nodes {
             self.disks[i].cut();
         }
         for &i in nodes {
             // SIGCONT first: a stopped process does not die of SIGKILL until continued.
             self.resume(i);
-            self.kill(i);
+            if let Some(child) = self.children[i].take() {
+                self.end_process(i, child);
+            }
+            self.paused[i] = false;
         }
         nodes
             .iter()

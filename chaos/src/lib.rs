@@ -51,4 +51,5 @@ pub mod proxy;
 pub mod replica;
 pub mod report;
 pub mod run;
+pub mod tail;
 pub mod workload;

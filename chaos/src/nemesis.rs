@@ -163,6 +163,42 @@ pub struct Nemesis {
     link_cuts: u64,
     /// Every node's recent log and state digests, asked after each power cut.
     log_views: Vec<crate::checker::LogView>,
+    /// Power cuts so far, and the nodes they left with a lost log tail.
+    power_cuts: PowerCuts,
+}
+
+/// Power cuts, and what they took (see [`crate::tail`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PowerCuts {
+    /// Cuts of every node at once.
+    pub every_node: u64,
+    /// Cuts of one node.
+    pub one_node: u64,
+    /// Nodes that came back with their log ending below what they had
+    /// applied, each with the fault it came from.
+    pub tail_losses: Vec<String>,
+}
+
+impl PowerCuts {
+    /// The report's line.
+    pub fn line(&self) -> String {
+        let leaders = self
+            .tail_losses
+            .iter()
+            .filter(|l| l.contains("(active)"))
+            .count();
+        let mut line = format!(
+            "{} of every node, {} of one node; nodes back with a lost log tail: {} (the active node: {leaders})",
+            self.every_node,
+            self.one_node,
+            self.tail_losses.len()
+        );
+        for loss in &self.tail_losses {
+            line.push_str("\n  ");
+            line.push_str(loss);
+        }
+        line
+    }
 }
 
 fn ms(rng: &mut StdRng, from: u64, to: u64) -> Duration {
@@ -179,6 +215,7 @@ impl Nemesis {
             deck: Vec::new(),
             faults: 0,
             link_cuts: 0,
+            power_cuts: PowerCuts::default(),
             log_views: Vec::new(),
         }
     }
@@ -186,6 +223,29 @@ impl Nemesis {
     /// Host links cut so far (`--netns` runs).
     pub fn link_cuts(&self) -> u64 {
         self.link_cuts
+    }
+
+    /// The power cuts so far.
+    pub fn power_cuts(&self) -> &PowerCuts {
+        &self.power_cuts
+    }
+
+    /// Counts a power cut of `nodes` of `n`, and the log tails it took.
+    pub fn count_power_cut(
+        &mut self,
+        nodes: usize,
+        n: usize,
+        fault: &str,
+        losses: &[crate::tail::TailLoss],
+    ) {
+        if nodes == n {
+            self.power_cuts.every_node += 1;
+        } else {
+            self.power_cuts.one_node += 1;
+        }
+        self.power_cuts
+            .tail_losses
+            .extend(losses.iter().map(|l| format!("{fault}: {l}")));
     }
 
     /// The nodes' logs and state digests asked after each power cut so far
@@ -566,6 +626,7 @@ impl Nemesis {
                     format!("power cut of {whom}: unsynced writes dropped, restart after {down:?}");
                 let names: Vec<String> = nodes.iter().map(|&i| label(i)).collect();
                 let names = names.join(",");
+                let watch = crate::tail::TailWatch::before(cluster, &nodes).await;
                 Self::record(history, "power", "start", &names, &what);
                 let losses = cluster.power_cut(&nodes)?;
                 let lost: Vec<String> = nodes
@@ -585,7 +646,13 @@ impl Nemesis {
                 for &node in &nodes {
                     cluster.start(node)?;
                 }
-                let what = format!("{what}; {}", lost.join("; "));
+                let tails = watch.after(cluster).await;
+                let fault = format!("fault {}", self.faults);
+                self.count_power_cut(nodes.len(), n, &fault, &tails);
+                let mut what = format!("{what}; {}", lost.join("; "));
+                for tail in &tails {
+                    what.push_str(&format!("; {tail}"));
+                }
                 Self::record(history, "power", "end", &names, &what);
                 // Every node's log ids, entry hashes and state digests, once
                 // a node serves and again after the restarted ones wrote:

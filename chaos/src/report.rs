@@ -214,6 +214,10 @@ pub struct Report {
     /// the end, and read from the stores (see [`crate::checker::LogView`]).
     #[serde(default)]
     pub log_views: String,
+    /// Power cuts (of every node, of one) and the nodes they left with a
+    /// lost log tail (see [`crate::tail`]); empty without power cuts.
+    #[serde(default)]
+    pub power_cuts: String,
     /// With `--netns`: the access point's address on the LAN through the run.
     #[serde(default)]
     pub lan: Option<LanFindings>,
@@ -331,6 +335,9 @@ impl Report {
         let _ = writeln!(out, "network namespaces: {}", self.network_namespaces);
         if !self.log_views.is_empty() {
             let _ = writeln!(out, "logs and state digests: {}", self.log_views);
+        }
+        if !self.power_cuts.is_empty() {
+            let _ = writeln!(out, "power cuts: {}", self.power_cuts);
         }
         if let Some(lan) = self.lan.as_ref().filter(|l| !l.double_spells.is_empty()) {
             let spells: Vec<String> = lan

@@ -505,7 +505,9 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     // Recorded for the reader of the history, but not as a fault "start": no
     // check-out follows it, so it has no unavailability to measure.
     let mut event = Event::new("nemesis", EventType::Info, OpKind::Nemesis, 0);
+    let mut final_watch = None;
     if config.power() {
+        final_watch = Some(crate::tail::TailWatch::before(&mut cluster, &[0, 1, 2]).await);
         let losses = cluster.power_cut(&[0, 1, 2])?;
         let lost: u64 = losses.iter().map(|l| l.bytes).sum();
         event.fault = Some(FaultKind::Power.name().into());
@@ -524,6 +526,10 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     history.record(event);
     for i in 0..3 {
         cluster.start(i)?;
+    }
+    if let Some(watch) = final_watch {
+        let tails = watch.after(&cluster).await;
+        nemesis.count_power_cut(3, 3, "final power cut", &tails);
     }
     let ready = cluster.wait_ready(READY_LIMIT).await.is_some();
     recovered(&cluster, ready, "after the final kill-all and restart");
@@ -691,6 +697,11 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             .as_ref()
             .map_or_else(|| NETNS_SKIPPED.into(), LanFindings::line),
         log_views: log_views_line,
+        power_cuts: if config.power() {
+            nemesis.power_cuts().line()
+        } else {
+            String::new()
+        },
         lan: lan_findings,
         violations: 0,
         passed: false,
@@ -912,6 +923,17 @@ pub async fn log_views(cluster: &Cluster, when: &str) -> Vec<checker::LogView> {
 }
 
 /// One NodeInfo, with the run's client TLS.
+/// Node `i`'s applied index (NodeInfo on its own address), if it answers.
+pub async fn applied_index(cluster: &Cluster, i: usize) -> Option<u64> {
+    let address = cluster.spec.real[i].to_string();
+    let request = raftlm::proto::v1::NodeInfoRequest::default();
+    let ask = node_info_with(cluster, &address, request);
+    match tokio::time::timeout(Duration::from_millis(500), ask).await {
+        Ok(Ok(info)) => Some(info.applied_index),
+        _ => None,
+    }
+}
+
 async fn node_info_with(
     cluster: &Cluster,
     address: &str,
