@@ -723,3 +723,61 @@ async fn incompatible_timing_steps_back_instead_of_serving() {
         node.shutdown().await;
     }
 }
+
+// Listing a node's recent log entries (NodeInfo's log_hashes, for checking
+// that no two nodes hold different entries under one log id) reads up to
+// 1,024 entries: a client without the administrator role is refused before
+// anything is read, an administrator gets at most what it asked for, in
+// index order, and every node lists the same entry under the same log id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_entries_are_listed_to_administrators_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _key) = start_cluster(dir.path()).await;
+    let leader = leader_of(&nodes).await;
+    let ask = pb::NodeInfoRequest {
+        log_hashes: 4,
+        ..Default::default()
+    };
+    let address = nodes[leader].as_ref().unwrap().address().to_string();
+    let refused = common::license_client(&address)
+        .await
+        .node_info(ask)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let mut lists = Vec::new();
+    for node in nodes.iter().flatten() {
+        let channel = common::admin_tls()
+            .endpoint(&node.address().to_string(), Duration::from_secs(2))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let listed = LicenseClient::new(channel)
+            .node_info(ask)
+            .await
+            .unwrap()
+            .into_inner()
+            .log_hashes;
+        assert!(!listed.is_empty() && listed.len() <= 4, "{listed:?}");
+        assert!(listed.windows(2).all(|w| w[0].index < w[1].index));
+        lists.push(listed);
+    }
+    for list in &lists[1..] {
+        for entry in list {
+            if let Some(same) = lists[0]
+                .iter()
+                .find(|e| (e.term, e.leader, e.index) == (entry.term, entry.leader, entry.index))
+            {
+                assert_eq!(
+                    same.hash, entry.hash,
+                    "log id {}-{}-{}",
+                    entry.term, entry.leader, entry.index
+                );
+            }
+        }
+    }
+    for node in nodes.into_iter().flatten() {
+        node.shutdown().await;
+    }
+}

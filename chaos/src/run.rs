@@ -922,7 +922,6 @@ pub async fn log_views(cluster: &Cluster, when: &str) -> Vec<checker::LogView> {
     views
 }
 
-/// One NodeInfo, with the run's client TLS.
 /// Node `i`'s applied index (NodeInfo on its own address), if it answers.
 pub async fn applied_index(cluster: &Cluster, i: usize) -> Option<u64> {
     let address = cluster.spec.real[i].to_string();
@@ -934,13 +933,15 @@ pub async fn applied_index(cluster: &Cluster, i: usize) -> Option<u64> {
     }
 }
 
+/// One NodeInfo, with the run's administrator TLS (listing log entries
+/// takes the administrator role).
 async fn node_info_with(
     cluster: &Cluster,
     address: &str,
     request: raftlm::proto::v1::NodeInfoRequest,
 ) -> anyhow::Result<raftlm::proto::v1::NodeInfoReply> {
     let channel = cluster
-        .client_tls
+        .admin_tls
         .endpoint(address, Duration::from_secs(2))
         .map_err(|e| anyhow::anyhow!(e))?
         .timeout(Duration::from_secs(2))
