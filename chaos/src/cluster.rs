@@ -763,6 +763,30 @@ fn write_clock(path: &Path, offset_ms: i64) -> anyhow::Result<()> {
     std::fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Node `i`'s applied index (NodeInfo on its own address), if it answers
+/// within half a second.
+pub async fn applied_index(cluster: &Cluster, i: usize) -> Option<u64> {
+    let address = cluster.spec.real[i].to_string();
+    let ask = async {
+        let channel = cluster
+            .client_tls
+            .endpoint(&address, Duration::from_millis(500))
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        pb::license_client::LicenseClient::new(channel)
+            .node_info(pb::NodeInfoRequest::default())
+            .await
+            .ok()
+            .map(|reply| reply.into_inner().applied_index)
+    };
+    tokio::time::timeout(Duration::from_millis(500), ask)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// A Status call to `address` with a deadline; `None` if it does not answer.
 pub async fn status(address: &str, tls: &ClientTls, timeout: Duration) -> Option<pb::StatusReply> {
     let call = raftlm::cli::local_cluster::status_within(address, tls, timeout, timeout);

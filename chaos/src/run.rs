@@ -922,17 +922,6 @@ pub async fn log_views(cluster: &Cluster, when: &str) -> Vec<checker::LogView> {
     views
 }
 
-/// Node `i`'s applied index (NodeInfo on its own address), if it answers.
-pub async fn applied_index(cluster: &Cluster, i: usize) -> Option<u64> {
-    let address = cluster.spec.real[i].to_string();
-    let request = raftlm::proto::v1::NodeInfoRequest::default();
-    let ask = node_info_with(cluster, &address, request);
-    match tokio::time::timeout(Duration::from_millis(500), ask).await {
-        Ok(Ok(info)) => Some(info.applied_index),
-        _ => None,
-    }
-}
-
 /// One NodeInfo, with the run's administrator TLS (listing log entries
 /// takes the administrator role).
 async fn node_info_with(

@@ -98,7 +98,7 @@ impl TailWatch {
             .map(|(i, _)| i);
         let mut before = Vec::new();
         for &node in nodes {
-            let applied = crate::run::applied_index(cluster, node).await;
+            let applied = crate::cluster::applied_index(cluster, node).await;
             before.push(Before {
                 node,
                 applied,
