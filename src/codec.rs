@@ -17,8 +17,10 @@ use serde::de::DeserializeOwned;
 /// sessions are named by a handle derived from a secret, and administrators'
 /// actions are recorded with their author; 3 — the license state keeps the
 /// first answers of requests from sessions it does not hold (a denial creates
-/// no session).
-pub const FORMAT_VERSION: u8 = 3;
+/// no session); 4 — the license state records whether it ever trusted a
+/// vendor key (a `vendor_keys` bootstrap happens once) and the bootstrap is
+/// one command; license lines bound to a cluster identity.
+pub const FORMAT_VERSION: u8 = 4;
 
 /// Largest record [`decode`] accepts; guards against a corrupt length prefix
 /// asking for an absurd allocation.

@@ -69,8 +69,10 @@ pub struct Config {
     /// Every node of the cluster, this one included; the same list on every node.
     pub nodes: Vec<NodeAddress>,
     /// Vendor public key files (`raftlm license keygen` writes them) trusted
-    /// when the cluster trusts no key yet: a bootstrap only. Afterwards the
-    /// trusted keys are cluster state, changed with `raftlm license trust|untrust`.
+    /// by the first active node of a cluster that has never trusted a key: a
+    /// bootstrap, once in the cluster's life. Afterwards the trusted keys are
+    /// cluster state, changed only with `raftlm license trust|untrust`; an
+    /// untrust of the last key is never undone from this list.
     #[serde(default)]
     pub vendor_keys: Vec<PathBuf>,
     /// A directory of license files imported at start-up (each once, through the log).

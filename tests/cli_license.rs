@@ -311,3 +311,47 @@ fn verify_shows_which_lines_count() {
         "{stdout}"
     );
 }
+
+// A line issued decades ahead (a year typed wrong) is refused by `sign`,
+// naming the file, line and column of the date and this machine's time; a
+// file that was signed anyway is flagged by `verify`, as every cluster would
+// refuse it.
+#[test]
+fn a_line_issued_in_the_future_is_refused_by_sign_and_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = raftlm(
+        dir.path(),
+        &["license", "keygen", "--out", "acme", "--vendor", "acme"],
+    );
+    assert_eq!(out.status.code(), Some(0), "keygen: {}", text(&out.stderr));
+    let typo = UNSIGNED.replace("ISSUED=22-nov-2026", "ISSUED=07-dec-2062");
+    std::fs::write(dir.path().join("typo.lic"), &typo).expect("write");
+    let out = raftlm(
+        dir.path(),
+        &["license", "sign", "--key", "acme.key", "typo.lic"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "raftlm: typo.lic:4:37: FEATURE \"cad\" is issued 07-dec-2062 but this machine's clock says "
+        ),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing signed");
+
+    // Signed by other means, the file is still refused by verify.
+    let key = raftlm::license::signature::VendorSigningKey::from_seed(Some("acme"), [3; 32]);
+    let signed = raftlm::license::signature::sign_text("typo.lic", &typo, &key).expect("sign");
+    std::fs::write(dir.path().join("typo.lic"), signed).expect("write");
+    std::fs::write(dir.path().join("acme.pub"), key.public_key().to_file_text()).expect("write");
+    let out = verify(dir.path(), "LICSRV", "typo.lic");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "typo.lic:4:37: FEATURE \"cad\" is issued 07-dec-2062 but the cluster's time is "
+        ) && stderr.contains("ask the vendor for a corrected file"),
+        "{stderr}"
+    );
+}

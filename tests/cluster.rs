@@ -781,3 +781,141 @@ async fn log_entries_are_listed_to_administrators_only() {
         node.shutdown().await;
     }
 }
+
+/// Waits until `check` holds on node `i`'s state.
+async fn wait_state(
+    nodes: &[Option<Node>],
+    i: usize,
+    what: &str,
+    check: impl Fn(&raftlm::license::state::LicenseState) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !nodes[i].as_ref().unwrap().shared().state.read(&check) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// A license cannot move the cluster's time, and a revoked key stays revoked.
+// A file issued in 2062 is refused by the active node, naming the date and
+// the cluster's time, and state time does not move. After an administrator
+// untrusts the only key (the nodes' vendor_keys bootstrapped it), an import
+// and two failovers (every node's importer runs the bootstrap again on
+// activation) leave the cluster trusting no key, and imports refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_file_moves_time_and_an_untrusted_key_stays_untrusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = common::vendor_key(dir.path());
+    let bound = common::bind_three().await;
+    let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
+    let configs: Vec<_> = (1..=3)
+        .map(|id| common::node_config(dir.path(), id, &addresses, &peer_addresses, &public))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
+        nodes.push(Some(
+            Node::start_with_listeners(configs[i].clone(), client, peer)
+                .await
+                .unwrap(),
+        ));
+    }
+    let leader = leader_of(&nodes).await;
+    wait_state(&nodes, leader, "the vendor_keys bootstrap", |s| {
+        !s.trusted_keys().is_empty()
+    })
+    .await;
+    let mut admin = common::admin_client(&addresses[leader]).await;
+
+    let typo = common::signed_license(&key, &[("cad", 10)]).replace(
+        "FEATURE cad acme 2.0 permanent 10",
+        "FEATURE cad acme 2.0 permanent 10 ISSUED=07-dec-2062",
+    );
+    let typo = raftlm::license::signature::sign_text("typo.lic", &typo, &key).unwrap();
+    let before = nodes[leader]
+        .as_ref()
+        .unwrap()
+        .shared()
+        .state
+        .read(|s| s.now_ms());
+    let refused = admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "typo.lic".into(),
+            text: typo,
+        })
+        .await
+        .expect_err("a line issued in 2062 is refused");
+    assert!(
+        refused
+            .message()
+            .contains("is issued 07-dec-2062 but the cluster's time is "),
+        "{refused:?}"
+    );
+    let after = nodes[leader]
+        .as_ref()
+        .unwrap()
+        .shared()
+        .state
+        .read(|s| s.now_ms());
+    assert!(
+        after < before + 3_600_000,
+        "state time moved from {before} to {after}"
+    );
+
+    let key_id = raftlm::license::state::key_id_of(&key.public_key().to_bytes());
+    admin
+        .untrust_key(pb::UntrustKeyRequest {
+            key_id: key_id.clone(),
+        })
+        .await
+        .unwrap();
+    let good = common::signed_license(&key, &[("cad", 10)]);
+    let refused = admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "acme.lic".into(),
+            text: good.clone(),
+        })
+        .await
+        .expect_err("nothing is trusted");
+    assert!(refused.message().contains("trust"), "{refused:?}");
+
+    // Two failovers: each new active node runs the importer's bootstrap.
+    let mut active = leader;
+    for _ in 0..2 {
+        nodes[active].take().unwrap().shutdown().await;
+        let stopped = active;
+        leader_of(&nodes).await;
+        let client = common::rebind(&addresses[stopped]).await;
+        let peer = common::rebind(&peer_addresses[stopped]).await;
+        nodes[stopped] = Some(
+            Node::start_with_listeners(configs[stopped].clone(), client, peer)
+                .await
+                .unwrap(),
+        );
+        // The new active node's importer has had time to run.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        active = leader_of(&nodes).await;
+        for (i, node) in nodes.iter().enumerate() {
+            let (keys, ever) = node
+                .as_ref()
+                .unwrap()
+                .shared()
+                .state
+                .read(|s| (s.trusted_keys().len(), s.trusted_ever()));
+            assert_eq!((keys, ever), (0, true), "node {} trusts a key again", i + 1);
+        }
+    }
+    let mut admin = common::admin_client(&addresses[active]).await;
+    admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "acme.lic".into(),
+            text: good,
+        })
+        .await
+        .expect_err("still nothing trusted after two failovers");
+    for node in nodes.iter_mut().filter_map(Option::take) {
+        node.shutdown().await;
+    }
+}

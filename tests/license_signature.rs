@@ -10,9 +10,10 @@ use raftlm::license::signature::{
 };
 use raftlm::license::{Date, Expiry, FeatureLine, LineKind};
 
-/// 1 June 2026, 12:00 UTC: "now" for these tests.
+/// 1 December 2026, 12:00 UTC: "now" for these tests (after the sample's
+/// ISSUED date: a line issued ahead of the cluster's time is refused).
 fn now_ms() -> u64 {
-    Date::parse("01-jun-2026").expect("date").start_ms() + 12 * 3_600_000
+    Date::parse("01-dec-2026").expect("date").start_ms() + 12 * 3_600_000
 }
 
 const ACME: &str = "\
@@ -190,14 +191,14 @@ fn unknown_key_is_untrusted() {
 #[test]
 fn expired_line_is_refused() {
     let key = acme_key();
-    let text = format!("{ACME}INCREMENT cad acme 2.0 31-may-2026 3\n");
+    let text = format!("{ACME}INCREMENT cad acme 2.0 30-nov-2026 3\n");
     let signed = sign(&text, &key);
     assert_eq!(
         refusal(&signed, &[key.public_key()], "LICSRV"),
-        "acme.lic:6: INCREMENT \"cad\" expired on 31-may-2026"
+        "acme.lic:6: INCREMENT \"cad\" expired on 30-nov-2026"
     );
     let last_day = sign(
-        &format!("{ACME}INCREMENT cad acme 2.0 01-jun-2026 3\n"),
+        &format!("{ACME}INCREMENT cad acme 2.0 01-dec-2026 3\n"),
         &key,
     );
     assert!(check(&last_day, &[key.public_key()], "LICSRV").is_ok());
@@ -653,4 +654,26 @@ proptest! {
             }
         }
     }
+}
+
+// Guards that no file can move a cluster's time: a line issued more than a
+// day ahead of the time it is judged at is refused, naming the file, the
+// line and column of the date, the date and that time; a line issued the
+// next day (a vendor east of UTC) is accepted.
+#[test]
+fn line_issued_ahead_is_refused() {
+    let key = acme_key();
+    let ahead = sign(
+        &format!("{ACME}INCREMENT cad acme 2.0 permanent 3 ISSUED=03-dec-2026\n"),
+        &key,
+    );
+    assert_eq!(
+        refusal(&ahead, &[key.public_key()], "LICSRV"),
+        "acme.lic:6:36: INCREMENT \"cad\" is issued 03-dec-2026 but the cluster's time is 01-dec-2026 12:00:00 UTC: ask the vendor for a corrected file (a line may be issued at most one day ahead)"
+    );
+    let tomorrow = sign(
+        &format!("{ACME}INCREMENT cad acme 2.0 permanent 3 ISSUED=02-dec-2026\n"),
+        &key,
+    );
+    assert!(check(&tomorrow, &[key.public_key()], "LICSRV").is_ok());
 }

@@ -745,7 +745,7 @@ fn a_renewal_supersedes_the_old_file() {
         "acme",
         "2.0",
         10,
-        &[("ISSUED", "01-dec-2026")],
+        &[("ISSUED", "15-nov-2026")],
         "new",
     );
     for order in [[&old, &renewal], [&renewal, &old]] {
@@ -939,38 +939,115 @@ fn untrusting_a_key_in_use_is_refused() {
     ));
 }
 
-// Time floors: state time never runs below the newest ISSUED date the cluster holds, and an
-// expired line is refused on apply by state time (a clock set back does not revive it).
+/// An acme `feature` line issued on `issued` (dd-mmm-yyyy), signed.
+fn issued_line(feature: &str, issued: &str, serial: &str) -> FeatureLine {
+    let mut line = line(feature, 5, Expiry::Permanent, serial);
+    line.attributes.push(("ISSUED".into(), issued.into()));
+    signed(line)
+}
+
+// No license date moves state time. A line issued decades ahead (a year typed
+// wrong) is refused on apply, naming the date and the cluster's time, and
+// state time stays where the clocks put it; so is one two days ahead. A
+// renewal issued tomorrow (a vendor east of UTC) is accepted, and the next
+// grant starts at the active node's stamp, not at tomorrow's midnight.
 #[test]
-fn time_floors() {
+fn license_dates_never_move_state_time() {
+    const DAY_MS: u64 = 86_400_000;
     let mut log = Log::new();
-    let mut issued = line("cad", 5, Expiry::Permanent, "1");
-    issued
-        .attributes
-        .push(("ISSUED".into(), "01-jan-2028".into()));
-    let issued = signed(issued);
-    log.import("a.lic", vec![issued]);
-    let floor = Date::parse("01-jan-2028").unwrap().start_ms();
-    assert!(log.state.now_ms() >= floor, "{}", log.state.now_ms());
-    // A line that expired before the floor is refused, whatever the proposer's clock said.
-    let expired = line(
-        "sim",
-        5,
-        Expiry::On(Date::parse("31-dec-2027").unwrap()),
-        "2",
+    let outcome = log.import("typo.lic", vec![issued_line("cad", "07-dec-2062", "1")]);
+    match &outcome {
+        Outcome::LicenseUnverified { line, reason } => {
+            assert_eq!(*line, 3);
+            assert!(
+                reason.contains("is issued 07-dec-2062 but the cluster's time is ")
+                    && reason.contains("ask the vendor for a corrected file"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(log.state.now_ms(), NOW_MS);
+    assert!(log.state.licenses().is_empty());
+    let in_two_days = Date::from_unix_ms(NOW_MS + 2 * DAY_MS).to_string();
+    assert!(matches!(
+        log.import("early.lic", vec![issued_line("cad", &in_two_days, "2")]),
+        Outcome::LicenseUnverified { .. }
+    ));
+    let tomorrow = Date::from_unix_ms(NOW_MS + DAY_MS).to_string();
+    assert!(matches!(
+        log.import("renewal.lic", vec![issued_line("cad", &tomorrow, "3")]),
+        Outcome::Imported { .. }
+    ));
+    assert_eq!(log.state.now_ms(), NOW_MS);
+    let token = token_of(&log.apply_at(NOW_MS + 5, checkout(1, 1, "cad", 1)));
+    assert_eq!(log.state.grant(&token).unwrap().since_ms, NOW_MS + 5);
+    assert_eq!(log.state.now_ms(), NOW_MS + 5);
+}
+
+// A node's vendor_keys bootstrap the trust set once in a cluster's life: after
+// an administrator untrusts every key, another bootstrap (the next import, a
+// failover) changes nothing, and the state says it has trusted keys before.
+#[test]
+fn a_vendor_keys_bootstrap_happens_once() {
+    let mut state = LicenseState::new();
+    let acme = acme_key().public_key().to_bytes();
+    let bootstrap = Command::BootstrapTrust {
+        keys: vec![(Some("acme".into()), acme)],
+        author: "node 1 (vendor_keys bootstrap)".into(),
+    };
+    let mut index = 0;
+    let mut apply = |state: &mut LicenseState, command: &Command| {
+        index += 1;
+        let batch = Batch {
+            now_ms: NOW_MS,
+            commands: vec![command.clone()],
+        };
+        let outcome = state
+            .apply_batch(LogPosition { term: 1, index }, &batch)
+            .remove(0);
+        state.check_invariants();
+        outcome
+    };
+    assert!(!state.trusted_ever());
+    let id = raftlm::license::state::key_id_of(&acme);
+    assert_eq!(
+        apply(&mut state, &bootstrap),
+        Outcome::KeysBootstrapped {
+            key_ids: vec![id.clone()]
+        }
     );
-    let outcome = log.apply_at(
-        NOW_MS,
-        Command::ImportLicense {
-            name: "b.lic".into(),
-            lines: vec![expired],
-            author: "CN=test".into(),
-        },
+    assert!(state.trusted_ever());
+    let untrust = Command::UntrustKey {
+        key_id: id.clone(),
+        author: "CN=admin".into(),
+    };
+    assert_eq!(
+        apply(&mut state, &untrust),
+        Outcome::KeyUntrusted { key_id: id.clone() }
     );
-    assert!(
-        matches!(&outcome, Outcome::LicenseUnverified { reason, .. } if reason.contains("expired")),
-        "{outcome:?}"
+    assert_eq!(apply(&mut state, &bootstrap), Outcome::BootstrapDone);
+    assert!(state.trusted_keys().is_empty() && state.trusted_ever());
+    // An administrator can still trust it again.
+    let trust = Command::TrustKey {
+        vendor: Some("acme".into()),
+        key: acme,
+        author: "CN=admin".into(),
+    };
+    assert_eq!(
+        apply(&mut state, &trust),
+        Outcome::KeyTrusted { key_id: id }
     );
+    // A bootstrap with an unusable key (the identity point: weak) trusts none of its keys.
+    let mut fresh = LicenseState::new();
+    let mut weak = [0u8; 32];
+    weak[0] = 1;
+    let bad = Command::BootstrapTrust {
+        keys: vec![(Some("acme".into()), acme), (None, weak)],
+        author: "node 2 (vendor_keys bootstrap)".into(),
+    };
+    assert!(matches!(apply(&mut fresh, &bad), Outcome::BadKey { .. }));
+    assert!(fresh.trusted_keys().is_empty() && !fresh.trusted_ever());
 }
 
 // A flood of throw-away sessions whose check-outs are denied leaves no

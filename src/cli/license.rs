@@ -218,6 +218,7 @@ fn sign(key_path: &Path, path: &Path, out: Option<&Path>) -> Result<(), Failure>
     let key = VendorSigningKey::load(key_path).map_err(|e| Failure::usage(e.to_string()))?;
     let text = read_license(path)?;
     let name = path.display().to_string();
+    refuse_issued_ahead(&name, &text, now_ms())?;
     let signed = signature::sign_text(&name, &text, &key).map_err(|e| match e {
         signature::SignError::SelfCheck { .. } => Failure::usage(e.to_string()),
         _ => Failure::refused(e.to_string()),
@@ -230,6 +231,30 @@ fn sign(key_path: &Path, path: &Path, out: Option<&Path>) -> Result<(), Failure>
         Some(out) => std::fs::write(out, signed)
             .map_err(|e| Failure::usage(format!("cannot write {}: {e}", out.display()))),
     }
+}
+
+/// Refuses to sign a line whose `ISSUED` date is further ahead of this
+/// machine's clock than a cluster would accept
+/// ([`pool::ISSUED_AHEAD_MAX_MS`]): every cluster would refuse the file.
+fn refuse_issued_ahead(name: &str, text: &str, now_ms: u64) -> Result<(), Failure> {
+    // A file that does not parse is reported by the signing itself.
+    let Ok(parsed) = file::parse(name, text) else {
+        return Ok(());
+    };
+    for line in &parsed.lines {
+        if let Some(issued) = line.issued
+            && pool::issued_too_far(issued, now_ms)
+        {
+            let (at, column) = line.issued_at.unwrap_or((line.line, 1));
+            return Err(Failure::refused(format!(
+                "{name}:{at}:{column}: {} {:?} is issued {issued} but this machine's clock says {}: a cluster accepts a line issued at most one day ahead of its time; correct the ISSUED date (or this machine's clock)",
+                line.kind.keyword(),
+                line.feature,
+                crate::license::feature::time_text(now_ms)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn verify(pubkeys: &[PathBuf], cluster_name: &str, paths: &[PathBuf]) -> Result<(), Failure> {

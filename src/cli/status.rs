@@ -14,7 +14,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::cli::Failure;
 use crate::cli::checkout::{failure, init_logging, runtime};
 use crate::client::{DEFAULT_SERVER, GrantToken, ServerList};
-use crate::license::feature::Date;
 use crate::proto::v1 as pb;
 use crate::proto::v1::license_client::LicenseClient;
 use crate::tls::client::ClientTls;
@@ -123,14 +122,7 @@ pub fn format_time(time: SystemTime) -> String {
 
 /// Formats milliseconds since the epoch as `22-nov-2026 10:00:00 UTC`.
 pub fn format_time_ms(ms: u64) -> String {
-    let seconds_of_day = (ms / 1000) % 86_400;
-    format!(
-        "{} {:02}:{:02}:{:02} UTC",
-        Date::from_unix_ms(ms),
-        seconds_of_day / 3600,
-        (seconds_of_day / 60) % 60,
-        seconds_of_day % 60
-    )
+    crate::license::feature::time_text(ms)
 }
 
 fn token_text(token: Option<&pb::GrantToken>) -> String {
@@ -183,6 +175,7 @@ pub fn to_text(
             format_span_ms(status.serving_for_ms)
         );
     }
+    let _ = writeln!(out, "    {}", cluster_time_text(status));
     if status.last_activation_ms == 0 {
         let _ = writeln!(out, "    Last failover: none");
     } else {
@@ -267,6 +260,12 @@ pub fn to_text(
         );
         write_grants(&mut out, held);
     }
+    if status.trusted_keys.is_empty() && status.trusted_ever {
+        let _ = writeln!(
+            out,
+            "\nTrusted vendor keys: none. Every key was untrusted: imports are refused until an administrator runs raftlm license trust (no node's vendor_keys are trusted again)."
+        );
+    }
     if !status.trusted_keys.is_empty() {
         let _ = writeln!(out, "\nTrusted vendor keys:");
         for key in &status.trusted_keys {
@@ -317,6 +316,28 @@ fn write_grants(out: &mut String, mut grants: Vec<&pb::GrantStatus>) {
         }
         let _ = writeln!(out);
     }
+}
+
+/// The cluster's time: the answering node's clock (what it stamps on the
+/// entries it proposes) and state time (the newest stamp applied, on which
+/// expiry is judged), with a warning when state time is ahead of the clock.
+fn cluster_time_text(status: &pb::StatusReply) -> String {
+    if status.clock_ms == 0 {
+        return "Cluster time: unknown (the answering node did not report its clock)".into();
+    }
+    let mut text = format!(
+        "Cluster time: {} (the answering node's clock; nodes' offsets below), state time {}",
+        format_time_ms(status.clock_ms),
+        format_time_ms(status.state_time_ms)
+    );
+    if status.state_time_ms > status.clock_ms.saturating_add(status.clock_skew_max_ms) {
+        let _ = write!(
+            text,
+            "\n    WARNING: state time is {} ahead of the clock: new grants are stamped with state time until the clocks pass it",
+            format_span_ms(status.state_time_ms - status.clock_ms)
+        );
+    }
+    text
 }
 
 /// The clock column: how far a node's wall clock is from the active node's.
@@ -427,6 +448,11 @@ pub fn to_json(
         "applied_index": status.applied_index,
         "nodes": node_list,
         "clock_skew_max_ms": status.clock_skew_max_ms,
+        "clock_ms": status.clock_ms,
+        "clock": format_time_ms(status.clock_ms),
+        "state_time_ms": status.state_time_ms,
+        "state_time": format_time_ms(status.state_time_ms),
+        "trusted_ever": status.trusted_ever,
         "features": features,
         "grants": grants,
         "lines": status
@@ -576,6 +602,9 @@ mod tests {
                 since_ms: 1_795_341_600_000,
             }],
             clock_skew_max_ms: 120_000,
+            state_time_ms: 1_795_341_590_000,
+            clock_ms: 1_795_341_600_000,
+            trusted_ever: true,
         }
     }
 
@@ -627,6 +656,36 @@ mod tests {
             text.contains("Last failover: 22-nov-2026 10:00:00 UTC (3 activations)"),
             "{text}"
         );
+    }
+
+    // The cluster's time is shown with state time; state time ahead of the
+    // clock is called out; a cluster whose keys were all untrusted says so.
+    #[test]
+    fn text_shows_the_clusters_time_and_an_empty_trust_set() {
+        let text = to_text(&sample(), &reports(), NOW);
+        assert!(
+            text.contains("Cluster time: 22-nov-2026 10:00:00 UTC (the answering node's clock; nodes' offsets below), state time 22-nov-2026 09:59:50 UTC"),
+            "{text}"
+        );
+        assert!(!text.contains("state time is"), "{text}");
+        assert!(!text.contains("Trusted vendor keys: none"), "{text}");
+        let mut ahead = sample();
+        ahead.state_time_ms = ahead.clock_ms + 86_400_000;
+        ahead.trusted_keys.clear();
+        let text = to_text(&ahead, &reports(), NOW);
+        assert!(
+            text.contains("WARNING: state time is 24 h 0 min ahead of the clock"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Trusted vendor keys: none. Every key was untrusted"),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&to_json(&ahead, &reports(), NOW)).unwrap();
+        assert_eq!(json["state_time"], "23-nov-2026 10:00:00 UTC");
+        assert_eq!(json["clock_ms"], 1_795_341_600_000u64);
+        assert_eq!(json["trusted_ever"], true);
     }
 
     // Certificate expiry is shown per node, with a warning within 30 days.

@@ -98,6 +98,18 @@ impl Date {
     }
 }
 
+/// A moment as raftlm's messages write it: `07-dec-2026 03:20:05 UTC`.
+pub fn time_text(ms: u64) -> String {
+    let seconds_of_day = (ms / 1000) % 86_400;
+    format!(
+        "{} {:02}:{:02}:{:02} UTC",
+        Date::from_unix_ms(ms),
+        seconds_of_day / 3600,
+        (seconds_of_day / 60) % 60,
+        seconds_of_day % 60
+    )
+}
+
 impl fmt::Display for Date {
     /// Formats as a license file writes dates: `31-dec-2027`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

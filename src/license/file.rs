@@ -116,6 +116,8 @@ pub struct ParsedFeature {
     pub attributes: Vec<(String, String)>,
     /// The `ISSUED=` date, if the line has one (it is also in `attributes`).
     pub issued: Option<Date>,
+    /// Where the `ISSUED=` attribute starts: 1-based line and column.
+    pub issued_at: Option<(u32, u32)>,
     /// The `SIGN=` value (`ed25519:<base64>`), if the line is signed. Its
     /// shape is checked by the parser; whether it is valid is not.
     pub signature: Option<String>,
@@ -798,6 +800,7 @@ fn parse_feature(tokens: &[Token], kind: LineKind) -> Result<Statement, Located>
 
     let mut attrs = Vec::new();
     let mut issued = None;
+    let mut issued_at = None;
     let mut signature = None;
     let mut sign_span = None;
     for attribute in attributes(fields.rest())? {
@@ -824,6 +827,7 @@ fn parse_feature(tokens: &[Token], kind: LineKind) -> Result<Statement, Located>
                 ));
             };
             issued = Some(date);
+            issued_at = Some((attribute.token.line, attribute.token.column));
         }
         attrs.push((attribute.key, attribute.value));
     }
@@ -838,6 +842,7 @@ fn parse_feature(tokens: &[Token], kind: LineKind) -> Result<Statement, Located>
             seats,
             attributes: attrs,
             issued,
+            issued_at,
             signature,
             line: keyword.line,
             span: keyword.span.start..last.span.end,

@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::feature::{Date, Expiry, FeatureLine, LineKind};
+use super::feature::{DAY_MS, Date, Expiry, FeatureLine, LineKind};
 
 /// A version as compared: its dot-separated parts as numbers (a part that is
 /// not a number counts as 0), trailing zeros dropped, so `2` equals `2.0`.
@@ -224,6 +224,28 @@ fn attribute<'a>(line: &'a FeatureLine, key: &str) -> Option<&'a str> {
 /// The line's `ISSUED=` date, if it has a valid one.
 pub fn issued(line: &FeatureLine) -> Option<Date> {
     attribute(line, "ISSUED").and_then(Date::parse)
+}
+
+/// How far a line's `ISSUED` date may be ahead of the cluster's time: one
+/// day. A license date names no time zone; the vendor writes its own
+/// calendar day, and the first places on Earth (UTC+14) start a day 14 hours
+/// before UTC does, so a file issued today anywhere is at most a day ahead of
+/// UTC. Anything further ahead is a mistake (a year typed wrong) or a file
+/// meant to move the cluster's time, and is refused. The tolerance never moves
+/// the cluster's time: only the active node's clock does
+/// (docs/decisions/0016-license-dates-never-move-the-clusters-time.md).
+pub const ISSUED_AHEAD_MAX_MS: u64 = DAY_MS;
+
+/// The line's `ISSUED` date when it is further ahead of `now_ms` than
+/// [`ISSUED_AHEAD_MAX_MS`].
+pub fn issued_ahead(line: &FeatureLine, now_ms: u64) -> Option<Date> {
+    issued(line).filter(|date| issued_too_far(*date, now_ms))
+}
+
+/// Whether a line issued on `date` is further ahead of `now_ms` than
+/// [`ISSUED_AHEAD_MAX_MS`] allows.
+pub fn issued_too_far(date: Date, now_ms: u64) -> bool {
+    date.start_ms() > now_ms.saturating_add(ISSUED_AHEAD_MAX_MS)
 }
 
 /// The line's vendor serial `SN=`, if it has one.

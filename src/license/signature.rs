@@ -368,6 +368,29 @@ pub enum VerifyError {
         /// The last day the line was valid.
         expired_on: Date,
     },
+    /// The line's `ISSUED` date is further ahead of the cluster's time than
+    /// [`crate::license::pool::ISSUED_AHEAD_MAX_MS`]: refused, so that no
+    /// file moves the cluster's time.
+    #[error(
+        "{file}:{line}:{column}: {keyword} {feature:?} is issued {issued} but the cluster's time is {}: ask the vendor for a corrected file (a line may be issued at most one day ahead)",
+        crate::license::feature::time_text(*now_ms)
+    )]
+    IssuedAhead {
+        /// The file.
+        file: String,
+        /// 1-based line of the `ISSUED=` attribute.
+        line: u32,
+        /// 1-based column of the `ISSUED=` attribute.
+        column: u32,
+        /// `FEATURE` or `INCREMENT`.
+        keyword: &'static str,
+        /// The feature.
+        feature: String,
+        /// The `ISSUED` date.
+        issued: Date,
+        /// The time it was judged at (ms since the epoch).
+        now_ms: u64,
+    },
 }
 
 impl VendorSigningKey {
@@ -772,8 +795,9 @@ pub fn sign_text(file_name: &str, text: &str, key: &VendorSigningKey) -> Result<
 /// Checks, in order: the `SERVER` name equals `cluster_name` exactly (one
 /// error for the whole file rather than a failing signature on every line);
 /// then for each line in file order: it is signed, by a key in `trusted` that
-/// is trusted for its vendor, the signature matches its canonical form, and it
-/// has not expired. The first failure is returned.
+/// is trusted for its vendor, the signature matches its canonical form, its
+/// `ISSUED` date is at most [`crate::license::pool::ISSUED_AHEAD_MAX_MS`]
+/// ahead of `now_ms`, and it has not expired. The first failure is returned.
 pub fn verify(
     file: &LicenseFile,
     file_name: &str,
@@ -797,6 +821,20 @@ pub fn verify(
     let mut out = Vec::with_capacity(file.lines.len());
     for line in &file.lines {
         let signature = check_signature(file_name, file, line, trusted)?;
+        if let Some(issued) = line.issued
+            && crate::license::pool::issued_too_far(issued, now_ms)
+        {
+            let (at_line, column) = line.issued_at.unwrap_or((line.line, 1));
+            return Err(VerifyError::IssuedAhead {
+                file: file_name.to_string(),
+                line: at_line,
+                column,
+                keyword: line.kind.keyword(),
+                feature: line.feature.clone(),
+                issued,
+                now_ms,
+            });
+        }
         if !line.expiry.is_valid_at(now_ms)
             && let Expiry::On(date) = line.expiry
         {
@@ -863,6 +901,7 @@ fn parsed_of(line: &FeatureLine) -> ParsedFeature {
         seats: line.seats,
         attributes: line.attributes.clone(),
         issued: None,
+        issued_at: None,
         signature: Some(line.signature.clone()),
         line: line.line,
         span: 0..0,

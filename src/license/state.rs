@@ -55,6 +55,12 @@
 //! - the per-feature use counters equal the sum of the live grants;
 //! - state time never decreases.
 //!
+//! State time comes from the active node's clock alone (the `now_ms` it
+//! stamps, which the activator keeps within `timing.clock_skew_max_ms` of a
+//! majority's clocks). Nothing in a license file moves it: a line issued more
+//! than a day ahead of it is refused
+//! (docs/decisions/0016-license-dates-never-move-the-clusters-time.md).
+//!
 //! Left out here: signature checking (done before a license is proposed) and
 //! session liveness (the active node tracks heartbeats in memory and proposes
 //! `Expire`).
@@ -244,6 +250,16 @@ pub enum Command {
         /// Who asked.
         author: String,
     },
+    /// Trust a node's configured `vendor_keys`, all at once, on a cluster
+    /// that has never trusted any key; on any other cluster it changes
+    /// nothing ([`Outcome::BootstrapDone`]), so a key an administrator
+    /// untrusted never comes back from a node's config.
+    BootstrapTrust {
+        /// The keys: the vendor each may sign for (`None`: any) and its bytes.
+        keys: Vec<(Option<String>, [u8; 32])>,
+        /// The node that proposed it, e.g. `node 2 (vendor_keys bootstrap)`.
+        author: String,
+    },
     /// Stop trusting a vendor key.
     UntrustKey {
         /// Its key id (hex, as `raftlm status` shows it).
@@ -413,6 +429,14 @@ pub enum Outcome {
         /// The license holding a line it signed.
         license: String,
     },
+    /// A `vendor_keys` bootstrap trusted these keys.
+    KeysBootstrapped {
+        /// Their ids.
+        key_ids: Vec<String>,
+    },
+    /// A `vendor_keys` bootstrap on a cluster that has trusted keys before
+    /// (its administrators own the trust set now): nothing changed.
+    BootstrapDone,
     /// The key bytes are not a usable Ed25519 public key, or the cluster
     /// trusts [`TRUSTED_KEYS_MAX`] keys already.
     BadKey {
@@ -555,6 +579,10 @@ pub struct LicenseState {
     cluster_name: Option<String>,
     /// Vendor keys the cluster trusts, by key id (hex).
     trusted: BTreeMap<String, TrustedKey>,
+    /// Whether the cluster has ever trusted a vendor key (by a bootstrap or
+    /// an administrator). Once it has, a `vendor_keys` bootstrap changes
+    /// nothing: an untrust of the last key leaves no key trusted.
+    trusted_ever: bool,
     /// Per license name, the contents ([`content_hash`]) it has ever been
     /// imported with (the last [`IMPORTS_REMEMBERED_PER_NAME`]), kept across
     /// removals: a license directory re-imports a file only when it changed.
@@ -711,6 +739,43 @@ impl LicenseState {
                 self.record_admin(author, format!("trust key {id}"), &outcome);
                 outcome
             }
+            Command::BootstrapTrust { keys, author } => {
+                if self.trusted_ever {
+                    Outcome::BootstrapDone
+                } else {
+                    // Checked whole before any key is trusted: a bootstrap
+                    // is all or nothing.
+                    let unusable = keys.iter().find(|(vendor, key)| {
+                        VendorPublicKey::from_parts(vendor.clone(), *key).is_none()
+                    });
+                    let outcome = if keys.is_empty() || keys.len() > TRUSTED_KEYS_MAX {
+                        Outcome::BadKey {
+                            reason: format!(
+                                "a vendor_keys bootstrap takes 1 to {TRUSTED_KEYS_MAX} keys, not {}",
+                                keys.len()
+                            ),
+                        }
+                    } else if unusable.is_some() {
+                        Outcome::BadKey {
+                            reason: "not a usable Ed25519 public key".into(),
+                        }
+                    } else {
+                        for (vendor, key) in keys {
+                            let trusted = self.trust(vendor, key, author);
+                            assert!(
+                                matches!(trusted, Outcome::KeyTrusted { .. }),
+                                "a checked bootstrap key was refused: {trusted:?}"
+                            );
+                        }
+                        Outcome::KeysBootstrapped {
+                            key_ids: keys.iter().map(|(_, k)| key_id_of(k)).collect(),
+                        }
+                    };
+                    let ids: Vec<String> = keys.iter().map(|(_, k)| key_id_of(k)).collect();
+                    self.record_admin(author, format!("trust keys {}", ids.join(", ")), &outcome);
+                    outcome
+                }
+            }
             Command::UntrustKey { key_id, author } => {
                 let outcome = self.untrust(key_id);
                 self.record_admin(author, format!("untrust key {key_id}"), &outcome);
@@ -738,7 +803,7 @@ impl LicenseState {
                 format!("imported {lines} lines ({duplicates} duplicates, {superseded} superseded)")
             }
             Outcome::Removed { .. } => "removed".to_string(),
-            Outcome::KeyTrusted { .. } => "trusted".to_string(),
+            Outcome::KeyTrusted { .. } | Outcome::KeysBootstrapped { .. } => "trusted".to_string(),
             Outcome::KeyUntrusted { .. } => "no longer trusted".to_string(),
             Outcome::NoSuchKey => "refused: no trusted key has that id".to_string(),
             Outcome::KeyInUse { license } => {
@@ -992,16 +1057,8 @@ impl LicenseState {
         if let Err((line, reason)) = self.verify(name, lines) {
             return Outcome::LicenseUnverified { line, reason };
         }
-        // State time never runs below the newest issuance the cluster holds,
-        // so a fresh cluster (or one whose clocks were set back) cannot
-        // revive lines a newer file already outdated.
-        let floor = lines
-            .iter()
-            .filter_map(pool::issued)
-            .map(|d| d.start_ms())
-            .max()
-            .unwrap_or(0);
-        self.now_ms = self.now_ms.max(floor);
+        // State time is not touched: it moves only with the active node's
+        // clock (`verify` refused any line issued too far ahead of it).
         let mut candidate = self.licenses.clone();
         candidate.insert(name.to_string(), lines.to_vec());
         let evaluation = pool::evaluate(&candidate);
@@ -1046,6 +1103,12 @@ impl LicenseState {
         }
     }
 
+    /// Whether the cluster has ever trusted a vendor key: once it has, the
+    /// nodes' `vendor_keys` are never trusted again.
+    pub fn trusted_ever(&self) -> bool {
+        self.trusted_ever
+    }
+
     /// The trusted keys, as signature checks take them.
     pub fn anchors(&self) -> Vec<VendorPublicKey> {
         self.trusted
@@ -1067,6 +1130,18 @@ impl LicenseState {
         for line in lines {
             signature::verify_held(name, line, cluster, &anchors)
                 .map_err(|e| (line.line, e.to_string()))?;
+            if let Some(issued) = pool::issued_ahead(line, self.now_ms) {
+                return Err((
+                    line.line,
+                    format!(
+                        "{name}:{}: the {} line for \"{}\" is issued {issued} but the cluster's time is {}: ask the vendor for a corrected file (a line may be issued at most one day ahead)",
+                        line.line,
+                        line.kind.keyword(),
+                        line.feature,
+                        super::feature::time_text(self.now_ms)
+                    ),
+                ));
+            }
             if !line.expiry.is_valid_at(self.now_ms) {
                 return Err((
                     line.line,
@@ -1114,6 +1189,7 @@ impl LicenseState {
                 reason: format!("the cluster trusts {TRUSTED_KEYS_MAX} keys already"),
             };
         }
+        self.trusted_ever = true;
         self.trusted.insert(
             key_id.clone(),
             TrustedKey {

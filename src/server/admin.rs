@@ -101,27 +101,30 @@ pub fn administrator<T>(shared: &Shared, request: &Request<T>) -> Result<String,
     }
 }
 
-/// Trusts the config's `vendor_keys` through the log, once: only while the
-/// cluster trusts no key at all. Afterwards the trust anchors are cluster
-/// state, changed by administrators (`raftlm license trust|untrust`), and a
-/// node's config cannot widen them.
+/// Trusts the config's `vendor_keys` through the log, once in the life of
+/// the cluster: only while it has never trusted any key. Afterwards the
+/// trust anchors are cluster state, changed by administrators (`raftlm
+/// license trust|untrust`), and no node's config widens them, even after an
+/// untrust of the last key. The state decides (a `BootstrapTrust` applied
+/// after another node's changes nothing), so two nodes racing here is safe.
 pub async fn bootstrap_trust(shared: &Shared) -> Result<(), String> {
-    if shared.trusted.is_empty() || shared.state.read(|s| !s.trusted_keys().is_empty()) {
+    if shared.trusted.is_empty() || shared.state.read(|s| s.trusted_ever()) {
         return Ok(());
     }
-    for key in &shared.trusted {
-        let command = Command::TrustKey {
-            vendor: key.vendor().map(str::to_string),
-            key: key.to_bytes(),
-            author: format!("node {} (vendor_keys bootstrap)", shared.node_id),
-        };
-        let (outcome, _) = shared
-            .batcher
-            .submit(command)
-            .await
-            .map_err(|e| e.to_string())?;
-        info!(key = %key.key_id(), ?outcome, "bootstrap vendor key trusted");
-    }
+    let command = Command::BootstrapTrust {
+        keys: shared
+            .trusted
+            .iter()
+            .map(|key| (key.vendor().map(str::to_string), key.to_bytes()))
+            .collect(),
+        author: format!("node {} (vendor_keys bootstrap)", shared.node_id),
+    };
+    let (outcome, _) = shared
+        .batcher
+        .submit(command)
+        .await
+        .map_err(|e| e.to_string())?;
+    info!(?outcome, "vendor_keys bootstrap applied");
     Ok(())
 }
 

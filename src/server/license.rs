@@ -674,6 +674,9 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 })
                 .collect(),
             clock_skew_max_ms: clocks.skew_max_ms,
+            state_time_ms: state.now_ms(),
+            clock_ms: crate::server::wall_clock_ms(),
+            trusted_ever: state.trusted_ever(),
         }
     })
 }
