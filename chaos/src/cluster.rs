@@ -67,9 +67,9 @@ pub struct ClusterSpec {
     pub snapshot_every: u64,
     /// Put every data directory on a power-cut filesystem (see [`crate::powerfs`]).
     pub power: bool,
-    /// Dated features, each in a license file of its own: name, seats, and
-    /// the last day it is valid.
-    pub dated: Vec<(String, u32, Date)>,
+    /// Dated features, each in a license file of its own: name, seats, the
+    /// last day it is valid, and its `ISSUED` date.
+    pub dated: Vec<(String, u32, Date, Date)>,
     /// With the clock fault: every node's wall clock runs this many ms ahead
     /// of the real one (the run's "true" time), and [`Cluster::set_clock_jump`]
     /// jumps one node's further. The nodes' `timing.clock_skew_max_ms` is
@@ -190,10 +190,10 @@ impl Cluster {
         let signed = signature::sign_text("chaos.lic", &license_text(&spec.features), &key)
             .map_err(|e| anyhow::anyhow!("cannot sign the license: {e}"))?;
         std::fs::write(licenses.join("chaos.lic"), signed)?;
-        for (feature, seats, last_day) in &spec.dated {
+        for (feature, seats, last_day, issued) in &spec.dated {
             let name = format!("dated-{feature}.lic");
             let text = format!(
-                "SERVER {CLUSTER} ANY 27000\nVENDOR acme\nFEATURE {feature} acme 2.0 {last_day} {seats}\n"
+                "SERVER {CLUSTER} ANY 27000\nVENDOR acme\nFEATURE {feature} acme 2.0 {last_day} {seats} ISSUED={issued}\n"
             );
             let signed = signature::sign_text(&name, &text, &key)
                 .map_err(|e| anyhow::anyhow!("cannot sign {name}: {e}"))?;

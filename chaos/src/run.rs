@@ -359,7 +359,13 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     let history = Arc::new(History::create(&dir.join("history.jsonl"))?);
     let history_start_ms = real_now_ms();
     let mut features = config.features.clone();
-    features.extend(cluster.spec.dated.iter().map(|(f, n, _)| (f.clone(), *n)));
+    features.extend(
+        cluster
+            .spec
+            .dated
+            .iter()
+            .map(|(f, n, _, _)| (f.clone(), *n)),
+    );
     features.extend(config.churn.clone());
     let churn = match (&config.churn, &cluster.churn_license) {
         (Some((feature, _)), Some(text)) => Some(Churn {
@@ -759,12 +765,30 @@ impl ClockPlan {
         }
     }
 
-    fn dated(&self) -> Vec<(String, u32, raftlm::license::feature::Date)> {
+    /// The dated features: name, seats, last day, `ISSUED` date. Both are
+    /// issued on the day after `ending`'s last day: "tomorrow" when the run
+    /// starts (a vendor east of UTC), which a cluster accepts but must not
+    /// take as its time — if it did, `ending` would expire at once, before
+    /// the true midnight, and `expiry-judged-on-true-time` would fail.
+    fn dated(
+        &self,
+    ) -> Vec<(
+        String,
+        u32,
+        raftlm::license::feature::Date,
+        raftlm::license::feature::Date,
+    )> {
         use raftlm::license::feature::Date;
         let day = |ms: i64| Date::from_unix_ms(ms.max(0) as u64);
+        let issued = day(self.midnight_ms);
         vec![
-            ("ending".into(), 3, day(self.midnight_ms - 1)),
-            ("dated".into(), 3, day(self.midnight_ms + 60 * DAY_MS)),
+            ("ending".into(), 3, day(self.midnight_ms - 1), issued),
+            (
+                "dated".into(),
+                3,
+                day(self.midnight_ms + 60 * DAY_MS),
+                issued,
+            ),
         ]
     }
 
