@@ -180,6 +180,22 @@ pub struct NodeAddress {
     pub peer_address: String,
 }
 
+/// The IP addresses the members are named by (in `address` or
+/// `peer_address`), deduplicated: the hosts whose connections the TLS
+/// acceptor keeps a reserve for. Members named by host name are left out (no
+/// name is resolved for this).
+pub fn member_ips(nodes: &[NodeAddress]) -> Vec<std::net::IpAddr> {
+    let mut ips: Vec<std::net::IpAddr> = nodes
+        .iter()
+        .flat_map(|n| [&n.address, &n.peer_address])
+        .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip().to_canonical())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
 /// How the active node takes the client access point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -286,6 +286,7 @@ impl Node {
         let (stop, _) = watch::channel(false);
         let mut tasks = vec![batcher_task];
         let members: Vec<u64> = config.nodes.iter().map(|n| n.id).collect();
+        let member_hosts = crate::config::member_ips(&config.nodes);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<LicenseServer<LicenseService>>().await;
@@ -305,6 +306,7 @@ impl Node {
         // The access point serves the same router as the node's own address.
         let serve: activator::ServeListener = {
             let router = client_router.clone();
+            let member_hosts = member_hosts.clone();
             let tls = tls.clone();
             let refusals = refusals.clone();
             let span = span.clone();
@@ -314,7 +316,10 @@ impl Node {
                     listener,
                     tls.clone(),
                     Plane::Client,
-                    Vec::new(),
+                    crate::tls::acceptor::Members {
+                        ids: Vec::new(),
+                        addresses: member_hosts.clone(),
+                    },
                     refusals.clone(),
                     async move {
                         let _ = stopped.wait_for(|s| *s).await;
@@ -367,7 +372,10 @@ impl Node {
                 listener,
                 tls.clone(),
                 plane,
-                members.clone(),
+                crate::tls::acceptor::Members {
+                    ids: members.clone(),
+                    addresses: member_hosts.clone(),
+                },
                 refusals.clone(),
                 wait_stop(stopped),
             );

@@ -919,3 +919,137 @@ async fn no_file_moves_time_and_an_untrusted_key_stays_untrusted() {
         node.shutdown().await;
     }
 }
+
+/// Holds `sockets` TCP connections from `from` to `target` that never send a
+/// byte, reopening each (after a pause) when the node closes it, until the
+/// returned set is dropped.
+fn idle_flood(
+    target: std::net::SocketAddr,
+    from: std::net::IpAddr,
+    sockets: usize,
+) -> tokio::task::JoinSet<()> {
+    use tokio::io::AsyncReadExt as _;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..sockets {
+        tasks.spawn(async move {
+            loop {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind((from, 0).into()).unwrap();
+                if let Ok(mut stream) = socket.connect(target).await {
+                    let mut buf = [0u8; 64];
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    tasks
+}
+
+// One address cannot starve handshakes. 1,000 sockets from 127.0.0.9 that
+// never send a ClientHello (reopened as the node closes them) against the
+// active node's client listener, and as many against its peer listener and a
+// follower's. Meanwhile fresh clients from another address (127.0.0.5, not a
+// member's) all get answers, the follower is restarted (so it and the active
+// node redial each other through the flood) and catches up, and the active
+// node serves without a break, past a handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_from_one_address_starve_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_key, public) = common::vendor_key(dir.path());
+    let bound = common::bind_three().await;
+    let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
+    let configs: Vec<_> = (1..=3)
+        .map(|id| common::node_config(dir.path(), id, &addresses, &peer_addresses, &public))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
+        nodes.push(Some(
+            Node::start_with_listeners(configs[i].clone(), client, peer)
+                .await
+                .unwrap(),
+        ));
+    }
+    let leader = leader_of(&nodes).await;
+    let follower = (leader + 1) % 3;
+    let since = nodes[leader]
+        .as_ref()
+        .unwrap()
+        .shared()
+        .lease
+        .serving_since();
+    assert!(since.is_some());
+    let attacker: std::net::IpAddr = "127.0.0.9".parse().unwrap();
+    let floods: Vec<_> = [
+        &addresses[leader],
+        &peer_addresses[leader],
+        &peer_addresses[follower],
+    ]
+    .into_iter()
+    .map(|a| idle_flood(a.parse().unwrap(), attacker, 1000))
+    .collect();
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let stranger: std::net::IpAddr = "127.0.0.5".parse().unwrap();
+    for i in 0..20 {
+        let channel = common::client_tls()
+            .endpoint(&addresses[leader], Duration::from_secs(2))
+            .unwrap()
+            .local_address(Some(stranger))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("fresh client {i} could not connect: {e}"));
+        LicenseClient::new(channel)
+            .node_info(pb::NodeInfoRequest::default())
+            .await
+            .unwrap_or_else(|e| panic!("fresh client {i} got no answer: {e}"));
+    }
+
+    nodes[follower].take().unwrap().shutdown().await;
+    let client = common::rebind(&addresses[follower]).await;
+    let peer = common::rebind(&peer_addresses[follower]).await;
+    nodes[follower] = Some(
+        Node::start_with_listeners(configs[follower].clone(), client, peer)
+            .await
+            .unwrap(),
+    );
+    let applied = |i: usize| {
+        nodes[i]
+            .as_ref()
+            .unwrap()
+            .shared()
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index)
+    };
+    let target = applied(leader);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while applied(follower) < target {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted follower did not catch up through the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past one handshake timeout: the flood's first sockets were dropped and reopened.
+    let past = raftlm::tls::acceptor::HANDSHAKE_TIMEOUT + Duration::from_secs(2);
+    tokio::time::sleep(past.saturating_sub(started.elapsed())).await;
+    assert_eq!(
+        nodes[leader]
+            .as_ref()
+            .unwrap()
+            .shared()
+            .lease
+            .serving_since(),
+        since,
+        "the active node's service broke during the flood"
+    );
+    drop(floods);
+    for node in nodes.iter_mut().filter_map(Option::take) {
+        node.shutdown().await;
+    }
+}

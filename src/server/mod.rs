@@ -113,13 +113,14 @@ pub fn wall_clock_ms() -> u64 {
 }
 
 /// Serves `router` on `listener` until `stop` resolves: through the TLS
-/// acceptor of `plane` when `tls` is set, in plaintext otherwise.
+/// acceptor of `plane` when `tls` is set (connections from the members'
+/// hosts may use the acceptor's reserve), in plaintext otherwise.
 pub async fn serve(
     router: Router,
     listener: TcpListener,
     tls: Option<Arc<TlsState>>,
     plane: Plane,
-    members: Vec<u64>,
+    members: acceptor::Members,
     refusals: Arc<Refusals>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {

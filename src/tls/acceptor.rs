@@ -23,8 +23,13 @@
 //! - A refused connection is logged once per source address and reason at
 //!   `warn` (then at `debug`), so a scanner cannot flood the log.
 //!
+//! - Admission: connections and handshakes are limited per listener and per
+//!   source address, and a reserve of both is kept for the members' own
+//!   addresses, so strangers cannot keep a node from redialling its peers
+//!   (see [`incoming`] and the limits below).
+//!
 //! Left out: certificate revocation lists (revoke by reissuing the CA, see
-//! docs/security.md), and limits per source address.
+//! docs/security.md).
 
 use std::collections::HashSet;
 use std::io;
@@ -58,6 +63,22 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most handshakes running at once per listener; a connection beyond it is
 /// closed at once (a flood of idle sockets cannot stall everyone's handshake).
 pub const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
+/// Handshakes running at once from one source address, per listener. A
+/// handshake takes milliseconds and an application opens one connection per
+/// server, so even a NAT address of many applications rarely has more than a
+/// few in flight; sockets that never send a ClientHello from one address hold
+/// at most this many of the listener's [`HANDSHAKES_IN_FLIGHT_MAX`], so it
+/// takes 32 addresses to fill them.
+pub const HANDSHAKES_PER_ADDRESS_MAX: usize = 8;
+/// Handshakes set aside, per listener, for the cluster members' own
+/// addresses (the hosts in `nodes`): when strangers fill
+/// [`HANDSHAKES_IN_FLIGHT_MAX`], a node redialling a peer still gets in.
+pub const MEMBER_HANDSHAKES_RESERVED: usize = 32;
+/// Connections set aside, per listener, for the cluster members' own
+/// addresses, beyond [`CONNECTIONS_MAX`]: a node holds a few connections to
+/// each peer, so this is room for every member of a five-node cluster many
+/// times over.
+pub const MEMBER_CONNECTIONS_RESERVED: usize = 64;
 /// Most open connections per listener; a connection beyond it is closed at once.
 pub const CONNECTIONS_MAX: usize = 1024;
 /// Connections open at once from one source address, per listener: one
@@ -506,16 +527,18 @@ pub fn peer_node(certs: Option<&[CertificateDer<'_>]>, cluster: &str) -> Result<
 }
 
 /// A connection that holds its slot of the listener's [`CONNECTIONS_MAX`]
-/// and of its address's [`CONNECTIONS_PER_ADDRESS_MAX`] until it is closed.
+/// (or of the members' reserve) and of its address's
+/// [`CONNECTIONS_PER_ADDRESS_MAX`] until it is closed.
 pub struct Counted<S> {
     inner: S,
     _slot: OwnedSemaphorePermit,
-    _address: AddressSlot,
+    _address: Option<AddressSlot>,
 }
 
-/// Open connections per source address of one listener.
-#[derive(Default)]
+/// Things open per source address of one listener (connections, or
+/// handshakes in flight), each address at most `limit`.
 struct PerAddress {
+    limit: usize,
     // std Mutex: held to count, never across `.await`.
     open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
@@ -527,11 +550,18 @@ pub struct AddressSlot {
 }
 
 impl PerAddress {
-    /// A slot for `address`, unless it has [`CONNECTIONS_PER_ADDRESS_MAX`] open.
+    fn new(limit: usize) -> Arc<PerAddress> {
+        Arc::new(PerAddress {
+            limit,
+            open: Default::default(),
+        })
+    }
+
+    /// A slot for `address`, unless it has `limit` open.
     fn acquire(self: &Arc<Self>, address: std::net::IpAddr) -> Option<AddressSlot> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let count = open.entry(address).or_insert(0);
-        if *count >= CONNECTIONS_PER_ADDRESS_MAX {
+        if *count >= self.limit {
             return None;
         }
         *count += 1;
@@ -597,26 +627,118 @@ impl<S: Connected> Connected for Counted<S> {
     }
 }
 
+/// Who the cluster's members are, as a listener needs to know them.
+#[derive(Debug, Clone, Default)]
+pub struct Members {
+    /// Their node ids: on the peer plane, a certificate must name one.
+    pub ids: Vec<u64>,
+    /// Their hosts' IP addresses: connections from these may use the
+    /// reserves and are not limited per address.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// The limits one listener admits connections under (see the constants).
+struct Admission {
+    handshakes: Arc<Semaphore>,
+    member_handshakes: Arc<Semaphore>,
+    connections: Arc<Semaphore>,
+    member_connections: Arc<Semaphore>,
+    handshakes_per_address: Arc<PerAddress>,
+    connections_per_address: Arc<PerAddress>,
+    /// The members' addresses: they may use the reserves, and the
+    /// per-address limits do not apply to them.
+    members: HashSet<IpAddr>,
+}
+
+/// What an admitted connection holds while it shakes hands.
+struct Admitted {
+    connection: OwnedSemaphorePermit,
+    address: Option<AddressSlot>,
+    handshake: OwnedSemaphorePermit,
+    address_handshake: Option<AddressSlot>,
+}
+
+impl Admission {
+    fn new(members: &[IpAddr]) -> Admission {
+        Admission {
+            handshakes: Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX)),
+            member_handshakes: Arc::new(Semaphore::new(MEMBER_HANDSHAKES_RESERVED)),
+            connections: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+            member_connections: Arc::new(Semaphore::new(MEMBER_CONNECTIONS_RESERVED)),
+            handshakes_per_address: PerAddress::new(HANDSHAKES_PER_ADDRESS_MAX),
+            connections_per_address: PerAddress::new(CONNECTIONS_PER_ADDRESS_MAX),
+            members: members.iter().map(|a| a.to_canonical()).collect(),
+        }
+    }
+
+    /// Admits a connection from `from`, or says which limit it met. The
+    /// address's own limits are checked before it takes anything shared.
+    fn admit(&self, from: IpAddr) -> Result<Admitted, String> {
+        let from = from.to_canonical();
+        let member = self.members.contains(&from);
+        let shared_or_reserved = |general: &Arc<Semaphore>, reserve: &Arc<Semaphore>| {
+            general.clone().try_acquire_owned().ok().or_else(|| {
+                member
+                    .then(|| reserve.clone().try_acquire_owned().ok())
+                    .flatten()
+            })
+        };
+        let (address, address_handshake) = if member {
+            (None, None)
+        } else {
+            let address = self.connections_per_address.acquire(from).ok_or_else(|| {
+                format!(
+                    "{CONNECTIONS_PER_ADDRESS_MAX} connections open from this address: the limit"
+                )
+            })?;
+            let handshake = self.handshakes_per_address.acquire(from).ok_or_else(|| {
+                format!(
+                    "{HANDSHAKES_PER_ADDRESS_MAX} handshakes in progress from this address: the limit"
+                )
+            })?;
+            (Some(address), Some(handshake))
+        };
+        let connection = shared_or_reserved(&self.connections, &self.member_connections)
+            .ok_or_else(|| format!("{CONNECTIONS_MAX} connections open: the limit"))?;
+        let handshake =
+            shared_or_reserved(&self.handshakes, &self.member_handshakes).ok_or_else(|| {
+                format!("{HANDSHAKES_IN_FLIGHT_MAX} handshakes in progress: the limit")
+            })?;
+        Ok(Admitted {
+            connection,
+            address,
+            handshake,
+            address_handshake,
+        })
+    }
+}
+
 /// Accepts connections on `listener` and yields those whose TLS handshake
 /// succeeded (and, on the peer plane, whose certificate names one of
-/// `members`), until the stream is dropped (the server stopped). At most
+/// `members.ids`), until the stream is dropped (the server stopped). At most
 /// [`CONNECTIONS_MAX`] are open, [`CONNECTIONS_PER_ADDRESS_MAX`] from one
-/// source address, and [`HANDSHAKES_IN_FLIGHT_MAX`] shaking hands at once; a
-/// connection beyond any is closed and logged.
+/// source address, [`HANDSHAKES_IN_FLIGHT_MAX`] shaking hands at once and
+/// [`HANDSHAKES_PER_ADDRESS_MAX`] of them from one address; connections from
+/// `members.addresses` (the members' hosts) are not limited per address and
+/// may use [`MEMBER_CONNECTIONS_RESERVED`] and [`MEMBER_HANDSHAKES_RESERVED`]
+/// when strangers hold the rest. A connection beyond any limit is closed and
+/// logged.
 pub fn incoming(
     listener: TcpListener,
     state: Arc<TlsState>,
     plane: Plane,
-    members: Vec<u64>,
+    members: Members,
     refusals: Arc<Refusals>,
 ) -> ReceiverStream<io::Result<Counted<TlsStream<TcpStream>>>> {
+    let Members {
+        ids: members,
+        addresses: member_addresses,
+    } = members;
     let (tx, rx) = mpsc::channel(HANDSHAKES_IN_FLIGHT_MAX);
     let span = tracing::Span::current();
     tokio::spawn(
         async move {
-            let handshakes = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
-            let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
-            let per_address = Arc::new(PerAddress::default());
+            let admission = Admission::new(&member_addresses);
             loop {
                 let accepted = tokio::select! {
                     _ = tx.closed() => return,
@@ -631,31 +753,12 @@ pub fn incoming(
                         continue;
                     }
                 };
-                let Ok(slot) = connections.clone().try_acquire_owned() else {
-                    refusals.log(
-                        plane,
-                        from.ip(),
-                        &format!("{CONNECTIONS_MAX} connections open: the limit"),
-                    );
-                    continue;
-                };
-                let Some(address_slot) = per_address.acquire(from.ip()) else {
-                    refusals.log(
-                        plane,
-                        from.ip(),
-                        &format!(
-                            "{CONNECTIONS_PER_ADDRESS_MAX} connections open from this address: the limit"
-                        ),
-                    );
-                    continue;
-                };
-                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                    refusals.log(
-                        plane,
-                        from.ip(),
-                        &format!("{HANDSHAKES_IN_FLIGHT_MAX} handshakes in progress: the limit"),
-                    );
-                    continue;
+                let admitted = match admission.admit(from.ip()) {
+                    Ok(admitted) => admitted,
+                    Err(limit) => {
+                        refusals.log(plane, from.ip(), &limit);
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let config = match plane {
@@ -666,14 +769,21 @@ pub fn incoming(
                 let cluster = state.cluster().to_string();
                 tokio::spawn(
                     async move {
-                        let _permit = permit;
-                        let handshake = tokio::time::timeout(
+                        let Admitted {
+                            connection,
+                            address,
+                            handshake,
+                            address_handshake,
+                        } = admitted;
+                        let handshake_done = tokio::time::timeout(
                             HANDSHAKE_TIMEOUT,
                             TlsAcceptor::from(config).accept(stream),
                         )
                         .await
                         .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut)));
-                        let tls = match handshake {
+                        // The handshake is over: its permits go back now.
+                        drop((handshake, address_handshake));
+                        let tls = match handshake_done {
                             Ok(tls) => tls,
                             Err(error) => {
                                 refusals.log(plane, from.ip(), &handshake_reason(&error));
@@ -701,8 +811,8 @@ pub fn incoming(
                         let _ = tx
                             .send(Ok(Counted {
                                 inner: tls,
-                                _slot: slot,
-                                _address: address_slot,
+                                _slot: connection,
+                                _address: address,
                             }))
                             .await;
                     }
@@ -723,7 +833,7 @@ mod tests {
     // closed connection gives its slot back, and idle addresses are forgotten.
     #[test]
     fn one_address_cannot_take_every_connection() {
-        let table = Arc::new(PerAddress::default());
+        let table = PerAddress::new(CONNECTIONS_PER_ADDRESS_MAX);
         let flooding: std::net::IpAddr = "127.0.0.2".parse().unwrap();
         let other: std::net::IpAddr = "127.0.0.3".parse().unwrap();
         let slots: Vec<AddressSlot> = (0..CONNECTIONS_PER_ADDRESS_MAX)
@@ -735,5 +845,59 @@ mod tests {
         assert!(table.acquire(flooding).is_some());
         drop(admitted);
         assert!(table.open.lock().unwrap().is_empty());
+    }
+
+    // Idle sockets from one address hold at most its share of the
+    // handshakes; strangers from many addresses can fill the listener's
+    // handshakes, but a member's address still gets in from the reserve, and
+    // members are not limited per address.
+    #[test]
+    fn strangers_cannot_keep_members_out() {
+        let member: IpAddr = "10.0.0.11".parse().unwrap();
+        let admission = Admission::new(&[member]);
+        let flooding: IpAddr = "192.0.2.1".parse().unwrap();
+        let held: Vec<Admitted> = (0..HANDSHAKES_PER_ADDRESS_MAX)
+            .map(|_| {
+                admission
+                    .admit(flooding)
+                    .expect("under the address's limit")
+            })
+            .collect();
+        assert_eq!(
+            admission.admit(flooding).err().unwrap(),
+            format!(
+                "{HANDSHAKES_PER_ADDRESS_MAX} handshakes in progress from this address: the limit"
+            )
+        );
+        // The refused attempt gave back the connection slot it took first.
+        assert_eq!(
+            admission.connections_per_address.open.lock().unwrap()[&flooding],
+            HANDSHAKES_PER_ADDRESS_MAX
+        );
+        let mut strangers = held;
+        let mut octet = 2u8;
+        while admission.handshakes.available_permits() > 0 {
+            let from = IpAddr::from([192, 0, 2, octet]);
+            octet += 1;
+            while admission.handshakes.available_permits() > 0 {
+                match admission.admit(from) {
+                    Ok(admitted) => strangers.push(admitted),
+                    Err(_) => break,
+                }
+            }
+        }
+        let stranger = IpAddr::from([198, 51, 100, 7]);
+        assert_eq!(
+            admission.admit(stranger).err().unwrap(),
+            format!("{HANDSHAKES_IN_FLIGHT_MAX} handshakes in progress: the limit")
+        );
+        let members: Vec<Admitted> = (0..MEMBER_HANDSHAKES_RESERVED)
+            .map(|_| admission.admit(member).expect("a member uses the reserve"))
+            .collect();
+        assert!(admission.admit(member).is_err(), "the reserve is bounded");
+        drop(members);
+        // A finished handshake gives its permits back.
+        strangers.pop();
+        assert!(admission.admit(stranger).is_ok());
     }
 }
