@@ -9,12 +9,13 @@
 //! - `# ...` a comment, and blank lines, kept as they are;
 //! - `settings heartbeat=100 lease=250 margin=100 election_max=800 mode=command` (first;
 //!   `mode` is `bind`, `command` or `none`);
-//! - `> NOW INPUT`, an input at boot-time ms `NOW`: `raft leader term=N`,
-//!   `raft follower term=N`, `tick [clock=agrees|unknown|condemned]
+//! - `> NOW INPUT`, an input at boot-time ms `NOW`: `raft leader term=N
+//!   [leader=ID]`, `raft follower term=N [leader=ID]` (the leader this node
+//!   knows, if any), `tick [clock=agrees|unknown|condemned]
 //!   [silence=MS] [jitter=MS]` (defaults: agrees, 0, 0), `round term=N t0=T ok|fail`, `up ok|fail "why"`,
 //!   `down ok|fail "why"`, `bound ok|fail "why"`,
 //!   `activated term=N committed|other-term|failed "why"|refused "why"|behind "why"`,
-//!   `handover term=N [served]`, `stop`;
+//!   `handover from=ID term=N [served]`, `stop`;
 //! - `  ACTION`, indented: an action the core returned (written by the test);
 //! - `  ! holds` / `  ! serves`, indented with `!`: written after an input when
 //!   the core holds the access point or serves (so a script shows when).
@@ -79,6 +80,10 @@ fn input(text: &str) -> Input {
                 _ => panic!("`{text}`: raft leader|follower term=N"),
             },
             term: number(&words, "term", text),
+            leader_id: field(&words, "leader").map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("`{text}`: leader=N takes a node id"))
+            }),
         },
         Some("tick") => Input::Tick {
             clock: match field(&words, "clock") {
@@ -122,6 +127,7 @@ fn input(text: &str) -> Input {
             },
         },
         Some("handover") => Input::Handover {
+            from: number(&words, "from", text),
             term: number(&words, "term", text),
             served: words.contains(&"served"),
         },

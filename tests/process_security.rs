@@ -213,6 +213,49 @@ async fn node_2_cannot_vote_as_node_3() {
     assert_eq!(after.active_node, before.active_node);
 }
 
+// A handover is believed only from the leader of its term. A member that does
+// not lead, with its own certificate, tells a standby that it hands over the
+// current term: refused FAILED_PRECONDITION and logged, no election starts,
+// and the active node keeps serving in the same term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handover_from_a_member_that_does_not_lead_is_refused() {
+    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let before = licensed(&mut cluster).await;
+    let active = before.active_node;
+    let target = if active == 1 { 2 } else { 1 };
+    let from = 6 - active - target;
+    let address = cluster.peer_addresses[target as usize - 1].clone();
+    let channel = dial(&address, &as_node(common::tls(), from, target))
+        .await
+        .unwrap();
+    let refused = RaftClient::new(channel)
+        .handover(pb::HandoverRequest {
+            from,
+            term: before.term,
+            served: true,
+        })
+        .await
+        .expect_err("a handover from a node that does not lead");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    wait_log(
+        &cluster,
+        &[target as usize],
+        "handover refused: the sender does not lead that term",
+        Duration::from_secs(5),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = status(&cluster.access_point).await.unwrap();
+    assert_eq!(
+        (after.term, after.active_node),
+        (before.term, active),
+        "a forged handover moved the cluster"
+    );
+}
+
 // Admin RPCs need the administrator role: no certificate is UNAUTHENTICATED; a client's,
 // a node's or an expired administrator's certificate is refused; the administrator's works,
 // and the action is recorded with its author.

@@ -87,6 +87,8 @@ pub enum Input {
         leader: bool,
         /// The current term.
         term: u64,
+        /// The node this one knows as the leader of `term`, if any.
+        leader_id: Option<u64>,
     },
     /// The periodic tick (more often than the heartbeat), with the clock's
     /// verdict and how long this node has not heard from a leader.
@@ -130,9 +132,13 @@ pub enum Input {
         /// Whether it is bound; else why not.
         result: Result<(), String>,
     },
-    /// A planned handover to this node: the leader of `term`, stopping, has
-    /// released the access point; `served` if it had activated in `term`.
+    /// A planned handover to this node: node `from`, stopping as leader of
+    /// `term`, has released the access point; `served` if it had activated
+    /// in `term`. Believed only if this node's own view is that `from` leads
+    /// `term` (any member's certificate can send one).
     Handover {
+        /// The node that sent it (bound to its certificate).
+        from: u64,
         /// The term relinquished.
         term: u64,
         /// Whether that leader served in it.
@@ -306,6 +312,9 @@ pub struct Core {
     last_elect_ms: Option<u64>,
     /// A term whose leader served in it and handed over to this node.
     relinquished: Option<u64>,
+    /// The latest term whose leader this node knew, and that leader (from
+    /// Raft's view); kept while an election of the next term runs.
+    last_leader: Option<(u64, u64)>,
     /// Stopping as leader: the handover to send once the address is released.
     handover: Option<(u64, bool)>,
     /// [`Action::Stopped`] was returned.
@@ -341,6 +350,7 @@ impl Core {
             last_round_ms: None,
             last_elect_ms: None,
             relinquished: None,
+            last_leader: None,
             handover: None,
             stopped: false,
         }
@@ -378,10 +388,17 @@ impl Core {
     pub fn step(&mut self, now: u64, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
-            Input::Raft { leader, term } => {
+            Input::Raft {
+                leader,
+                term,
+                leader_id,
+            } => {
                 let changed = leader != self.leader || term != self.term;
                 self.leader = leader;
                 self.term = term;
+                if let Some(id) = leader_id {
+                    self.last_leader = Some((term, id));
+                }
                 if changed && (self.lease_term != term || !leader) {
                     if self.serving {
                         out.push(log(
@@ -601,8 +618,19 @@ impl Core {
                     }
                 }
             }
-            Input::Handover { term, served } => {
-                if served {
+            Input::Handover { from, term, served } => {
+                if self.last_leader != Some((term, from)) {
+                    let view = match self.last_leader {
+                        Some((known, id)) => format!("node {id} led term {known}"),
+                        None => "no leader is known".to_string(),
+                    };
+                    out.push(log(
+                        Level::Warn,
+                        format!(
+                            "handover from node {from} for term {term} not believed: in this node's view {view}; the wait before activating stays"
+                        ),
+                    ));
+                } else if served {
                     self.relinquished = Some(term);
                 }
             }

@@ -100,8 +100,8 @@ pub struct Context {
     /// Boot-time ms when this node last heard from a leader or granted a
     /// vote (kept by the Raft service).
     pub leader_contact: Arc<AtomicU64>,
-    /// Planned handovers to this node, from the Raft service: `(term, served)`.
-    pub handovers: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(u64, bool)>>>,
+    /// Planned handovers to this node, from the Raft service: `(from, term, served)`.
+    pub handovers: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(u64, u64, bool)>>>,
     /// The Raft transport, to send a handover.
     pub network: crate::raft::network::Network,
 }
@@ -179,7 +179,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
     let mut held: Option<Held> = None;
     let mut clocks_reported: Vec<u64> = Vec::new();
     let mut stop_deadline: Option<tokio::time::Instant> = None;
-    let mut seen = (false, 0u64);
+    let mut seen: (bool, u64, Option<u64>) = (false, 0, None);
     let mut handovers = ctx
         .handovers
         .lock()
@@ -218,16 +218,17 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
                     let view = (
                         m.current_leader == Some(ctx.node_id) && m.state.is_leader(),
                         m.current_term,
+                        m.current_leader,
                     );
                     if view == seen {
                         continue;
                     }
                     seen = view;
-                    Input::Raft { leader: view.0, term: view.1 }
+                    Input::Raft { leader: view.0, term: view.1, leader_id: view.2 }
                 }
             }
             Some(input) = inputs.recv() => input,
-            Some((term, served)) = handovers.recv() => Input::Handover { term, served },
+            Some((from, term, served)) = handovers.recv() => Input::Handover { from, term, served },
         };
         let actions = core.step(boottime_ms(), input);
         for action in actions {

@@ -359,8 +359,8 @@ pub struct RaftService {
     /// AppendEntries it accepted) or granted a vote: the activator starts
     /// elections from this.
     contact: Arc<AtomicU64>,
-    /// Told of a planned handover to this node: `(term, served)`.
-    handovers: tokio::sync::mpsc::UnboundedSender<(u64, bool)>,
+    /// Told of a planned handover to this node: `(from, term, served)`.
+    handovers: tokio::sync::mpsc::UnboundedSender<(u64, u64, bool)>,
     /// The cluster name, for peers' certificate names; `None` in plaintext
     /// (no sender check).
     cluster: Option<String>,
@@ -376,7 +376,7 @@ impl RaftService {
         cluster: Option<String>,
         refusals: Arc<Refusals>,
         contact: Arc<AtomicU64>,
-        handovers: tokio::sync::mpsc::UnboundedSender<(u64, bool)>,
+        handovers: tokio::sync::mpsc::UnboundedSender<(u64, u64, bool)>,
     ) -> RaftServer<RaftService> {
         RaftServer::new(RaftService {
             raft,
@@ -461,8 +461,31 @@ impl RaftRpc for RaftService {
     ) -> Result<tonic::Response<crate::proto::v1::HandoverReply>, tonic::Status> {
         let handover = *request.get_ref();
         self.check_sender(&request, handover.from)?;
+        // Any member's certificate can send a handover: it is acted on only
+        // if this node's own view is that the sender leads that term (it has
+        // not moved on: the sender stops before it sends).
+        let (term, leader) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.current_term, m.current_leader)
+        };
+        if term != handover.term || leader != Some(handover.from) {
+            tracing::warn!(
+                from = handover.from,
+                term = handover.term,
+                current_term = term,
+                ?leader,
+                "handover refused: the sender does not lead that term in this node's view"
+            );
+            return Err(tonic::Status::failed_precondition(format!(
+                "node {} does not lead term {} in this node's view (term {term}, leader {leader:?})",
+                handover.from, handover.term
+            )));
+        }
         // The activator hears of it first, so it knows when it wins the election.
-        let _ = self.handovers.send((handover.term, handover.served));
+        let _ = self
+            .handovers
+            .send((handover.from, handover.term, handover.served));
         self.raft
             .trigger()
             .elect()
