@@ -1053,3 +1053,76 @@ async fn idle_sockets_from_one_address_starve_no_one() {
         node.shutdown().await;
     }
 }
+
+// Names are text: a control character (C0, DEL or C1) in a user, host,
+// vendor, feature or version name, or in a license name, is refused
+// INVALID_ARGUMENT naming the field and the character, before anything is
+// proposed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, key) = start_cluster(dir.path()).await;
+    let leader = leader_of(&nodes).await;
+    let address = nodes[leader].as_ref().unwrap().address().to_string();
+    let mut admin = common::admin_client(&address).await;
+    admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "acme.lic".into(),
+            text: common::signed_license(&key, &[("cad", 5)]),
+        })
+        .await
+        .unwrap();
+    let applied = |nodes: &[Option<Node>]| {
+        nodes[leader]
+            .as_ref()
+            .unwrap()
+            .shared()
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+    };
+    let before = applied(&nodes);
+    let mut license = client(nodes[leader].as_ref().unwrap()).await;
+    type SetField = fn(&mut pb::CheckoutRequest, &str);
+    let cases: [(&str, SetField); 5] = [
+        ("user", |r, v| r.user = v.into()),
+        ("host", |r, v| r.host = v.into()),
+        ("vendor", |r, v| r.vendor = v.into()),
+        ("feature", |r, v| r.feature = v.into()),
+        ("version", |r, v| r.version = v.into()),
+    ];
+    for (seq, (field, set)) in cases.into_iter().enumerate() {
+        for (bad, code) in [
+            ("ada\u{1b}[2J", "U+001B"),
+            ("ws\u{7f}", "U+007F"),
+            ("x\u{9b}", "U+009B"),
+        ] {
+            let mut request = checkout(41, seq as u64 + 1, "cad", 1);
+            set(&mut request, bad);
+            let refused = license
+                .checkout(request)
+                .await
+                .expect_err("a control character is refused");
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+            assert!(
+                refused
+                    .message()
+                    .contains(&format!("{field} contains the control character {code}")),
+                "{refused:?}"
+            );
+        }
+    }
+    let refused = admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "bell\u{7}.lic".into(),
+            text: common::signed_license(&key, &[("cad", 5)]),
+        })
+        .await
+        .expect_err("a control character in a license name is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(applied(&nodes), before, "a refused request reached the log");
+    for node in nodes.iter_mut().filter_map(Option::take) {
+        node.shutdown().await;
+    }
+}

@@ -292,7 +292,7 @@ pub fn to_text(
             );
         }
     }
-    out
+    printable(&out)
 }
 
 fn write_grants(out: &mut String, mut grants: Vec<&pb::GrantStatus>) {
@@ -316,6 +316,23 @@ fn write_grants(out: &mut String, mut grants: Vec<&pb::GrantStatus>) {
         }
         let _ = writeln!(out);
     }
+}
+
+/// `text` with every control character but the line break written as an
+/// escape (`\u{1b}`): whatever a reply holds (a user name, a host name, an
+/// author), it cannot move the cursor or recolour an administrator's
+/// terminal. Nodes refuse such names already; this also covers a reply from
+/// a node that did not.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The cluster's time: the answering node's clock (what it stamps on the
@@ -686,6 +703,17 @@ mod tests {
         assert_eq!(json["state_time"], "23-nov-2026 10:00:00 UTC");
         assert_eq!(json["clock_ms"], 1_795_341_600_000u64);
         assert_eq!(json["trusted_ever"], true);
+    }
+
+    // Control characters in anything a reply holds are escaped in the text
+    // form (the JSON form escapes them as JSON does).
+    #[test]
+    fn text_escapes_control_characters() {
+        let mut status = sample();
+        status.grants[0].user = "ada\u{1b}[2J\u{9b}".into();
+        let text = to_text(&status, &reports(), NOW);
+        assert!(text.contains("ada\\u{1b}[2J\\u{9b} "), "{text}");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'));
     }
 
     // Certificate expiry is shown per node, with a warning within 30 days.

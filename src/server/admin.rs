@@ -41,7 +41,7 @@ pub fn check_license_name(name: &str) -> Result<(), ServiceError> {
             "\"{shown}\" is not a license name: use the file name, without directories, at most {LICENSE_NAME_BYTES_MAX} bytes"
         )));
     }
-    Ok(())
+    crate::server::license::check_text("license name", name)
 }
 
 /// The admin service of one node.
