@@ -1054,8 +1054,10 @@ impl LicenseState {
             .collect()
     }
 
-    /// Checks `lines` of license `name` against the trust anchors, the cluster
-    /// name and state time; the first failure as (line, reason).
+    /// Checks `lines` of license `name` against the trust anchors and the
+    /// cluster name, and that not every line has expired at state time (an
+    /// expired line among valid ones is held and counts 0 seats); the first
+    /// failure as (line, reason).
     fn verify(&self, name: &str, lines: &[FeatureLine]) -> Result<(), (u32, String)> {
         let Some(cluster) = &self.cluster_name else {
             return Err((
@@ -1067,20 +1069,14 @@ impl LicenseState {
         for line in lines {
             signature::verify_held(name, line, cluster, &anchors)
                 .map_err(|e| (line.line, e.to_string()))?;
-            if !line.expiry.is_valid_at(self.now_ms) {
-                return Err((
-                    line.line,
-                    format!(
-                        "{name}:{}: the {} line for \"{}\" expired on {}",
-                        line.line,
-                        line.kind.keyword(),
-                        line.feature,
-                        line.expiry
-                    ),
-                ));
-            }
         }
-        Ok(())
+        match signature::all_expired(name, lines, self.now_ms) {
+            Some(error @ signature::VerifyError::AllExpired { line, .. }) => {
+                Err((line, error.to_string()))
+            }
+            Some(other) => Err((0, other.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Checks every held line's signature against the held anchors and

@@ -137,15 +137,17 @@ pub enum ImportSource {
 }
 
 /// Verifies a license file's text and imports it under `name` through the
-/// log, as `author`. Returns the outcome and the term it was committed in,
-/// or `None` for a directory file the cluster already imported as it is.
+/// log, as `author`. Returns the outcome, the term it was committed in and
+/// the file's warnings (expired lines, skipped lines, ignored VENDOR fields;
+/// also logged when the import succeeds), or `None` for a directory file the
+/// cluster already imported as it is.
 pub async fn import_license(
     shared: &Shared,
     name: &str,
     text: &str,
     author: &str,
     source: ImportSource,
-) -> Result<Option<(Outcome, u64)>, ServiceError> {
+) -> Result<Option<(Outcome, u64, Vec<String>)>, ServiceError> {
     check_license_name(name)?;
     if text.len() > LICENSE_FILE_BYTES_MAX {
         return Err(ServiceError::InvalidArgument(format!(
@@ -162,16 +164,14 @@ pub async fn import_license(
     // Checked here against the cluster's own trust anchors, so that a file
     // that cannot verify is refused without touching the log; every node
     // checks again when it applies the import. Expiry is judged on the later
-    // of the cluster's time and this node's clock.
+    // of the cluster's time and this node's clock: expired lines are imported
+    // and count 0 seats, a file whose every line has expired is refused.
     let (anchors, state_ms) = shared.state.read(|s| (s.anchors(), s.now_ms()));
-    let lines = signature::verify(
-        &parsed,
-        name,
-        &anchors,
-        &shared.config.cluster_name,
-        state_ms.max(crate::server::wall_clock_ms()),
-    )
-    .map_err(|e| ServiceError::Refused(e.to_string()))?;
+    let at_ms = state_ms.max(crate::server::wall_clock_ms());
+    let lines = signature::verify(&parsed, name, &anchors, &shared.config.cluster_name, at_ms)
+        .map_err(|e| ServiceError::Refused(e.to_string()))?;
+    let mut notes = parsed.warnings(name);
+    notes.extend(signature::expired_notes(name, &lines, at_ms));
     shared.serving()?;
     if source == ImportSource::Directory && shared.state.read(|s| s.was_imported(name, &lines)) {
         return Ok(None);
@@ -183,8 +183,13 @@ pub async fn import_license(
     };
     let (outcome, log_id) = shared.propose(command).await?;
     info!(license = name, %log_id, ?outcome, "license import applied");
+    if matches!(outcome, Outcome::Imported { .. }) {
+        for note in &notes {
+            warn!(license = name, "{note}");
+        }
+    }
     let term = shared.confirm(log_id.leader_id.term)?;
-    Ok(Some((outcome, term)))
+    Ok(Some((outcome, term, notes)))
 }
 
 fn refusal(outcome: Outcome) -> ServiceError {
@@ -238,14 +243,16 @@ impl Admin for AdminService {
                     superseded,
                 },
                 term,
+                notes,
             ) => Ok(Response::new(pb::ImportLicenseReply {
                 term,
                 name,
                 lines,
                 duplicates,
                 superseded,
+                notes,
             })),
-            (other, _) => Err(refusal(other).into()),
+            (other, _, _) => Err(refusal(other).into()),
         }
     }
 
