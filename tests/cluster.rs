@@ -233,13 +233,19 @@ async fn a_flexnet_file_imports_its_valid_lines_and_holds_expired_ones_at_zero()
         .into_inner();
     assert!(!viewer.granted, "{viewer:?}");
 
-    // The status marks the expired line.
+    // The status gives the seats per expiry and marks the expired line.
     let status = license
         .status(pb::StatusRequest {})
         .await
         .unwrap()
         .into_inner();
     let text = raftlm::cli::status::to_text(&status, &[], 0);
+    assert!(
+        text.contains(
+            "(vendor acme, version 2.0, 30 unexpired: 25 until 31-dec-2099, 5 permanent, 10 expired on 31-dec-2025)"
+        ),
+        "{text}"
+    );
     assert!(
         text.contains(
             "flex.lic:4 INCREMENT 2.0 10 seats, expiry 31-dec-2025: expired on 31-dec-2025: imported, counts 0 seats"

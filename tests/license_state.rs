@@ -386,8 +386,8 @@ fn increments_add_and_expired_lines_stop_granting() {
 }
 
 // A file with an expired line among valid ones is imported on apply: the
-// expired line is held and counts 0 seats. A file whose every line has
-// expired at state time is refused.
+// expired line is held and counts 0 seats, and the feature summary gives the
+// seats per expiry. A file whose every line has expired at state time is refused.
 #[test]
 fn expired_lines_are_imported_as_expired() {
     let mut log = Log::new();
@@ -406,7 +406,17 @@ fn expired_lines_are_imported_as_expired() {
         "{outcome:?}"
     );
     assert_eq!(log.state.seats_licensed("acme", "cad"), (40, 30));
-    assert_eq!(log.state.features()[0].unexpired, 30);
+    let summary = log.state.features();
+    let by_expiry: Vec<String> = summary[0].by_expiry.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        by_expiry,
+        [
+            "25 until 31-dec-2099",
+            "5 permanent",
+            "10 expired on 31-dec-2025"
+        ]
+    );
+    assert_eq!(summary[0].unexpired, 30);
 
     let outcome = log.import(
         "old.lic",

@@ -230,8 +230,11 @@ pub fn to_text(
         );
         let _ = writeln!(
             out,
-            "  (vendor {}, version {}, expiry {}, {} unexpired)",
-            feature.vendor, feature.version, feature.expiry, feature.unexpired
+            "  (vendor {}, version {}, {} unexpired: {})",
+            feature.vendor,
+            feature.version,
+            feature.unexpired,
+            seats_by_expiry(feature)
         );
         for line in status
             .lines
@@ -294,6 +297,25 @@ pub fn to_text(
         }
     }
     out
+}
+
+/// A feature's seats by expiry, `25 until 31-dec-2027, 5 permanent, 10
+/// expired on 31-dec-2025`; from the latest expiry alone for a cluster that
+/// does not report them.
+pub fn seats_by_expiry(feature: &pb::FeatureStatus) -> String {
+    if feature.by_expiry.is_empty() {
+        return format!("{} seats, expiry {}", feature.licensed, feature.expiry);
+    }
+    feature
+        .by_expiry
+        .iter()
+        .map(|e| match (e.expiry.as_str(), e.expired) {
+            ("permanent", _) => format!("{} permanent", e.seats),
+            (date, false) => format!("{} until {date}", e.seats),
+            (date, true) => format!("{} expired on {date}", e.seats),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn write_grants(out: &mut String, mut grants: Vec<&pb::GrantStatus>) {
@@ -380,6 +402,15 @@ pub fn to_json(
                 "unexpired": f.unexpired,
                 "in_use": f.in_use,
                 "expiry": f.expiry,
+                "by_expiry": f
+                    .by_expiry
+                    .iter()
+                    .map(|e| serde_json::json!({
+                        "expiry": e.expiry,
+                        "seats": e.seats,
+                        "expired": e.expired,
+                    }))
+                    .collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -516,6 +547,23 @@ mod tests {
                 unexpired: 25,
                 in_use: 2,
                 expiry: "permanent".into(),
+                by_expiry: vec![
+                    pb::ExpirySeats {
+                        expiry: "31-dec-2027".into(),
+                        seats: 20,
+                        expired: false,
+                    },
+                    pb::ExpirySeats {
+                        expiry: "permanent".into(),
+                        seats: 5,
+                        expired: false,
+                    },
+                    pb::ExpirySeats {
+                        expiry: "31-dec-2025".into(),
+                        seats: 10,
+                        expired: true,
+                    },
+                ],
             }],
             grants: vec![pb::GrantStatus {
                 token: Some(pb::GrantToken {
@@ -647,6 +695,26 @@ mod tests {
             text.contains("CN=alice  import license acme.lic: imported 3 lines"),
             "{text}"
         );
+    }
+
+    // Each feature gives its seats per expiry date, expired ones last.
+    #[test]
+    fn text_shows_seats_per_expiry() {
+        let text = to_text(&sample(), &reports(), NOW);
+        assert!(
+            text.contains(
+                "  (vendor acme, version 2.0, 25 unexpired: 20 until 31-dec-2027, 5 permanent, 10 expired on 31-dec-2025)"
+            ),
+            "{text}"
+        );
+        let json = to_json(&sample(), &reports(), NOW);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            value["features"][0]["by_expiry"][0]["expiry"],
+            "31-dec-2027"
+        );
+        assert_eq!(value["features"][0]["by_expiry"][0]["seats"], 20);
+        assert_eq!(value["features"][0]["by_expiry"][2]["expired"], true);
     }
 
     // Each feature lists its lines: which count, which are superseded and by what.

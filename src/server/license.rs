@@ -639,6 +639,15 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 unexpired: f.unexpired,
                 in_use: f.in_use,
                 expiry: f.expiry.to_string(),
+                by_expiry: f
+                    .by_expiry
+                    .iter()
+                    .map(|e| pb::ExpirySeats {
+                        expiry: e.expiry.to_string(),
+                        seats: e.seats,
+                        expired: e.expired,
+                    })
+                    .collect(),
             })
             .collect();
         let grants = state.grants().values().map(grant_status).collect();
