@@ -242,7 +242,7 @@ async fn a_flexnet_file_imports_its_valid_lines_and_holds_expired_ones_at_zero()
     let text = raftlm::cli::status::to_text(&status, &[], 0);
     assert!(
         text.contains(
-            "(vendor acme, version 2.0, 30 unexpired: 25 until 31-dec-2099, 5 permanent, 10 expired on 31-dec-2025)"
+            "Users of cad:  (Total of 30 licenses issued;  Total of 30 licenses in use)\n  (vendor acme, version 2.0: 25 until 31-dec-2099, 5 permanent, 10 expired on 31-dec-2025)"
         ),
         "{text}"
     );

@@ -3,7 +3,8 @@
 //!
 //! The text form reads like FlexNet's `lmstat -a`: a header about the
 //! cluster, then per feature a `Users of FEATURE:  (Total of N licenses
-//! issued;  Total of M licenses in use)` line followed by one line per grant.
+//! issued;  Total of M licenses in use)` line (N: the seats of lines that have
+//! not expired), its seats per expiry, its lines, and one line per grant.
 //! `--json` prints one JSON object instead (written here by hand: the crate
 //! has no JSON dependency, and the object is flat and small).
 
@@ -223,17 +224,16 @@ pub fn to_text(
             out,
             "\nUsers of {}:  (Total of {} license{} issued;  Total of {} license{} in use)",
             feature.feature,
-            feature.licensed,
-            if feature.licensed == 1 { "" } else { "s" },
+            feature.unexpired,
+            if feature.unexpired == 1 { "" } else { "s" },
             feature.in_use,
             if feature.in_use == 1 { "" } else { "s" }
         );
         let _ = writeln!(
             out,
-            "  (vendor {}, version {}, {} unexpired: {})",
+            "  (vendor {}, version {}: {})",
             feature.vendor,
             feature.version,
-            feature.unexpired,
             seats_by_expiry(feature)
         );
         for line in status
@@ -703,7 +703,7 @@ mod tests {
         let text = to_text(&sample(), &reports(), NOW);
         assert!(
             text.contains(
-                "  (vendor acme, version 2.0, 25 unexpired: 20 until 31-dec-2027, 5 permanent, 10 expired on 31-dec-2025)"
+                "  (vendor acme, version 2.0: 20 until 31-dec-2027, 5 permanent, 10 expired on 31-dec-2025)"
             ),
             "{text}"
         );
