@@ -253,11 +253,50 @@ async fn a_flexnet_file_imports_its_valid_lines_and_holds_expired_ones_at_zero()
         "{text}"
     );
 
+    // An expired renewal still supersedes the line it renews: the import says
+    // that the valid line's seats no longer count.
+    let sign = |name: &str, body: &str| {
+        raftlm::license::signature::sign_text(
+            name,
+            &format!("SERVER {} ANY 27000\nVENDOR acme\n{body}", common::CLUSTER),
+            &key,
+        )
+        .unwrap()
+    };
+    admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "base.lic".into(),
+            text: sign(
+                "base.lic",
+                "FEATURE sim acme 2.0 permanent 4 ISSUED=01-jan-2024\n",
+            ),
+        })
+        .await
+        .unwrap();
+    let renewed = admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "renew.lic".into(),
+            text: sign(
+                "renew.lic",
+                "FEATURE sim acme 2.0 31-dec-2025 8 ISSUED=01-jun-2025\nFEATURE viz acme 2.0 permanent 1\n",
+            ),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        renewed.notes,
+        [
+            "renew.lic:3: FEATURE \"sim\" expired on 31-dec-2025: imported, counts 0 seats",
+            "base.lic:3: FEATURE \"sim\" is superseded by the newer issuance renew.lic:3, which has expired: its 4 seats no longer count (remove renew.lic, or get a renewed file)",
+        ]
+    );
+
     // A file whose every line has expired is refused, naming the file.
     let old = raftlm::license::signature::sign_text(
         "old.lic",
         &format!(
-            "SERVER {} ANY 27000\nVENDOR acme\nFEATURE sim acme 2.0 31-dec-2025 5\n",
+            "SERVER {} ANY 27000\nVENDOR acme\nFEATURE old acme 2.0 31-dec-2025 5\n",
             common::CLUSTER
         ),
         &key,

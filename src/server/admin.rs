@@ -17,8 +17,9 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::license::file;
+use crate::license::pool::Verdict;
 use crate::license::signature;
-use crate::license::state::{Command, Outcome};
+use crate::license::state::{Command, LicenseState, Outcome};
 use crate::proto::v1 as pb;
 use crate::proto::v1::admin_server::Admin;
 use crate::server::{ServiceError, Shared};
@@ -184,12 +185,48 @@ pub async fn import_license(
     let (outcome, log_id) = shared.propose(command).await?;
     info!(license = name, %log_id, ?outcome, "license import applied");
     if matches!(outcome, Outcome::Imported { .. }) {
+        notes.extend(shared.state.read(|s| superseded_by_expired(s, name, at_ms)));
         for note in &notes {
             warn!(license = name, "{note}");
         }
     }
     let term = shared.confirm(log_id.leader_id.term)?;
     Ok(Some((outcome, term, notes)))
+}
+
+/// Notes for valid lines that an expired line of license `name` supersedes
+/// (a newer issuance counts even when it has expired, so their seats are
+/// lost until `name` is removed or renewed).
+fn superseded_by_expired(state: &LicenseState, name: &str, at_ms: u64) -> Vec<String> {
+    let Some(own) = state.licenses().get(name) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ((license, index), verdict) in state.verdicts() {
+        let Verdict::Superseded {
+            license: by,
+            line: by_line,
+        } = verdict
+        else {
+            continue;
+        };
+        let Some(winner) = own.iter().find(|l| l.line == by_line) else {
+            continue;
+        };
+        let Some(line) = state.licenses().get(&license).and_then(|l| l.get(index)) else {
+            continue;
+        };
+        if by == name && !winner.expiry.is_valid_at(at_ms) && line.expiry.is_valid_at(at_ms) {
+            out.push(format!(
+                "{license}:{}: {} {:?} is superseded by the newer issuance {name}:{by_line}, which has expired: its {} seats no longer count (remove {name}, or get a renewed file)",
+                line.line,
+                line.kind.keyword(),
+                line.feature,
+                line.seats
+            ));
+        }
+    }
+    out
 }
 
 fn refusal(outcome: Outcome) -> ServiceError {
