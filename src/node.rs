@@ -531,10 +531,11 @@ async fn import_dir_once(shared: &Shared, dir: &Path) -> Result<(), String> {
                     lines, duplicates, ..
                 },
                 _,
+                _,
             ))) => {
                 info!(license = %name, lines, duplicates, "imported license file from the license directory")
             }
-            Ok(Some((other, _))) => error!(license = %name, ?other, "license file refused"),
+            Ok(Some((other, _, _))) => error!(license = %name, ?other, "license file refused"),
             Err(crate::server::ServiceError::Refused(reason)) => {
                 error!(license = %name, "{reason}")
             }

@@ -355,3 +355,166 @@ fn a_line_issued_in_the_future_is_refused_by_sign_and_verify() {
         "{stderr}"
     );
 }
+
+/// A FlexNet file brought over: a VENDOR line with daemon path, options file
+/// and port, an expired INCREMENT, a node-locked line and a PACKAGE line.
+const FLEXNET: &str = "\
+SERVER LICSRV ANY 27000
+VENDOR acme /opt/acme/acmed /opt/acme/acme.opt 27001
+FEATURE cad acme 2.0 31-dec-2099 25 ISSUED=22-nov-2026
+INCREMENT cad acme 2.0 31-dec-2025 10 SN=7
+FEATURE viewer acme 1.0 permanent uncounted HOSTID=0011223344aa
+PACKAGE suite acme 1.0 COMPONENTS=\"cad viewer\"
+INCREMENT cad acme 2.0 permanent 5
+";
+
+/// Signs `body` as `name` in `dir` with acme.key; returns sign's stderr.
+fn sign_file(dir: &Path, name: &str, body: &str) -> String {
+    std::fs::write(dir.join(format!("{name}.unsigned")), body).expect("write");
+    let out = raftlm(
+        dir,
+        &[
+            "license",
+            "sign",
+            "--key",
+            "acme.key",
+            &format!("{name}.unsigned"),
+            "--out",
+            name,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "sign: {}", text(&out.stderr));
+    text(&out.stderr)
+}
+
+// `sign` signs a FlexNet file's usable lines and warns on stderr about the line
+// that has already expired, the lines a cluster will not import and the VENDOR
+// fields it ignores; `verify` accepts the file, flags the expired line in its
+// table and on stderr, and names the skipped lines with file:line:column.
+#[test]
+fn flexnet_file_signs_and_verifies_with_warnings() {
+    let dir = signed_setup();
+    let warnings = sign_file(dir.path(), "flex.lic", FLEXNET);
+    let name = "flex.lic.unsigned";
+    assert_eq!(
+        warnings.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "warning: {name}:2: VENDOR acme: the daemon path, options file and port are ignored by raftlm"
+            ),
+            format!(
+                "warning: {name}:5:35: FEATURE \"viewer\" is not imported: uncounted (node-locked) licenses are not served by a floating-license server; ask the vendor for a counted line"
+            ),
+            format!(
+                "warning: {name}:6:1: PACKAGE \"suite\" is not imported: PACKAGE lines (suites of features) are not supported; ask the vendor for FEATURE or INCREMENT lines for the package's features"
+            ),
+            format!(
+                "warning: {name}:4: INCREMENT \"cad\" has already expired on 31-dec-2025 by this machine's clock: signed anyway, a cluster counts it 0 seats"
+            ),
+        ]
+    );
+    let signed = std::fs::read_to_string(dir.path().join("flex.lic")).expect("signed");
+    assert_eq!(signed.matches("SIGN=\"ed25519:").count(), 3, "{signed}");
+
+    let out = verify(dir.path(), "LICSRV", "flex.lic");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "warning: flex.lic:4: INCREMENT \"cad\" expired on 31-dec-2025: imported, counts 0 seats\n"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "warning: flex.lic:5:35: FEATURE \"viewer\" is not imported: uncounted (node-locked)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: flex.lic:6:1: PACKAGE \"suite\" is not imported"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("warning: flex.lic:2: VENDOR acme: the daemon path, options file and port are ignored by raftlm"), "{stderr}");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("flex.lic: 3 feature lines verified for cluster \"LICSRV\"\n"),
+        "{stdout}"
+    );
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec![
+                "cad",
+                "acme",
+                "2.0",
+                "31-dec-2099",
+                "25",
+                "FEATURE",
+                "counts"
+            ],
+            vec![
+                "cad",
+                "acme",
+                "2.0",
+                "31-dec-2025",
+                "10",
+                "INCREMENT",
+                "expired,",
+                "0",
+                "seats"
+            ],
+            vec![
+                "cad",
+                "acme",
+                "2.0",
+                "permanent",
+                "5",
+                "INCREMENT",
+                "counts"
+            ],
+        ]
+    );
+}
+
+// A file whose every line has expired: `sign` warns (and signs), `verify`
+// refuses it naming the file and the last expiry.
+#[test]
+fn wholly_expired_file_is_refused_by_verify() {
+    let dir = signed_setup();
+    let warnings = sign_file(
+        dir.path(),
+        "old.lic",
+        "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE cad acme 2.0 31-dec-2025 5\n",
+    );
+    assert!(
+        warnings.contains("warning: old.lic.unsigned: every feature line has expired: a cluster refuses the file (give the lines later expiry dates)"),
+        "{warnings}"
+    );
+    assert_fails(
+        &verify(dir.path(), "LICSRV", "old.lic"),
+        1,
+        "old.lic: every feature line has expired, the last on 31-dec-2025 (line 3): the file would grant no seat (get a renewed file from the vendor)",
+    );
+}
+
+// A date that does not exist is named as such, with its position.
+#[test]
+fn nonexistent_date_is_named() {
+    let dir = signed_setup();
+    let path = dir.path().join("acme.lic");
+    let edited = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("31-dec-2099", "29-feb-2027");
+    std::fs::write(&path, edited).expect("write");
+    assert_fails(
+        &verify(dir.path(), "LICSRV", "acme.lic"),
+        1,
+        "acme.lic:4:22: expiry 29-feb-2027 is not a date: February 2027 has 28 days (ask the vendor for a line with the intended date)",
+    );
+}

@@ -153,6 +153,174 @@ async fn replicate_redirect_and_survive_leader_loss() {
     }
 }
 
+// A FlexNet file brought over imports into a running cluster: its expired line is held and
+// counts 0 seats, its uncounted and PACKAGE lines are skipped, its VENDOR daemon fields
+// ignored, and the reply's notes and the status say so; the valid lines grant their seats
+// on every node. A file whose every line has expired is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flexnet_file_imports_its_valid_lines_and_holds_expired_ones_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, key) = start_cluster(dir.path()).await;
+    let leader = leader_of(&nodes).await;
+    let leader_node = nodes[leader].as_ref().unwrap();
+    let text = format!(
+        "SERVER {} ANY 27000\n\
+         VENDOR acme /opt/acme/acmed /opt/acme/acme.opt 27001\n\
+         FEATURE cad acme 2.0 31-dec-2099 25 ISSUED=22-nov-2026\n\
+         INCREMENT cad acme 2.0 31-dec-2025 10 SN=7\n\
+         FEATURE viewer acme 1.0 permanent uncounted HOSTID=0011223344aa\n\
+         PACKAGE suite acme 1.0 COMPONENTS=\"cad viewer\"\n\
+         INCREMENT cad acme 2.0 permanent 5\n",
+        common::CLUSTER
+    );
+    let signed = raftlm::license::signature::sign_text("flex.lic", &text, &key).unwrap();
+    let mut admin = common::admin_client(&leader_node.address().to_string()).await;
+    let imported = admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "flex.lic".into(),
+            text: signed,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(imported.lines, 3);
+    assert_eq!(
+        imported.notes,
+        [
+            "flex.lic:2: VENDOR acme: the daemon path, options file and port are ignored by raftlm",
+            "flex.lic:5:35: FEATURE \"viewer\" is not imported: uncounted (node-locked) licenses are not served by a floating-license server; ask the vendor for a counted line",
+            "flex.lic:6:1: PACKAGE \"suite\" is not imported: PACKAGE lines (suites of features) are not supported; ask the vendor for FEATURE or INCREMENT lines for the package's features",
+            "flex.lic:4: INCREMENT \"cad\" expired on 31-dec-2025: imported, counts 0 seats",
+        ]
+    );
+
+    // Every node holds the three lines and counts 25 + 5 seats.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for node in nodes.iter().flatten() {
+        while node
+            .shared()
+            .state
+            .read(|s| s.seats_licensed("acme", "cad"))
+            != (40, 30)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "import not applied on a node"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut license = client(leader_node).await;
+    let granted = license
+        .checkout(checkout(41, 1, "cad", 30))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(granted.granted, "{granted:?}");
+    let denied = license
+        .checkout(checkout(42, 1, "cad", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !denied.granted && denied.available == 0 && denied.total == 30,
+        "{denied:?}"
+    );
+    let viewer = license
+        .checkout(checkout(43, 1, "viewer", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!viewer.granted, "{viewer:?}");
+
+    // The status gives the seats per expiry and marks the expired line.
+    let status = license
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let text = raftlm::cli::status::to_text(&status, &[], 0);
+    assert!(
+        text.contains(
+            "Users of cad:  (Total of 30 licenses issued;  Total of 30 licenses in use)\n  (vendor acme, version 2.0: 25 until 31-dec-2099, 5 permanent, 10 expired on 31-dec-2025)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "flex.lic:4 INCREMENT 2.0 10 seats, expiry 31-dec-2025: expired on 31-dec-2025: imported, counts 0 seats"
+        ),
+        "{text}"
+    );
+
+    // An expired renewal still supersedes the line it renews: the import says
+    // that the valid line's seats no longer count.
+    let sign = |name: &str, body: &str| {
+        raftlm::license::signature::sign_text(
+            name,
+            &format!("SERVER {} ANY 27000\nVENDOR acme\n{body}", common::CLUSTER),
+            &key,
+        )
+        .unwrap()
+    };
+    admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "base.lic".into(),
+            text: sign(
+                "base.lic",
+                "FEATURE sim acme 2.0 permanent 4 ISSUED=01-jan-2024\n",
+            ),
+        })
+        .await
+        .unwrap();
+    let renewed = admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "renew.lic".into(),
+            text: sign(
+                "renew.lic",
+                "FEATURE sim acme 2.0 31-dec-2025 8 ISSUED=01-jun-2025\nFEATURE viz acme 2.0 permanent 1\n",
+            ),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        renewed.notes,
+        [
+            "renew.lic:3: FEATURE \"sim\" expired on 31-dec-2025: imported, counts 0 seats",
+            "base.lic:3: FEATURE \"sim\" is superseded by the newer issuance renew.lic:3, which has expired: its 4 seats no longer count (remove renew.lic, or get a renewed file)",
+        ]
+    );
+
+    // A file whose every line has expired is refused, naming the file.
+    let old = raftlm::license::signature::sign_text(
+        "old.lic",
+        &format!(
+            "SERVER {} ANY 27000\nVENDOR acme\nFEATURE old acme 2.0 31-dec-2025 5\n",
+            common::CLUSTER
+        ),
+        &key,
+    )
+    .unwrap();
+    let refused = admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "old.lic".into(),
+            text: old,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.message(),
+        "old.lic: every feature line has expired, the last on 31-dec-2025 (line 3): the file would grant no seat (get a renewed file from the vendor)"
+    );
+
+    for node in nodes.iter_mut() {
+        if let Some(node) = node.take() {
+            node.shutdown().await;
+        }
+    }
+}
+
 // A node stopped while the others take snapshots and purge their logs catches up through
 // a snapshot when it returns, and then holds every grant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

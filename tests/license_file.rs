@@ -177,6 +177,166 @@ fn file_without_features_parses() {
     assert!(parsed.lines.is_empty());
 }
 
+// A FlexNet file brought over parses: the VENDOR lines' daemon path, options
+// file and port are kept (and warned about), the node-locked (`uncounted`) line
+// and the PACKAGE line are skipped one by one with file:line:column and why,
+// and every other line (the expired one included: expiry is judged later,
+// against a clock) is parsed as usual.
+#[test]
+fn flexnet_file_parses_with_skipped_lines_and_vendor_fields() {
+    let parsed = parse_data("flexnet.lic");
+    type Vendor<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+    let vendors: Vec<Vendor<'_>> = parsed
+        .vendors
+        .iter()
+        .map(|v| {
+            (
+                v.name.as_str(),
+                v.daemon_path.as_deref(),
+                v.options_file.as_deref(),
+                v.port.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        vendors,
+        [
+            (
+                "acme",
+                Some("/opt/acme/acmed"),
+                Some("/opt/acme/acme.opt"),
+                Some("27001")
+            ),
+            ("beta", None, Some("/etc/beta.opt"), Some("27002")),
+            ("gamma", Some("/opt/gamma/gammad"), None, None),
+        ]
+    );
+    assert!(parsed.vendors[0].attributes.is_empty());
+    assert_eq!(
+        parsed.vendors[1].attributes,
+        attrs(&[("OPTIONS", "/etc/beta.opt"), ("PORT", "27002")])
+    );
+
+    type Row<'a> = (u32, &'a str, LineKind, u32, Expiry);
+    let lines: Vec<Row<'_>> = parsed
+        .lines
+        .iter()
+        .map(|l| (l.line, l.feature.as_str(), l.kind, l.seats, l.expiry))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                7,
+                "cad",
+                LineKind::Feature,
+                25,
+                Expiry::On(date("31-dec-2027"))
+            ),
+            (
+                8,
+                "cad",
+                LineKind::Increment,
+                10,
+                Expiry::On(date("31-dec-2025"))
+            ),
+            (11, "cad", LineKind::Increment, 5, Expiry::Permanent),
+            (12, "sim", LineKind::Feature, 4, Expiry::Permanent),
+        ]
+    );
+
+    let skipped: Vec<String> = parsed.skipped.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        skipped,
+        [
+            "flexnet.lic:9:35: FEATURE \"viewer\" is not imported: uncounted (node-locked) licenses are not served by a floating-license server; ask the vendor for a counted line",
+            "flexnet.lic:10:1: PACKAGE \"suite\" is not imported: PACKAGE lines (suites of features) are not supported; ask the vendor for FEATURE or INCREMENT lines for the package's features",
+        ]
+    );
+    assert_eq!(
+        parsed.warnings("flexnet.lic"),
+        [
+            "flexnet.lic:4: VENDOR acme: the daemon path, options file and port are ignored by raftlm",
+            "flexnet.lic:5: VENDOR beta: the daemon path, options file and port are ignored by raftlm",
+            "flexnet.lic:6: VENDOR gamma: the daemon path, options file and port are ignored by raftlm",
+            skipped[0].as_str(),
+            skipped[1].as_str(),
+        ]
+    );
+}
+
+// VENDOR's FlexNet forms: a daemon path alone, OPTIONS= then a port by
+// position, and keyword attributes as before; a plain word after another
+// attribute is still not an attribute.
+#[test]
+fn vendor_line_forms() {
+    let vendor = |line: &str| {
+        let text = format!("SERVER X ANY 1\n{line}\n");
+        file::parse("v.lic", &text).map(|f| {
+            let v = &f.vendors[0];
+            (
+                v.daemon_path.clone(),
+                v.options_file.clone(),
+                v.port.clone(),
+                f.warnings("v.lic").len(),
+            )
+        })
+    };
+    assert_eq!(
+        vendor("VENDOR acme /opt/acme/acmed"),
+        Ok((Some("/opt/acme/acmed".into()), None, None, 1))
+    );
+    assert_eq!(
+        vendor("VENDOR acme OPTIONS=/x.opt 27001"),
+        Ok((None, Some("/x.opt".into()), Some("27001".into()), 1))
+    );
+    assert_eq!(vendor("VENDOR acme NOTICE=x"), Ok((None, None, None, 0)));
+    assert_eq!(
+        vendor("VENDOR acme NOTICE=x /opt/acmed")
+            .unwrap_err()
+            .to_string(),
+        r#"v.lic:2:22: "/opt/acmed" is not a KEY=value attribute, expected KEY=value with a KEY of letters, digits and '_'"#
+    );
+    assert_eq!(
+        vendor("VENDOR acme /d /o OPTIONS=/x")
+            .unwrap_err()
+            .to_string(),
+        "v.lic:2:19: a second OPTIONS attribute, expected each key at most once per line (the first is at column 16)"
+    );
+}
+
+// Dates of the right form that do not exist are named as such, wherever they are.
+#[test]
+fn nonexistent_dates_are_named() {
+    let expiry = |date: &str| {
+        let text = format!("SERVER X ANY 1\nVENDOR acme\nINCREMENT cad acme 1.0 {date} 2\n");
+        file::parse("d.lic", &text)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    for (date, why) in [
+        ("31-feb-2027", "February 2027 has 28 days"),
+        ("29-feb-2027", "February 2027 has 28 days"),
+        ("30-feb-2028", "February 2028 has 29 days"),
+        ("31-apr-2027", "April 2027 has 30 days"),
+        ("00-jan-2027", "days start at 1"),
+        ("32-jan-2027", "January 2027 has 31 days"),
+    ] {
+        assert_eq!(
+            expiry(date),
+            Err(format!(
+                "d.lic:3:24: expiry {date} is not a date: {why} (ask the vendor for a line with the intended date)"
+            ))
+        );
+    }
+    assert_eq!(expiry("29-feb-2028"), Ok(()));
+    assert!(
+        expiry("29-fbr-2028")
+            .unwrap_err()
+            .contains("expected dd-mmm-yyyy")
+    );
+}
+
 // Guards that a signed line keeps its SIGN value and where it is, and that
 // SIGN is not an attribute.
 #[test]
@@ -243,6 +403,14 @@ const BAD: &[(&str, &str)] = &[
         r#"count_overflow.lic:3:34: count "4294967296" is not a number of seats, expected a whole number from 1 to 4294967295"#,
     ),
     (
+        "day_32.lic",
+        r#"day_32.lic:3:22: expiry 32-jan-2027 is not a date: January 2027 has 31 days (ask the vendor for a line with the intended date)"#,
+    ),
+    (
+        "day_zero.lic",
+        r#"day_zero.lic:3:22: expiry 00-jan-2027 is not a date: days start at 1 (ask the vendor for a line with the intended date)"#,
+    ),
+    (
         "duplicate_attribute.lic",
         r#"duplicate_attribute.lic:3:55: a second issued attribute, expected each key at most once per line (the first is at column 37)"#,
     ),
@@ -275,6 +443,14 @@ const BAD: &[(&str, &str)] = &[
         r#"no_server.lic:1:1: no SERVER line in the file, expected one SERVER line naming the access point (e.g. SERVER LICSRV ANY 27000)"#,
     ),
     (
+        "no_such_day.lic",
+        r#"no_such_day.lic:3:22: expiry 31-feb-2027 is not a date: February 2027 has 28 days (ask the vendor for a line with the intended date)"#,
+    ),
+    (
+        "no_such_issued.lic",
+        r#"no_such_issued.lic:3:37: ISSUED date 29-feb-2027 is not a date: February 2027 has 28 days (ask the vendor for a line with the intended date)"#,
+    ),
+    (
         "no_vendor.lic",
         r#"no_vendor.lic:1:1: no VENDOR line in the file, expected at least one VENDOR line declaring the vendor (e.g. VENDOR acme)"#,
     ),
@@ -297,6 +473,14 @@ const BAD: &[(&str, &str)] = &[
     (
         "unterminated_quote.lic",
         r#"unterminated_quote.lic:3:44: a quoted value is not closed, expected a closing " on the same line"#,
+    ),
+    (
+        "vendor_bad_port.lic",
+        r#"vendor_bad_port.lic:2:38: port "7x" is not a port number, expected a whole number from 1 to 65535"#,
+    ),
+    (
+        "vendor_extra.lic",
+        r#"vendor_extra.lic:2:44: unexpected "extra" after the port, expected the end of the VENDOR line"#,
     ),
     (
         "zero_count.lic",
@@ -380,6 +564,7 @@ fn bad_files_cover_every_error_class() {
             "ExtraToken",
             "MissingField",
             "NoServer",
+            "NoSuchDate",
             "NoVendor",
             "NotAttribute",
             "UndeclaredVendor",

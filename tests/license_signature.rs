@@ -1,6 +1,6 @@
 //! Signing and verification of license files (`raftlm::license::signature`):
 //! a signed file verifies for its cluster, and any edit, a move to another
-//! cluster, an untrusted key or an expired line is refused with a message
+//! cluster, an untrusted key or a file whose every line expired is refused with a message
 //! that names the file and line and says what to do.
 
 use proptest::prelude::*;
@@ -187,21 +187,35 @@ fn unknown_key_is_untrusted() {
     );
 }
 
-// Guards that a line is refused after its expiry day, and valid through it.
+// An expired line among valid ones is kept (it counts 0 seats; the note
+// names it), a line is valid through its expiry day, and a file whose every
+// line has expired is refused naming the file and the last expiry.
 #[test]
-fn expired_line_is_refused() {
+fn expired_lines_are_kept_unless_every_line_expired() {
     let key = acme_key();
     let text = format!("{ACME}INCREMENT cad acme 2.0 30-nov-2026 3\n");
     let signed = sign(&text, &key);
+    let lines = check(&signed, &[key.public_key()], "LICSRV").expect("verifies");
+    assert_eq!(lines.len(), 3);
     assert_eq!(
-        refusal(&signed, &[key.public_key()], "LICSRV"),
-        "acme.lic:6: INCREMENT \"cad\" expired on 30-nov-2026"
+        signature::expired_notes("acme.lic", &lines, now_ms()),
+        ["acme.lic:6: INCREMENT \"cad\" expired on 30-nov-2026: imported, counts 0 seats"]
     );
     let last_day = sign(
         &format!("{ACME}INCREMENT cad acme 2.0 01-dec-2026 3\n"),
         &key,
     );
-    assert!(check(&last_day, &[key.public_key()], "LICSRV").is_ok());
+    let lines = check(&last_day, &[key.public_key()], "LICSRV").expect("verifies");
+    assert!(signature::expired_notes("acme.lic", &lines, now_ms()).is_empty());
+
+    let all_expired = sign(
+        "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE cad acme 2.0 31-dec-2025 5\nINCREMENT cad acme 2.0 31-may-2026 3\n",
+        &key,
+    );
+    assert_eq!(
+        refusal(&all_expired, &[key.public_key()], "LICSRV"),
+        "acme.lic: every feature line has expired, the last on 31-may-2026 (line 4): the file would grant no seat (get a renewed file from the vendor)"
+    );
 }
 
 // Guards that an unsigned file is refused with the command that signs it.

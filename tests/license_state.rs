@@ -385,6 +385,59 @@ fn increments_add_and_expired_lines_stop_granting() {
     );
 }
 
+// A file with an expired line among valid ones is imported on apply: the
+// expired line is held and counts 0 seats, and the feature summary gives the
+// seats per expiry. A file whose every line has expired at state time is refused.
+#[test]
+fn expired_lines_are_imported_as_expired() {
+    let mut log = Log::new();
+    let dated = Expiry::On(Date::parse("31-dec-2099").unwrap());
+    let expired = Expiry::On(Date::parse("31-dec-2025").unwrap());
+    let outcome = log.import(
+        "acme.lic",
+        vec![
+            line("cad", 25, dated, "s1"),
+            line("cad", 10, expired, "s2"),
+            line("cad", 5, Expiry::Permanent, "s3"),
+        ],
+    );
+    assert!(
+        matches!(outcome, Outcome::Imported { lines: 3, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(log.state.seats_licensed("acme", "cad"), (40, 30));
+    let summary = log.state.features();
+    let by_expiry: Vec<String> = summary[0].by_expiry.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        by_expiry,
+        [
+            "25 until 31-dec-2099",
+            "5 permanent",
+            "10 expired on 31-dec-2025"
+        ]
+    );
+    assert_eq!(summary[0].unexpired, 30);
+
+    let outcome = log.import(
+        "old.lic",
+        vec![
+            line("sim", 3, expired, "s4"),
+            line(
+                "sim",
+                2,
+                Expiry::On(Date::parse("30-jun-2025").unwrap()),
+                "s5",
+            ),
+        ],
+    );
+    assert!(
+        matches!(&outcome, Outcome::LicenseUnverified { line: 3, reason }
+            if reason == "old.lic: every feature line has expired, the last on 31-dec-2025 (line 3): the file would grant no seat (get a renewed file from the vendor)"),
+        "{outcome:?}"
+    );
+    assert!(!log.state.licenses().contains_key("old.lic"));
+}
+
 // A line imported twice (same signature, another file name) counts once.
 #[test]
 fn the_same_line_imported_twice_counts_once() {

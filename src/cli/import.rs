@@ -7,6 +7,11 @@
 //! order given; the first one refused stops the command with exit 1 and the
 //! cluster's reason (the files before it stay imported). A file that cannot be
 //! read is exit 2; an unreachable cluster exit 3.
+//!
+//! The cluster's warnings about an imported file are printed on standard
+//! error, one line each (`warning: acme.lic:8: INCREMENT "cad" expired on
+//! 31-dec-2025: imported, counts 0 seats`): expired lines, lines not imported
+//! (`uncounted`, `PACKAGE`) and ignored `VENDOR` fields.
 
 use std::path::{Path, PathBuf};
 
@@ -42,22 +47,28 @@ pub fn run(files: Vec<PathBuf>, server: ServerList) -> Result<(), Failure> {
         let client = crate::cli::env_client(server)?;
         for (name, text) in licenses {
             match client.import_license(&name, &text).await {
-                Ok(reply) => println!(
-                    "imported {}: {} feature line{}{}{}, term {}",
-                    reply.name,
-                    reply.lines,
-                    if reply.lines == 1 { "" } else { "s" },
-                    match reply.duplicates {
-                        0 => String::new(),
-                        1 => " (1 duplicate line counted once)".to_string(),
-                        n => format!(" ({n} duplicate lines counted once)"),
-                    },
-                    match reply.superseded {
-                        0 => String::new(),
-                        n => format!(" ({n} superseded by a newer issuance; see raftlm status)"),
-                    },
-                    reply.term
-                ),
+                Ok(reply) => {
+                    for note in &reply.notes {
+                        eprintln!("warning: {note}");
+                    }
+                    println!(
+                        "imported {}: {} feature line{}{}{}, term {}",
+                        reply.name,
+                        reply.lines,
+                        if reply.lines == 1 { "" } else { "s" },
+                        match reply.duplicates {
+                            0 => String::new(),
+                            1 => " (1 duplicate line counted once)".to_string(),
+                            n => format!(" ({n} duplicate lines counted once)"),
+                        },
+                        match reply.superseded {
+                            0 => String::new(),
+                            n =>
+                                format!(" ({n} superseded by a newer issuance; see raftlm status)"),
+                        },
+                        reply.term
+                    );
+                }
                 Err(ClientError::Refused(reason)) => {
                     return Err(Failure::refused(if reason.contains(&name) {
                         reason

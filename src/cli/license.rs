@@ -4,10 +4,15 @@
 //! - `sign` adds a signature to every feature line of a license file;
 //! - `verify` checks a file offline, as a cluster would, and prints its features.
 //!
+//! `sign` and `verify` print warnings on standard error, one line each:
+//! lines a cluster does not import (`uncounted`, `PACKAGE`), `VENDOR` fields
+//! it ignores, and lines that have expired by this machine's clock (a cluster
+//! imports them, counting 0 seats; `verify` marks them `expired, 0 seats`).
+//!
 //! This is the shell around [`crate::license::file`] and
 //! [`crate::license::signature`]: it reads and writes files, reads the clock
 //! and prints. Exit codes (DESIGN §8): a file that is refused (does not
-//! parse, bad signature, wrong cluster, expired) is exit 1; a file or key that
+//! parse, bad signature, wrong cluster, every line expired) is exit 1; a file or key that
 //! cannot be read or written, or a malformed key file, is exit 2.
 //!
 //! Left out: `import` (sending a file to a running cluster), which needs the
@@ -223,6 +228,13 @@ fn sign(key_path: &Path, path: &Path, out: Option<&Path>) -> Result<(), Failure>
         signature::SignError::SelfCheck { .. } => Failure::usage(e.to_string()),
         _ => Failure::refused(e.to_string()),
     })?;
+    // The text parsed (sign_text checked it): warn about what a cluster will
+    // not use, and about lines this machine's clock says have expired.
+    if let Ok(parsed) = file::parse(&name, &text) {
+        for warning in sign_warnings(&name, &parsed, now_ms()) {
+            eprintln!("warning: {warning}");
+        }
+    }
     match out {
         None => {
             print!("{signed}");
@@ -257,18 +269,53 @@ fn refuse_issued_ahead(name: &str, text: &str, now_ms: u64) -> Result<(), Failur
     Ok(())
 }
 
+/// What `sign` warns about (it signs anyway): the file's warnings (lines not
+/// imported, ignored VENDOR fields) and every line that has expired at
+/// `now_ms`, and whether a cluster would refuse the file as wholly expired.
+pub fn sign_warnings(name: &str, parsed: &file::LicenseFile, now_ms: u64) -> Vec<String> {
+    let mut out = parsed.warnings(name);
+    let expired: Vec<&file::ParsedFeature> = parsed
+        .lines
+        .iter()
+        .filter(|l| !l.expiry.is_valid_at(now_ms))
+        .collect();
+    for line in &expired {
+        out.push(format!(
+            "{name}:{}: {} {:?} has already expired on {} by this machine's clock: signed anyway, a cluster counts it 0 seats",
+            line.line,
+            line.kind.keyword(),
+            line.feature,
+            line.expiry
+        ));
+    }
+    if !expired.is_empty() && expired.len() == parsed.lines.len() {
+        out.push(format!(
+            "{name}: every feature line has expired: a cluster refuses the file (give the lines later expiry dates)"
+        ));
+    }
+    out
+}
+
 fn verify(pubkeys: &[PathBuf], cluster_name: &str, paths: &[PathBuf]) -> Result<(), Failure> {
     let trusted = pubkeys
         .iter()
         .map(|p| VendorPublicKey::load(p).map_err(|e| Failure::usage(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     let mut licenses: BTreeMap<String, Vec<FeatureLine>> = BTreeMap::new();
+    let now_ms = now_ms();
     for path in paths {
         let text = read_license(path)?;
         let name = path.display().to_string();
         let parsed = file::parse(&name, &text).map_err(|e| Failure::refused(e.to_string()))?;
-        let lines = signature::verify(&parsed, &name, &trusted, cluster_name, now_ms())
+        let lines = signature::verify(&parsed, &name, &trusted, cluster_name, now_ms)
             .map_err(|e| Failure::refused(e.to_string()))?;
+        for warning in parsed
+            .warnings(&name)
+            .into_iter()
+            .chain(signature::expired_notes(&name, &lines, now_ms))
+        {
+            eprintln!("warning: {warning}");
+        }
         println!(
             "{name}: {} feature line{} verified for cluster {cluster_name:?}",
             lines.len(),
@@ -289,6 +336,9 @@ fn verify(pubkeys: &[PathBuf], cluster_name: &str, paths: &[PathBuf]) -> Result<
                     }
                     Some(Verdict::Superseded { license, line }) => {
                         format!("superseded by {license}:{line}")
+                    }
+                    Some(Verdict::Counts) | None if !line.expiry.is_valid_at(now_ms) => {
+                        "expired, 0 seats".to_string()
                     }
                     Some(Verdict::Counts) | None => "counts".to_string(),
                 };

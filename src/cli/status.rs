@@ -3,7 +3,8 @@
 //!
 //! The text form reads like FlexNet's `lmstat -a`: a header about the
 //! cluster, then per feature a `Users of FEATURE:  (Total of N licenses
-//! issued;  Total of M licenses in use)` line followed by one line per grant.
+//! issued;  Total of M licenses in use)` line (N: the seats of lines that have
+//! not expired), its seats per expiry, its lines, and one line per grant.
 //! `--json` prints one JSON object instead (written here by hand: the crate
 //! has no JSON dependency, and the object is flat and small).
 
@@ -216,15 +217,17 @@ pub fn to_text(
             out,
             "\nUsers of {}:  (Total of {} license{} issued;  Total of {} license{} in use)",
             feature.feature,
-            feature.licensed,
-            if feature.licensed == 1 { "" } else { "s" },
+            feature.unexpired,
+            if feature.unexpired == 1 { "" } else { "s" },
             feature.in_use,
             if feature.in_use == 1 { "" } else { "s" }
         );
         let _ = writeln!(
             out,
-            "  (vendor {}, version {}, expiry {}, {} unexpired)",
-            feature.vendor, feature.version, feature.expiry, feature.unexpired
+            "  (vendor {}, version {}: {})",
+            feature.vendor,
+            feature.version,
+            seats_by_expiry(feature)
         );
         for line in status
             .lines
@@ -293,6 +296,25 @@ pub fn to_text(
         }
     }
     printable(&out)
+}
+
+/// A feature's seats by expiry, `25 until 31-dec-2027, 5 permanent, 10
+/// expired on 31-dec-2025`; from the latest expiry alone for a cluster that
+/// does not report them.
+pub fn seats_by_expiry(feature: &pb::FeatureStatus) -> String {
+    if feature.by_expiry.is_empty() {
+        return format!("{} seats, expiry {}", feature.licensed, feature.expiry);
+    }
+    feature
+        .by_expiry
+        .iter()
+        .map(|e| match (e.expiry.as_str(), e.expired) {
+            ("permanent", _) => format!("{} permanent", e.seats),
+            (date, false) => format!("{} until {date}", e.seats),
+            (date, true) => format!("{} expired on {date}", e.seats),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn write_grants(out: &mut String, mut grants: Vec<&pb::GrantStatus>) {
@@ -418,6 +440,15 @@ pub fn to_json(
                 "unexpired": f.unexpired,
                 "in_use": f.in_use,
                 "expiry": f.expiry,
+                "by_expiry": f
+                    .by_expiry
+                    .iter()
+                    .map(|e| serde_json::json!({
+                        "expiry": e.expiry,
+                        "seats": e.seats,
+                        "expired": e.expired,
+                    }))
+                    .collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -559,6 +590,23 @@ mod tests {
                 unexpired: 25,
                 in_use: 2,
                 expiry: "permanent".into(),
+                by_expiry: vec![
+                    pb::ExpirySeats {
+                        expiry: "31-dec-2027".into(),
+                        seats: 20,
+                        expired: false,
+                    },
+                    pb::ExpirySeats {
+                        expiry: "permanent".into(),
+                        seats: 5,
+                        expired: false,
+                    },
+                    pb::ExpirySeats {
+                        expiry: "31-dec-2025".into(),
+                        seats: 10,
+                        expired: true,
+                    },
+                ],
             }],
             grants: vec![pb::GrantStatus {
                 token: Some(pb::GrantToken {
@@ -734,6 +782,26 @@ mod tests {
             text.contains("CN=alice  import license acme.lic: imported 3 lines"),
             "{text}"
         );
+    }
+
+    // Each feature gives its seats per expiry date, expired ones last.
+    #[test]
+    fn text_shows_seats_per_expiry() {
+        let text = to_text(&sample(), &reports(), NOW);
+        assert!(
+            text.contains(
+                "  (vendor acme, version 2.0: 20 until 31-dec-2027, 5 permanent, 10 expired on 31-dec-2025)"
+            ),
+            "{text}"
+        );
+        let json = to_json(&sample(), &reports(), NOW);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            value["features"][0]["by_expiry"][0]["expiry"],
+            "31-dec-2027"
+        );
+        assert_eq!(value["features"][0]["by_expiry"][0]["seats"], 20);
+        assert_eq!(value["features"][0]["by_expiry"][2]["expired"], true);
     }
 
     // Each feature lists its lines: which count, which are superseded and by what.

@@ -59,21 +59,39 @@ impl Date {
 
     /// Parses `dd-mmm-yyyy` (month name in any case, e.g. `31-dec-2027`).
     pub fn parse(text: &str) -> Option<Date> {
+        Date::parse_checked(text).ok()
+    }
+
+    /// Parses `dd-mmm-yyyy` like [`Date::parse`], telling a text that is not
+    /// in that form apart from one that is but names a day that does not
+    /// exist (`31-feb-2027`, `00-jan-2027`).
+    pub fn parse_checked(text: &str) -> Result<Date, DateError> {
         let mut parts = text.split('-');
-        let (d, m, y) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || d.is_empty() || d.len() > 2 || y.len() != 4 {
-            return None;
+        let (Some(d), Some(m), Some(y), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(DateError::Format);
+        };
+        if d.is_empty() || d.len() > 2 || y.len() != 4 {
+            return Err(DateError::Format);
         }
         if !d.bytes().all(|b| b.is_ascii_digit()) || !y.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
+            return Err(DateError::Format);
         }
-        let day: u32 = d.parse().ok()?;
-        let year: i64 = y.parse().ok()?;
+        let (Ok(day), Ok(year)) = (d.parse::<u32>(), y.parse::<i64>()) else {
+            return Err(DateError::Format);
+        };
         let month = MONTHS
             .iter()
             .position(|name| name.eq_ignore_ascii_case(m))
-            .map(|i| i as u32 + 1)?;
-        Date::from_ymd(year, month, day)
+            .map(|i| i as u32 + 1)
+            .ok_or(DateError::Format)?;
+        Date::from_ymd(year, month, day).ok_or(DateError::NoSuchDay {
+            day,
+            month,
+            year,
+            days: days_in_month(year, month),
+        })
     }
 
     /// The date that contains the instant `ms` (milliseconds since the epoch, UTC).
@@ -115,6 +133,57 @@ impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, m, d) = self.ymd();
         write!(f, "{:02}-{}-{:04}", d, MONTHS[(m - 1) as usize], y)
+    }
+}
+
+/// Why a text is not a date (see [`Date::parse_checked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateError {
+    /// Not of the form `dd-mmm-yyyy`.
+    Format,
+    /// Of that form, but the month has no such day (`31-feb-2027`, `00-jan-2027`).
+    NoSuchDay {
+        /// The day as written.
+        day: u32,
+        /// The month, 1–12.
+        month: u32,
+        /// The year.
+        year: i64,
+        /// The days that month has.
+        days: u32,
+    },
+}
+
+const MONTH_NAMES: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+impl fmt::Display for DateError {
+    /// Why the day does not exist: `February 2027 has 28 days`, or
+    /// `days start at 1`; for [`DateError::Format`], the expected form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            DateError::Format => f.write_str("expected dd-mmm-yyyy"),
+            DateError::NoSuchDay { day: 0, .. } => f.write_str("days start at 1"),
+            DateError::NoSuchDay {
+                month, year, days, ..
+            } => write!(
+                f,
+                "{} {year} has {days} days",
+                MONTH_NAMES[(month - 1) as usize]
+            ),
+        }
     }
 }
 

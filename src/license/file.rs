@@ -21,18 +21,26 @@
 //! and `\\` are the only escapes. Keywords are case-insensitive.
 //!
 //! Statements: exactly one `SERVER <access-point-name> <hostid> <port>`; at
-//! least one `VENDOR <name> [KEY=value ...]`; any number of
+//! least one `VENDOR <name> [daemon_path] [[OPTIONS=]file] [[PORT=]port]
+//! [KEY=value ...]` (FlexNet's daemon path, options file and port are parsed
+//! and ignored, see [`LicenseFile::warnings`]); any number of
 //! `FEATURE|INCREMENT <feature> <vendor> <version> <expiry> <count> [KEY=value ...]`.
 //! Every feature line's vendor must be declared by a `VENDOR` line somewhere in
 //! the file, and a file may hold only one `FEATURE` line per feature and vendor
 //! (further seats come from `INCREMENT` lines). `docs/license-format.md` has
 //! the full grammar and a table of every error.
 //!
+//! Two FlexNet statements are refused one by one rather than failing the
+//! file: a feature line whose count is `uncounted` (a node-locked license)
+//! and a `PACKAGE` line. They land in [`LicenseFile::skipped`] with the
+//! reason, and the rest of the file is parsed as usual.
+//!
 //! Why a hand-written parser: the messages are part of the product. Every
 //! error is a [`ParseError`] that names the file, the 1-based line and
 //! character column of the offending token, what was found and what was
 //! expected, so an administrator can fix a typo without reading this code.
-//! Parsing stops at the first error.
+//! Parsing stops at the first error. A date of the right form that does not
+//! exist (`31-feb-2027`) is named as such.
 //!
 //! The parser keeps the byte span of every feature statement and of its
 //! `SIGN=` token, so the signing tool can rewrite a file while keeping its
@@ -40,14 +48,14 @@
 //!
 //! Left out on purpose: signature checking and the binding to the cluster name
 //! (that is [`crate::license::signature`]), expiry against the clock, and the
-//! FlexNet statements raftlm has no use for (`USE_SERVER`, `PACKAGE`,
-//! `UPGRADE`, host ids with meaning, vendor daemon paths). The parser does no
-//! I/O: it is given the text and the name to use in messages.
+//! FlexNet statements raftlm has no use for (`USE_SERVER`, `UPGRADE`: unknown
+//! keywords; host ids with meaning). The parser does no I/O: it is given the
+//! text and the name to use in messages.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
-use crate::license::feature::{Date, Expiry, FeatureLine, LineKind};
+use crate::license::feature::{Date, DateError, Expiry, FeatureLine, LineKind};
 
 /// The largest license file accepted, in bytes. A real file has a few dozen
 /// lines; the limit keeps line and column numbers small and bounds the work
@@ -67,6 +75,64 @@ pub struct LicenseFile {
     pub vendors: Vec<VendorLine>,
     /// The `FEATURE` and `INCREMENT` lines, in file order.
     pub lines: Vec<ParsedFeature>,
+    /// Lines that are well formed but not imported (`uncounted` feature
+    /// lines, `PACKAGE` lines), in file order, each with the reason. The
+    /// rest of the file is imported without them.
+    pub skipped: Vec<SkippedLine>,
+}
+
+impl LicenseFile {
+    /// Warnings about what the file holds but raftlm does not use, in file
+    /// order: every skipped line, and every `VENDOR` line with a daemon path,
+    /// options file or port. Each names the file and line.
+    pub fn warnings(&self, file_name: &str) -> Vec<String> {
+        let mut out: Vec<(u32, String)> = self
+            .skipped
+            .iter()
+            .map(|s| (s.line, s.to_string()))
+            .chain(
+                self.vendors
+                    .iter()
+                    .filter_map(|v| v.ignored_note(file_name).map(|n| (v.line, n))),
+            )
+            .collect();
+        out.sort_by_key(|(line, _)| *line);
+        out.into_iter().map(|(_, text)| text).collect()
+    }
+}
+
+/// A line of the file that is not imported, and why. Displays as
+/// `FILE:LINE:COLUMN: KEYWORD "name" is not imported: <why and what to do>`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {keyword} {name:?} is not imported: {reason}")]
+pub struct SkippedLine {
+    /// The file name given to [`parse`].
+    pub file: String,
+    /// 1-based line of the keyword.
+    pub line: u32,
+    /// 1-based character column of the token that makes the line unusable.
+    pub column: u32,
+    /// The keyword, upper case (`FEATURE`, `INCREMENT`, `PACKAGE`).
+    pub keyword: String,
+    /// The feature or package name (empty if the line ends before it).
+    pub name: String,
+    /// Why it is not imported.
+    pub reason: SkipReason,
+}
+
+/// Why a well-formed line is not imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SkipReason {
+    /// The count is `uncounted`: a node-locked license.
+    #[error(
+        "uncounted (node-locked) licenses are not served by a floating-license server; ask the vendor for a counted line"
+    )]
+    Uncounted,
+    /// A `PACKAGE` line: a suite of features.
+    #[error(
+        "PACKAGE lines (suites of features) are not supported; ask the vendor for FEATURE or INCREMENT lines for the package's features"
+    )]
+    Package,
 }
 
 /// `SERVER <access-point-name> <hostid> <port>`.
@@ -83,15 +149,41 @@ pub struct ServerLine {
     pub line: u32,
 }
 
-/// `VENDOR <name> [KEY=value ...]`.
+/// `VENDOR <name> [daemon_path] [[OPTIONS=]file] [[PORT=]port] [KEY=value ...]`.
+///
+/// FlexNet's vendor daemon path, options file and port are parsed and kept,
+/// but raftlm has no vendor daemon and uses none of them; they are not signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VendorLine {
     /// The vendor name, e.g. `acme`.
     pub name: String,
-    /// `KEY=value` attributes, in file order, keys as written.
+    /// `KEY=value` attributes, in file order, keys as written (`OPTIONS=`
+    /// and `PORT=` included).
     pub attributes: Vec<(String, String)>,
+    /// The vendor daemon path, if given (`/opt/acme/acmed`).
+    pub daemon_path: Option<String>,
+    /// The options file, given by position or as `OPTIONS=`.
+    pub options_file: Option<String>,
+    /// The vendor daemon port, given by position or as `PORT=` (kept as
+    /// written: a `PORT=` value is not checked).
+    pub port: Option<String>,
     /// The 1-based line of the `VENDOR` keyword.
     pub line: u32,
+}
+
+impl VendorLine {
+    /// The warning that this line's daemon path, options file or port are
+    /// ignored, if it has any of them.
+    pub fn ignored_note(&self, file_name: &str) -> Option<String> {
+        (self.daemon_path.is_some() || self.options_file.is_some() || self.port.is_some()).then(
+            || {
+                format!(
+                    "{file_name}:{}: VENDOR {}: the daemon path, options file and port are ignored by raftlm",
+                    self.line, self.name
+                )
+            },
+        )
+    }
 }
 
 /// A `FEATURE` or `INCREMENT` line as written in the file: the fields of a
@@ -238,6 +330,18 @@ pub enum ParseErrorKind {
         /// The token.
         found: String,
     },
+    /// A date of the form `dd-mmm-yyyy` whose day does not exist.
+    #[error(
+        "{what} {found} is not a date: {why} (ask the vendor for a line with the intended date)"
+    )]
+    NoSuchDate {
+        /// Which date: `expiry` or `ISSUED date`.
+        what: &'static str,
+        /// The value as written.
+        found: String,
+        /// Why it does not exist.
+        why: DateError,
+    },
     /// The expiry is neither a date nor `permanent`.
     #[error(
         "expiry {found:?} is not a date, expected dd-mmm-yyyy (e.g. 31-dec-2027) or \"permanent\""
@@ -343,7 +447,8 @@ pub enum ParseErrorKind {
 }
 
 const SERVER_USAGE: &str = "SERVER <access-point-name> <hostid> <port>";
-const VENDOR_USAGE: &str = "VENDOR <name> [KEY=value ...]";
+const VENDOR_USAGE: &str =
+    "VENDOR <name> [daemon_path] [[OPTIONS=]options_file] [[PORT=]port] [KEY=value ...]";
 const FEATURE_USAGE: &str = "FEATURE <feature> <vendor> <version> <expiry> <count> [KEY=value ...]";
 const INCREMENT_USAGE: &str =
     "INCREMENT <feature> <vendor> <version> <expiry> <count> [KEY=value ...]";
@@ -376,6 +481,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<LicenseFile, ParseError> {
     let mut server: Option<ServerLine> = None;
     let mut vendors: Vec<VendorLine> = Vec::new();
     let mut lines: Vec<ParsedFeature> = Vec::new();
+    let mut skipped: Vec<SkippedLine> = Vec::new();
     // Where each feature line's vendor token is, for the undeclared-vendor check.
     let mut vendor_positions: Vec<(u32, u32)> = Vec::new();
     let mut first_feature: HashMap<(String, String), u32> = HashMap::new();
@@ -431,6 +537,14 @@ pub fn parse(file_name: &str, text: &str) -> Result<LicenseFile, ParseError> {
                 vendor_positions.push(vendor_position);
                 lines.push(f);
             }
+            Statement::Skipped(skip) => skipped.push(SkippedLine {
+                file: file_name.to_string(),
+                line: skip.line,
+                column: skip.column,
+                keyword: skip.keyword,
+                name: skip.name,
+                reason: skip.reason,
+            }),
         }
     }
 
@@ -455,6 +569,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<LicenseFile, ParseError> {
         server,
         vendors,
         lines,
+        skipped,
     })
 }
 
@@ -615,6 +730,17 @@ enum Statement {
     /// The feature line, the column of its keyword, and the line and column
     /// of its vendor token (which may be on a continuation line).
     Feature(ParsedFeature, u32, (u32, u32)),
+    /// A well-formed line that is not imported.
+    Skipped(Skip),
+}
+
+/// A skipped line before the file name is attached.
+struct Skip {
+    line: u32,
+    column: u32,
+    keyword: String,
+    name: String,
+    reason: SkipReason,
 }
 
 /// Fixed fields of a statement, taken one at a time with a clear error when missing.
@@ -668,6 +794,14 @@ fn parse_statement(tokens: &[Token]) -> Result<Statement, Located> {
         "VENDOR" => parse_vendor(tokens),
         "FEATURE" => parse_feature(tokens, LineKind::Feature),
         "INCREMENT" => parse_feature(tokens, LineKind::Increment),
+        // A suite of features: refused on its own, the rest of the file imports.
+        "PACKAGE" => Ok(Statement::Skipped(Skip {
+            line: keyword.line,
+            column: keyword.column,
+            keyword: "PACKAGE".to_string(),
+            name: tokens.get(1).map(|t| t.value.clone()).unwrap_or_default(),
+            reason: SkipReason::Package,
+        })),
         _ => Err((
             keyword.line,
             keyword.column,
@@ -689,17 +823,14 @@ fn parse_server(tokens: &[Token]) -> Result<Statement, Located> {
     let name = name(fields.take("access point name")?, "access point")?;
     let hostid = fields.take("hostid")?.value.clone();
     let port_token = fields.take("port")?;
-    let port = parse_digits(&port_token.value)
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|&p| p != 0)
-        .ok_or_else(|| {
-            at(
-                port_token,
-                ParseErrorKind::BadPort {
-                    found: port_token.value.clone(),
-                },
-            )
-        })?;
+    let port = parse_port(&port_token.value).ok_or_else(|| {
+        at(
+            port_token,
+            ParseErrorKind::BadPort {
+                found: port_token.value.clone(),
+            },
+        )
+    })?;
     if let Some(extra) = fields.rest().first() {
         return Err(at(
             extra,
@@ -731,13 +862,84 @@ fn parse_vendor(tokens: &[Token]) -> Result<Statement, Located> {
     let keyword = fields.take("keyword")?;
     let name_token = fields.take("vendor name")?;
     let name = name(name_token, "vendor")?;
-    let attributes = attributes(fields.rest())?
+    // FlexNet's positional fields come first, in this order; `OPTIONS=` and
+    // `PORT=` name theirs, and a positional field after them is a later one.
+    const POSITIONAL: [&str; 3] = ["daemon path", "options file", "port"];
+    let mut positional: [Option<&Token>; 3] = [None; 3];
+    let mut next_slot = 0usize;
+    let mut attribute_tokens: Vec<Token> = Vec::new();
+    for token in fields.rest() {
+        if is_attribute_token(token) {
+            let key = token.value.get(..token.eq.unwrap_or(0)).unwrap_or_default();
+            let slot = if key.eq_ignore_ascii_case("OPTIONS") {
+                Some(1)
+            } else if key.eq_ignore_ascii_case("PORT") {
+                Some(2)
+            } else {
+                None
+            };
+            if let Some(slot) = slot {
+                if let Some(first) = positional[slot] {
+                    return Err(at(
+                        token,
+                        ParseErrorKind::DuplicateAttribute {
+                            key: key.to_string(),
+                            first_column: first.column,
+                        },
+                    ));
+                }
+                next_slot = next_slot.max(slot + 1);
+            }
+            attribute_tokens.push(token.clone());
+            continue;
+        }
+        if !attribute_tokens.is_empty() && next_slot == 0 {
+            // A plain word after attributes other than OPTIONS= and PORT=.
+            return Err(at(
+                token,
+                ParseErrorKind::NotAttribute {
+                    found: token.value.clone(),
+                },
+            ));
+        }
+        let Some(slot) = positional.get_mut(next_slot) else {
+            return Err(at(
+                token,
+                ParseErrorKind::ExtraToken {
+                    keyword: "VENDOR",
+                    after: POSITIONAL[2],
+                    found: token.value.clone(),
+                },
+            ));
+        };
+        if next_slot == 2 && parse_port(&token.value).is_none() {
+            return Err(at(
+                token,
+                ParseErrorKind::BadPort {
+                    found: token.value.clone(),
+                },
+            ));
+        }
+        *slot = Some(token);
+        next_slot += 1;
+    }
+    let attributes: Vec<(String, String)> = attributes(&attribute_tokens)?
         .into_iter()
         .map(|a| (a.key, a.value))
         .collect();
+    let named = |key: &str| {
+        attributes
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.clone())
+    };
+    let [daemon, options, port] = positional.map(|t| t.map(|t| t.value.clone()));
     Ok(Statement::Vendor(
         VendorLine {
             name,
+            daemon_path: daemon,
+            options_file: options.or_else(|| named("OPTIONS")),
+            port: port.or_else(|| named("PORT")),
             attributes,
             line: keyword.line,
         },
@@ -769,15 +971,32 @@ fn parse_feature(tokens: &[Token], kind: LineKind) -> Result<Statement, Located>
         ));
     }
     let expiry_token = fields.take("expiry")?;
-    let expiry = parse_expiry(&expiry_token.value).ok_or_else(|| {
+    let expiry = parse_expiry(&expiry_token.value).map_err(|e| {
         at(
             expiry_token,
-            ParseErrorKind::BadExpiry {
-                found: expiry_token.value.clone(),
+            match e {
+                DateError::Format => ParseErrorKind::BadExpiry {
+                    found: expiry_token.value.clone(),
+                },
+                why => ParseErrorKind::NoSuchDate {
+                    what: "expiry",
+                    found: expiry_token.value.clone(),
+                    why,
+                },
             },
         )
     })?;
     let count_token = fields.take("count")?;
+    if count_token.value.eq_ignore_ascii_case("uncounted") {
+        // A node-locked line: refused on its own, the rest of the file imports.
+        return Ok(Statement::Skipped(Skip {
+            line: keyword.line,
+            column: count_token.column,
+            keyword: kind.keyword().to_string(),
+            name: feature,
+            reason: SkipReason::Uncounted,
+        }));
+    }
     let seats = match parse_digits(&count_token.value).map(u32::try_from) {
         Some(Ok(0)) => {
             return Err(at(
@@ -818,16 +1037,30 @@ fn parse_feature(tokens: &[Token], kind: LineKind) -> Result<Statement, Located>
             continue;
         }
         if attribute.key.eq_ignore_ascii_case("ISSUED") {
-            let Some(date) = Date::parse(&attribute.value) else {
-                return Err(at(
-                    attribute.token,
-                    ParseErrorKind::BadIssued {
-                        found: attribute.value,
-                    },
-                ));
-            };
-            issued = Some(date);
-            issued_at = Some((attribute.token.line, attribute.token.column));
+            match Date::parse_checked(&attribute.value) {
+                Ok(date) => {
+                    issued = Some(date);
+                    issued_at = Some((attribute.token.line, attribute.token.column));
+                }
+                Err(DateError::Format) => {
+                    return Err(at(
+                        attribute.token,
+                        ParseErrorKind::BadIssued {
+                            found: attribute.value,
+                        },
+                    ));
+                }
+                Err(why) => {
+                    return Err(at(
+                        attribute.token,
+                        ParseErrorKind::NoSuchDate {
+                            what: "ISSUED date",
+                            found: attribute.value,
+                            why,
+                        },
+                    ));
+                }
+            }
         }
         attrs.push((attribute.key, attribute.value));
     }
@@ -887,12 +1120,19 @@ fn parse_digits(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-fn parse_expiry(text: &str) -> Option<Expiry> {
+fn parse_expiry(text: &str) -> Result<Expiry, DateError> {
     if text.eq_ignore_ascii_case("permanent") {
-        Some(Expiry::Permanent)
+        Ok(Expiry::Permanent)
     } else {
-        Date::parse(text).map(Expiry::On)
+        Date::parse_checked(text).map(Expiry::On)
     }
+}
+
+/// A port number, 1–65535.
+fn parse_port(text: &str) -> Option<u16> {
+    parse_digits(text)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|&p| p != 0)
 }
 
 /// Whether a `SIGN=` value has the shape `ed25519:` + base64 of 72 bytes.
@@ -911,6 +1151,14 @@ struct Attribute<'a> {
 
 fn is_key(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Whether a token has the shape `KEY=value`.
+fn is_attribute_token(token: &Token) -> bool {
+    token
+        .eq
+        .and_then(|i| token.value.get(..i))
+        .is_some_and(is_key)
 }
 
 /// Parses trailing `KEY=value` tokens, refusing anything else and repeated keys.

@@ -354,19 +354,19 @@ pub enum VerifyError {
         /// The feature.
         feature: String,
     },
-    /// The line's expiry date has passed.
-    #[error("{file}:{line}: {keyword} {feature:?} expired on {expired_on}")]
-    Expired {
+    /// Every feature line of the file has expired: it would grant nothing.
+    /// (A file with some lines still valid is imported; its expired lines
+    /// count 0 seats, see [`expired_notes`].)
+    #[error(
+        "{file}: every feature line has expired, the last on {last} (line {line}): the file would grant no seat (get a renewed file from the vendor)"
+    )]
+    AllExpired {
         /// The file.
         file: String,
-        /// 1-based line.
+        /// The line that expired last.
         line: u32,
-        /// `FEATURE` or `INCREMENT`.
-        keyword: &'static str,
-        /// The feature.
-        feature: String,
-        /// The last day the line was valid.
-        expired_on: Date,
+        /// The last day any line was valid.
+        last: Date,
     },
     /// The line's `ISSUED` date is further ahead of the cluster's time than
     /// [`crate::license::pool::ISSUED_AHEAD_MAX_MS`]: refused, so that no
@@ -391,6 +391,47 @@ pub enum VerifyError {
         /// The time it was judged at (ms since the epoch).
         now_ms: u64,
     },
+}
+
+/// The note for a line that has expired: it is imported and counts 0 seats.
+pub fn expired_note(file_name: &str, line: &FeatureLine) -> String {
+    format!(
+        "{file_name}:{}: {} {:?} expired on {}: imported, counts 0 seats",
+        line.line,
+        line.kind.keyword(),
+        line.feature,
+        line.expiry
+    )
+}
+
+/// One note per line of `lines` that has expired at `now_ms`, in order.
+pub fn expired_notes(file_name: &str, lines: &[FeatureLine], now_ms: u64) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| !l.expiry.is_valid_at(now_ms))
+        .map(|l| expired_note(file_name, l))
+        .collect()
+}
+
+/// [`VerifyError::AllExpired`] if `lines` is not empty and every one of them
+/// has expired at `now_ms`. Deterministic: the caller passes the time.
+pub fn all_expired(file_name: &str, lines: &[FeatureLine], now_ms: u64) -> Option<VerifyError> {
+    let mut last: Option<(Date, u32)> = None;
+    for line in lines {
+        match line.expiry {
+            Expiry::On(date) if !line.expiry.is_valid_at(now_ms) => {
+                if last.is_none_or(|(d, _)| date > d) {
+                    last = Some((date, line.line));
+                }
+            }
+            _ => return None,
+        }
+    }
+    last.map(|(last, line)| VerifyError::AllExpired {
+        file: file_name.to_string(),
+        line,
+        last,
+    })
 }
 
 impl VendorSigningKey {
@@ -795,9 +836,12 @@ pub fn sign_text(file_name: &str, text: &str, key: &VendorSigningKey) -> Result<
 /// Checks, in order: the `SERVER` name equals `cluster_name` exactly (one
 /// error for the whole file rather than a failing signature on every line);
 /// then for each line in file order: it is signed, by a key in `trusted` that
-/// is trusted for its vendor, the signature matches its canonical form, its
-/// `ISSUED` date is at most [`crate::license::pool::ISSUED_AHEAD_MAX_MS`]
-/// ahead of `now_ms`, and it has not expired. The first failure is returned.
+/// is trusted for its vendor, the signature matches its canonical form, and
+/// its `ISSUED` date is at most [`crate::license::pool::ISSUED_AHEAD_MAX_MS`]
+/// ahead of `now_ms`. The first failure is returned. Lines that have expired
+/// at `now_ms` are returned like the others (they count 0 seats;
+/// [`expired_notes`] names them), unless every line has expired
+/// ([`VerifyError::AllExpired`]).
 pub fn verify(
     file: &LicenseFile,
     file_name: &str,
@@ -835,17 +879,6 @@ pub fn verify(
                 now_ms,
             });
         }
-        if !line.expiry.is_valid_at(now_ms)
-            && let Expiry::On(date) = line.expiry
-        {
-            return Err(VerifyError::Expired {
-                file: file_name.to_string(),
-                line: line.line,
-                keyword: line.kind.keyword(),
-                feature: line.feature.clone(),
-                expired_on: date,
-            });
-        }
         out.push(FeatureLine {
             kind: line.kind,
             feature: line.feature.clone(),
@@ -857,6 +890,9 @@ pub fn verify(
             signature,
             line: line.line,
         });
+    }
+    if let Some(error) = all_expired(file_name, &out, now_ms) {
+        return Err(error);
     }
     Ok(out)
 }
@@ -880,6 +916,7 @@ pub fn verify_held(
         },
         vendors: Vec::new(),
         lines: Vec::new(),
+        skipped: Vec::new(),
     };
     check_signature(file_name, &file, &parsed, trusted).map(|_| ())
 }

@@ -630,6 +630,31 @@ pub struct FeatureSummary {
     pub in_use: u32,
     /// The latest expiry among the lines.
     pub expiry: Expiry,
+    /// The seats of the counted lines by expiry: dated ones still valid,
+    /// soonest first, then permanent ones, then those that have expired.
+    pub by_expiry: Vec<ExpirySeats>,
+}
+
+/// Seats of a feature's counted lines that share an expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpirySeats {
+    /// When they stop granting.
+    pub expiry: Expiry,
+    /// How many seats.
+    pub seats: u32,
+    /// Whether they have expired at state time (they count 0 seats).
+    pub expired: bool,
+}
+
+impl fmt::Display for ExpirySeats {
+    /// `25 until 31-dec-2027`, `5 permanent`, `10 expired on 31-dec-2025`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.expiry, self.expired) {
+            (Expiry::Permanent, _) => write!(f, "{} permanent", self.seats),
+            (Expiry::On(date), false) => write!(f, "{} until {date}", self.seats),
+            (Expiry::On(date), true) => write!(f, "{} expired on {date}", self.seats),
+        }
+    }
 }
 
 impl LicenseState {
@@ -1117,8 +1142,10 @@ impl LicenseState {
             .collect()
     }
 
-    /// Checks `lines` of license `name` against the trust anchors, the cluster
-    /// name and state time; the first failure as (line, reason).
+    /// Checks `lines` of license `name` against the trust anchors and the
+    /// cluster name, and that not every line has expired at state time (an
+    /// expired line among valid ones is held and counts 0 seats); the first
+    /// failure as (line, reason).
     fn verify(&self, name: &str, lines: &[FeatureLine]) -> Result<(), (u32, String)> {
         let Some(cluster) = &self.cluster_name else {
             return Err((
@@ -1142,20 +1169,14 @@ impl LicenseState {
                     ),
                 ));
             }
-            if !line.expiry.is_valid_at(self.now_ms) {
-                return Err((
-                    line.line,
-                    format!(
-                        "{name}:{}: the {} line for \"{}\" expired on {}",
-                        line.line,
-                        line.kind.keyword(),
-                        line.feature,
-                        line.expiry
-                    ),
-                ));
-            }
         }
-        Ok(())
+        match signature::all_expired(name, lines, self.now_ms) {
+            Some(error @ signature::VerifyError::AllExpired { line, .. }) => {
+                Err((line, error.to_string()))
+            }
+            Some(other) => Err((0, other.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Checks every held line's signature against the held anchors and
@@ -1528,6 +1549,23 @@ impl LicenseState {
                     .map(|l| l.expiry)
                     .reduce(later_expiry)
                     .unwrap_or(Expiry::Permanent);
+                // (expired, permanent, date) orders valid dates first, then
+                // permanent, then expired dates.
+                let mut groups: BTreeMap<(bool, bool, Expiry), u32> = BTreeMap::new();
+                for line in &pool.lines {
+                    let expired = !line.expiry.is_valid_at(self.now_ms);
+                    let permanent = line.expiry == Expiry::Permanent;
+                    let seats = groups.entry((expired, permanent, line.expiry)).or_default();
+                    *seats = seats.saturating_add(line.seats);
+                }
+                let by_expiry = groups
+                    .into_iter()
+                    .map(|((expired, _, expiry), seats)| ExpirySeats {
+                        expiry,
+                        seats,
+                        expired,
+                    })
+                    .collect();
                 FeatureSummary {
                     feature: feature.clone(),
                     vendor: vendor.clone(),
@@ -1536,6 +1574,7 @@ impl LicenseState {
                     unexpired: pool.supply(&Version::any(), Some(self.now_ms)),
                     in_use: self.in_use(vendor, feature),
                     expiry,
+                    by_expiry,
                 }
             })
             .collect()

@@ -17,8 +17,9 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::license::file;
+use crate::license::pool::Verdict;
 use crate::license::signature;
-use crate::license::state::{Command, Outcome};
+use crate::license::state::{Command, LicenseState, Outcome};
 use crate::proto::v1 as pb;
 use crate::proto::v1::admin_server::Admin;
 use crate::server::{ServiceError, Shared};
@@ -140,15 +141,17 @@ pub enum ImportSource {
 }
 
 /// Verifies a license file's text and imports it under `name` through the
-/// log, as `author`. Returns the outcome and the term it was committed in,
-/// or `None` for a directory file the cluster already imported as it is.
+/// log, as `author`. Returns the outcome, the term it was committed in and
+/// the file's warnings (expired lines, skipped lines, ignored VENDOR fields;
+/// also logged when the import succeeds), or `None` for a directory file the
+/// cluster already imported as it is.
 pub async fn import_license(
     shared: &Shared,
     name: &str,
     text: &str,
     author: &str,
     source: ImportSource,
-) -> Result<Option<(Outcome, u64)>, ServiceError> {
+) -> Result<Option<(Outcome, u64, Vec<String>)>, ServiceError> {
     check_license_name(name)?;
     if text.len() > LICENSE_FILE_BYTES_MAX {
         return Err(ServiceError::InvalidArgument(format!(
@@ -165,16 +168,14 @@ pub async fn import_license(
     // Checked here against the cluster's own trust anchors, so that a file
     // that cannot verify is refused without touching the log; every node
     // checks again when it applies the import. Expiry is judged on the later
-    // of the cluster's time and this node's clock.
+    // of the cluster's time and this node's clock: expired lines are imported
+    // and count 0 seats, a file whose every line has expired is refused.
     let (anchors, state_ms) = shared.state.read(|s| (s.anchors(), s.now_ms()));
-    let lines = signature::verify(
-        &parsed,
-        name,
-        &anchors,
-        &shared.config.cluster_name,
-        state_ms.max(crate::server::wall_clock_ms()),
-    )
-    .map_err(|e| ServiceError::Refused(e.to_string()))?;
+    let at_ms = state_ms.max(crate::server::wall_clock_ms());
+    let lines = signature::verify(&parsed, name, &anchors, &shared.config.cluster_name, at_ms)
+        .map_err(|e| ServiceError::Refused(e.to_string()))?;
+    let mut notes = parsed.warnings(name);
+    notes.extend(signature::expired_notes(name, &lines, at_ms));
     shared.serving()?;
     if source == ImportSource::Directory && shared.state.read(|s| s.was_imported(name, &lines)) {
         return Ok(None);
@@ -186,8 +187,49 @@ pub async fn import_license(
     };
     let (outcome, log_id) = shared.propose(command).await?;
     info!(license = name, %log_id, ?outcome, "license import applied");
+    if matches!(outcome, Outcome::Imported { .. }) {
+        notes.extend(shared.state.read(|s| superseded_by_expired(s, name, at_ms)));
+        for note in &notes {
+            warn!(license = name, "{note}");
+        }
+    }
     let term = shared.confirm(log_id.leader_id.term)?;
-    Ok(Some((outcome, term)))
+    Ok(Some((outcome, term, notes)))
+}
+
+/// Notes for valid lines that an expired line of license `name` supersedes
+/// (a newer issuance counts even when it has expired, so their seats are
+/// lost until `name` is removed or renewed).
+fn superseded_by_expired(state: &LicenseState, name: &str, at_ms: u64) -> Vec<String> {
+    let Some(own) = state.licenses().get(name) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ((license, index), verdict) in state.verdicts() {
+        let Verdict::Superseded {
+            license: by,
+            line: by_line,
+        } = verdict
+        else {
+            continue;
+        };
+        let Some(winner) = own.iter().find(|l| l.line == by_line) else {
+            continue;
+        };
+        let Some(line) = state.licenses().get(&license).and_then(|l| l.get(index)) else {
+            continue;
+        };
+        if by == name && !winner.expiry.is_valid_at(at_ms) && line.expiry.is_valid_at(at_ms) {
+            out.push(format!(
+                "{license}:{}: {} {:?} is superseded by the newer issuance {name}:{by_line}, which has expired: its {} seats no longer count (remove {name}, or get a renewed file)",
+                line.line,
+                line.kind.keyword(),
+                line.feature,
+                line.seats
+            ));
+        }
+    }
+    out
 }
 
 fn refusal(outcome: Outcome) -> ServiceError {
@@ -241,14 +283,16 @@ impl Admin for AdminService {
                     superseded,
                 },
                 term,
+                notes,
             ) => Ok(Response::new(pb::ImportLicenseReply {
                 term,
                 name,
                 lines,
                 duplicates,
                 superseded,
+                notes,
             })),
-            (other, _) => Err(refusal(other).into()),
+            (other, _, _) => Err(refusal(other).into()),
         }
     }
 

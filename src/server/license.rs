@@ -561,9 +561,11 @@ fn leader_of(
     }
 }
 
-/// Every imported line with whether it counts and why not.
+/// Every imported line with whether it counts and why not (a line that has
+/// expired at state time counts 0 seats).
 fn license_lines(state: &state::LicenseState) -> Vec<pb::LicenseLine> {
     let verdicts = state.verdicts();
+    let now_ms = state.now_ms();
     state
         .licenses()
         .iter()
@@ -571,7 +573,9 @@ fn license_lines(state: &state::LicenseState) -> Vec<pb::LicenseLine> {
             let verdicts = &verdicts;
             lines.iter().enumerate().map(move |(i, line)| {
                 let verdict = verdicts.get(&(name.clone(), i));
-                let counts = matches!(verdict, Some(crate::license::pool::Verdict::Counts));
+                let expired = !line.expiry.is_valid_at(now_ms);
+                let counts =
+                    !expired && matches!(verdict, Some(crate::license::pool::Verdict::Counts));
                 pb::LicenseLine {
                     license: name.clone(),
                     line: line.line,
@@ -584,6 +588,8 @@ fn license_lines(state: &state::LicenseState) -> Vec<pb::LicenseLine> {
                     counts,
                     reason: if counts {
                         String::new()
+                    } else if expired {
+                        format!("expired on {}: imported, counts 0 seats", line.expiry)
                     } else {
                         verdict.map(|v| v.to_string()).unwrap_or_default()
                     },
@@ -646,6 +652,15 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 unexpired: f.unexpired,
                 in_use: f.in_use,
                 expiry: f.expiry.to_string(),
+                by_expiry: f
+                    .by_expiry
+                    .iter()
+                    .map(|e| pb::ExpirySeats {
+                        expiry: e.expiry.to_string(),
+                        seats: e.seats,
+                        expired: e.expired,
+                    })
+                    .collect(),
             })
             .collect();
         let grants = state.grants().values().map(grant_status).collect();
