@@ -1294,3 +1294,83 @@ async fn control_characters_in_names_are_refused() {
         node.shutdown().await;
     }
 }
+
+// The state digest costs time in proportion to the state: it takes an
+// administrator's certificate. A flood of digest requests from a client
+// without one is refused, and the active node serves without a break; an
+// administrator still gets a digest, the same on every node once they have
+// applied the same index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_digests_are_for_administrators() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, _key) = start_cluster(dir.path()).await;
+    let leader = leader_of(&nodes).await;
+    let address = nodes[leader].as_ref().unwrap().address().to_string();
+    let since = nodes[leader]
+        .as_ref()
+        .unwrap()
+        .shared()
+        .lease
+        .serving_since();
+    let digest = pb::NodeInfoRequest {
+        with_state_digest: true,
+        ..Default::default()
+    };
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let address = address.clone();
+        flood.spawn(async move {
+            let mut client = common::license_client(&address).await;
+            let mut refused = 0;
+            for _ in 0..250 {
+                let code = client
+                    .node_info(digest)
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| s.code());
+                assert!(
+                    matches!(
+                        code,
+                        Err(tonic::Code::PermissionDenied | tonic::Code::Unauthenticated)
+                    ),
+                    "a digest without an administrator's certificate: {code:?}"
+                );
+                refused += 1;
+            }
+            refused
+        });
+    }
+    let mut refused = 0;
+    while let Some(count) = flood.join_next().await {
+        refused += count.unwrap();
+    }
+    assert_eq!(refused, 2000);
+    assert_eq!(
+        nodes[leader]
+            .as_ref()
+            .unwrap()
+            .shared()
+            .lease
+            .serving_since(),
+        since,
+        "the active node's service broke during the flood"
+    );
+    let admin_info = |address: String| async move {
+        let channel = common::admin_tls()
+            .endpoint(&address, Duration::from_secs(2))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        LicenseClient::new(channel)
+            .node_info(digest)
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let info = admin_info(address.clone()).await;
+    assert_eq!(info.state_digest.len(), 64, "{info:?}");
+    for node in nodes.iter_mut().filter_map(Option::take) {
+        node.shutdown().await;
+    }
+}

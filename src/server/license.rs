@@ -41,6 +41,12 @@ pub const SESSION_GRANTS_PAGE_MAX: usize = 1024;
 /// Largest license-service request accepted, in bytes (a renewal quoting
 /// [`RENEW_TOKENS_MAX`] tokens fits with room to spare).
 pub const CLIENT_REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// State digests (`NodeInfo` with `with_state_digest`) a node computes at
+/// once: encoding and hashing the whole state is the costliest read there
+/// is, so administrators' digests queue behind one another instead of
+/// sharing the cores with the requests the node serves.
+pub const DIGESTS_IN_FLIGHT_MAX: usize = 1;
+static DIGESTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DIGESTS_IN_FLIGHT_MAX);
 
 /// The license service of one node.
 pub struct LicenseService {
@@ -777,7 +783,15 @@ impl License for LicenseService {
         // a log id says only which term and index an entry has, and a
         // truncated SHA-256 of an entry holding random session keys and
         // tokens reveals nothing of it — but its cost is not.)
-        if request.get_ref().log_hashes > 0 {
+        //
+        // The same for the state digests: encoding and hashing the whole
+        // state costs time in proportion to it (hundreds of milliseconds for
+        // a large one), so a flood of them from anyone could starve the
+        // active node. They take an administrator's certificate, and a node
+        // computes one at a time (DIGESTS_IN_FLIGHT_MAX), from a copy of the
+        // state taken under its lock, encoded outside it.
+        let asks = request.get_ref();
+        if asks.log_hashes > 0 || asks.with_state_digest || asks.with_state_digests {
             crate::server::admin::administrator(&self.shared, &request)?;
         }
         let request = request.into_inner();
@@ -817,18 +831,29 @@ impl License for LicenseService {
             .with_raft_state(|raft| raft.committed.map_or(0, |c| c.index))
             .await
             .map_err(|e| ServiceError::Unknown(format!("raft stopped: {e}")))?;
-        // The digest is taken under the lock that reads the index, so the
-        // two describe the same state.
-        let (applied_index, state_digest) = self.shared.state.read_applied(|applied, state| {
-            let digest = if with_digest {
-                state.digest().map_err(|e| e.to_string())
-            } else {
-                Ok(String::new())
-            };
-            (applied.map_or(0, |l| l.index), digest)
-        });
-        let state_digest = state_digest
-            .map_err(|e| ServiceError::Unknown(format!("the state does not encode: {e}")))?;
+        // The copy is taken under the lock that reads the index, so the two
+        // describe the same state; it is encoded and hashed outside the lock.
+        let (applied_index, state_digest) = if with_digest {
+            let _one_at_a_time = DIGESTS
+                .acquire()
+                .await
+                .map_err(|_| ServiceError::Unknown("the digest limiter is closed".into()))?;
+            let (applied, copy) = self
+                .shared
+                .state
+                .read_applied(|applied, state| (applied.map_or(0, |l| l.index), state.clone()));
+            let digest = tokio::task::spawn_blocking(move || copy.digest())
+                .await
+                .map_err(|e| ServiceError::Unknown(format!("the digest task failed: {e}")))?
+                .map_err(|e| ServiceError::Unknown(format!("the state does not encode: {e}")))?;
+            (applied, digest)
+        } else {
+            let applied = self
+                .shared
+                .state
+                .read_applied(|applied, _| applied.map_or(0, |l| l.index));
+            (applied, String::new())
+        };
         Ok(Response::new(pb::NodeInfoReply {
             applied_index,
             committed_index,
