@@ -93,7 +93,7 @@ fn keygen_sign_verify_round_trip() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "acme.lic: 2 feature lines verified for cluster \"LICSRV\""
+        "acme.lic: 2 feature lines verified for cluster \"LICSRV\", bound to cluster name LICSRV"
     );
     let rows: Vec<Vec<&str>> = lines[1..]
         .iter()

@@ -77,6 +77,7 @@ fn line(feature: &str, seats: u32, expiry: Expiry, serial: &str) -> FeatureLine 
         expiry,
         seats,
         attributes: vec![("SN".to_string(), serial.to_string())],
+        cluster_id: None,
         signature: String::new(),
         line: 3,
     })
@@ -656,6 +657,7 @@ fn full_line(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        cluster_id: None,
         signature: String::new(),
         line: 3,
     };

@@ -77,6 +77,7 @@ fn import_cad() -> Batch {
         expiry: Expiry::Permanent,
         seats: 5,
         attributes: Vec::new(),
+        cluster_id: None,
         signature: String::new(),
         line: 1,
     };

@@ -61,6 +61,7 @@ fn line(kind: LineKind, feature: &str, seats: u32, expiry: Expiry, serial: &str)
             ("ISSUED".to_string(), "01-jan-2026".to_string()),
             ("SN".to_string(), serial.to_string()),
         ],
+        cluster_id: None,
         signature: String::new(),
         line: 3,
     };

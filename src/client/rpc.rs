@@ -246,6 +246,11 @@ fn signed_line_from_pb(line: &pb::SignedLine) -> Option<crate::license::FeatureL
             .iter()
             .map(|a| (a.key.clone(), a.value.clone()))
             .collect(),
+        cluster_id: if line.cluster_id.is_empty() {
+            None
+        } else {
+            Some(crate::license::ClusterId::parse(&line.cluster_id)?)
+        },
         signature: line.signature.clone(),
         line: 0,
     })

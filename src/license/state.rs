@@ -1539,6 +1539,7 @@ mod tests {
             expiry: Expiry::Permanent,
             seats: 5,
             attributes: Vec::new(),
+            cluster_id: None,
             signature: String::new(),
             line: 1,
         };

@@ -72,6 +72,7 @@ pub fn signed_line_to_pb(line: &crate::license::FeatureLine) -> pb::SignedLine {
             })
             .collect(),
         signature: line.signature.clone(),
+        cluster_id: line.cluster_id.map(|id| id.to_string()).unwrap_or_default(),
     }
 }
 
