@@ -349,6 +349,7 @@ impl Node {
             leader_contact,
             handovers: std::sync::Mutex::new(Some(handover_receiver)),
             network: shared.network.clone(),
+            tls: tls.clone(),
         });
         // The peer plane stops after the activator: a stopping leader that
         // handed over must still be able to grant its successor's vote.

@@ -353,3 +353,107 @@ fn cli_prints_the_identity_and_checks_bound_files() {
     let bad = verify(&["--cluster-id", "sha256:12"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+mod state {
+    use super::*;
+    use raftlm::license::state::{
+        Batch, Command, LicenseState, LogPosition, NodeId, Outcome, Term,
+    };
+
+    fn activate(term: u64, cluster_id: Option<ClusterId>) -> Command {
+        Command::Activate {
+            term: Term(term),
+            node: NodeId(term),
+            cluster_name: "LICSRV".into(),
+            cluster_id,
+            lease_ms: 250,
+            wait_ms: 350,
+        }
+    }
+
+    fn apply(state: &mut LicenseState, index: u64, command: Command) -> Outcome {
+        let batch = Batch {
+            now_ms: now_ms(),
+            commands: vec![command],
+        };
+        state
+            .apply_batch(LogPosition { term: 1, index }, &batch)
+            .remove(0)
+    }
+
+    fn import(key: &VendorSigningKey, id: &str, name: &str) -> Command {
+        let signed = signature::sign_text(name, &bound_file(id), key).expect("signs");
+        let parsed = file::parse(name, &signed).expect("parses");
+        let lines = signature::verify(&parsed, name, &[key.public_key()], "LICSRV", now_ms())
+            .expect("verifies");
+        Command::ImportLicense {
+            name: name.into(),
+            lines,
+            author: "CN=test".into(),
+        }
+    }
+
+    // Every replica checks the binding on apply against the identity the
+    // first activation recorded: a forged or stale import bound to another
+    // identity changes nothing, on every node alike. A later activation
+    // with another CA (a re-issued CA) does not move the recorded identity.
+    #[test]
+    fn apply_refuses_lines_bound_to_another_identity() {
+        let key = VendorSigningKey::from_seed(Some("acme"), [7; 32]);
+        let mut state = LicenseState::new();
+        assert_eq!(apply(&mut state, 1, activate(1, None)), Outcome::Activated);
+        assert_eq!(state.cluster_id(), None);
+        // No identity recorded yet: bound lines are refused.
+        match apply(
+            &mut state,
+            2,
+            Command::TrustKey {
+                vendor: Some("acme".into()),
+                key: key.public_key().to_bytes(),
+                author: "CN=test".into(),
+            },
+        ) {
+            Outcome::KeyTrusted { .. } => {}
+            other => panic!("{other:?}"),
+        }
+        match apply(&mut state, 3, import(&key, ID_A, "a.lic")) {
+            Outcome::LicenseUnverified { reason, .. } => assert!(
+                reason.contains(&format!(
+                    "this file is bound to cluster {ID_A} but this cluster has no identity"
+                )),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // The first activation with TLS records the identity; a later one does not change it.
+        assert_eq!(
+            apply(&mut state, 4, activate(2, Some(id(ID_A)))),
+            Outcome::Activated
+        );
+        assert_eq!(
+            apply(&mut state, 5, activate(3, Some(id(ID_B)))),
+            Outcome::Activated
+        );
+        assert_eq!(state.cluster_id(), Some(&id(ID_A)));
+
+        match apply(&mut state, 6, import(&key, ID_B, "b.lic")) {
+            Outcome::LicenseUnverified { reason, .. } => assert!(
+                reason.contains(&format!(
+                    "this file is bound to cluster {ID_B} but this cluster is {ID_A}"
+                )),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            apply(&mut state, 7, import(&key, ID_A, "a.lic")),
+            Outcome::Imported { .. }
+        ));
+        // What a snapshot install checks: every held line, binding included.
+        state.verify_lines().expect("held lines verify");
+        let bytes = raftlm::codec::encode(&state).expect("encodes");
+        let copy: LicenseState = raftlm::codec::decode(&bytes).expect("decodes");
+        assert_eq!(copy.cluster_id(), Some(&id(ID_A)));
+        copy.verify_lines().expect("the copy's lines verify");
+    }
+}

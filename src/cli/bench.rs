@@ -232,6 +232,7 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
                 term: crate::license::state::Term(1),
                 node: crate::license::state::NodeId(1),
                 cluster_name: "LICSRV".into(),
+                cluster_id: None,
                 lease_ms: 250,
                 wait_ms: 350,
             },
