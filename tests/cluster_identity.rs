@@ -238,3 +238,44 @@ async fn a_file_bound_to_one_cluster_is_refused_by_another_of_the_same_name() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+// A CA certificate is public: a node whose CA file also holds another
+// cluster's CA certificate still takes its identity from the CA that issued
+// its own certificate, in whichever order the file lists them.
+#[test]
+fn a_node_takes_its_identity_from_the_ca_that_issued_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_b = ClusterTls::create(
+        &dir.path().join("ca-b"),
+        common::CLUSTER,
+        &[1],
+        &["127.0.0.1".to_string()],
+    )
+    .unwrap();
+    let (id_a, id_b) = (ca_identity(&common::tls().ca()), ca_identity(&ca_b.ca()));
+    let pem_a = std::fs::read_to_string(common::tls().ca()).unwrap();
+    let pem_b = std::fs::read_to_string(ca_b.ca()).unwrap();
+    for (name, bundle) in [
+        ("ab.crt", format!("{pem_a}{pem_b}")),
+        ("ba.crt", format!("{pem_b}{pem_a}")),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bundle).unwrap();
+        let shown = raftlm::tls::identity::ca_cluster_ids(&std::fs::read_to_string(&path).unwrap())
+            .unwrap();
+        assert_eq!(shown.len(), 2);
+        let (cert, key) = ca_b.node(1);
+        let state = raftlm::tls::acceptor::TlsState::load(
+            raftlm::config::TlsFiles {
+                ca: path.clone(),
+                cert,
+                key,
+            },
+            common::CLUSTER,
+            1,
+        )
+        .unwrap();
+        assert_eq!(state.current().cluster_id, id_b, "{name}");
+        assert_ne!(state.current().cluster_id, id_a);
+    }
+}
