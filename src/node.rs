@@ -339,7 +339,27 @@ impl Node {
             let shared = shared.clone();
             Arc::new(move |command| {
                 let batcher = shared.batcher.clone();
-                Box::pin(async move { batcher.submit(command).await.map_err(|e| e.to_string()) })
+                let shared = shared.clone();
+                Box::pin(async move {
+                    let own = match &command {
+                        crate::license::state::Command::Activate { cluster_id, .. } => *cluster_id,
+                        _ => None,
+                    };
+                    let result = batcher.submit(command).await.map_err(|e| e.to_string());
+                    // The identity is recorded once; a node whose CA was
+                    // re-issued since serves under the recorded one.
+                    if let Some(own) = own
+                        && let Some(recorded) = shared.state.read(|s| s.cluster_id().copied())
+                        && recorded != own
+                    {
+                        warn!(
+                            %own,
+                            %recorded,
+                            "this node's CA is not the CA the cluster identity was recorded from: license files stay bound to the recorded identity"
+                        );
+                    }
+                    result
+                })
             })
         };
         let context = Arc::new(activator::Context {
@@ -354,6 +374,7 @@ impl Node {
             leader_contact,
             handovers: std::sync::Mutex::new(Some(handover_receiver)),
             network: shared.network.clone(),
+            tls: tls.clone(),
         });
         // The peer plane stops after the activator: a stopping leader that
         // handed over must still be able to grant its successor's vote.

@@ -93,7 +93,7 @@ fn keygen_sign_verify_round_trip() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "acme.lic: 2 feature lines verified for cluster \"LICSRV\""
+        "acme.lic: 2 feature lines verified for cluster \"LICSRV\", bound to cluster name LICSRV"
     );
     let rows: Vec<Vec<&str>> = lines[1..]
         .iter()
@@ -438,7 +438,9 @@ fn flexnet_file_signs_and_verifies_with_warnings() {
     assert!(stderr.contains("warning: flex.lic:2: VENDOR acme: the daemon path, options file and port are ignored by raftlm"), "{stderr}");
     let stdout = text(&out.stdout);
     assert!(
-        stdout.starts_with("flex.lic: 3 feature lines verified for cluster \"LICSRV\"\n"),
+        stdout.starts_with(
+            "flex.lic: 3 feature lines verified for cluster \"LICSRV\", bound to cluster name LICSRV\n"
+        ),
         "{stdout}"
     );
     let rows: Vec<Vec<&str>> = stdout

@@ -676,6 +676,7 @@ fn bulky_import(n: usize, bytes: usize) -> raftlm::license::state::Command {
             expiry: Expiry::Permanent,
             seats: 1,
             attributes: vec![("NOTICE".into(), "x".repeat(bytes))],
+            cluster_id: None,
             signature: String::new(),
             line: 3,
         }],

@@ -31,6 +31,7 @@ fn bootstrapped_state() -> LicenseState {
                 term: Term(1),
                 node: NodeId(1),
                 cluster_name: CLUSTER.into(),
+                cluster_id: None,
                 lease_ms: 250,
                 wait_ms: 350,
             },
@@ -77,6 +78,7 @@ fn line(feature: &str, seats: u32, expiry: Expiry, serial: &str) -> FeatureLine 
         expiry,
         seats,
         attributes: vec![("SN".to_string(), serial.to_string())],
+        cluster_id: None,
         signature: String::new(),
         line: 3,
     })
@@ -516,6 +518,7 @@ fn time_never_runs_backwards() {
             term: Term(1),
             node: NodeId(1),
             cluster_name: CLUSTER.into(),
+            cluster_id: None,
             lease_ms: 250,
             wait_ms: 350,
         },
@@ -526,6 +529,7 @@ fn time_never_runs_backwards() {
             term: Term(2),
             node: NodeId(2),
             cluster_name: CLUSTER.into(),
+            cluster_id: None,
             lease_ms: 250,
             wait_ms: 350,
         },
@@ -709,6 +713,7 @@ fn full_line(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        cluster_id: None,
         signature: String::new(),
         line: 3,
     };
@@ -947,6 +952,7 @@ fn another_cluster_name_cannot_activate() {
         term: Term(2),
         node: NodeId(2),
         cluster_name: "OTHER".into(),
+        cluster_id: None,
         lease_ms: 250,
         wait_ms: 350,
     });
@@ -1157,6 +1163,7 @@ fn activation_must_wait_out_the_previous_lease() {
         term: Term(term),
         node: NodeId(node),
         cluster_name: CLUSTER.into(),
+        cluster_id: None,
         lease_ms,
         wait_ms,
     };

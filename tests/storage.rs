@@ -77,6 +77,7 @@ fn import_cad() -> Batch {
         expiry: Expiry::Permanent,
         seats: 5,
         attributes: Vec::new(),
+        cluster_id: None,
         signature: String::new(),
         line: 1,
     };
@@ -88,6 +89,7 @@ fn import_cad() -> Batch {
                 term: raftlm::license::state::Term(1),
                 node: raftlm::license::state::NodeId(1),
                 cluster_name: "LICSRV".into(),
+                cluster_id: None,
                 lease_ms: 250,
                 wait_ms: 350,
             },

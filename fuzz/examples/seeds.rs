@@ -61,6 +61,7 @@ fn line(kind: LineKind, feature: &str, seats: u32, expiry: Expiry, serial: &str)
             ("ISSUED".to_string(), "01-jan-2026".to_string()),
             ("SN".to_string(), serial.to_string()),
         ],
+        cluster_id: None,
         signature: String::new(),
         line: 3,
     };
@@ -93,6 +94,7 @@ fn bootstrap() -> Vec<Command> {
             term: Term(1),
             node: NodeId(1),
             cluster_name: CLUSTER.to_string(),
+            cluster_id: None,
             lease_ms: 250,
             wait_ms: 350,
         },
@@ -375,6 +377,7 @@ fn snapshot_seeds() {
                 term: Term(2),
                 node: NodeId(2),
                 cluster_name: "OTHER".to_string(),
+                cluster_id: None,
                 lease_ms: 250,
                 wait_ms: 100,
             },

@@ -80,6 +80,7 @@ fn read_all(state: &LicenseState) {
     }
     let _ = (
         state.cluster_name(),
+        state.cluster_id(),
         state.activation(),
         state.activations(),
     );

@@ -104,6 +104,9 @@ pub struct Context {
     pub handovers: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(u64, u64, bool)>>>,
     /// The Raft transport, to send a handover.
     pub network: crate::raft::network::Network,
+    /// The node's TLS material (`None` without TLS): its CA gives the
+    /// cluster identity an activation carries.
+    pub tls: Option<Arc<crate::tls::acceptor::TlsState>>,
 }
 
 /// How long a stopping leader waits for a follower to have its whole log
@@ -308,6 +311,7 @@ async fn perform(
                     term: Term(term),
                     node: NodeId(ctx.node_id),
                     cluster_name: ctx.config.cluster_name.clone(),
+                    cluster_id: ctx.tls.as_ref().map(|tls| tls.current().cluster_id),
                     lease_ms: timing.lease_ms,
                     wait_ms: timing.lease_ms + timing.lease_margin_ms,
                 };

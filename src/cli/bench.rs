@@ -215,6 +215,7 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
         expiry: Expiry::Permanent,
         seats: u32::try_from(grants).unwrap_or(u32::MAX).max(1),
         attributes: Vec::new(),
+        cluster_id: None,
         signature: String::new(),
         line: 3,
     };
@@ -231,6 +232,7 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
                 term: crate::license::state::Term(1),
                 node: crate::license::state::NodeId(1),
                 cluster_name: "LICSRV".into(),
+                cluster_id: None,
                 lease_ms: 250,
                 wait_ms: 350,
             },

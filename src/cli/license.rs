@@ -73,6 +73,11 @@ pub enum LicenseCommand {
         /// The cluster (access point) name the file must be issued for.
         #[arg(long, value_name = "NAME")]
         cluster_name: String,
+        /// The cluster's identity (sha256:<hex>, as `raftlm status` and
+        /// `raftlm tls identity` print it): files bound to another identity
+        /// are refused. Without it, a file's identity binding is shown but not checked.
+        #[arg(long, value_name = "sha256:HEX")]
+        cluster_id: Option<crate::license::ClusterId>,
         /// The license files to check.
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
@@ -110,8 +115,9 @@ pub fn run(cmd: LicenseCommand) -> Result<(), Failure> {
         LicenseCommand::Verify {
             pubkeys,
             cluster_name,
+            cluster_id,
             files,
-        } => verify(&pubkeys, &cluster_name, &files),
+        } => verify(&pubkeys, &cluster_name, cluster_id.as_ref(), &files),
     }
 }
 
@@ -296,7 +302,12 @@ pub fn sign_warnings(name: &str, parsed: &file::LicenseFile, now_ms: u64) -> Vec
     out
 }
 
-fn verify(pubkeys: &[PathBuf], cluster_name: &str, paths: &[PathBuf]) -> Result<(), Failure> {
+fn verify(
+    pubkeys: &[PathBuf],
+    cluster_name: &str,
+    cluster_id: Option<&crate::license::ClusterId>,
+    paths: &[PathBuf],
+) -> Result<(), Failure> {
     let trusted = pubkeys
         .iter()
         .map(|p| VendorPublicKey::load(p).map_err(|e| Failure::usage(e.to_string())))
@@ -307,8 +318,13 @@ fn verify(pubkeys: &[PathBuf], cluster_name: &str, paths: &[PathBuf]) -> Result<
         let text = read_license(path)?;
         let name = path.display().to_string();
         let parsed = file::parse(&name, &text).map_err(|e| Failure::refused(e.to_string()))?;
-        let lines = signature::verify(&parsed, &name, &trusted, cluster_name, now_ms)
-            .map_err(|e| Failure::refused(e.to_string()))?;
+        let lines = match cluster_id {
+            Some(id) => {
+                signature::verify_bound(&parsed, &name, &trusted, cluster_name, Some(id), now_ms)
+            }
+            None => signature::verify(&parsed, &name, &trusted, cluster_name, now_ms),
+        }
+        .map_err(|e| Failure::refused(e.to_string()))?;
         for warning in parsed
             .warnings(&name)
             .into_iter()
@@ -316,10 +332,17 @@ fn verify(pubkeys: &[PathBuf], cluster_name: &str, paths: &[PathBuf]) -> Result<
         {
             eprintln!("warning: {warning}");
         }
+        let bound = parsed.server.cluster_id;
+        let unchecked = if bound.is_some() && cluster_id.is_none() {
+            " (the identity is not checked: give --cluster-id to check it)"
+        } else {
+            ""
+        };
         println!(
-            "{name}: {} feature line{} verified for cluster {cluster_name:?}",
+            "{name}: {} feature line{} verified for cluster {cluster_name:?}, {}{unchecked}",
             lines.len(),
-            if lines.len() == 1 { "" } else { "s" }
+            if lines.len() == 1 { "" } else { "s" },
+            signature::binding_text(&parsed.server.name, bound.as_ref()),
         );
         licenses.insert(name, lines);
     }

@@ -154,6 +154,18 @@ pub fn to_text(
         status.cluster_name,
         status.nodes.len()
     );
+    if status.cluster_id.is_empty() {
+        let _ = writeln!(
+            out,
+            "    Cluster identity: none recorded (no node has been active with TLS): license files can be bound to the name only"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "    Cluster identity: {} (license files bound to it: SERVER {} ID={} PORT)",
+            status.cluster_id, status.cluster_name, status.cluster_id
+        );
+    }
     if status.plaintext {
         let _ = writeln!(
             out,
@@ -196,12 +208,13 @@ pub fn to_text(
             .and_then(|(_, i)| i.as_ref());
         let _ = writeln!(
             out,
-            "    node {}  {}  {}  {}{}",
+            "    node {}  {}  {}  {}{}{}",
             node.id,
             node.address,
             node.role,
             cert_text(info, now_unix),
-            clock_text(status, node)
+            clock_text(status, node),
+            ca_text(status, info)
         );
     }
     let _ = writeln!(out, "\nFeature usage info:");
@@ -236,14 +249,15 @@ pub fn to_text(
         {
             let _ = writeln!(
                 out,
-                "    {}:{} {} {} {} seats, expiry {}: {}",
+                "    {}:{} {} {} {} seats, expiry {}: {}, {}",
                 line.license,
                 line.line,
                 line.keyword,
                 line.version,
                 line.seats,
                 line.expiry,
-                if line.counts { "counts" } else { &line.reason }
+                if line.counts { "counts" } else { &line.reason },
+                binding_text(&status.cluster_name, &line.cluster_id)
             );
         }
         write_grants(
@@ -379,6 +393,33 @@ fn cluster_time_text(status: &pb::StatusReply) -> String {
     text
 }
 
+/// `bound to cluster name LICSRV` or `bound to cluster LICSRV sha256:…`.
+fn binding_text(cluster_name: &str, cluster_id: &str) -> String {
+    if cluster_id.is_empty() {
+        format!("bound to cluster name {cluster_name}")
+    } else {
+        format!("bound to cluster {cluster_name} {cluster_id}")
+    }
+}
+
+/// A note when a node's CA is not the one the cluster's identity was
+/// recorded from (its CA was re-issued): files stay bound to the recorded one.
+fn ca_text(status: &pb::StatusReply, info: Option<&pb::NodeInfoReply>) -> String {
+    match info {
+        Some(info)
+            if !info.cluster_id.is_empty()
+                && !status.cluster_id.is_empty()
+                && info.cluster_id != status.cluster_id =>
+        {
+            format!(
+                "  CA {} (not the recorded cluster identity)",
+                info.cluster_id
+            )
+        }
+        _ => String::new(),
+    }
+}
+
 /// The clock column: how far a node's wall clock is from the active node's.
 fn clock_text(status: &pb::StatusReply, node: &pb::NodeStatus) -> String {
     if node.id == status.active_node {
@@ -423,6 +464,7 @@ pub fn to_json(
                 "cert_days_left": info
                     .filter(|i| i.tls)
                     .map(|i| (i.cert_not_after_unix - now_unix).div_euclid(86_400)),
+                "ca_cluster_id": info.filter(|i| !i.cluster_id.is_empty()).map(|i| i.cluster_id.clone()),
                 "clock_offset_ms": n.clock_known.then_some(n.clock_offset_ms),
                 "clock_off": n.clock_off,
             })
@@ -485,6 +527,7 @@ pub fn to_json(
         .collect();
     serde_json::json!({
         "cluster": status.cluster_name,
+        "cluster_id": (!status.cluster_id.is_empty()).then(|| status.cluster_id.clone()),
         "term": status.term,
         "plaintext": status.plaintext,
         "active_node": status.active_node,
@@ -517,6 +560,8 @@ pub fn to_json(
                 "expiry": l.expiry,
                 "counts": l.counts,
                 "reason": l.reason,
+                "cluster_id": (!l.cluster_id.is_empty()).then(|| l.cluster_id.clone()),
+                "binding": binding_text(&status.cluster_name, &l.cluster_id),
             }))
             .collect::<Vec<_>>(),
         "admin_actions": actions,
@@ -559,6 +604,8 @@ mod tests {
         assert_eq!(format_span_ms(18_420_000), "5 h 7 min");
         assert_eq!(format_span_ms(183_600_000), "2 d 3 h");
     }
+
+    const ID: &str = "sha256:4fa5d61aaaf51880cec6df16755bc09cccf3db0d69ce96ed4ddd7e206576a0f7";
 
     fn sample() -> pb::StatusReply {
         pb::StatusReply {
@@ -646,6 +693,7 @@ mod tests {
                     expiry: "permanent".into(),
                     counts: true,
                     reason: String::new(),
+                    cluster_id: ID.into(),
                 },
                 pb::LicenseLine {
                     license: "old.lic".into(),
@@ -658,6 +706,7 @@ mod tests {
                     expiry: "31-dec-2026".into(),
                     counts: false,
                     reason: "superseded by the newer issuance new.lic:3".into(),
+                    cluster_id: String::new(),
                 },
             ],
             trusted_keys: vec![pb::TrustedKey {
@@ -670,6 +719,7 @@ mod tests {
             state_time_ms: 1_795_341_590_000,
             clock_ms: 1_795_341_600_000,
             trusted_ever: true,
+            cluster_id: ID.into(),
         }
     }
 
@@ -816,6 +866,59 @@ mod tests {
             text.contains("old.lic:3 FEATURE 2.0 40 seats, expiry 31-dec-2026: superseded by the newer issuance new.lic:3"),
             "{text}"
         );
+    }
+
+    // The cluster identity is shown (text and JSON), with each line's binding,
+    // and a node whose CA is not the recorded identity is pointed out.
+    #[test]
+    fn status_shows_the_identity_and_each_lines_binding() {
+        let text = to_text(&sample(), &reports(), NOW);
+        assert!(
+            text.contains(&format!(
+                "    Cluster identity: {ID} (license files bound to it: SERVER LICSRV ID={ID} PORT)"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "    new.lic:3 FEATURE 2.0 25 seats, expiry permanent: counts, bound to cluster LICSRV {ID}"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "superseded by the newer issuance new.lic:3, bound to cluster name LICSRV"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("not the recorded cluster identity"),
+            "{text}"
+        );
+        let mut nodes = reports();
+        if let Some((_, Some(info))) = nodes.first_mut() {
+            info.cluster_id = "sha256:00".into();
+        }
+        assert!(
+            to_text(&sample(), &nodes, NOW)
+                .contains("  CA sha256:00 (not the recorded cluster identity)")
+        );
+        let mut none = sample();
+        none.cluster_id.clear();
+        assert!(to_text(&none, &[], NOW).contains("Cluster identity: none recorded"));
+
+        let value: serde_json::Value =
+            serde_json::from_str(&to_json(&sample(), &reports(), NOW)).unwrap();
+        assert_eq!(value["cluster_id"], ID);
+        assert_eq!(value["lines"][0]["cluster_id"], ID);
+        assert_eq!(
+            value["lines"][0]["binding"],
+            format!("bound to cluster LICSRV {ID}")
+        );
+        assert_eq!(value["lines"][1]["cluster_id"], serde_json::Value::Null);
+        assert_eq!(value["lines"][1]["binding"], "bound to cluster name LICSRV");
+        let value: serde_json::Value = serde_json::from_str(&to_json(&none, &[], NOW)).unwrap();
+        assert_eq!(value["cluster_id"], serde_json::Value::Null);
     }
 
     // The JSON form is valid JSON with the grants, admin actions and certificate days.

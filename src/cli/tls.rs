@@ -1,7 +1,9 @@
 //! `raftlm tls ...`: the cluster's own CA and the certificates it issues.
 //!
 //! - `init` makes the CA (`ca.crt`, and `ca.key` with mode 0600) for one cluster;
-//! - `issue` makes a node, administrator or client certificate signed by it.
+//! - `issue` makes a node, administrator or client certificate signed by it;
+//! - `identity` prints the cluster identity of a CA certificate file (what a
+//!   vendor binds license files to).
 //!
 //! This is the shell around [`crate::tls::cert`]: it reads the clock and
 //! prints. Exit codes (DESIGN §8): a refusal (a file that would be
@@ -72,6 +74,13 @@ pub enum TlsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Print the cluster identity (sha256:<hex> of the CA's public key) of
+    /// each CA certificate in a CA file: what a vendor binds license files to.
+    Identity {
+        /// The CA certificate file (ca.crt, as written by `raftlm tls init`).
+        #[arg(long, value_name = "FILE")]
+        ca: PathBuf,
+    },
 }
 
 /// Runs one tls command.
@@ -89,8 +98,18 @@ pub fn run(command: TlsCommand) -> Result<(), Failure> {
                 ca.cert.display()
             );
             println!("CA for cluster {cluster:?}, {}", expiry(&ca.info, now));
+            let pem = std::fs::read(&ca.cert)
+                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", ca.cert.display())))?;
+            let der = crate::tls::identity::parse_pem_certs(&String::from_utf8_lossy(&pem))
+                .map_err(|e| Failure::usage(format!("{}: {e}", ca.cert.display())))?;
+            let id = crate::tls::identity::cluster_id(&der[0])
+                .map_err(|e| Failure::usage(format!("{}: {e}", ca.cert.display())))?;
+            println!(
+                "cluster identity {id} (give it to vendors that bind license files to this cluster)"
+            );
             Ok(())
         }
+        TlsCommand::Identity { ca } => identity(&ca),
         TlsCommand::Issue {
             dir,
             node,
@@ -124,6 +143,26 @@ pub fn run(command: TlsCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Prints `sha256:<hex>  cluster NAME` for each CA certificate in `path`.
+fn identity(path: &std::path::Path) -> Result<(), Failure> {
+    let pem = crate::tls::acceptor::read_pem(path).map_err(|e| Failure::usage(e.to_string()))?;
+    let ids = crate::tls::identity::ca_cluster_ids(&String::from_utf8_lossy(&pem))
+        .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    if ids.is_empty() {
+        return Err(Failure::usage(format!(
+            "{}: holds no CA certificate (give the cluster's ca.crt, not a node or administrator certificate)",
+            path.display()
+        )));
+    }
+    for (id, cluster) in ids {
+        match cluster {
+            Some(name) => println!("{id}  cluster {name}"),
+            None => println!("{id}"),
+        }
+    }
+    Ok(())
 }
 
 fn report(issued: &Issued, request: &IssueRequest, now: i64) {

@@ -197,11 +197,15 @@ pub struct Grant {
 
 impl Grant {
     /// Checks that every line behind the grant is signed, for the cluster's
-    /// name, by one of `vendor_keys` trusted for the line's vendor; the first
-    /// failure as a sentence.
+    /// name, by one of `vendor_keys` trusted for the line's vendor, and that a
+    /// line bound to a cluster identity names one of `cluster_ids` (the
+    /// identities of the CAs the application trusts, see
+    /// [`crate::tls::client::ClientTls::cluster_ids`]); the first failure as a
+    /// sentence.
     pub fn verify(
         &self,
         vendor_keys: &[crate::license::signature::VendorPublicKey],
+        cluster_ids: &[crate::license::ClusterId],
     ) -> Result<(), String> {
         if self.backing.is_empty() {
             return Err("the cluster sent no signed lines for it".into());
@@ -222,6 +226,24 @@ impl Grant {
                         self.cluster_name
                     )
                 })?;
+            if let Some(bound) = &line.cluster_id
+                && !cluster_ids.contains(bound)
+            {
+                let trusted = if cluster_ids.is_empty() {
+                    "no cluster CA file (RAFTLM_CA) to compare it with".to_string()
+                } else {
+                    let ids: Vec<String> = cluster_ids.iter().map(|id| id.to_string()).collect();
+                    format!("the CA of cluster {}", ids.join(", "))
+                };
+                return Err(format!(
+                    "the {} line {} {} {} {} seats is bound to cluster {bound} but this application trusts {trusted}",
+                    line.kind.keyword(),
+                    line.feature,
+                    line.vendor,
+                    line.version,
+                    line.seats,
+                ));
+            }
         }
         Ok(())
     }
@@ -246,6 +268,11 @@ fn signed_line_from_pb(line: &pb::SignedLine) -> Option<crate::license::FeatureL
             .iter()
             .map(|a| (a.key.clone(), a.value.clone()))
             .collect(),
+        cluster_id: if line.cluster_id.is_empty() {
+            None
+        } else {
+            Some(crate::license::ClusterId::parse(&line.cluster_id)?)
+        },
         signature: line.signature.clone(),
         line: 0,
     })

@@ -114,8 +114,11 @@ pub struct SessionOptions {
     pub vendor: String,
     /// The vendor's public keys, compiled into the application. When given,
     /// every grant is checked: the lines behind it must be signed by one of
-    /// these keys (for their vendor), or the seats are checked in again and
-    /// the check-out fails with [`ClientError::UntrustedLicense`]. Empty (the
+    /// these keys (for their vendor), and lines bound to a cluster identity
+    /// must name the identity of a CA the client trusts
+    /// ([`ClientTls::cluster_ids`](crate::tls::client::ClientTls::cluster_ids)),
+    /// or the seats are checked in again and the check-out fails with
+    /// [`ClientError::UntrustedLicense`]. Empty (the
     /// default): no check — a vendor's product should always set it.
     pub vendor_keys: Vec<crate::license::signature::VendorPublicKey>,
     /// The user name reported with check-outs. Default: `$USER`.
@@ -1132,7 +1135,8 @@ impl Actor {
                 if !self.options.vendor_keys.is_empty()
                     && !matches!(job.purpose, Purpose::Resolve) =>
             {
-                match grant.verify(&self.options.vendor_keys) {
+                let cluster_ids = self.client.options().tls.cluster_ids();
+                match grant.verify(&self.options.vendor_keys, &cluster_ids) {
                     Ok(()) => Ok(grant),
                     Err(reason) => {
                         warn!(token = %grant.token, %reason, "grant backed by a line no trusted vendor key signed: checking it in");

@@ -13,6 +13,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::identity::ClusterId;
+
 /// Milliseconds in one day.
 pub const DAY_MS: u64 = 86_400_000;
 
@@ -286,6 +288,9 @@ pub struct FeatureLine {
     pub seats: u32,
     /// Optional `KEY=value` attributes other than `SIGN`, in file order.
     pub attributes: Vec<(String, String)>,
+    /// The cluster identity the line's file is bound to (`SERVER … ID=…`),
+    /// covered by the signature; `None`: bound to the cluster name only.
+    pub cluster_id: Option<ClusterId>,
     /// The signature as written in the file (`ed25519:<base64>`). Two lines
     /// with the same signature are the same grant of seats and count once.
     pub signature: String,

@@ -20,7 +20,8 @@
 //! may contain double-quoted parts (`NOTICE="two words"`), inside which `\"`
 //! and `\\` are the only escapes. Keywords are case-insensitive.
 //!
-//! Statements: exactly one `SERVER <access-point-name> <hostid> <port>`; at
+//! Statements: exactly one `SERVER <access-point-name> <hostid> <port>`,
+//! where a host id `ID=sha256:<hex>` binds the file to a cluster identity; at
 //! least one `VENDOR <name> [daemon_path] [[OPTIONS=]file] [[PORT=]port]
 //! [KEY=value ...]` (FlexNet's daemon path, options file and port are parsed
 //! and ignored, see [`LicenseFile::warnings`]); any number of
@@ -56,6 +57,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use crate::license::feature::{Date, DateError, Expiry, FeatureLine, LineKind};
+use crate::license::identity::ClusterId;
 
 /// The largest license file accepted, in bytes. A real file has a few dozen
 /// lines; the limit keeps line and column numbers small and bounds the work
@@ -141,8 +143,12 @@ pub struct ServerLine {
     /// The access point (cluster) name the file is issued for, e.g. `LICSRV`.
     /// Compared case-sensitively with the cluster name.
     pub name: String,
-    /// The host id as written (free text such as `ANY`); informational only.
+    /// The host id as written (free text such as `ANY`, or `ID=sha256:…`).
     pub hostid: String,
+    /// The cluster identity the file is bound to, when the host id field is
+    /// `ID=sha256:<hex>` (see [`crate::license::identity`]); `None`: bound
+    /// to the access point name only. Covered by every line's signature.
+    pub cluster_id: Option<ClusterId>,
     /// The TCP port clients use, 1–65535.
     pub port: u16,
     /// The 1-based line of the `SERVER` keyword.
@@ -225,6 +231,9 @@ pub struct ParsedFeature {
 
 impl ParsedFeature {
     /// The line as the state machine holds it, or `None` if it is unsigned.
+    /// The line does not know its file's `SERVER` line, so it is returned
+    /// bound by name only; [`crate::license::signature::verify`] returns
+    /// lines with their file's binding.
     ///
     /// This does not check the signature: call
     /// [`crate::license::signature::verify`] for lines from an untrusted source.
@@ -237,6 +246,7 @@ impl ParsedFeature {
             expiry: self.expiry,
             seats: self.seats,
             attributes: self.attributes.clone(),
+            cluster_id: None,
             signature: self.signature.clone()?,
             line: self.line,
         })
@@ -321,6 +331,14 @@ pub enum ParseErrorKind {
         "version {found:?} is not a version, expected letters, digits, '_', '.' or '-' (e.g. 2.0)"
     )]
     BadVersion {
+        /// The token.
+        found: String,
+    },
+    /// The `SERVER` host id field is `ID=...` but not a cluster identity.
+    #[error(
+        "cluster identity {found:?} is not an identity, expected ID=sha256: and 64 lowercase hex digits (as raftlm tls identity prints it)"
+    )]
+    BadClusterId {
         /// The token.
         found: String,
     },
@@ -821,7 +839,21 @@ fn parse_server(tokens: &[Token]) -> Result<Statement, Located> {
     };
     let keyword = fields.take("keyword")?;
     let name = name(fields.take("access point name")?, "access point")?;
-    let hostid = fields.take("hostid")?.value.clone();
+    let hostid_token = fields.take("hostid")?;
+    let hostid = hostid_token.value.clone();
+    let cluster_id = match hostid.get(..3) {
+        Some(key) if key.eq_ignore_ascii_case("ID=") => {
+            Some(ClusterId::parse(&hostid[3..]).ok_or_else(|| {
+                at(
+                    hostid_token,
+                    ParseErrorKind::BadClusterId {
+                        found: hostid.clone(),
+                    },
+                )
+            })?)
+        }
+        _ => None,
+    };
     let port_token = fields.take("port")?;
     let port = parse_port(&port_token.value).ok_or_else(|| {
         at(
@@ -845,6 +877,7 @@ fn parse_server(tokens: &[Token]) -> Result<Statement, Located> {
         ServerLine {
             name,
             hostid,
+            cluster_id,
             port,
             line: keyword.line,
         },

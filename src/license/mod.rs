@@ -5,9 +5,11 @@
 
 pub mod feature;
 pub mod file;
+pub mod identity;
 pub mod pool;
 pub mod secret;
 pub mod signature;
 pub mod state;
 
 pub use feature::{Date, Expiry, FeatureLine, LineKind};
+pub use identity::ClusterId;

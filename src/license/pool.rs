@@ -378,6 +378,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            cluster_id: None,
             signature: format!("sig-{vendor}-{version}-{seats}-{attrs:?}"),
             line: 1,
         }

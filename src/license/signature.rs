@@ -12,6 +12,7 @@
 //! ```text
 //! raftlm-license-v1 LF
 //! server    SP len SP <SERVER name>                 LF
+//! cluster-id SP len SP sha256:<hex>                 LF   (only in files bound to an identity)
 //! keyword   SP len SP FEATURE | INCREMENT           LF
 //! feature   SP len SP <feature>                     LF
 //! vendor    SP len SP <vendor>                      LF
@@ -23,10 +24,16 @@
 //! value     SP len SP <value, unquoted>             LF
 //! ```
 //!
+//! The `cluster-id` field is present exactly when the `SERVER` line's host id
+//! is `ID=sha256:<hex>` ([`crate::license::identity`]): a file bound to a
+//! cluster identity signs it, and a file bound by name only has the same
+//! canonical form (and signatures) as before identities existed.
+//!
 //! `len` is the decimal byte length of the field that follows it, so a field
 //! may hold any byte (even a line feed) and no two different lines share a
 //! canonical form. Not covered: comments, spacing, quoting, continuation,
-//! the order of lines, the `SERVER` host id and port, and `VENDOR` lines —
+//! the order of lines, the `SERVER` host id when it is not an identity, the
+//! port, and `VENDOR` lines —
 //! none of them changes what is licensed.
 //!
 //! # SIGN values
@@ -68,6 +75,7 @@ use rand::RngCore as _;
 
 use crate::license::feature::{Date, Expiry, FeatureLine};
 use crate::license::file::{self, LicenseFile, ParseError, ParsedFeature, SIGN_SCHEME_PREFIX};
+use crate::license::identity::ClusterId;
 
 /// The first bytes of every canonical form: the scheme and its version, so a
 /// signature made for anything else can never verify as a license line.
@@ -268,6 +276,33 @@ pub enum VerifyError {
         issued_for: String,
         /// This cluster's name.
         cluster: String,
+    },
+    /// The file (or a held line) is bound to another cluster identity than
+    /// this cluster's.
+    #[error(
+        "{file}:{line}: this file is bound to cluster {bound} but this cluster is {cluster}: ask the vendor for a file bound to {cluster} (raftlm status shows it)"
+    )]
+    WrongClusterId {
+        /// The file.
+        file: String,
+        /// The line of `SERVER` (or of the held line).
+        line: u32,
+        /// The identity the file names.
+        bound: ClusterId,
+        /// This cluster's identity.
+        cluster: ClusterId,
+    },
+    /// The file is bound to a cluster identity, but this cluster has none.
+    #[error(
+        "{file}:{line}: this file is bound to cluster {bound} but this cluster has no identity (it runs without TLS, or no node has been active with TLS yet): run the cluster with TLS, or ask the vendor for a file bound by name only"
+    )]
+    NoClusterId {
+        /// The file.
+        file: String,
+        /// The line of `SERVER` (or of the held line).
+        line: u32,
+        /// The identity the file names.
+        bound: ClusterId,
     },
     /// No public key is trusted, so no line can be verified.
     #[error(
@@ -493,9 +528,16 @@ impl VendorSigningKey {
     }
 
     /// The `SIGN=` value (`ed25519:<base64>`) of `line` in a file issued for
-    /// the access point `server_name`.
-    pub fn sign_line(&self, server_name: &str, line: &ParsedFeature) -> String {
-        let signature = self.key.sign(&canonical_form(server_name, line));
+    /// the access point `server_name`, bound to `cluster_id` when given.
+    pub fn sign_line(
+        &self,
+        server_name: &str,
+        cluster_id: Option<&ClusterId>,
+        line: &ParsedFeature,
+    ) -> String {
+        let signature = self
+            .key
+            .sign(&canonical_form_bound(server_name, cluster_id, line));
         let mut payload = Vec::with_capacity(SIGN_PAYLOAD_LEN);
         payload.extend_from_slice(&self.public_key().key_id().0);
         payload.extend_from_slice(&signature.to_bytes());
@@ -673,9 +715,19 @@ fn parse_key_file(
     Ok((vendor, bytes))
 }
 
-/// The canonical form of `line` in a file issued for `server_name`: the
-/// bytes that are signed (see the module documentation).
+/// The canonical form of `line` in a file issued for `server_name` and bound
+/// by name only: the bytes that are signed (see the module documentation).
 pub fn canonical_form(server_name: &str, line: &ParsedFeature) -> Vec<u8> {
+    canonical_form_bound(server_name, None, line)
+}
+
+/// The canonical form of `line` in a file issued for `server_name` and, when
+/// `cluster_id` is given, bound to that cluster identity.
+pub fn canonical_form_bound(
+    server_name: &str,
+    cluster_id: Option<&ClusterId>,
+    line: &ParsedFeature,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(CANONICAL_PREFIX);
     let mut field = |label: &str, value: &[u8]| {
@@ -687,6 +739,9 @@ pub fn canonical_form(server_name: &str, line: &ParsedFeature) -> Vec<u8> {
         out.push(b'\n');
     };
     field("server", server_name.as_bytes());
+    if let Some(id) = cluster_id {
+        field("cluster-id", id.to_string().as_bytes());
+    }
     field("keyword", line.kind.keyword().as_bytes());
     field("feature", line.feature.as_bytes());
     field("vendor", line.vendor.as_bytes());
@@ -765,7 +820,10 @@ pub fn sign_text(file_name: &str, text: &str, key: &VendorSigningKey) -> Result<
                 key_vendor: key_vendor.to_string(),
             });
         }
-        let token = format!("SIGN=\"{}\"", key.sign_line(&parsed.server.name, line));
+        let token = format!(
+            "SIGN=\"{}\"",
+            key.sign_line(&parsed.server.name, parsed.server.cluster_id.as_ref(), line)
+        );
         match &line.sign_span {
             Some(span) => edits.push((span.clone(), token)),
             None => edits.push((line.span.end..line.span.end, format!(" {token}"))),
@@ -887,6 +945,7 @@ pub fn verify(
             expiry: line.expiry,
             seats: line.seats,
             attributes: line.attributes.clone(),
+            cluster_id: file.server.cluster_id,
             signature,
             line: line.line,
         });
@@ -897,9 +956,67 @@ pub fn verify(
     Ok(out)
 }
 
+/// [`verify`], and then the identity binding: a file bound to a cluster
+/// identity (`SERVER … ID=sha256:…`) is accepted only by the cluster whose
+/// identity it names. `cluster_id` is this cluster's identity (`None`: it has
+/// none, so bound files are refused). Files bound by name only pass this step.
+pub fn verify_bound(
+    file: &LicenseFile,
+    file_name: &str,
+    trusted: &[VendorPublicKey],
+    cluster_name: &str,
+    cluster_id: Option<&ClusterId>,
+    now_ms: u64,
+) -> Result<Vec<FeatureLine>, VerifyError> {
+    let lines = verify(file, file_name, trusted, cluster_name, now_ms)?;
+    check_binding(
+        file_name,
+        file.server.line,
+        file.server.cluster_id.as_ref(),
+        cluster_id,
+    )?;
+    Ok(lines)
+}
+
+/// Checks that a file or line bound to `bound` (`None`: by name only) may be
+/// held by a cluster whose identity is `cluster_id`.
+pub fn check_binding(
+    file_name: &str,
+    line: u32,
+    bound: Option<&ClusterId>,
+    cluster_id: Option<&ClusterId>,
+) -> Result<(), VerifyError> {
+    match (bound, cluster_id) {
+        (None, _) => Ok(()),
+        (Some(bound), Some(cluster)) if bound == cluster => Ok(()),
+        (Some(bound), Some(cluster)) => Err(VerifyError::WrongClusterId {
+            file: file_name.to_string(),
+            line,
+            bound: *bound,
+            cluster: *cluster,
+        }),
+        (Some(bound), None) => Err(VerifyError::NoClusterId {
+            file: file_name.to_string(),
+            line,
+            bound: *bound,
+        }),
+    }
+}
+
+/// A sentence saying what a line is bound to: `bound to cluster name LICSRV`
+/// or `bound to cluster LICSRV sha256:…`.
+pub fn binding_text(server_name: &str, cluster_id: Option<&ClusterId>) -> String {
+    match cluster_id {
+        None => format!("bound to cluster name {server_name}"),
+        Some(id) => format!("bound to cluster {server_name} {id}"),
+    }
+}
+
 /// Checks a line the cluster holds (or is about to apply) against `trusted`
 /// and the cluster name `server_name`: the same signature check as
-/// [`verify`], on the line's own fields. Deterministic: no clock.
+/// [`verify`], on the line's own fields (its cluster identity included, so a
+/// line's binding cannot be changed or dropped). Whether that identity is
+/// this cluster's is [`check_binding`]. Deterministic: no clock.
 pub fn verify_held(
     file_name: &str,
     line: &FeatureLine,
@@ -911,6 +1028,7 @@ pub fn verify_held(
         server: crate::license::file::ServerLine {
             name: server_name.to_string(),
             hostid: String::new(),
+            cluster_id: line.cluster_id,
             port: 0,
             line: 0,
         },
@@ -924,7 +1042,7 @@ pub fn verify_held(
 /// Signs a held line for `server_name` with `key`, replacing its signature
 /// (for tools and tests that build lines without a file).
 pub fn sign_held(key: &VendorSigningKey, server_name: &str, line: &mut FeatureLine) {
-    line.signature = key.sign_line(server_name, &parsed_of(line));
+    line.signature = key.sign_line(server_name, line.cluster_id.as_ref(), &parsed_of(line));
 }
 
 /// A held line as the parser would have produced it (spans empty).
@@ -1005,7 +1123,7 @@ fn check_signature(
             key_vendor,
         });
     }
-    let message = canonical_form(&file.server.name, line);
+    let message = canonical_form_bound(&file.server.name, file.server.cluster_id.as_ref(), line);
     if for_vendor
         .iter()
         .any(|k| k.key.verify_strict(&message, &signature).is_ok())

@@ -71,6 +71,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::feature::{Expiry, FeatureLine};
+use super::identity::ClusterId;
 use super::pool::{self, Pool, PoolKey, Verdict, Version};
 use super::signature::{self, VendorPublicKey};
 
@@ -234,6 +235,11 @@ pub enum Command {
         /// The cluster name the node serves: the first activation records it,
         /// later ones must name the same.
         cluster_name: String,
+        /// The identity of the cluster CA that issued the node's certificate
+        /// (`None` without TLS). The first activation that carries one records
+        /// it; later ones do not change it (a re-issued CA keeps the cluster's
+        /// identity, so files bound to it stay valid).
+        cluster_id: Option<ClusterId>,
         /// The node's quorum lease `L` (ms): how long it may serve after a
         /// quorum round, so how long a successor must wait.
         lease_ms: u64,
@@ -577,6 +583,10 @@ pub struct LicenseState {
     /// The cluster name license lines must be issued for: recorded by the
     /// first activation.
     cluster_name: Option<String>,
+    /// The cluster identity license lines bound to one must name: recorded
+    /// by the first activation that carries one (a node with TLS), never
+    /// changed afterwards.
+    cluster_id: Option<ClusterId>,
     /// Vendor keys the cluster trusts, by key id (hex).
     trusted: BTreeMap<String, TrustedKey>,
     /// Whether the cluster has ever trusted a vendor key (by a bootstrap or
@@ -726,6 +736,7 @@ impl LicenseState {
                 term,
                 node,
                 cluster_name,
+                cluster_id,
                 lease_ms,
                 wait_ms,
             } => match (&self.cluster_name, &self.activation) {
@@ -744,6 +755,9 @@ impl LicenseState {
                 }
                 _ => {
                     self.cluster_name = Some(cluster_name.clone());
+                    if self.cluster_id.is_none() {
+                        self.cluster_id = *cluster_id;
+                    }
                     self.activation = Some(Activation {
                         node: *node,
                         term: *term,
@@ -1157,6 +1171,13 @@ impl LicenseState {
         for line in lines {
             signature::verify_held(name, line, cluster, &anchors)
                 .map_err(|e| (line.line, e.to_string()))?;
+            signature::check_binding(
+                name,
+                line.line,
+                line.cluster_id.as_ref(),
+                self.cluster_id.as_ref(),
+            )
+            .map_err(|e| (line.line, e.to_string()))?;
             if let Some(issued) = pool::issued_ahead(line, self.now_ms) {
                 return Err((
                     line.line,
@@ -1180,7 +1201,8 @@ impl LicenseState {
     }
 
     /// Checks every held line's signature against the held anchors and
-    /// cluster name (not expiry: lines may expire while held). A snapshot
+    /// cluster name, and its identity binding against the recorded identity
+    /// (not expiry: lines may expire while held). A snapshot
     /// received from another node is installed only if this passes.
     pub fn verify_lines(&self) -> Result<(), String> {
         if self.licenses.values().all(Vec::is_empty) {
@@ -1193,6 +1215,13 @@ impl LicenseState {
         for (name, lines) in &self.licenses {
             for line in lines {
                 signature::verify_held(name, line, cluster, &anchors).map_err(|e| e.to_string())?;
+                signature::check_binding(
+                    name,
+                    line.line,
+                    line.cluster_id.as_ref(),
+                    self.cluster_id.as_ref(),
+                )
+                .map_err(|e| e.to_string())?;
             }
         }
         Ok(())
@@ -1282,6 +1311,11 @@ impl LicenseState {
     /// The cluster name recorded by the first activation.
     pub fn cluster_name(&self) -> Option<&str> {
         self.cluster_name.as_deref()
+    }
+
+    /// The cluster identity recorded by the first activation that carried one.
+    pub fn cluster_id(&self) -> Option<&ClusterId> {
+        self.cluster_id.as_ref()
     }
 
     /// A refusal if `pools` would license fewer seats than are in use.
@@ -1654,6 +1688,7 @@ mod tests {
             expiry: Expiry::Permanent,
             seats: 5,
             attributes: Vec::new(),
+            cluster_id: None,
             signature: String::new(),
             line: 1,
         };
@@ -1678,6 +1713,7 @@ mod tests {
                     term: Term(1),
                     node: NodeId(1),
                     cluster_name: "LICSRV".into(),
+                    cluster_id: None,
                     lease_ms: 250,
                     wait_ms: 350,
                 },
@@ -1729,6 +1765,7 @@ mod tests {
                 term: Term(term),
                 node: NodeId(1),
                 cluster_name: "LICSRV".into(),
+                cluster_id: None,
                 lease_ms: 250,
                 wait_ms: 350,
             }],

@@ -169,11 +169,22 @@ pub async fn import_license(
     // that cannot verify is refused without touching the log; every node
     // checks again when it applies the import. Expiry is judged on the later
     // of the cluster's time and this node's clock: expired lines are imported
-    // and count 0 seats, a file whose every line has expired is refused.
-    let (anchors, state_ms) = shared.state.read(|s| (s.anchors(), s.now_ms()));
+    // and count 0 seats, a file whose every line has expired is refused. A
+    // file bound to a cluster identity must name the one the cluster
+    // recorded, which every node checks again on apply.
+    let (anchors, state_ms, cluster_id) = shared
+        .state
+        .read(|s| (s.anchors(), s.now_ms(), s.cluster_id().copied()));
     let at_ms = state_ms.max(crate::server::wall_clock_ms());
-    let lines = signature::verify(&parsed, name, &anchors, &shared.config.cluster_name, at_ms)
-        .map_err(|e| ServiceError::Refused(e.to_string()))?;
+    let lines = signature::verify_bound(
+        &parsed,
+        name,
+        &anchors,
+        &shared.config.cluster_name,
+        cluster_id.as_ref(),
+        at_ms,
+    )
+    .map_err(|e| ServiceError::Refused(e.to_string()))?;
     let mut notes = parsed.warnings(name);
     notes.extend(signature::expired_notes(name, &lines, at_ms));
     shared.serving()?;

@@ -78,6 +78,7 @@ pub fn signed_line_to_pb(line: &crate::license::FeatureLine) -> pb::SignedLine {
             })
             .collect(),
         signature: line.signature.clone(),
+        cluster_id: line.cluster_id.map(|id| id.to_string()).unwrap_or_default(),
     }
 }
 
@@ -592,6 +593,7 @@ fn license_lines(state: &state::LicenseState) -> Vec<pb::LicenseLine> {
                     seats: line.seats,
                     expiry: line.expiry.to_string(),
                     counts,
+                    cluster_id: line.cluster_id.map(|id| id.to_string()).unwrap_or_default(),
                     reason: if counts {
                         String::new()
                     } else if expired {
@@ -696,6 +698,10 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 })
                 .collect(),
             plaintext: shared.tls.is_none(),
+            cluster_id: state
+                .cluster_id()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
             lines: license_lines(state),
             trusted_keys: state
                 .trusted_keys()
@@ -862,6 +868,12 @@ impl License for LicenseService {
             state_digests,
             id: self.shared.node_id,
             cluster_name: self.shared.config.cluster_name.clone(),
+            cluster_id: self
+                .shared
+                .tls
+                .as_ref()
+                .map(|tls| tls.current().cluster_id.to_string())
+                .unwrap_or_default(),
             tls: cert.is_some(),
             cert_subject: cert.as_ref().map(|c| c.subject.clone()).unwrap_or_default(),
             cert_not_after_unix: cert.map_or(0, |c| c.not_after_unix),

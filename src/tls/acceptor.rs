@@ -56,6 +56,7 @@ use tonic::transport::server::Connected;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::config::TlsFiles;
+use crate::license::ClusterId;
 use crate::tls::identity::{self, CertInfo, Role};
 
 /// Longest a TLS handshake may take before the connection is dropped.
@@ -160,6 +161,10 @@ pub struct Loaded {
     pub key_pem: Vec<u8>,
     /// What the node's certificate says.
     pub cert: CertInfo,
+    /// The cluster's identity: that of the CA in the CA file that issued
+    /// the node's certificate (not merely any CA the file holds, since CA
+    /// certificates are public).
+    pub cluster_id: ClusterId,
 }
 
 /// A node's TLS material, reloadable. See the module docs.
@@ -337,28 +342,54 @@ fn load(files: &TlsFiles, cluster: &str, node_id: u64) -> Result<Loaded, TlsErro
     // The node's own chain must verify against the CA it trusts, for its own
     // name, now: a half-done rotation (a new CA with an old certificate) or an
     // expired certificate is refused here instead of making the node unreachable.
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots.clone()),
-        provider(),
-    )
-    .build()
-    .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let name = rustls::pki_types::ServerName::try_from(identity::node_dns_name(node_id, cluster))
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    rustls::client::danger::ServerCertVerifier::verify_server_cert(
-        verifier.as_ref(),
-        &chain[0],
-        &chain[1..],
-        &name,
-        &[],
-        rustls::pki_types::UnixTime::now(),
-    )
-    .map_err(|e| TlsError::Pem {
+    let verifies_against = |roots: RootCertStore| -> Result<(), TlsError> {
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        rustls::client::danger::ServerCertVerifier::verify_server_cert(
+            verifier.as_ref(),
+            &chain[0],
+            &chain[1..],
+            &name,
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| TlsError::Pem {
+            path: files.cert.clone(),
+            what: format!(
+                "does not verify against the CA in {}: {}",
+                files.ca.display(),
+                rustls_reason(&e)
+            ),
+        })
+    };
+    verifies_against(roots.clone())?;
+    // The cluster's identity is the CA this node's certificate chains to:
+    // during a CA roll-out the file holds two CAs, and any file may hold a
+    // CA certificate copied from elsewhere, but only the issuer's key signed
+    // this node's certificate.
+    let mut cluster_id = None;
+    for ca in certificates(&files.ca, &ca_pem)? {
+        let mut one = RootCertStore::empty();
+        if one.add(ca.clone()).is_ok() && verifies_against(one).is_ok() {
+            cluster_id = Some(identity::cluster_id(&ca).map_err(|e| TlsError::Pem {
+                path: files.ca.clone(),
+                what: e.to_string(),
+            })?);
+            break;
+        }
+    }
+    let cluster_id = cluster_id.ok_or_else(|| TlsError::Pem {
         path: files.cert.clone(),
         what: format!(
-            "does not verify against the CA in {}: {}",
-            files.ca.display(),
-            rustls_reason(&e)
+            "verifies against the CA file {} but against none of its certificates alone",
+            files.ca.display()
         ),
     })?;
     Ok(Loaded {
@@ -368,6 +399,7 @@ fn load(files: &TlsFiles, cluster: &str, node_id: u64) -> Result<Loaded, TlsErro
         cert_pem,
         key_pem,
         cert,
+        cluster_id,
     })
 }
 

@@ -61,6 +61,23 @@ impl std::fmt::Debug for ClientTls {
 }
 
 impl ClientTls {
+    /// The cluster identities of the CA certificates this client trusts
+    /// (its CA file; none with the OS's roots only or without TLS). The
+    /// client library's vendor check accepts a line bound to an identity only
+    /// if it is one of these.
+    pub fn cluster_ids(&self) -> Vec<crate::license::ClusterId> {
+        let Some(pem) = &self.ca_pem else {
+            return Vec::new();
+        };
+        match crate::tls::identity::ca_cluster_ids(&String::from_utf8_lossy(pem)) {
+            Ok(ids) => ids.into_iter().map(|(id, _)| id).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "the trusted CA file does not parse: no cluster identity is trusted");
+                Vec::new()
+            }
+        }
+    }
+
     /// No TLS.
     pub fn plaintext() -> ClientTls {
         ClientTls {

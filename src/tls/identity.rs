@@ -9,6 +9,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use x509_parser::extensions::GeneralName;
+
+use crate::license::ClusterId;
 use x509_parser::pem::Pem;
 
 /// SAN URI that marks a node certificate.
@@ -166,6 +168,29 @@ pub fn parse_pem_certs(pem: &str) -> Result<Vec<Vec<u8>>, IdentityError> {
         return Err(IdentityError::NoCertificate);
     }
     Ok(certs)
+}
+
+/// The cluster identity a CA certificate (DER) gives: the SHA-256 of its
+/// SubjectPublicKeyInfo, written `sha256:<hex>` (see
+/// [`crate::license::identity`]). The certificate is not checked to be a CA.
+pub fn cluster_id(der: &[u8]) -> Result<ClusterId, IdentityError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| IdentityError::Malformed(e.to_string()))?;
+    Ok(ClusterId::of_public_key(cert.public_key().raw))
+}
+
+/// The identities of the CA certificates in PEM text (a CA file or bundle),
+/// in file order, with the cluster each names (from its `raftlm:cluster:`
+/// URI, if any). Certificates that are not CAs are skipped.
+pub fn ca_cluster_ids(pem: &str) -> Result<Vec<(ClusterId, Option<String>)>, IdentityError> {
+    let mut out = Vec::new();
+    for der in parse_pem_certs(pem)? {
+        let info = parse(&der)?;
+        if info.is_ca {
+            out.push((cluster_id(&der)?, info.cluster()));
+        }
+    }
+    Ok(out)
 }
 
 /// The DNS name a node certificate carries for node `id` of `cluster`: `node-<id>.<cluster>`.
