@@ -289,7 +289,7 @@ impl Node {
         let member_hosts = crate::config::member_ips(&config.nodes);
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<LicenseServer<LicenseService>>().await;
+        report_health(&health, false).await;
         let client_router = crate::server::server_builder()
             .add_service(health_service)
             .add_service(crate::server::license_service(shared.clone()))
@@ -424,6 +424,10 @@ impl Node {
             import_license_dir(shared.clone(), wait_stop(stop.subscribe()))
                 .instrument(span.clone()),
         ));
+        tasks.push(tokio::spawn(
+            watch_health(shared.clone(), health, wait_stop(stop.subscribe()))
+                .instrument(span.clone()),
+        ));
         info!(%address, %peer_address, "node started");
         Ok(Node {
             shared,
@@ -476,6 +480,52 @@ impl Node {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
     }
+}
+
+/// How often the gRPC health status is brought in line with whether this
+/// node serves.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Sets the gRPC health status of the server (`""`) and of the license
+/// service: SERVING only while this node is the active node.
+async fn report_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    if serving {
+        health.set_serving::<LicenseServer<LicenseService>>().await;
+    } else {
+        health
+            .set_not_serving::<LicenseServer<LicenseService>>()
+            .await;
+    }
+}
+
+/// Keeps the gRPC health status truthful: a load balancer or monitor asking
+/// a standby (which refuses every license request) hears NOT_SERVING, the
+/// active node SERVING, and a stopping node NOT_SERVING.
+async fn watch_health(
+    shared: Arc<Shared>,
+    health: tonic_health::server::HealthReporter,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut reported = false;
+    loop {
+        let serving = shared.serving().is_ok();
+        if serving != reported {
+            report_health(&health, serving).await;
+            reported = serving;
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {}
+        }
+    }
+    report_health(&health, false).await;
 }
 
 async fn wait_stop(mut stopped: watch::Receiver<bool>) {

@@ -1375,3 +1375,100 @@ async fn state_digests_are_for_administrators() {
         node.shutdown().await;
     }
 }
+
+// Health tells the truth: SERVING (for the server and for the license
+// service) only on the active node, NOT_SERVING on the standbys, which refuse
+// every license request; after a failover the new active node says SERVING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_serving_only_on_the_active_node() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, _key) = start_cluster(dir.path()).await;
+    let leader = leader_of(&nodes).await;
+    let status = |address: String, service: &'static str| async move {
+        let channel = common::client_tls()
+            .endpoint(&address, Duration::from_secs(2))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status()
+    };
+    // The watcher follows within its interval.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (i, node) in nodes.iter().enumerate() {
+        let address = node.as_ref().unwrap().address().to_string();
+        let expected = if i == leader {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for service in ["", "raftlm.v1.License"] {
+            assert_eq!(
+                status(address.clone(), service).await,
+                expected,
+                "node {} ({service:?})",
+                i + 1
+            );
+        }
+    }
+    nodes[leader].take().unwrap().shutdown().await;
+    let next = leader_of(&nodes).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let address = nodes[next].as_ref().unwrap().address().to_string();
+    assert_eq!(status(address, "").await, ServingStatus::Serving);
+    for node in nodes.iter_mut().filter_map(Option::take) {
+        node.shutdown().await;
+    }
+}
+
+// A stream that never ends (a health Watch) does not keep its connection
+// past the connection age and its grace: the server closes it, as it does at
+// CONNECTION_AGE_MAX + CONNECTION_AGE_GRACE on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_stream_ends_at_the_connection_age() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (_health, service) = tonic_health::server::health_reporter();
+    let server = tokio::spawn(
+        raftlm::server::server_builder_aged(Duration::from_secs(1), Duration::from_secs(1))
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut stream = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let started = tokio::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = stream.message().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the Watch stream outlived its connection's age"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    server.abort();
+}

@@ -81,10 +81,25 @@ pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_se
 /// See [`KEEPALIVE_INTERVAL`].
 pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// How long a connection past [`CONNECTION_AGE_MAX`] may take to finish its
+/// open requests before it is closed anyway: a stream that never ends (a
+/// health `Watch`) does not keep a connection, and the certificate it was
+/// opened with, alive for good.
+pub const CONNECTION_AGE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The gRPC server settings every plane of a node uses.
 pub fn server_builder() -> tonic::transport::Server {
+    server_builder_aged(CONNECTION_AGE_MAX, CONNECTION_AGE_GRACE)
+}
+
+/// [`server_builder`] with another connection age and grace (tests).
+pub fn server_builder_aged(
+    age: std::time::Duration,
+    grace: std::time::Duration,
+) -> tonic::transport::Server {
     tonic::transport::Server::builder()
-        .max_connection_age(CONNECTION_AGE_MAX)
+        .max_connection_age(age)
+        .max_connection_age_grace(grace)
         .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
         .timeout(REQUEST_TIMEOUT)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
