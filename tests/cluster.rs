@@ -1472,3 +1472,93 @@ async fn a_watch_stream_ends_at_the_connection_age() {
     );
     server.abort();
 }
+
+// Check-ins that would change nothing write nothing: 10,000 check-ins of
+// made-up grants, from fresh sessions and from a session that holds a seat,
+// are answered "not released" without a log entry; a retry of a real
+// check-in gets its first answer; the real check-in goes through the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkins_of_unknown_grants_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, key) = start_cluster(dir.path()).await;
+    let leader = leader_of(&nodes).await;
+    let address = nodes[leader].as_ref().unwrap().address().to_string();
+    common::admin_client(&address)
+        .await
+        .import_license(pb::ImportLicenseRequest {
+            name: "acme.lic".into(),
+            text: common::signed_license(&key, &[("cad", 5)]),
+        })
+        .await
+        .unwrap();
+    let mut license = common::license_client(&address).await;
+    let granted = license
+        .checkout(checkout(61, 1, "cad", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(granted.granted);
+    let token = granted.token.unwrap();
+    let last_log = |nodes: &[Option<Node>]| {
+        nodes[leader]
+            .as_ref()
+            .unwrap()
+            .shared()
+            .raft
+            .metrics()
+            .borrow()
+            .last_log_index
+    };
+    let before = last_log(&nodes);
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..10u64 {
+        let address = address.clone();
+        tasks.spawn(async move {
+            let mut license = common::license_client(&address).await;
+            for i in 0..1000u64 {
+                // Half from fresh sessions, half from session 61, which holds a seat.
+                let session = if i % 2 == 0 {
+                    1000 + worker * 1000 + i
+                } else {
+                    61
+                };
+                let reply = license
+                    .checkin(pb::CheckinRequest {
+                        request: Some(common::request_id(session, 2 + worker * 1000 + i)),
+                        token: Some(pb::GrantToken {
+                            term: 999,
+                            index: i,
+                            slot: 0,
+                        }),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(!reply.released);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(
+        last_log(&nodes),
+        before,
+        "made-up check-ins were written to the log"
+    );
+    let checkin = pb::CheckinRequest {
+        request: Some(common::request_id(61, 20_000)),
+        token: Some(token),
+    };
+    let first = license.checkin(checkin.clone()).await.unwrap().into_inner();
+    assert!(first.released, "{first:?}");
+    assert!(
+        last_log(&nodes) > before,
+        "the real check-in went through the log"
+    );
+    let retry = license.checkin(checkin).await.unwrap().into_inner();
+    assert!(retry.released, "a retry gets the first answer: {retry:?}");
+    for node in nodes.iter_mut().filter_map(Option::take) {
+        node.shutdown().await;
+    }
+}

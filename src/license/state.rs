@@ -1142,6 +1142,38 @@ impl LicenseState {
         }
     }
 
+    /// The answer a `Checkin` of `token` by `request` would get, when
+    /// applying it would change nothing but the state's memory of answers: a
+    /// session the state does not hold, or a grant the session does not hold
+    /// (unknown, already released, never granted). `None` when the check-in
+    /// must go through the log (the grant is the session's, or the request
+    /// was answered before and must get that first answer from the same
+    /// place). The active node answers these without a proposal, so a flood of
+    /// check-ins of made-up grants writes nothing to the log.
+    pub fn checkin_answer_without_log(
+        &self,
+        request: RequestId,
+        token: &GrantToken,
+    ) -> Option<Outcome> {
+        if let Some(first) = self.unheld.get(&request) {
+            return Some(first.clone());
+        }
+        match self.sessions.get(&request.session) {
+            Some(session) => {
+                if let Some((_, first)) = session.recent.iter().find(|(seq, _)| *seq == request.seq)
+                {
+                    return Some(first.clone());
+                }
+                if request.seq <= session.forgotten_seq {
+                    return Some(Outcome::Stale);
+                }
+                (!session.grants.contains(token)).then_some(Outcome::UnknownGrant)
+            }
+            None if self.expired_set.contains(&request.session) => Some(Outcome::SessionExpired),
+            None => Some(Outcome::UnknownGrant),
+        }
+    }
+
     /// Whether the cluster has ever trusted a vendor key: once it has, the
     /// nodes' `vendor_keys` are never trusted again.
     pub fn trusted_ever(&self) -> bool {

@@ -440,6 +440,31 @@ impl LicenseService {
         if held && self.shared.sessions.touch(term, id.session, peer).is_err() {
             return Err(ServiceError::Expiring(id.session.to_string()));
         }
+        // A check-in that would change nothing (a grant the session does not
+        // hold, a session the state does not hold, an answer already given)
+        // is answered from the state, without a proposal: made-up check-ins
+        // cost no log write. This node serves under its lease and its state
+        // holds every entry it acknowledged, so the answer is the one the log
+        // would give now.
+        let known = self.shared.state.read_applied(|applied, state| {
+            state
+                .checkin_answer_without_log(id, &token)
+                .map(|outcome| (outcome, applied.map_or(0, |l| l.index)))
+        });
+        if let Some((outcome, applied_index)) = known {
+            let term = self.shared.confirm(term)?;
+            let mut reply = pb::CheckinReply {
+                term,
+                applied_index,
+                ..Default::default()
+            };
+            if let Outcome::CheckedIn { feature, count } = outcome {
+                reply.released = true;
+                reply.feature = feature;
+                reply.count = count;
+            }
+            return Ok(reply);
+        }
         let command = Command::Checkin { request: id, token };
         let (outcome, log_id) = self.shared.propose(command).await?;
         let term = self.shared.confirm(log_id.leader_id.term)?;
