@@ -444,20 +444,50 @@ pub async fn watch_files(state: Arc<TlsState>, stop: impl std::future::Future<Ou
     }
 }
 
-/// Remembers which refusals were logged, so each is logged once.
+/// Remembers which refusals were logged, so each is logged once: the
+/// [`REFUSALS_REMEMBERED`] most recently seen (source, reason) pairs. A pair
+/// seen again moves to the front, so a steady scanner stays remembered while
+/// a flood of new addresses pushes out only the oldest, never everything.
 #[derive(Default)]
 pub struct Refusals {
-    // std Mutex: one insert, never held across `.await`.
-    seen: Mutex<HashSet<(String, String)>>,
+    // std Mutex: a few map operations, never held across `.await`.
+    seen: Mutex<SeenRefusals>,
+}
+
+/// A bounded least-recently-seen set of (source, reason) pairs.
+#[derive(Default)]
+struct SeenRefusals {
+    /// Each pair and the stamp of its last sighting.
+    stamps: std::collections::HashMap<(String, String), u64>,
+    /// The pairs by last sighting, oldest first.
+    order: std::collections::BTreeMap<u64, (String, String)>,
+    next: u64,
+}
+
+impl SeenRefusals {
+    /// Records a sighting; whether the pair was new.
+    fn see(&mut self, key: (String, String)) -> bool {
+        let stamp = self.next;
+        self.next += 1;
+        if let Some(old) = self.stamps.insert(key.clone(), stamp) {
+            self.order.remove(&old);
+            self.order.insert(stamp, key);
+            return false;
+        }
+        self.order.insert(stamp, key);
+        while self.stamps.len() > REFUSALS_REMEMBERED {
+            if let Some((_, oldest)) = self.order.pop_first() {
+                self.stamps.remove(&oldest);
+            }
+        }
+        true
+    }
 }
 
 impl Refusals {
     fn first(&self, who: String, reason: &str) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= REFUSALS_REMEMBERED {
-            seen.clear();
-        }
-        seen.insert((who, reason.to_string()))
+        seen.see((who, reason.to_string()))
     }
 
     /// Logs a refused connection or request: at `warn` the first time this
@@ -860,6 +890,27 @@ pub fn incoming(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Refusals are logged once per (source, reason) among the most recently
+    // seen: a flood of new sources pushes out the oldest one by one, and a
+    // source seen again stays remembered.
+    #[test]
+    fn refusals_are_remembered_least_recently_seen_first_out() {
+        let refusals = Refusals::default();
+        assert!(refusals.first("steady".into(), "no certificate"));
+        for i in 0..REFUSALS_REMEMBERED * 3 {
+            assert!(refusals.first(format!("flood-{i}"), "no certificate"));
+            if i % 100 == 0 {
+                assert!(!refusals.first("steady".into(), "no certificate"));
+            }
+        }
+        assert!(!refusals.first("steady".into(), "no certificate"));
+        let seen = refusals.seen.lock().unwrap();
+        assert_eq!(seen.stamps.len(), REFUSALS_REMEMBERED);
+        assert_eq!(seen.order.len(), REFUSALS_REMEMBERED);
+        drop(seen);
+        assert!(refusals.first("flood-0".into(), "no certificate"), "the oldest was forgotten");
+    }
 
     // One address gets at most its share; another address still gets in; a
     // closed connection gives its slot back, and idle addresses are forgotten.
