@@ -470,17 +470,37 @@ impl Node {
             warn!("the activator did not stop within {limit:?}");
         }
         let _ = self.peer_stop.send(true);
-        if let Err(error) = self.shared.raft.shutdown().await {
-            warn!(%error, "raft shutdown");
+        match tokio::time::timeout(RAFT_STOP_MAX, self.shared.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, "raft shutdown"),
+            Err(_) => warn!("raft did not stop within {RAFT_STOP_MAX:?}; going on"),
         }
         let Node { shared, tasks, .. } = self;
         // The batcher stops when the last handle to it is dropped.
         drop(shared);
-        for task in tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        // The servers stop taking requests at once and finish the ones in
+        // flight; connections that stay open (a client's idle connection, a
+        // health Watch) do not hold the stop: whatever has not ended by the
+        // deadline is aborted, which closes its connections.
+        let deadline = tokio::time::Instant::now() + TASKS_STOP_MAX;
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                // Awaited after the abort: the task (and the store handles
+                // it holds) is dropped before this returns, so the data
+                // directory can be opened again at once.
+                task.abort();
+                let _ = task.await;
+            }
         }
     }
 }
+
+/// Longest a stopping node waits for the Raft core to stop.
+pub const RAFT_STOP_MAX: Duration = Duration::from_secs(2);
+/// Longest a stopping node waits, after the Raft core stopped, for its
+/// servers and background tasks to finish what they were doing; then they
+/// are aborted. The access point was released and handed over before.
+pub const TASKS_STOP_MAX: Duration = Duration::from_millis(300);
 
 /// How often the gRPC health status is brought in line with whether this
 /// node serves.

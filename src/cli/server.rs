@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cli::Failure;
 use crate::config::Config;
@@ -42,15 +42,32 @@ pub fn run(config_path: PathBuf) -> Result<(), Failure> {
         }
         sd_notify::notify("STOPPING=1");
         // Keep pinging while the node releases the access point and stops
-        // (bounded by the activator's own limit), then stop.
-        node.shutdown().await;
+        // (bounded by the activator's own limit), then stop. A second signal
+        // while it stops ends the process at once.
+        tokio::select! {
+            _ = node.shutdown() => {}
+            _ = wait_for_signal() => {
+                warn!("a second signal while stopping: exiting at once");
+                std::process::exit(STOP_INTERRUPTED_EXIT);
+            }
+        }
         if let Some(watchdog) = watchdog {
             watchdog.abort();
             let _ = watchdog.await;
         }
-        Ok(())
-    })
+        Ok::<(), Failure>(())
+    })?;
+    // Work left on the blocking pool (a store call that was under way) does
+    // not hold the exit.
+    runtime.shutdown_timeout(RUNTIME_STOP_MAX);
+    info!("stopped");
+    Ok(())
 }
+
+/// Exit status when a second signal ends a stopping node at once.
+const STOP_INTERRUPTED_EXIT: i32 = 1;
+/// Longest the process waits for blocking work after the node stopped.
+const RUNTIME_STOP_MAX: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A panic anywhere in a node (a broken invariant in the state machine, a
 /// bug) ends the process at once: a replica must never go on with a state

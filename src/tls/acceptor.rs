@@ -909,7 +909,10 @@ mod tests {
         assert_eq!(seen.stamps.len(), REFUSALS_REMEMBERED);
         assert_eq!(seen.order.len(), REFUSALS_REMEMBERED);
         drop(seen);
-        assert!(refusals.first("flood-0".into(), "no certificate"), "the oldest was forgotten");
+        assert!(
+            refusals.first("flood-0".into(), "no certificate"),
+            "the oldest was forgotten"
+        );
     }
 
     // One address gets at most its share; another address still gets in; a
