@@ -193,6 +193,14 @@ impl Node {
             .map(|path| VendorPublicKey::load(path))
             .collect::<Result<Vec<_>, _>>()?;
         let (mut log_store, state_machine) = store::open(&config.data_dir)?;
+        let owner = store::Owner {
+            cluster_name: config.cluster_name.clone(),
+            node_id,
+            cluster_id: tls.as_ref().map(|t| t.current().cluster_id.to_string()),
+        };
+        if let Some(warning) = store::claim(&config.data_dir, &owner)? {
+            warn!("{warning}");
+        }
         log_store.break_leader_tail(node_id);
         if crate::fault::broken(crate::fault::Break::RestoredLeader) {
             warn!(

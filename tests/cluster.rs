@@ -1562,3 +1562,49 @@ async fn checkins_of_unknown_grants_write_nothing() {
         node.shutdown().await;
     }
 }
+
+// A node started on another node's data directory is refused at start-up,
+// naming both, instead of bringing that node's votes and log into the
+// cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_another_nodes_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_key, public) = common::vendor_key(dir.path());
+    let bound = common::bind_three().await;
+    let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
+    let mut nodes = Vec::new();
+    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
+        let config = common::node_config(
+            dir.path(),
+            i as u64 + 1,
+            &addresses,
+            &peer_addresses,
+            &public,
+        );
+        nodes.push(Some(
+            Node::start_with_listeners(config, client, peer)
+                .await
+                .unwrap(),
+        ));
+    }
+    leader_of(&nodes).await;
+    let first = nodes[0].take().unwrap();
+    first.shutdown().await;
+    let mut config = common::node_config(dir.path(), 1, &addresses, &peer_addresses, &public);
+    config.data_dir = dir.path().join("node2");
+    nodes[1].take().unwrap().shutdown().await;
+    let client = common::rebind(&addresses[0]).await;
+    let peer = common::rebind(&peer_addresses[0]).await;
+    let refused = match Node::start_with_listeners(config, client, peer).await {
+        Ok(_) => panic!("node 1 started on node 2's data directory"),
+        Err(error) => error.to_string(),
+    };
+    assert!(
+        refused.contains("it belongs to node 2 of cluster LICSRV")
+            && refused.contains("but this is node 1 of cluster LICSRV"),
+        "{refused}"
+    );
+    for node in nodes.iter_mut().filter_map(Option::take) {
+        node.shutdown().await;
+    }
+}

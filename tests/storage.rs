@@ -687,3 +687,46 @@ async fn recent_digests_are_kept_at_every_step() {
     assert_eq!(kept, expected[expected.len() - DIGESTS_KEPT..]);
     assert_eq!(kept.last().unwrap().0, last);
 }
+
+// A data directory knows its owner: the first start records the cluster name,
+// node id and identity; another node's or another cluster's start on it is
+// refused naming both; a re-issued CA (another identity) only warns.
+#[test]
+fn a_data_directory_refuses_another_node_or_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = store::Owner {
+        cluster_name: "LICSRV".into(),
+        node_id: 1,
+        cluster_id: Some("sha256:aa".into()),
+    };
+    {
+        let _store = store::open(dir.path()).unwrap();
+        assert_eq!(store::claim(dir.path(), &owner).unwrap(), None);
+        assert!(dir.path().join(store::OWNER_FILE).exists());
+    }
+    let _store = store::open(dir.path()).unwrap();
+    assert_eq!(store::claim(dir.path(), &owner).unwrap(), None);
+    let node_2 = store::Owner {
+        node_id: 2,
+        ..owner.clone()
+    };
+    let refused = store::claim(dir.path(), &node_2).unwrap_err().to_string();
+    assert!(
+        refused.contains("it belongs to node 1 of cluster LICSRV (sha256:aa), but this is node 2 of cluster LICSRV"),
+        "{refused}"
+    );
+    let other = store::Owner {
+        cluster_name: "OTHER".into(),
+        ..owner.clone()
+    };
+    assert!(matches!(
+        store::claim(dir.path(), &other),
+        Err(store::StoreError::Foreign { .. })
+    ));
+    let reissued = store::Owner {
+        cluster_id: Some("sha256:bb".into()),
+        ..owner
+    };
+    let warning = store::claim(dir.path(), &reissued).unwrap().unwrap();
+    assert!(warning.contains("re-issued CA"), "{warning}");
+}

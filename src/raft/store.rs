@@ -81,6 +81,11 @@ const CREATED_TAG: &str = "raftlm node database";
 /// The marker file kept next to sled's files: a database was created here,
 /// and the latest vote saved.
 pub const MARKER_FILE: &str = "RAFTLM_NODE";
+/// The file naming the directory's owner: cluster name, node id and the
+/// cluster identity when the node started with TLS.
+pub const OWNER_FILE: &str = "RAFTLM_OWNER";
+/// The owner file while it is being written.
+const OWNER_TMP_FILE: &str = "RAFTLM_OWNER.tmp";
 /// The marker file while it is being replaced.
 const MARKER_TMP_FILE: &str = "RAFTLM_NODE.tmp";
 
@@ -101,6 +106,16 @@ pub enum StoreError {
         dir: PathBuf,
         /// sled's error.
         source: sled::Error,
+    },
+    /// The directory belongs to another node or another cluster.
+    #[error("data directory {}: it belongs to {found}, but this is {this} ({OWNER_FILE}); a directory copied from another node or cluster would bring its votes and log: give this node its own (empty) directory, and it receives the state from the others", dir.display())]
+    Foreign {
+        /// The data directory.
+        dir: PathBuf,
+        /// Whose it is, as its owner file says.
+        found: String,
+        /// This node.
+        this: String,
     },
     /// Another process (or another handle in this one) holds the database.
     #[error("data directory {}: the database is in use by another process (is another raftlm node running with this directory?): {source}", dir.display())]
@@ -303,6 +318,80 @@ fn check_format(dir: &Path, meta: &sled::Tree) -> Result<(), StoreError> {
             found,
         }),
         _ => Ok(()),
+    }
+}
+
+/// Whose a data directory is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// The cluster name.
+    pub cluster_name: String,
+    /// The node id.
+    pub node_id: u64,
+    /// The cluster identity (`sha256:…` of the CA's public key) when the
+    /// node runs with TLS. A re-issued CA changes it, so it is compared for a
+    /// warning only.
+    pub cluster_id: Option<String>,
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node {} of cluster {}", self.node_id, self.cluster_name)?;
+        if let Some(id) = &self.cluster_id {
+            write!(f, " ({id})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks that the data directory `dir` (a store [`open`] just opened) is
+/// `owner`'s, and records it when the directory has no owner yet (a new
+/// one, or one made before owners were recorded): written to a temporary
+/// file, synced, renamed and the directory synced. A directory of another
+/// node or cluster is refused; another cluster identity (a re-issued CA)
+/// only returns a warning to log. Blocking.
+pub fn claim(dir: &Path, owner: &Owner) -> Result<Option<String>, StoreError> {
+    let path = dir.join(OWNER_FILE);
+    let record_error = |source| StoreError::Record {
+        dir: dir.to_path_buf(),
+        what: format!("the owner file {OWNER_FILE}"),
+        source,
+    };
+    let io_error = |source| StoreError::Marker {
+        dir: dir.to_path_buf(),
+        file: path.clone(),
+        source,
+    };
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let found: Owner = codec::decode(&bytes).map_err(record_error)?;
+            if found.cluster_name != owner.cluster_name || found.node_id != owner.node_id {
+                return Err(StoreError::Foreign {
+                    dir: dir.to_path_buf(),
+                    found: found.to_string(),
+                    this: owner.to_string(),
+                });
+            }
+            Ok(match (&found.cluster_id, &owner.cluster_id) {
+                (Some(was), Some(now)) if was != now => Some(format!(
+                    "the data directory was created under cluster identity {was}, this node's CA is {now} (a re-issued CA?)"
+                )),
+                _ => None,
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let bytes = codec::encode(owner).map_err(record_error)?;
+            let tmp = dir.join(OWNER_TMP_FILE);
+            let mut file = fs::File::create(&tmp).map_err(io_error)?;
+            file.write_all(&bytes).map_err(io_error)?;
+            file.sync_all().map_err(io_error)?;
+            fs::rename(&tmp, &path).map_err(io_error)?;
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error)?;
+            Ok(None)
+        }
+        Err(e) => Err(io_error(e)),
     }
 }
 
