@@ -436,6 +436,10 @@ impl Node {
             watch_health(shared.clone(), health, wait_stop(stop.subscribe()))
                 .instrument(span.clone()),
         ));
+        tasks.push(tokio::spawn(
+            watch_raft_core(shared.raft.clone(), wait_stop(stop.subscribe()))
+                .instrument(span.clone()),
+        ));
         info!(%address, %peer_address, "node started");
         Ok(Node {
             shared,
@@ -499,6 +503,27 @@ impl Node {
                 task.abort();
                 let _ = task.await;
             }
+        }
+    }
+}
+
+/// Logs, once, that the Raft core stopped with a fatal error (a storage
+/// error, a panic in it): the node no longer takes part in the cluster. (With
+/// openraft's own log off by default, this is where it shows.)
+async fn watch_raft_core(raft: crate::raft::Raft, stop: impl std::future::Future<Output = ()>) {
+    let mut metrics = raft.metrics();
+    tokio::pin!(stop);
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            if matches!(fatal, openraft::error::Fatal::Stopped) {
+                return;
+            }
+            error!(%fatal, "the Raft core stopped: this node no longer takes part in the cluster; see the log above, then restart it");
+            return;
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            changed = metrics.changed() => if changed.is_err() { return },
         }
     }
 }

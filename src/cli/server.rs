@@ -82,10 +82,13 @@ fn crash_on_panic() {
 }
 
 /// Logs to stderr (colour only on a terminal); the filter comes from
-/// `RAFTLM_LOG` (default `info,openraft=error`).
+/// `RAFTLM_LOG` (default `info,openraft=off`: openraft logs every failed call
+/// to a down peer at error level, many a second; raftlm logs a peer's outage
+/// itself, when it starts, once a minute and when it ends, and logs a Raft
+/// core that stopped).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTLM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -90,6 +90,22 @@ pub struct Network {
     contacts: Arc<Mutex<HashMap<u64, Instant>>>,
     /// Where each peer's wall clock stands, from the replies' `wall_ms`.
     clock: Arc<Clock>,
+    /// Peers whose calls fail, for logging that can be kept: when it starts,
+    /// a count once a minute, when it ends (std Mutex: no `.await`).
+    outages: Arc<Mutex<HashMap<u64, Outage>>>,
+}
+
+/// How often a peer that stays unreachable is logged (as a count).
+pub const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A peer whose calls have been failing.
+struct Outage {
+    since: Instant,
+    /// Failed calls since the last log line.
+    failed: u64,
+    /// Failed calls in all.
+    total: u64,
+    logged: Instant,
 }
 
 impl Network {
@@ -110,11 +126,68 @@ impl Network {
             refusals,
             channels: Arc::default(),
             contacts: Arc::default(),
+            outages: Arc::default(),
             clock,
         }
     }
 
     /// When `peer` last answered a Raft RPC from this node, if ever.
+    /// Records a failed call to `peer`: logged when the peer's calls start
+    /// failing, then as a count at most once per [`OUTAGE_LOG_INTERVAL`]
+    /// (openraft retries a down peer many times a second).
+    fn call_failed(&self, peer: u64, address: &str, reason: &str) {
+        let now = Instant::now();
+        let mut outages = self.outages.lock().unwrap_or_else(|p| p.into_inner());
+        match outages.get_mut(&peer) {
+            None => {
+                tracing::warn!(
+                    peer,
+                    address,
+                    reason,
+                    "peer unreachable; failed calls are counted and logged once a minute until it answers"
+                );
+                outages.insert(
+                    peer,
+                    Outage {
+                        since: now,
+                        failed: 0,
+                        total: 1,
+                        logged: now,
+                    },
+                );
+            }
+            Some(outage) => {
+                outage.failed += 1;
+                outage.total += 1;
+                if now.duration_since(outage.logged) >= OUTAGE_LOG_INTERVAL {
+                    tracing::warn!(
+                        peer,
+                        address,
+                        reason,
+                        failed = outage.failed,
+                        down_for_s = now.duration_since(outage.since).as_secs(),
+                        "peer still unreachable"
+                    );
+                    outage.failed = 0;
+                    outage.logged = now;
+                }
+            }
+        }
+    }
+
+    /// Records an answered call from `peer`, ending an outage if one runs.
+    fn call_answered(&self, peer: u64) {
+        let mut outages = self.outages.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(outage) = outages.remove(&peer) {
+            tracing::info!(
+                peer,
+                failed = outage.total,
+                down_for_ms = outage.since.elapsed().as_millis() as u64,
+                "peer reachable again"
+            );
+        }
+    }
+
     pub fn last_contact(&self, peer: u64) -> Option<Instant> {
         self.contacts
             .lock()
@@ -285,6 +358,12 @@ impl Connection {
             self.network
                 .refusals
                 .log_dial(self.target, &self.address, &reason);
+        }
+        match &reply {
+            Ok(_) => self.network.call_answered(self.target),
+            Err(status) => self
+                .network
+                .call_failed(self.target, &self.address, status.message()),
         }
         let reply = reply.map_err(|status| match status.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {

@@ -52,6 +52,8 @@ pub struct ProcessCluster {
     /// The `raftlm` binary the nodes run: the test's own unless
     /// [`with_binary`](Self::with_binary) chose another.
     pub binary: PathBuf,
+    /// `RAFTLM_LOG` for the nodes; `None`: the node's own default.
+    pub log_filter: Option<String>,
 }
 
 impl ProcessCluster {
@@ -101,7 +103,15 @@ impl ProcessCluster {
             children: vec![None, None, None],
             key,
             binary: PathBuf::from(env!("CARGO_BIN_EXE_raftlm")),
+            log_filter: Some("info,openraft=warn".into()),
         }
+    }
+
+    /// Runs the nodes with `RAFTLM_LOG` set to `filter` (`None`: unset, the
+    /// node's own default).
+    pub fn with_log_filter(mut self, filter: Option<&str>) -> ProcessCluster {
+        self.log_filter = filter.map(str::to_string);
+        self
     }
 
     /// Runs the nodes from `binary` instead (see [`fault_injection_binary`]).
@@ -142,10 +152,14 @@ impl ProcessCluster {
             .append(true)
             .open(self.dir.path().join(format!("node{id}.log")))
             .unwrap();
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        match &self.log_filter {
+            Some(filter) => command.env("RAFTLM_LOG", filter),
+            None => command.env_remove("RAFTLM_LOG"),
+        };
+        let child = command
             .args(["server", "--config"])
             .arg(self.config(id))
-            .env("RAFTLM_LOG", "info,openraft=warn")
             // Read only by a binary built with the test-only feature
             // fault-injection (src/clock.rs); see `set_clock_offset`.
             .env("RAFTLM_FAULT_CLOCK_FILE", self.clock_file(id))

@@ -1,0 +1,45 @@
+//! Logs an operator can keep: with one node down, the active node's log
+//! grows by a few lines, not by a line per failed call.
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::ProcessCluster;
+
+/// The active node's log growth, in bytes, over `window` while a standby is
+/// down, with the nodes' `RAFTLM_LOG` set to `filter` (`None`: the default).
+async fn growth_with_one_node_down(filter: Option<&str>, window: Duration) -> (u64, String) {
+    let mut cluster = ProcessCluster::new(&[("cad", 5)], "").with_log_filter(filter);
+    cluster.start_all();
+    let (_, status) = cluster.wait_active(Duration::from_secs(30)).await;
+    let active = status.active_node as usize;
+    let standby = if active == 1 { 2 } else { 1 };
+    cluster.kill(standby);
+    // The outage's first line is written within a heartbeat or two.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let path = cluster.dir.path().join(format!("node{active}.log"));
+    let before = std::fs::metadata(&path).unwrap().len();
+    tokio::time::sleep(window).await;
+    let after = std::fs::metadata(&path).unwrap().len();
+    (after - before, cluster.log(active))
+}
+
+// With the default log settings, a standby that is down costs the active
+// node a line when the outage starts and a count once a minute: over 20 s
+// after the first line, well under a kilobyte (100 KB an hour is the
+// target; the figure printed is this window's growth scaled to an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_down_costs_a_few_log_lines() {
+    let window = Duration::from_secs(20);
+    let (grown, log) = growth_with_one_node_down(None, window).await;
+    let per_hour = grown * 3600 / window.as_secs();
+    eprintln!(
+        "active node's log with one node down (default RAFTLM_LOG): {grown} bytes in {window:?}, {per_hour} bytes an hour"
+    );
+    assert!(
+        log.contains("peer unreachable"),
+        "the outage is logged when it starts\n{log}"
+    );
+    assert!(grown < 1_000, "{grown} bytes in {window:?}\n{log}");
+}
