@@ -158,8 +158,9 @@ impl Node {
         peer_listener: TcpListener,
     ) -> Result<Node, NodeError> {
         let node_id = config.node_id;
-        // Tasks spawned below run outside the caller's span: give each the node id.
-        let span = tracing::info_span!("node", id = node_id);
+        // Tasks spawned below run outside the caller's span: give each the
+        // node span `start_with_listeners` entered (one `node{id=N}`, not two).
+        let span = tracing::Span::current();
         let local = |l: &TcpListener, named: &str| {
             l.local_addr().map_err(|source| NodeError::Bind {
                 address: named.to_string(),
