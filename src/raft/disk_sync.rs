@@ -74,7 +74,34 @@ pub struct DiskSync {
     dir: PathBuf,
     db: File,
     // std Mutex: held for the blocking syscalls only, never across `.await`.
-    synced_blobs: Mutex<BTreeSet<String>>,
+    blobs: Mutex<Blobs>,
+}
+
+/// What [`DiskSync`] knows of sled's blob files.
+#[derive(Default)]
+struct Blobs {
+    /// Blobs whose whole content (their CRC checks) was synced.
+    synced: BTreeSet<String>,
+    /// The names the `blobs` directory held when it was last synced.
+    named: BTreeSet<String>,
+}
+
+/// Longest [`DiskSync::sync`] waits for sled to finish writing a blob file
+/// (its CRC does not check yet) before it gives up with an error.
+pub const BLOB_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether the blob file at `path` holds a whole blob as sled writes it: a
+/// little-endian CRC-32 of the rest (a kind byte, then the data). A blob
+/// sled is still writing (or one a crash cut short) does not check.
+fn blob_complete(path: &Path) -> io::Result<bool> {
+    let bytes = std::fs::read(path)?;
+    if bytes.len() < 5 {
+        return Ok(false);
+    }
+    let expected = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&bytes[4..]);
+    Ok(hasher.finalize() == expected)
 }
 
 impl DiskSync {
@@ -87,7 +114,7 @@ impl DiskSync {
         let sync = DiskSync {
             dir: dir.to_path_buf(),
             db,
-            synced_blobs: Mutex::new(BTreeSet::new()),
+            blobs: Mutex::new(Blobs::default()),
         };
         if SKIPPED {
             return Ok(sync);
@@ -111,35 +138,78 @@ impl DiskSync {
     }
 
     /// Makes every write sled has flushed so far survive a power cut. Blocking.
+    ///
+    /// In order: (1) the content of every blob file, once sled has finished
+    /// writing it (its CRC checks; one still being written is waited for);
+    /// (2) the log; (3) the `blobs` directory, when its names changed — after
+    /// checking again that every blob it names is whole and synced. A name is
+    /// therefore never made durable before its content: sled's recovery stops
+    /// at the first blob that is named but unreadable and discards the rest of
+    /// the log (a blob that is not named at all is skipped). A removed blob's
+    /// name goes (3) only after the log that replaced it (2).
     pub fn sync(&self) -> io::Result<()> {
         if SKIPPED {
             return Ok(());
         }
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = self.dir.join(BLOBS_DIR);
+        self.sync_blob_contents(&dir, &mut blobs)?;
         self.db.sync_data()?;
-        let blobs = self.dir.join(BLOBS_DIR);
-        let entries = match std::fs::read_dir(&blobs) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(error) => return Err(error),
-        };
-        let mut present = BTreeSet::new();
-        let mut new = false;
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !synced.contains(&name) {
-                File::open(entry.path())?.sync_all()?;
-                new = true;
-            }
-            present.insert(name);
+        // Blobs created since step 1 are checked and synced before the
+        // directory makes their names durable.
+        let present = self.sync_blob_contents(&dir, &mut blobs)?;
+        if present != blobs.named {
+            File::open(&dir)?.sync_all()?;
+            blobs.named = present;
         }
-        if new {
-            File::open(&blobs)?.sync_all()?;
-        }
-        // Forget blobs sled removed, so the set does not grow without bound.
-        *synced = present;
         Ok(())
+    }
+
+    /// Syncs the content of every whole blob file in `dir` not synced yet,
+    /// waiting (up to [`BLOB_WAIT_MAX`]) for the ones sled is still writing;
+    /// returns the names present, and forgets removed ones.
+    fn sync_blob_contents(&self, dir: &Path, blobs: &mut Blobs) -> io::Result<BTreeSet<String>> {
+        let deadline = std::time::Instant::now() + BLOB_WAIT_MAX;
+        loop {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    return Ok(BTreeSet::new());
+                }
+                Err(error) => return Err(error),
+            };
+            let mut present = BTreeSet::new();
+            let mut unfinished = None;
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !blobs.synced.contains(&name) {
+                    match blob_complete(&entry.path()) {
+                        Ok(true) => {
+                            File::open(entry.path())?.sync_all()?;
+                            blobs.synced.insert(name.clone());
+                        }
+                        Ok(false) => unfinished = Some(name.clone()),
+                        // Removed between the listing and the read.
+                        Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                        Err(error) => return Err(error),
+                    }
+                }
+                present.insert(name);
+            }
+            // Forget blobs sled removed, so the set does not grow without bound.
+            blobs.synced.retain(|name| present.contains(name));
+            let Some(name) = unfinished else {
+                return Ok(present);
+            };
+            if std::time::Instant::now() >= deadline {
+                return Err(io::Error::other(format!(
+                    "blob file {}/{name} stayed incomplete for {BLOB_WAIT_MAX:?}",
+                    dir.display()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     /// [`sync`](DiskSync::sync) on tokio's blocking pool.
@@ -155,7 +225,19 @@ impl DiskSync {
 mod tests {
     use super::*;
 
-    // Every blob file sled creates is synced once, and removed blobs are forgotten,
+    /// A blob file as sled writes it: CRC-32 (little-endian) of a kind byte
+    /// and the data, then the kind byte and the data.
+    fn blob(data: &[u8]) -> Vec<u8> {
+        let mut body = vec![7u8];
+        body.extend_from_slice(data);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&body);
+        let mut out = hasher.finalize().to_le_bytes().to_vec();
+        out.extend(body);
+        out
+    }
+
+    // Every whole blob file is synced once, and removed blobs are forgotten,
     // so the set of synced names stays the size of the directory.
     #[test]
     fn new_blobs_are_synced_and_removed_ones_forgotten() {
@@ -164,13 +246,45 @@ mod tests {
         std::fs::write(dir.path().join(CONF_FILE), b"conf").unwrap();
         let sync = DiskSync::open(dir.path()).unwrap();
         std::fs::create_dir(dir.path().join(BLOBS_DIR)).unwrap();
-        std::fs::write(dir.path().join(BLOBS_DIR).join("17"), b"blob").unwrap();
+        std::fs::write(dir.path().join(BLOBS_DIR).join("17"), blob(b"blob")).unwrap();
         sync.sync().unwrap();
-        let names = |s: &DiskSync| s.synced_blobs.lock().unwrap().clone();
+        let names = |s: &DiskSync| s.blobs.lock().unwrap().synced.clone();
         assert_eq!(names(&sync), BTreeSet::from(["17".to_string()]));
         std::fs::remove_file(dir.path().join(BLOBS_DIR).join("17")).unwrap();
         sync.sync().unwrap();
         assert!(names(&sync).is_empty());
+        assert!(sync.blobs.lock().unwrap().named.is_empty());
+    }
+
+    // A blob sled is still writing (created, not whole yet) is waited for:
+    // its name is not made durable before its content, which a power cut
+    // would turn into a named, empty blob that ends sled's recovery there.
+    #[test]
+    fn a_blob_being_written_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), b"log").unwrap();
+        std::fs::write(dir.path().join(CONF_FILE), b"conf").unwrap();
+        let sync = std::sync::Arc::new(DiskSync::open(dir.path()).unwrap());
+        let blobs = dir.path().join(BLOBS_DIR);
+        std::fs::create_dir(&blobs).unwrap();
+        std::fs::write(blobs.join("42"), b"").unwrap();
+        let syncing = {
+            let sync = sync.clone();
+            std::thread::spawn(move || sync.sync())
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !syncing.is_finished(),
+            "synced while the blob was being written"
+        );
+        assert!(
+            sync.blobs.try_lock().is_err(),
+            "the sync holds the lock while it waits"
+        );
+        std::fs::write(blobs.join("42"), blob(b"snapshot")).unwrap();
+        syncing.join().unwrap().unwrap();
+        let state = sync.blobs.lock().unwrap();
+        assert!(state.synced.contains("42") && state.named.contains("42"));
     }
 
     // A directory without sled's log file is an error, not a silent no-op.
