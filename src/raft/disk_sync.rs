@@ -13,7 +13,11 @@
 //!   on): `fdatasync` after every flush (below). sled also `sync_all`s it on
 //!   its own: at recovery, on truncation and every 500 ms in its background
 //!   flusher.
-//! - `blobs/<lsn>`, large items: `fsync` of each new one and of `blobs`.
+//! - `blobs/<lsn>`, large items (a state snapshot, a large log entry): `fsync`
+//!   of each new one once its content is whole (its CRC checks; sled may
+//!   still be writing it), then of `blobs` — never the name before the
+//!   content: sled's recovery stops at the first named blob it cannot read
+//!   and discards the rest of its log.
 //! - `conf`, its storage parameters, written when it finds none or an empty
 //!   one and never synced by sled: `fsync` at open. Without it the file came
 //!   back empty after every power cut (sled then warns and rewrites it with
@@ -40,8 +44,9 @@
 //! openraft (log appends, votes, purges and truncations, snapshot stores):
 //! - `fdatasync` of sled's log file `db` through a handle of our own (one
 //!   syscall flushes the file's data, its length and the device cache);
-//! - `fsync` of every blob file created since the last call, then of the
-//!   `blobs` directory that names them;
+//! - `fsync` of every blob file created since the last call, once whole,
+//!   before the log; then of the `blobs` directory, after the log, when its
+//!   names changed (see [`DiskSync::sync`]);
 //! - at open, `fsync` of `conf`, of the database directory (before `db`)
 //!   and of its parent, which name the files and the directory sled created
 //!   on a first start and the snapshot it wrote at this open.
