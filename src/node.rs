@@ -599,6 +599,8 @@ async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<
     }
     let mut metrics = shared.raft.metrics();
     let mut imported_in_term = None;
+    // A failure is logged when it starts or changes, not at every attempt.
+    let mut last_failure: Option<String> = None;
     tokio::pin!(stop);
     loop {
         let term = shared.serving().ok();
@@ -611,8 +613,18 @@ async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<
                 },
             };
             match done {
-                Ok(()) => imported_in_term = term,
-                Err(error) => warn!(%error, "license directory not imported yet"),
+                Ok(()) => {
+                    imported_in_term = term;
+                    if last_failure.take().is_some() {
+                        info!("license directory imported");
+                    }
+                }
+                Err(error) => {
+                    if last_failure.as_deref() != Some(error.as_str()) {
+                        warn!(%error, "license directory not imported yet; retried, logged again if the reason changes");
+                        last_failure = Some(error);
+                    }
+                }
             }
         }
         tokio::select! {
@@ -662,7 +674,7 @@ async fn import_dir_once(shared: &Shared, dir: &Path) -> Result<(), String> {
             }
             Ok(Some((other, _, _))) => error!(license = %name, ?other, "license file refused"),
             Err(crate::server::ServiceError::Refused(reason)) => {
-                error!(license = %name, "{reason}")
+                error!(license = %name, %reason, "license file refused")
             }
             Err(error) => return Err(error.to_string()),
         }

@@ -43,3 +43,52 @@ async fn one_node_down_costs_a_few_log_lines() {
     );
     assert!(grown < 1_000, "{grown} bytes in {window:?}\n{log}");
 }
+
+// A license_dir that does not exist stops the node at start-up (exit 2,
+// naming the setting) instead of a warning many times a second; a file in the
+// directory that does not parse is logged as "license file refused", the
+// line operations.md tells administrators to alert on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn license_directory_problems_are_named_once() {
+    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let config = std::fs::read_to_string(cluster.config(1)).unwrap();
+    let missing = cluster.dir.path().join("missing.toml");
+    std::fs::write(
+        &missing,
+        config.replace(
+            "license_dir = \"licenses\"",
+            "license_dir = \"no-such-dir\"",
+        ),
+    )
+    .unwrap();
+    let (code, _out, err) = common::process::raftlm(
+        &["server", "--config", missing.to_str().unwrap()],
+        cluster.dir.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("license_dir") && err.contains("no-such-dir"),
+        "{err}"
+    );
+
+    std::fs::write(
+        cluster.dir.path().join("licenses").join("broken.lic"),
+        "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE cad acme 2.0 31-feb-2027 5\n",
+    )
+    .unwrap();
+    cluster.start_all();
+    let (_, status) = cluster.wait_active(Duration::from_secs(30)).await;
+    let active = status.active_node as usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = cluster.log(active);
+        if log.contains("license file refused") && log.contains("broken.lic") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no \"license file refused\" line\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -12,6 +12,15 @@ use crate::sd_notify;
 /// Runs one node from its config file.
 pub fn run(config_path: PathBuf) -> Result<(), Failure> {
     let config = Config::load(&config_path).map_err(|e| Failure::usage(e.to_string()))?;
+    if let Some(dir) = &config.license_dir
+        && !dir.is_dir()
+    {
+        return Err(Failure::usage(format!(
+            "{}: license_dir = {:?} is not a directory this node can read; create it, or remove the setting",
+            config_path.display(),
+            dir.display().to_string()
+        )));
+    }
     init_logging();
     crash_on_panic();
     let runtime = tokio::runtime::Builder::new_multi_thread()
