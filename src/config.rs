@@ -377,6 +377,22 @@ impl Config {
     }
 
     /// Checks every field and relation; the error names the field.
+    /// What is allowed but unwise in this config, for the node to log at
+    /// start-up: a cluster of fewer than three voters survives no node's loss.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.nodes.len() < 3 {
+            out.push(format!(
+                "nodes: a cluster of {} voter{} loses service when any node is down (a majority of {} is {}): run three or five nodes",
+                self.nodes.len(),
+                if self.nodes.len() == 1 { "" } else { "s" },
+                self.nodes.len(),
+                self.nodes.len() / 2 + 1
+            ));
+        }
+        out
+    }
+
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !is_name(&self.cluster_name) {
             return Err((
@@ -683,6 +699,23 @@ peer_address = "127.0.0.1:27103"
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(Path::new("/etc/raftlm/node.toml"), text).map_err(|e| e.to_string())
+    }
+
+    // A cluster of one or two voters is allowed but warned about: losing any
+    // node stops it. Three voters draw no warning.
+    #[test]
+    fn fewer_than_three_voters_are_warned_about() {
+        let config = parse(GOOD).unwrap();
+        assert!(config.warnings().is_empty());
+        let mut two = config.clone();
+        two.nodes.truncate(2);
+        let warnings = two.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0]
+                .starts_with("nodes: a cluster of 2 voters loses service when any node is down"),
+            "{warnings:?}"
+        );
     }
 
     // A minimal config gets the documented defaults and resolves relative paths.

@@ -169,12 +169,20 @@ impl Node {
         };
         let address = local(&listener, config.own_address())?;
         let peer_address = local(&peer_listener, config.own_peer_address())?;
+        for warning in config.warnings() {
+            warn!("{warning}");
+        }
         let tls = match config.tls_files() {
-            Some(files) => Some(Arc::new(TlsState::load(
-                files,
-                &config.cluster_name,
-                node_id,
-            )?)),
+            Some(files) => {
+                if let Some(warning) = acceptor::key_permissions_warning(&files.key) {
+                    warn!("{warning}");
+                }
+                Some(Arc::new(TlsState::load(
+                    files,
+                    &config.cluster_name,
+                    node_id,
+                )?))
+            }
             None => {
                 warn!(
                     "tls.plaintext is set: this cluster is UNENCRYPTED and anyone who reaches a node can act as a peer or an administrator"

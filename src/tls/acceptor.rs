@@ -182,6 +182,20 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A warning when the private key file at `path` may be read or written by
+/// users other than its owner (any of the mode bits `0o077`): anyone who can
+/// read a node's key can act as that node.
+pub fn key_permissions_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{}: the private key can be read or written by users other than its owner (mode {mode:03o}): anyone who reads it can act as this node; chmod 600 it",
+            path.display()
+        )
+    })
+}
+
 /// Reads a PEM file, bounded by [`PEM_FILE_BYTES_MAX`].
 pub fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
     let read_error = |source| TlsError::Read {
@@ -890,6 +904,23 @@ pub fn incoming(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A private key others can read is warned about; mode 0600 is not.
+    #[test]
+    fn a_private_key_others_can_read_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("node-1.key");
+        std::fs::write(&key, b"key").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(key_permissions_warning(&key), None);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warning = key_permissions_warning(&key).unwrap();
+        assert!(
+            warning.contains("(mode 644)") && warning.contains("chmod 600"),
+            "{warning}"
+        );
+    }
 
     // Refusals are logged once per (source, reason) among the most recently
     // seen: a flood of new sources pushes out the oldest one by one, and a
