@@ -172,3 +172,19 @@ async fn killed_client_loses_its_seats_after_the_ttl() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+// A seat count outside 1..=CHECKOUT_SEATS_MAX is a usage error (exit 2),
+// refused before anything is sent.
+#[test]
+fn a_count_over_the_limit_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for count in ["0", "1000001", "4294967296"] {
+        let (code, _out, err) =
+            common::process::raftlm(&["checkout", "cad", "--count", count], dir.path());
+        assert_eq!(code, 2, "--count {count}: {err}");
+        assert!(
+            err.contains("1..=1000000") || err.contains("--count"),
+            "{err}"
+        );
+    }
+}

@@ -111,8 +111,9 @@ pub struct Args {
     /// a vendor's application checks; repeat for several. Default: no check.
     #[arg(long = "vendor-key", value_name = "FILE.pub")]
     pub vendor_keys: Vec<std::path::PathBuf>,
-    /// Seats to take.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Seats to take, 1 to 1,000,000 (`CHECKOUT_SEATS_MAX`; more is a usage
+    /// error, exit 2, before anything is sent).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=crate::license::state::CHECKOUT_SEATS_MAX as i64))]
     pub count: u32,
     /// How long to hold the seats: e.g. 30s, 5m, 2h, or forever (until Ctrl-C).
     #[arg(long, default_value = "forever", value_parser = parse_hold, value_name = "DURATION")]
