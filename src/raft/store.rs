@@ -300,7 +300,7 @@ fn open_checked(dir: &Arc<Path>) -> Result<(LogStore, StateMachineStore), StoreE
         source,
     })?);
     let log_store = LogStore::open(dir.clone(), log, meta.clone(), sync.clone())?;
-    check_marker(dir, &meta, log_store.vote_at_open()?)?;
+    check_marker(dir, &meta, log_store.vote_at_open()?, &sync)?;
     let state_machine = StateMachineStore::open(dir.clone(), state, sync)?;
     Ok((log_store, state_machine))
 }
@@ -426,7 +426,12 @@ pub(crate) fn write_marker(dir: &Path, marker: &Marker) -> io::Result<()> {
 /// (flushed) before the marker is written, so a marker without the record
 /// means the database lost its contents, and a stored vote below the
 /// marker's means it lost its latest writes.
-fn check_marker(dir: &Path, meta: &sled::Tree, vote: Option<Vote>) -> Result<(), StoreError> {
+fn check_marker(
+    dir: &Path,
+    meta: &sled::Tree,
+    vote: Option<Vote>,
+    sync: &DiskSync,
+) -> Result<(), StoreError> {
     let path = dir.join(MARKER_FILE);
     let marker_error = |source| StoreError::Marker {
         dir: dir.to_path_buf(),
@@ -467,6 +472,15 @@ fn check_marker(dir: &Path, meta: &sled::Tree, vote: Option<Vote>) -> Result<(),
                 .map_err(|e| sled_error(dir, "write the creation record", e))?;
             meta.flush()
                 .map_err(|e| sled_error(dir, "flush the database", e))?;
+            // Synced before the marker is written: a power cut between the
+            // two must not leave a marker without its creation record (which
+            // the next start would report as a database that lost its
+            // contents).
+            sync.sync().map_err(|source| StoreError::Marker {
+                dir: dir.to_path_buf(),
+                file: dir.join("db"),
+                source,
+            })?;
             tracing::info!(dir = %dir.display(), "created a new node database");
         }
     }
