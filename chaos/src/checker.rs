@@ -554,6 +554,12 @@ struct Op {
     /// A renewal's quoted tokens: held, checked in, foreign, made up.
     quoted: Quoted,
     attempts: Vec<Attempt>,
+    /// Sessions the op was sent under before its answer named another: an
+    /// application's client library starts a new session when the cluster
+    /// expired its old one and retries there. What the attempts under the
+    /// old session did is unknown (their answers were lost), so the op may
+    /// explain one grant of each of them.
+    earlier_sessions: Vec<String>,
 }
 
 /// The tokens a renewal quoted, by what the session knew of them.
@@ -705,6 +711,7 @@ fn operations(events: &[Event]) -> Vec<Op> {
                         made_up: event.made_up_tokens.clone(),
                     },
                     attempts: Vec::new(),
+                    earlier_sessions: Vec::new(),
                 });
                 op.attempts.push(Attempt {
                     invoke_us: event.time_us,
@@ -751,11 +758,14 @@ fn operations(events: &[Event]) -> Vec<Op> {
                 }
                 // An application's client library may have started a new
                 // session while the call was retried (its old one expired): the
-                // answer names the session that holds the grant.
-                if event.kind == EventType::Ok
+                // answer names the session that holds the grant (or was
+                // denied), and the old session's attempts are left unknown.
+                if matches!(event.kind, EventType::Ok | EventType::Fail)
                     && let Some(session) = &event.session
+                    && op.session.as_ref() != Some(session)
+                    && let Some(old) = op.session.replace(session.clone())
                 {
-                    op.session = Some(session.clone());
+                    op.earlier_sessions.push(old);
                 }
             }
             EventType::Info => {}
@@ -1811,6 +1821,14 @@ fn check_final_states(
             _ if op.attempts.len() > 1 => retried.entry(session).or_default().push(op),
             _ => {}
         }
+        // Under the sessions it left, the op's outcome is unknown.
+        for earlier in &op.earlier_sessions {
+            sessions.insert(earlier.as_str());
+            unknown_checkouts
+                .entry(earlier.as_str())
+                .or_default()
+                .push(op);
+        }
     }
 
     let mut states: Vec<(String, u64, u64, &[GrantSeen], bool)> = Vec::new();
@@ -2494,6 +2512,37 @@ mod tests {
             .filter(|i| !i.passed)
             .map(|i| i.name.as_str())
             .collect()
+    }
+
+    // An application's check-out whose answer was lost while its session
+    // expired is retried by its client library under a new session and
+    // denied there: a grant the old session held meanwhile is explained (the
+    // old session's attempt is unknown), not a phantom.
+    #[test]
+    fn a_check_out_that_changed_sessions_explains_the_old_sessions_grant() {
+        let mut b = Builder::new();
+        let t = Token {
+            term: 17,
+            index: 448,
+            slot: 0,
+        };
+        let mut invoke = b.base(EventType::Invoke, OpKind::Checkout, 500, 1, 1);
+        invoke.seq = Some(1);
+        invoke.feature = Some("fem".into());
+        invoke.count = Some(1);
+        b.push(100, invoke);
+        b.read(200, 210, 17, vec![seen(t, 1, "fem", 1)]);
+        let mut denied = b.base(EventType::Fail, OpKind::Checkout, 500, 2, 1);
+        denied.seq = Some(1);
+        denied.detail = Some("in-use".into());
+        b.push(9_000, denied);
+        let verdict = b.check(&[("fem", 1)]);
+        assert_eq!(
+            result(&verdict, PHANTOM).violations,
+            0,
+            "{:?}",
+            failing(&verdict)
+        );
     }
 
     /// A history where everything went right: grants, a renewal, check-ins, an
