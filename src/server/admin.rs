@@ -42,7 +42,7 @@ pub fn check_license_name(name: &str) -> Result<(), ServiceError> {
             "\"{shown}\" is not a license name: use the file name, without directories, at most {LICENSE_NAME_BYTES_MAX} bytes"
         )));
     }
-    crate::server::license::check_text("license name", name)
+    crate::server::error::check_text("license name", name)
 }
 
 /// The admin service of one node.

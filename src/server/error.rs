@@ -122,3 +122,16 @@ impl From<ServiceError> for Status {
         }
     }
 }
+
+/// Refuses a name holding a control character (C0, DEL or C1): names are
+/// text, printed by `status`, in logs and on terminals, where an escape
+/// sequence would rewrite what an administrator reads.
+pub fn check_text(what: &str, value: &str) -> Result<(), ServiceError> {
+    match value.char_indices().find(|(_, c)| c.is_control()) {
+        None => Ok(()),
+        Some((at, c)) => Err(ServiceError::InvalidArgument(format!(
+            "{what} contains the control character U+{:04X} at byte {at}: names are text",
+            u32::from(c)
+        ))),
+    }
+}

@@ -135,20 +135,7 @@ fn check_name(what: &str, value: &str, required: bool) -> Result<(), ServiceErro
             "{what} is longer than {NAME_BYTES_MAX} bytes"
         )));
     }
-    check_text(what, value)
-}
-
-/// Refuses a name holding a control character (C0, DEL or C1): names are
-/// text, printed by `status`, in logs and on terminals, where an escape
-/// sequence would rewrite what an administrator reads.
-pub fn check_text(what: &str, value: &str) -> Result<(), ServiceError> {
-    match value.char_indices().find(|(_, c)| c.is_control()) {
-        None => Ok(()),
-        Some((at, c)) => Err(ServiceError::InvalidArgument(format!(
-            "{what} contains the control character U+{:04X} at byte {at}: names are text",
-            u32::from(c)
-        ))),
-    }
+    super::error::check_text(what, value)
 }
 
 fn deny_reason(reason: &DenyReason) -> pb::DenyReason {
