@@ -36,6 +36,37 @@ async fn start_cluster(
     (nodes, key)
 }
 
+/// Three nodes started from the test configs, with what a test needs to stop
+/// and restart one of them on the same addresses.
+struct Started {
+    nodes: Vec<Option<Node>>,
+    configs: Vec<raftlm::config::Config>,
+    addresses: Vec<String>,
+    peer_addresses: Vec<String>,
+}
+
+async fn start_three(dir: &std::path::Path, public: &std::path::Path) -> Started {
+    let bound = common::bind_three().await;
+    let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
+    let configs: Vec<_> = (1..=3)
+        .map(|id| common::node_config(dir, id, &addresses, &peer_addresses, public))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
+        nodes.push(Some(
+            Node::start_with_listeners(configs[i].clone(), client, peer)
+                .await
+                .unwrap(),
+        ));
+    }
+    Started {
+        nodes,
+        configs,
+        addresses,
+        peer_addresses,
+    }
+}
+
 async fn leader_of(nodes: &[Option<Node>]) -> usize {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -978,19 +1009,12 @@ async fn wait_state(
 async fn no_file_moves_time_and_an_untrusted_key_stays_untrusted() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = common::vendor_key(dir.path());
-    let bound = common::bind_three().await;
-    let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
-    let configs: Vec<_> = (1..=3)
-        .map(|id| common::node_config(dir.path(), id, &addresses, &peer_addresses, &public))
-        .collect();
-    let mut nodes = Vec::new();
-    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
-        nodes.push(Some(
-            Node::start_with_listeners(configs[i].clone(), client, peer)
-                .await
-                .unwrap(),
-        ));
-    }
+    let Started {
+        mut nodes,
+        configs,
+        addresses,
+        peer_addresses,
+    } = start_three(dir.path(), &public).await;
     let leader = leader_of(&nodes).await;
     wait_state(&nodes, leader, "the vendor_keys bootstrap", |s| {
         !s.trusted_keys().is_empty()
@@ -1127,19 +1151,12 @@ fn idle_flood(
 async fn idle_sockets_from_one_address_starve_no_one() {
     let dir = tempfile::tempdir().unwrap();
     let (_key, public) = common::vendor_key(dir.path());
-    let bound = common::bind_three().await;
-    let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
-    let configs: Vec<_> = (1..=3)
-        .map(|id| common::node_config(dir.path(), id, &addresses, &peer_addresses, &public))
-        .collect();
-    let mut nodes = Vec::new();
-    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
-        nodes.push(Some(
-            Node::start_with_listeners(configs[i].clone(), client, peer)
-                .await
-                .unwrap(),
-        ));
-    }
+    let Started {
+        mut nodes,
+        configs,
+        addresses,
+        peer_addresses,
+    } = start_three(dir.path(), &public).await;
     let leader = leader_of(&nodes).await;
     let follower = (leader + 1) % 3;
     let since = nodes[leader]
