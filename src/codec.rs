@@ -19,8 +19,9 @@ use serde::de::DeserializeOwned;
 /// first answers of requests from sessions it does not hold (a denial creates
 /// no session); 4 — the license state records whether it ever trusted a
 /// vendor key (a `vendor_keys` bootstrap happens once) and the bootstrap is
-/// one command; license lines bound to a cluster identity.
-pub const FORMAT_VERSION: u8 = 4;
+/// one command; license lines bound to a cluster identity; 5 — license
+/// lines bound to host ids, and the voters' host ids in the state.
+pub const FORMAT_VERSION: u8 = 5;
 
 /// Largest record [`decode`] accepts; guards against a corrupt length prefix
 /// asking for an absurd allocation.

@@ -45,6 +45,10 @@ pub enum ConfigError {
     },
 }
 
+/// Where systemd keeps the machine id (machine-id(5)): the default of
+/// `machine_id_file`.
+pub const MACHINE_ID_FILE: &str = "/etc/machine-id";
+
 /// One node's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +82,12 @@ pub struct Config {
     /// A directory of license files imported at start-up (each once, through the log).
     #[serde(default)]
     pub license_dir: Option<PathBuf>,
+    /// The file holding this machine's systemd machine id, from which the
+    /// node's host id is derived (`raftlm hostid` prints it; a license file
+    /// may be bound to host ids). Unset: [`MACHINE_ID_FILE`]. Point it at
+    /// the host's file when the node runs in a container.
+    #[serde(default)]
+    pub machine_id_file: Option<PathBuf>,
     /// The client access point.
     #[serde(default)]
     pub access_point: AccessPoint,
@@ -374,9 +384,18 @@ impl Config {
         if let Some(dir) = self.license_dir.as_mut() {
             resolve(dir);
         }
+        if let Some(file) = self.machine_id_file.as_mut() {
+            resolve(file);
+        }
     }
 
-    /// Checks every field and relation; the error names the field.
+    /// The machine id file this node derives its host id from.
+    pub fn machine_id_file(&self) -> &Path {
+        self.machine_id_file
+            .as_deref()
+            .unwrap_or(Path::new(MACHINE_ID_FILE))
+    }
+
     /// What is allowed but unwise in this config, for the node to log at
     /// start-up: a cluster of fewer than three voters survives no node's loss.
     pub fn warnings(&self) -> Vec<String> {
@@ -393,6 +412,7 @@ impl Config {
         out
     }
 
+    /// Checks every field and relation; the error names the field.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !is_name(&self.cluster_name) {
             return Err((

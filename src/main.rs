@@ -49,6 +49,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::tls::TlsCommand,
     },
+    /// Prints this machine's host id, for license files bound to host ids (like `lmhostid`).
+    Hostid(cli::hostid::Args),
     /// Runs one node of a cluster.
     Server {
         /// The node's TOML config file.
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::Down(args) => cli::down::run(args),
+        Command::Hostid(args) => cli::hostid::run(args),
         Command::Checkout(args) => cli::checkout::run(args),
         Command::License { command } => cli::license::run(command),
         Command::Tls { command } => cli::tls::run(command),

@@ -21,6 +21,7 @@ use tracing::{Instrument, error, info, warn};
 use crate::activator::{self, Lease};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::license::HostId;
 use crate::license::signature::{KeyError, VendorPublicKey};
 use crate::license::state::Outcome;
 use crate::proto::v1::license_server::LicenseServer;
@@ -239,12 +240,14 @@ impl Node {
                 "built with the test-only feature fault-injection and RAFTLM_FAULT_BREAK set: these parts are broken on purpose"
             );
         }
+        let host_id = read_host_id(config.machine_id_file());
         let network = Network::new(
             &config.cluster_name,
             peers,
             tls.clone(),
             refusals.clone(),
             clock.clone(),
+            host_id,
         );
         if config.access_point.mode == crate::config::AccessPointMode::Command {
             activator::clear_stale_address(&config.access_point).await;
@@ -319,6 +322,7 @@ impl Node {
             refusals.clone(),
             leader_contact.clone(),
             handover_sender,
+            host_id,
         ));
         // The access point serves the same router as the node's own address.
         let serve: activator::ServeListener = {
@@ -438,6 +442,10 @@ impl Node {
             sessions::sweep(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
         ));
         tasks.push(tokio::spawn(
+            crate::server::hosts::watch(shared.clone(), wait_stop(stop.subscribe()))
+                .instrument(span.clone()),
+        ));
+        tasks.push(tokio::spawn(
             import_license_dir(shared.clone(), wait_stop(stop.subscribe()))
                 .instrument(span.clone()),
         ));
@@ -512,6 +520,28 @@ impl Node {
                 task.abort();
                 let _ = task.await;
             }
+        }
+    }
+}
+
+/// This machine's host id, derived from the machine id in `path`
+/// ([`crate::license::host`]); the error names the file.
+pub fn machine_host_id(path: &Path) -> Result<HostId, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    HostId::from_machine_id(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// [`machine_host_id`], logged: a node without a host id runs, but license
+/// lines bound to host ids do not count it.
+fn read_host_id(path: &Path) -> Option<HostId> {
+    match machine_host_id(path) {
+        Ok(id) => {
+            info!(host_id = %id, file = %path.display(), "host id");
+            Some(id)
+        }
+        Err(error) => {
+            warn!(%error, "no host id: license lines bound to host ids do not count this node (set machine_id_file)");
+            None
         }
     }
 }

@@ -708,6 +708,7 @@ fn bulky_import(n: usize, bytes: usize) -> raftlm::license::state::Command {
             seats: 1,
             attributes: vec![("NOTICE".into(), "x".repeat(bytes))],
             cluster_id: None,
+            host_ids: Vec::new(),
             signature: String::new(),
             line: 3,
         }],

@@ -371,6 +371,10 @@ const BAD: &[(&str, &str)] = &[
         r#"bad_expiry.lic:3:22: expiry "31-dex-2027" is not a date, expected dd-mmm-yyyy (e.g. 31-dec-2027) or "permanent""#,
     ),
     (
+        "bad_hostid.lic",
+        r#"bad_hostid.lic:1:25: host id "host:1234" is not a host id, expected HOSTIDS= and a comma-separated list of host ids, each host: and 32 lowercase hex digits (as raftlm hostid prints it)"#,
+    ),
+    (
         "bad_issued.lic",
         r#"bad_issued.lic:3:37: ISSUED date "yesterday" is not a date, expected dd-mmm-yyyy (e.g. 22-nov-2026)"#,
     ),
@@ -419,6 +423,10 @@ const BAD: &[(&str, &str)] = &[
         r#"duplicate_feature.lic:5:1: a second FEATURE line for "cad" of vendor "acme", expected INCREMENT to add seats to a feature (the first FEATURE line is line 3)"#,
     ),
     (
+        "duplicate_hostid.lic",
+        r#"duplicate_hostid.lic:1:25: HOSTIDS= names host:11111111111111111111111111111111 twice, expected at most 16 distinct host ids"#,
+    ),
+    (
         "duplicate_server.lic",
         r#"duplicate_server.lic:3:1: a second SERVER line, expected exactly one SERVER line per file (the first is line 1)"#,
     ),
@@ -431,12 +439,16 @@ const BAD: &[(&str, &str)] = &[
         r#"extra_token.lic:1:25: unexpected "extra" after the port, expected the end of the SERVER line"#,
     ),
     (
+        "hostids_extra.lic",
+        r#"hostids_extra.lic:1:71: unexpected "extra" after the HOSTIDS= list, expected the end of the SERVER line"#,
+    ),
+    (
         "missing_count.lic",
         r#"missing_count.lic:3:33: the FEATURE line ends before the count, expected FEATURE <feature> <vendor> <version> <expiry> <count> [KEY=value ...]"#,
     ),
     (
         "missing_port.lic",
-        r#"missing_port.lic:1:18: the SERVER line ends before the port, expected SERVER <access-point-name> <hostid> <port>"#,
+        r#"missing_port.lic:1:18: the SERVER line ends before the port, expected SERVER <access-point-name> <hostid> <port> [HOSTIDS=host:…,…]"#,
     ),
     (
         "no_server.lic",
@@ -551,6 +563,8 @@ fn bad_files_cover_every_error_class() {
             "BadCount",
             "BadEscape",
             "BadExpiry",
+            "BadHostId",
+            "BadHostIds",
             "BadIssued",
             "BadName",
             "BadPort",

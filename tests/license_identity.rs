@@ -242,11 +242,11 @@ fn name_only_files_verify_whatever_the_identity() {
         assert!(lines.iter().all(|l| l.cluster_id.is_none()));
     }
     assert_eq!(
-        signature::binding_text("LICSRV", None),
+        signature::binding_text("LICSRV", None, &[]),
         "bound to cluster name LICSRV"
     );
     assert_eq!(
-        signature::binding_text("LICSRV", Some(&id(ID_A))),
+        signature::binding_text("LICSRV", Some(&id(ID_A)), &[]),
         format!("bound to cluster LICSRV {ID_A}")
     );
 }
@@ -456,4 +456,104 @@ mod state {
         assert_eq!(copy.cluster_id(), Some(&id(ID_A)));
         copy.verify_lines().expect("the copy's lines verify");
     }
+}
+
+// A file bound to host ids (`SERVER … HOSTIDS=…`): the ids are parsed in file
+// order, every signature covers them (after the identity), and a file whose
+// list is edited, dropped or added after signing does not verify. Lines keep
+// their host ids, and a held line whose ids are changed fails too.
+#[test]
+fn host_ids_are_parsed_and_signed() {
+    use raftlm::license::HostId;
+    let host = |n: u8| HostId([n; 16]);
+    let list = format!("{},{},{}", host(1), host(2), host(3));
+    let text = bound_file(ID_A).replace(" 27000\n", &format!(" 27000 HOSTIDS={list}\n"));
+    let parsed = file::parse("h.lic", &text).expect("parses");
+    assert_eq!(parsed.server.host_ids, [host(1), host(2), host(3)]);
+    assert_eq!(parsed.server.cluster_id, Some(id(ID_A)));
+    let lower = text.replace("HOSTIDS=", "hostids=");
+    assert_eq!(
+        file::parse("h.lic", &lower)
+            .expect("parses")
+            .server
+            .host_ids,
+        [host(1), host(2), host(3)]
+    );
+    let form = String::from_utf8(signature::canonical_form_hosts(
+        "LICSRV",
+        Some(&id(ID_A)),
+        &parsed.server.host_ids,
+        &parsed.lines[0],
+    ))
+    .expect("utf-8");
+    assert!(
+        form.contains(&format!(
+            "\ncluster-id 71 {ID_A}\nhost-ids {} {list}\nkeyword ",
+            list.len()
+        )),
+        "{form}"
+    );
+
+    let key = VendorSigningKey::generate(Some("acme"));
+    let trusted = [key.public_key()];
+    let signed = signature::sign_text("h.lic", &text, &key).expect("signs");
+    let parsed = file::parse("h.lic", &signed).expect("parses");
+    let lines = signature::verify_bound(
+        &parsed,
+        "h.lic",
+        &trusted,
+        "LICSRV",
+        Some(&id(ID_A)),
+        now_ms(),
+    )
+    .expect("verifies");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.host_ids == [host(1), host(2), host(3)])
+    );
+    assert_eq!(
+        signature::binding_text("LICSRV", Some(&id(ID_A)), &lines[0].host_ids),
+        format!(
+            "bound to cluster LICSRV {ID_A} and hosts {}, {}, {}",
+            host(1),
+            host(2),
+            host(3)
+        )
+    );
+    let other = format!("{},{},{}", host(1), host(2), host(9));
+    for edited in [
+        signed.replace(&list, &other),
+        signed.replace(&format!(" HOSTIDS={list}"), ""),
+    ] {
+        let parsed = file::parse("h.lic", &edited).expect("parses");
+        let error = signature::verify_bound(
+            &parsed,
+            "h.lic",
+            &trusted,
+            "LICSRV",
+            Some(&id(ID_A)),
+            now_ms(),
+        )
+        .expect_err("edited");
+        assert!(matches!(error, VerifyError::Mismatch { .. }), "{error}");
+    }
+    let unbound = signature::sign_text("a.lic", &bound_file(ID_A), &key).expect("signs");
+    let added = unbound.replace(" 27000\n", &format!(" 27000 HOSTIDS={list}\n"));
+    let parsed = file::parse("a.lic", &added).expect("parses");
+    assert!(matches!(
+        signature::verify_bound(
+            &parsed,
+            "a.lic",
+            &trusted,
+            "LICSRV",
+            Some(&id(ID_A)),
+            now_ms()
+        ),
+        Err(VerifyError::Mismatch { .. })
+    ));
+    let mut held = lines[0].clone();
+    assert!(signature::verify_held("h.lic", &held, "LICSRV", &trusted).is_ok());
+    held.host_ids.pop();
+    assert!(signature::verify_held("h.lic", &held, "LICSRV", &trusted).is_err());
 }

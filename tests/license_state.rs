@@ -79,6 +79,7 @@ fn line(feature: &str, seats: u32, expiry: Expiry, serial: &str) -> FeatureLine 
         seats,
         attributes: vec![("SN".to_string(), serial.to_string())],
         cluster_id: None,
+        host_ids: Vec::new(),
         signature: String::new(),
         line: 3,
     })
@@ -714,6 +715,7 @@ fn full_line(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         cluster_id: None,
+        host_ids: Vec::new(),
         signature: String::new(),
         line: 3,
     };
@@ -742,6 +744,110 @@ fn checkout_of(session: u64, vendor: &str, version: &str, count: u32) -> Command
         user: "ada".to_string(),
         host: "ws1".to_string(),
     }
+}
+
+// A line bound to host ids counts only while a majority of the voters report
+// a listed one: not before any report, while two of three do, not once two
+// report other ids (a grant made earlier is kept, new check-outs are
+// refused), and again when the machines are back. Unbound lines always count.
+#[test]
+fn lines_bound_to_host_ids_count_while_a_majority_of_voters_report_one() {
+    use raftlm::license::HostId;
+    let host = |n: u8| HostId([n; 16]);
+    let report = |ids: [u8; 3]| Command::ReportHosts {
+        voters: ids
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (NodeId(i as u64 + 1), Some(host(*n))))
+            .collect(),
+        author: "node 1 (active)".into(),
+    };
+    let mut bound = line("cad", 4, Expiry::Permanent, "SN-bound");
+    bound.host_ids = vec![host(1), host(2), host(3)];
+    let bound = signed(bound);
+    let mut log = Log::new();
+    assert!(matches!(
+        log.import("bound.lic", vec![bound]),
+        Outcome::Imported { .. }
+    ));
+    assert!(matches!(
+        log.apply(checkout(1, 1, "cad", 1)),
+        Outcome::Denied {
+            reason: DenyReason::HostsNotListed,
+            ..
+        }
+    ));
+    assert_eq!(log.state.seats_licensed("acme", "cad"), (4, 0));
+    assert!(matches!(
+        log.apply(report([1, 2, 9])),
+        Outcome::HostsReported { voters: 3 }
+    ));
+    let granted = log.apply(checkout(2, 1, "cad", 3));
+    assert!(matches!(granted, Outcome::Granted { .. }), "{granted:?}");
+    assert_eq!(log.state.seats_licensed("acme", "cad"), (4, 4));
+    log.apply(report([1, 8, 9]));
+    assert!(matches!(
+        log.apply(checkout(3, 1, "cad", 1)),
+        Outcome::Denied {
+            reason: DenyReason::HostsNotListed,
+            available: 0,
+            total: 0,
+        }
+    ));
+    assert_eq!(
+        log.state.in_use("acme", "cad"),
+        3,
+        "earlier grants are kept"
+    );
+    let summary = &log.state.features()[0];
+    assert_eq!(summary.unexpired, 0);
+    assert!(summary.by_expiry[0].hosts_unlisted);
+    assert_eq!(
+        summary.by_expiry[0].to_string(),
+        "4 permanent (hosts not listed: count 0)"
+    );
+    log.apply(report([3, 2, 9]));
+    assert!(matches!(
+        log.apply(checkout(4, 1, "cad", 1)),
+        Outcome::Granted { .. }
+    ));
+    // An unbound line counts whatever the voters report; the 4 seats held
+    // under the bound line still count against the feature.
+    log.apply(report([7, 8, 9]));
+    log.import(
+        "free.lic",
+        vec![line("cad", 6, Expiry::Permanent, "SN-free")],
+    );
+    assert!(matches!(
+        log.apply(checkout(5, 1, "cad", 3)),
+        Outcome::Denied {
+            reason: DenyReason::InUse,
+            available: 2,
+            total: 6,
+        }
+    ));
+    assert!(matches!(
+        log.apply(checkout(6, 1, "cad", 2)),
+        Outcome::Granted { .. }
+    ));
+    // The binding is signed: a line whose host ids were changed does not verify.
+    let mut forged = line("cad", 4, Expiry::Permanent, "SN-forged");
+    forged.host_ids = vec![host(1), host(2), host(3)];
+    let mut forged = signed(forged);
+    forged.host_ids = vec![host(7), host(8), host(9)];
+    assert!(matches!(
+        log.import("forged.lic", vec![forged]),
+        Outcome::LicenseUnverified { .. }
+    ));
+    // A report naming more voters than any cluster has is refused.
+    let huge = Command::ReportHosts {
+        voters: (0..=raftlm::license::state::HOST_REPORT_VOTERS_MAX as u64)
+            .map(|n| (NodeId(n), None))
+            .collect(),
+        author: "node 1 (active)".into(),
+    };
+    assert!(matches!(log.apply(huge), Outcome::HostsRefused { .. }));
+    assert_eq!(log.state.hosts().voters.len(), 3);
 }
 
 // Two vendors with a feature of the same name never share seats: a second vendor's

@@ -78,6 +78,7 @@ fn import_cad() -> Batch {
         seats: 5,
         attributes: Vec::new(),
         cluster_id: None,
+        host_ids: Vec::new(),
         signature: String::new(),
         line: 1,
     };

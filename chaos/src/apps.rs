@@ -413,6 +413,7 @@ fn deny_word(reason: raftlm::license::state::DenyReason) -> &'static str {
         DenyReason::InUse => "in-use",
         DenyReason::BadCount => "bad-count",
         DenyReason::CapacityReached => "capacity-reached",
+        DenyReason::HostsNotListed => "hosts-not-listed",
     }
 }
 

@@ -838,6 +838,7 @@ pub fn deny_detail(reason: pb::DenyReason) -> &'static str {
         pb::DenyReason::StaleRequest => "stale",
         pb::DenyReason::SessionExpired => "session-expired",
         pb::DenyReason::VersionNotLicensed => "version-not-licensed",
+        pb::DenyReason::HostsNotListed => "hosts-not-listed",
     }
 }
 

@@ -62,6 +62,7 @@ fn line(kind: LineKind, feature: &str, seats: u32, expiry: Expiry, serial: &str)
             ("SN".to_string(), serial.to_string()),
         ],
         cluster_id: None,
+        host_ids: Vec::new(),
         signature: String::new(),
         line: 3,
     };

@@ -216,6 +216,7 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
         seats: u32::try_from(grants).unwrap_or(u32::MAX).max(1),
         attributes: Vec::new(),
         cluster_id: None,
+        host_ids: Vec::new(),
         signature: String::new(),
         line: 3,
     };

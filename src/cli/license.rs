@@ -342,8 +342,14 @@ fn verify(
             "{name}: {} feature line{} verified for cluster {cluster_name:?}, {}{unchecked}",
             lines.len(),
             if lines.len() == 1 { "" } else { "s" },
-            signature::binding_text(&parsed.server.name, bound.as_ref()),
+            signature::binding_text(&parsed.server.name, bound.as_ref(), &parsed.server.host_ids),
         );
+        if !parsed.server.host_ids.is_empty() {
+            println!(
+                "{name}: its lines count only while a majority of the cluster's voters report one of these {} host ids (raftlm hostid prints a machine's)",
+                parsed.server.host_ids.len()
+            );
+        }
         licenses.insert(name, lines);
     }
     // Which lines a cluster holding all these files would count.

@@ -11,6 +11,7 @@ pub mod checkout;
 pub mod cluster_tls;
 pub mod demo;
 pub mod down;
+pub mod hostid;
 pub mod import;
 pub mod license;
 pub mod local_cluster;

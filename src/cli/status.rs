@@ -208,12 +208,13 @@ pub fn to_text(
             .and_then(|(_, i)| i.as_ref());
         let _ = writeln!(
             out,
-            "    node {}  {}  {}  {}{}{}",
+            "    node {}  {}  {}  {}{}{}{}",
             node.id,
             node.address,
             node.role,
             cert_text(info, now_unix),
             clock_text(status, node),
+            host_text(node),
             ca_text(status, info)
         );
     }
@@ -257,7 +258,7 @@ pub fn to_text(
                 line.seats,
                 line.expiry,
                 if line.counts { "counts" } else { &line.reason },
-                binding_text(&status.cluster_name, &line.cluster_id)
+                binding_text(&status.cluster_name, line)
             );
         }
         write_grants(
@@ -322,10 +323,17 @@ pub fn seats_by_expiry(feature: &pb::FeatureStatus) -> String {
     feature
         .by_expiry
         .iter()
-        .map(|e| match (e.expiry.as_str(), e.expired) {
-            ("permanent", _) => format!("{} permanent", e.seats),
-            (date, false) => format!("{} until {date}", e.seats),
-            (date, true) => format!("{} expired on {date}", e.seats),
+        .map(|e| {
+            let seats = match (e.expiry.as_str(), e.expired) {
+                ("permanent", _) => format!("{} permanent", e.seats),
+                (date, false) => format!("{} until {date}", e.seats),
+                (date, true) => return format!("{} expired on {date}", e.seats),
+            };
+            if e.hosts_unlisted {
+                format!("{seats} (hosts not listed: count 0)")
+            } else {
+                seats
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -393,12 +401,32 @@ fn cluster_time_text(status: &pb::StatusReply) -> String {
     text
 }
 
-/// `bound to cluster name LICSRV` or `bound to cluster LICSRV sha256:…`.
-fn binding_text(cluster_name: &str, cluster_id: &str) -> String {
-    if cluster_id.is_empty() {
+/// `bound to cluster name LICSRV` or `bound to cluster LICSRV sha256:…`,
+/// then, for a line bound to host ids, `and hosts host:…, host:… (2 of 3
+/// voters report one)`.
+fn binding_text(cluster_name: &str, line: &pb::LicenseLine) -> String {
+    let cluster = if line.cluster_id.is_empty() {
         format!("bound to cluster name {cluster_name}")
     } else {
-        format!("bound to cluster {cluster_name} {cluster_id}")
+        format!("bound to cluster {cluster_name} {}", line.cluster_id)
+    };
+    if line.host_ids.is_empty() {
+        return cluster;
+    }
+    format!(
+        "{cluster} and hosts {} ({} of {} voters report one)",
+        line.host_ids.join(", "),
+        line.hosts_listed,
+        line.voters
+    )
+}
+
+/// The host id column: the id the cluster records for the node.
+fn host_text(node: &pb::NodeStatus) -> String {
+    if node.host_id.is_empty() {
+        "  host id: none recorded".into()
+    } else {
+        format!("  host id: {}", node.host_id)
     }
 }
 
@@ -467,6 +495,7 @@ pub fn to_json(
                 "ca_cluster_id": info.filter(|i| !i.cluster_id.is_empty()).map(|i| i.cluster_id.clone()),
                 "clock_offset_ms": n.clock_known.then_some(n.clock_offset_ms),
                 "clock_off": n.clock_off,
+                "host_id": (!n.host_id.is_empty()).then(|| n.host_id.clone()),
             })
         })
         .collect();
@@ -561,7 +590,10 @@ pub fn to_json(
                 "counts": l.counts,
                 "reason": l.reason,
                 "cluster_id": (!l.cluster_id.is_empty()).then(|| l.cluster_id.clone()),
-                "binding": binding_text(&status.cluster_name, &l.cluster_id),
+                "host_ids": l.host_ids,
+                "hosts_listed": (!l.host_ids.is_empty()).then_some(l.hosts_listed),
+                "voters": (!l.host_ids.is_empty()).then_some(l.voters),
+                "binding": binding_text(&status.cluster_name, l),
             }))
             .collect::<Vec<_>>(),
         "admin_actions": actions,
@@ -621,6 +653,7 @@ mod tests {
                     clock_offset_ms: 312_400,
                     clock_known: true,
                     clock_off: true,
+                    ..Default::default()
                 },
                 pb::NodeStatus {
                     id: 2,
@@ -642,16 +675,19 @@ mod tests {
                         expiry: "31-dec-2027".into(),
                         seats: 20,
                         expired: false,
+                        hosts_unlisted: false,
                     },
                     pb::ExpirySeats {
                         expiry: "permanent".into(),
                         seats: 5,
                         expired: false,
+                        hosts_unlisted: false,
                     },
                     pb::ExpirySeats {
                         expiry: "31-dec-2025".into(),
                         seats: 10,
                         expired: true,
+                        hosts_unlisted: false,
                     },
                 ],
             }],
@@ -694,6 +730,7 @@ mod tests {
                     counts: true,
                     reason: String::new(),
                     cluster_id: ID.into(),
+                    ..Default::default()
                 },
                 pb::LicenseLine {
                     license: "old.lic".into(),
@@ -707,6 +744,7 @@ mod tests {
                     counts: false,
                     reason: "superseded by the newer issuance new.lic:3".into(),
                     cluster_id: String::new(),
+                    ..Default::default()
                 },
             ],
             trusted_keys: vec![pb::TrustedKey {
@@ -919,6 +957,41 @@ mod tests {
         assert_eq!(value["lines"][1]["binding"], "bound to cluster name LICSRV");
         let value: serde_json::Value = serde_json::from_str(&to_json(&none, &[], NOW)).unwrap();
         assert_eq!(value["cluster_id"], serde_json::Value::Null);
+    }
+
+    // A line bound to host ids says which and how many voters report one;
+    // each node shows the host id the cluster records for it.
+    #[test]
+    fn status_shows_host_bindings_and_each_nodes_host_id() {
+        let mut status = sample();
+        let host = |n: u8| format!("host:{}", format!("{n:02x}").repeat(16));
+        status.nodes[0].host_id = host(1);
+        status.lines[1].host_ids = vec![host(1), host(2), host(3)];
+        status.lines[1].hosts_listed = 1;
+        status.lines[1].voters = 3;
+        status.features[0].by_expiry[0].hosts_unlisted = true;
+        let text = to_text(&status, &[], NOW);
+        assert!(text.contains(&format!("host id: {}", host(1))), "{text}");
+        assert!(text.contains("host id: none recorded"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "bound to cluster name LICSRV and hosts {}, {}, {} (1 of 3 voters report one)",
+                host(1),
+                host(2),
+                host(3)
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("20 until 31-dec-2027 (hosts not listed: count 0)"),
+            "{text}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&to_json(&status, &[], NOW)).unwrap();
+        assert_eq!(value["nodes"][0]["host_id"], host(1));
+        assert_eq!(value["nodes"][1]["host_id"], serde_json::Value::Null);
+        assert_eq!(value["lines"][1]["hosts_listed"], 1);
+        assert_eq!(value["lines"][1]["voters"], 3);
+        assert_eq!(value["lines"][0]["host_ids"], serde_json::json!([]));
     }
 
     // The JSON form is valid JSON with the grants, admin actions and certificate days.

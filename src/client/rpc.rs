@@ -273,6 +273,11 @@ fn signed_line_from_pb(line: &pb::SignedLine) -> Option<crate::license::FeatureL
         } else {
             Some(crate::license::ClusterId::parse(&line.cluster_id)?)
         },
+        host_ids: line
+            .host_ids
+            .iter()
+            .map(|id| crate::license::HostId::parse(id))
+            .collect::<Option<Vec<_>>>()?,
         signature: line.signature.clone(),
         line: 0,
     })
@@ -1047,6 +1052,7 @@ fn grant_from_reply(
         pb::DenyReason::InUse => DenyReason::InUse,
         pb::DenyReason::BadCount => DenyReason::BadCount,
         pb::DenyReason::CapacityReached => DenyReason::CapacityReached,
+        pb::DenyReason::HostsNotListed => DenyReason::HostsNotListed,
         pb::DenyReason::Unspecified => {
             return Err(ClientError::Protocol {
                 address,

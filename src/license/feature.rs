@@ -13,6 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::host::HostId;
 use super::identity::ClusterId;
 
 /// Milliseconds in one day.
@@ -291,6 +292,11 @@ pub struct FeatureLine {
     /// The cluster identity the line's file is bound to (`SERVER … ID=…`),
     /// covered by the signature; `None`: bound to the cluster name only.
     pub cluster_id: Option<ClusterId>,
+    /// The host ids the line's file is bound to (`SERVER … HOSTIDS=…`),
+    /// covered by the signature; empty: not bound to machines. The line
+    /// counts only while a majority of the voters report one of them
+    /// ([`crate::license::host::HostReport::admits`]).
+    pub host_ids: Vec<HostId>,
     /// The signature as written in the file (`ed25519:<base64>`). Two lines
     /// with the same signature are the same grant of seats and count once.
     pub signature: String,

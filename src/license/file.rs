@@ -20,8 +20,10 @@
 //! may contain double-quoted parts (`NOTICE="two words"`), inside which `\"`
 //! and `\\` are the only escapes. Keywords are case-insensitive.
 //!
-//! Statements: exactly one `SERVER <access-point-name> <hostid> <port>`,
-//! where a host id `ID=sha256:<hex>` binds the file to a cluster identity; at
+//! Statements: exactly one `SERVER <access-point-name> <hostid> <port>
+//! [HOSTIDS=host:…,host:…]`, where a host id `ID=sha256:<hex>` binds the file
+//! to a cluster identity and `HOSTIDS=` to the members' machines
+//! ([`crate::license::host`]); at
 //! least one `VENDOR <name> [daemon_path] [[OPTIONS=]file] [[PORT=]port]
 //! [KEY=value ...]` (FlexNet's daemon path, options file and port are parsed
 //! and ignored, see [`LicenseFile::warnings`]); any number of
@@ -57,6 +59,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use crate::license::feature::{Date, DateError, Expiry, FeatureLine, LineKind};
+use crate::license::host::{HOST_IDS_MAX, HostId};
 use crate::license::identity::ClusterId;
 
 /// The largest license file accepted, in bytes. A real file has a few dozen
@@ -151,6 +154,9 @@ pub struct ServerLine {
     pub cluster_id: Option<ClusterId>,
     /// The TCP port clients use, 1–65535.
     pub port: u16,
+    /// The members' host ids (`HOSTIDS=host:…,…`), in file order; empty when
+    /// the file is not bound to machines. Covered by every line's signature.
+    pub host_ids: Vec<HostId>,
     /// The 1-based line of the `SERVER` keyword.
     pub line: u32,
 }
@@ -247,6 +253,7 @@ impl ParsedFeature {
             seats: self.seats,
             attributes: self.attributes.clone(),
             cluster_id: None,
+            host_ids: Vec::new(),
             signature: self.signature.clone()?,
             line: self.line,
         })
@@ -341,6 +348,22 @@ pub enum ParseErrorKind {
     BadClusterId {
         /// The token.
         found: String,
+    },
+    /// A `HOSTIDS=` value that is not a list of host ids.
+    #[error(
+        "host id {found:?} is not a host id, expected HOSTIDS= and a comma-separated list of host ids, each host: and 32 lowercase hex digits (as raftlm hostid prints it)"
+    )]
+    BadHostId {
+        /// The offending entry.
+        found: String,
+    },
+    /// A `HOSTIDS=` list that names one id twice, or too many.
+    #[error("HOSTIDS= {problem}, expected at most {max} distinct host ids")]
+    BadHostIds {
+        /// What is wrong with the list.
+        problem: String,
+        /// [`HOST_IDS_MAX`].
+        max: usize,
     },
     /// The `SERVER` port is not a number from 1 to 65535.
     #[error("port {found:?} is not a port number, expected a whole number from 1 to 65535")]
@@ -464,7 +487,7 @@ pub enum ParseErrorKind {
     },
 }
 
-const SERVER_USAGE: &str = "SERVER <access-point-name> <hostid> <port>";
+const SERVER_USAGE: &str = "SERVER <access-point-name> <hostid> <port> [HOSTIDS=host:…,…]";
 const VENDOR_USAGE: &str =
     "VENDOR <name> [daemon_path] [[OPTIONS=]options_file] [[PORT=]port] [KEY=value ...]";
 const FEATURE_USAGE: &str = "FEATURE <feature> <vendor> <version> <expiry> <count> [KEY=value ...]";
@@ -863,12 +886,24 @@ fn parse_server(tokens: &[Token]) -> Result<Statement, Located> {
             },
         )
     })?;
-    if let Some(extra) = fields.rest().first() {
+    let mut rest = fields.rest().iter();
+    let mut host_ids = Vec::new();
+    if let Some(token) = rest.clone().next()
+        && let Some(list) = strip_key(&token.value, "HOSTIDS=")
+    {
+        rest.next();
+        host_ids = parse_host_ids(token, list)?;
+    }
+    if let Some(extra) = rest.next() {
         return Err(at(
             extra,
             ParseErrorKind::ExtraToken {
                 keyword: "SERVER",
-                after: "port",
+                after: if host_ids.is_empty() {
+                    "port"
+                } else {
+                    "HOSTIDS= list"
+                },
                 found: extra.value.clone(),
             },
         ));
@@ -879,10 +914,54 @@ fn parse_server(tokens: &[Token]) -> Result<Statement, Located> {
             hostid,
             cluster_id,
             port,
+            host_ids,
             line: keyword.line,
         },
         keyword.column,
     ))
+}
+
+/// `text` without its case-insensitive prefix `key`, if it has it.
+fn strip_key<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.get(..key.len())
+        .filter(|k| k.eq_ignore_ascii_case(key))
+        .map(|_| &text[key.len()..])
+}
+
+/// The host ids of a `HOSTIDS=` value: comma-separated, distinct, at most
+/// [`HOST_IDS_MAX`].
+fn parse_host_ids(token: &Token, list: &str) -> Result<Vec<HostId>, Located> {
+    let mut ids = Vec::new();
+    for entry in list.split(',') {
+        let id = HostId::parse(entry).ok_or_else(|| {
+            at(
+                token,
+                ParseErrorKind::BadHostId {
+                    found: entry.to_string(),
+                },
+            )
+        })?;
+        if ids.contains(&id) {
+            return Err(at(
+                token,
+                ParseErrorKind::BadHostIds {
+                    problem: format!("names {id} twice"),
+                    max: HOST_IDS_MAX,
+                },
+            ));
+        }
+        ids.push(id);
+    }
+    if ids.len() > HOST_IDS_MAX {
+        return Err(at(
+            token,
+            ParseErrorKind::BadHostIds {
+                problem: format!("names {} host ids", ids.len()),
+                max: HOST_IDS_MAX,
+            },
+        ));
+    }
+    Ok(ids)
 }
 
 fn parse_vendor(tokens: &[Token]) -> Result<Statement, Located> {

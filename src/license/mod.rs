@@ -5,6 +5,7 @@
 
 pub mod feature;
 pub mod file;
+pub mod host;
 pub mod identity;
 pub mod pool;
 pub mod secret;
@@ -12,4 +13,5 @@ pub mod signature;
 pub mod state;
 
 pub use feature::{Date, Expiry, FeatureLine, LineKind};
+pub use host::HostId;
 pub use identity::ClusterId;

@@ -35,6 +35,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::feature::{DAY_MS, Date, Expiry, FeatureLine, LineKind};
+use super::host::HostReport;
 
 /// A version as compared: its dot-separated parts as numbers (a part that is
 /// not a number counts as 0), trailing zeros dropped, so `2` equals `2.0`.
@@ -79,6 +80,25 @@ pub struct PoolLine {
     pub signed: FeatureLine,
 }
 
+/// When and where a line is judged: state time, and the host ids the
+/// voters reported (`None`: host bindings are not judged, e.g. to tell
+/// "expired" apart from "hosts not listed").
+#[derive(Debug, Clone, Copy)]
+pub struct At<'a> {
+    /// State time, ms since the epoch.
+    pub ms: u64,
+    /// The voters' host ids.
+    pub hosts: Option<&'a HostReport>,
+}
+
+impl PoolLine {
+    /// Whether the line grants seats at `at`: unexpired, and its host
+    /// binding (if any) admitted by the voters' report.
+    pub fn grants_at(&self, at: &At<'_>) -> bool {
+        self.expiry.is_valid_at(at.ms) && at.hosts.is_none_or(|h| h.admits(&self.signed.host_ids))
+    }
+}
+
 /// The counted lines of one vendor's feature.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {
@@ -87,12 +107,13 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Seats of lines of version ≥ `min`, of unexpired lines only when `at_ms` is given.
-    pub fn supply(&self, min: &Version, at_ms: Option<u64>) -> u32 {
+    /// Seats of lines of version ≥ `min`; when `at` is given, of the lines
+    /// that grant at `at` only ([`PoolLine::grants_at`]).
+    pub fn supply(&self, min: &Version, at: Option<&At<'_>>) -> u32 {
         self.lines
             .iter()
             .filter(|l| l.version >= *min)
-            .filter(|l| at_ms.is_none_or(|now| l.expiry.is_valid_at(now)))
+            .filter(|l| at.is_none_or(|at| l.grants_at(at)))
             .fold(0u32, |sum, l| sum.saturating_add(l.seats))
     }
 
@@ -111,25 +132,25 @@ impl Pool {
     pub fn shortfall(
         &self,
         demand: &BTreeMap<Version, u32>,
-        at_ms: Option<u64>,
+        at: Option<&At<'_>>,
     ) -> Option<(Version, u32, u32)> {
         demand.keys().find_map(|t| {
             let used = demand_from(demand, t);
-            let licensed = self.supply(t, at_ms);
+            let licensed = self.supply(t, at);
             (used > licensed).then(|| (t.clone(), used, licensed))
         })
     }
 
     /// Seats still free for a new request of version `want`, given `demand`,
-    /// counting only lines unexpired at `now_ms`: the smallest slack over
+    /// counting only lines that grant at `at`: the smallest slack over
     /// every version ≤ `want` that is requested (and `want` itself).
-    pub fn available(&self, demand: &BTreeMap<Version, u32>, want: &Version, now_ms: u64) -> u32 {
+    pub fn available(&self, demand: &BTreeMap<Version, u32>, want: &Version, at: &At<'_>) -> u32 {
         demand
             .keys()
             .filter(|t| *t <= want)
             .chain(std::iter::once(want))
             .map(|t| {
-                self.supply(t, Some(now_ms))
+                self.supply(t, Some(at))
                     .saturating_sub(demand_from(demand, t))
             })
             .min()
@@ -360,6 +381,8 @@ pub fn evaluate(licenses: &BTreeMap<String, Vec<FeatureLine>>) -> Evaluation {
 mod tests {
     use super::*;
 
+    const AT0: At<'static> = At { ms: 0, hosts: None };
+
     fn line(
         kind: LineKind,
         vendor: &str,
@@ -379,6 +402,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             cluster_id: None,
+            host_ids: Vec::new(),
             signature: format!("sig-{vendor}-{version}-{seats}-{attrs:?}"),
             line: 1,
         }
@@ -514,16 +538,16 @@ mod tests {
         let v2 = Version::parse("2");
         let v3 = Version::parse("3");
         let none = BTreeMap::new();
-        assert_eq!(pool.available(&none, &v2, 0), 2);
-        assert_eq!(pool.available(&none, &v1, 0), 5);
-        assert_eq!(pool.available(&none, &v3, 0), 0);
+        assert_eq!(pool.available(&none, &v2, &AT0), 2);
+        assert_eq!(pool.available(&none, &v1, &AT0), 5);
+        assert_eq!(pool.available(&none, &v3, &AT0), 0);
         // Two version-2 grants use both version-2 seats: version 1 still has 3.
         let demand = BTreeMap::from([(v2.clone(), 2)]);
-        assert_eq!(pool.available(&demand, &v2, 0), 0);
-        assert_eq!(pool.available(&demand, &v1, 0), 3);
+        assert_eq!(pool.available(&demand, &v2, &AT0), 0);
+        assert_eq!(pool.available(&demand, &v1, &AT0), 3);
         // Four version-1 grants: only one seat left, and it is a version-2 seat.
         let demand = BTreeMap::from([(v1.clone(), 4)]);
-        assert_eq!(pool.available(&demand, &v2, 0), 1);
+        assert_eq!(pool.available(&demand, &v2, &AT0), 1);
         assert_eq!(pool.shortfall(&demand, None), None);
         let over = BTreeMap::from([(v1.clone(), 4), (v2.clone(), 2)]);
         assert_eq!(pool.shortfall(&over, None), Some((v1, 6, 5)));

@@ -13,6 +13,7 @@
 //! raftlm-license-v1 LF
 //! server    SP len SP <SERVER name>                 LF
 //! cluster-id SP len SP sha256:<hex>                 LF   (only in files bound to an identity)
+//! host-ids  SP len SP host:<hex>,host:<hex>,…       LF   (only in files bound to host ids)
 //! keyword   SP len SP FEATURE | INCREMENT           LF
 //! feature   SP len SP <feature>                     LF
 //! vendor    SP len SP <vendor>                      LF
@@ -27,7 +28,9 @@
 //! The `cluster-id` field is present exactly when the `SERVER` line's host id
 //! is `ID=sha256:<hex>` ([`crate::license::identity`]): a file bound to a
 //! cluster identity signs it, and a file bound by name only has the same
-//! canonical form (and signatures) as before identities existed.
+//! canonical form (and signatures) as before identities existed. The
+//! `host-ids` field is present exactly when the `SERVER` line has a
+//! `HOSTIDS=` list ([`crate::license::host`]), in file order.
 //!
 //! `len` is the decimal byte length of the field that follows it, so a field
 //! may hold any byte (even a line feed) and no two different lines share a
@@ -75,6 +78,7 @@ use rand::RngCore as _;
 
 use crate::license::feature::{Date, Expiry, FeatureLine};
 use crate::license::file::{self, LicenseFile, ParseError, ParsedFeature, SIGN_SCHEME_PREFIX};
+use crate::license::host::HostId;
 use crate::license::identity::ClusterId;
 
 /// The first bytes of every canonical form: the scheme and its version, so a
@@ -528,16 +532,21 @@ impl VendorSigningKey {
     }
 
     /// The `SIGN=` value (`ed25519:<base64>`) of `line` in a file issued for
-    /// the access point `server_name`, bound to `cluster_id` when given.
+    /// the access point `server_name`, bound to `cluster_id` when given and
+    /// to `host_ids` when not empty.
     pub fn sign_line(
         &self,
         server_name: &str,
         cluster_id: Option<&ClusterId>,
+        host_ids: &[HostId],
         line: &ParsedFeature,
     ) -> String {
-        let signature = self
-            .key
-            .sign(&canonical_form_bound(server_name, cluster_id, line));
+        let signature = self.key.sign(&canonical_form_hosts(
+            server_name,
+            cluster_id,
+            host_ids,
+            line,
+        ));
         let mut payload = Vec::with_capacity(SIGN_PAYLOAD_LEN);
         payload.extend_from_slice(&self.public_key().key_id().0);
         payload.extend_from_slice(&signature.to_bytes());
@@ -728,6 +737,17 @@ pub fn canonical_form_bound(
     cluster_id: Option<&ClusterId>,
     line: &ParsedFeature,
 ) -> Vec<u8> {
+    canonical_form_hosts(server_name, cluster_id, &[], line)
+}
+
+/// The canonical form of `line` in a file issued for `server_name`, bound to
+/// `cluster_id` when given and to the machines `host_ids` when not empty.
+pub fn canonical_form_hosts(
+    server_name: &str,
+    cluster_id: Option<&ClusterId>,
+    host_ids: &[HostId],
+    line: &ParsedFeature,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(CANONICAL_PREFIX);
     let mut field = |label: &str, value: &[u8]| {
@@ -741,6 +761,10 @@ pub fn canonical_form_bound(
     field("server", server_name.as_bytes());
     if let Some(id) = cluster_id {
         field("cluster-id", id.to_string().as_bytes());
+    }
+    if !host_ids.is_empty() {
+        let list: Vec<String> = host_ids.iter().map(HostId::to_string).collect();
+        field("host-ids", list.join(",").as_bytes());
     }
     field("keyword", line.kind.keyword().as_bytes());
     field("feature", line.feature.as_bytes());
@@ -822,7 +846,12 @@ pub fn sign_text(file_name: &str, text: &str, key: &VendorSigningKey) -> Result<
         }
         let token = format!(
             "SIGN=\"{}\"",
-            key.sign_line(&parsed.server.name, parsed.server.cluster_id.as_ref(), line)
+            key.sign_line(
+                &parsed.server.name,
+                parsed.server.cluster_id.as_ref(),
+                &parsed.server.host_ids,
+                line
+            )
         );
         match &line.sign_span {
             Some(span) => edits.push((span.clone(), token)),
@@ -946,6 +975,7 @@ pub fn verify(
             seats: line.seats,
             attributes: line.attributes.clone(),
             cluster_id: file.server.cluster_id,
+            host_ids: file.server.host_ids.clone(),
             signature,
             line: line.line,
         });
@@ -1004,12 +1034,22 @@ pub fn check_binding(
 }
 
 /// A sentence saying what a line is bound to: `bound to cluster name LICSRV`
-/// or `bound to cluster LICSRV sha256:…`.
-pub fn binding_text(server_name: &str, cluster_id: Option<&ClusterId>) -> String {
-    match cluster_id {
+/// or `bound to cluster LICSRV sha256:…`, followed by `and hosts host:…,
+/// host:…` when the file lists host ids.
+pub fn binding_text(
+    server_name: &str,
+    cluster_id: Option<&ClusterId>,
+    host_ids: &[HostId],
+) -> String {
+    let cluster = match cluster_id {
         None => format!("bound to cluster name {server_name}"),
         Some(id) => format!("bound to cluster {server_name} {id}"),
+    };
+    if host_ids.is_empty() {
+        return cluster;
     }
+    let hosts: Vec<String> = host_ids.iter().map(HostId::to_string).collect();
+    format!("{cluster} and hosts {}", hosts.join(", "))
 }
 
 /// Checks a line the cluster holds (or is about to apply) against `trusted`
@@ -1030,6 +1070,7 @@ pub fn verify_held(
             hostid: String::new(),
             cluster_id: line.cluster_id,
             port: 0,
+            host_ids: line.host_ids.clone(),
             line: 0,
         },
         vendors: Vec::new(),
@@ -1042,7 +1083,12 @@ pub fn verify_held(
 /// Signs a held line for `server_name` with `key`, replacing its signature
 /// (for tools and tests that build lines without a file).
 pub fn sign_held(key: &VendorSigningKey, server_name: &str, line: &mut FeatureLine) {
-    line.signature = key.sign_line(server_name, line.cluster_id.as_ref(), &parsed_of(line));
+    line.signature = key.sign_line(
+        server_name,
+        line.cluster_id.as_ref(),
+        &line.host_ids,
+        &parsed_of(line),
+    );
 }
 
 /// A held line as the parser would have produced it (spans empty).
@@ -1123,7 +1169,12 @@ fn check_signature(
             key_vendor,
         });
     }
-    let message = canonical_form_bound(&file.server.name, file.server.cluster_id.as_ref(), line);
+    let message = canonical_form_hosts(
+        &file.server.name,
+        file.server.cluster_id.as_ref(),
+        &file.server.host_ids,
+        line,
+    );
     if for_vendor
         .iter()
         .any(|k| k.key.verify_strict(&message, &signature).is_ok())

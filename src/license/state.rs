@@ -71,8 +71,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::feature::{Expiry, FeatureLine};
+use super::host::{HostId, HostReport};
 use super::identity::ClusterId;
-use super::pool::{self, Pool, PoolKey, Verdict, Version};
+use super::pool::{self, At, Pool, PoolKey, Verdict, Version};
 use super::signature::{self, VendorPublicKey};
 
 /// How many recent outcomes each session remembers for retries.
@@ -95,6 +96,9 @@ pub const ADMIN_ACTIONS_REMEMBERED: usize = 64;
 pub const UNHELD_ANSWERS_REMEMBERED: usize = 65_536;
 /// Most vendor keys the cluster trusts at once.
 pub const TRUSTED_KEYS_MAX: usize = 256;
+/// Most voters one host report names: more than any cluster raftlm runs
+/// (three or five voters, a few more while members are replaced).
+pub const HOST_REPORT_VOTERS_MAX: usize = 16;
 /// How many contents of one license name the state remembers having imported.
 pub const IMPORTS_REMEMBERED_PER_NAME: usize = 16;
 /// Most license names whose imported contents the state remembers.
@@ -266,6 +270,15 @@ pub enum Command {
         /// The node that proposed it, e.g. `node 2 (vendor_keys bootstrap)`.
         author: String,
     },
+    /// The active node's record of the host id each voter reports (for
+    /// license lines bound to host ids, which count only while a majority
+    /// of the voters report a listed one). Replaces the previous report.
+    ReportHosts {
+        /// Every voter, with the host id it reported (`None`: none known).
+        voters: Vec<(NodeId, Option<HostId>)>,
+        /// The node that proposed it, e.g. `node 2 (active)`.
+        author: String,
+    },
     /// Stop trusting a vendor key.
     UntrustKey {
         /// Its key id (hex, as `raftlm status` shows it).
@@ -301,6 +314,9 @@ pub enum DenyReason {
     BadCount,
     /// The server holds [`GRANTS_MAX`] grants or [`SESSIONS_MAX`] sessions.
     CapacityReached,
+    /// The unexpired lines are bound to host ids (`SERVER … HOSTIDS=`) that
+    /// fewer than a majority of the voters report.
+    HostsNotListed,
 }
 
 impl fmt::Display for DenyReason {
@@ -313,6 +329,9 @@ impl fmt::Display for DenyReason {
             DenyReason::InUse => "not enough free seats",
             DenyReason::BadCount => "the seat count must be between 1 and 1000000",
             DenyReason::CapacityReached => "the server holds the most grants or sessions it allows",
+            DenyReason::HostsNotListed => {
+                "the licenses for this feature are bound to host ids that fewer than a majority of the cluster's nodes report (raftlm status shows each node's host id)"
+            }
         })
     }
 }
@@ -443,6 +462,17 @@ pub enum Outcome {
     /// A `vendor_keys` bootstrap on a cluster that has trusted keys before
     /// (its administrators own the trust set now): nothing changed.
     BootstrapDone,
+    /// The voters' host ids were recorded.
+    HostsReported {
+        /// How many voters the report names.
+        voters: u32,
+    },
+    /// A host report naming more than [`HOST_REPORT_VOTERS_MAX`] voters: not
+    /// recorded.
+    HostsRefused {
+        /// How many it named.
+        voters: u32,
+    },
     /// The key bytes are not a usable Ed25519 public key, or the cluster
     /// trusts [`TRUSTED_KEYS_MAX`] keys already.
     BadKey {
@@ -589,6 +619,8 @@ pub struct LicenseState {
     cluster_id: Option<ClusterId>,
     /// Vendor keys the cluster trusts, by key id (hex).
     trusted: BTreeMap<String, TrustedKey>,
+    /// The host id each voter reported, as the active node last recorded it.
+    hosts: HostReport,
     /// Whether the cluster has ever trusted a vendor key (by a bootstrap or
     /// an administrator). Once it has, a `vendor_keys` bootstrap changes
     /// nothing: an untrust of the last key leaves no key trusted.
@@ -654,16 +686,24 @@ pub struct ExpirySeats {
     pub seats: u32,
     /// Whether they have expired at state time (they count 0 seats).
     pub expired: bool,
+    /// Whether they are bound to host ids that fewer than a majority of the
+    /// voters report (they count 0 seats while that lasts).
+    pub hosts_unlisted: bool,
 }
 
 impl fmt::Display for ExpirySeats {
-    /// `25 until 31-dec-2027`, `5 permanent`, `10 expired on 31-dec-2025`.
+    /// `25 until 31-dec-2027`, `5 permanent`, `10 expired on 31-dec-2025`,
+    /// `5 permanent (hosts not listed: count 0)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.expiry, self.expired) {
-            (Expiry::Permanent, _) => write!(f, "{} permanent", self.seats),
-            (Expiry::On(date), false) => write!(f, "{} until {date}", self.seats),
-            (Expiry::On(date), true) => write!(f, "{} expired on {date}", self.seats),
+            (Expiry::Permanent, _) => write!(f, "{} permanent", self.seats)?,
+            (Expiry::On(date), false) => write!(f, "{} until {date}", self.seats)?,
+            (Expiry::On(date), true) => return write!(f, "{} expired on {date}", self.seats),
         }
+        if self.hosts_unlisted {
+            f.write_str(" (hosts not listed: count 0)")?;
+        }
+        Ok(())
     }
 }
 
@@ -815,6 +855,34 @@ impl LicenseState {
                     outcome
                 }
             }
+            Command::ReportHosts { voters, author } => {
+                let outcome = if voters.len() > HOST_REPORT_VOTERS_MAX {
+                    Outcome::HostsRefused {
+                        voters: u32::try_from(voters.len()).unwrap_or(u32::MAX),
+                    }
+                } else {
+                    self.hosts = HostReport {
+                        voters: voters.iter().map(|(node, id)| (node.0, *id)).collect(),
+                    };
+                    Outcome::HostsReported {
+                        voters: u32::try_from(self.hosts.voters.len()).unwrap_or(u32::MAX),
+                    }
+                };
+                let listed: Vec<String> = voters
+                    .iter()
+                    .take(HOST_REPORT_VOTERS_MAX)
+                    .map(|(node, id)| match id {
+                        Some(id) => format!("node {} {id}", node.0),
+                        None => format!("node {} unknown", node.0),
+                    })
+                    .collect();
+                self.record_admin(
+                    author,
+                    format!("report host ids: {}", listed.join(", ")),
+                    &outcome,
+                );
+                outcome
+            }
             Command::UntrustKey { key_id, author } => {
                 let outcome = self.untrust(key_id);
                 self.record_admin(author, format!("untrust key {key_id}"), &outcome);
@@ -849,6 +917,10 @@ impl LicenseState {
                 format!("refused: license {license} holds lines it signed")
             }
             Outcome::BadKey { reason } => format!("refused: {reason}"),
+            Outcome::HostsReported { voters } => format!("recorded for {voters} voters"),
+            Outcome::HostsRefused { voters } => format!(
+                "refused: {voters} voters named, at most {HOST_REPORT_VOTERS_MAX} are recorded"
+            ),
             Outcome::LicenseUnverified { line, reason } => {
                 format!("refused: line {line}: {reason}")
             }
@@ -945,10 +1017,16 @@ impl LicenseState {
         let pool = self.pools.get(&key);
         let no_demand = BTreeMap::new();
         let demand = self.demand.get(&key).unwrap_or(&no_demand);
+        let at = self.at();
         let licensed = pool.map_or(0, |p| p.supply(&Version::any(), None));
         let for_version = pool.map_or(0, |p| p.supply(&version, None));
-        let unexpired = pool.map_or(0, |p| p.supply(&version, Some(self.now_ms)));
-        let available = pool.map_or(0, |p| p.available(demand, &version, self.now_ms));
+        let dated_only = At {
+            ms: self.now_ms,
+            hosts: None,
+        };
+        let unexpired_anywhere = pool.map_or(0, |p| p.supply(&version, Some(&dated_only)));
+        let unexpired = pool.map_or(0, |p| p.supply(&version, Some(&at)));
+        let available = pool.map_or(0, |p| p.available(demand, &version, &at));
         let count = want.count;
         let deny = |reason| Outcome::Denied {
             reason,
@@ -964,8 +1042,11 @@ impl LicenseState {
         if for_version == 0 {
             return deny(DenyReason::VersionNotLicensed);
         }
-        if unexpired == 0 {
+        if unexpired_anywhere == 0 {
             return deny(DenyReason::Expired);
+        }
+        if unexpired == 0 {
+            return deny(DenyReason::HostsNotListed);
         }
         if count > unexpired {
             return deny(DenyReason::ExceedsLicensed);
@@ -1374,7 +1455,7 @@ impl LicenseState {
         self.pools.get(&key).map_or((0, 0), |p| {
             (
                 p.supply(&Version::any(), None),
-                p.supply(&Version::any(), Some(self.now_ms)),
+                p.supply(&Version::any(), Some(&self.at())),
             )
         })
     }
@@ -1391,8 +1472,8 @@ impl LicenseState {
         let no_demand = BTreeMap::new();
         let demand = self.demand.get(&key).unwrap_or(&no_demand);
         (
-            pool.available(demand, &version, self.now_ms),
-            pool.supply(&version, Some(self.now_ms)),
+            pool.available(demand, &version, &self.at()),
+            pool.supply(&version, Some(&self.at())),
         )
     }
 
@@ -1433,6 +1514,20 @@ impl LicenseState {
 
     /// Asserts the seat invariant: in every pool the grants fit the lines.
     /// Cheap: O(pools × versions).
+    /// State time and the voters' host ids: what decides whether a counted
+    /// line grants now.
+    fn at(&self) -> At<'_> {
+        At {
+            ms: self.now_ms,
+            hosts: Some(&self.hosts),
+        }
+    }
+
+    /// The host id each voter reported, as the active node last recorded it.
+    pub fn hosts(&self) -> &HostReport {
+        &self.hosts
+    }
+
     fn check_seats(&self) {
         let empty = Pool::default();
         for (key, demand) in &self.demand {
@@ -1615,29 +1710,36 @@ impl LicenseState {
                     .map(|l| l.expiry)
                     .reduce(later_expiry)
                     .unwrap_or(Expiry::Permanent);
-                // (expired, permanent, date) orders valid dates first, then
-                // permanent, then expired dates.
-                let mut groups: BTreeMap<(bool, bool, Expiry), u32> = BTreeMap::new();
+                // (expired, unlisted, permanent, date) orders valid dates
+                // first, then permanent, then lines bound to hosts the
+                // voters do not report, then expired dates.
+                let mut groups: BTreeMap<(bool, bool, bool, Expiry), u32> = BTreeMap::new();
                 for line in &pool.lines {
                     let expired = !line.expiry.is_valid_at(self.now_ms);
+                    let unlisted = !self.hosts.admits(&line.signed.host_ids);
                     let permanent = line.expiry == Expiry::Permanent;
-                    let seats = groups.entry((expired, permanent, line.expiry)).or_default();
+                    let seats = groups
+                        .entry((expired, unlisted, permanent, line.expiry))
+                        .or_default();
                     *seats = seats.saturating_add(line.seats);
                 }
                 let by_expiry = groups
                     .into_iter()
-                    .map(|((expired, _, expiry), seats)| ExpirySeats {
-                        expiry,
-                        seats,
-                        expired,
-                    })
+                    .map(
+                        |((expired, hosts_unlisted, _, expiry), seats)| ExpirySeats {
+                            expiry,
+                            seats,
+                            expired,
+                            hosts_unlisted,
+                        },
+                    )
                     .collect();
                 FeatureSummary {
                     feature: feature.clone(),
                     vendor: vendor.clone(),
                     version,
                     licensed: pool.supply(&Version::any(), None),
-                    unexpired: pool.supply(&Version::any(), Some(self.now_ms)),
+                    unexpired: pool.supply(&Version::any(), Some(&self.at())),
                     in_use: self.in_use(vendor, feature),
                     expiry,
                     by_expiry,
@@ -1721,6 +1823,7 @@ mod tests {
             seats: 5,
             attributes: Vec::new(),
             cluster_id: None,
+            host_ids: Vec::new(),
             signature: String::new(),
             line: 1,
         };

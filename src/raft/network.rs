@@ -35,6 +35,7 @@ use super::{Member, Raft, TypeConfig};
 use crate::clock::{self, Clock};
 use crate::codec;
 use crate::lease::boottime_ms;
+use crate::license::HostId;
 use crate::proto::v1::RaftMessage;
 use crate::proto::v1::raft_client::RaftClient;
 use crate::proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
@@ -90,6 +91,11 @@ pub struct Network {
     contacts: Arc<Mutex<HashMap<u64, Instant>>>,
     /// Where each peer's wall clock stands, from the replies' `wall_ms`.
     clock: Arc<Clock>,
+    /// This node's host id, sent with every request (`None`: it has none).
+    host_id: Option<HostId>,
+    /// The host id each peer's last reply carried (`None`: it has none;
+    /// std Mutex: one insert or copy, no `.await`).
+    peer_hosts: Arc<Mutex<BTreeMap<u64, Option<HostId>>>>,
     /// Peers whose calls fail, for logging that can be kept: when it starts,
     /// a count once a minute, when it ends (std Mutex: no `.await`).
     outages: Arc<Mutex<HashMap<u64, Outage>>>,
@@ -111,13 +117,15 @@ struct Outage {
 impl Network {
     /// A factory with no connections yet: peers at `peers` (from this node's
     /// config), dialled with mutual TLS from `tls` (plaintext when `None`);
-    /// each reply's wall clock is filed in `clock`.
+    /// each reply's wall clock is filed in `clock` and its host id kept
+    /// ([`Network::peer_hosts`]); this node's `host_id` goes with requests.
     pub fn new(
         cluster: &str,
         peers: BTreeMap<u64, String>,
         tls: Option<Arc<TlsState>>,
         refusals: Arc<Refusals>,
         clock: Arc<Clock>,
+        host_id: Option<HostId>,
     ) -> Network {
         Network {
             cluster: Arc::from(cluster),
@@ -128,10 +136,25 @@ impl Network {
             contacts: Arc::default(),
             outages: Arc::default(),
             clock,
+            host_id,
+            peer_hosts: Arc::default(),
         }
     }
 
-    /// When `peer` last answered a Raft RPC from this node, if ever.
+    /// This node's host id, if it has one.
+    pub fn host_id(&self) -> Option<HostId> {
+        self.host_id
+    }
+
+    /// The host id each peer that answered a Raft RPC from this node
+    /// reported in its last reply (`None`: it has none).
+    pub fn peer_hosts(&self) -> BTreeMap<u64, Option<HostId>> {
+        self.peer_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Records a failed call to `peer`: logged when the peer's calls start
     /// failing, then as a count at most once per [`OUTAGE_LOG_INTERVAL`]
     /// (openraft retries a down peer many times a second).
@@ -188,6 +211,7 @@ impl Network {
         }
     }
 
+    /// When `peer` last answered a Raft RPC from this node, if ever.
     pub fn last_contact(&self, peer: u64) -> Option<Instant> {
         self.contacts
             .lock()
@@ -344,6 +368,7 @@ impl Connection {
         let mut request = tonic::Request::new(RaftMessage {
             payload,
             wall_ms: clock::wall_ms(),
+            host_id: host_text(self.network.host_id),
         });
         request.set_timeout(timeout);
         let sent_boot_ms = boottime_ms();
@@ -375,6 +400,11 @@ impl Connection {
         self.network
             .clock
             .record(self.target, reply.wall_ms, sent_boot_ms, boottime_ms());
+        self.network
+            .peer_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.target, HostId::parse(&reply.host_id));
         let result: Result<Resp, RaftError<u64, E>> =
             codec::decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.network
@@ -444,6 +474,8 @@ pub struct RaftService {
     /// (no sender check).
     cluster: Option<String>,
     refusals: Arc<Refusals>,
+    /// This node's host id, written as replies carry it (empty: none).
+    host_id: String,
 }
 
 impl RaftService {
@@ -456,6 +488,7 @@ impl RaftService {
         refusals: Arc<Refusals>,
         contact: Arc<AtomicU64>,
         handovers: tokio::sync::mpsc::UnboundedSender<(u64, u64, bool)>,
+        host_id: Option<HostId>,
     ) -> RaftServer<RaftService> {
         RaftServer::new(RaftService {
             raft,
@@ -463,6 +496,7 @@ impl RaftService {
             handovers,
             cluster,
             refusals,
+            host_id: host_text(host_id),
         })
         .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX)
@@ -497,12 +531,21 @@ fn decode_request<T: DeserializeOwned>(payload: &[u8]) -> Result<T, tonic::Statu
         .map_err(|e| tonic::Status::invalid_argument(format!("raft message does not decode: {e}")))
 }
 
-fn encode_reply<T: Serialize>(value: &T) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+/// A host id as the peer plane carries it: `host:<hex>`, or empty.
+fn host_text(host_id: Option<HostId>) -> String {
+    host_id.map(|id| id.to_string()).unwrap_or_default()
+}
+
+fn encode_reply<T: Serialize>(
+    value: &T,
+    host_id: &str,
+) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
     let payload = codec::encode(value)
         .map_err(|e| tonic::Status::internal(format!("raft reply does not encode: {e}")))?;
     Ok(tonic::Response::new(RaftMessage {
         payload,
         wall_ms: clock::wall_ms(),
+        host_id: host_id.to_string(),
     }))
 }
 
@@ -518,7 +561,7 @@ impl RaftRpc for RaftService {
         if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
             self.contact.store(boottime_ms(), Ordering::Relaxed);
         }
-        encode_reply(&reply)
+        encode_reply(&reply, &self.host_id)
     }
 
     async fn vote(
@@ -531,7 +574,7 @@ impl RaftRpc for RaftService {
         if matches!(&reply, Ok(r) if r.vote_granted) {
             self.contact.store(boottime_ms(), Ordering::Relaxed);
         }
-        encode_reply(&reply)
+        encode_reply(&reply, &self.host_id)
     }
 
     async fn handover(
@@ -592,7 +635,7 @@ impl RaftRpc for RaftService {
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode_request(&request.get_ref().payload)?;
         self.check_sender(&request, rpc.vote.leader_id().voted_for().unwrap_or(0))?;
-        encode_reply(&self.raft.install_snapshot(rpc).await)
+        encode_reply(&self.raft.install_snapshot(rpc).await, &self.host_id)
     }
 }
 

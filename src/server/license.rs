@@ -79,6 +79,7 @@ pub fn signed_line_to_pb(line: &crate::license::FeatureLine) -> pb::SignedLine {
             .collect(),
         signature: line.signature.clone(),
         cluster_id: line.cluster_id.map(|id| id.to_string()).unwrap_or_default(),
+        host_ids: line.host_ids.iter().map(|id| id.to_string()).collect(),
     }
 }
 
@@ -147,6 +148,7 @@ fn deny_reason(reason: &DenyReason) -> pb::DenyReason {
         DenyReason::InUse => pb::DenyReason::InUse,
         DenyReason::BadCount => pb::DenyReason::BadCount,
         DenyReason::CapacityReached => pb::DenyReason::CapacityReached,
+        DenyReason::HostsNotListed => pb::DenyReason::HostsNotListed,
     }
 }
 
@@ -179,6 +181,9 @@ pub fn denial_message(
             state::CHECKOUT_SEATS_MAX
         ),
         DenyReason::CapacityReached => reason.to_string(),
+        DenyReason::HostsNotListed => format!(
+            "the licenses for feature \"{feature}\" are bound to host ids that fewer than a majority of the cluster's nodes report (raftlm status shows each node's host id)"
+        ),
     }
 }
 
@@ -581,10 +586,12 @@ fn leader_of(
 }
 
 /// Every imported line with whether it counts and why not (a line that has
-/// expired at state time counts 0 seats).
+/// expired at state time, or is bound to host ids a majority of the voters
+/// do not report, counts 0 seats).
 fn license_lines(state: &state::LicenseState) -> Vec<pb::LicenseLine> {
     let verdicts = state.verdicts();
     let now_ms = state.now_ms();
+    let hosts = state.hosts();
     state
         .licenses()
         .iter()
@@ -593,8 +600,10 @@ fn license_lines(state: &state::LicenseState) -> Vec<pb::LicenseLine> {
             lines.iter().enumerate().map(move |(i, line)| {
                 let verdict = verdicts.get(&(name.clone(), i));
                 let expired = !line.expiry.is_valid_at(now_ms);
-                let counts =
-                    !expired && matches!(verdict, Some(crate::license::pool::Verdict::Counts));
+                let unlisted = !hosts.admits(&line.host_ids);
+                let counts = !expired
+                    && !unlisted
+                    && matches!(verdict, Some(crate::license::pool::Verdict::Counts));
                 pb::LicenseLine {
                     license: name.clone(),
                     line: line.line,
@@ -606,10 +615,18 @@ fn license_lines(state: &state::LicenseState) -> Vec<pb::LicenseLine> {
                     expiry: line.expiry.to_string(),
                     counts,
                     cluster_id: line.cluster_id.map(|id| id.to_string()).unwrap_or_default(),
+                    host_ids: line.host_ids.iter().map(|id| id.to_string()).collect(),
+                    hosts_listed: u32::try_from(hosts.listed(&line.host_ids)).unwrap_or(u32::MAX),
+                    voters: u32::try_from(hosts.voters.len()).unwrap_or(u32::MAX),
                     reason: if counts {
                         String::new()
                     } else if expired {
                         format!("expired on {}: imported, counts 0 seats", line.expiry)
+                    } else if unlisted {
+                        format!(
+                            "bound to host ids and {}, not a majority: counts 0 seats",
+                            hosts.describe(&line.host_ids)
+                        )
                     } else {
                         verdict.map(|v| v.to_string()).unwrap_or_default()
                     },
@@ -624,6 +641,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
     let metrics = shared.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let clocks = shared.clock.judge();
+    let hosts = shared.state.read(|state| state.hosts().clone());
     let nodes = membership
         .nodes()
         .map(|(id, node)| {
@@ -650,6 +668,13 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 clock_offset_ms,
                 clock_known,
                 clock_off,
+                host_id: hosts
+                    .voters
+                    .get(id)
+                    .copied()
+                    .flatten()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -679,6 +704,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                         expiry: e.expiry.to_string(),
                         seats: e.seats,
                         expired: e.expired,
+                        hosts_unlisted: e.hosts_unlisted,
                     })
                     .collect(),
             })

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod batcher;
 pub mod error;
+pub mod hosts;
 pub mod license;
 pub mod sessions;
 

@@ -96,6 +96,7 @@ pub fn node_config(
         nodes,
         vendor_keys: vec![vendor_pub.to_path_buf()],
         license_dir: None,
+        machine_id_file: None,
         access_point: Default::default(),
         timing: in_process_timing(),
         batching: Default::default(),
