@@ -1,8 +1,10 @@
 //! The `raftlm` binary: one command with subcommands (DESIGN §8).
 //!
 //! Exit codes: 0 success; 1 the request was refused; 2 usage or configuration
-//! error; 3 cluster unreachable. Errors go to stderr as one plain sentence.
+//! error; 3 cluster unreachable; 130, 143, 129 `checkout` stopped by SIGINT,
+//! SIGTERM, SIGHUP. Errors go to stderr as one plain sentence.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -33,7 +35,7 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Shows the cluster, the active node, features, seats and grants (like `lmstat -a`).
     Status(cli::status::Args),
-    /// Checks out seats of a feature and holds them, heartbeating, until the hold ends or Ctrl-C.
+    /// Checks out seats of a feature and holds them, heartbeating, until the hold ends or Ctrl-C (or SIGTERM, SIGHUP).
     Checkout(cli::checkout::Args),
     /// Stops the active node (it hands over first) or, with --node, one node (like `lmdown`).
     Down(cli::down::Args),
@@ -86,7 +88,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("raftlm: {}", failure.message);
+            // A failed write (the terminal went away with SIGHUP) must not
+            // replace the exit code with a panic's.
+            let _ = writeln!(std::io::stderr(), "raftlm: {}", failure.message);
             ExitCode::from(failure.code)
         }
     }

@@ -1,22 +1,43 @@
 //! `raftlm checkout FEATURE [--count N] [--hold DURATION|forever] [--user U]
 //! [--host H] [--server S]`: takes seats, prints the grant, holds it with
-//! heartbeats until the hold ends or Ctrl-C, then checks in.
+//! heartbeats until the hold ends or a signal (SIGINT, SIGTERM, SIGHUP), then
+//! checks in.
 //!
 //! While it holds the grant it prints one line when the session fails over to
 //! another node, enters or leaves caching mode, or loses a grant. Exit codes
 //! (DESIGN §8): 1 when the check-out is refused (with the cluster's numbers),
-//! 3 when no node answers, 2 for usage errors.
+//! 3 when no node answers, 2 for usage errors; 130, 143 or 129 when SIGINT,
+//! SIGTERM or SIGHUP stopped it ([`crate::cli::signals`]).
+//!
+//! It never exits with a seat held if it can help it: the signal handlers
+//! are installed before the first request, and every way out — a signal
+//! before, during or after the check-out, a grant refused as untrusted, the
+//! end of the hold — goes through [`Session::close`], which waits for a
+//! check-out in flight and checks in every grant, within
+//! [`CHECKIN_ON_EXIT_TIMEOUT`]. A second signal during that exits at once;
+//! what was not checked in is then freed by the cluster when the session's
+//! TTL runs out.
 
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::cli::Failure;
+use crate::cli::signals::{Signals, Stop};
 use crate::cli::status::format_time;
 use crate::client::{
     ClientError, DEFAULT_SERVER, Grant, ServerList, Session, SessionEvent, SessionOptions,
     local_host, local_user,
 };
+
+/// Prints a line on stdout, ignoring a failed write: after SIGHUP the
+/// terminal may be gone, and the seats must still be checked in.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// How long to hold the seats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,10 +214,25 @@ pub(crate) fn init_logging() {
         .try_init();
 }
 
-/// Runs `raftlm checkout`.
+/// How long, once the command stops (a signal, a refused untrusted grant, the
+/// end of the hold), it waits for the session to close: for the answer to a
+/// check-out still in flight and for the check-in of every grant. Ten times
+/// the slowest failover `docs/performance.md` reports (p99 under 1 s), so a
+/// failover during the check-in does not cut it short, and a third of the
+/// default session TTL (`DEFAULT_SESSION_TTL`, 30 s): when the cluster cannot
+/// be reached, waiting longer would gain little over the cluster freeing the
+/// seats of the silent session at the end of its TTL.
+pub const CHECKIN_ON_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `raftlm checkout`. The signal handlers are installed before anything
+/// is sent to the cluster.
 pub fn run(args: Args) -> Result<(), Failure> {
     init_logging();
-    runtime()?.block_on(checkout(args))
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let signals = Signals::install()?;
+        checkout(args, signals).await
+    })
 }
 
 fn describe(grant: &Grant) -> String {
@@ -213,7 +249,15 @@ fn describe(grant: &Grant) -> String {
     )
 }
 
-async fn checkout(args: Args) -> Result<(), Failure> {
+/// The failure of a command a signal stopped before it asked for seats.
+fn stopped(stop: Stop) -> Failure {
+    Failure {
+        code: stop.exit_code(),
+        message: format!("stopped by {} before any seat was asked for", stop.name()),
+    }
+}
+
+async fn checkout(args: Args, mut signals: Signals) -> Result<(), Failure> {
     let options = SessionOptions {
         user: args.user.unwrap_or_else(local_user),
         host: args.host.unwrap_or_else(local_host),
@@ -222,7 +266,10 @@ async fn checkout(args: Args) -> Result<(), Failure> {
     let client = crate::cli::env_client(args.server)?;
     let vendor = match args.vendor {
         Some(vendor) => vendor,
-        None => vendor_of(&client, &args.feature).await?,
+        None => tokio::select! {
+            vendor = vendor_of(&client, &args.feature) => vendor?,
+            stop = signals.recv() => return Err(stopped(stop)),
+        },
     };
     let vendor_keys = args
         .vendor_keys
@@ -239,24 +286,38 @@ async fn checkout(args: Args) -> Result<(), Failure> {
     };
     let session = Session::start(client, options);
     let mut events = session.subscribe();
-    let grant = match session
-        .checkout_version(&args.feature, &args.version, args.count)
-        .await
-    {
-        Ok(grant) => grant,
-        Err(error) => {
-            drop(session);
-            return Err(failure(error));
+    // A signal while the check-out is in flight stops waiting for its answer,
+    // not the check-out: the session still records the grant when the answer
+    // comes, and closing the session waits for it and checks it in.
+    let answer = tokio::select! {
+        answer = session.checkout_version(&args.feature, &args.version, args.count) => answer,
+        stop = signals.recv() => {
+            say!(
+                "stopped by {} while the check-out was in flight: checking in whatever it is granted",
+                stop.name()
+            );
+            let closed = close(session, &mut signals, Some(stop)).await;
+            return ending(closed, None, &[]);
         }
     };
-    println!("{}", describe(&grant));
+    let grant = match answer {
+        Ok(grant) => grant,
+        Err(error) => {
+            // A grant refused as untrusted is being checked in by the session;
+            // closing waits until the cluster confirmed it.
+            let refusal = failure(error);
+            let closed = close(session, &mut signals, None).await;
+            return ending(closed, Some(refusal), &[]);
+        }
+    };
+    say!("{}", describe(&grant));
     let hold_end = match args.hold {
         Hold::Forever => {
-            println!("holding until Ctrl-C");
+            say!("holding until Ctrl-C");
             None
         }
         Hold::For(duration) => {
-            println!(
+            say!(
                 "holding for {} (Ctrl-C checks in earlier)",
                 format_duration(duration)
             );
@@ -270,34 +331,129 @@ async fn checkout(args: Args) -> Result<(), Failure> {
         }
     };
     tokio::pin!(hold);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let mut stop = None;
     loop {
         tokio::select! {
             _ = &mut hold => break,
-            _ = &mut ctrl_c => {
-                println!("interrupted");
+            signal = signals.recv() => {
+                say!("stopped by {}: checking in", signal.name());
+                stop = Some(signal);
                 break;
             }
             event = events.recv() => match event {
                 Ok(event) => print_event(&event),
-                Err(RecvError::Lagged(missed)) => println!("({missed} session events missed)"),
+                Err(RecvError::Lagged(missed)) => say!("({missed} session events missed)"),
                 Err(RecvError::Closed) => break,
             },
         }
     }
     let held = session.grants().await.unwrap_or_default();
-    match session.close().await {
+    let closed = close(session, &mut signals, stop).await;
+    ending(closed, None, &held)
+}
+
+/// How closing the session went.
+struct Closed {
+    /// The first signal received, before or while closing.
+    stop: Option<Stop>,
+    /// Whether every grant was checked in, and if not, why.
+    result: Result<(), CloseError>,
+}
+
+enum CloseError {
+    /// A check-in failed.
+    Client(ClientError),
+    /// The session did not close within [`CHECKIN_ON_EXIT_TIMEOUT`].
+    TimedOut,
+    /// A second signal ended the wait.
+    Abandoned(Stop),
+}
+
+/// Closes the session: waits for a check-out in flight and checks every grant
+/// in, within [`CHECKIN_ON_EXIT_TIMEOUT`]. A first signal while it runs lets
+/// it finish (and decides the exit code); a second one ends the wait at once.
+/// Either way the session stops heartbeating, so whatever is not checked in
+/// is freed by the cluster when the session's TTL runs out.
+async fn close(session: Session, signals: &mut Signals, mut stop: Option<Stop>) -> Closed {
+    let closing = tokio::time::timeout(CHECKIN_ON_EXIT_TIMEOUT, session.close());
+    tokio::pin!(closing);
+    loop {
+        tokio::select! {
+            closed = &mut closing => {
+                let result = match closed {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => Err(CloseError::Client(error)),
+                    Err(_) => Err(CloseError::TimedOut),
+                };
+                return Closed { stop, result };
+            }
+            signal = signals.recv() => match stop {
+                Some(_) => {
+                    return Closed {
+                        stop,
+                        result: Err(CloseError::Abandoned(signal)),
+                    };
+                }
+                None => {
+                    say!(
+                        "{} received: checking in first (another signal exits at once)",
+                        signal.name()
+                    );
+                    stop = Some(signal);
+                }
+            },
+        }
+    }
+}
+
+/// The command's outcome once the session is closed: the first signal decides
+/// the exit code (130, 143, 129), else a refusal of the check-out, else how
+/// the check-in went. `held` are the grants known before closing, reported
+/// as checked in.
+fn ending(closed: Closed, refusal: Option<Failure>, held: &[Grant]) -> Result<(), Failure> {
+    let left = match &closed.result {
         Ok(()) => {
             for grant in held {
-                println!(
+                say!(
                     "checked in {} seat(s) of \"{}\" (grant {})",
-                    grant.count, grant.feature, grant.token
+                    grant.count,
+                    grant.feature,
+                    grant.token
                 );
             }
-            Ok(())
+            None
         }
-        Err(error) => Err(failure(error)),
+        Err(CloseError::Client(error)) => Some(format!("a check-in failed ({error})")),
+        Err(CloseError::TimedOut) => Some(format!(
+            "the check-in was not confirmed within {}",
+            format_duration(CHECKIN_ON_EXIT_TIMEOUT)
+        )),
+        Err(CloseError::Abandoned(signal)) => {
+            Some(format!("{} during the check-in ended it", signal.name()))
+        }
+    };
+    let left = left.map(|why| {
+        format!("{why}; the cluster frees any seat still held when the session's TTL runs out")
+    });
+    if let Some(stop) = closed.stop {
+        let message = match left {
+            None => format!("stopped by {}", stop.name()),
+            Some(left) => format!("stopped by {}, but {left}", stop.name()),
+        };
+        return Err(Failure {
+            code: stop.exit_code(),
+            message,
+        });
+    }
+    match (refusal, closed.result) {
+        (Some(refusal), Ok(())) => Err(refusal),
+        (Some(refusal), Err(_)) => Err(Failure {
+            code: refusal.code,
+            message: format!("{}, and {}", refusal.message, left.unwrap_or_default()),
+        }),
+        (None, Ok(())) => Ok(()),
+        (None, Err(CloseError::Client(error))) => Err(failure(error)),
+        (None, Err(_)) => Err(Failure::unreachable(left.unwrap_or_default())),
     }
 }
 
@@ -305,12 +461,12 @@ fn print_event(event: &SessionEvent) {
     match event {
         SessionEvent::Connected { .. } => {}
         SessionEvent::FailedOver { from, to, term } if from == to => {
-            println!("failed over: a new active node serves {to} (term {term}); grants kept")
+            say!("failed over: a new active node serves {to} (term {term}); grants kept")
         }
         SessionEvent::FailedOver { from, to, term } => {
-            println!("failed over: {from} -> {to} (term {term}); grants kept")
+            say!("failed over: {from} -> {to} (term {term}); grants kept")
         }
-        SessionEvent::EnteredCaching { grace_until, .. } => println!(
+        SessionEvent::EnteredCaching { grace_until, .. } => say!(
             "cluster unreachable: caching mode, grants valid until {}",
             format_time(*grace_until)
         ),
@@ -318,30 +474,30 @@ fn print_event(event: &SessionEvent) {
             cached_for,
             address,
             term,
-        } => println!(
+        } => say!(
             "cluster answered again after {} ({address}, term {term}): left caching mode",
             format_duration(*cached_for)
         ),
         SessionEvent::GraceExpired { .. } => {
-            println!("grace period over: the grant is no longer valid")
+            say!("grace period over: the grant is no longer valid")
         }
         SessionEvent::GrantLost {
             token,
             feature,
             count,
         } => {
-            println!(
+            say!(
                 "grant {token} ({count} seat(s) of \"{feature}\") was lost: the cluster expired the session"
             )
         }
         SessionEvent::SessionRestarted { old, new } => {
-            println!("session {old} expired; continuing as session {new}")
+            say!("session {old} expired; continuing as session {new}")
         }
         SessionEvent::GrantRecovered { lost, grant } => {
-            println!("grant {lost} replaced: {}", describe(grant))
+            say!("grant {lost} replaced: {}", describe(grant))
         }
         SessionEvent::GrantNotRecovered { lost, reason, .. } => {
-            println!("grant {lost} could not be checked out again: {reason}")
+            say!("grant {lost} could not be checked out again: {reason}")
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Each subcommand returns `Result<(), Failure>`; `main` prints the failure's
 //! one-sentence message on stderr and exits with its code (DESIGN §8:
-//! 0 success, 1 refused, 2 usage or configuration error, 3 cluster unreachable).
+//! 0 success, 1 refused, 2 usage or configuration error, 3 cluster unreachable;
+//! and 130, 143, 129 for `checkout` stopped by SIGINT, SIGTERM, SIGHUP, see
+//! [`signals`]).
 
 pub mod bench;
 pub mod bench_etcd;
@@ -16,6 +18,7 @@ pub mod import;
 pub mod license;
 pub mod local_cluster;
 pub mod server;
+pub mod signals;
 pub mod status;
 pub mod tls;
 
@@ -29,7 +32,7 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 /// A command that did not succeed: the exit code and one plain sentence for stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// The process exit code (1, 2 or 3).
+    /// The process exit code (1, 2 or 3; 130, 143 or 129 after a signal).
     pub code: u8,
     /// What went wrong, as one sentence.
     pub message: String,

@@ -118,7 +118,8 @@ pub struct SessionOptions {
     /// must name the identity of a CA the client trusts
     /// ([`ClientTls::cluster_ids`](crate::tls::client::ClientTls::cluster_ids)),
     /// or the seats are checked in again and the check-out fails with
-    /// [`ClientError::UntrustedLicense`]. Empty (the
+    /// [`ClientError::UntrustedLicense`] once that check-in is answered (or
+    /// has failed, to be retried like any other). Empty (the
     /// default): no check — a vendor's product should always set it.
     pub vendor_keys: Vec<crate::license::signature::VendorPublicKey>,
     /// The user name reported with check-outs. Default: `$USER`.
@@ -530,6 +531,14 @@ impl CheckoutJob {
     }
 }
 
+/// A check-out whose grant the application refused (its lines are not signed
+/// by a trusted vendor key): it fails with `error` once the grant's check-in
+/// is answered.
+struct Refused {
+    job: CheckoutJob,
+    error: ClientError,
+}
+
 /// A finished sub-task.
 enum Done {
     Checkout {
@@ -541,6 +550,8 @@ enum Done {
         id: SessionRequest,
         token: GrantToken,
         reply: Option<oneshot::Sender<Result<Checkin, ClientError>>>,
+        /// The check-out whose grant this check-in gives back, failed after it.
+        refused: Option<Box<Refused>>,
         result: Result<Checkin, ClientError>,
     },
     Renew {
@@ -733,6 +744,7 @@ impl Actor {
         let timeout = client.options().call_timeout;
         let (user, host) = (self.options.user.clone(), self.options.host.clone());
         let want = job.want(&self.options.vendor);
+        debug!(session = %self.session, request = ?job.id.id(), feature = %job.feature, "sending a check-out");
         self.tasks.spawn(async move {
             let result = client
                 .checkout_within(timeout, &job.id, &want, &user, &host)
@@ -750,6 +762,18 @@ impl Actor {
         token: GrantToken,
         reply: Option<oneshot::Sender<Result<Checkin, ClientError>>>,
     ) {
+        self.spawn_checkin_then(id, token, reply, None);
+    }
+
+    /// Checks `token` in; once the call is answered (or has failed, and waits
+    /// to be retried), fails the check-out `refused` if given.
+    fn spawn_checkin_then(
+        &mut self,
+        id: SessionRequest,
+        token: GrantToken,
+        reply: Option<oneshot::Sender<Result<Checkin, ClientError>>>,
+        refused: Option<Box<Refused>>,
+    ) {
         let client = self.client.clone();
         let timeout = client.options().call_timeout;
         self.tasks.spawn(async move {
@@ -758,6 +782,7 @@ impl Actor {
                 id,
                 token,
                 reply,
+                refused,
                 result,
             }
         });
@@ -808,8 +833,15 @@ impl Actor {
                 id,
                 token,
                 reply,
+                refused,
                 result,
-            } => self.checked_in(id, token, reply, result),
+            } => {
+                self.checked_in(id, token, reply, result);
+                if let Some(refused) = refused {
+                    let Refused { job, error } = *refused;
+                    self.fail_checkout(job, error);
+                }
+            }
         }
     }
 
@@ -1149,8 +1181,15 @@ impl Actor {
                             },
                         );
                         let id = self.next_id();
-                        self.spawn_checkin(id, token, None);
-                        Err(ClientError::UntrustedLicense { feature, reason })
+                        // The caller hears of the refusal once the check-in is
+                        // answered: a caller that closes or drops the session on
+                        // this error then leaves no seat held.
+                        let refused = Refused {
+                            job,
+                            error: ClientError::UntrustedLicense { feature, reason },
+                        };
+                        self.spawn_checkin_then(id, token, None, Some(Box::new(refused)));
+                        return;
                     }
                 }
             }
