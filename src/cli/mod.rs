@@ -14,6 +14,7 @@ pub mod down;
 pub mod import;
 pub mod license;
 pub mod local_cluster;
+pub mod reach;
 pub mod server;
 pub mod status;
 pub mod tls;
