@@ -153,6 +153,42 @@ fn bad_config_names_the_field() {
     assert!(stderr.contains("timing.lease_ms"), "stderr: {stderr}");
 }
 
+// A node whose private key is not its certificate's does not start: exit
+// code 2 (a configuration error, as for the cases above), and the message
+// names both files and says they do not belong together.
+#[test]
+fn a_key_that_is_not_the_certificates_is_refused_naming_both_files() {
+    let cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let tls = common::tls();
+    let (cert, _) = tls.node(1);
+    let (_, other_key) = tls.node(2);
+    cluster.replace_table(
+        1,
+        "[tls]",
+        &format!(
+            "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            tls.ca().display(),
+            cert.display(),
+            other_key.display()
+        ),
+    );
+    let config = cluster.config(1);
+    let (code, _, stderr) = raftlm(
+        &["server", "--config", config.to_str().unwrap()],
+        cluster.dir.path(),
+    );
+    assert_eq!(code, 2, "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the private key {} and the certificate {} do not belong together",
+            other_key.display(),
+            cert.display()
+        )),
+        "stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {

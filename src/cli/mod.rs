@@ -17,6 +17,7 @@ pub mod hostid;
 pub mod import;
 pub mod license;
 pub mod local_cluster;
+pub mod reach;
 pub mod server;
 pub mod signals;
 pub mod status;

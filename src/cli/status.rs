@@ -1,5 +1,13 @@
-//! `raftlm status [--server S] [--json]`: the cluster, its nodes, the active
-//! node and term, the features and who holds their seats (`lmstat -a`).
+//! `raftlm status [--server S] [--json] [--timeout D]`: the cluster, its
+//! nodes, the active node and term, the features and who holds their seats
+//! (`lmstat -a`).
+//!
+//! Next to the active node's linearizable status, every node is asked for
+//! its own report (`NodeInfo`: role, term, applied and committed index,
+//! version) at the same time, through [`crate::cli::reach`]; all of it ends
+//! within `--timeout` (3 s). Without an active node the nodes' reports are
+//! what is printed, headed by `no quorum: 1 of 3 nodes reachable` (or how
+//! many answered), and the exit code is 3.
 //!
 //! The text form reads like FlexNet's `lmstat -a`: a header about the
 //! cluster, then per feature a `Users of FEATURE:  (Total of N licenses
@@ -12,11 +20,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::time::Instant;
+
 use crate::cli::Failure;
-use crate::cli::checkout::{failure, init_logging, runtime};
-use crate::client::{DEFAULT_SERVER, GrantToken, ServerList};
+use crate::cli::checkout::{failure, init_logging, parse_duration, runtime};
+use crate::cli::reach::{NodeReach, Reach, Survey, nodes_view, outage_text};
+use crate::client::{Client, ClientError, ClientOptions, DEFAULT_SERVER, GrantToken, ServerList};
 use crate::proto::v1 as pb;
-use crate::proto::v1::license_client::LicenseClient;
 use crate::tls::client::ClientTls;
 
 /// `raftlm status`'s arguments.
@@ -28,69 +38,130 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// How long to wait for the active node and the nodes' own reports
+    /// (e.g. 3s, 500ms, 1m).
+    #[arg(long, default_value = "3s", value_parser = parse_timeout, value_name = "DURATION")]
+    pub timeout: Duration,
 }
 
 /// A node's certificate expiry is warned about this many days ahead.
 pub const CERT_WARN_DAYS: i64 = 30;
-/// How long `status` waits for each node's own report.
+/// How long `status` still waits for the nodes' own reports once the active
+/// node has answered: a node that is down then costs a healthy cluster's
+/// status this much, not the whole `--timeout`.
 pub const NODE_INFO_TIMEOUT: Duration = Duration::from_millis(800);
+/// `--timeout`'s default: long enough for a failover to finish (about half
+/// a second, docs/performance.md) and the new active node to answer, short
+/// enough that an outage is reported while the administrator still waits.
+pub const STATUS_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3);
+/// Longest `--timeout` accepted: a status that waits longer is a hung
+/// monitoring script, not a patient one.
+pub const STATUS_TIMEOUT_MAX: Duration = Duration::from_secs(600);
 
-/// Runs `raftlm status`.
+/// Parses `--timeout`: a duration above zero, at most [`STATUS_TIMEOUT_MAX`].
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout.is_zero() || timeout > STATUS_TIMEOUT_MAX {
+        return Err(format!(
+            "\"{text}\": the timeout must be above 0 and at most {} s",
+            STATUS_TIMEOUT_MAX.as_secs()
+        ));
+    }
+    Ok(timeout)
+}
+
+/// Runs `raftlm status`. Without an active node it still prints every
+/// node's own report, then fails with exit code 3.
 pub fn run(args: Args) -> Result<(), Failure> {
     init_logging();
-    let client = crate::cli::env_client(args.server)?;
-    let (status, nodes) = runtime()?
-        .block_on(async {
-            let status = client.status().await?;
-            let nodes = node_reports(&status, &client.options().tls).await;
-            Ok::<_, crate::client::ClientError>((status, nodes))
-        })
-        .map_err(failure)?;
+    let mut options = ClientOptions::from_env().map_err(Failure::usage)?;
+    options.call_timeout = args.timeout;
+    options.attempt_timeout = options.attempt_timeout.min(args.timeout);
+    let tls = options.tls.clone();
+    let addresses = args.server.addresses().to_vec();
+    let client = Client::with_options(args.server, options);
+    let runtime = runtime()?;
+    let (answer, probed) = runtime.block_on(gather(&client, &addresses, &tls, args.timeout));
+    // A name lookup stuck in the resolver runs on a blocking thread that
+    // no timeout cancels: do not wait for it on the way out.
+    runtime.shutdown_background();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    if args.json {
-        println!("{}", to_json(&status, &nodes, now));
-    } else {
-        print!("{}", to_text(&status, &nodes, now));
+    match answer {
+        Ok(status) => {
+            let members: Vec<(u64, String)> = status
+                .nodes
+                .iter()
+                .map(|n| (n.id, n.address.clone()))
+                .collect();
+            let nodes = nodes_view(&members, &probed);
+            if args.json {
+                println!("{}", to_json(&status, &nodes, now));
+            } else {
+                print!("{}", to_text(&status, &nodes, now));
+            }
+            Ok(())
+        }
+        Err(error @ ClientError::Unreachable { .. }) => {
+            let nodes = nodes_view(&[], &probed);
+            let summary = outage_text(&nodes);
+            let failure = failure(error);
+            if args.json {
+                println!("{}", outage_json(&nodes, &summary, &failure.message, now));
+            } else {
+                print!("{}", outage_to_text(&nodes, &summary, now));
+            }
+            Err(Failure::unreachable(format!(
+                "{summary}; {}",
+                failure.message
+            )))
+        }
+        Err(error) => Err(failure(error)),
     }
-    Ok(())
 }
 
-/// Each node's own report (its certificate, its clock), asked of every node
-/// the status lists, all at once; `None` for a node that did not answer.
-pub async fn node_reports(
-    status: &pb::StatusReply,
+/// Asks the active node for the status and, at the same time, every node
+/// for its own report, all within `timeout`; once the active node has
+/// answered, the reports still missing get [`NODE_INFO_TIMEOUT`] more.
+async fn gather(
+    client: &Client,
+    addresses: &[String],
     tls: &ClientTls,
-) -> Vec<(u64, Option<pb::NodeInfoReply>)> {
-    let mut asks = tokio::task::JoinSet::new();
-    for node in &status.nodes {
-        let (id, address, tls) = (node.id, node.address.clone(), tls.clone());
-        asks.spawn(async move {
-            let ask = async {
-                let channel = tls
-                    .endpoint(&address, NODE_INFO_TIMEOUT)
-                    .ok()?
-                    .timeout(NODE_INFO_TIMEOUT)
-                    .connect()
-                    .await
-                    .ok()?;
-                LicenseClient::new(channel)
-                    .node_info(pb::NodeInfoRequest::default())
-                    .await
-                    .ok()
-                    .map(|r| r.into_inner())
-            };
-            let reply = tokio::time::timeout(NODE_INFO_TIMEOUT * 2, ask)
-                .await
-                .ok()
-                .flatten();
-            (id, reply)
-        });
+    timeout: Duration,
+) -> (Result<pb::StatusReply, ClientError>, Vec<(String, Reach)>) {
+    let deadline = Instant::now() + timeout;
+    let mut survey = Survey::start(addresses, tls, deadline);
+    let status = client.status();
+    tokio::pin!(status);
+    let mut answer: Option<Result<pb::StatusReply, ClientError>> = None;
+    let mut stop = deadline;
+    loop {
+        if answer.is_some() && !survey.busy() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            result = &mut status, if answer.is_none() => {
+                if let Ok(reply) = &result {
+                    for node in &reply.nodes {
+                        survey.ask(&node.address);
+                    }
+                    stop = stop.min(Instant::now() + NODE_INFO_TIMEOUT);
+                }
+                answer = Some(result);
+            }
+            () = survey.next(), if survey.busy() => {}
+            () = tokio::time::sleep_until(stop) => break,
+        }
     }
-    let mut reports: Vec<_> = asks.join_all().await;
-    reports.sort_by_key(|(id, _)| *id);
-    reports
+    let answer = answer.unwrap_or_else(|| {
+        Err(ClientError::Unreachable {
+            tried: addresses.to_vec(),
+            last: format!("no answer within {} ms", timeout.as_millis()),
+        })
+    });
+    (answer, survey.finish())
 }
 
 /// One line about a node's certificate: its expiry, and a warning within
@@ -140,13 +211,9 @@ fn token_text(token: Option<&pb::GrantToken>) -> String {
     )
 }
 
-/// The `lmstat -a`-like text form; `nodes` are the nodes' own reports,
-/// `now_unix` the time certificate expiry is judged at.
-pub fn to_text(
-    status: &pb::StatusReply,
-    nodes: &[(u64, Option<pb::NodeInfoReply>)],
-    now_unix: i64,
-) -> String {
+/// The `lmstat -a`-like text form; `nodes` are how each node answered on
+/// its own, `now_unix` the time certificate expiry is judged at.
+pub fn to_text(status: &pb::StatusReply, nodes: &[NodeReach], now_unix: i64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -175,7 +242,7 @@ pub fn to_text(
     if status.active_node == 0 {
         let _ = writeln!(
             out,
-            "    Active node: none (election in progress), term {}",
+            "    Active node: none (the answering node does not serve), term {}",
             status.term
         );
     } else {
@@ -202,10 +269,8 @@ pub fn to_text(
     }
     let _ = writeln!(out, "\nNodes:");
     for node in &status.nodes {
-        let info = nodes
-            .iter()
-            .find(|(id, _)| *id == node.id)
-            .and_then(|(_, i)| i.as_ref());
+        let reach = nodes.iter().find(|r| r.id == Some(node.id));
+        let info = reach.and_then(|r| r.reach.info());
         let _ = writeln!(
             out,
             "    node {}  {}  {}  {}{}{}{}",
@@ -217,7 +282,11 @@ pub fn to_text(
             host_text(node),
             ca_text(status, info)
         );
+        if let Some(reach) = reach {
+            let _ = writeln!(out, "        {}", reach.reach.text());
+        }
     }
+    write_other_addresses(&mut out, nodes);
     let _ = writeln!(out, "\nFeature usage info:");
     let mut grants: BTreeMap<(&str, &str), Vec<&pb::GrantStatus>> = BTreeMap::new();
     for grant in &status.grants {
@@ -362,6 +431,54 @@ fn write_grants(out: &mut String, mut grants: Vec<&pb::GrantStatus>) {
     }
 }
 
+/// The addresses asked that no configured node has (the access point, or
+/// every address while no node answered), each with how it answered.
+fn write_other_addresses(out: &mut String, nodes: &[NodeReach]) {
+    for other in nodes.iter().filter(|r| r.id.is_none()) {
+        let _ = writeln!(out, "    address {}", other.address);
+        let _ = writeln!(out, "        {}", other.reach.text());
+    }
+}
+
+/// The text form when no node is active: the summary (`no quorum: 1 of 3
+/// nodes reachable`) and each node's own report, or how it failed.
+pub fn outage_to_text(nodes: &[NodeReach], summary: &str, now_unix: i64) -> String {
+    let mut out = String::new();
+    let cluster = nodes
+        .iter()
+        .find_map(|r| r.reach.info())
+        .map_or("unknown (no node answered)", |i| i.cluster_name.as_str());
+    let configured = nodes.iter().filter(|r| r.id.is_some()).count();
+    let _ = write!(out, "License server status: {cluster}");
+    if configured > 0 {
+        let _ = write!(out, " (cluster of {configured} nodes)");
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "    Active node: none: {summary}");
+    let _ = writeln!(
+        out,
+        "    Below: each node's own view (not a linearizable read); seats and grants need an active node"
+    );
+    let _ = writeln!(out, "\nNodes:");
+    for node in nodes {
+        let Some(id) = node.id else { continue };
+        let info = node.reach.info();
+        let role = info
+            .map(|i| i.role.as_str())
+            .filter(|r| !r.is_empty())
+            .unwrap_or("-");
+        let _ = writeln!(
+            out,
+            "    node {id}  {}  {role}  {}",
+            node.address,
+            cert_text(info, now_unix)
+        );
+        let _ = writeln!(out, "        {}", node.reach.text());
+    }
+    write_other_addresses(&mut out, nodes);
+    printable(&out)
+}
+
 /// `text` with every control character but the line break written as an
 /// escape (`\u{1b}`): whatever a reply holds (a user name, a host name, an
 /// author), it cannot move the cursor or recolour an administrator's
@@ -468,35 +585,19 @@ fn clock_text(status: &pb::StatusReply, node: &pb::NodeStatus) -> String {
 }
 
 /// The `--json` form: one object, on one line.
-pub fn to_json(
-    status: &pb::StatusReply,
-    nodes: &[(u64, Option<pb::NodeInfoReply>)],
-    now_unix: i64,
-) -> String {
+pub fn to_json(status: &pb::StatusReply, nodes: &[NodeReach], now_unix: i64) -> String {
     let last = (status.last_activation_ms != 0).then(|| format_time_ms(status.last_activation_ms));
     let node_list: Vec<serde_json::Value> = status
         .nodes
         .iter()
         .map(|n| {
-            let info = nodes
-                .iter()
-                .find(|(id, _)| *id == n.id)
-                .and_then(|(_, i)| i.as_ref());
-            serde_json::json!({
-                "id": n.id,
-                "address": n.address,
-                "role": n.role,
-                "tls": info.map(|i| i.tls),
-                "cert_subject": info.filter(|i| i.tls).map(|i| i.cert_subject.clone()),
-                "cert_not_after_unix": info.filter(|i| i.tls).map(|i| i.cert_not_after_unix),
-                "cert_days_left": info
-                    .filter(|i| i.tls)
-                    .map(|i| (i.cert_not_after_unix - now_unix).div_euclid(86_400)),
-                "ca_cluster_id": info.filter(|i| !i.cluster_id.is_empty()).map(|i| i.cluster_id.clone()),
-                "clock_offset_ms": n.clock_known.then_some(n.clock_offset_ms),
-                "clock_off": n.clock_off,
-                "host_id": (!n.host_id.is_empty()).then(|| n.host_id.clone()),
-            })
+            let reach = nodes.iter().find(|r| r.id == Some(n.id));
+            let mut value = node_json(n.id, &n.address, reach.map(|r| &r.reach), now_unix);
+            value["role"] = n.role.clone().into();
+            value["clock_offset_ms"] = n.clock_known.then_some(n.clock_offset_ms).into();
+            value["clock_off"] = n.clock_off.into();
+            value["host_id"] = (!n.host_id.is_empty()).then(|| n.host_id.clone()).into();
+            value
         })
         .collect();
     let features: Vec<serde_json::Value> = status
@@ -567,6 +668,13 @@ pub fn to_json(
         "serving_for_ms": status.serving_for_ms,
         "applied_index": status.applied_index,
         "nodes": node_list,
+        "other_addresses": other_addresses_json(nodes, now_unix),
+        "configured": status.nodes.len(),
+        "reachable": status
+            .nodes
+            .iter()
+            .filter(|n| nodes.iter().any(|r| r.id == Some(n.id) && r.reach.info().is_some()))
+            .count(),
         "clock_skew_max_ms": status.clock_skew_max_ms,
         "clock_ms": status.clock_ms,
         "clock": format_time_ms(status.clock_ms),
@@ -607,6 +715,83 @@ pub fn to_json(
                 "since_ms": k.since_ms,
             }))
             .collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+/// One node in the JSON form: what its own report says, or how it failed
+/// (`reachability`: reachable, refused, unreachable, unresolvable, failed;
+/// `reachability_detail`: the reason or the node's own view).
+fn node_json(id: u64, address: &str, reach: Option<&Reach>, now_unix: i64) -> serde_json::Value {
+    let info = reach.and_then(Reach::info);
+    serde_json::json!({
+        "id": id,
+        "address": address,
+        "reachability": reach.map(Reach::kind),
+        "reachability_detail": reach.map(Reach::detail),
+        "own_role": info.map(|i| i.role.clone()),
+        "term": info.map(|i| i.term),
+        "applied_index": info.map(|i| i.applied_index),
+        "committed_index": info.map(|i| i.committed_index),
+        "version": info.map(|i| i.version.clone()),
+        "leader": info.map(|i| i.leader),
+        "tls": info.map(|i| i.tls),
+        "cert_subject": info.filter(|i| i.tls).map(|i| i.cert_subject.clone()),
+        "cert_not_after_unix": info.filter(|i| i.tls).map(|i| i.cert_not_after_unix),
+        "cert_days_left": info
+            .filter(|i| i.tls)
+            .map(|i| (i.cert_not_after_unix - now_unix).div_euclid(86_400)),
+        "ca_cluster_id": info.filter(|i| !i.cluster_id.is_empty()).map(|i| i.cluster_id.clone()),
+    })
+}
+
+/// The addresses asked that no configured node has, in the JSON form
+/// (`other_addresses`, each with `id` null).
+fn other_addresses_json(nodes: &[NodeReach], now_unix: i64) -> Vec<serde_json::Value> {
+    nodes
+        .iter()
+        .filter(|r| r.id.is_none())
+        .map(|r| {
+            let mut value = node_json(0, &r.address, Some(&r.reach), now_unix);
+            value["id"] = serde_json::Value::Null;
+            value
+        })
+        .collect()
+}
+
+/// The `--json` form when no node is active: `active_node` 0, the summary,
+/// the error, and each node's own report or how it failed.
+pub fn outage_json(nodes: &[NodeReach], summary: &str, error: &str, now_unix: i64) -> String {
+    let cluster = nodes
+        .iter()
+        .find_map(|r| r.reach.info())
+        .map(|i| i.cluster_name.clone());
+    let node_list: Vec<serde_json::Value> = nodes
+        .iter()
+        .filter_map(|r| {
+            let id = r.id?;
+            let mut value = node_json(id, &r.address, Some(&r.reach), now_unix);
+            value["role"] = r
+                .reach
+                .info()
+                .map(|i| i.role.clone())
+                .filter(|role| !role.is_empty())
+                .into();
+            Some(value)
+        })
+        .collect();
+    serde_json::json!({
+        "cluster": cluster,
+        "active_node": 0,
+        "summary": summary,
+        "error": error,
+        "configured": nodes.iter().filter(|r| r.id.is_some()).count(),
+        "reachable": nodes
+            .iter()
+            .filter(|r| r.id.is_some() && r.reach.info().is_some())
+            .count(),
+        "nodes": node_list,
+        "other_addresses": other_addresses_json(nodes, now_unix),
     })
     .to_string()
 }
@@ -761,8 +946,8 @@ mod tests {
         }
     }
 
-    fn reports() -> Vec<(u64, Option<pb::NodeInfoReply>)> {
-        let info = |id, days: i64| pb::NodeInfoReply {
+    fn info(id: u64, days: i64) -> pb::NodeInfoReply {
+        pb::NodeInfoReply {
             id,
             cluster_name: "LICSRV".into(),
             tls: true,
@@ -770,9 +955,34 @@ mod tests {
             cert_not_after_unix: NOW + days * 86_400 + 60,
             now_ms: 0,
             version: "0".into(),
+            term: 5,
+            role: if id == 2 { "active" } else { "standby" }.into(),
+            leader: 2,
+            applied_index: 42,
+            committed_index: 42,
+            nodes: vec![
+                pb::ConfiguredNode {
+                    id: 1,
+                    address: "127.0.0.1:27001".into(),
+                },
+                pb::ConfiguredNode {
+                    id: 2,
+                    address: "127.0.0.1:27002".into(),
+                },
+            ],
             ..Default::default()
-        };
-        vec![(1, Some(info(1, 400))), (2, Some(info(2, 12)))]
+        }
+    }
+
+    fn reports() -> Vec<NodeReach> {
+        [(1, 400), (2, 12)]
+            .into_iter()
+            .map(|(id, days)| NodeReach {
+                id: Some(id),
+                address: format!("127.0.0.1:2700{id}"),
+                reach: Reach::Answered(Box::new(info(id, days))),
+            })
+            .collect()
     }
 
     const NOW: i64 = 1_795_341_600;
@@ -934,7 +1144,7 @@ mod tests {
             "{text}"
         );
         let mut nodes = reports();
-        if let Some((_, Some(info))) = nodes.first_mut() {
+        if let Some(Reach::Answered(info)) = nodes.first_mut().map(|r| &mut r.reach) {
             info.cluster_id = "sha256:00".into();
         }
         assert!(
@@ -992,6 +1202,78 @@ mod tests {
         assert_eq!(value["lines"][1]["hosts_listed"], 1);
         assert_eq!(value["lines"][1]["voters"], 3);
         assert_eq!(value["lines"][0]["host_ids"], serde_json::json!([]));
+    }
+
+    // Each node's own view is shown under it (text) and in its object
+    // (JSON); without an active node the summary heads the nodes' reports.
+    #[test]
+    fn nodes_own_views_and_the_outage_form() {
+        let mut nodes = reports();
+        nodes.push(NodeReach {
+            id: None,
+            address: "127.0.0.100:27000".into(),
+            reach: Reach::Refused("Connection refused (os error 111)".into()),
+        });
+        let text = to_text(&sample(), &nodes, NOW);
+        assert!(
+            text.contains(
+                "        reachable: standby, term 5, applied 42, committed 42, version 0, leader node 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "    address 127.0.0.100:27000\n        refused: Connection refused (os error 111)\n"
+            ),
+            "{text}"
+        );
+        let value: serde_json::Value =
+            serde_json::from_str(&to_json(&sample(), &nodes, NOW)).unwrap();
+        assert_eq!(value["nodes"][0]["reachability"], "reachable");
+        assert_eq!(value["nodes"][0]["own_role"], "standby");
+        assert_eq!(value["nodes"][0]["committed_index"], 42);
+        assert_eq!(value["other_addresses"][0]["reachability"], "refused");
+        assert_eq!(value["reachable"], 2);
+
+        let down = vec![
+            nodes[0].clone(),
+            NodeReach {
+                id: Some(2),
+                address: "127.0.0.1:27002".into(),
+                reach: Reach::Unreachable("no answer within 3.0 s".into()),
+            },
+        ];
+        let summary = crate::cli::reach::outage_text(&down);
+        assert_eq!(summary, "no quorum: 1 of 2 nodes reachable");
+        let text = outage_to_text(&down, &summary, NOW);
+        assert!(
+            text.starts_with(
+                "License server status: LICSRV (cluster of 2 nodes)\n    Active node: none: no quorum: 1 of 2 nodes reachable\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "    node 2  127.0.0.1:27002  -  certificate: node did not answer\n        unreachable: no answer within 3.0 s\n"
+            ),
+            "{text}"
+        );
+        let value: serde_json::Value =
+            serde_json::from_str(&outage_json(&down, &summary, "no node", NOW)).unwrap();
+        assert_eq!(value["summary"], summary);
+        assert_eq!(value["cluster"], "LICSRV");
+        assert_eq!(value["nodes"][1]["reachability"], "unreachable");
+        assert_eq!(value["nodes"][0]["role"], "standby");
+        assert_eq!(value["nodes"][1]["role"], serde_json::Value::Null);
+    }
+
+    // `--timeout`: its default is the named one; zero and huge are refused.
+    #[test]
+    fn timeouts_parse() {
+        assert_eq!(parse_timeout("3s"), Ok(STATUS_TIMEOUT_DEFAULT));
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("1d").is_err());
     }
 
     // The JSON form is valid JSON with the grants, admin actions and certificate days.

@@ -69,7 +69,7 @@ pub enum ServiceError {
 fn hint_text(leader: &Option<(u64, String)>) -> String {
     match leader {
         Some((id, address)) => format!("; node {id} at {address} is"),
-        None => "; no node is active right now (election in progress)".to_string(),
+        None => "; it knows of no active node (an election is running, or too few nodes are up for a quorum)".to_string(),
     }
 }
 

@@ -898,7 +898,21 @@ impl License for LicenseService {
                 .read_applied(|applied, _| applied.map_or(0, |l| l.index));
             (applied, String::new())
         };
+        let (term, role, leader) = own_role(&self.shared);
         Ok(Response::new(pb::NodeInfoReply {
+            term,
+            role,
+            leader,
+            nodes: self
+                .shared
+                .config
+                .nodes
+                .iter()
+                .map(|n| pb::ConfiguredNode {
+                    id: n.id,
+                    address: n.address.clone(),
+                })
+                .collect(),
             applied_index,
             committed_index,
             state_digest,
@@ -919,4 +933,26 @@ impl License for LicenseService {
             version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }
+}
+
+/// This node's term, its role as it sees itself (see `NodeInfoReply.role`)
+/// and the leader it knows (0: none), from its Raft metrics: no round trip
+/// through the Raft core, so a node answers even while it campaigns.
+fn own_role(shared: &Shared) -> (u64, String, u64) {
+    let serving = shared.lease.serving_term().is_some();
+    let metrics = shared.raft.metrics();
+    let metrics = metrics.borrow();
+    let role = match metrics.state {
+        openraft::ServerState::Leader if serving => "active",
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Follower => "standby",
+        openraft::ServerState::Candidate => "candidate",
+        openraft::ServerState::Learner => "learner",
+        openraft::ServerState::Shutdown => "stopping",
+    };
+    (
+        metrics.current_term,
+        role.to_string(),
+        metrics.current_leader.unwrap_or(0),
+    )
 }

@@ -132,7 +132,19 @@ pub enum TlsError {
         /// The name it should carry.
         expected: String,
     },
-    /// rustls refused the material (a key that does not match the certificate, …).
+    /// The private key is not the one the certificate was issued for.
+    #[error(
+        "the private key {} and the certificate {} do not belong together: the certificate was issued for another key; set tls.key to the key written with this certificate, or issue both again (`raftlm tls issue --node N`)",
+        key.display(),
+        cert.display()
+    )]
+    KeyMismatch {
+        /// The key file.
+        key: PathBuf,
+        /// The certificate file.
+        cert: PathBuf,
+    },
+    /// rustls refused the material.
     #[error("TLS set-up failed: {0}")]
     Rustls(String),
 }
@@ -327,6 +339,33 @@ impl TlsState {
     }
 }
 
+/// Checks that `key` is the private key of `chain`'s first certificate,
+/// naming both files when it is not (rustls alone would only say the keys
+/// are inconsistent, naming neither).
+fn key_matches(
+    files: &TlsFiles,
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+) -> Result<(), TlsError> {
+    let signing = provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| TlsError::Pem {
+            path: files.key.clone(),
+            what: format!("holds no usable private key: {e}"),
+        })?;
+    match rustls::sign::CertifiedKey::new(chain.to_vec(), signing).keys_match() {
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(TlsError::KeyMismatch {
+                key: files.key.clone(),
+                cert: files.cert.clone(),
+            })
+        }
+        // A key whose public half the provider cannot tell is left to rustls.
+        _ => Ok(()),
+    }
+}
+
 fn load(files: &TlsFiles, cluster: &str, node_id: u64) -> Result<Loaded, TlsError> {
     let ca_pem = read_pem(&files.ca)?;
     let cert_pem = read_pem(&files.cert)?;
@@ -334,6 +373,7 @@ fn load(files: &TlsFiles, cluster: &str, node_id: u64) -> Result<Loaded, TlsErro
     let roots = roots(&files.ca, &ca_pem)?;
     let chain = certificates(&files.cert, &cert_pem)?;
     let key = private_key(&files.key, &key_pem)?;
+    key_matches(files, &chain, &key)?;
     let cert = identity::parse(&chain[0]).map_err(|e| TlsError::Pem {
         path: files.cert.clone(),
         what: e.to_string(),
