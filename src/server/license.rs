@@ -891,6 +891,7 @@ impl License for LicenseService {
             cert_not_after_unix: cert.map_or(0, |c| c.not_after_unix),
             now_ms: crate::server::wall_clock_ms(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            term: self.shared.raft.metrics().borrow().current_term,
         }))
     }
 }
