@@ -111,6 +111,12 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
         // Enough entries per AppendEntries that a follower catching up moves fast.
         max_payload_entries: 300,
         install_snapshot_timeout: SNAPSHOT_INSTALL_TIMEOUT_MS,
+        // openraft's own election timer is off: the activator starts every
+        // election, and only after a pre-vote a majority grants
+        // (`src/raft/pre_vote.rs`). openraft's timer would raise the term of
+        // a node cut off from its peers at every timeout, and that term
+        // would depose a healthy leader when the node came back.
+        enable_elect: false,
         ..Default::default()
     };
     raft.validate().map_err(|e| NodeError::Raft(e.to_string()))
@@ -323,6 +329,7 @@ impl Node {
             leader_contact.clone(),
             handover_sender,
             host_id,
+            config.timing.election_timeout_min_ms,
         ));
         // The access point serves the same router as the node's own address.
         let serve: activator::ServeListener = {

@@ -180,17 +180,20 @@ pub enum Action {
     Bind,
     /// Close the access point's listener.
     Unbind,
-    /// Turn heartbeats and elections off: for good (`until_ms` `None`) or
-    /// until then.
+    /// Turn heartbeats off, and start no elections: for good (`until_ms`
+    /// `None`) or until then.
     StepBack {
         /// Why, for the log and `status`.
         why: String,
         /// Boot-time ms at which to take part again; `None`: never.
         until_ms: Option<u64>,
     },
-    /// Turn heartbeats and elections back on.
+    /// Turn heartbeats back on; elections are started again.
     Rejoin,
-    /// Start an election now (the leader has been silent too long).
+    /// Start an election now (the leader has been silent too long): ask
+    /// every voter a pre-vote first, and start it only if a majority, this
+    /// node included, grants it (`src/raft/pre_vote.rs`; performed by the
+    /// task, which reports nothing back: a won election shows as Raft's view).
     Elect,
     /// Hand leadership over (this leader is stopping): ask the most
     /// up-to-date follower to start an election at once.

@@ -130,6 +130,28 @@ pub const ACTIVATE_TIMEOUT: Duration = Duration::from_secs(2);
 /// `down` that keeps failing) before it exits anyway, saying so.
 pub const STOP_RELEASE_MAX: Duration = Duration::from_secs(30);
 
+/// Longest a pre-vote round waits for the answers it needs. A peer on a LAN
+/// answers within milliseconds, and the round ends as soon as a majority has
+/// granted, so a dead or cut-off peer costs nothing once the others have
+/// answered; without a majority the round ends after this and the core's next
+/// election attempt (`election_timeout_max_ms` later, 300 ms by default)
+/// tries again.
+pub const PRE_VOTE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// How often pre-vote rounds that found no majority are logged (as a count):
+/// a node cut off from its peers fails one every `election_timeout_max_ms`.
+pub const PRE_VOTE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The election driver's own state: one campaign at a time, and its log.
+#[derive(Default)]
+struct Campaigns {
+    /// A pre-vote round (and maybe the election after it) is under way.
+    in_flight: std::sync::atomic::AtomicBool,
+    /// When a lost round was last logged, and lost rounds since (std Mutex:
+    /// no `.await` while held).
+    lost: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
 /// A running access point listener.
 struct Held {
     stop: watch::Sender<bool>,
@@ -190,6 +212,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
         .take()
         .unwrap_or_else(|| mpsc::unbounded_channel().1);
     let mut handed_over = false;
+    let campaigns = Arc::new(Campaigns::default());
     tokio::pin!(stop);
     loop {
         let now = boottime_ms();
@@ -242,7 +265,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
             if action == Action::Stopped && handed_over {
                 wait_for_successor(&ctx).await;
             }
-            if perform(&ctx, action, &mut held, &results).await {
+            if perform(&ctx, action, &mut held, &results, &campaigns).await {
                 return;
             }
         }
@@ -257,6 +280,7 @@ async fn perform(
     action: Action,
     held: &mut Option<Held>,
     results: &mpsc::UnboundedSender<Input>,
+    campaigns: &Arc<Campaigns>,
 ) -> bool {
     match action {
         Action::Round { term } => {
@@ -344,25 +368,27 @@ async fn perform(
             let _ = results.send(Input::Bound { result });
         }
         Action::Unbind => unbind(&ctx.config.access_point, held.take()).await,
+        // openraft's own election timer is off for good (`crate::node::raft_config`):
+        // a node stepped back starts no election because the core asks for none.
         Action::StepBack { why, until_ms } => {
             ctx.raft.runtime_config().heartbeat(false);
-            ctx.raft.runtime_config().elect(false);
             if until_ms.is_none() {
                 let _ = ctx.stepped_back.set(why);
             }
         }
         Action::Elect => {
-            let raft = ctx.raft.clone();
-            tokio::spawn(async move {
-                if let Err(error) = raft.trigger().elect().await {
-                    warn!(%error, "cannot start an election");
-                }
-            });
+            if !campaigns.in_flight.swap(true, Ordering::AcqRel) {
+                let ctx = ctx.clone();
+                let campaigns = campaigns.clone();
+                tokio::spawn(async move {
+                    campaign(&ctx, &campaigns).await;
+                    campaigns.in_flight.store(false, Ordering::Release);
+                });
+            }
         }
         Action::Rejoin => {
             if ctx.stepped_back.get().is_none() {
                 ctx.raft.runtime_config().heartbeat(true);
-                ctx.raft.runtime_config().elect(true);
             }
         }
         Action::Log { level, message } => match level {
@@ -375,6 +401,111 @@ async fn perform(
         Action::Stopped => return true,
     }
     false
+}
+
+/// The election driver: asks every voter a pre-vote for the term this node
+/// would start (`src/raft/pre_vote.rs`) and starts the election
+/// (`trigger().elect()`) only if a majority, this node included, grants it
+/// and no leader was heard from meanwhile. A node that cannot win — cut off
+/// from its peers, or with a leader the others still hear — raises no term.
+///
+/// A planned handover does not come here: the Raft service starts the
+/// successor's election at once (see `docs/decisions/0018-pre-vote.md`).
+async fn campaign(ctx: &Context, campaigns: &Campaigns) {
+    let contact = ctx.leader_contact.load(Ordering::Relaxed);
+    let (voters, term) = {
+        let metrics = ctx.raft.metrics();
+        let m = metrics.borrow();
+        if m.state.is_leader() {
+            return;
+        }
+        let membership = m.membership_config.membership();
+        let voters: Vec<(u64, Option<crate::raft::Member>)> = membership
+            .voter_ids()
+            .map(|id| (id, membership.get_node(&id).cloned()))
+            .collect();
+        (voters, m.current_term)
+    };
+    if !voters.iter().any(|(id, _)| *id == ctx.node_id) {
+        return;
+    }
+    let ask = crate::raft::pre_vote::Ask {
+        term: term + 1,
+        last_log_id: ctx.raft.data_metrics().borrow().last_log,
+    };
+    let mut asks = tokio::task::JoinSet::new();
+    for (id, member) in voters.iter().cloned() {
+        if id == ctx.node_id {
+            continue;
+        }
+        let network = ctx.network.clone();
+        let from = ctx.node_id;
+        asks.spawn(async move {
+            let answer = match member {
+                Some(member) => {
+                    network
+                        .pre_vote(from, id, &member, ask, PRE_VOTE_TIMEOUT)
+                        .await
+                }
+                None => Err("not in the membership's node list".into()),
+            };
+            (id, answer)
+        });
+    }
+    let mut granted = 1;
+    let mut refusals = Vec::new();
+    while !crate::raft::pre_vote::won(granted, voters.len()) {
+        let Some(joined) = asks.join_next().await else {
+            break;
+        };
+        let Ok((id, answer)) = joined else { continue };
+        match answer {
+            Ok(reply) if reply.granted => granted += 1,
+            Ok(reply) => refusals.push(format!("node {id}: {}", reply.refusal)),
+            Err(error) => refusals.push(format!("node {id}: no answer: {error}")),
+        }
+    }
+    // Answers still outstanding are not needed.
+    asks.abort_all();
+    if !crate::raft::pre_vote::won(granted, voters.len()) {
+        let mut lost = campaigns.lost.lock().unwrap_or_else(|p| p.into_inner());
+        lost.1 += 1;
+        if lost
+            .0
+            .is_none_or(|at| at.elapsed() >= PRE_VOTE_LOG_INTERVAL)
+        {
+            info!(
+                term = ask.term,
+                granted,
+                voters = voters.len(),
+                lost_rounds = lost.1,
+                "no election: a pre-vote round for term {} found no majority ({}); logged at most every {PRE_VOTE_LOG_INTERVAL:?}",
+                ask.term,
+                refusals.join("; ")
+            );
+            *lost = (Some(std::time::Instant::now()), 0);
+        }
+        return;
+    }
+    // Heard from a leader (or voted) while the round ran, or the term moved:
+    // this round's answers are out of date.
+    let moved = {
+        let metrics = ctx.raft.metrics();
+        let m = metrics.borrow();
+        m.current_term != term || m.state.is_leader()
+    };
+    if moved || ctx.leader_contact.load(Ordering::Relaxed) != contact {
+        return;
+    }
+    info!(
+        term = ask.term,
+        granted,
+        voters = voters.len(),
+        "pre-vote granted by a majority: starting an election"
+    );
+    if let Err(error) = ctx.raft.trigger().elect().await {
+        warn!(%error, "cannot start an election");
+    }
 }
 
 /// Longest a leader about to activate waits for its state machine to apply

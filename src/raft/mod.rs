@@ -13,6 +13,7 @@ use crate::license::state::{Batch, Outcome};
 pub mod disk_sync;
 pub mod log_store;
 pub mod network;
+pub mod pre_vote;
 pub mod state_machine;
 pub mod store;
 

@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
-use super::{Member, Raft, TypeConfig};
+use super::{LogId, Member, Raft, TypeConfig};
 use crate::clock::{self, Clock};
 use crate::codec;
 use crate::lease::boottime_ms;
@@ -261,6 +261,32 @@ impl Network {
         }
     }
 
+    /// Asks `target` whether it would vote for this node (`from`) in `term`
+    /// with this last log id (see [`super::pre_vote`]): `Ok` with its answer,
+    /// `Err` if it did not answer within `timeout`.
+    pub async fn pre_vote(
+        &self,
+        from: u64,
+        target: u64,
+        member: &Member,
+        ask: super::pre_vote::Ask,
+        timeout: Duration,
+    ) -> Result<crate::proto::v1::PreVoteReply, String> {
+        let channel = self.channel(target, member).map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(crate::proto::v1::PreVoteRequest {
+            from,
+            term: ask.term,
+            last_log_id: ask.last_log_id.map(log_id_message),
+        });
+        request.set_timeout(timeout);
+        let mut client = RaftClient::new(channel);
+        match tokio::time::timeout(timeout, client.pre_vote(request)).await {
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+            Ok(Err(status)) => Err(status.message().to_string()),
+            Ok(Ok(reply)) => Ok(reply.into_inner()),
+        }
+    }
+
     /// The peer address of `target`: from this node's config, else the membership's.
     fn address_of<'a>(&'a self, target: u64, member: &'a Member) -> &'a str {
         self.peers
@@ -461,6 +487,23 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
+/// A log id as the `PreVote` RPC carries it.
+fn log_id_message(id: LogId) -> crate::proto::v1::LogId {
+    crate::proto::v1::LogId {
+        term: id.leader_id.term,
+        leader: id.leader_id.node_id,
+        index: id.index,
+    }
+}
+
+/// A log id from the `PreVote` RPC.
+fn log_id_from(message: &crate::proto::v1::LogId) -> LogId {
+    LogId::new(
+        openraft::CommittedLeaderId::new(message.term, message.leader),
+        message.index,
+    )
+}
+
 /// The server side of the Raft transport: hands each RPC to the local Raft.
 pub struct RaftService {
     raft: Raft,
@@ -470,6 +513,9 @@ pub struct RaftService {
     contact: Arc<AtomicU64>,
     /// Told of a planned handover to this node: `(from, term, served)`.
     handovers: tokio::sync::mpsc::UnboundedSender<(u64, u64, bool)>,
+    /// `timing.election_timeout_min_ms`: a pre-vote is refused while a
+    /// leader was heard from more recently than this.
+    election_timeout_min_ms: u64,
     /// The cluster name, for peers' certificate names; `None` in plaintext
     /// (no sender check).
     cluster: Option<String>,
@@ -489,11 +535,13 @@ impl RaftService {
         contact: Arc<AtomicU64>,
         handovers: tokio::sync::mpsc::UnboundedSender<(u64, u64, bool)>,
         host_id: Option<HostId>,
+        election_timeout_min_ms: u64,
     ) -> RaftServer<RaftService> {
         RaftServer::new(RaftService {
             raft,
             contact,
             handovers,
+            election_timeout_min_ms,
             cluster,
             refusals,
             host_id: host_text(host_id),
@@ -604,6 +652,11 @@ impl RaftRpc for RaftService {
                 handover.from, handover.term
             )));
         }
+        // No pre-vote here (decision 0018): the third node heard from the
+        // stopping leader moments ago and would refuse one for a whole
+        // election timeout. A pre-vote protects availability, not safety, and
+        // this election was asked for by the leader of `term` itself, which
+        // has stopped serving: it cannot depose a healthy leader.
         // The activator hears of it first, so it knows when it wins the election.
         let _ = self
             .handovers
@@ -626,6 +679,54 @@ impl RaftRpc for RaftService {
         Ok(tonic::Response::new(crate::proto::v1::ProgressReply {
             applied_index: m.last_applied.map(|l| l.index),
             term: m.current_term,
+        }))
+    }
+
+    async fn pre_vote(
+        &self,
+        request: tonic::Request<crate::proto::v1::PreVoteRequest>,
+    ) -> Result<tonic::Response<crate::proto::v1::PreVoteReply>, tonic::Status> {
+        let from = request.get_ref().from;
+        self.check_sender(&request, from)?;
+        let ask = super::pre_vote::Ask {
+            term: request.get_ref().term,
+            last_log_id: request.get_ref().last_log_id.as_ref().map(log_id_from),
+        };
+        // This node's view, read and not changed: a pre-vote saves no vote,
+        // raises no term and does not count as hearing from a leader.
+        let (term, leading, quorum_silence) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (
+                m.current_term,
+                m.state.is_leader() && m.current_leader == Some(m.id),
+                m.millis_since_quorum_ack,
+            )
+        };
+        let last_log_id = self.raft.data_metrics().borrow().last_log;
+        // A leader hears from itself: its silence is how long ago a quorum
+        // last acknowledged it (none yet: silent). A follower's is how long
+        // ago it last accepted an AppendEntries or granted a vote.
+        let silence_ms = if leading {
+            quorum_silence.unwrap_or(u64::MAX)
+        } else {
+            boottime_ms().saturating_sub(self.contact.load(Ordering::Relaxed))
+        };
+        let view = super::pre_vote::View {
+            term,
+            last_log_id,
+            silence_ms,
+            election_timeout_min_ms: self.election_timeout_min_ms,
+        };
+        let verdict = super::pre_vote::answer(&ask, &view);
+        match &verdict {
+            Ok(()) => tracing::debug!(from, term = ask.term, "pre-vote granted"),
+            Err(refusal) => tracing::debug!(from, term = ask.term, %refusal, "pre-vote refused"),
+        }
+        Ok(tonic::Response::new(crate::proto::v1::PreVoteReply {
+            granted: verdict.is_ok(),
+            term,
+            refusal: verdict.err().map(|r| r.to_string()).unwrap_or_default(),
         }))
     }
 
