@@ -127,6 +127,14 @@ pub struct Config {
 /// so a single misbehaving or hostile host cannot fill the cluster.
 pub const SESSIONS_PER_ADDRESS_MAX: usize = 4096;
 
+/// Default of `limits.unheld_writes_per_address_per_s`: check-outs a second,
+/// per source address, from sessions that hold nothing and end with
+/// nothing (each is denied, and its answer is written to the log). A whole
+/// office behind one NAT address whose applications all start at nine and
+/// find every seat taken retries well below it; a flood that would fill the
+/// log and the state's ring of remembered answers does not pass.
+pub const UNHELD_WRITES_PER_ADDRESS_PER_S: u64 = 100;
+
 /// Limits on what one client source may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -136,11 +144,20 @@ pub struct Limits {
     /// (`RESOURCE_EXHAUSTED`) without touching the log. Default
     /// [`SESSIONS_PER_ADDRESS_MAX`].
     pub sessions_per_address_max: usize,
+    /// Check-outs a second from one source address (an IPv6 /64) by sessions
+    /// the state does not hold, counting only those that end denied (they
+    /// write their answer to the log but create no session, so the sessions
+    /// limit does not see them); a burst of five seconds' worth passes. Over
+    /// it, such a check-out is refused (`RESOURCE_EXHAUSTED`) without
+    /// touching the log. 0 turns the limit off. Default
+    /// [`UNHELD_WRITES_PER_ADDRESS_PER_S`].
+    pub unheld_writes_per_address_per_s: u64,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
+            unheld_writes_per_address_per_s: UNHELD_WRITES_PER_ADDRESS_PER_S,
             sessions_per_address_max: SESSIONS_PER_ADDRESS_MAX,
         }
     }

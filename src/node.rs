@@ -308,6 +308,9 @@ impl Node {
             stepped_back: Arc::new(std::sync::OnceLock::new()),
             clock,
             shutdown_requested: tokio::sync::Notify::new(),
+            unheld_writes: crate::server::rate::AddressRate::new(
+                config.limits.unheld_writes_per_address_per_s,
+            ),
         });
         let (stop, _) = watch::channel(false);
         let mut tasks = vec![batcher_task];

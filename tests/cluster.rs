@@ -46,10 +46,23 @@ struct Started {
 }
 
 async fn start_three(dir: &std::path::Path, public: &std::path::Path) -> Started {
+    start_three_with(dir, public, |_| {}).await
+}
+
+/// [`start_three`] with each node's config changed by `tune` first.
+async fn start_three_with(
+    dir: &std::path::Path,
+    public: &std::path::Path,
+    tune: impl Fn(&mut raftlm::config::Config),
+) -> Started {
     let bound = common::bind_three().await;
     let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
     let configs: Vec<_> = (1..=3)
-        .map(|id| common::node_config(dir, id, &addresses, &peer_addresses, public))
+        .map(|id| {
+            let mut config = common::node_config(dir, id, &addresses, &peer_addresses, public);
+            tune(&mut config);
+            config
+        })
         .collect();
     let mut nodes = Vec::new();
     for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
@@ -420,11 +433,13 @@ async fn stopped_node_catches_up_through_a_snapshot() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let client = common::rebind(&addresses[lagging]).await;
-    let peer = common::rebind(&peer_addresses[lagging]).await;
-    let returned = Node::start_with_listeners(configs[lagging].clone(), client, peer)
-        .await
-        .unwrap();
+    let returned = common::start_again(
+        &configs[lagging],
+        &addresses[lagging],
+        &peer_addresses[lagging],
+    )
+    .await
+    .unwrap();
     // The state and the metrics are updated one after the other: wait for both.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -792,11 +807,13 @@ async fn large_entries_fit_messages_and_a_follower_catches_up() {
     assert_eq!(entries.len(), 24, "entries: {entries:?}");
     let last = *entries.last().unwrap();
 
-    let client = common::rebind(&addresses[lagging]).await;
-    let peer = common::rebind(&peer_addresses[lagging]).await;
-    let returned = Node::start_with_listeners(configs[lagging].clone(), client, peer)
-        .await
-        .unwrap();
+    let returned = common::start_again(
+        &configs[lagging],
+        &addresses[lagging],
+        &peer_addresses[lagging],
+    )
+    .await
+    .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let applied = returned
@@ -1081,12 +1098,14 @@ async fn no_file_moves_time_and_an_untrusted_key_stays_untrusted() {
         nodes[active].take().unwrap().shutdown().await;
         let stopped = active;
         leader_of(&nodes).await;
-        let client = common::rebind(&addresses[stopped]).await;
-        let peer = common::rebind(&peer_addresses[stopped]).await;
         nodes[stopped] = Some(
-            Node::start_with_listeners(configs[stopped].clone(), client, peer)
-                .await
-                .unwrap(),
+            common::start_again(
+                &configs[stopped],
+                &addresses[stopped],
+                &peer_addresses[stopped],
+            )
+            .await
+            .unwrap(),
         );
         // The new active node's importer has had time to run.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -1195,12 +1214,14 @@ async fn idle_sockets_from_one_address_starve_no_one() {
     }
 
     nodes[follower].take().unwrap().shutdown().await;
-    let client = common::rebind(&addresses[follower]).await;
-    let peer = common::rebind(&peer_addresses[follower]).await;
     nodes[follower] = Some(
-        Node::start_with_listeners(configs[follower].clone(), client, peer)
-            .await
-            .unwrap(),
+        common::start_again(
+            &configs[follower],
+            &addresses[follower],
+            &peer_addresses[follower],
+        )
+        .await
+        .unwrap(),
     );
     let applied = |i: usize| {
         nodes[i]
@@ -1611,9 +1632,7 @@ async fn a_node_refuses_another_nodes_data_directory() {
     let mut config = common::node_config(dir.path(), 1, &addresses, &peer_addresses, &public);
     config.data_dir = dir.path().join("node2");
     nodes[1].take().unwrap().shutdown().await;
-    let client = common::rebind(&addresses[0]).await;
-    let peer = common::rebind(&peer_addresses[0]).await;
-    let refused = match Node::start_with_listeners(config, client, peer).await {
+    let refused = match common::start_again(&config, &addresses[0], &peer_addresses[0]).await {
         Ok(_) => panic!("node 1 started on node 2's data directory"),
         Err(error) => error.to_string(),
     };
@@ -1623,6 +1642,115 @@ async fn a_node_refuses_another_nodes_data_directory() {
         "{refused}"
     );
     for node in nodes.iter_mut().filter_map(Option::take) {
+        node.shutdown().await;
+    }
+}
+
+// Check-outs from sessions the state does not hold that end denied write
+// their answer to the log and create no session: one address may send
+// limits.unheld_writes_per_address_per_s of them (a burst of five seconds'
+// worth), then they are refused without touching the log, naming the limit.
+// Another address is served as usual, and a session that holds seats is not
+// limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denials_from_sessions_that_hold_nothing_are_limited_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = common::vendor_key(dir.path());
+    let Started {
+        nodes, addresses, ..
+    } = start_three_with(dir.path(), &public, |config| {
+        config.limits.unheld_writes_per_address_per_s = 2;
+    })
+    .await;
+    let leader = leader_of(&nodes).await;
+    common::admin_client(&addresses[leader])
+        .await
+        .import_license(pb::ImportLicenseRequest {
+            name: "acme.lic".into(),
+            text: common::signed_license(&key, &[("cad", 1)]),
+        })
+        .await
+        .unwrap();
+    let from = |ip: &str| {
+        let address = addresses[leader].clone();
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        async move {
+            let channel = common::client_tls()
+                .endpoint(&address, Duration::from_secs(2))
+                .unwrap()
+                .local_address(Some(ip))
+                .connect()
+                .await
+                .unwrap();
+            LicenseClient::new(channel)
+        }
+    };
+    let mut a = from("127.0.0.21").await;
+    let held = a
+        .checkout(checkout(70, 1, "cad", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(held.granted);
+    let last_log = || {
+        nodes[leader]
+            .as_ref()
+            .unwrap()
+            .shared()
+            .raft
+            .metrics()
+            .borrow()
+            .last_log_index
+    };
+    // The burst (10) and what refills meanwhile are denied as usual; the rest
+    // are refused.
+    let (mut denied, mut refused) = (0, 0);
+    for session in 0..40u64 {
+        match a.checkout(checkout(7000 + session, 1, "cad", 1)).await {
+            Ok(reply) => {
+                assert!(!reply.get_ref().granted);
+                denied += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                assert!(
+                    status
+                        .message()
+                        .contains("limits.unheld_writes_per_address_per_s = 2"),
+                    "{status:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        (10..20).contains(&denied),
+        "{denied} denied, {refused} refused"
+    );
+    // Refused ones write nothing: ten more leave the log where it is.
+    let before = last_log();
+    for session in 0..10u64 {
+        let refusal = a
+            .checkout(checkout(8000 + session, 1, "cad", 1))
+            .await
+            .unwrap_err();
+        assert_eq!(refusal.code(), tonic::Code::ResourceExhausted);
+    }
+    assert_eq!(last_log(), before, "refused check-outs reached the log");
+    // Another address is denied as usual; the session that holds a seat
+    // checks it in from the limited address.
+    let mut b = from("127.0.0.22").await;
+    let other = b.checkout(checkout(9000, 1, "cad", 1)).await.unwrap();
+    assert!(!other.get_ref().granted);
+    let released = a
+        .checkin(pb::CheckinRequest {
+            request: Some(common::request_id(70, 2)),
+            token: held.token,
+        })
+        .await
+        .unwrap();
+    assert!(released.get_ref().released);
+    for node in nodes.into_iter().flatten() {
         node.shutdown().await;
     }
 }

@@ -82,26 +82,15 @@ impl Cluster {
         let i = id as usize - 1;
         self.nodes[i].take().unwrap().shutdown().await;
         std::fs::write(machine_file(dir, id), format!("{}\n", machine_id(machine))).unwrap();
-        // The stopped node's tasks may hold its store for a moment after
-        // shutdown returns (an in-process node; a process exits).
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let client = common::rebind(&self.addresses[i]).await;
-            let peer = common::rebind(&self.peer_addresses[i]).await;
-            match Node::start_with_listeners(self.configs[i].clone(), client, peer).await {
-                Ok(node) => {
-                    self.nodes[i] = Some(node);
-                    return;
-                }
-                Err(error) => {
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "node {id} does not start again: {error}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
+        self.nodes[i] = Some(
+            common::start_again(
+                &self.configs[i],
+                &self.addresses[i],
+                &self.peer_addresses[i],
+            )
+            .await
+            .unwrap(),
+        );
     }
 
     /// The first status from an active node that satisfies `ready`.
@@ -159,11 +148,20 @@ async fn lines_bound_to_host_ids_stop_counting_when_a_majority_reports_other_ids
     let (key, public) = common::vendor_key(dir.path());
     let mut cluster = Cluster::start(dir.path(), &public, [1, 2, 3]).await;
 
-    // The active node records every voter's host id.
+    // Before any bound file, status shows the ids the active node hears, and
+    // nothing is recorded through the log.
     let want: Vec<String> = [1, 2, 3].map(|n| host(n).to_string()).to_vec();
-    cluster
-        .status_when("every node's host id recorded", |s| recorded(s) == want)
+    let before = cluster
+        .status_when("every node's host id heard", |s| recorded(s) == want)
         .await;
+    assert!(
+        before
+            .admin_actions
+            .iter()
+            .all(|a| !a.action.starts_with("report host ids")),
+        "{:?}",
+        before.admin_actions
+    );
 
     let text = format!(
         "SERVER {} ANY 27000 HOSTIDS={},{},{}\nVENDOR acme\nFEATURE cad acme 2.0 permanent 3\n",
@@ -178,7 +176,20 @@ async fn lines_bound_to_host_ids_stop_counting_when_a_majority_reports_other_ids
         .import_license("hosts.lic", &bound)
         .await
         .unwrap();
-    let status = cluster.admin.status().await.unwrap();
+    // The import makes the active node record what the voters report.
+    let status = cluster
+        .status_when("the voters' host ids recorded", |s| {
+            s.lines.first().is_some_and(|l| l.voters == 3)
+        })
+        .await;
+    assert!(
+        status
+            .admin_actions
+            .iter()
+            .any(|a| a.action.starts_with("report host ids: node 1 ")),
+        "{:?}",
+        status.admin_actions
+    );
     let line = &status.lines[0];
     assert_eq!(line.host_ids, want);
     assert_eq!((line.hosts_listed, line.voters), (3, 3));

@@ -150,6 +150,21 @@ struct Campaigns {
     /// When a lost round was last logged, and lost rounds since (std Mutex:
     /// no `.await` while held).
     lost: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+    /// The round's task (std Mutex: no `.await` while held), aborted and
+    /// awaited when the activator stops, so that nothing of the node (its
+    /// Raft handle, its stores) outlives the node's shutdown.
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Campaigns {
+    /// Ends the round under way, if any, and waits until it is dropped.
+    async fn stop(&self) {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
 }
 
 /// A running access point listener.
@@ -266,10 +281,12 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
                 wait_for_successor(&ctx).await;
             }
             if perform(&ctx, action, &mut held, &results, &campaigns).await {
+                campaigns.stop().await;
                 return;
             }
         }
     }
+    campaigns.stop().await;
     ctx.lease.update(|l| *l = LeaseState::default());
     unbind(&ctx.config.access_point, held.take()).await;
 }
@@ -379,11 +396,12 @@ async fn perform(
         Action::Elect => {
             if !campaigns.in_flight.swap(true, Ordering::AcqRel) {
                 let ctx = ctx.clone();
-                let campaigns = campaigns.clone();
-                tokio::spawn(async move {
-                    campaign(&ctx, &campaigns).await;
-                    campaigns.in_flight.store(false, Ordering::Release);
+                let round = campaigns.clone();
+                let task = tokio::spawn(async move {
+                    campaign(&ctx, &round).await;
+                    round.in_flight.store(false, Ordering::Release);
                 });
+                *campaigns.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
             }
         }
         Action::Rejoin => {

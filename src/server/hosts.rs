@@ -9,7 +9,9 @@
 //! ([`Command::ReportHosts`]) when they differ. A voter that has not
 //! answered since this node started keeps its recorded id: a node that is
 //! down does not take seats away, as with FlexNet's triad, where two of three
-//! servers keep serving.
+//! servers keep serving. A cluster that holds no line bound to host ids
+//! records nothing (its log carries no reports): the first report follows
+//! the import of the first bound file within [`HOST_REPORT_PERIOD`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,28 +30,23 @@ pub const HOST_REPORT_PERIOD: Duration = Duration::from_secs(1);
 /// The record the voters' reports call for, or `None` when the state's
 /// record already says the same.
 pub fn wanted(shared: &Shared) -> Option<Vec<(NodeId, Option<HostId>)>> {
-    let voters: Vec<u64> = shared
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect();
-    let recorded = shared.state.read(|state| state.hosts().voters.clone());
-    let answered = shared.network.peer_hosts();
-    let wanted: BTreeMap<u64, Option<HostId>> = voters
+    let (bound, recorded) = shared.state.read(|state| {
+        let bound = state
+            .licenses()
+            .values()
+            .flatten()
+            .any(|line| !line.host_ids.is_empty());
+        (bound, state.hosts().voters.clone())
+    });
+    if !bound {
+        return None;
+    }
+    let answered = view(shared);
+    let wanted: BTreeMap<u64, Option<HostId>> = answered
         .into_iter()
-        .map(|voter| {
-            let id = if voter == shared.node_id {
-                shared.network.host_id()
-            } else {
-                match answered.get(&voter) {
-                    Some(reported) => *reported,
-                    None => recorded.get(&voter).copied().flatten(),
-                }
-            };
-            (voter, id)
+        .map(|(voter, id)| match id {
+            Some(reported) => (voter, reported),
+            None => (voter, recorded.get(&voter).copied().flatten()),
         })
         .collect();
     (wanted != recorded).then(|| {
@@ -58,6 +55,32 @@ pub fn wanted(shared: &Shared) -> Option<Vec<(NodeId, Option<HostId>)>> {
             .map(|(voter, id)| (NodeId(voter), id))
             .collect()
     })
+}
+
+/// What this node hears now: every voter, with the host id it reported
+/// (`Some(None)`: it answered without one; `None`: it has not answered since
+/// this node started). This node's own id is its own.
+pub fn view(shared: &Shared) -> BTreeMap<u64, Option<Option<HostId>>> {
+    let voters: Vec<u64> = shared
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    let answered = shared.network.peer_hosts();
+    voters
+        .into_iter()
+        .map(|voter| {
+            let id = if voter == shared.node_id {
+                Some(shared.network.host_id())
+            } else {
+                answered.get(&voter).copied()
+            };
+            (voter, id)
+        })
+        .collect()
 }
 
 /// Runs until `stop` resolves: while this node serves, keeps the state's

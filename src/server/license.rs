@@ -250,6 +250,24 @@ impl LicenseService {
                 ),
             });
         }
+        // A session the state does not hold pays for its check-out when it is
+        // denied (its answer is written to the log and no session counts it):
+        // a token is taken now and given back if the check-out creates the
+        // session.
+        if !held && !self.shared.unheld_writes.take(peer) {
+            self.shared.sessions.forget(term, id.session);
+            let address = peer.map_or_else(String::new, |a| a.to_string());
+            let per_s = self.shared.unheld_writes.per_s();
+            return Err(ServiceError::LimitReached {
+                limit: "limits.unheld_writes_per_address_per_s",
+                message: format!(
+                    "{address} sent more check-outs from sessions that hold no seats than \
+                     limits.unheld_writes_per_address_per_s = {per_s} a second allows (they \
+                     were denied, and each denial is written to the log): retry later, or \
+                     raise the limit"
+                ),
+            });
+        }
         let command = Command::Checkout {
             request: id,
             vendor: request.vendor.clone(),
@@ -270,6 +288,7 @@ impl LicenseService {
                 // forgets a session the state did not hold yet. (Its outcome
                 // is the state's; a doomed mark cannot change it now.)
                 let _ = self.shared.sessions.touch(term, id.session, peer);
+                self.shared.unheld_writes.give_back(peer);
             } else {
                 // Denied (or not applied): no session was created, so the
                 // place it took in its address's count is free again.
@@ -642,6 +661,9 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
     let membership = metrics.membership_config.membership();
     let clocks = shared.clock.judge();
     let hosts = shared.state.read(|state| state.hosts().clone());
+    // A node's host id as the cluster records it, or, before any line bound
+    // to host ids made the active node record them, as this node hears it.
+    let heard = crate::server::hosts::view(shared);
     let nodes = membership
         .nodes()
         .map(|(id, node)| {
@@ -673,6 +695,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                     .get(id)
                     .copied()
                     .flatten()
+                    .or_else(|| heard.get(id).copied().flatten().flatten())
                     .map(|h| h.to_string())
                     .unwrap_or_default(),
             }

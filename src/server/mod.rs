@@ -11,6 +11,7 @@ pub mod batcher;
 pub mod error;
 pub mod hosts;
 pub mod license;
+pub mod rate;
 pub mod sessions;
 
 use std::future::Future;
@@ -47,6 +48,9 @@ pub struct Shared {
     pub batcher: Batcher,
     /// Heartbeats of client sessions, kept by the active node.
     pub sessions: SessionTracker,
+    /// Check-outs per source address by sessions the state does not hold
+    /// (`limits.unheld_writes_per_address_per_s`).
+    pub unheld_writes: rate::AddressRate,
     /// Vendor keys this cluster trusts.
     pub trusted: Vec<VendorPublicKey>,
     /// The Raft transport, for when each peer last answered.

@@ -207,6 +207,30 @@ pub async fn rebind(address: &str) -> tokio::net::TcpListener {
     }
 }
 
+/// Starts a stopped in-process node again on its addresses. An in-process
+/// node's last tasks may hold its store for a moment after `shutdown`
+/// returns on a loaded machine (a process releases it when it exits), so a
+/// store still locked is retried for a while; any other error is returned.
+pub async fn start_again(
+    config: &raftlm::config::Config,
+    address: &str,
+    peer_address: &str,
+) -> Result<raftlm::node::Node, raftlm::node::NodeError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let client = rebind(address).await;
+        let peer = rebind(peer_address).await;
+        match raftlm::node::Node::start_with_listeners(config.clone(), client, peer).await {
+            Err(raftlm::node::NodeError::Store(raftlm::raft::store::StoreError::Locked {
+                ..
+            })) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A license client of a test cluster's node (TLS, trusting the test CA).
 pub async fn license_client(
     address: &str,
