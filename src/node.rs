@@ -23,13 +23,11 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::license::HostId;
 use crate::license::signature::{KeyError, VendorPublicKey};
-use crate::license::state::Outcome;
 use crate::proto::v1::license_server::LicenseServer;
 use crate::raft::network::{Network, RaftService};
 use crate::raft::store::{self, StoreError};
 use crate::raft::{Member, Raft};
 use crate::server::Shared;
-use crate::server::admin::{ImportSource, import_license};
 use crate::server::batcher::Batcher;
 use crate::server::license::LicenseService;
 use crate::server::sessions::{self, SessionTracker};
@@ -308,6 +306,7 @@ impl Node {
             stepped_back: Arc::new(std::sync::OnceLock::new()),
             clock,
             shutdown_requested: tokio::sync::Notify::new(),
+            reread_license_dir: tokio::sync::Notify::new(),
             unheld_writes: crate::server::rate::AddressRate::new(
                 config.limits.unheld_writes_per_address_per_s,
             ),
@@ -647,16 +646,32 @@ async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<
     }
     let mut metrics = shared.raft.metrics();
     let mut imported_in_term = None;
+    // Set by SIGHUP (`raftlm server`): read the directory again now.
+    let mut reread = false;
     // A failure is logged when it starts or changes, not at every attempt.
     let mut last_failure: Option<String> = None;
     tokio::pin!(stop);
     loop {
         let term = shared.serving().ok();
+        if reread {
+            reread = false;
+            match (&dir, term) {
+                (None, _) => {
+                    info!("license directory reread asked, but this node has no license_dir")
+                }
+                (Some(_), None) => info!(
+                    "license directory reread asked, but this node is not active: the active node reads its own license_dir (raftlm license reread asks it)"
+                ),
+                (Some(_), Some(_)) => imported_in_term = None,
+            }
+        }
         if term.is_some() && term != imported_in_term {
             let done = match crate::server::admin::bootstrap_trust(&shared).await {
                 Err(error) => Err(error),
                 Ok(()) => match &dir {
-                    Some(dir) => import_dir_once(&shared, dir).await,
+                    Some(dir) => crate::server::admin::import_dir(&shared, dir)
+                        .await
+                        .map(|_| ()),
                     None => Ok(()),
                 },
             };
@@ -678,54 +693,8 @@ async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<
         tokio::select! {
             _ = &mut stop => return,
             changed = metrics.changed() => if changed.is_err() { return },
+            _ = shared.reread_license_dir.notified() => reread = true,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
-}
-
-async fn import_dir_once(shared: &Shared, dir: &Path) -> Result<(), String> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "lic"))
-        .collect();
-    entries.sort();
-    for path in entries {
-        let Some(name) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-        else {
-            continue;
-        };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) => {
-                error!(file = %path.display(), %error, "cannot read license file");
-                continue;
-            }
-        };
-        let author = format!("node {} (license directory)", shared.node_id);
-        match import_license(shared, &name, &text, &author, ImportSource::Directory).await {
-            Ok(None) => {
-                tracing::debug!(license = %name, "license directory file already imported as it is")
-            }
-            Ok(Some((
-                Outcome::Imported {
-                    lines, duplicates, ..
-                },
-                _,
-                _,
-            ))) => {
-                info!(license = %name, lines, duplicates, "imported license file from the license directory")
-            }
-            Ok(Some((other, _, _))) => error!(license = %name, ?other, "license file refused"),
-            Err(crate::server::ServiceError::Refused(reason)) => {
-                error!(license = %name, %reason, "license file refused")
-            }
-            Err(error) => return Err(error.to_string()),
-        }
-    }
-    Ok(())
 }

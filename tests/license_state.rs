@@ -1291,3 +1291,39 @@ fn activation_must_wait_out_the_previous_lease() {
     assert_eq!(log.apply(activate(4, 1, 250, 390)), Outcome::Activated);
     assert_eq!(log.apply(activate(5, 1, 100, 100)), Outcome::Activated);
 }
+
+// The sweeper's log line names whose seats an expiry frees: each session's
+// handle, user, host and seats, the first EXPIRED_SESSIONS_NAMED_MAX of them,
+// and a count of the rest.
+#[test]
+fn expiry_log_lines_name_the_sessions() {
+    use raftlm::server::sessions::{EXPIRED_SESSIONS_NAMED_MAX, expired_text};
+    let mut log = Log::new();
+    log.import(
+        "a.lic",
+        vec![
+            line("cad", 100, Expiry::Permanent, "SN-1"),
+            line("cam", 100, Expiry::Permanent, "SN-2"),
+        ],
+    );
+    assert!(matches!(
+        log.apply(checkout(1, 1, "cad", 2)),
+        Outcome::Granted { .. }
+    ));
+    assert!(matches!(
+        log.apply(checkout(1, 2, "cam", 1)),
+        Outcome::Granted { .. }
+    ));
+    let one = SessionId(1u64.into());
+    let unknown = SessionId(2u64.into());
+    assert_eq!(
+        expired_text(&log.state, &[one, unknown]),
+        format!("session {one} (ada@ws1: cad x2, cam x1), session {unknown} (no seats)")
+    );
+    let many: Vec<SessionId> = (100..100 + EXPIRED_SESSIONS_NAMED_MAX as u64 + 3)
+        .map(|n| SessionId(n.into()))
+        .collect();
+    let text = expired_text(&log.state, &many);
+    assert!(text.ends_with(", and 3 more"), "{text}");
+    assert_eq!(text.matches("session ").count(), EXPIRED_SESSIONS_NAMED_MAX);
+}

@@ -92,3 +92,74 @@ async fn license_directory_problems_are_named_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until the active node's status lists `feature`.
+async fn wait_feature(cluster: &ProcessCluster, feature: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, status) = cluster.wait_active(Duration::from_secs(20)).await;
+        if status.features.iter().any(|f| f.feature == feature) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{feature} never imported\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// The license directory is read again on SIGHUP to the active node (a
+// standby says it is not the one that reads), and by `raftlm license reread`,
+// which lists what became of each file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_license_directory_is_reread_on_sighup_and_by_command() {
+    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    cluster.start_all();
+    let (active, _) = cluster.wait_active(Duration::from_secs(30)).await;
+    let licenses = cluster.dir.path().join("licenses");
+    std::fs::write(
+        licenses.join("more.lic"),
+        common::signed_license(&cluster.key, &[("cam", 3)]),
+    )
+    .unwrap();
+    let standby = active % 3 + 1;
+    cluster.signal(standby, "HUP");
+    cluster.signal(active, "HUP");
+    wait_feature(&cluster, "cam").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cluster.log(standby).contains("this node is not active") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby did not say it is not the one that reads\n{}",
+            cluster.log(standby)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    std::fs::write(
+        licenses.join("extra.lic"),
+        common::signed_license(&cluster.key, &[("sim", 2)]),
+    )
+    .unwrap();
+    std::fs::write(licenses.join("zbroken.lic"), "SERVER LICSRV ANY 27000\n").unwrap();
+    let servers = cluster.addresses.join(",");
+    let (code, out, err) = common::process::raftlm(
+        &["license", "reread", "--server", &servers],
+        cluster.dir.path(),
+    );
+    assert_eq!(code, 1, "one file is refused\n{out}{err}");
+    assert!(
+        out.contains("acme.lic: unchanged since it was imported"),
+        "{out}"
+    );
+    assert!(
+        out.contains("more.lic: unchanged since it was imported"),
+        "{out}"
+    );
+    assert!(out.contains("extra.lic: imported 1 lines"), "{out}");
+    assert!(out.contains("zbroken.lic: refused: "), "{out}");
+    assert!(err.contains("some license files were refused"), "{err}");
+    wait_feature(&cluster, "sim").await;
+}

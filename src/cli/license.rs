@@ -84,6 +84,13 @@ pub enum LicenseCommand {
     },
     /// Import license files into the running cluster (like `lmreread`).
     Import(crate::cli::import::Args),
+    /// Ask the active node to read its license_dir again now (as SIGHUP does
+    /// on that node; administrators).
+    Reread {
+        /// The access point or node list: host:port or port@host, comma-separated.
+        #[arg(long, env = "RAFTLM_SERVER", default_value = crate::client::DEFAULT_SERVER, value_name = "S")]
+        server: crate::client::ServerList,
+    },
     /// Trust a vendor public key in the running cluster (administrators).
     Trust {
         /// The vendor's public key file (PREFIX.pub).
@@ -109,6 +116,7 @@ pub fn run(cmd: LicenseCommand) -> Result<(), Failure> {
     match cmd {
         LicenseCommand::Import(args) => crate::cli::import::run_args(args),
         LicenseCommand::Trust { key, server } => trust(&key, server),
+        LicenseCommand::Reread { server } => reread(server),
         LicenseCommand::Untrust { key_id, server } => untrust(&key_id, server),
         LicenseCommand::Keygen { out, vendor, .. } => keygen(&out, vendor.as_deref()),
         LicenseCommand::Sign { key, file, out } => sign(&key, &file, out.as_deref()),
@@ -119,6 +127,30 @@ pub fn run(cmd: LicenseCommand) -> Result<(), Failure> {
             files,
         } => verify(&pubkeys, &cluster_name, cluster_id.as_ref(), &files),
     }
+}
+
+fn reread(server: crate::client::ServerList) -> Result<(), Failure> {
+    crate::cli::checkout::init_logging();
+    let client = crate::cli::env_client(server)?;
+    let reply = crate::cli::checkout::runtime()?
+        .block_on(client.reread_license_dir())
+        .map_err(crate::cli::checkout::failure)?;
+    println!(
+        "node {} read {}: {} file{}",
+        reply.node,
+        reply.dir,
+        reply.files.len(),
+        if reply.files.len() == 1 { "" } else { "s" }
+    );
+    for file in &reply.files {
+        println!("  {file}");
+    }
+    if reply.files.iter().any(|f| f.contains(": refused: ")) {
+        return Err(Failure::refused(
+            "some license files were refused (listed above)",
+        ));
+    }
+    Ok(())
 }
 
 fn trust(path: &Path, server: crate::client::ServerList) -> Result<(), Failure> {

@@ -1,4 +1,5 @@
-//! `raftlm server --config FILE`: runs one node until SIGINT or SIGTERM.
+//! `raftlm server --config FILE`: runs one node until SIGINT or SIGTERM;
+//! SIGHUP makes it read its `license_dir` again (if it is the active node).
 
 use std::path::PathBuf;
 
@@ -32,6 +33,7 @@ pub fn run(config_path: PathBuf) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::usage(e.to_string()))?;
         let asked = node.shared().clone();
+        let hangups = tokio::spawn(reread_on_hangup(asked.clone()));
         // systemd (Type=notify, WatchdogSec=): ready now, then keep-alives
         // while the Raft core runs; see crate::sd_notify.
         sd_notify::notify("READY=1");
@@ -60,6 +62,7 @@ pub fn run(config_path: PathBuf) -> Result<(), Failure> {
                 std::process::exit(STOP_INTERRUPTED_EXIT);
             }
         }
+        hangups.abort();
         if let Some(watchdog) = watchdog {
             watchdog.abort();
             let _ = watchdog.await;
@@ -104,6 +107,19 @@ pub fn init_logging() {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Asks the node to read its license directory again at every SIGHUP.
+async fn reread_on_hangup(shared: std::sync::Arc<crate::server::Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP: the license directory is read at each activation only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        info!("SIGHUP: reading the license directory again");
+        shared.reread_license_dir.notify_one();
+    }
 }
 
 async fn wait_for_signal() {

@@ -352,7 +352,8 @@ termed!(
     pb::RemoveLicenseReply,
     pb::TrustKeyReply,
     pb::UntrustKeyReply,
-    pb::ShutdownReply
+    pb::ShutdownReply,
+    pb::RereadLicenseDirReply
 );
 
 /// A handle on the cluster; cheap to clone (clones share channels, the last
@@ -707,6 +708,23 @@ impl Client {
                 |channel| {
                     let message = message.clone();
                     async move { AdminClient::new(channel).import_license(message).await }
+                },
+            )
+            .await?;
+        Ok(answered.reply)
+    }
+
+    /// Asks the active node to read its license directory again now (as
+    /// SIGHUP does on that node); returns its answer, one sentence per file.
+    pub async fn reread_license_dir(&self) -> Result<pb::RereadLicenseDirReply, ClientError> {
+        let answered = self
+            .call(
+                "reread license directory",
+                self.inner.options.call_timeout,
+                |channel| async move {
+                    AdminClient::new(channel)
+                        .reread_license_dir(pb::RereadLicenseDirRequest {})
+                        .await
                 },
             )
             .await?;

@@ -208,6 +208,70 @@ pub async fn import_license(
     Ok(Some((outcome, term, notes)))
 }
 
+/// Imports the `.lic` files of the license directory `dir` through the log,
+/// in file-name order, as this node (see `import_license_dir` in
+/// `src/node.rs`): files the cluster already imported as they are stay
+/// untouched. Returns one sentence per file; each import and each refusal is
+/// logged (`license file refused`). An error that is not about one file (the
+/// directory cannot be read, this node stopped serving) ends it.
+pub async fn import_dir(shared: &Shared, dir: &std::path::Path) -> Result<Vec<String>, String> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "lic"))
+        .collect();
+    entries.sort();
+    let mut results = Vec::with_capacity(entries.len());
+    for path in entries {
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                tracing::error!(file = %path.display(), %error, "cannot read license file");
+                results.push(format!("{name}: cannot be read: {error}"));
+                continue;
+            }
+        };
+        let author = format!("node {} (license directory)", shared.node_id);
+        match import_license(shared, &name, &text, &author, ImportSource::Directory).await {
+            Ok(None) => {
+                tracing::debug!(license = %name, "license directory file already imported as it is");
+                results.push(format!("{name}: unchanged since it was imported"));
+            }
+            Ok(Some((
+                Outcome::Imported {
+                    lines, duplicates, ..
+                },
+                _,
+                _,
+            ))) => {
+                info!(license = %name, lines, duplicates, "imported license file from the license directory");
+                results.push(format!(
+                    "{name}: imported {lines} lines ({duplicates} duplicates)"
+                ));
+            }
+            Ok(Some((other, _, _))) => {
+                let reason = refusal(other).to_string();
+                tracing::error!(license = %name, %reason, "license file refused");
+                results.push(format!("{name}: refused: {reason}"));
+            }
+            Err(ServiceError::Refused(reason)) => {
+                tracing::error!(license = %name, %reason, "license file refused");
+                results.push(format!("{name}: refused: {reason}"));
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    Ok(results)
+}
+
 /// Notes for valid lines that an expired line of license `name` supersedes
 /// (a newer issuance counts even when it has expired, so their seats are
 /// lost until `name` is removed or renewed).
@@ -386,6 +450,32 @@ impl Admin for AdminService {
         self.shared.shutdown_requested.notify_one();
         let term = self.shared.raft.metrics().borrow().current_term;
         Ok(Response::new(pb::ShutdownReply { node: me, term }))
+    }
+
+    async fn reread_license_dir(
+        &self,
+        request: Request<pb::RereadLicenseDirRequest>,
+    ) -> Result<Response<pb::RereadLicenseDirReply>, Status> {
+        let author = administrator(&self.shared, &request)?;
+        self.shared.serving()?;
+        let me = self.shared.node_id;
+        let Some(dir) = self.shared.config.license_dir.clone() else {
+            return Err(ServiceError::Refused(format!(
+                "the active node (node {me}) has no license_dir: import files with raftlm license import"
+            ))
+            .into());
+        };
+        info!(%author, dir = %dir.display(), "license directory reread asked by an administrator");
+        let files = import_dir(&self.shared, &dir)
+            .await
+            .map_err(ServiceError::Unknown)?;
+        let term = self.shared.confirm(self.shared.serving()?)?;
+        Ok(Response::new(pb::RereadLicenseDirReply {
+            term,
+            node: me,
+            dir: dir.display().to_string(),
+            files,
+        }))
     }
 
     async fn untrust_key(

@@ -68,6 +68,8 @@ pub struct Shared {
     pub clock: Arc<crate::clock::Clock>,
     /// An administrator asked this node to stop (`raftlm down`).
     pub shutdown_requested: tokio::sync::Notify,
+    /// The process got SIGHUP: read the license directory again now.
+    pub reread_license_dir: tokio::sync::Notify,
 }
 
 /// Longest a client or peer connection lives before the server asks it to

@@ -44,6 +44,44 @@ use crate::server::Shared;
 pub const EXPIRE_BATCH_MAX: usize = 1024;
 /// Most `Expire` commands one sweep proposes: 65,536 sessions a tick.
 pub const EXPIRE_ROUNDS_MAX: usize = 64;
+/// Most sessions one expiry log line names (handle, user, host and seats);
+/// the rest are counted, so a mass expiry stays one bounded line.
+pub const EXPIRED_SESSIONS_NAMED_MAX: usize = 16;
+
+/// Who the sessions were: `session 123 (ada@ws1: cad x2), session 456 (no
+/// seats)`, the first [`EXPIRED_SESSIONS_NAMED_MAX`] of them, then `and N
+/// more`.
+pub fn expired_text(state: &crate::license::state::LicenseState, sessions: &[SessionId]) -> String {
+    let mut parts: Vec<String> = sessions
+        .iter()
+        .take(EXPIRED_SESSIONS_NAMED_MAX)
+        .map(|session| {
+            let grants: Vec<_> = state.session_grants(*session, None).collect();
+            match grants.first() {
+                None => format!("session {session} (no seats)"),
+                Some(first) => {
+                    let seats: Vec<String> = grants
+                        .iter()
+                        .map(|g| format!("{} x{}", g.feature, g.count))
+                        .collect();
+                    format!(
+                        "session {session} ({}@{}: {})",
+                        first.user,
+                        first.host,
+                        seats.join(", ")
+                    )
+                }
+            }
+        })
+        .collect();
+    if sessions.len() > EXPIRED_SESSIONS_NAMED_MAX {
+        parts.push(format!(
+            "and {} more",
+            sessions.len() - EXPIRED_SESSIONS_NAMED_MAX
+        ));
+    }
+    parts.join(", ")
+}
 
 /// When each session was last heard from, and from where, for one term.
 #[derive(Default)]
@@ -355,6 +393,7 @@ pub async fn sweep(shared: std::sync::Arc<Shared>, stop: impl std::future::Futur
                 break;
             }
             let count = silent.len();
+            let who = shared.state.read(|state| expired_text(state, &silent));
             match shared
                 .batcher
                 .submit(Command::Expire {
@@ -363,7 +402,7 @@ pub async fn sweep(shared: std::sync::Arc<Shared>, stop: impl std::future::Futur
                 .await
             {
                 Ok((outcome, log_id)) => {
-                    info!(count, %log_id, ?outcome, "expired silent sessions")
+                    info!(count, %log_id, ?outcome, sessions = %who, "expired silent sessions")
                 }
                 Err(error) => {
                     shared.sessions.settle_failed(term, &silent);
