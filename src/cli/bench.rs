@@ -87,7 +87,7 @@ pub struct BenchArgs {
     pub etcd: Option<PathBuf>,
 }
 
-pub use crate::cli::checkout::parse_duration;
+use crate::cli::common::parse_duration;
 
 const BENCH_LICENSE: &str = "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE bench acme 1.0 permanent 1000000\nFEATURE scarce acme 1.0 permanent 1\n";
 

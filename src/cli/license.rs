@@ -130,11 +130,11 @@ pub fn run(cmd: LicenseCommand) -> Result<(), Failure> {
 }
 
 fn reread(server: crate::client::ServerList) -> Result<(), Failure> {
-    crate::cli::checkout::init_logging();
+    crate::cli::common::init_logging();
     let client = crate::cli::env_client(server)?;
-    let reply = crate::cli::checkout::runtime()?
+    let reply = crate::cli::common::runtime()?
         .block_on(client.reread_license_dir())
-        .map_err(crate::cli::checkout::failure)?;
+        .map_err(crate::cli::common::failure)?;
     println!(
         "node {} read {}: {} file{}",
         reply.node,
@@ -154,15 +154,15 @@ fn reread(server: crate::client::ServerList) -> Result<(), Failure> {
 }
 
 fn trust(path: &Path, server: crate::client::ServerList) -> Result<(), Failure> {
-    crate::cli::checkout::init_logging();
+    crate::cli::common::init_logging();
     // Parsed here first, so a wrong file is a usage error naming it.
     let key = VendorPublicKey::load(path).map_err(|e| Failure::usage(e.to_string()))?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
     let client = crate::cli::env_client(server)?;
-    let id = crate::cli::checkout::runtime()?
+    let id = crate::cli::common::runtime()?
         .block_on(client.trust_key(&text))
-        .map_err(crate::cli::checkout::failure)?;
+        .map_err(crate::cli::common::failure)?;
     println!(
         "trusted vendor key {id} for {}",
         key.vendor()
@@ -172,11 +172,11 @@ fn trust(path: &Path, server: crate::client::ServerList) -> Result<(), Failure> 
 }
 
 fn untrust(key_id: &str, server: crate::client::ServerList) -> Result<(), Failure> {
-    crate::cli::checkout::init_logging();
+    crate::cli::common::init_logging();
     let client = crate::cli::env_client(server)?;
-    crate::cli::checkout::runtime()?
+    crate::cli::common::runtime()?
         .block_on(client.untrust_key(key_id))
-        .map_err(crate::cli::checkout::failure)?;
+        .map_err(crate::cli::common::failure)?;
     println!("vendor key {key_id} is no longer trusted");
     Ok(())
 }

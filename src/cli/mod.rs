@@ -11,6 +11,7 @@ pub mod bench_etcd;
 pub mod bench_flood;
 pub mod checkout;
 pub mod cluster_tls;
+pub mod common;
 pub mod demo;
 pub mod down;
 pub mod hostid;

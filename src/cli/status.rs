@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use crate::cli::Failure;
-use crate::cli::checkout::{failure, init_logging, parse_duration, runtime};
+use crate::cli::common::{failure, format_time_ms, init_logging, parse_duration, runtime};
 use crate::cli::reach::{NodeReach, Reach, Survey, nodes_view, outage_text};
 use crate::client::{Client, ClientError, ClientOptions, DEFAULT_SERVER, GrantToken, ServerList};
 use crate::proto::v1 as pb;
@@ -182,19 +182,6 @@ fn cert_text(info: Option<&pb::NodeInfoReply>, now_unix: i64) -> String {
             }
         }
     }
-}
-
-/// Formats a time as `22-nov-2026 10:00:00 UTC`.
-pub fn format_time(time: SystemTime) -> String {
-    format_time_ms(
-        time.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-    )
-}
-
-/// Formats milliseconds since the epoch as `22-nov-2026 10:00:00 UTC`.
-pub fn format_time_ms(ms: u64) -> String {
-    crate::license::feature::time_text(ms)
 }
 
 fn token_text(token: Option<&pb::GrantToken>) -> String {
