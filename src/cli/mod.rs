@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod bench_etcd;
+pub mod bench_figures;
 pub mod bench_flood;
 pub mod checkout;
 pub mod cluster_tls;
