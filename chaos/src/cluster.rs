@@ -763,6 +763,9 @@ fn write_clock(path: &Path, offset_ms: i64) -> anyhow::Result<()> {
     std::fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// How long the cluster may take to serve after a start or a heal.
+pub const READY_LIMIT: Duration = Duration::from_secs(60);
+
 /// Node `i`'s applied index (NodeInfo on its own address), if it answers
 /// within half a second.
 pub async fn applied_index(cluster: &Cluster, i: usize) -> Option<u64> {
