@@ -30,7 +30,8 @@ use crate::raft::{Member, Raft};
 use crate::server::Shared;
 use crate::server::batcher::Batcher;
 use crate::server::license::LicenseService;
-use crate::server::sessions::{self, SessionTracker};
+use crate::server::sessions::SessionTracker;
+use crate::server::sweeper;
 use crate::tls::acceptor::{self, Plane, Refusals, TlsError, TlsState};
 
 /// Why a node could not start.
@@ -448,7 +449,7 @@ impl Node {
             activator::run(context, wait_stop(stop.subscribe())).instrument(span.clone()),
         );
         tasks.push(tokio::spawn(
-            sessions::sweep(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
+            sweeper::sweep(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
         ));
         tasks.push(tokio::spawn(
             crate::server::hosts::watch(shared.clone(), wait_stop(stop.subscribe()))
