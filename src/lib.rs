@@ -17,3 +17,4 @@ pub mod raft;
 pub mod sd_notify;
 pub mod server;
 pub mod tls;
+pub mod wire;

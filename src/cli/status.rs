@@ -25,9 +25,10 @@ use tokio::time::Instant;
 use crate::cli::Failure;
 use crate::cli::common::{failure, format_time_ms, init_logging, parse_duration, runtime};
 use crate::cli::reach::{NodeReach, Reach, Survey, nodes_view, outage_text};
-use crate::client::{Client, ClientError, ClientOptions, DEFAULT_SERVER, GrantToken, ServerList};
+use crate::client::{Client, ClientError, ClientOptions, DEFAULT_SERVER, ServerList};
 use crate::proto::v1 as pb;
 use crate::tls::client::ClientTls;
+use crate::wire::token_from_pb;
 
 /// `raftlm status`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -185,17 +186,7 @@ fn cert_text(info: Option<&pb::NodeInfoReply>, now_unix: i64) -> String {
 }
 
 fn token_text(token: Option<&pb::GrantToken>) -> String {
-    token.map_or_else(
-        || "-".to_string(),
-        |t| {
-            GrantToken {
-                term: t.term,
-                index: t.index,
-                slot: t.slot,
-            }
-            .to_string()
-        },
-    )
+    token.map_or_else(|| "-".to_string(), |t| token_from_pb(t).to_string())
 }
 
 /// The `lmstat -a`-like text form; `nodes` are how each node answered on
