@@ -11,6 +11,7 @@ pub mod config;
 pub mod fault;
 pub mod lease;
 pub mod license;
+pub mod local;
 pub mod node;
 pub mod proto;
 pub mod raft;

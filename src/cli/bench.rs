@@ -705,7 +705,7 @@ async fn idle_sessions(
     duration: Duration,
     cluster: Option<&LocalCluster>,
 ) -> Result<Report, Failure> {
-    let status = crate::cli::local_cluster::status_of(target, tls)
+    let status = crate::local::probe::status_of(target, tls)
         .await
         .ok_or_else(|| Failure::unreachable(format!("{target} does not answer")))?;
     let active = status.active_node as usize;

@@ -11,7 +11,6 @@ pub mod bench_etcd;
 pub mod bench_figures;
 pub mod bench_flood;
 pub mod checkout;
-pub mod cluster_tls;
 pub mod common;
 pub mod demo;
 pub mod down;
