@@ -109,7 +109,7 @@ pub struct WorkloadSpec {
     pub churn: Option<Churn>,
 }
 
-/// A license that comes and goes during the run (see [`Administrator`]).
+/// A license that comes and goes during the run (see `Administrator` below).
 #[derive(Debug, Clone)]
 pub struct Churn {
     /// The license's name.

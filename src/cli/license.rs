@@ -73,6 +73,8 @@ pub enum LicenseCommand {
         /// The cluster (access point) name the file must be issued for.
         #[arg(long, value_name = "NAME")]
         cluster_name: String,
+        // This doc is the --help text, where <hex> is meant literally.
+        #[allow(rustdoc::invalid_html_tags)]
         /// The cluster's identity (sha256:<hex>, as `raftlm status` and
         /// `raftlm tls identity` print it): files bound to another identity
         /// are refused. Without it, a file's identity binding is shown but not checked.

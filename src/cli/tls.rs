@@ -74,6 +74,8 @@ pub enum TlsCommand {
         #[arg(long)]
         force: bool,
     },
+    // This doc is the --help text, where <hex> is meant literally.
+    #[allow(rustdoc::invalid_html_tags)]
     /// Print the cluster identity (sha256:<hex> of the CA's public key) of
     /// each CA certificate in a CA file: what a vendor binds license files to.
     Identity {

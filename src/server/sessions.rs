@@ -220,7 +220,7 @@ impl SessionTracker {
     /// this node's current spell of serving began, so an outage of the node
     /// is not billed to its sessions). Sessions not seen yet in this term
     /// start their TTL now. The sessions returned are doomed until
-    /// [`settle`](Self::settle) says their `Expire` failed, or the state no
+    /// [`settle_failed`](Self::settle_failed) says their `Expire` failed, or the state no
     /// longer holds them.
     pub fn silent(
         &self,
