@@ -3,7 +3,7 @@
 //!
 //! openraft 0.9 keeps a partitioned leader in `ServerState::Leader`, so that
 //! state is not permission to serve. The activator keeps its own **quorum
-//! lease** (DESIGN §4):
+//! lease** (`docs/architecture.md`, "The activator"; decision 0004):
 //!
 //! - every `heartbeat_ms` on the leader it notes `t0` on `CLOCK_BOOTTIME`
 //!   (which keeps counting while the process is stopped or the machine

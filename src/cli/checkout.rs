@@ -5,7 +5,7 @@
 //!
 //! While it holds the grant it prints one line when the session fails over to
 //! another node, enters or leaves caching mode, or loses a grant. Exit codes
-//! (DESIGN §8): 1 when the check-out is refused (with the cluster's numbers),
+//! (`README.md`, "Exit codes"): 1 when the check-out is refused (with the cluster's numbers),
 //! 3 when no node answers, 2 for usage errors; 130, 143 or 129 when SIGINT,
 //! SIGTERM or SIGHUP stopped it ([`crate::cli::signals`]).
 //!

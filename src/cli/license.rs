@@ -11,7 +11,7 @@
 //!
 //! This is the shell around [`crate::license::file`] and
 //! [`crate::license::signature`]: it reads and writes files, reads the clock
-//! and prints. Exit codes (DESIGN §8): a file that is refused (does not
+//! and prints. Exit codes (`README.md`, "Exit codes"): a file that is refused (does not
 //! parse, bad signature, wrong cluster, every line expired) is exit 1; a file or key that
 //! cannot be read or written, or a malformed key file, is exit 2.
 //!

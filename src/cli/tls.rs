@@ -6,7 +6,7 @@
 //!   vendor binds license files to).
 //!
 //! This is the shell around [`crate::tls::cert`]: it reads the clock and
-//! prints. Exit codes (DESIGN §8): a refusal (a file that would be
+//! prints. Exit codes (`README.md`, "Exit codes"): a refusal (a file that would be
 //! overwritten, an expired CA) is exit 1; bad arguments and files that
 //! cannot be read or written are exit 2.
 

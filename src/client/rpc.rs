@@ -19,7 +19,7 @@
 //!
 //! Every reply carries the answering node's term. The client keeps the highest
 //! term seen in a [`TermFence`] shared by all its clones; a reply from a lower
-//! term is refused and the call goes on elsewhere (DESIGN §4).
+//! term is refused and the call goes on elsewhere (`docs/architecture.md`, "The activator").
 //!
 //! Every connection uses the [`ClientTls`] of its [`ClientOptions`]: TLS
 //! by default, verifying the node's certificate against the cluster CA (or

@@ -2,10 +2,10 @@
 //!
 //! A session is a task that owns the session's state — its id, the request
 //! sequence, the grants held — and takes requests from the [`Session`] handle
-//! over a bounded channel with a oneshot for each reply (STYLE: single owner
-//! for mutable state). Network calls run as sub-tasks of that task, so a slow
-//! check-out never delays a heartbeat, and an answer is recorded even if the
-//! caller stopped waiting for it.
+//! over a bounded channel with a oneshot for each reply, so the task is the
+//! one owner of the session's mutable state. Network calls run as sub-tasks
+//! of that task, so a slow check-out never delays a heartbeat, and an answer
+//! is recorded even if the caller stopped waiting for it.
 //!
 //! # Heartbeats and failover
 //!
