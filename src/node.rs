@@ -323,7 +323,8 @@ impl Node {
             .add_service(health_service)
             .add_service(crate::server::license_service(shared.clone()))
             .add_service(crate::server::admin_service(shared.clone()));
-        let (handover_sender, handover_receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (handover_sender, handover_receiver) =
+            tokio::sync::mpsc::channel(crate::raft::network::HANDOVERS_QUEUED_MAX);
         let leader_contact = Arc::new(std::sync::atomic::AtomicU64::new(activator::boottime_ms()));
         let peer_router = crate::server::server_builder().add_service(RaftService::server(
             raft.clone(),

@@ -504,6 +504,13 @@ fn log_id_from(message: &crate::proto::v1::LogId) -> LogId {
     )
 }
 
+/// Most planned handovers queued for the activator. A handover is believed
+/// only from the node that leads the current term, which sends one as it
+/// stops, so the queue holds one at most in practice. One that finds it full
+/// is dropped with a warning and the election is started all the same: this
+/// node then activates as after an election nobody planned.
+pub const HANDOVERS_QUEUED_MAX: usize = 8;
+
 /// The server side of the Raft transport: hands each RPC to the local Raft.
 pub struct RaftService {
     raft: Raft,
@@ -512,7 +519,7 @@ pub struct RaftService {
     /// elections from this.
     contact: Arc<AtomicU64>,
     /// Told of a planned handover to this node: `(from, term, served)`.
-    handovers: tokio::sync::mpsc::UnboundedSender<(u64, u64, bool)>,
+    handovers: tokio::sync::mpsc::Sender<(u64, u64, bool)>,
     /// `timing.election_timeout_min_ms`: a pre-vote is refused while a
     /// leader was heard from more recently than this.
     election_timeout_min_ms: u64,
@@ -533,7 +540,7 @@ impl RaftService {
         cluster: Option<String>,
         refusals: Arc<Refusals>,
         contact: Arc<AtomicU64>,
-        handovers: tokio::sync::mpsc::UnboundedSender<(u64, u64, bool)>,
+        handovers: tokio::sync::mpsc::Sender<(u64, u64, bool)>,
         host_id: Option<HostId>,
         election_timeout_min_ms: u64,
     ) -> RaftServer<RaftService> {
@@ -658,9 +665,16 @@ impl RaftRpc for RaftService {
         // this election was asked for by the leader of `term` itself, which
         // has stopped serving: it cannot depose a healthy leader.
         // The activator hears of it first, so it knows when it wins the election.
-        let _ = self
-            .handovers
-            .send((handover.from, handover.term, handover.served));
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
+            self.handovers
+                .try_send((handover.from, handover.term, handover.served))
+        {
+            tracing::warn!(
+                from = handover.from,
+                term = handover.term,
+                "handover not passed to the activator: {HANDOVERS_QUEUED_MAX} are queued already; electing anyway"
+            );
+        }
         self.raft
             .trigger()
             .elect()
