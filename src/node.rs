@@ -97,6 +97,11 @@ pub fn openraft_heartbeat_ms(timing: &crate::config::Timing) -> u64 {
 /// The wait only holds up replication to the follower that needs it.
 pub const SNAPSHOT_INSTALL_TIMEOUT_MS: u64 = 10_000;
 
+/// Most entries in one AppendEntries: enough that a follower catching up
+/// moves fast. Bytes are bounded apart from this (`APPEND_BYTES_MAX`,
+/// `src/raft/network.rs`).
+pub const APPEND_ENTRIES_MAX: u64 = 300;
+
 /// openraft's configuration from ours.
 pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
     let t = &config.timing;
@@ -107,8 +112,7 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
         election_timeout_max: t.election_timeout_max_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot.logs_since_last),
         max_in_snapshot_log_to_keep: config.snapshot.logs_kept,
-        // Enough entries per AppendEntries that a follower catching up moves fast.
-        max_payload_entries: 300,
+        max_payload_entries: APPEND_ENTRIES_MAX,
         install_snapshot_timeout: SNAPSHOT_INSTALL_TIMEOUT_MS,
         // openraft's own election timer is off: the activator starts every
         // election, and only after a pre-vote a majority grants
@@ -505,7 +509,7 @@ impl Node {
         let _ = self.stop.send(true);
         // Release and hand over first (bounded: the activator gives up on a
         // down that keeps failing after STOP_RELEASE_MAX).
-        let limit = activator::STOP_RELEASE_MAX + Duration::from_secs(5);
+        let limit = activator::STOP_RELEASE_MAX + ACTIVATOR_STOP_SLACK;
         if tokio::time::timeout(limit, self.activator).await.is_err() {
             warn!("the activator did not stop within {limit:?}");
         }
@@ -585,6 +589,13 @@ pub const RAFT_STOP_MAX: Duration = Duration::from_secs(2);
 /// are aborted. The access point was released and handed over before.
 pub const TASKS_STOP_MAX: Duration = Duration::from_millis(300);
 
+/// How much longer than the activator's `STOP_RELEASE_MAX` a shutdown waits
+/// for it: room for the handover that follows the release
+/// (`HANDOVER_CATCH_UP_MAX`, the RPC, `HANDOVER_WAIT_MAX`).
+pub const ACTIVATOR_STOP_SLACK: Duration = Duration::from_secs(5);
+/// How often the license-directory importer looks again (whether this node
+/// became active, and the directory), besides a SIGHUP or a new Raft view.
+pub const LICENSE_DIR_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the gRPC health status is brought in line with whether this
 /// node serves.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -696,7 +707,7 @@ async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<
             _ = &mut stop => return,
             changed = metrics.changed() => if changed.is_err() { return },
             _ = shared.reread_license_dir.notified() => reread = true,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(LICENSE_DIR_CHECK_INTERVAL) => {}
         }
     }
 }

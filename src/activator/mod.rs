@@ -112,6 +112,10 @@ pub struct Context {
 /// How long a stopping leader waits for a follower to have its whole log
 /// before it hands over to the most up-to-date one anyway.
 pub const HANDOVER_CATCH_UP_MAX: Duration = Duration::from_millis(300);
+/// How often a stopping leader looks at its followers' progress while it
+/// waits for one to catch up: small against `HANDOVER_CATCH_UP_MAX`, since
+/// service is paused meanwhile.
+pub const HANDOVER_CATCH_UP_POLL: Duration = Duration::from_millis(5);
 
 /// How long a stopping leader keeps running after a handover, so that it can
 /// grant the successor its vote, unless it sees the new leader sooner.
@@ -671,7 +675,7 @@ async fn hand_over(ctx: &Context, term: u64, served: bool) -> bool {
                 break Some(found);
             }
             None => break None,
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            _ => tokio::time::sleep(HANDOVER_CATCH_UP_POLL).await,
         }
     };
     let Some(((id, matched), member)) = successor else {

@@ -101,6 +101,16 @@ pub struct Network {
     outages: Arc<Mutex<HashMap<u64, Outage>>>,
 }
 
+/// Longest a `Handover` RPC may take: the stopping leader has stopped
+/// serving, so a successor that does not answer at once is not waited for
+/// (the others elect a leader when its heartbeats stop).
+pub const HANDOVER_RPC_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often an idle peer connection is pinged, so a vanished peer is noticed
+/// before the next RPC waits on a dead connection.
+pub const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often openraft retries a peer that failed: quick to notice its
+/// return, cheap while it is gone.
+pub const PEER_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// How often a peer that stays unreachable is logged (as a count).
 pub const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -233,7 +243,7 @@ impl Network {
         let channel = self.channel(target, member).map_err(|e| e.to_string())?;
         let mut request =
             tonic::Request::new(crate::proto::v1::HandoverRequest { from, term, served });
-        request.set_timeout(Duration::from_millis(500));
+        request.set_timeout(HANDOVER_RPC_TIMEOUT);
         RaftClient::new(channel)
             .handover(request)
             .await
@@ -320,7 +330,7 @@ impl Network {
         let endpoint = client_tls
             .endpoint(addr, CONNECT_TIMEOUT)
             .map_err(|e| NetworkError::new(&std::io::Error::other(e)))?
-            .http2_keep_alive_interval(Duration::from_secs(10))
+            .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
         channels.insert(target, (addr.to_string(), generation, channel.clone()));
@@ -482,8 +492,7 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
-        // A dead peer is retried every 200 ms: quick to notice its return, cheap while it is gone.
-        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+        openraft::network::Backoff::new(std::iter::repeat(PEER_RETRY_INTERVAL))
     }
 }
 
