@@ -1,5 +1,5 @@
 //! The quorum lease as the services read it: whether, and in which term, this
-//! node may answer. The activator (`src/activator.rs`) keeps it; the services
+//! node may answer. The activator (`src/activator/`) keeps it; the services
 //! (`src/server/`) only read it, so this leaf module is all the two share and
 //! neither imports the other's internals for it.
 

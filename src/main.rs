@@ -1,4 +1,4 @@
-//! The `raftlm` binary: one command with subcommands (DESIGN §8).
+//! The `raftlm` binary: one command with subcommands (`README.md`, "Commands").
 //!
 //! Exit codes: 0 success; 1 the request was refused; 2 usage or configuration
 //! error; 3 cluster unreachable; 130, 143, 129 `checkout` stopped by SIGINT,

@@ -30,7 +30,8 @@ use crate::raft::{Member, Raft};
 use crate::server::Shared;
 use crate::server::batcher::Batcher;
 use crate::server::license::LicenseService;
-use crate::server::sessions::{self, SessionTracker};
+use crate::server::sessions::SessionTracker;
+use crate::server::sweeper;
 use crate::tls::acceptor::{self, Plane, Refusals, TlsError, TlsState};
 
 /// Why a node could not start.
@@ -96,6 +97,11 @@ pub fn openraft_heartbeat_ms(timing: &crate::config::Timing) -> u64 {
 /// The wait only holds up replication to the follower that needs it.
 pub const SNAPSHOT_INSTALL_TIMEOUT_MS: u64 = 10_000;
 
+/// Most entries in one AppendEntries: enough that a follower catching up
+/// moves fast. Bytes are bounded apart from this (`APPEND_BYTES_MAX`,
+/// `src/raft/network.rs`).
+pub const APPEND_ENTRIES_MAX: u64 = 300;
+
 /// openraft's configuration from ours.
 pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
     let t = &config.timing;
@@ -106,8 +112,7 @@ pub fn raft_config(config: &Config) -> Result<openraft::Config, NodeError> {
         election_timeout_max: t.election_timeout_max_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot.logs_since_last),
         max_in_snapshot_log_to_keep: config.snapshot.logs_kept,
-        // Enough entries per AppendEntries that a follower catching up moves fast.
-        max_payload_entries: 300,
+        max_payload_entries: APPEND_ENTRIES_MAX,
         install_snapshot_timeout: SNAPSHOT_INSTALL_TIMEOUT_MS,
         // openraft's own election timer is off: the activator starts every
         // election, and only after a pre-vote a majority grants
@@ -322,7 +327,8 @@ impl Node {
             .add_service(health_service)
             .add_service(crate::server::license_service(shared.clone()))
             .add_service(crate::server::admin_service(shared.clone()));
-        let (handover_sender, handover_receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (handover_sender, handover_receiver) =
+            tokio::sync::mpsc::channel(crate::raft::network::HANDOVERS_QUEUED_MAX);
         let leader_contact = Arc::new(std::sync::atomic::AtomicU64::new(activator::boottime_ms()));
         let peer_router = crate::server::server_builder().add_service(RaftService::server(
             raft.clone(),
@@ -448,7 +454,7 @@ impl Node {
             activator::run(context, wait_stop(stop.subscribe())).instrument(span.clone()),
         );
         tasks.push(tokio::spawn(
-            sessions::sweep(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
+            sweeper::sweep(shared.clone(), wait_stop(stop.subscribe())).instrument(span.clone()),
         ));
         tasks.push(tokio::spawn(
             crate::server::hosts::watch(shared.clone(), wait_stop(stop.subscribe()))
@@ -503,7 +509,7 @@ impl Node {
         let _ = self.stop.send(true);
         // Release and hand over first (bounded: the activator gives up on a
         // down that keeps failing after STOP_RELEASE_MAX).
-        let limit = activator::STOP_RELEASE_MAX + Duration::from_secs(5);
+        let limit = activator::STOP_RELEASE_MAX + ACTIVATOR_STOP_SLACK;
         if tokio::time::timeout(limit, self.activator).await.is_err() {
             warn!("the activator did not stop within {limit:?}");
         }
@@ -583,6 +589,13 @@ pub const RAFT_STOP_MAX: Duration = Duration::from_secs(2);
 /// are aborted. The access point was released and handed over before.
 pub const TASKS_STOP_MAX: Duration = Duration::from_millis(300);
 
+/// How much longer than the activator's `STOP_RELEASE_MAX` a shutdown waits
+/// for it: room for the handover that follows the release
+/// (`HANDOVER_CATCH_UP_MAX`, the RPC, `HANDOVER_WAIT_MAX`).
+pub const ACTIVATOR_STOP_SLACK: Duration = Duration::from_secs(5);
+/// How often the license-directory importer looks again (whether this node
+/// became active, and the directory), besides a SIGHUP or a new Raft view.
+pub const LICENSE_DIR_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the gRPC health status is brought in line with whether this
 /// node serves.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -694,7 +707,7 @@ async fn import_license_dir(shared: Arc<Shared>, stop: impl std::future::Future<
             _ = &mut stop => return,
             changed = metrics.changed() => if changed.is_err() { return },
             _ = shared.reread_license_dir.notified() => reread = true,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(LICENSE_DIR_CHECK_INTERVAL) => {}
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use raftlm::node::Node;
 use raftlm::proto::v1 as pb;
 use raftlm::proto::v1::license_client::LicenseClient;
-use raftlm::server::error::LEADER_ADDRESS_KEY;
+use raftlm::wire::LEADER_ADDRESS_KEY;
 
 async fn start_cluster(
     dir: &std::path::Path,

@@ -9,11 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use raftlm::cli::cluster_tls::ClusterTls;
 use raftlm::client::{Client, ClientError, ClientOptions, ServerList, Session, SessionOptions};
 use raftlm::config::Tls;
 use raftlm::license::ClusterId;
 use raftlm::license::signature::{self, VendorSigningKey};
+use raftlm::local::tls::ClusterTls;
 use raftlm::node::Node;
 use raftlm::tls::client::ClientTls;
 

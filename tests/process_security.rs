@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::process::{ProcessCluster, license_client, status};
-use raftlm::cli::cluster_tls::ClusterTls;
+use raftlm::local::tls::ClusterTls;
 use raftlm::proto::v1 as pb;
 use raftlm::proto::v1::admin_client::AdminClient;
 use raftlm::proto::v1::license_client::LicenseClient;

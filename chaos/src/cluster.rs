@@ -29,9 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use raftlm::cli::cluster_tls::ClusterTls;
 use raftlm::license::feature::Date;
 use raftlm::license::signature::{self, VendorSigningKey};
+use raftlm::local::tls::ClusterTls;
 use raftlm::proto::v1 as pb;
 use raftlm::tls::client::ClientTls;
 
@@ -763,6 +763,9 @@ fn write_clock(path: &Path, offset_ms: i64) -> anyhow::Result<()> {
     std::fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// How long the cluster may take to serve after a start or a heal.
+pub const READY_LIMIT: Duration = Duration::from_secs(60);
+
 /// Node `i`'s applied index (NodeInfo on its own address), if it answers
 /// within half a second.
 pub async fn applied_index(cluster: &Cluster, i: usize) -> Option<u64> {
@@ -789,6 +792,6 @@ pub async fn applied_index(cluster: &Cluster, i: usize) -> Option<u64> {
 
 /// A Status call to `address` with a deadline; `None` if it does not answer.
 pub async fn status(address: &str, tls: &ClientTls, timeout: Duration) -> Option<pb::StatusReply> {
-    let call = raftlm::cli::local_cluster::status_within(address, tls, timeout, timeout);
+    let call = raftlm::local::probe::status_within(address, tls, timeout, timeout);
     tokio::time::timeout(timeout * 2, call).await.ok().flatten()
 }

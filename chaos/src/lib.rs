@@ -30,6 +30,7 @@
 //!   `ExecStopPost`;
 //! - [`replica`] — every node's store read after the run;
 //! - [`workload`] — client sessions with raw tonic clients;
+//! - [`node_info`] — every node's log and state digests, asked over `NodeInfo`;
 //! - [`nemesis`] — the seeded fault schedule;
 //! - [`run`] — one run, start to end.
 //!
@@ -46,6 +47,7 @@ pub mod host;
 pub mod hostile;
 pub mod lan;
 pub mod nemesis;
+pub mod node_info;
 pub mod powerfs;
 pub mod proxy;
 pub mod replica;

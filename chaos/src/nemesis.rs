@@ -59,6 +59,12 @@ use crate::cluster::{Cluster, label};
 use crate::history::{Event, EventType, History, OpKind};
 use crate::proxy::{Link, Proxies};
 
+/// How long after a power cut's restart, once a node serves, the harness
+/// asks every node for its log and state digests again: the restarted
+/// nodes have written by then (a leader that lost its tail writes new
+/// entries where its followers hold others).
+pub const LOG_SETTLE: Duration = Duration::from_secs(3);
+
 /// A type of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultKind {
@@ -249,7 +255,7 @@ impl Nemesis {
     }
 
     /// The nodes' logs and state digests asked after each power cut so far
-    /// (see [`crate::run::log_views`]); taken out.
+    /// (see [`crate::node_info::log_views`]); taken out.
     pub fn take_log_views(&mut self) -> Vec<crate::checker::LogView> {
         std::mem::take(&mut self.log_views)
     }
@@ -660,19 +666,22 @@ impl Nemesis {
                 // log ids its followers hold, which a later snapshot would
                 // hide from the end-of-run checks.
                 let cut = format!("fault {} (power cut of {names})", self.faults);
-                let serving = cluster.wait_ready(crate::run::READY_LIMIT).await.is_some();
+                let serving = cluster
+                    .wait_ready(crate::cluster::READY_LIMIT)
+                    .await
+                    .is_some();
                 let first = if serving {
                     "serving again"
                 } else {
                     "no node serving"
                 };
                 self.log_views
-                    .extend(crate::run::log_views(cluster, &format!("{cut}: {first}")).await);
-                tokio::time::sleep(crate::run::LOG_SETTLE).await;
+                    .extend(crate::node_info::log_views(cluster, &format!("{cut}: {first}")).await);
+                tokio::time::sleep(LOG_SETTLE).await;
                 self.log_views.extend(
-                    crate::run::log_views(
+                    crate::node_info::log_views(
                         cluster,
-                        &format!("{cut}: {} s later", crate::run::LOG_SETTLE.as_secs()),
+                        &format!("{cut}: {} s later", LOG_SETTLE.as_secs()),
                     )
                     .await,
                 );

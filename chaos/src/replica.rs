@@ -188,7 +188,7 @@ fn log_view(s: &Stored, compared: Option<&ReplicaView>) -> LogView {
 
 /// Reads every node's data directory (`dirs[i]` is node `i + 1`'s) and
 /// returns one view per node at the common index, and each readable node's
-/// stored log ids and entry hashes (see [`log_view`]). The processes must
+/// stored log ids and entry hashes (see `log_view` below). The processes must
 /// have stopped. Blocking.
 pub fn read(dirs: &[PathBuf]) -> (Vec<ReplicaView>, Vec<LogView>) {
     let mut stored = Vec::new();

@@ -42,9 +42,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::history::{Event, EventType, GrantSeen, History, OpKind, Token, session_hex};
+use raftlm::wire::LEADER_ID_KEY;
 
-/// Response metadata with the active node's id (see raftlm's `server::error`).
-pub const LEADER_ID_KEY: &str = "raftlm-leader-id";
 /// Pause before an attempt that follows a leader hint.
 pub const HINT_PAUSE: Duration = Duration::from_millis(20);
 /// Longest pause between attempts after failures without a hint.
@@ -110,7 +109,7 @@ pub struct WorkloadSpec {
     pub churn: Option<Churn>,
 }
 
-/// A license that comes and goes during the run (see [`Administrator`]).
+/// A license that comes and goes during the run (see `Administrator` below).
 #[derive(Debug, Clone)]
 pub struct Churn {
     /// The license's name.

@@ -6,7 +6,7 @@
 //! `tests/data/activator/*.script` drive this core with inputs and record
 //! the actions it returns (`tests/activator_scripts.rs`).
 //!
-//! The rules (DESIGN §4), for the leader of term `T`:
+//! The rules (`docs/architecture.md`, "The activator"), for the leader of term `T`:
 //! - every heartbeat it starts a quorum round (a slow one is not waited
 //!   for, up to [`ROUNDS_IN_FLIGHT_MAX`] at once); a round
 //!   that started at `t0` and confirmed leadership makes the lease valid

@@ -3,7 +3,7 @@
 //!
 //! openraft 0.9 keeps a partitioned leader in `ServerState::Leader`, so that
 //! state is not permission to serve. The activator keeps its own **quorum
-//! lease** (DESIGN §4):
+//! lease** (`docs/architecture.md`, "The activator"; decision 0004):
 //!
 //! - every `heartbeat_ms` on the leader it notes `t0` on `CLOCK_BOOTTIME`
 //!   (which keeps counting while the process is stopped or the machine
@@ -101,7 +101,7 @@ pub struct Context {
     /// vote (kept by the Raft service).
     pub leader_contact: Arc<AtomicU64>,
     /// Planned handovers to this node, from the Raft service: `(from, term, served)`.
-    pub handovers: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(u64, u64, bool)>>>,
+    pub handovers: std::sync::Mutex<Option<mpsc::Receiver<(u64, u64, bool)>>>,
     /// The Raft transport, to send a handover.
     pub network: crate::raft::network::Network,
     /// The node's TLS material (`None` without TLS): its CA gives the
@@ -112,10 +112,22 @@ pub struct Context {
 /// How long a stopping leader waits for a follower to have its whole log
 /// before it hands over to the most up-to-date one anyway.
 pub const HANDOVER_CATCH_UP_MAX: Duration = Duration::from_millis(300);
+/// How often a stopping leader looks at its followers' progress while it
+/// waits for one to catch up: small against `HANDOVER_CATCH_UP_MAX`, since
+/// service is paused meanwhile.
+pub const HANDOVER_CATCH_UP_POLL: Duration = Duration::from_millis(5);
 
 /// How long a stopping leader keeps running after a handover, so that it can
 /// grant the successor its vote, unless it sees the new leader sooner.
 pub const HANDOVER_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// Most results of the activator's own tasks (quorum rounds, access-point
+/// commands, the activation, the bind) queued for its loop. The core keeps
+/// at most [`ROUNDS_IN_FLIGHT_MAX`](core::ROUNDS_IN_FLIGHT_MAX) rounds and one
+/// of each other kind in flight, so a handful are ever outstanding; a task
+/// that found the queue full would wait for room, and the loop's own bind
+/// result, which cannot wait, would be logged as an error and dropped.
+pub const RESULTS_QUEUED_MAX: usize = 64;
 
 /// How often the activator ticks: elections start within this of the
 /// moment they are due, and quorum rounds start every heartbeat.
@@ -210,7 +222,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
         mode: ctx.config.access_point.mode,
         ignore_lapse: crate::fault::broken(crate::fault::Break::Lease),
     });
-    let (results, mut inputs) = mpsc::unbounded_channel::<Input>();
+    let (results, mut inputs) = mpsc::channel::<Input>(RESULTS_QUEUED_MAX);
     let mut ticker =
         tokio::time::interval(Duration::from_millis(timing.heartbeat_ms).min(TICK_MAX));
     let mut rng = rand::rngs::StdRng::from_entropy();
@@ -225,7 +237,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take()
-        .unwrap_or_else(|| mpsc::unbounded_channel().1);
+        .unwrap_or_else(|| mpsc::channel(1).1);
     let mut handed_over = false;
     let campaigns = Arc::new(Campaigns::default());
     tokio::pin!(stop);
@@ -296,7 +308,7 @@ async fn perform(
     ctx: &Arc<Context>,
     action: Action,
     held: &mut Option<Held>,
-    results: &mpsc::UnboundedSender<Input>,
+    results: &mpsc::Sender<Input>,
     campaigns: &Arc<Campaigns>,
 ) -> bool {
     match action {
@@ -313,7 +325,7 @@ async fn perform(
                     m.current_leader == Some(ctx.node_id) && m.current_term == term
                 };
                 let ok = matches!(round, Ok(Ok(_))) && still_leader;
-                let _ = results.send(Input::Round { term, t0, ok });
+                let _ = results.send(Input::Round { term, t0, ok }).await;
             });
         }
         Action::Lease {
@@ -336,11 +348,13 @@ async fn perform(
                     &access_point.down
                 };
                 let result = run_command(&access_point, argv).await;
-                let _ = results.send(if up {
-                    Input::Up { result }
-                } else {
-                    Input::Down { result }
-                });
+                let _ = results
+                    .send(if up {
+                        Input::Up { result }
+                    } else {
+                        Input::Down { result }
+                    })
+                    .await;
             });
         }
         Action::Activate { term } => {
@@ -368,7 +382,7 @@ async fn perform(
                         }
                     }
                 };
-                let _ = results.send(Input::Activated { term, result });
+                let _ = results.send(Input::Activated { term, result }).await;
             });
         }
         Action::Bind => {
@@ -382,7 +396,15 @@ async fn perform(
                 }
                 Err(e) => Err(format!("cannot bind {address}: {e}")),
             };
-            let _ = results.send(Input::Bound { result });
+            // Sent by the loop that reads the queue, so it must not wait for
+            // room; RESULTS_QUEUED_MAX leaves room for every result in flight.
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                results.try_send(Input::Bound { result })
+            {
+                error!(
+                    "the bind's result did not fit in the activator's queue ({RESULTS_QUEUED_MAX}); the core is not told of it"
+                );
+            }
         }
         Action::Unbind => unbind(&ctx.config.access_point, held.take()).await,
         // openraft's own election timer is off for good (`crate::node::raft_config`):
@@ -653,7 +675,7 @@ async fn hand_over(ctx: &Context, term: u64, served: bool) -> bool {
                 break Some(found);
             }
             None => break None,
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            _ => tokio::time::sleep(HANDOVER_CATCH_UP_POLL).await,
         }
     };
     let Some(((id, matched), member)) = successor else {

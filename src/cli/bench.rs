@@ -27,6 +27,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::cli::Failure;
+use crate::cli::bench_figures::{Latency, gather, latency};
 use crate::cli::local_cluster::{LocalCluster, PEER_PORT_OFFSET};
 use crate::proto::v1 as pb;
 use crate::proto::v1::license_client::LicenseClient;
@@ -87,40 +88,9 @@ pub struct BenchArgs {
     pub etcd: Option<PathBuf>,
 }
 
-pub use crate::cli::checkout::parse_duration;
+use crate::cli::common::parse_duration;
 
 const BENCH_LICENSE: &str = "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE bench acme 1.0 permanent 1000000\nFEATURE scarce acme 1.0 permanent 1\n";
-
-/// Latency figures in milliseconds.
-#[derive(Debug, Default, Serialize)]
-pub(crate) struct Latency {
-    pub(crate) p50_ms: f64,
-    pub(crate) p99_ms: f64,
-    pub(crate) p999_ms: f64,
-    pub(crate) max_ms: f64,
-}
-
-/// Latency figures, for the other bench modules.
-pub(crate) type LatencyFigures = Latency;
-
-/// Latency figures of `samples` (µs), sorting them.
-pub(crate) fn latency_figures(samples: &mut [u64]) -> Latency {
-    latency(samples)
-}
-
-fn latency(samples: &mut [u64]) -> Latency {
-    if samples.is_empty() {
-        return Latency::default();
-    }
-    samples.sort_unstable();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0;
-    Latency {
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
-        p999_ms: at(0.999),
-        max_ms: at(1.0),
-    }
-}
 
 /// CPU time and peak RSS of one node process.
 #[derive(Debug, Default, Serialize, Clone)]
@@ -585,24 +555,6 @@ struct Report {
     flood: Option<crate::cli::bench_flood::FloodFigures>,
 }
 
-/// What one load worker returns: its latencies (µs) and its errors by kind.
-pub(crate) type WorkerResult = (Vec<u64>, BTreeMap<String, u64>);
-
-/// Every worker's latencies and errors, summed.
-pub(crate) async fn gather(tasks: Vec<tokio::task::JoinHandle<WorkerResult>>) -> WorkerResult {
-    let mut samples = Vec::new();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    for task in tasks {
-        if let Ok((s, e)) = task.await {
-            samples.extend(s);
-            for (k, v) in e {
-                *errors.entry(k).or_default() += v;
-            }
-        }
-    }
-    (samples, errors)
-}
-
 fn error_kind(status: &tonic::Status) -> String {
     format!("{:?}", status.code()).to_lowercase()
 }
@@ -753,7 +705,7 @@ async fn idle_sessions(
     duration: Duration,
     cluster: Option<&LocalCluster>,
 ) -> Result<Report, Failure> {
-    let status = crate::cli::local_cluster::status_of(target, tls)
+    let status = crate::local::probe::status_of(target, tls)
         .await
         .ok_or_else(|| Failure::unreachable(format!("{target} does not answer")))?;
     let active = status.active_node as usize;

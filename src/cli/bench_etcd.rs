@@ -242,7 +242,7 @@ pub async fn measure(
     done.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed();
     eprintln!();
-    let (samples, errors) = crate::cli::bench::gather(tasks).await;
+    let (samples, errors) = crate::cli::bench_figures::gather(tasks).await;
     drop(members);
     Ok(EtcdFigures {
         version,

@@ -21,6 +21,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::cli::Failure;
+use crate::cli::bench_figures::{Latency, latency};
 use crate::proto::v1 as pb;
 use crate::proto::v1::license_client::LicenseClient;
 use crate::tls::client::ClientTls;
@@ -44,9 +45,9 @@ pub(crate) struct FloodFigures {
     /// How long the flood took.
     pub(crate) seconds: f64,
     /// A new session's check-out from another address before the flood (ms).
-    pub(crate) probe_before_ms: super::bench::LatencyFigures,
+    pub(crate) probe_before_ms: Latency,
     /// The same after the flood.
-    pub(crate) probe_after_ms: super::bench::LatencyFigures,
+    pub(crate) probe_after_ms: Latency,
     /// Probe check-outs not granted, before and after.
     pub(crate) probe_refused: (u64, u64),
     /// The largest node RSS before and after the flood (MiB), when bench
@@ -169,8 +170,8 @@ pub(crate) async fn flood(
         denied: denied.load(Ordering::Relaxed),
         other: other.load(Ordering::Relaxed),
         seconds,
-        probe_before_ms: super::bench::latency_figures(&mut before),
-        probe_after_ms: super::bench::latency_figures(&mut after),
+        probe_before_ms: latency(&mut before),
+        probe_after_ms: latency(&mut after),
         probe_refused: (refused_before, refused_after),
         rss_mib: None,
     })

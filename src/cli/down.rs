@@ -8,7 +8,7 @@
 //! instead to keep it down.
 
 use crate::cli::Failure;
-use crate::cli::checkout::{failure, init_logging, runtime};
+use crate::cli::common::{failure, init_logging, runtime};
 use crate::client::{DEFAULT_SERVER, ServerList};
 
 /// `raftlm down`'s arguments.

@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::Failure;
-use crate::cli::checkout::{failure, init_logging, runtime};
+use crate::cli::common::{failure, init_logging, runtime};
 use crate::client::{ClientError, DEFAULT_SERVER, ServerList};
 
 /// `raftlm license import`'s arguments.

@@ -11,7 +11,7 @@
 //!
 //! This is the shell around [`crate::license::file`] and
 //! [`crate::license::signature`]: it reads and writes files, reads the clock
-//! and prints. Exit codes (DESIGN §8): a file that is refused (does not
+//! and prints. Exit codes (`README.md`, "Exit codes"): a file that is refused (does not
 //! parse, bad signature, wrong cluster, every line expired) is exit 1; a file or key that
 //! cannot be read or written, or a malformed key file, is exit 2.
 //!
@@ -73,6 +73,8 @@ pub enum LicenseCommand {
         /// The cluster (access point) name the file must be issued for.
         #[arg(long, value_name = "NAME")]
         cluster_name: String,
+        // This doc is the --help text, where <hex> is meant literally.
+        #[allow(rustdoc::invalid_html_tags)]
         /// The cluster's identity (sha256:<hex>, as `raftlm status` and
         /// `raftlm tls identity` print it): files bound to another identity
         /// are refused. Without it, a file's identity binding is shown but not checked.
@@ -130,11 +132,11 @@ pub fn run(cmd: LicenseCommand) -> Result<(), Failure> {
 }
 
 fn reread(server: crate::client::ServerList) -> Result<(), Failure> {
-    crate::cli::checkout::init_logging();
+    crate::cli::common::init_logging();
     let client = crate::cli::env_client(server)?;
-    let reply = crate::cli::checkout::runtime()?
+    let reply = crate::cli::common::runtime()?
         .block_on(client.reread_license_dir())
-        .map_err(crate::cli::checkout::failure)?;
+        .map_err(crate::cli::common::failure)?;
     println!(
         "node {} read {}: {} file{}",
         reply.node,
@@ -154,15 +156,15 @@ fn reread(server: crate::client::ServerList) -> Result<(), Failure> {
 }
 
 fn trust(path: &Path, server: crate::client::ServerList) -> Result<(), Failure> {
-    crate::cli::checkout::init_logging();
+    crate::cli::common::init_logging();
     // Parsed here first, so a wrong file is a usage error naming it.
     let key = VendorPublicKey::load(path).map_err(|e| Failure::usage(e.to_string()))?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
     let client = crate::cli::env_client(server)?;
-    let id = crate::cli::checkout::runtime()?
+    let id = crate::cli::common::runtime()?
         .block_on(client.trust_key(&text))
-        .map_err(crate::cli::checkout::failure)?;
+        .map_err(crate::cli::common::failure)?;
     println!(
         "trusted vendor key {id} for {}",
         key.vendor()
@@ -172,11 +174,11 @@ fn trust(path: &Path, server: crate::client::ServerList) -> Result<(), Failure> 
 }
 
 fn untrust(key_id: &str, server: crate::client::ServerList) -> Result<(), Failure> {
-    crate::cli::checkout::init_logging();
+    crate::cli::common::init_logging();
     let client = crate::cli::env_client(server)?;
-    crate::cli::checkout::runtime()?
+    crate::cli::common::runtime()?
         .block_on(client.untrust_key(key_id))
-        .map_err(crate::cli::checkout::failure)?;
+        .map_err(crate::cli::common::failure)?;
     println!("vendor key {key_id} is no longer trusted");
     Ok(())
 }

@@ -13,10 +13,10 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 use crate::cli::Failure;
-use crate::cli::cluster_tls::ClusterTls;
 use crate::license::signature::{self, VendorSigningKey};
+use crate::local::probe::status_of;
+use crate::local::tls::ClusterTls;
 use crate::proto::v1 as pb;
-use crate::proto::v1::license_client::LicenseClient;
 use crate::tls::client::ClientTls;
 
 /// The cluster (access point) name of local clusters.
@@ -248,37 +248,4 @@ impl LocalCluster {
         }
         None
     }
-}
-
-/// Status from `address`, if it answers within a second.
-pub async fn status_of(address: &str, tls: &ClientTls) -> Option<pb::StatusReply> {
-    status_within(
-        address,
-        tls,
-        Duration::from_millis(300),
-        Duration::from_secs(1),
-    )
-    .await
-}
-
-/// Status from `address`: `None` if it cannot be connected within `connect`
-/// or does not answer within `answer` after that.
-pub async fn status_within(
-    address: &str,
-    tls: &ClientTls,
-    connect: Duration,
-    answer: Duration,
-) -> Option<pb::StatusReply> {
-    let channel = tls
-        .endpoint(address, connect)
-        .ok()?
-        .timeout(answer)
-        .connect()
-        .await
-        .ok()?;
-    LicenseClient::new(channel)
-        .status(pb::StatusRequest {})
-        .await
-        .ok()
-        .map(|r| r.into_inner())
 }

@@ -1,16 +1,17 @@
 //! The command-line front end: one module per subcommand group.
 //!
 //! Each subcommand returns `Result<(), Failure>`; `main` prints the failure's
-//! one-sentence message on stderr and exits with its code (DESIGN §8:
-//! 0 success, 1 refused, 2 usage or configuration error, 3 cluster unreachable;
-//! and 130, 143, 129 for `checkout` stopped by SIGINT, SIGTERM, SIGHUP, see
+//! one-sentence message on stderr and exits with its code (`README.md`,
+//! "Exit codes": 0 success, 1 refused, 2 usage or configuration error,
+//! 3 cluster unreachable; and 130, 143, 129 for `checkout` stopped by SIGINT, SIGTERM, SIGHUP, see
 //! [`signals`]).
 
 pub mod bench;
 pub mod bench_etcd;
+pub mod bench_figures;
 pub mod bench_flood;
 pub mod checkout;
-pub mod cluster_tls;
+pub mod common;
 pub mod demo;
 pub mod down;
 pub mod hostid;

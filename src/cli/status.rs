@@ -23,11 +23,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use crate::cli::Failure;
-use crate::cli::checkout::{failure, init_logging, parse_duration, runtime};
+use crate::cli::common::{failure, format_time_ms, init_logging, parse_duration, runtime};
 use crate::cli::reach::{NodeReach, Reach, Survey, nodes_view, outage_text};
-use crate::client::{Client, ClientError, ClientOptions, DEFAULT_SERVER, GrantToken, ServerList};
+use crate::client::{Client, ClientError, ClientOptions, DEFAULT_SERVER, ServerList};
 use crate::proto::v1 as pb;
 use crate::tls::client::ClientTls;
+use crate::wire::token_from_pb;
 
 /// `raftlm status`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -184,31 +185,8 @@ fn cert_text(info: Option<&pb::NodeInfoReply>, now_unix: i64) -> String {
     }
 }
 
-/// Formats a time as `22-nov-2026 10:00:00 UTC`.
-pub fn format_time(time: SystemTime) -> String {
-    format_time_ms(
-        time.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-    )
-}
-
-/// Formats milliseconds since the epoch as `22-nov-2026 10:00:00 UTC`.
-pub fn format_time_ms(ms: u64) -> String {
-    crate::license::feature::time_text(ms)
-}
-
 fn token_text(token: Option<&pb::GrantToken>) -> String {
-    token.map_or_else(
-        || "-".to_string(),
-        |t| {
-            GrantToken {
-                term: t.term,
-                index: t.index,
-                slot: t.slot,
-            }
-            .to_string()
-        },
-    )
+    token.map_or_else(|| "-".to_string(), |t| token_from_pb(t).to_string())
 }
 
 /// The `lmstat -a`-like text form; `nodes` are how each node answered on

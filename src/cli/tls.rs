@@ -6,7 +6,7 @@
 //!   vendor binds license files to).
 //!
 //! This is the shell around [`crate::tls::cert`]: it reads the clock and
-//! prints. Exit codes (DESIGN §8): a refusal (a file that would be
+//! prints. Exit codes (`README.md`, "Exit codes"): a refusal (a file that would be
 //! overwritten, an expired CA) is exit 1; bad arguments and files that
 //! cannot be read or written are exit 2.
 
@@ -74,6 +74,8 @@ pub enum TlsCommand {
         #[arg(long)]
         force: bool,
     },
+    // This doc is the --help text, where <hex> is meant literally.
+    #[allow(rustdoc::invalid_html_tags)]
     /// Print the cluster identity (sha256:<hex> of the CA's public key) of
     /// each CA certificate in a CA file: what a vendor binds license files to.
     Identity {

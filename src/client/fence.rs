@@ -1,4 +1,4 @@
-//! `TermFence`: the client side of fencing (DESIGN §4).
+//! `TermFence`: the client side of fencing (`docs/architecture.md`, "The activator").
 //!
 //! The term is the fencing token: every reply carries the term of the node
 //! that answered. The fence remembers the highest term seen and refuses a

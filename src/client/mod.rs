@@ -68,7 +68,7 @@ pub use server_list::{
 pub use session::{
     ADOPTED_REMEMBERED, ADOPTION_CANDIDATES_MAX, CACHING_PROBE_PAUSE, DEFAULT_SESSION_TTL,
     HEARTBEAT_MIN, REQUESTS_MAX, SESSION_RESTARTS_MAX, Session, SessionEvent, SessionOptions,
-    SessionState, UNRESOLVED_MAX, local_host, local_user,
+    SessionState, UNRESOLVED_MAX, VALIDITY_MARGIN_DIVISOR, local_host, local_user,
 };
 
 pub use crate::license::secret::SessionSecret;

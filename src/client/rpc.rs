@@ -19,7 +19,7 @@
 //!
 //! Every reply carries the answering node's term. The client keeps the highest
 //! term seen in a [`TermFence`] shared by all its clones; a reply from a lower
-//! term is refused and the call goes on elsewhere (DESIGN §4).
+//! term is refused and the call goes on elsewhere (`docs/architecture.md`, "The activator").
 //!
 //! Every connection uses the [`ClientTls`] of its [`ClientOptions`]: TLS
 //! by default, verifying the node's certificate against the cluster CA (or
@@ -47,8 +47,8 @@ use crate::license::state::{DenyReason, GrantToken, RequestId};
 use crate::proto::v1 as pb;
 use crate::proto::v1::admin_client::AdminClient;
 use crate::proto::v1::license_client::LicenseClient;
-use crate::server::error::{LEADER_ADDRESS_KEY, LIMIT_KEY};
 use crate::tls::client::ClientTls;
+use crate::wire::{LEADER_ADDRESS_KEY, LIMIT_KEY, token_from_pb, token_to_pb};
 
 /// Most hops along leader hints in a row without a back-off pause.
 pub const HINT_HOPS_MAX: u32 = 2;
@@ -1001,24 +1001,6 @@ fn status_text(status: &Status) -> String {
         format!("{:?}", status.code())
     } else {
         status.message().to_string()
-    }
-}
-
-/// The wire form of a grant token.
-pub(crate) fn token_to_pb(token: GrantToken) -> pb::GrantToken {
-    pb::GrantToken {
-        term: token.term,
-        index: token.index,
-        slot: token.slot,
-    }
-}
-
-/// A grant token from its wire form.
-pub(crate) fn token_from_pb(token: &pb::GrantToken) -> GrantToken {
-    GrantToken {
-        term: token.term,
-        index: token.index,
-        slot: token.slot,
     }
 }
 

@@ -1,6 +1,6 @@
 //! `ServerList`: where a client looks for the cluster.
 //!
-//! The syntax is the one `--server` and `RAFTLM_SERVER` take (DESIGN §8): one
+//! The syntax is the one `--server` and `RAFTLM_SERVER` take (`README.md`, "Commands"): one
 //! address, or a comma-separated list, each entry either `host:port` or
 //! FlexNet's `port@host`, e.g. `27000@h1,27000@h2,127.0.0.1:27003`. IPv6
 //! literals are written `[::1]:27000` or `27000@::1`. Entries are normalized to

@@ -2,10 +2,10 @@
 //!
 //! A session is a task that owns the session's state — its id, the request
 //! sequence, the grants held — and takes requests from the [`Session`] handle
-//! over a bounded channel with a oneshot for each reply (STYLE: single owner
-//! for mutable state). Network calls run as sub-tasks of that task, so a slow
-//! check-out never delays a heartbeat, and an answer is recorded even if the
-//! caller stopped waiting for it.
+//! over a bounded channel with a oneshot for each reply, so the task is the
+//! one owner of the session's mutable state. Network calls run as sub-tasks
+//! of that task, so a slow check-out never delays a heartbeat, and an answer
+//! is recorded even if the caller stopped waiting for it.
 //!
 //! # Heartbeats and failover
 //!
@@ -94,6 +94,9 @@ pub const CACHING_PROBE_PAUSE: Duration = Duration::from_millis(100);
 pub const VALIDITY_MARGIN_DIVISOR: u32 = 20;
 /// How many times one check-out is moved to a new session id before giving up.
 pub const SESSION_RESTARTS_MAX: u32 = 2;
+/// Longest the session task sleeps while the grace period runs: the period
+/// may be years, and a deadline that far ahead is not slept on in one go.
+const GRACE_WAKE_MAX: Duration = Duration::from_secs(3600);
 /// Most check-outs with unknown outcome remembered for resolution.
 pub const UNRESOLVED_MAX: usize = 1024;
 /// The session TTL assumed before the cluster first announces it.
@@ -612,10 +615,9 @@ impl Actor {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         loop {
             let heartbeat_at = self.next_heartbeat;
-            // Wake up at least hourly while the grace period runs (it may be years).
             let grace_at = self
                 .grace_deadline
-                .map(|d| d.min(Instant::now() + Duration::from_secs(3600)));
+                .map(|d| d.min(Instant::now() + GRACE_WAKE_MAX));
             // While connected: the moment the last answered renewal stops
             // covering the grants, if no other is answered first.
             let lapse_at = match *self.state.borrow() {

@@ -58,6 +58,9 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
 use crate::license::feature::{Date, DateError, Expiry, FeatureLine, LineKind};
 use crate::license::host::{HOST_IDS_MAX, HostId};
 use crate::license::identity::ClusterId;
@@ -69,6 +72,39 @@ pub const LICENSE_FILE_BYTES_MAX: usize = 1 << 20;
 
 /// The prefix of every `SIGN=` value: the signature scheme.
 pub const SIGN_SCHEME_PREFIX: &str = "ed25519:";
+/// Bytes of the key id that opens a decoded `SIGN=` value.
+pub const SIGN_KEY_ID_LEN: usize = 8;
+/// Bytes of the Ed25519 signature that follows the key id.
+pub const SIGN_SIGNATURE_LEN: usize = 64;
+/// Bytes of a decoded `SIGN=` value: key id then signature.
+const SIGN_PAYLOAD_LEN: usize = SIGN_KEY_ID_LEN + SIGN_SIGNATURE_LEN;
+
+/// A `SIGN=` value: [`SIGN_SCHEME_PREFIX`], then the standard base64 (with
+/// padding) of the key id followed by the signature. What the bytes mean is
+/// `license/signature.rs`'s business.
+pub fn encode_sign_value(
+    key_id: &[u8; SIGN_KEY_ID_LEN],
+    signature: &[u8; SIGN_SIGNATURE_LEN],
+) -> String {
+    let mut payload = Vec::with_capacity(SIGN_PAYLOAD_LEN);
+    payload.extend_from_slice(key_id);
+    payload.extend_from_slice(signature);
+    format!("{SIGN_SCHEME_PREFIX}{}", BASE64.encode(payload))
+}
+
+/// The key id and signature bytes of a `SIGN=` value, if it has the shape
+/// [`SIGN_SCHEME_PREFIX`] + base64 of [`SIGN_KEY_ID_LEN`] +
+/// [`SIGN_SIGNATURE_LEN`] bytes.
+pub fn decode_sign_value(value: &str) -> Option<([u8; SIGN_KEY_ID_LEN], [u8; SIGN_SIGNATURE_LEN])> {
+    let bytes = BASE64
+        .decode(value.strip_prefix(SIGN_SCHEME_PREFIX)?)
+        .ok()?;
+    if bytes.len() != SIGN_PAYLOAD_LEN {
+        return None;
+    }
+    let (id, signature) = bytes.split_at(SIGN_KEY_ID_LEN);
+    Some((id.try_into().ok()?, signature.try_into().ok()?))
+}
 
 /// A parsed license file: its server binding, vendors and feature lines, in
 /// file order. Signatures are carried but not checked.
@@ -1249,9 +1285,7 @@ fn parse_port(text: &str) -> Option<u16> {
 
 /// Whether a `SIGN=` value has the shape `ed25519:` + base64 of 72 bytes.
 fn is_sign_value(value: &str) -> bool {
-    value
-        .strip_prefix(SIGN_SCHEME_PREFIX)
-        .is_some_and(|b64| crate::license::signature::decode_sign_payload(b64).is_some())
+    decode_sign_value(value).is_some()
 }
 
 /// One `KEY=value` token.

@@ -24,7 +24,7 @@
 //! request may use grow with a lower V, a set of grants fits the lines exactly
 //! when, for every version t requested, the seats granted for versions ≥ t are
 //! at most the seats of lines of version ≥ t (Hall's condition for nested
-//! sets); [`Pool::fits`] checks that.
+//! sets); [`Pool::shortfall`] checks that.
 //!
 //! Ties on every ordering key are broken by the content itself, so every
 //! replica picks the same lines.

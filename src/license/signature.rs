@@ -41,7 +41,8 @@
 //!
 //! # SIGN values
 //!
-//! `SIGN="ed25519:" base64(key id ‖ signature)`: standard base64 with padding
+//! `SIGN="ed25519:" base64(key id ‖ signature)` (the syntax is the file
+//! format's, `license/file.rs`): standard base64 with padding
 //! of 72 bytes (96 characters), the 8-byte [`KeyId`] of the signing key (the
 //! first 8 bytes of its public key) followed by the 64-byte Ed25519 signature
 //! of the canonical form. The key id only lets a cluster tell "signed by a key
@@ -77,7 +78,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use rand::RngCore as _;
 
 use crate::license::feature::{Date, Expiry, FeatureLine};
-use crate::license::file::{self, LicenseFile, ParseError, ParsedFeature, SIGN_SCHEME_PREFIX};
+use crate::license::file::{self, LicenseFile, ParseError, ParsedFeature};
 use crate::license::host::HostId;
 use crate::license::identity::ClusterId;
 
@@ -97,10 +98,8 @@ pub const ANY_VENDOR: &str = "*";
 /// The largest key file accepted, in bytes (a key file is one short line).
 pub const KEY_FILE_BYTES_MAX: u64 = 64 * 1024;
 
-/// Bytes of a key id.
-const KEY_ID_LEN: usize = 8;
-/// Bytes of the decoded `SIGN` payload: key id then signature.
-const SIGN_PAYLOAD_LEN: usize = KEY_ID_LEN + 64;
+/// Bytes of a key id: as many as a `SIGN=` value carries.
+const KEY_ID_LEN: usize = file::SIGN_KEY_ID_LEN;
 
 /// A short name for a vendor key: the first 8 bytes of its public key,
 /// shown as 16 hex digits.
@@ -547,10 +546,7 @@ impl VendorSigningKey {
             host_ids,
             line,
         ));
-        let mut payload = Vec::with_capacity(SIGN_PAYLOAD_LEN);
-        payload.extend_from_slice(&self.public_key().key_id().0);
-        payload.extend_from_slice(&signature.to_bytes());
-        format!("{SIGN_SCHEME_PREFIX}{}", BASE64.encode(payload))
+        file::encode_sign_value(&self.public_key().key_id().0, &signature.to_bytes())
     }
 }
 
@@ -808,19 +804,6 @@ fn canonical_expiry(expiry: Expiry) -> String {
             format!("{day:02}-{month}-{year:04}")
         }
     }
-}
-
-/// Decodes the base64 part of a `SIGN` value (after `ed25519:`) into the key
-/// id and the signature, if it has the right shape.
-pub(crate) fn decode_sign_payload(b64: &str) -> Option<(KeyId, Signature)> {
-    let bytes = BASE64.decode(b64).ok()?;
-    if bytes.len() != SIGN_PAYLOAD_LEN {
-        return None;
-    }
-    let (id, sig) = bytes.split_at(KEY_ID_LEN);
-    let id: [u8; KEY_ID_LEN] = id.try_into().ok()?;
-    let sig = Signature::from_slice(sig).ok()?;
-    Some((KeyId(id), sig))
 }
 
 /// Signs every feature line of a license file with `key`, and returns the
@@ -1127,9 +1110,8 @@ fn check_signature(
             feature,
         });
     };
-    let Some((key_id, signature)) = sign
-        .strip_prefix(SIGN_SCHEME_PREFIX)
-        .and_then(decode_sign_payload)
+    let Some((key_id, signature)) = file::decode_sign_value(sign)
+        .map(|(id, signature)| (KeyId(id), Signature::from_bytes(&signature)))
     else {
         return Err(VerifyError::MalformedSignature {
             file: file_s,

@@ -94,6 +94,9 @@ struct Blobs {
 /// Longest [`DiskSync::sync`] waits for sled to finish writing a blob file
 /// (its CRC does not check yet) before it gives up with an error.
 pub const BLOB_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often an incomplete blob file is looked at again while waiting for
+/// it: sled writes a blob in one go, so it is whole within moments.
+pub const BLOB_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Whether the blob file at `path` holds a whole blob as sled writes it: a
 /// little-endian CRC-32 of the rest (a kind byte, then the data). A blob
@@ -213,7 +216,7 @@ impl DiskSync {
                     dir.display()
                 )));
             }
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            std::thread::sleep(BLOB_POLL);
         }
     }
 

@@ -53,7 +53,8 @@ use serde::de::DeserializeOwned;
 use crate::codec::{self, CodecError};
 
 use super::disk_sync::DiskSync;
-use super::store::{Marker, StoreError, sled_error, write_marker};
+use super::marker::{MARKER_FILE, Marker, write_marker};
+use super::storage_error::{StoreError, sled_error};
 use super::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// Key of the vote in the `meta` tree.
@@ -372,7 +373,7 @@ impl LogStore {
         )
         .map_err(|source| StoreError::Marker {
             dir: self.dir.to_path_buf(),
-            file: self.dir.join(super::store::MARKER_FILE),
+            file: self.dir.join(MARKER_FILE),
             source,
         })?;
         let bytes = codec::encode(&replacement).map_err(|source| StoreError::Record {

@@ -12,9 +12,11 @@ use crate::license::state::{Batch, Outcome};
 
 pub mod disk_sync;
 pub mod log_store;
+pub mod marker;
 pub mod network;
 pub mod pre_vote;
 pub mod state_machine;
+pub mod storage_error;
 pub mod store;
 
 /// A member of the cluster as the Raft membership records it: where clients

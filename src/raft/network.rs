@@ -101,6 +101,16 @@ pub struct Network {
     outages: Arc<Mutex<HashMap<u64, Outage>>>,
 }
 
+/// Longest a `Handover` RPC may take: the stopping leader has stopped
+/// serving, so a successor that does not answer at once is not waited for
+/// (the others elect a leader when its heartbeats stop).
+pub const HANDOVER_RPC_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often an idle peer connection is pinged, so a vanished peer is noticed
+/// before the next RPC waits on a dead connection.
+pub const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often openraft retries a peer that failed: quick to notice its
+/// return, cheap while it is gone.
+pub const PEER_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// How often a peer that stays unreachable is logged (as a count).
 pub const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -233,7 +243,7 @@ impl Network {
         let channel = self.channel(target, member).map_err(|e| e.to_string())?;
         let mut request =
             tonic::Request::new(crate::proto::v1::HandoverRequest { from, term, served });
-        request.set_timeout(Duration::from_millis(500));
+        request.set_timeout(HANDOVER_RPC_TIMEOUT);
         RaftClient::new(channel)
             .handover(request)
             .await
@@ -320,7 +330,7 @@ impl Network {
         let endpoint = client_tls
             .endpoint(addr, CONNECT_TIMEOUT)
             .map_err(|e| NetworkError::new(&std::io::Error::other(e)))?
-            .http2_keep_alive_interval(Duration::from_secs(10))
+            .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
         channels.insert(target, (addr.to_string(), generation, channel.clone()));
@@ -482,8 +492,7 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
-        // A dead peer is retried every 200 ms: quick to notice its return, cheap while it is gone.
-        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+        openraft::network::Backoff::new(std::iter::repeat(PEER_RETRY_INTERVAL))
     }
 }
 
@@ -504,6 +513,13 @@ fn log_id_from(message: &crate::proto::v1::LogId) -> LogId {
     )
 }
 
+/// Most planned handovers queued for the activator. A handover is believed
+/// only from the node that leads the current term, which sends one as it
+/// stops, so the queue holds one at most in practice. One that finds it full
+/// is dropped with a warning and the election is started all the same: this
+/// node then activates as after an election nobody planned.
+pub const HANDOVERS_QUEUED_MAX: usize = 8;
+
 /// The server side of the Raft transport: hands each RPC to the local Raft.
 pub struct RaftService {
     raft: Raft,
@@ -512,7 +528,7 @@ pub struct RaftService {
     /// elections from this.
     contact: Arc<AtomicU64>,
     /// Told of a planned handover to this node: `(from, term, served)`.
-    handovers: tokio::sync::mpsc::UnboundedSender<(u64, u64, bool)>,
+    handovers: tokio::sync::mpsc::Sender<(u64, u64, bool)>,
     /// `timing.election_timeout_min_ms`: a pre-vote is refused while a
     /// leader was heard from more recently than this.
     election_timeout_min_ms: u64,
@@ -533,7 +549,7 @@ impl RaftService {
         cluster: Option<String>,
         refusals: Arc<Refusals>,
         contact: Arc<AtomicU64>,
-        handovers: tokio::sync::mpsc::UnboundedSender<(u64, u64, bool)>,
+        handovers: tokio::sync::mpsc::Sender<(u64, u64, bool)>,
         host_id: Option<HostId>,
         election_timeout_min_ms: u64,
     ) -> RaftServer<RaftService> {
@@ -658,9 +674,16 @@ impl RaftRpc for RaftService {
         // this election was asked for by the leader of `term` itself, which
         // has stopped serving: it cannot depose a healthy leader.
         // The activator hears of it first, so it knows when it wins the election.
-        let _ = self
-            .handovers
-            .send((handover.from, handover.term, handover.served));
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
+            self.handovers
+                .try_send((handover.from, handover.term, handover.served))
+        {
+            tracing::warn!(
+                from = handover.from,
+                term = handover.term,
+                "handover not passed to the activator: {HANDOVERS_QUEUED_MAX} are queued already; electing anyway"
+            );
+        }
         self.raft
             .trigger()
             .elect()

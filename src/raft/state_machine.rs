@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::license::state::{LicenseState, LogPosition, Outcome};
 
-use super::store::{StoreError, panic_message, sled_error};
+use super::storage_error::{StoreError, panic_message, sled_error};
 use super::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// Key of the stored snapshot's metadata in the `state` tree.

@@ -50,22 +50,25 @@
 //! There is no repair tool: the messages tell the operator to restore a
 //! backup or to remove the directory so the node rejoins as an empty one.
 
-use std::any::Any;
 use std::cmp::Ordering;
 use std::fs;
 use std::io::{self, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, CodecError};
+use crate::codec;
 
 use super::Vote;
 use super::disk_sync::DiskSync;
 use super::log_store::LogStore;
+pub use super::marker::MARKER_FILE;
+use super::marker::{Marker, write_marker};
 use super::state_machine::StateMachineStore;
+pub use super::storage_error::{OWNER_FILE, StoreError};
+use super::storage_error::{panic_message, sled_error};
 
 /// Name of the tree holding the log entries.
 pub(crate) const LOG_TREE: &str = "log";
@@ -78,187 +81,8 @@ pub(crate) const STATE_TREE: &str = "state";
 const CREATED_KEY: &[u8] = b"created";
 /// What the creation record holds.
 const CREATED_TAG: &str = "raftlm node database";
-/// The marker file kept next to sled's files: a database was created here,
-/// and the latest vote saved.
-pub const MARKER_FILE: &str = "RAFTLM_NODE";
-/// The file naming the directory's owner: cluster name, node id and the
-/// cluster identity when the node started with TLS.
-pub const OWNER_FILE: &str = "RAFTLM_OWNER";
 /// The owner file while it is being written.
 const OWNER_TMP_FILE: &str = "RAFTLM_OWNER.tmp";
-/// The marker file while it is being replaced.
-const MARKER_TMP_FILE: &str = "RAFTLM_NODE.tmp";
-
-/// What an operator should do about a corrupt database; ends every corruption message.
-const CORRUPT_ADVICE: &str = "the file is corrupt — restore from a backup or remove the directory to rejoin the cluster as an empty node";
-
-/// Why a node's data directory could not be opened.
-///
-/// Every message names the data directory and says what is wrong, so it can
-/// be shown to an administrator as is.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// sled could not open the database (the directory cannot be created or
-    /// read, a file cannot be opened, …).
-    #[error("data directory {}: the database cannot be opened: {source}", dir.display())]
-    Open {
-        /// The data directory.
-        dir: PathBuf,
-        /// sled's error.
-        source: sled::Error,
-    },
-    /// The directory belongs to another node or another cluster.
-    #[error("data directory {}: it belongs to {found}, but this is {this} ({OWNER_FILE}); a directory copied from another node or cluster would bring its votes and log: give this node its own (empty) directory, and it receives the state from the others", dir.display())]
-    Foreign {
-        /// The data directory.
-        dir: PathBuf,
-        /// Whose it is, as its owner file says.
-        found: String,
-        /// This node.
-        this: String,
-    },
-    /// Another process (or another handle in this one) holds the database.
-    #[error("data directory {}: the database is in use by another process (is another raftlm node running with this directory?): {source}", dir.display())]
-    Locked {
-        /// The data directory.
-        dir: PathBuf,
-        /// sled's error.
-        source: sled::Error,
-    },
-    /// sled detected corruption in its files, or panicked reading them.
-    #[error("data directory {}: the database is unreadable ({detail}); {CORRUPT_ADVICE}", dir.display())]
-    Corrupt {
-        /// The data directory.
-        dir: PathBuf,
-        /// What sled reported.
-        detail: String,
-    },
-    /// The database is empty, but the directory held a node's database: sled
-    /// recovered nothing from a truncated or overwritten file.
-    #[error("data directory {}: the database is empty but {} says this directory held a node's data: the database file was truncated, overwritten or replaced; {CORRUPT_ADVICE}", dir.display(), marker.display())]
-    Emptied {
-        /// The data directory.
-        dir: PathBuf,
-        /// The marker file found.
-        marker: PathBuf,
-    },
-    /// The database holds an older vote than the last one saved: sled lost
-    /// its latest writes. Starting would let this node vote twice in a term.
-    #[error("data directory {}: the database holds {found} but vote {saved} was saved (see {MARKER_FILE}): the database lost its latest writes; {CORRUPT_ADVICE}", dir.display())]
-    VoteLost {
-        /// The data directory.
-        dir: PathBuf,
-        /// The vote the marker file records.
-        saved: String,
-        /// The vote the database holds.
-        found: String,
-    },
-    /// The marker file cannot be read or written.
-    #[error("data directory {}: cannot check or write {}: {source}", dir.display(), file.display())]
-    Marker {
-        /// The data directory.
-        dir: PathBuf,
-        /// The marker file.
-        file: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A read or write failed while the database was being checked.
-    #[error("data directory {}: cannot {doing}: {source}", dir.display())]
-    Sled {
-        /// The data directory.
-        dir: PathBuf,
-        /// What was being done, e.g. "open tree log".
-        doing: String,
-        /// sled's error.
-        source: sled::Error,
-    },
-    /// The database was written by a raftlm whose record format this build
-    /// does not read (format 1 had no peer addresses in the member list).
-    #[error("data directory {}: the database was written in record format {found}, but this raftlm reads format {}; it cannot be upgraded in place: stop the node, move the directory aside and start the node with an empty one, so it rejoins the cluster and receives its state from the others", dir.display(), codec::FORMAT_VERSION)]
-    Format {
-        /// The data directory.
-        dir: PathBuf,
-        /// The format-version byte found.
-        found: u8,
-    },
-    /// A stored record does not decode.
-    #[error("data directory {}: {what} does not decode: {source}; {CORRUPT_ADVICE}", dir.display())]
-    Record {
-        /// The data directory.
-        dir: PathBuf,
-        /// Which record, e.g. "log entry 42" or "the vote".
-        what: String,
-        /// The codec's error.
-        source: CodecError,
-    },
-    /// A key of the log tree is not an 8-byte big-endian index.
-    #[error("data directory {}: the log holds a key of {len} bytes, not an 8-byte index; {CORRUPT_ADVICE}", dir.display())]
-    LogKey {
-        /// The data directory.
-        dir: PathBuf,
-        /// The key's length.
-        len: usize,
-    },
-    /// A log entry is stored under another index than its own.
-    #[error("data directory {}: the log entry stored at index {key} names index {found}; {CORRUPT_ADVICE}", dir.display())]
-    LogMisplaced {
-        /// The data directory.
-        dir: PathBuf,
-        /// The index it is stored under.
-        key: u64,
-        /// The index the entry names.
-        found: u64,
-    },
-    /// The log has a hole: an index between the first and the last entry is missing.
-    #[error("data directory {}: the log jumps from entry {after} to entry {next}; entries are missing; {CORRUPT_ADVICE}", dir.display())]
-    LogHole {
-        /// The data directory.
-        dir: PathBuf,
-        /// The last index present before the hole.
-        after: u64,
-        /// The next index present.
-        next: u64,
-    },
-    /// The first log entry does not follow the last purged one.
-    #[error("data directory {}: the log was purged up to entry {purged} but starts at entry {first}; entries are missing; {CORRUPT_ADVICE}", dir.display())]
-    LogStart {
-        /// The data directory.
-        dir: PathBuf,
-        /// The last purged index.
-        purged: u64,
-        /// The first index present.
-        first: u64,
-    },
-    /// Only half of the snapshot (metadata or data) is stored.
-    #[error("data directory {}: the snapshot has {present} but no {missing}; {CORRUPT_ADVICE}", dir.display())]
-    SnapshotIncomplete {
-        /// The data directory.
-        dir: PathBuf,
-        /// The half present.
-        present: &'static str,
-        /// The half missing.
-        missing: &'static str,
-    },
-    /// The snapshot's data describes another point of the log than its metadata.
-    #[error("data directory {}: the snapshot's metadata says {meta} but its data holds {data}; {CORRUPT_ADVICE}", dir.display())]
-    SnapshotMismatch {
-        /// The data directory.
-        dir: PathBuf,
-        /// What the metadata says.
-        meta: String,
-        /// What the data holds.
-        data: String,
-    },
-    /// The snapshot decodes but its license state breaks an invariant.
-    #[error("data directory {}: the snapshot's license state is inconsistent ({detail}); {CORRUPT_ADVICE}", dir.display())]
-    SnapshotInvariant {
-        /// The data directory.
-        dir: PathBuf,
-        /// The invariant check's message.
-        detail: String,
-    },
-}
 
 /// Opens (creating if needed) the sled database in `dir` and returns the log
 /// store and the state-machine store over it, after validating what is stored
@@ -395,28 +219,6 @@ pub fn claim(dir: &Path, owner: &Owner) -> Result<Option<String>, StoreError> {
     }
 }
 
-/// What the marker file records.
-///
-/// Its existence says a database was created in this directory; its vote is
-/// a floor for the vote sled must still hold (see the module docs).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Marker {
-    /// The latest vote saved; written after the same vote was flushed to sled.
-    pub(crate) vote: Option<Vote>,
-}
-
-/// Replaces the marker file atomically and durably (temporary file, fsync,
-/// rename, fsync of the directory). Blocking.
-pub(crate) fn write_marker(dir: &Path, marker: &Marker) -> io::Result<()> {
-    let bytes = codec::encode(marker).map_err(io::Error::other)?;
-    let tmp = dir.join(MARKER_TMP_FILE);
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, dir.join(MARKER_FILE))?;
-    fs::File::open(dir)?.sync_all()
-}
-
 /// Checks the database against the marker file, then brings the marker up to
 /// date (creating it for a new database).
 ///
@@ -523,32 +325,5 @@ fn open_error(dir: &Path, source: sled::Error) -> StoreError {
             dir,
             detail: source.to_string(),
         },
-    }
-}
-
-/// Maps a sled error met while reading or writing an open database.
-pub(crate) fn sled_error(dir: &Path, doing: impl Into<String>, source: sled::Error) -> StoreError {
-    let dir = dir.to_path_buf();
-    match source {
-        sled::Error::Corruption { .. } => StoreError::Corrupt {
-            dir,
-            detail: source.to_string(),
-        },
-        _ => StoreError::Sled {
-            dir,
-            doing: doing.into(),
-            source,
-        },
-    }
-}
-
-/// The message of a caught panic, if it carried one.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        String::from("no message")
     }
 }

@@ -9,15 +9,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use crate::server::batcher::BatchError;
-
-/// Response metadata: the address of the node that serves, when this one does not.
-pub const LEADER_ADDRESS_KEY: &str = "raftlm-leader";
-/// Response metadata: the id of the node that serves.
-pub const LEADER_ID_KEY: &str = "raftlm-leader-id";
-/// Response metadata on a `RESOURCE_EXHAUSTED` answer: the name of the
-/// configured limit the request ran into. Retrying at once cannot help, unlike
-/// a node that is only busy.
-pub const LIMIT_KEY: &str = "raftlm-limit";
+use crate::wire::{LEADER_ADDRESS_KEY, LEADER_ID_KEY, LIMIT_KEY};
 
 /// Why a license or admin request was not answered with a reply.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -23,6 +23,7 @@ use crate::proto::v1::license_server::License;
 use crate::raft::log_store::ENTRY_HASHES_MAX;
 use crate::server::sessions::{Refusal, Renewing};
 use crate::server::{ServiceError, Shared};
+use crate::wire::{token_from_pb, token_to_pb};
 
 /// Longest feature, user or host name accepted, in bytes.
 pub const NAME_BYTES_MAX: usize = 255;
@@ -80,24 +81,6 @@ pub fn signed_line_to_pb(line: &crate::license::FeatureLine) -> pb::SignedLine {
         signature: line.signature.clone(),
         cluster_id: line.cluster_id.map(|id| id.to_string()).unwrap_or_default(),
         host_ids: line.host_ids.iter().map(|id| id.to_string()).collect(),
-    }
-}
-
-/// Converts a wire grant token.
-pub fn token_from_pb(token: &pb::GrantToken) -> state::GrantToken {
-    state::GrantToken {
-        term: token.term,
-        index: token.index,
-        slot: token.slot,
-    }
-}
-
-/// Converts a grant token to the wire form.
-pub fn token_to_pb(token: state::GrantToken) -> pb::GrantToken {
-    pb::GrantToken {
-        term: token.term,
-        index: token.index,
-        slot: token.slot,
     }
 }
 

@@ -34,11 +34,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tracing::{info, warn};
-
 use crate::lease::boottime_ms;
-use crate::license::state::{Command, SessionId};
-use crate::server::Shared;
+use crate::license::state::SessionId;
 
 /// Most sessions one `Expire` command names.
 pub const EXPIRE_BATCH_MAX: usize = 1024;
@@ -223,7 +220,7 @@ impl SessionTracker {
     /// this node's current spell of serving began, so an outage of the node
     /// is not billed to its sessions). Sessions not seen yet in this term
     /// start their TTL now. The sessions returned are doomed until
-    /// [`settle`](Self::settle) says their `Expire` failed, or the state no
+    /// [`settle_failed`](Self::settle_failed) says their `Expire` failed, or the state no
     /// longer holds them.
     pub fn silent(
         &self,
@@ -361,54 +358,6 @@ impl Tracker {
             *count -= 1;
             if *count == 0 {
                 self.per_address.remove(&address);
-            }
-        }
-    }
-}
-
-/// Runs the sweeper until `stop` resolves: while this node serves, expires
-/// sessions silent for longer than the session TTL.
-pub async fn sweep(shared: std::sync::Arc<Shared>, stop: impl std::future::Future<Output = ()>) {
-    let ttl = Duration::from_millis(shared.config.timing.session_ttl_ms);
-    let mut ticker = tokio::time::interval(sweep_period(ttl));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = ticker.tick() => {}
-        }
-        // Expire every silent session, a batch at a time (up to
-        // EXPIRE_ROUNDS_MAX batches a tick), so that expiry keeps up with
-        // however many sessions go silent.
-        for _ in 0..EXPIRE_ROUNDS_MAX {
-            let Some((term, since_ms)) = shared.lease.serving_since() else {
-                break;
-            };
-            let known: Vec<SessionId> = shared
-                .state
-                .read(|state| state.sessions().keys().copied().collect());
-            let silent = shared.sessions.silent(term, since_ms, &known, ttl);
-            if silent.is_empty() {
-                break;
-            }
-            let count = silent.len();
-            let who = shared.state.read(|state| expired_text(state, &silent));
-            match shared
-                .batcher
-                .submit(Command::Expire {
-                    sessions: silent.clone(),
-                })
-                .await
-            {
-                Ok((outcome, log_id)) => {
-                    info!(count, %log_id, ?outcome, sessions = %who, "expired silent sessions")
-                }
-                Err(error) => {
-                    shared.sessions.settle_failed(term, &silent);
-                    warn!(count, %error, "could not expire silent sessions");
-                    break;
-                }
             }
         }
     }

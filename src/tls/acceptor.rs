@@ -89,6 +89,9 @@ pub const CONNECTIONS_MAX: usize = 1024;
 pub const CONNECTIONS_PER_ADDRESS_MAX: usize = 256;
 /// Most distinct (source address, reason) refusals logged at `warn`.
 pub const REFUSALS_REMEMBERED: usize = 1024;
+/// How long the acceptor pauses after a failed `accept` (out of file
+/// descriptors and the like) instead of spinning on it.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// How often [`watch_files`] looks for changed certificate files.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Largest certificate or key file read, in bytes.
@@ -865,7 +868,7 @@ pub fn incoming(
                     Err(error) => {
                         // Out of file descriptors and the like: pause instead of spinning.
                         warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                         continue;
                     }
                 };

@@ -205,7 +205,7 @@ impl CertInfo {
     }
 
     /// The node id this certificate names in `cluster`: requires role node AND a DNS SAN exactly
-    /// "node-<id>.<cluster>" (ASCII case ignored, as TLS name checks ignore it; id decimal, no
+    /// `node-<id>.<cluster>` (ASCII case ignored, as TLS name checks ignore it; id decimal, no
     /// leading zeros, non-zero). None otherwise.
     /// If it names several node ids, None (ambiguous).
     pub fn node_id(&self, cluster: &str) -> Option<u64> {

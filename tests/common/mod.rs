@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use raftlm::cli::cluster_tls::ClusterTls;
 use raftlm::config::{Config, NodeAddress, Tls};
 use raftlm::license::secret::SessionSecret;
 use raftlm::license::signature::{self, VendorSigningKey};
+use raftlm::local::tls::ClusterTls;
 use raftlm::tls::client::ClientTls;
 
 /// The cluster name test licenses are issued for.

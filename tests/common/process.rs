@@ -285,7 +285,7 @@ impl Drop for ProcessCluster {
 
 /// A Status call with a short timeout; `None` if the node does not answer it.
 pub async fn status(address: &str) -> Option<pb::StatusReply> {
-    raftlm::cli::local_cluster::status_of(address, &super::client_tls()).await
+    raftlm::local::probe::status_of(address, &super::client_tls()).await
 }
 
 /// A license client for `address` with a per-request timeout.

@@ -1,0 +1,160 @@
+//! Helpers every client subcommand shares: the runtime and logging they run
+//! with, how a client error becomes an exit code, and how durations and times
+//! are read and printed.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cli::Failure;
+use crate::client::ClientError;
+
+/// Longest duration accepted (100 years), so a deadline never overflows: a
+/// `--hold`, `--timeout` or `--duration` longer than this is refused.
+pub const DURATION_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Parses a duration: one or more `NUMBER UNIT` parts, units `ms`, `s`, `m`,
+/// `h`, `d` (e.g. `30s`, `5m`, `1h30m`), at most [`DURATION_MAX`].
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("\"{text}\" is not a duration: write e.g. 30s, 5m, 2h, 1h30m or forever");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        let part = number
+            .checked_mul(unit_ms)
+            .map(Duration::from_millis)
+            .ok_or_else(bad)?;
+        total = total.checked_add(part).ok_or_else(bad)?;
+    }
+    if total > DURATION_MAX {
+        return Err(format!("\"{text}\" is longer than 100 years; use forever"));
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it, e.g. `1h30m`, `12s`, `250ms`.
+pub fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let mut secs = duration.as_secs();
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}
+
+/// Formats a time as `22-nov-2026 10:00:00 UTC`.
+pub fn format_time(time: SystemTime) -> String {
+    format_time_ms(
+        time.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}
+
+/// Formats milliseconds since the epoch as `22-nov-2026 10:00:00 UTC`.
+pub fn format_time_ms(ms: u64) -> String {
+    crate::license::feature::time_text(ms)
+}
+
+/// Maps a client error to the command's failure (exit 1, 2 or 3).
+pub fn failure(error: ClientError) -> Failure {
+    match error {
+        ClientError::Unreachable { ref last, .. } => {
+            let hint = if last.contains("invalid peer certificate") {
+                " (the cluster's certificate is not trusted: set RAFTLM_CA to the cluster CA's certificate, ca.crt)"
+            } else {
+                ""
+            };
+            Failure::unreachable(format!("{error}{hint}"))
+        }
+        // A node answered, but not with what was asked for: the request was not served.
+        ClientError::Denied { .. }
+        | ClientError::Refused(_)
+        | ClientError::SessionExpired
+        | ClientError::StaleRequest
+        | ClientError::Server { .. }
+        | ClientError::Protocol { .. } => Failure::refused(error.to_string()),
+        ClientError::SessionClosed => Failure::unreachable(error.to_string()),
+        ClientError::UntrustedLicense { .. } => Failure::refused(error.to_string()),
+    }
+}
+
+/// Builds the runtime the client commands run on.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::usage(format!("cannot start the runtime: {e}")))
+}
+
+/// Logs the client library's warnings to stderr; `RAFTLM_LOG` overrides the level.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTLM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Durations print in the form --hold reads.
+    #[test]
+    fn durations_print_as_parsed() {
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_secs(12)), "12s");
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_secs(90_061)), "1d1h1m1s");
+        for text in ["250ms", "12s", "1h30m", "1d1h1m1s"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+    }
+
+    // Refusals exit 1, an unreachable cluster exits 3.
+    #[test]
+    fn exit_codes() {
+        let denied = ClientError::Denied {
+            feature: "cad".into(),
+            reason: crate::client::DenyReason::ExceedsLicensed,
+            available: 3,
+            total: 3,
+            message: "5 seats of \"cad\" asked for, but only 3 are licensed".into(),
+        };
+        assert_eq!(
+            failure(denied),
+            Failure::refused("5 seats of \"cad\" asked for, but only 3 are licensed")
+        );
+        let unreachable = ClientError::Unreachable {
+            tried: vec!["h1:1".into()],
+            last: "h1:1: refused".into(),
+        };
+        assert_eq!(failure(unreachable).code, crate::cli::EXIT_UNREACHABLE);
+    }
+}
