@@ -3,14 +3,17 @@
 //! Pure code: no tokio, no sled, no tonic, no clock. Time enters as
 //! milliseconds passed in by the caller.
 
+pub mod command;
 pub mod feature;
 pub mod file;
 pub mod host;
 pub mod identity;
+pub mod ids;
 pub mod pool;
 pub mod secret;
 pub mod signature;
 pub mod state;
+pub mod trust;
 
 pub use feature::{Date, Expiry, FeatureLine, LineKind};
 pub use host::HostId;

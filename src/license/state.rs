@@ -64,6 +64,10 @@
 //! Left out here: signature checking (done before a license is proposed) and
 //! session liveness (the active node tracks heartbeats in memory and proposes
 //! `Expire`).
+//!
+//! The ids, the commands and outcomes, and the trust in vendor keys live in
+//! [`super::ids`], [`super::command`] and [`super::trust`]; they are
+//! re-exported here, so `state::Command` and the like name them too.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -71,10 +75,15 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::feature::{Expiry, FeatureLine};
-use super::host::{HostId, HostReport};
+use super::host::HostReport;
 use super::identity::ClusterId;
 use super::pool::{self, At, Pool, PoolKey, Verdict, Version};
 use super::signature::{self, VendorPublicKey};
+use super::trust;
+
+pub use super::command::{Batch, Command, DenyReason, Outcome};
+pub use super::ids::{GrantToken, LogPosition, NodeId, RequestId, SessionId, Term};
+pub use super::trust::{TRUSTED_KEYS_MAX, TrustedKey, key_id_of};
 
 /// How many recent outcomes each session remembers for retries.
 pub const DEDUP_WINDOW: usize = 32;
@@ -94,8 +103,6 @@ pub const ADMIN_ACTIONS_REMEMBERED: usize = 64;
 /// gets its first answer: about six seconds of a flood at 10,000 denials a
 /// second, far longer than a client retries.
 pub const UNHELD_ANSWERS_REMEMBERED: usize = 65_536;
-/// Most vendor keys the cluster trusts at once.
-pub const TRUSTED_KEYS_MAX: usize = 256;
 /// Most voters one host report names: more than any cluster raftlm runs
 /// (three or five voters, a few more while members are replaced).
 pub const HOST_REPORT_VOTERS_MAX: usize = 16;
@@ -104,418 +111,12 @@ pub const IMPORTS_REMEMBERED_PER_NAME: usize = 16;
 /// Most license names whose imported contents the state remembers.
 pub const IMPORTED_NAMES_MAX: usize = 4096;
 
-/// A client session (one client process), named by 128 bits derived from
-/// the session's secret (see [`super::secret`]). Outputs show only its
-/// [`public`](SessionId::public) half, in decimal as lmstat-style scrapers
-/// expect; acting for a session takes a secret that derives all 128 bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SessionId(pub u128);
-
-impl SessionId {
-    /// The handle outputs show: the upper 64 bits.
-    pub fn public(self) -> u64 {
-        (self.0 >> 64) as u64
-    }
-}
-
-impl fmt::Display for SessionId {
-    /// The public handle, in decimal.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.public())
-    }
-}
-
-/// Identifies one client request: its session and the session's sequence number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct RequestId {
-    /// The session that sent the request.
-    pub session: SessionId,
-    /// The request's number within its session, starting at 1.
-    pub seq: u64,
-}
-
-/// A Raft term, used as the fencing token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Term(pub u64);
-
-/// A node of the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct NodeId(pub u64);
-
-/// Names a grant: the term and log index of the entry that created it and its
-/// slot within that entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct GrantToken {
-    /// Term of the creating entry.
-    pub term: u64,
-    /// Log index of the creating entry.
-    pub index: u64,
-    /// Position of the check-out within the entry's batch.
-    pub slot: u32,
-}
-
-impl fmt::Display for GrantToken {
-    /// `term.index.slot`, e.g. `3.1042.7`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.term, self.index, self.slot)
-    }
-}
-
-impl std::str::FromStr for GrantToken {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("grant token \"{s}\" is not of the form TERM.INDEX.SLOT");
-        let mut it = s.split('.');
-        let mut next = || it.next().ok_or_else(bad)?.parse::<u64>().map_err(|_| bad());
-        let (term, index, slot) = (next()?, next()?, next()?);
-        if it.next().is_some() {
-            return Err(bad());
-        }
-        Ok(GrantToken {
-            term,
-            index,
-            slot: u32::try_from(slot).map_err(|_| bad())?,
-        })
-    }
-}
-
-/// A state-machine command: the payload of the Raft log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// Add or replace the license file `name` (`lmreread`). Lines were verified
-    /// and bound to the cluster name before the command was proposed.
-    ImportLicense {
-        /// The license's name (its file name); importing a name again replaces it.
-        name: String,
-        /// The verified feature lines.
-        lines: Vec<FeatureLine>,
-        /// Who asked: the administrator certificate's subject, or the node
-        /// that imported its license directory.
-        author: String,
-    },
-    /// Remove the license file `name`.
-    RemoveLicense {
-        /// The name it was imported under.
-        name: String,
-        /// Who asked (as for an import).
-        author: String,
-    },
-    /// Take `count` seats of a vendor's `feature` for a session.
-    Checkout {
-        /// Which request this is, for retries.
-        request: RequestId,
-        /// The vendor whose feature is wanted.
-        vendor: String,
-        /// The feature wanted.
-        feature: String,
-        /// The lowest version accepted (empty: any).
-        version: String,
-        /// Seats wanted.
-        count: u32,
-        /// The user name the client reports.
-        user: String,
-        /// The host name the client reports.
-        host: String,
-    },
-    /// Return the seats of a grant.
-    Checkin {
-        /// Which request this is, for retries.
-        request: RequestId,
-        /// The grant to return.
-        token: GrantToken,
-    },
-    /// The active node's sweep: these sessions stopped heartbeating; their
-    /// grants are released and the sessions forgotten.
-    Expire {
-        /// Sessions to expire.
-        sessions: Vec<SessionId>,
-    },
-    /// A node became active in a term.
-    Activate {
-        /// The term it leads.
-        term: Term,
-        /// The node.
-        node: NodeId,
-        /// The cluster name the node serves: the first activation records it,
-        /// later ones must name the same.
-        cluster_name: String,
-        /// The identity of the cluster CA that issued the node's certificate
-        /// (`None` without TLS). The first activation that carries one records
-        /// it; later ones do not change it (a re-issued CA keeps the cluster's
-        /// identity, so files bound to it stay valid).
-        cluster_id: Option<ClusterId>,
-        /// The node's quorum lease `L` (ms): how long it may serve after a
-        /// quorum round, so how long a successor must wait.
-        lease_ms: u64,
-        /// How long the node waited after its first quorum round before it
-        /// proposed this (`L + M` of its own timing, ms).
-        wait_ms: u64,
-    },
-    /// Trust a vendor key: license lines signed by it (for its vendor) verify.
-    TrustKey {
-        /// The vendor it may sign for; `None`: any vendor.
-        vendor: Option<String>,
-        /// The Ed25519 public key.
-        key: [u8; 32],
-        /// Who asked.
-        author: String,
-    },
-    /// Trust a node's configured `vendor_keys`, all at once, on a cluster
-    /// that has never trusted any key; on any other cluster it changes
-    /// nothing ([`Outcome::BootstrapDone`]), so a key an administrator
-    /// untrusted never comes back from a node's config.
-    BootstrapTrust {
-        /// The keys: the vendor each may sign for (`None`: any) and its bytes.
-        keys: Vec<(Option<String>, [u8; 32])>,
-        /// The node that proposed it, e.g. `node 2 (vendor_keys bootstrap)`.
-        author: String,
-    },
-    /// The active node's record of the host id each voter reports (for
-    /// license lines bound to host ids, which count only while a majority
-    /// of the voters report a listed one). Replaces the previous report.
-    ReportHosts {
-        /// Every voter, with the host id it reported (`None`: none known).
-        voters: Vec<(NodeId, Option<HostId>)>,
-        /// The node that proposed it, e.g. `node 2 (active)`.
-        author: String,
-    },
-    /// Stop trusting a vendor key.
-    UntrustKey {
-        /// Its key id (hex, as `raftlm status` shows it).
-        key_id: String,
-        /// Who asked.
-        author: String,
-    },
-}
-
-/// A batch of commands in one log entry, stamped by the active node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Batch {
-    /// The active node's wall-clock time when it proposed the batch (ms since the epoch).
-    pub now_ms: u64,
-    /// The commands, applied in order; the i-th gets slot i.
-    pub commands: Vec<Command>,
-}
-
-/// Why a check-out was denied. Part of the domain, not an error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DenyReason {
-    /// No license of this vendor for this feature.
-    NoSuchFeature,
-    /// The feature is licensed, but no line of the version asked for or higher.
-    VersionNotLicensed,
-    /// Every license line for the feature has expired.
-    Expired,
-    /// The request asks for more seats than the feature has in all.
-    ExceedsLicensed,
-    /// Not enough seats free right now.
-    InUse,
-    /// The count was zero or above [`CHECKOUT_SEATS_MAX`].
-    BadCount,
-    /// The server holds [`GRANTS_MAX`] grants or [`SESSIONS_MAX`] sessions.
-    CapacityReached,
-    /// The unexpired lines are bound to host ids (`SERVER … HOSTIDS=`) that
-    /// fewer than a majority of the voters report.
-    HostsNotListed,
-}
-
-impl fmt::Display for DenyReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DenyReason::NoSuchFeature => "no license for this feature",
-            DenyReason::VersionNotLicensed => "no license for this version of the feature",
-            DenyReason::Expired => "every license for this feature has expired",
-            DenyReason::ExceedsLicensed => "more seats asked for than are licensed",
-            DenyReason::InUse => "not enough free seats",
-            DenyReason::BadCount => "the seat count must be between 1 and 1000000",
-            DenyReason::CapacityReached => "the server holds the most grants or sessions it allows",
-            DenyReason::HostsNotListed => {
-                "the licenses for this feature are bound to host ids that fewer than a majority of the cluster's nodes report (raftlm status shows each node's host id)"
-            }
-        })
-    }
-}
-
-/// What applying a command produced. Domain outcomes are values.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
-    /// Seats were granted.
-    Granted {
-        /// The grant's token, quoted in renewals and check-in.
-        token: GrantToken,
-        /// The feature.
-        feature: String,
-        /// Seats held.
-        count: u32,
-        /// Seats still free for new check-outs after this grant.
-        available: u32,
-        /// Seats licensed and unexpired.
-        total: u32,
-    },
-    /// The check-out was refused.
-    Denied {
-        /// Why.
-        reason: DenyReason,
-        /// Seats free for new check-outs.
-        available: u32,
-        /// Seats licensed and unexpired.
-        total: u32,
-    },
-    /// A grant was returned.
-    CheckedIn {
-        /// The feature.
-        feature: String,
-        /// Seats returned.
-        count: u32,
-    },
-    /// The grant does not exist (already checked in or expired) or is not this session's.
-    UnknownGrant,
-    /// The request is older than the session's retry window; its first outcome is forgotten.
-    Stale,
-    /// The session was expired (it stopped heartbeating); start a new session.
-    SessionExpired,
-    /// A license was imported.
-    Imported {
-        /// The license name.
-        name: String,
-        /// Lines taken in.
-        lines: u32,
-        /// Lines whose signed content is already imported (they count once).
-        duplicates: u32,
-        /// Lines replaced by a newer issuance (theirs or this file's).
-        superseded: u32,
-    },
-    /// A license was removed.
-    Removed {
-        /// The license name.
-        name: String,
-    },
-    /// A license change was refused because it would leave fewer seats than are in use.
-    LicenseRefused {
-        /// The vendor of the feature that would be short.
-        vendor: String,
-        /// The feature that would be short.
-        feature: String,
-        /// Seats in use.
-        in_use: u32,
-        /// Seats that would remain licensed.
-        licensed: u32,
-    },
-    /// No license by that name.
-    NoSuchLicense,
-    /// Sessions were expired.
-    Expired {
-        /// Sessions forgotten.
-        sessions: u32,
-        /// Grants released.
-        grants: u32,
-    },
-    /// An activation was recorded.
-    Activated,
-    /// The node waited less than the previous active node's lease could
-    /// still run: their timing is not safe together. Not recorded.
-    TimingIncompatible {
-        /// The previous active node.
-        previous: NodeId,
-        /// Its quorum lease (ms).
-        lease_ms: u64,
-        /// How long the new node waited (its `L + M`, ms).
-        wait_ms: u64,
-    },
-    /// The activation names another cluster than the one recorded; not recorded.
-    WrongCluster {
-        /// The cluster name the state holds.
-        held: String,
-        /// The name the activation asked for.
-        asked: String,
-    },
-    /// A license line does not verify against the trusted keys and the
-    /// cluster name, or has expired: the import is refused whole.
-    LicenseUnverified {
-        /// The line (1-based in its file).
-        line: u32,
-        /// Why, as one sentence.
-        reason: String,
-    },
-    /// A key is trusted now (or was already).
-    KeyTrusted {
-        /// Its id.
-        key_id: String,
-    },
-    /// A key is no longer trusted.
-    KeyUntrusted {
-        /// Its id.
-        key_id: String,
-    },
-    /// No trusted key has that id.
-    NoSuchKey,
-    /// The key signs lines an imported license holds; remove that license first.
-    KeyInUse {
-        /// The license holding a line it signed.
-        license: String,
-    },
-    /// A `vendor_keys` bootstrap trusted these keys.
-    KeysBootstrapped {
-        /// Their ids.
-        key_ids: Vec<String>,
-    },
-    /// A `vendor_keys` bootstrap on a cluster that has trusted keys before
-    /// (its administrators own the trust set now): nothing changed.
-    BootstrapDone,
-    /// The voters' host ids were recorded.
-    HostsReported {
-        /// How many voters the report names.
-        voters: u32,
-    },
-    /// A host report naming more than [`HOST_REPORT_VOTERS_MAX`] voters: not
-    /// recorded.
-    HostsRefused {
-        /// How many it named.
-        voters: u32,
-    },
-    /// The key bytes are not a usable Ed25519 public key, or the cluster
-    /// trusts [`TRUSTED_KEYS_MAX`] keys already.
-    BadKey {
-        /// Why.
-        reason: String,
-    },
-}
-
-/// A vendor key the cluster trusts, as the state holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrustedKey {
-    /// The vendor it may sign for; `None`: any vendor.
-    pub vendor: Option<String>,
-    /// The Ed25519 public key.
-    pub key: [u8; 32],
-    /// Who trusted it.
-    pub author: String,
-    /// State time when it was trusted.
-    pub since_ms: u64,
-}
-
-/// The id of a key's bytes, as `raftlm status` and `license untrust` name it.
-pub fn key_id_of(key: &[u8; 32]) -> String {
-    VendorPublicKey::from_parts(None, *key)
-        .map(|k| k.key_id().to_string())
-        .unwrap_or_else(|| key[..8].iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// What a check-out asks for.
 struct Want<'a> {
     vendor: &'a str,
     feature: &'a str,
     version: &'a str,
     count: u32,
-}
-
-/// Where a command sits in the log: used to build grant tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogPosition {
-    /// Term of the entry.
-    pub term: u64,
-    /// Index of the entry.
-    pub index: u64,
 }
 
 /// Seats held by one session.
@@ -813,7 +414,14 @@ impl LicenseState {
                 key,
                 author,
             } => {
-                let outcome = self.trust(vendor, key, author);
+                let outcome = trust::trust_key(
+                    &mut self.trusted,
+                    &mut self.trusted_ever,
+                    vendor,
+                    key,
+                    author,
+                    self.now_ms,
+                );
                 let id = key_id_of(key);
                 self.record_admin(author, format!("trust key {id}"), &outcome);
                 outcome
@@ -822,34 +430,13 @@ impl LicenseState {
                 if self.trusted_ever {
                     Outcome::BootstrapDone
                 } else {
-                    // Checked whole before any key is trusted: a bootstrap
-                    // is all or nothing.
-                    let unusable = keys.iter().find(|(vendor, key)| {
-                        VendorPublicKey::from_parts(vendor.clone(), *key).is_none()
-                    });
-                    let outcome = if keys.is_empty() || keys.len() > TRUSTED_KEYS_MAX {
-                        Outcome::BadKey {
-                            reason: format!(
-                                "a vendor_keys bootstrap takes 1 to {TRUSTED_KEYS_MAX} keys, not {}",
-                                keys.len()
-                            ),
-                        }
-                    } else if unusable.is_some() {
-                        Outcome::BadKey {
-                            reason: "not a usable Ed25519 public key".into(),
-                        }
-                    } else {
-                        for (vendor, key) in keys {
-                            let trusted = self.trust(vendor, key, author);
-                            assert!(
-                                matches!(trusted, Outcome::KeyTrusted { .. }),
-                                "a checked bootstrap key was refused: {trusted:?}"
-                            );
-                        }
-                        Outcome::KeysBootstrapped {
-                            key_ids: keys.iter().map(|(_, k)| key_id_of(k)).collect(),
-                        }
-                    };
+                    let outcome = trust::bootstrap(
+                        &mut self.trusted,
+                        &mut self.trusted_ever,
+                        keys,
+                        author,
+                        self.now_ms,
+                    );
                     let ids: Vec<String> = keys.iter().map(|(_, k)| key_id_of(k)).collect();
                     self.record_admin(author, format!("trust keys {}", ids.join(", ")), &outcome);
                     outcome
@@ -884,7 +471,13 @@ impl LicenseState {
                 outcome
             }
             Command::UntrustKey { key_id, author } => {
-                let outcome = self.untrust(key_id);
+                let outcome = trust::untrust_key(
+                    &mut self.trusted,
+                    key_id,
+                    &self.licenses,
+                    self.cluster_name.as_deref(),
+                    self.cluster_id.as_ref(),
+                );
                 self.record_admin(author, format!("untrust key {key_id}"), &outcome);
                 outcome
             }
@@ -1263,10 +856,7 @@ impl LicenseState {
 
     /// The trusted keys, as signature checks take them.
     pub fn anchors(&self) -> Vec<VendorPublicKey> {
-        self.trusted
-            .values()
-            .filter_map(|t| VendorPublicKey::from_parts(t.vendor.clone(), t.key))
-            .collect()
+        trust::anchors(&self.trusted)
     }
 
     /// Checks `lines` of license `name` against the trust anchors and the
@@ -1318,77 +908,12 @@ impl LicenseState {
     /// (not expiry: lines may expire while held). A snapshot
     /// received from another node is installed only if this passes.
     pub fn verify_lines(&self) -> Result<(), String> {
-        if self.licenses.values().all(Vec::is_empty) {
-            return Ok(());
-        }
-        let Some(cluster) = &self.cluster_name else {
-            return Err("license lines are held but no cluster name is recorded".into());
-        };
-        let anchors = self.anchors();
-        for (name, lines) in &self.licenses {
-            for line in lines {
-                signature::verify_held(name, line, cluster, &anchors).map_err(|e| e.to_string())?;
-                signature::check_binding(
-                    name,
-                    line.line,
-                    line.cluster_id.as_ref(),
-                    self.cluster_id.as_ref(),
-                )
-                .map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(())
-    }
-
-    fn trust(&mut self, vendor: &Option<String>, key: &[u8; 32], author: &str) -> Outcome {
-        if VendorPublicKey::from_parts(vendor.clone(), *key).is_none() {
-            return Outcome::BadKey {
-                reason: "not a usable Ed25519 public key".into(),
-            };
-        }
-        let key_id = key_id_of(key);
-        if !self.trusted.contains_key(&key_id) && self.trusted.len() >= TRUSTED_KEYS_MAX {
-            return Outcome::BadKey {
-                reason: format!("the cluster trusts {TRUSTED_KEYS_MAX} keys already"),
-            };
-        }
-        self.trusted_ever = true;
-        self.trusted.insert(
-            key_id.clone(),
-            TrustedKey {
-                vendor: vendor.clone(),
-                key: *key,
-                author: author.to_string(),
-                since_ms: self.now_ms,
-            },
-        );
-        Outcome::KeyTrusted { key_id }
-    }
-
-    fn untrust(&mut self, key_id: &str) -> Outcome {
-        let Some(removed) = self.trusted.remove(key_id) else {
-            return Outcome::NoSuchKey;
-        };
-        // Refused while an imported line still verifies only through it.
-        if let Err(_error) = self.verify_lines() {
-            let anchors = self.anchors();
-            let cluster = self.cluster_name.clone().unwrap_or_default();
-            let license = self
-                .licenses
-                .iter()
-                .find(|(name, lines)| {
-                    lines
-                        .iter()
-                        .any(|l| signature::verify_held(name, l, &cluster, &anchors).is_err())
-                })
-                .map(|(name, _)| name.clone())
-                .unwrap_or_default();
-            self.trusted.insert(key_id.to_string(), removed);
-            return Outcome::KeyInUse { license };
-        }
-        Outcome::KeyUntrusted {
-            key_id: key_id.to_string(),
-        }
+        trust::verify_held_lines(
+            &self.trusted,
+            &self.licenses,
+            self.cluster_name.as_deref(),
+            self.cluster_id.as_ref(),
+        )
     }
 
     fn remember_import(&mut self, name: &str, hash: [u8; 32]) {
