@@ -1037,8 +1037,6 @@ impl LicenseState {
         pool::evaluate(&self.licenses).verdicts
     }
 
-    /// Asserts the seat invariant: in every pool the grants fit the lines.
-    /// Cheap: O(pools × versions).
     /// State time and the voters' host ids: what decides whether a counted
     /// line grants now.
     fn at(&self) -> At<'_> {
@@ -1053,6 +1051,8 @@ impl LicenseState {
         &self.hosts
     }
 
+    /// Asserts the seat invariant: in every pool the grants fit the lines.
+    /// Cheap: O(pools × versions).
     fn check_seats(&self) {
         let empty = Pool::default();
         for (key, demand) in &self.demand {
