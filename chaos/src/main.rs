@@ -52,7 +52,9 @@ struct Args {
     #[arg(long, default_value_t = 300)]
     snapshot_every: u64,
     /// Also run a hostile client (junk, oversized and replayed requests,
-    /// session floods, forged check-ins) from 127.0.0.3.
+    /// session floods, forged and unheld check-ins, control characters in
+    /// names) from 127.0.0.3, an idle-socket flood from 127.0.0.77 and a
+    /// state-digest flood from 127.0.0.78.
     #[arg(long)]
     hostile: bool,
     /// Break parts of raftlm on purpose, to show the checker catches it:
@@ -143,7 +145,7 @@ fn main() -> ExitCode {
     let lan = if args.netns {
         if args.hostile {
             eprintln!(
-                "raftlm-chaos: --hostile sends from 127.0.0.3, which cannot reach a LAN; run it without --netns"
+                "raftlm-chaos: --hostile sends from 127.0.0.3, 127.0.0.77 and 127.0.0.78, which cannot reach a LAN; run it without --netns"
             );
             return ExitCode::from(2);
         }

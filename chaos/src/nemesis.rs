@@ -207,6 +207,16 @@ impl PowerCuts {
     }
 }
 
+/// Most a pause lasts beyond its base (the election timeout, or the session
+/// TTL): long enough to outlast an election, short enough that a run sees
+/// many.
+pub const PAUSE_EXTRA_MAX_MS: u64 = 2500;
+
+/// The longest pause the nemesis makes (see [`PAUSE_EXTRA_MAX_MS`]).
+pub fn longest_pause(session_ttl_ms: u64, election_timeout_max_ms: u64) -> Duration {
+    Duration::from_millis(session_ttl_ms.max(election_timeout_max_ms) + PAUSE_EXTRA_MAX_MS)
+}
+
 fn ms(rng: &mut StdRng, from: u64, to: u64) -> Duration {
     Duration::from_millis(rng.gen_range(from..to))
 }
@@ -388,7 +398,8 @@ impl Nemesis {
                 } else {
                     self.spec.election_timeout_max_ms
                 };
-                let paused = Duration::from_millis(base) + ms(&mut self.rng, 200, 2500);
+                let paused =
+                    Duration::from_millis(base) + ms(&mut self.rng, 200, PAUSE_EXTRA_MAX_MS);
                 let what = format!(
                     "SIGSTOP {}{} for {paused:?}, then SIGCONT",
                     label(node),

@@ -406,12 +406,42 @@ impl Report {
             Some(h) => {
                 let _ = writeln!(
                     out,
-                    "\nhostile client (from {}; honest unavailability above is with it): {} requests, answers:",
+                    "\nhostile client (requests from {}, idle sockets from {}, digest requests from {}; honest unavailability above is with it): {} requests, {} unexpected answers",
                     crate::hostile::SOURCE,
-                    h.requests
+                    crate::hostile::IDLE_SOURCE,
+                    crate::hostile::DIGEST_SOURCE,
+                    h.requests,
+                    h.violations
                 );
+                let _ = writeln!(
+                    out,
+                    "  {:<20} {:>9} {:>9} {:>10} {:>10}",
+                    "kind", "sent", "expected", "unexpected", "no verdict"
+                );
+                for (kind, k) in &h.kinds {
+                    let _ = writeln!(
+                        out,
+                        "  {kind:<20} {:>9} {:>9} {:>10} {:>10}",
+                        k.sent, k.expected, k.unexpected, k.no_verdict
+                    );
+                }
+                let i = &h.idle;
+                if i.listeners > 0 {
+                    let _ = writeln!(
+                        out,
+                        "  idle sockets: {} held open against {} listeners (client and peer plane of each node); dropped at once {}, dropped after holding {} (longest held {} ms, bound {} ms); connects refused or timed out {}",
+                        i.sockets,
+                        i.listeners,
+                        i.dropped_at_once,
+                        i.dropped_after_holding,
+                        i.longest_held_ms,
+                        i.held_max_ms,
+                        i.connects_failed
+                    );
+                }
+                let _ = writeln!(out, "  answers:");
                 for (answer, n) in &h.answers {
-                    let _ = writeln!(out, "  {answer:<48} {n:>7}");
+                    let _ = writeln!(out, "    {answer:<48} {n:>7}");
                 }
             }
         }

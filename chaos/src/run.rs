@@ -403,16 +403,35 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     let hostile = config.hostile.then(|| {
         let mut targets = vec![access_point.to_string()];
         targets.extend(real.iter().map(SocketAddr::to_string));
-        Hostile::start(
+        // A certificate of the cluster's CA that is not an administrator's.
+        let (cert, key) = cluster.tls.node(1);
+        let stranger_tls = raftlm::tls::client::ClientTls::from_files(
+            Some(&cluster.tls.ca()),
+            Some(&cert),
+            Some(&key),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot read node 1's certificate: {e}"))?;
+        anyhow::Ok(Hostile::start(
             HostileSpec {
                 targets,
+                peer_targets: cluster.spec.real_peer.clone(),
                 tls: cluster.client_tls.clone(),
+                stranger_tls,
+                admin_tls: cluster.admin_tls.clone(),
                 seed: mix(config.seed, 3_000_017),
                 features: features.iter().map(|(f, _)| f.clone()).collect(),
+                steady_feature: config.features.first().map(|(f, _)| f.clone()),
+                idle_held_max: raftlm::tls::acceptor::HANDSHAKE_TIMEOUT
+                    + crate::nemesis::longest_pause(
+                        config.session_ttl_ms,
+                        election_timeout_max_ms(),
+                    )
+                    + crate::hostile::IDLE_HELD_SLACK,
             },
             workload.phase(),
-        )
+        ))
     });
+    let hostile = hostile.transpose()?;
     let apps = Apps::start(
         AppSpec {
             apps: config.apps,

@@ -278,7 +278,8 @@ fn run_caught(
 // renewals call every token not held unknown, no answer is impossible, no
 // node crashes, and no seat is left once the clients stop —
 // with a hostile client sending junk, oversized and replayed requests,
-// session floods and forged check-ins alongside.
+// session floods, forged and unheld check-ins, control characters in names,
+// idle sockets and state-digest requests alongside.
 #[test]
 fn fixed_seed_run_has_no_violations() {
     let report = run_chaos(
@@ -305,6 +306,23 @@ fn fixed_seed_run_has_no_violations() {
     assert!(expiry["checked"].as_u64().unwrap() > 0, "{expiry}");
     let hostile = report["hostile"]["requests"].as_u64().unwrap_or(0);
     assert!(hostile > 0, "the hostile client sent nothing");
+    // Each kind was sent, and some of each was refused (or, for the
+    // administrator's digests, served) as expected.
+    for kind in [
+        "idle-socket",
+        "digest",
+        "digest-admin",
+        "control-char",
+        "unheld-checkin",
+        "unheld-probe",
+    ] {
+        let counts = &report["hostile"]["kinds"][kind];
+        assert!(
+            counts["sent"].as_u64().unwrap_or(0) > 0
+                && counts["expected"].as_u64().unwrap_or(0) > 0,
+            "hostile {kind}: {counts}"
+        );
+    }
 }
 
 // Power cuts (of one node or all three, unsynced writes dropped) mixed with
