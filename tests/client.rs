@@ -629,14 +629,10 @@ async fn expired_session_recovers_its_grant() {
         matches!(e, SessionEvent::EnteredCaching { .. })
     })
     .await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while cluster_view(&observer, "cad", old).await.0 != 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cluster did not expire the silent session"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until("the cluster expires the silent session", || async {
+        cluster_view(&observer, "cad", old).await.0 == 0
+    })
+    .await;
     assert_eq!(
         session.grants().await.unwrap(),
         vec![grant.clone()],
@@ -881,14 +877,11 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} within {PATIENCE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_until(what, PATIENCE, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await;
 }
 
 // No seat leaks after a stale answer: a check-out whose reply was lost, and that is retried

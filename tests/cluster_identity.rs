@@ -86,20 +86,12 @@ async fn start(
 impl Cluster {
     /// The cluster identity the cluster recorded, once a node is active.
     async fn identity(&self) -> ClusterId {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Ok(status) = self.admin.status().await
-                && status.active_node != 0
-                && !status.cluster_id.is_empty()
-            {
-                return status.cluster_id.parse().unwrap();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no node became active with an identity"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        common::wait_until("a node is active with an identity", PATIENCE, || async {
+            let status = self.admin.status().await.ok()?;
+            (status.active_node != 0 && !status.cluster_id.is_empty())
+                .then(|| status.cluster_id.parse().unwrap())
+        })
+        .await
     }
 
     fn session_client(&self) -> Client {

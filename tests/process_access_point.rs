@@ -115,7 +115,8 @@ async fn failing_up_command_keeps_the_node_from_serving() {
     );
     set_access_point(&cluster, &table);
     cluster.start_all();
-    // Let an election happen and the up command fail a few times.
+    // Let an election happen and the up command fail a few times. Kept: that
+    // no node serves is an absence, checked after a window.
     tokio::time::sleep(Duration::from_secs(5)).await;
     for address in &cluster.addresses {
         assert!(

@@ -133,6 +133,8 @@ async fn paused_active_node_is_fenced() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // Kept: the old active node stays stopped a while after the takeover, as a
+    // paused process would; its held request must still not be answered.
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.signal(active, "CONT");
 

@@ -8,6 +8,17 @@ mod common;
 use std::time::Duration;
 
 use common::process::{ProcessCluster, license_client};
+use raftlm::proto::v1 as pb;
+
+/// The index node `address` has applied, if it answers NodeInfo.
+async fn applied_index(address: &str) -> Option<u64> {
+    let mut client = license_client(address).await?;
+    let info = client
+        .node_info(pb::NodeInfoRequest::default())
+        .await
+        .ok()?;
+    Some(info.into_inner().applied_index)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_of_the_active_node_hands_over() {
@@ -71,6 +82,8 @@ async fn raftlm_down_stops_the_active_node_or_the_one_named() {
     cluster.start_all();
     let before = cluster.wait_access_point(Duration::from_secs(30)).await;
     let first = before.active_node as usize;
+    // Kept: the leader must lead for longer than election_timeout_max_ms
+    // before it may grant votes, which the handover needs.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let dir = cluster.dir.path().to_path_buf();
     let server = cluster.access_point.clone();
@@ -91,7 +104,17 @@ async fn raftlm_down_stops_the_active_node_or_the_one_named() {
     let after = cluster.wait_access_point(Duration::from_secs(10)).await;
     // The stopped node comes back (two nodes must stay up for a quorum).
     cluster.start(first);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let active = cluster.addresses[after.active_node as usize - 1].clone();
+    let target = applied_index(&active)
+        .await
+        .expect("the active node answers");
+    let returned = cluster.addresses[first - 1].clone();
+    common::wait_until(
+        &format!("the restarted node {first} has applied index {target}"),
+        Duration::from_secs(30),
+        || async { applied_index(&returned).await.filter(|&i| i >= target) },
+    )
+    .await;
     let follower = (1..=3)
         .find(|&id| id != first && id as u64 != after.active_node)
         .unwrap();

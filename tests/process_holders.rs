@@ -163,6 +163,7 @@ async fn a_leader_cut_off_between_up_and_activation_takes_the_address_down() {
     cluster.signal(third, "CONT");
     cluster.start(first);
     cluster.wait_access_point(Duration::from_secs(30)).await;
+    // Kept: a second holder is an absence to watch for over a window.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let events = record(&holders);
     let held = check_one_holder(&events, &cluster.logs());

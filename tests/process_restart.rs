@@ -18,6 +18,7 @@ async fn kill_all_and_restart_keeps_every_acknowledged_grant() {
     // Pristine nodes, started out of order and apart: they still form one cluster.
     for id in [2, 3, 1] {
         cluster.start(id);
+        // Kept: the point is starts spread apart in time.
         std::thread::sleep(Duration::from_millis(300));
     }
     let (active, _) = cluster.wait_active(Duration::from_secs(30)).await;
@@ -81,6 +82,7 @@ async fn kill_all_and_restart_keeps_every_acknowledged_grant() {
     }
     for id in [3, 1, 2] {
         cluster.start(id);
+        // Kept: the point is starts spread apart in time.
         std::thread::sleep(Duration::from_millis(300));
     }
     let (_, status) = cluster.wait_active(Duration::from_secs(30)).await;
@@ -103,14 +105,19 @@ async fn kill_all_and_restart_keeps_every_acknowledged_grant() {
 }
 
 // A corrupt data directory is reported at start-up with a clear error and exit code 2, not a panic.
-#[test]
-fn corrupt_data_is_reported_not_panicked() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_data_is_reported_not_panicked() {
     let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
     let data = cluster.dir.path().join("node1");
     std::fs::create_dir_all(&data).unwrap();
     // Start once to create the database, then damage every file in it.
     cluster.start(1);
-    std::thread::sleep(Duration::from_secs(2));
+    common::wait_until(
+        "node 1 has opened its database (\"node started\")",
+        Duration::from_secs(30),
+        || async { cluster.log(1).contains("node started").then_some(()) },
+    )
+    .await;
     cluster.kill(1);
     let mut damaged = 0;
     for entry in walk(&data) {

@@ -248,6 +248,8 @@ async fn a_handover_from_a_member_that_does_not_lead_is_refused() {
         "handover refused: the sender does not lead that term",
         Duration::from_secs(5),
     );
+    // Kept: that the refused handover changes nothing is an absence, so the
+    // leader is checked after a window.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = status(&cluster.access_point).await.unwrap();
     assert_eq!(

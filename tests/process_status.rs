@@ -40,7 +40,20 @@ async fn status_with_two_of_three_nodes_down_reports_no_quorum_quickly() {
     for id in (1..=3).filter(|&id| id != survivor) {
         cluster.kill(id);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in (1..=3).filter(|&id| id != survivor) {
+        let address = cluster.addresses[id - 1].clone();
+        common::wait_until(
+            &format!("node {id} ({address}) refuses connections"),
+            Duration::from_secs(10),
+            || async {
+                tokio::net::TcpStream::connect(&address)
+                    .await
+                    .is_err()
+                    .then_some(())
+            },
+        )
+        .await;
+    }
 
     let (code, out, err, took) = timed_status(&cluster, &["--server", &nodes]);
     eprintln!("status with 2 of 3 nodes down took {took:?}");

@@ -171,6 +171,30 @@ pub struct Bound {
     pub peer_addresses: Vec<String>,
 }
 
+/// Polls `poll` every 50 ms until it returns `Some`, and returns that value;
+/// panics naming `what` if `deadline` passes first. `poll` returns a future,
+/// so it can probe a node (`|| async { status(&address).await }`) as well as
+/// test a plain condition (`|| async { done().then_some(()) }`). Prefer this
+/// to a fixed sleep: it waits for the condition the test needs, no longer,
+/// and says which one never came. Keep deadlines generous (shared machines).
+pub async fn wait_until<T, F, Fut>(what: &str, deadline: std::time::Duration, mut poll: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = poll().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Binds the client and peer listeners of an in-process cluster of three.
 pub async fn bind_three() -> Bound {
     let mut listeners = Vec::new();
