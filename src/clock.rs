@@ -43,11 +43,11 @@ pub const SAMPLE_AGE_MAX_MS: u64 = 5_000;
 /// clock is known only to within half the round trip.
 pub const SAMPLE_RTT_MAX_MS: u64 = 2_000;
 
-/// This node's wall clock, ms since the epoch (0 before 1970).
+/// This node's wall clock, ms since the epoch (0 before 1970): the system
+/// clock, shifted by the fault-injection offset in a test build. Everything
+/// the node stamps, judges or compares with its peers reads this one.
 pub fn wall_ms() -> u64 {
-    let real = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let real = real_wall_ms();
     #[cfg(feature = "fault-injection")]
     {
         real.saturating_add_signed(fault::offset_ms())
@@ -56,6 +56,20 @@ pub fn wall_ms() -> u64 {
     {
         real
     }
+}
+
+/// The system clock, ms since the epoch (0 before 1970), never shifted:
+/// for what must not follow a node's injected clock jump, such as a
+/// certificate's validity, a command's display of "now", or the chaos
+/// harness's own clock.
+pub fn real_wall_ms() -> u64 {
+    epoch_ms(std::time::SystemTime::now())
+}
+
+/// `time` in ms since the epoch (0 before 1970).
+pub fn epoch_ms(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Whether this binary reads a clock offset from `RAFTLM_FAULT_CLOCK_FILE`

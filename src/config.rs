@@ -431,7 +431,7 @@ impl Config {
 
     /// Checks every field and relation; the error names the field.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if !is_name(&self.cluster_name) {
+        if !crate::text::is_name(&self.cluster_name, CLUSTER_NAME_BYTES_MAX) {
             return Err((
                 "cluster_name",
                 format!(
@@ -689,14 +689,8 @@ impl Config {
 /// Most nodes a cluster may list.
 pub const NODES_MAX: usize = 7;
 
-/// Whether `name` is a valid access-point (cluster) name.
-pub fn is_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
+/// Longest access-point (cluster) name, in bytes.
+pub const CLUSTER_NAME_BYTES_MAX: usize = 255;
 
 /// Splits `host:port` (host may be `[v6]`); `None` if it is not of that form.
 pub fn split_host_port(address: &str) -> Option<(&str, u16)> {

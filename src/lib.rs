@@ -17,5 +17,6 @@ pub mod proto;
 pub mod raft;
 pub mod sd_notify;
 pub mod server;
+pub mod text;
 pub mod tls;
 pub mod wire;

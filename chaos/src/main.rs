@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use raftlm::text::parse_duration;
 use raftlm_chaos::lan;
 use raftlm_chaos::nemesis::FaultKind;
 use raftlm_chaos::run::{self, RunConfig};
@@ -111,25 +112,6 @@ fn parse_fault(text: &str) -> Result<Option<FaultKind>, String> {
         return Ok(None);
     }
     text.parse().map(Some)
-}
-
-/// Parses `90s`, `10m`, `1h`, `500ms` or a number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a duration like 90s, 10m or 1h"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("\"{text}\": the unit must be ms, s, m or h")),
-    }
 }
 
 fn default_binary() -> Option<PathBuf> {
@@ -320,6 +302,7 @@ mod tests {
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
+        // The grammar is raftlm's own (`raftlm::text`), which also takes days.
+        assert_eq!(parse_duration("5d"), Ok(Duration::from_secs(5 * 86_400)));
     }
 }

@@ -305,7 +305,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     let clock = config
         .faults
         .contains(&FaultKind::Clock)
-        .then(|| ClockPlan::new(real_now_ms(), config.duration));
+        .then(|| ClockPlan::new(raftlm::clock::real_wall_ms() as i64, config.duration));
     let mut cluster = Cluster::prepare(ClusterSpec {
         dir: dir.clone(),
         binary: config.binary.clone(),
@@ -356,7 +356,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     );
 
     let history = Arc::new(History::create(&dir.join("history.jsonl"))?);
-    let history_start_ms = real_now_ms();
+    let history_start_ms = raftlm::clock::real_wall_ms() as i64;
     let mut features = config.features.clone();
     features.extend(
         cluster
@@ -749,13 +749,6 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The real wall clock, ms since the epoch.
-fn real_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 const DAY_MS: i64 = 86_400_000;
 
 /// Time in runs with the clock fault. Every node's clock runs `base_ms`
@@ -840,7 +833,7 @@ impl ClockPlan {
             .node_info(raftlm::proto::v1::NodeInfoRequest::default())
             .await?
             .into_inner();
-        let shift = info.now_ms as i64 - real_now_ms();
+        let shift = info.now_ms as i64 - raftlm::clock::real_wall_ms() as i64;
         anyhow::ensure!(
             (shift - self.base_ms).abs() < 10_000,
             "the clock fault needs a raftlm built with the feature fault-injection (cargo build -p raftlm --features fault-injection): node 1's clock is {shift} ms from the real one, expected {} ms",

@@ -88,7 +88,7 @@ pub struct BenchArgs {
     pub etcd: Option<PathBuf>,
 }
 
-use crate::cli::common::parse_duration;
+use crate::text::parse_duration;
 
 const BENCH_LICENSE: &str = "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE bench acme 1.0 permanent 1000000\nFEATURE scarce acme 1.0 permanent 1\n";
 

@@ -24,13 +24,14 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::cli::Failure;
 use crate::cli::common::{
-    failure, format_duration, format_time, init_logging, parse_duration, runtime,
+    CLIENT_LOG_DEFAULT, failure, format_duration, format_time, init_logging, runtime,
 };
 use crate::cli::signals::{Signals, Stop};
 use crate::client::{
     ClientError, DEFAULT_SERVER, Grant, ServerList, Session, SessionEvent, SessionOptions,
     local_host, local_user,
 };
+use crate::text::parse_duration;
 
 /// Prints a line on stdout, ignoring a failed write: after SIGHUP the
 /// terminal may be gone, and the seats must still be checked in.
@@ -51,7 +52,7 @@ pub enum Hold {
 }
 
 /// Parses a hold: `forever`, or a duration such as `30s`, `5m`, `2h`, `1d`,
-/// `250ms`, or several of them together (`1h30m`).
+/// `250ms`, several of them together (`1h30m`), or a number of seconds.
 pub fn parse_hold(text: &str) -> Result<Hold, String> {
     if text.eq_ignore_ascii_case("forever") {
         return Ok(Hold::Forever);
@@ -129,7 +130,7 @@ pub const CHECKIN_ON_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs `raftlm checkout`. The signal handlers are installed before anything
 /// is sent to the cluster.
 pub fn run(args: Args) -> Result<(), Failure> {
-    init_logging();
+    init_logging(CLIENT_LOG_DEFAULT);
     let runtime = runtime()?;
     runtime.block_on(async {
         let signals = Signals::install()?;
@@ -408,7 +409,7 @@ fn print_event(event: &SessionEvent) {
 mod tests {
     use super::*;
 
-    // --hold accepts forever and unit durations, alone or combined, and rejects the rest with a sentence.
+    // --hold accepts forever, unit durations alone or combined, and bare seconds, and rejects the rest with a sentence.
     #[test]
     fn hold_durations() {
         assert_eq!(parse_hold("forever"), Ok(Hold::Forever));
@@ -426,12 +427,13 @@ mod tests {
             Ok(Hold::For(Duration::from_secs(5400)))
         );
         assert_eq!(parse_hold("0s"), Ok(Hold::For(Duration::ZERO)));
+        // A bare number is seconds (the grammar raftlm-chaos --duration took).
+        assert_eq!(parse_hold("10"), Ok(Hold::For(Duration::from_secs(10))));
         let bad = |text: &str| {
             format!("\"{text}\" is not a duration: write e.g. 30s, 5m, 2h, 1h30m or forever")
         };
         for text in [
             "",
-            "10",
             "s",
             "5 m",
             "-5s",

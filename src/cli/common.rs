@@ -1,55 +1,14 @@
 //! Helpers every client subcommand shares: the runtime and logging they run
-//! with, how a client error becomes an exit code, and how durations and times
-//! are read and printed.
+//! with (the logging `raftlm server` too), how a client error becomes an exit
+//! code, and how durations and times are printed (durations are read by
+//! [`crate::text::parse_duration`]).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::cli::Failure;
 use crate::client::ClientError;
 
-/// Longest duration accepted (100 years), so a deadline never overflows: a
-/// `--hold`, `--timeout` or `--duration` longer than this is refused.
-pub const DURATION_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// Parses a duration: one or more `NUMBER UNIT` parts, units `ms`, `s`, `m`,
-/// `h`, `d` (e.g. `30s`, `5m`, `1h30m`), at most [`DURATION_MAX`].
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("\"{text}\" is not a duration: write e.g. 30s, 5m, 2h, 1h30m or forever");
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit_ms: u64 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        let part = number
-            .checked_mul(unit_ms)
-            .map(Duration::from_millis)
-            .ok_or_else(bad)?;
-        total = total.checked_add(part).ok_or_else(bad)?;
-    }
-    if total > DURATION_MAX {
-        return Err(format!("\"{text}\" is longer than 100 years; use forever"));
-    }
-    Ok(total)
-}
-
-/// Formats a duration the way [`parse_duration`] reads it, e.g. `1h30m`, `12s`, `250ms`.
+/// Formats a duration the way [`parse_duration`](crate::text::parse_duration) reads it, e.g. `1h30m`, `12s`, `250ms`.
 pub fn format_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
     if ms < 1000 {
@@ -68,10 +27,7 @@ pub fn format_duration(duration: Duration) -> String {
 
 /// Formats a time as `22-nov-2026 10:00:00 UTC`.
 pub fn format_time(time: SystemTime) -> String {
-    format_time_ms(
-        time.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-    )
+    format_time_ms(crate::clock::epoch_ms(time))
 }
 
 /// Formats milliseconds since the epoch as `22-nov-2026 10:00:00 UTC`.
@@ -111,12 +67,21 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::usage(format!("cannot start the runtime: {e}")))
 }
 
-/// Logs the client library's warnings to stderr; `RAFTLM_LOG` overrides the level.
-pub fn init_logging() {
+/// What a client command logs unless `RAFTLM_LOG` says otherwise: the
+/// client library's errors.
+pub const CLIENT_LOG_DEFAULT: &str = "error";
+
+/// Logs to stderr, for a node (`raftlm server`) and the client commands
+/// alike. The filter comes from `RAFTLM_LOG`, else `default_filter`. Colour
+/// only on a terminal, and not when `NO_COLOR` is set (to anything but "").
+pub fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTLM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = !no_color && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -124,6 +89,7 @@ pub fn init_logging() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::parse_duration;
 
     // Durations print in the form --hold reads.
     #[test]

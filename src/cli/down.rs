@@ -8,7 +8,7 @@
 //! instead to keep it down.
 
 use crate::cli::Failure;
-use crate::cli::common::{failure, init_logging, runtime};
+use crate::cli::common::{CLIENT_LOG_DEFAULT, failure, init_logging, runtime};
 use crate::client::{DEFAULT_SERVER, ServerList};
 
 /// `raftlm down`'s arguments.
@@ -24,7 +24,7 @@ pub struct Args {
 
 /// Runs `raftlm down`.
 pub fn run(args: Args) -> Result<(), Failure> {
-    init_logging();
+    init_logging(CLIENT_LOG_DEFAULT);
     runtime()?.block_on(async move {
         let client = crate::cli::env_client(args.server.clone())?;
         let stopped = match args.node {

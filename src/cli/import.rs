@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::Failure;
-use crate::cli::common::{failure, init_logging, runtime};
+use crate::cli::common::{CLIENT_LOG_DEFAULT, failure, init_logging, runtime};
 use crate::client::{ClientError, DEFAULT_SERVER, ServerList};
 
 /// `raftlm license import`'s arguments.
@@ -37,7 +37,7 @@ pub fn run_args(args: Args) -> Result<(), Failure> {
 
 /// Imports `files` into the cluster at `server`, printing what was imported.
 pub fn run(files: Vec<PathBuf>, server: ServerList) -> Result<(), Failure> {
-    init_logging();
+    init_logging(CLIENT_LOG_DEFAULT);
     // Read every file first, so a typo in the last name imports nothing.
     let licenses = files
         .iter()

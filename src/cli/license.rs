@@ -23,7 +23,6 @@ use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Subcommand;
 
@@ -132,7 +131,7 @@ pub fn run(cmd: LicenseCommand) -> Result<(), Failure> {
 }
 
 fn reread(server: crate::client::ServerList) -> Result<(), Failure> {
-    crate::cli::common::init_logging();
+    crate::cli::common::init_logging(crate::cli::common::CLIENT_LOG_DEFAULT);
     let client = crate::cli::env_client(server)?;
     let reply = crate::cli::common::runtime()?
         .block_on(client.reread_license_dir())
@@ -156,7 +155,7 @@ fn reread(server: crate::client::ServerList) -> Result<(), Failure> {
 }
 
 fn trust(path: &Path, server: crate::client::ServerList) -> Result<(), Failure> {
-    crate::cli::common::init_logging();
+    crate::cli::common::init_logging(crate::cli::common::CLIENT_LOG_DEFAULT);
     // Parsed here first, so a wrong file is a usage error naming it.
     let key = VendorPublicKey::load(path).map_err(|e| Failure::usage(e.to_string()))?;
     let text = std::fs::read_to_string(path)
@@ -174,7 +173,7 @@ fn trust(path: &Path, server: crate::client::ServerList) -> Result<(), Failure> 
 }
 
 fn untrust(key_id: &str, server: crate::client::ServerList) -> Result<(), Failure> {
-    crate::cli::common::init_logging();
+    crate::cli::common::init_logging(crate::cli::common::CLIENT_LOG_DEFAULT);
     let client = crate::cli::env_client(server)?;
     crate::cli::common::runtime()?
         .block_on(client.untrust_key(key_id))
@@ -192,7 +191,7 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
 
 fn keygen(prefix: &Path, vendor: Option<&str>) -> Result<(), Failure> {
     if let Some(vendor) = vendor
-        && !file::is_name(vendor)
+        && !crate::text::is_name(vendor, usize::MAX)
     {
         return Err(Failure::usage(format!(
             "vendor {vendor:?} is not a name, expected letters, digits, '_', '.' or '-'"
@@ -263,7 +262,7 @@ fn sign(key_path: &Path, path: &Path, out: Option<&Path>) -> Result<(), Failure>
     let key = VendorSigningKey::load(key_path).map_err(|e| Failure::usage(e.to_string()))?;
     let text = read_license(path)?;
     let name = path.display().to_string();
-    refuse_issued_ahead(&name, &text, now_ms())?;
+    refuse_issued_ahead(&name, &text, crate::clock::real_wall_ms())?;
     let signed = signature::sign_text(&name, &text, &key).map_err(|e| match e {
         signature::SignError::SelfCheck { .. } => Failure::usage(e.to_string()),
         _ => Failure::refused(e.to_string()),
@@ -271,7 +270,7 @@ fn sign(key_path: &Path, path: &Path, out: Option<&Path>) -> Result<(), Failure>
     // The text parsed (sign_text checked it): warn about what a cluster will
     // not use, and about lines this machine's clock says have expired.
     if let Ok(parsed) = file::parse(&name, &text) {
-        for warning in sign_warnings(&name, &parsed, now_ms()) {
+        for warning in sign_warnings(&name, &parsed, crate::clock::real_wall_ms()) {
             eprintln!("warning: {warning}");
         }
     }
@@ -347,7 +346,7 @@ fn verify(
         .map(|p| VendorPublicKey::load(p).map_err(|e| Failure::usage(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     let mut licenses: BTreeMap<String, Vec<FeatureLine>> = BTreeMap::new();
-    let now_ms = now_ms();
+    let now_ms = crate::clock::real_wall_ms();
     for path in paths {
         let text = read_license(path)?;
         let name = path.display().to_string();
@@ -413,13 +412,6 @@ fn verify(
         print!("{}", table(&rows, paths.len() > 1));
     }
     Ok(())
-}
-
-/// Milliseconds since the epoch by the system clock (0 if it is before 1970).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The feature lines as a table with aligned columns: each line's file (when

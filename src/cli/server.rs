@@ -22,7 +22,7 @@ pub fn run(config_path: PathBuf) -> Result<(), Failure> {
             dir.display().to_string()
         )));
     }
-    init_logging();
+    crate::cli::common::init_logging(NODE_LOG_DEFAULT);
     crash_on_panic();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -78,6 +78,11 @@ pub fn run(config_path: PathBuf) -> Result<(), Failure> {
 
 /// Exit status when a second signal ends a stopping node at once.
 const STOP_INTERRUPTED_EXIT: i32 = 1;
+/// What a node logs unless `RAFTLM_LOG` says otherwise. openraft is off:
+/// it logs every failed call to a down peer at error level, many a second;
+/// raftlm logs a peer's outage itself, when it starts, once a minute and
+/// when it ends, and logs a Raft core that stopped.
+const NODE_LOG_DEFAULT: &str = "info,openraft=off";
 /// Longest the process waits for blocking work after the node stopped.
 const RUNTIME_STOP_MAX: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -91,22 +96,6 @@ fn crash_on_panic() {
         tracing::error!("panic: {info}; stopping the node");
         std::process::abort();
     }));
-}
-
-/// Logs to stderr (colour only on a terminal); the filter comes from
-/// `RAFTLM_LOG` (default `info,openraft=off`: openraft logs every failed call
-/// to a down peer at error level, many a second; raftlm logs a peer's outage
-/// itself, when it starts, once a minute and when it ends, and logs a Raft
-/// core that stopped).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTLM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Asks the node to read its license directory again at every SIGHUP.

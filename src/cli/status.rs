@@ -18,15 +18,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::cli::Failure;
-use crate::cli::common::{failure, format_time_ms, init_logging, parse_duration, runtime};
+use crate::cli::common::{CLIENT_LOG_DEFAULT, failure, format_time_ms, init_logging, runtime};
 use crate::cli::reach::{NodeReach, Reach, Survey, nodes_view, outage_text};
 use crate::client::{Client, ClientError, ClientOptions, DEFAULT_SERVER, ServerList};
 use crate::proto::v1 as pb;
+use crate::text::parse_duration;
 use crate::tls::client::ClientTls;
 use crate::wire::token_from_pb;
 
@@ -74,7 +75,7 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
 /// Runs `raftlm status`. Without an active node it still prints every
 /// node's own report, then fails with exit code 3.
 pub fn run(args: Args) -> Result<(), Failure> {
-    init_logging();
+    init_logging(CLIENT_LOG_DEFAULT);
     let mut options = ClientOptions::from_env().map_err(Failure::usage)?;
     options.call_timeout = args.timeout;
     options.attempt_timeout = options.attempt_timeout.min(args.timeout);
@@ -86,9 +87,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     // A name lookup stuck in the resolver runs on a blocking thread that
     // no timeout cancels: do not wait for it on the way out.
     runtime.shutdown_background();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = (crate::clock::real_wall_ms() / 1000) as i64;
     match answer {
         Ok(status) => {
             let members: Vec<(u64, String)> = status

@@ -11,7 +11,6 @@
 //! cannot be read or written are exit 2.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{ArgGroup, Subcommand};
 
@@ -89,7 +88,8 @@ pub enum TlsCommand {
 pub fn run(command: TlsCommand) -> Result<(), Failure> {
     match command {
         TlsCommand::Init { dir, cluster, days } => {
-            let now = now_unix();
+            // Certificates are dated by the system clock, never a shifted one.
+            let now = (crate::clock::real_wall_ms() / 1000) as i64;
             let ca = cert::init_ca(&dir, &cluster, days, now).map_err(failure)?;
             println!(
                 "wrote CA key {} (mode 0600: keep it private, it signs every certificate of the cluster)",
@@ -132,7 +132,8 @@ pub fn run(command: TlsCommand) -> Result<(), Failure> {
                     ));
                 }
             };
-            let now = now_unix();
+            // Certificates are dated by the system clock, never a shifted one.
+            let now = (crate::clock::real_wall_ms() / 1000) as i64;
             let request = IssueRequest {
                 subject,
                 extra_sans: sans,
@@ -219,11 +220,4 @@ fn failure(e: CertError) -> Failure {
         CertError::Exists { .. } | CertError::CaExpired { .. } => Failure::refused(e.to_string()),
         _ => Failure::usage(e.to_string()),
     }
-}
-
-/// Seconds since the epoch by the system clock (0 if it is before 1970).
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

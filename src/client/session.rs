@@ -65,7 +65,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -491,11 +491,6 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn now_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A grant the session holds.
 struct Held {
     grant: Grant,
@@ -798,7 +793,7 @@ impl Actor {
                     cached_for_ms: SystemTime::now()
                         .duration_since(*since)
                         .map_or(0, |d| d.as_millis() as u64),
-                    cached_since_ms: now_ms(*since),
+                    cached_since_ms: crate::clock::epoch_ms(*since),
                 }
             }
             _ => CacheReport::default(),

@@ -64,6 +64,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use crate::license::feature::{Date, DateError, Expiry, FeatureLine, LineKind};
 use crate::license::host::{HOST_IDS_MAX, HostId};
 use crate::license::identity::ClusterId;
+use crate::text::is_name;
 
 /// The largest license file accepted, in bytes. A real file has a few dozen
 /// lines; the limit keeps line and column numbers small and bounds the work
@@ -1110,7 +1111,7 @@ fn parse_feature(tokens: &[Token], kind: LineKind) -> Result<Statement, Located>
     let vendor_token = fields.take("vendor name")?;
     let vendor = name(vendor_token, "vendor")?;
     let version_token = fields.take("version")?;
-    if !is_name(&version_token.value) {
+    if !is_name(&version_token.value, usize::MAX) {
         return Err(at(
             version_token,
             ParseErrorKind::BadVersion {
@@ -1238,16 +1239,8 @@ fn at(token: &Token, kind: ParseErrorKind) -> Located {
     (token.line, token.column, kind)
 }
 
-/// Whether `text` is a name: one or more of `[A-Za-z0-9_.-]`.
-pub fn is_name(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-}
-
 fn name(token: &Token, what: &'static str) -> Result<String, Located> {
-    if is_name(&token.value) {
+    if is_name(&token.value, usize::MAX) {
         Ok(token.value.clone())
     } else {
         Err(at(

@@ -701,7 +701,7 @@ fn parse_key_file(
     };
     let vendor = if vendor == ANY_VENDOR {
         None
-    } else if file::is_name(vendor) {
+    } else if crate::text::is_name(vendor, usize::MAX) {
         Some(vendor.to_string())
     } else {
         return Err(KeyError::BadVendor {

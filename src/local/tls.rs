@@ -8,7 +8,6 @@
 //! afresh each time.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::tls::cert::{
     self, CA_CERT_FILE, CA_DAYS_DEFAULT, CERT_DAYS_DEFAULT, IssueRequest, Subject,
@@ -25,12 +24,6 @@ pub struct ClusterTls {
     pub dir: PathBuf,
 }
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl ClusterTls {
     /// Creates (or reuses) the CA of `cluster` in `dir` and issues
     /// certificates for `nodes` — each naming `node-<id>.<cluster>`, the
@@ -42,7 +35,8 @@ impl ClusterTls {
         nodes: &[u64],
         sans: &[String],
     ) -> Result<ClusterTls, String> {
-        let now = now_unix();
+        // Certificates are dated by the system clock, never a shifted one.
+        let now = (crate::clock::real_wall_ms() / 1000) as i64;
         if !dir.join(CA_CERT_FILE).exists() {
             cert::init_ca(dir, cluster, CA_DAYS_DEFAULT, now).map_err(|e| e.to_string())?;
         }

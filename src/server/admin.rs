@@ -175,7 +175,7 @@ pub async fn import_license(
     let (anchors, state_ms, cluster_id) = shared
         .state
         .read(|s| (s.anchors(), s.now_ms(), s.cluster_id().copied()));
-    let at_ms = state_ms.max(crate::server::wall_clock_ms());
+    let at_ms = state_ms.max(crate::clock::wall_ms());
     let lines = signature::verify_bound(
         &parsed,
         name,

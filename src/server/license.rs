@@ -759,7 +759,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 .collect(),
             clock_skew_max_ms: clocks.skew_max_ms,
             state_time_ms: state.now_ms(),
-            clock_ms: crate::server::wall_clock_ms(),
+            clock_ms: crate::clock::wall_ms(),
             trusted_ever: state.trusted_ever(),
         }
     })
@@ -935,7 +935,7 @@ impl License for LicenseService {
             tls: cert.is_some(),
             cert_subject: cert.as_ref().map(|c| c.subject.clone()).unwrap_or_default(),
             cert_not_after_unix: cert.map_or(0, |c| c.not_after_unix),
-            now_ms: crate::server::wall_clock_ms(),
+            now_ms: crate::clock::wall_ms(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }

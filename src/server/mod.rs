@@ -26,7 +26,7 @@ use crate::tls::acceptor::{self, Plane, Refusals, TlsState};
 
 pub use batcher::Batcher;
 pub use error::ServiceError;
-pub use shared::{Shared, wall_clock_ms};
+pub use shared::Shared;
 
 /// Longest a client or peer connection lives before the server asks it to
 /// reconnect: certificates are checked at each handshake, so a revoked,

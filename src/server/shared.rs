@@ -58,11 +58,6 @@ pub struct Shared {
     pub reread_license_dir: tokio::sync::Notify,
 }
 
-/// This node's wall clock in ms since the epoch (0 if the clock is before 1970).
-pub fn wall_clock_ms() -> u64 {
-    crate::clock::wall_ms()
-}
-
 impl Shared {
     /// The term this node serves in, or why it does not serve.
     pub fn serving(&self) -> Result<u64, ServiceError> {

@@ -590,7 +590,7 @@ fn generate(e: impl std::fmt::Display) -> CertError {
 
 /// Whether `cluster` is an access-point name whose node DNS names fit in 253 bytes.
 fn is_cluster_name(cluster: &str) -> bool {
-    crate::config::is_name(cluster)
+    crate::text::is_name(cluster, crate::config::CLUSTER_NAME_BYTES_MAX)
         && identity::node_dns_name(u64::MAX, cluster).len() <= DNS_NAME_BYTES_MAX
 }
 
