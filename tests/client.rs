@@ -1091,14 +1091,9 @@ async fn new_sessions_per_source_address_are_limited() {
     assert!(reply.granted, "{reply:?}");
 
     // Another source address starts a new session.
-    let channel = common::client_tls()
-        .endpoint(address, Duration::from_secs(2))
-        .unwrap()
-        .local_address(Some("127.0.0.2".parse().unwrap()))
-        .connect()
+    let mut other = common::license_client_from(address, "127.0.0.2".parse().unwrap())
         .await
         .unwrap();
-    let mut other = raftlm::proto::v1::license_client::LicenseClient::new(channel);
     let reply = other
         .checkout(common::checkout_request(7, 1, "cad", 1))
         .await

@@ -80,6 +80,11 @@ async fn start_three_with(
     }
 }
 
+/// The last index in `node`'s log.
+fn last_log_index(node: &Node) -> Option<u64> {
+    node.raft().metrics().borrow().last_log_index
+}
+
 async fn leader_of(nodes: &[Option<Node>]) -> usize {
     common::wait_until("a leader is elected", Duration::from_secs(20), || async {
         nodes
@@ -1215,14 +1220,9 @@ async fn idle_sockets_from_one_address_starve_no_one() {
 
     let stranger: std::net::IpAddr = "127.0.0.5".parse().unwrap();
     for i in 0..20 {
-        let channel = common::client_tls()
-            .endpoint(&addresses[leader], Duration::from_secs(2))
-            .unwrap()
-            .local_address(Some(stranger))
-            .connect()
+        common::license_client_from(&addresses[leader], stranger)
             .await
-            .unwrap_or_else(|e| panic!("fresh client {i} could not connect: {e}"));
-        LicenseClient::new(channel)
+            .unwrap_or_else(|e| panic!("fresh client {i} could not connect: {e}"))
             .node_info(pb::NodeInfoRequest::default())
             .await
             .unwrap_or_else(|e| panic!("fresh client {i} got no answer: {e}"));
@@ -1554,16 +1554,7 @@ async fn checkins_of_unknown_grants_write_nothing() {
         .into_inner();
     assert!(granted.granted);
     let token = granted.token.unwrap();
-    let last_log = |nodes: &[Option<Node>]| {
-        nodes[leader]
-            .as_ref()
-            .unwrap()
-            .shared()
-            .raft
-            .metrics()
-            .borrow()
-            .last_log_index
-    };
+    let last_log = |nodes: &[Option<Node>]| last_log_index(nodes[leader].as_ref().unwrap());
     let before = last_log(&nodes);
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..10u64 {
@@ -1687,37 +1678,15 @@ async fn denials_from_sessions_that_hold_nothing_are_limited_per_address() {
         })
         .await
         .unwrap();
-    let from = |ip: &str| {
-        let address = addresses[leader].clone();
-        let ip: std::net::IpAddr = ip.parse().unwrap();
-        async move {
-            let channel = common::client_tls()
-                .endpoint(&address, Duration::from_secs(2))
-                .unwrap()
-                .local_address(Some(ip))
-                .connect()
-                .await
-                .unwrap();
-            LicenseClient::new(channel)
-        }
-    };
-    let mut a = from("127.0.0.21").await;
+    let from = |ip: &str| common::license_client_from(&addresses[leader], ip.parse().unwrap());
+    let mut a = from("127.0.0.21").await.unwrap();
     let held = a
         .checkout(checkout(70, 1, "cad", 1))
         .await
         .unwrap()
         .into_inner();
     assert!(held.granted);
-    let last_log = || {
-        nodes[leader]
-            .as_ref()
-            .unwrap()
-            .shared()
-            .raft
-            .metrics()
-            .borrow()
-            .last_log_index
-    };
+    let last_log = || last_log_index(nodes[leader].as_ref().unwrap());
     // The burst (10) and what refills meanwhile are denied as usual; the rest
     // are refused.
     let (mut denied, mut refused) = (0, 0);
@@ -1755,7 +1724,7 @@ async fn denials_from_sessions_that_hold_nothing_are_limited_per_address() {
     assert_eq!(last_log(), before, "refused check-outs reached the log");
     // Another address is denied as usual; the session that holds a seat
     // checks it in from the limited address.
-    let mut b = from("127.0.0.22").await;
+    let mut b = from("127.0.0.22").await.unwrap();
     let other = b.checkout(checkout(9000, 1, "cad", 1)).await.unwrap();
     assert!(!other.get_ref().granted);
     let released = a

@@ -41,21 +41,6 @@ const SIGNALS: [(libc::c_int, &str, i32); 3] = [
     (libc::SIGHUP, "SIGHUP", 129),
 ];
 
-async fn wait_licensed(cluster: &ProcessCluster) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&cluster.access_point)
-        .await
-        .is_none_or(|s| s.features.is_empty())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "cluster not serving\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Seats of `cad` in use and grants held, as the active node reports them.
 async fn seats_held(cluster: &ProcessCluster) -> (u32, usize) {
     for _ in 0..50 {
@@ -179,7 +164,7 @@ async fn a_signal_at_any_moment_leaves_no_seat_held() {
     // More seats than tries: a try that leaves its seat held does not stop the next.
     let mut cluster = ProcessCluster::new(&[("cad", 100)], TTL_CONFIG);
     cluster.start_all();
-    wait_licensed(&cluster).await;
+    cluster.wait_licensed().await;
     let started = Instant::now();
     let mut rng = rand::thread_rng();
     let (mut before, mut in_flight, mut held, mut finished, mut unhandled) = (0, 0, 0, 0, 0);
@@ -302,7 +287,7 @@ async fn a_signal_at_any_moment_leaves_no_seat_held() {
 async fn an_untrusted_grant_is_checked_in_before_the_command_exits() {
     let mut cluster = ProcessCluster::new(&[("cad", 5)], TTL_CONFIG);
     cluster.start_all();
-    wait_licensed(&cluster).await;
+    cluster.wait_licensed().await;
     let other = raftlm::license::signature::VendorSigningKey::generate(Some("acme"));
     let other_pub = cluster.dir.path().join("other.pub");
     std::fs::write(&other_pub, other.public_key().to_file_text()).unwrap();
@@ -344,7 +329,7 @@ async fn an_untrusted_grant_is_checked_in_before_the_command_exits() {
 async fn an_answer_that_never_comes_is_waited_for_a_bounded_time() {
     let mut cluster = ProcessCluster::new(&[("cad", 5)], "[timing]\nsession_ttl_ms = 3000\n");
     cluster.start_all();
-    wait_licensed(&cluster).await;
+    cluster.wait_licensed().await;
     let run = Run::start(&cluster, &["--hold", "forever"]);
     let mut stderr = Vec::new();
     assert!(

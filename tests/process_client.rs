@@ -93,28 +93,13 @@ fn token_string(token: &raftlm::proto::v1::GrantToken) -> String {
     format!("{}.{}.{}", token.term, token.index, token.slot)
 }
 
-async fn wait_licensed(cluster: &ProcessCluster) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&cluster.access_point)
-        .await
-        .is_none_or(|s| s.features.is_empty())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "cluster not serving\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 // With every node killed the client enters caching mode and keeps its grant; when the
 // nodes restart it leaves caching mode and the cluster still holds the same grant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caching_mode_through_a_full_outage() {
     let mut cluster = ProcessCluster::new(&[("cad", 5)], "[timing]\nsession_ttl_ms = 3000\n");
     cluster.start_all();
-    wait_licensed(&cluster).await;
+    cluster.wait_licensed().await;
     let mut client = CheckoutProcess::start(&cluster.access_point, "cad", 2);
     let granted = client.wait_for("checked out 2 seats", Duration::from_secs(15));
     let token = token_of(&granted);
@@ -147,7 +132,7 @@ async fn caching_mode_through_a_full_outage() {
 async fn killed_client_loses_its_seats_after_the_ttl() {
     let mut cluster = ProcessCluster::new(&[("cad", 5)], "[timing]\nsession_ttl_ms = 3000\n");
     cluster.start_all();
-    wait_licensed(&cluster).await;
+    cluster.wait_licensed().await;
     let mut client = CheckoutProcess::start(&cluster.access_point, "cad", 3);
     client.wait_for("checked out 3 seats", Duration::from_secs(15));
     assert_eq!(

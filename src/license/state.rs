@@ -613,11 +613,6 @@ impl LicenseState {
         let at = self.at();
         let licensed = pool.map_or(0, |p| p.supply(&Version::any(), None));
         let for_version = pool.map_or(0, |p| p.supply(&version, None));
-        let dated_only = At {
-            ms: self.now_ms,
-            hosts: None,
-        };
-        let unexpired_anywhere = pool.map_or(0, |p| p.supply(&version, Some(&dated_only)));
         let unexpired = pool.map_or(0, |p| p.supply(&version, Some(&at)));
         let available = pool.map_or(0, |p| p.available(demand, &version, &at));
         let count = want.count;
@@ -635,11 +630,19 @@ impl LicenseState {
         if for_version == 0 {
             return deny(DenyReason::VersionNotLicensed);
         }
-        if unexpired_anywhere == 0 {
-            return deny(DenyReason::Expired);
-        }
         if unexpired == 0 {
-            return deny(DenyReason::HostsNotListed);
+            // Nothing grants now: expired, or bound to host ids the voters
+            // do not report (judged on the dates alone to tell them apart).
+            let dated_only = At {
+                ms: self.now_ms,
+                hosts: None,
+            };
+            let unexpired_anywhere = pool.map_or(0, |p| p.supply(&version, Some(&dated_only)));
+            return deny(if unexpired_anywhere == 0 {
+                DenyReason::Expired
+            } else {
+                DenyReason::HostsNotListed
+            });
         }
         if count > unexpired {
             return deny(DenyReason::ExceedsLicensed);

@@ -14,7 +14,8 @@
 //! ([`RATE_ADDRESSES_MAX`]); full buckets are dropped first (they are the
 //! same as no bucket), and when every tracked address is still paying, new
 //! addresses are refused until one refills: under a flood from that many
-//! addresses the limit fails closed rather than growing without bound.
+//! addresses the limit fails closed rather than growing without bound. A
+//! full table is scanned at most once per [`RATE_PRUNE_INTERVAL_MS`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,6 +25,11 @@ use crate::lease::boottime_ms;
 
 /// Most addresses whose buckets are tracked at once.
 pub const RATE_ADDRESSES_MAX: usize = 65_536;
+
+/// Least time between two scans of a full table for buckets to drop: one
+/// scan costs a pass over [`RATE_ADDRESSES_MAX`] buckets, so a flood from
+/// ever new addresses gets at most one a second, not one per request.
+pub const RATE_PRUNE_INTERVAL_MS: u64 = 1_000;
 
 /// How many seconds of the rate one address may spend at once (the bucket's
 /// size): a burst of application starts behind one NAT address, all denied
@@ -35,7 +41,14 @@ pub struct AddressRate {
     /// Tokens added per second; 0 turns the limit off.
     per_s: u64,
     // std Mutex: one look-up or insert, never held across `.await`.
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    buckets: HashMap<IpAddr, Bucket>,
+    /// Boot-time ms of the last scan for full buckets, if any.
+    pruned_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +64,7 @@ impl AddressRate {
     pub fn new(per_s: u64) -> AddressRate {
         AddressRate {
             per_s,
-            buckets: Mutex::default(),
+            table: Mutex::default(),
         }
     }
 
@@ -68,15 +81,24 @@ impl AddressRate {
         };
         let key = key_of(address);
         let capacity = self.capacity_milli();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if !buckets.contains_key(&key) && buckets.len() >= RATE_ADDRESSES_MAX {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if !table.buckets.contains_key(&key) && table.buckets.len() >= RATE_ADDRESSES_MAX {
+            let due = table
+                .pruned_at_ms
+                .is_none_or(|at| now_ms.saturating_sub(at) >= RATE_PRUNE_INTERVAL_MS);
+            if !due {
+                return false;
+            }
+            table.pruned_at_ms = Some(now_ms);
             let per_s = self.per_s;
-            buckets.retain(|_, b| refilled(*b, per_s, capacity, now_ms).milli < capacity);
-            if buckets.len() >= RATE_ADDRESSES_MAX {
+            table
+                .buckets
+                .retain(|_, b| refilled(*b, per_s, capacity, now_ms).milli < capacity);
+            if table.buckets.len() >= RATE_ADDRESSES_MAX {
                 return false;
             }
         }
-        let bucket = buckets.entry(key).or_insert(Bucket {
+        let bucket = table.buckets.entry(key).or_insert(Bucket {
             milli: capacity,
             at_ms: now_ms,
         });
@@ -100,8 +122,8 @@ impl AddressRate {
             return;
         };
         let capacity = self.capacity_milli();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(bucket) = buckets.get_mut(&key_of(address)) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bucket) = table.buckets.get_mut(&key_of(address)) {
             bucket.milli = (bucket.milli + 1000).min(capacity);
         }
     }
@@ -183,17 +205,24 @@ mod tests {
     }
 
     // The table stays bounded: full buckets make room; when every tracked
-    // address is paying, a new one is refused.
+    // address is paying, a new one is refused, and a full table is scanned at
+    // most once per RATE_PRUNE_INTERVAL_MS.
     #[test]
     fn the_table_is_bounded() {
-        let rate = AddressRate::new(1);
+        // Two a second: a bucket that spent one token is full again within a
+        // second.
+        let rate = AddressRate::new(2);
         let v4 = |n: u32| Some(IpAddr::V4(n.into()));
         for n in 0..RATE_ADDRESSES_MAX as u32 {
             assert!(rate.take_at(v4(n), 0));
         }
         assert!(!rate.take_at(v4(u32::MAX), 0), "every bucket is paying");
-        // Once they have refilled, they are dropped to make room.
-        assert!(rate.take_at(v4(u32::MAX), RATE_BURST_S * 1000));
-        assert_eq!(rate.buckets.lock().unwrap().len(), 1);
+        // Refilled by now, but the last scan was under a second ago: refused
+        // without scanning again.
+        assert!(!rate.take_at(v4(u32::MAX), RATE_PRUNE_INTERVAL_MS - 1));
+        assert_eq!(rate.table.lock().unwrap().buckets.len(), RATE_ADDRESSES_MAX);
+        // A second after the last scan the full buckets are dropped to make room.
+        assert!(rate.take_at(v4(u32::MAX), RATE_PRUNE_INTERVAL_MS));
+        assert_eq!(rate.table.lock().unwrap().buckets.len(), 1);
     }
 }

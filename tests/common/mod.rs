@@ -255,6 +255,27 @@ pub async fn start_again(
     }
 }
 
+/// A license client of a test cluster's node whose connection comes from the
+/// source address `from` (any 127.x address is local): per-address limits
+/// then count it apart from other clients.
+pub async fn license_client_from(
+    address: &str,
+    from: std::net::IpAddr,
+) -> Result<
+    raftlm::proto::v1::license_client::LicenseClient<tonic::transport::Channel>,
+    tonic::transport::Error,
+> {
+    let channel = client_tls()
+        .endpoint(address, std::time::Duration::from_secs(2))
+        .unwrap()
+        .local_address(Some(from))
+        .connect()
+        .await?;
+    Ok(raftlm::proto::v1::license_client::LicenseClient::new(
+        channel,
+    ))
+}
+
 /// A license client of a test cluster's node (TLS, trusting the test CA).
 pub async fn license_client(
     address: &str,

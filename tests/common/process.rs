@@ -230,6 +230,23 @@ impl ProcessCluster {
             .collect()
     }
 
+    /// Waits up to 30 s until the access point answers Status with a licensed
+    /// feature (the license directory has been imported).
+    pub async fn wait_licensed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while status(&self.access_point)
+            .await
+            .is_none_or(|s| s.features.is_empty())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "cluster not serving\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The 1-based id of the node that answers Status (the active node), waiting up to `limit`.
     pub async fn wait_active(&self, limit: Duration) -> (usize, pb::StatusReply) {
         let deadline = Instant::now() + limit;
