@@ -1,7 +1,7 @@
 //! Small ids of the license state: sessions ([`SessionId`]) and their
-//! requests ([`RequestId`]), Raft terms ([`Term`]) and nodes ([`NodeId`]),
-//! grants ([`GrantToken`]), and where a command sits in the log
-//! ([`LogPosition`]).
+//! requests ([`RequestId`]), Raft terms ([`Term`]), nodes ([`NodeId`]), log
+//! indexes ([`LogIndex`]), grants ([`GrantToken`]), and where a command sits
+//! in the log ([`LogPosition`]).
 //!
 //! Plain values with no dependency on the rest of the license domain; every
 //! other part of it builds on them.
@@ -41,12 +41,38 @@ pub struct RequestId {
 }
 
 /// A Raft term, used as the fencing token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Term(pub u64);
 
 /// A node of the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub u64);
+
+/// The index of an entry in the Raft log (the first entry is 1; 0 is "none").
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogIndex(pub u64);
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for LogIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// Names a grant: the term and log index of the entry that created it and its
 /// slot within that entry.

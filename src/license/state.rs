@@ -82,7 +82,7 @@ use super::signature::{self, VendorPublicKey};
 use super::trust;
 
 pub use super::command::{Batch, Command, DenyReason, Outcome};
-pub use super::ids::{GrantToken, LogPosition, NodeId, RequestId, SessionId, Term};
+pub use super::ids::{GrantToken, LogIndex, LogPosition, NodeId, RequestId, SessionId, Term};
 pub use super::trust::{TRUSTED_KEYS_MAX, TrustedKey, key_id_of};
 
 /// How many recent outcomes each session remembers for retries.
