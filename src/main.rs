@@ -53,6 +53,10 @@ enum Command {
     },
     /// Prints this machine's host id, for license files bound to host ids (like `lmhostid`).
     Hostid(cli::hostid::Args),
+    /// Takes a backup of the license state from the active node (--out FILE), or checks one (--verify FILE).
+    Backup(cli::backup::BackupArgs),
+    /// Writes a backup into an empty data directory, offline, so the node starts as part of a restored cluster.
+    Restore(cli::backup::RestoreArgs),
     /// Runs one node of a cluster.
     Server {
         /// The node's TOML config file.
@@ -84,6 +88,8 @@ fn main() -> ExitCode {
         Command::Checkout(args) => cli::checkout::run(args),
         Command::License { command } => cli::license::run(command),
         Command::Tls { command } => cli::tls::run(command),
+        Command::Backup(args) => cli::backup::run_backup(args),
+        Command::Restore(args) => cli::backup::run_restore(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 //! 3 cluster unreachable; and 130, 143, 129 for `checkout` stopped by SIGINT, SIGTERM, SIGHUP, see
 //! [`signals`]).
 
+pub mod backup;
 pub mod bench;
 pub mod bench_etcd;
 pub mod bench_figures;

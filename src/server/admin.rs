@@ -478,6 +478,31 @@ impl Admin for AdminService {
         }))
     }
 
+    type BackupStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let author = administrator(&self.shared, &request)?;
+        info!(%author, "backup asked by an administrator");
+        let taken = crate::server::backup::take(&self.shared).await?;
+        let total_bytes = taken.bytes.len() as u64;
+        let chunks: Vec<Result<pb::BackupChunk, Status>> =
+            crate::raft::backup::chunks(&taken.bytes)
+                .map(|piece| {
+                    Ok(pb::BackupChunk {
+                        term: taken.term,
+                        data: piece.to_vec(),
+                        total_bytes,
+                        applied_index: taken.applied_index,
+                    })
+                })
+                .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
     async fn untrust_key(
         &self,
         request: Request<pb::UntrustKeyRequest>,

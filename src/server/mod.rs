@@ -7,6 +7,7 @@
 //! [`LicenseState`](crate::license::state::LicenseState).
 
 pub mod admin;
+pub mod backup;
 pub mod batcher;
 pub mod error;
 pub mod hosts;
