@@ -12,6 +12,7 @@ pub mod bench_etcd;
 pub mod bench_figures;
 pub mod bench_flood;
 pub mod checkout;
+pub mod cluster;
 pub mod common;
 pub mod demo;
 pub mod down;

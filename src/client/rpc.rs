@@ -354,6 +354,8 @@ termed!(
     pb::UntrustKeyReply,
     pb::ShutdownReply,
     pb::RereadLicenseDirReply,
+    pb::MembershipReply,
+    pb::MembershipChangeReply,
     BackupFile
 );
 
@@ -782,6 +784,83 @@ impl Client {
                     file.bytes.len()
                 )))
             })
+            .await?;
+        Ok(answered.reply)
+    }
+
+    /// The cluster's members as the active node sees them (administrator).
+    pub async fn membership(&self) -> Result<pb::MembershipReply, ClientError> {
+        let answered = self
+            .call(
+                "membership",
+                self.inner.options.call_timeout,
+                |channel| async move {
+                    AdminClient::new(channel)
+                        .membership(pb::MembershipRequest {})
+                        .await
+                },
+            )
+            .await?;
+        Ok(answered.reply)
+    }
+
+    /// Adds node `id` as a learner (administrator).
+    pub async fn add_learner(
+        &self,
+        id: u64,
+        address: &str,
+        peer_address: &str,
+    ) -> Result<pb::MembershipChangeReply, ClientError> {
+        let message = pb::AddLearnerRequest {
+            id,
+            address: address.to_string(),
+            peer_address: peer_address.to_string(),
+        };
+        let answered = self
+            .call("add learner", self.inner.options.call_timeout, |channel| {
+                let message = message.clone();
+                async move { AdminClient::new(channel).add_learner(message).await }
+            })
+            .await?;
+        Ok(answered.reply)
+    }
+
+    /// Makes `voters` the cluster's voters (administrator).
+    pub async fn change_voters(
+        &self,
+        voters: &[u64],
+        force: bool,
+    ) -> Result<pb::MembershipChangeReply, ClientError> {
+        let message = pb::ChangeVotersRequest {
+            voters: voters.to_vec(),
+            force,
+        };
+        let answered = self
+            .call(
+                "change voters",
+                self.inner.options.call_timeout,
+                |channel| {
+                    let message = message.clone();
+                    async move { AdminClient::new(channel).change_voters(message).await }
+                },
+            )
+            .await?;
+        Ok(answered.reply)
+    }
+
+    /// Removes node `id` from the cluster (administrator).
+    pub async fn remove_node(
+        &self,
+        id: u64,
+        force: bool,
+    ) -> Result<pb::MembershipChangeReply, ClientError> {
+        let message = pb::RemoveNodeRequest { id, force };
+        let answered = self
+            .call(
+                "remove node",
+                self.inner.options.call_timeout,
+                |channel| async move { AdminClient::new(channel).remove_node(message).await },
+            )
             .await?;
         Ok(answered.reply)
     }

@@ -12,6 +12,7 @@ pub mod batcher;
 pub mod error;
 pub mod hosts;
 pub mod license;
+pub mod membership;
 pub mod rate;
 pub mod sessions;
 pub mod shared;
