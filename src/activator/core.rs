@@ -272,39 +272,152 @@ pub const ROUNDS_IN_FLIGHT_MAX: u32 = 4;
 /// How often a repeated failure (an `up` that keeps failing, a bind) is logged.
 pub const REPEAT_LOG_MS: u64 = 1_000;
 
+/// The access point's address in `command` mode: raised by `up`, released by
+/// `down`. Every other mode stays [`Address::Down`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Address {
+    /// Not raised: no `up` ran, or a `down` succeeded since.
+    Down,
+    /// `up` runs. `then_lower`: the address was released meanwhile, so
+    /// `down` runs once `up` ends, whatever its result (a failed `up` may
+    /// have half raised it).
+    Raising {
+        /// Released while `up` ran.
+        then_lower: bool,
+    },
+    /// `up` succeeded and no `down` has since.
+    Up,
+    /// Released: a `down` must still succeed. `running` while one runs;
+    /// otherwise one failed and is retried at the next tick.
+    Lowering {
+        /// A `down` runs.
+        running: bool,
+    },
+}
+
+impl Address {
+    /// `up` succeeded (or was cut short by a release) and no `down` has
+    /// succeeded since.
+    fn raised(self) -> bool {
+        matches!(self, Address::Up | Address::Lowering { .. })
+    }
+
+    /// A `down` must still succeed (now, or once `up` ends).
+    fn down_needed(self) -> bool {
+        matches!(
+            self,
+            Address::Raising { then_lower: true } | Address::Lowering { .. }
+        )
+    }
+}
+
+/// The access point's listener (`bind` and `command` modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Not bound.
+    Closed,
+    /// A bind runs.
+    Binding,
+    /// Bound, serving on the access point.
+    Bound,
+}
+
+/// Whether the node serves, or is on its way to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Not serving, and no `Activate` proposal runs.
+    Idle,
+    /// An `Activate` proposal runs.
+    Activating,
+    /// Activated in the lease's term: requests are answered.
+    Serving,
+}
+
+/// Whether the node takes part in elections and may lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// It does.
+    Member,
+    /// Stepped back until `until_ms` (its clock is the odd one, or its state
+    /// is behind its peers'); then it rejoins.
+    Paused {
+        /// Boot-time ms at which it rejoins.
+        until_ms: u64,
+        /// `clock` or `catch-up`, for the log line that ends the step-back.
+        reason: &'static str,
+    },
+    /// Stepped back for good (its config cannot be safe with the
+    /// cluster's). A pause that was running when it did is kept until it
+    /// ends, so that the task still wakes then; it ends with no rejoin.
+    Retired {
+        /// The end of that pause, if one runs.
+        pause_until_ms: Option<u64>,
+    },
+}
+
+impl Standing {
+    /// The end of a running step-back, if any.
+    fn back_until(self) -> Option<u64> {
+        match self {
+            Standing::Member => None,
+            Standing::Paused { until_ms, .. } => Some(until_ms),
+            Standing::Retired { pause_until_ms } => pause_until_ms,
+        }
+    }
+
+    /// Takes a step-back until `until_ms` for `reason`.
+    fn pause(self, until_ms: u64, reason: &'static str) -> Standing {
+        match self {
+            Standing::Retired { .. } => Standing::Retired {
+                pause_until_ms: Some(until_ms),
+            },
+            _ => Standing::Paused { until_ms, reason },
+        }
+    }
+}
+
+/// Where the node is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Life {
+    /// Running.
+    Running,
+    /// Told to stop: releasing the access point.
+    Stopping {
+        /// The handover to send once the access point is released: the term
+        /// this node led and whether it served in it (`None`: it did not
+        /// lead, or had stepped back for good).
+        handover: Option<(u64, bool)>,
+    },
+    /// Everything is released and [`Action::Stopped`] was returned.
+    Stopped,
+}
+
 /// The activator's state.
 #[derive(Debug, Clone)]
 pub struct Core {
     settings: Settings,
-    /// Raft's last view.
+    /// Raft's last view: whether this node leads, and the term.
     leader: bool,
     term: u64,
     /// The term the lease and activation below belong to.
     lease_term: u64,
     lease_until_ms: u64,
-    serving: bool,
+    /// Activation and service in `lease_term`.
+    service: Service,
     /// When the first confirmed round of `lease_term` started.
     first_round_ms: Option<u64>,
     /// Quorum rounds started and not yet ended.
     rounds_in_flight: u32,
-    activate_in_flight: bool,
-    /// The `up` command succeeded and no `down` has succeeded since.
-    raised: bool,
-    up_in_flight: bool,
-    /// The address was released: a `down` must still succeed.
-    down_needed: bool,
+    /// The address, in `command` mode.
+    address: Address,
+    /// The listener.
+    listener: Listener,
     /// An `up`, an activation or a bind failed: retry at the next tick, not at once.
-    wait_for_tick: bool,
-    down_in_flight: bool,
-    bound: bool,
-    bind_in_flight: bool,
-    /// Stepped back for good.
-    stepped_back: bool,
-    /// Stepped back until then (a bad clock, or a state behind its peers').
-    back_until: Option<u64>,
-    /// What the step-back until `back_until` is for, for the log line that ends it.
-    back_reason: &'static str,
-    stopping: bool,
+    retry_at_tick: bool,
+    /// Whether this node takes part in elections.
+    standing: Standing,
+    /// Running, stopping or stopped.
+    life: Life,
     /// When a repeated failure was last logged.
     last_repeat_log_ms: Option<u64>,
     /// The clock's verdict at the last tick.
@@ -318,10 +431,6 @@ pub struct Core {
     /// The latest term whose leader this node knew, and that leader (from
     /// Raft's view); kept while an election of the next term runs.
     last_leader: Option<(u64, u64)>,
-    /// Stopping as leader: the handover to send once the address is released.
-    handover: Option<(u64, bool)>,
-    /// [`Action::Stopped`] was returned.
-    stopped: bool,
 }
 
 impl Core {
@@ -333,35 +442,26 @@ impl Core {
             term: 0,
             lease_term: 0,
             lease_until_ms: 0,
-            serving: false,
+            service: Service::Idle,
             first_round_ms: None,
             rounds_in_flight: 0,
-            activate_in_flight: false,
-            raised: false,
-            up_in_flight: false,
-            down_needed: false,
-            wait_for_tick: false,
-            down_in_flight: false,
-            bound: false,
-            bind_in_flight: false,
-            stepped_back: false,
-            back_until: None,
-            back_reason: "clock",
-            stopping: false,
+            address: Address::Down,
+            listener: Listener::Closed,
+            retry_at_tick: false,
+            standing: Standing::Member,
+            life: Life::Running,
             last_repeat_log_ms: None,
             clock: ClockView::Unknown,
             last_round_ms: None,
             last_elect_ms: None,
             relinquished: None,
             last_leader: None,
-            handover: None,
-            stopped: false,
         }
     }
 
     /// Whether the node serves.
     pub fn serving(&self) -> bool {
-        self.serving
+        self.service == Service::Serving
     }
 
     /// When the core wants a tick sooner than the next periodic one (the end
@@ -369,13 +469,13 @@ impl Core {
     pub fn wake_at(&self, now: u64) -> Option<u64> {
         let serve_from = self
             .first_round_ms
-            .filter(|_| !self.serving && self.leader && !self.activate_in_flight)
+            .filter(|_| self.service == Service::Idle && self.leader)
             .map(|first| first + self.wait_ms());
         // The lease's end, while the node serves or holds the address.
-        let lapse = (self.serving || self.raised)
+        let lapse = (self.serving() || self.address.raised())
             .then_some(self.lease_until_ms)
             .filter(|&until| until > 0);
-        [serve_from, self.back_until, lapse]
+        [serve_from, self.standing.back_until(), lapse]
             .into_iter()
             .flatten()
             .filter(|&at| at > now)
@@ -384,7 +484,7 @@ impl Core {
 
     /// Whether the access point may be held: listener bound or `up` run.
     pub fn holds(&self) -> bool {
-        self.bound || self.bind_in_flight || self.raised || self.up_in_flight
+        self.listener != Listener::Closed || self.address != Address::Down
     }
 
     /// Takes one input at boot-time `now` and returns what to do.
@@ -403,7 +503,7 @@ impl Core {
                     self.last_leader = Some((term, id));
                 }
                 if changed && (self.lease_term != term || !leader) {
-                    if self.serving {
+                    if self.serving() {
                         out.push(log(
                             Level::Info,
                             format!(
@@ -428,9 +528,8 @@ impl Core {
                 // once a leader has been silent for longer than voters refuse
                 // votes for (election_timeout_max_ms), plus the jitter.
                 if !self.leader
-                    && !self.stepped_back
-                    && !self.stopping
-                    && self.back_until.is_none()
+                    && self.standing == Standing::Member
+                    && self.life == Life::Running
                     && silence_ms >= self.settings.election_timeout_max_ms + jitter_ms
                     && self
                         .last_elect_ms
@@ -439,38 +538,39 @@ impl Core {
                     self.last_elect_ms = Some(now);
                     out.push(Action::Elect);
                 }
-                self.wait_for_tick = false;
-                if let Some(until) = self.back_until
+                self.retry_at_tick = false;
+                if let Some(until) = self.standing.back_until()
                     && now >= until
                 {
-                    self.back_until = None;
-                    if !self.stepped_back {
-                        out.push(Action::Rejoin);
-                        out.push(log(
-                            Level::Info,
-                            format!(
-                                "{} step-back over: taking part in elections again",
-                                self.back_reason
-                            ),
-                        ));
+                    match self.standing {
+                        Standing::Paused { reason, .. } => {
+                            self.standing = Standing::Member;
+                            out.push(Action::Rejoin);
+                            out.push(log(
+                                Level::Info,
+                                format!("{reason} step-back over: taking part in elections again"),
+                            ));
+                        }
+                        Standing::Member | Standing::Retired { .. } => {
+                            self.standing = Standing::Retired {
+                                pause_until_ms: None,
+                            };
+                        }
                     }
                 }
-                if self.down_needed
-                    && !self.down_in_flight
-                    && !self.up_in_flight
-                    && !self.holds_listener()
+                if self.address == (Address::Lowering { running: false })
+                    && self.listener == Listener::Closed
                 {
                     // A failed down is retried every tick until it succeeds.
-                    self.down_in_flight = true;
+                    self.address = Address::Lowering { running: true };
                     out.push(Action::Down);
                 }
                 if self.leader
                     && self.lease_term == self.term
                     && self.rounds_in_flight < ROUNDS_IN_FLIGHT_MAX
-                    && self.back_until.is_none()
+                    && self.standing == Standing::Member
                     && clock != ClockView::Condemned
-                    && !self.stepped_back
-                    && !self.stopping
+                    && self.life == Life::Running
                     && self
                         .last_round_ms
                         .is_none_or(|at| now >= at + self.settings.heartbeat_ms)
@@ -491,51 +591,56 @@ impl Core {
                 }
             }
             Input::Up { result } => {
-                self.up_in_flight = false;
-                match result {
-                    Ok(()) => {
-                        self.raised = true;
-                        if self.down_needed {
-                            // Released while up ran: take it down again. A
-                            // lease that lapsed meanwhile is `decide`'s.
-                            self.release(&mut out);
-                        }
+                if let Err(message) = &result {
+                    // Retried at the next tick, not at once.
+                    self.retry_at_tick = true;
+                    self.repeat_log(
+                        now,
+                        &mut out,
+                        format!("access point up command failed; retrying, not serving until it succeeds: {message}"),
+                    );
+                }
+                self.address = match (self.address, result.is_ok()) {
+                    // Released while up ran: take it down again (a failed up
+                    // may have half raised the address). A lease that lapsed
+                    // meanwhile is `decide`'s.
+                    (Address::Raising { then_lower: true }, _) => {
+                        Address::Lowering { running: false }
                     }
-                    Err(message) => {
-                        // Retried at the next tick, not at once.
-                        self.wait_for_tick = true;
-                        self.repeat_log(
-                            now,
-                            &mut out,
-                            format!("access point up command failed; retrying, not serving until it succeeds: {message}"),
-                        );
-                        if self.down_needed {
-                            // A failed up may have half raised the address.
-                            self.raised = true;
-                            self.release(&mut out);
-                        }
-                    }
+                    (Address::Lowering { running }, _) => Address::Lowering { running },
+                    (_, true) => Address::Up,
+                    (Address::Raising { then_lower: false }, false) => Address::Down,
+                    (other, false) => other,
+                };
+                if self.address.down_needed() {
+                    self.release(&mut out);
                 }
             }
-            Input::Down { result } => {
-                self.down_in_flight = false;
-                match result {
-                    Ok(()) => {
-                        self.raised = false;
-                        self.down_needed = false;
-                        out.push(log(Level::Info, "access point down".into()));
+            Input::Down { result } => match result {
+                Ok(()) => {
+                    self.address = match self.address {
+                        Address::Raising { .. } => Address::Raising { then_lower: false },
+                        _ => Address::Down,
+                    };
+                    out.push(log(Level::Info, "access point down".into()));
+                }
+                Err(message) => {
+                    if let Address::Lowering { .. } = self.address {
+                        self.address = Address::Lowering { running: false };
                     }
-                    Err(message) => out.push(log(
+                    out.push(log(
                         Level::Error,
                         format!("access point down command failed; retrying every tick: {message}"),
-                    )),
+                    ));
                 }
-            }
+            },
             Input::Activated { term, result } => {
-                self.activate_in_flight = false;
+                if self.service == Service::Activating {
+                    self.service = Service::Idle;
+                }
                 match result {
                     Activation::Committed if term == self.lease_term && self.may_activate(now) => {
-                        self.serving = true;
+                        self.service = Service::Serving;
                         out.push(self.lease_action());
                         out.push(log(
                             Level::Info,
@@ -550,7 +655,7 @@ impl Core {
                         self.release(&mut out);
                     }
                     Activation::Failed(message) => {
-                        self.wait_for_tick = true;
+                        self.retry_at_tick = true;
                         out.push(log(
                             Level::Warn,
                             format!("activation of term {term} not committed: {message}; releasing the access point"),
@@ -558,15 +663,16 @@ impl Core {
                         self.release(&mut out);
                     }
                     Activation::Behind(why)
-                        if term == self.lease_term && self.leader && self.back_until.is_none() =>
+                        if term == self.lease_term
+                            && self.leader
+                            && self.standing.back_until().is_none() =>
                     {
                         // Step back for a while so that a node whose log is
                         // complete is elected; rejoin afterwards.
                         let until = now + 3 * self.settings.election_timeout_max_ms;
                         self.reset_lease(&mut out);
                         self.release(&mut out);
-                        self.back_until = Some(until);
-                        self.back_reason = "catch-up";
+                        self.standing = self.standing.pause(until, "catch-up");
                         out.push(log(
                             Level::Warn,
                             format!("not activating in term {term}: {why}; stepping back from leadership so that a node with the whole log is elected"),
@@ -577,7 +683,7 @@ impl Core {
                         });
                     }
                     Activation::Behind(why) => {
-                        self.wait_for_tick = true;
+                        self.retry_at_tick = true;
                         out.push(log(
                             Level::Warn,
                             format!("activation of term {term} not proposed: {why}"),
@@ -585,7 +691,9 @@ impl Core {
                         self.release(&mut out);
                     }
                     Activation::Refused(why) => {
-                        self.stepped_back = true;
+                        self.standing = Standing::Retired {
+                            pause_until_ms: self.standing.back_until(),
+                        };
                         self.reset_lease(&mut out);
                         self.release(&mut out);
                         out.push(log(
@@ -599,28 +707,28 @@ impl Core {
                     }
                 }
             }
-            Input::Bound { result } => {
-                self.bind_in_flight = false;
-                match result {
-                    Ok(()) if self.serving => {
-                        self.bound = true;
-                        out.push(log(Level::Info, "access point up".into()));
-                    }
-                    Ok(()) => {
-                        // Bound after the node stopped serving: close it again.
-                        self.bound = true;
-                        self.release(&mut out);
-                    }
-                    Err(message) => {
-                        self.wait_for_tick = true;
-                        self.repeat_log(
-                            now,
-                            &mut out,
-                            format!("access point not bound yet; serving on this node's own address and retrying: {message}"),
-                        );
-                    }
+            Input::Bound { result } => match result {
+                Ok(()) if self.serving() => {
+                    self.listener = Listener::Bound;
+                    out.push(log(Level::Info, "access point up".into()));
                 }
-            }
+                Ok(()) => {
+                    // Bound after the node stopped serving: close it again.
+                    self.listener = Listener::Bound;
+                    self.release(&mut out);
+                }
+                Err(message) => {
+                    if self.listener == Listener::Binding {
+                        self.listener = Listener::Closed;
+                    }
+                    self.retry_at_tick = true;
+                    self.repeat_log(
+                        now,
+                        &mut out,
+                        format!("access point not bound yet; serving on this node's own address and retrying: {message}"),
+                    );
+                }
+            },
             Input::Handover { from, term, served } => {
                 if self.last_leader != Some((term, from)) {
                     let view = match self.last_leader {
@@ -638,16 +746,18 @@ impl Core {
                 }
             }
             Input::Stop => {
-                let hand_over = self.leader && !self.stepped_back && !self.stopping;
-                let served = self.serving;
+                let served = self.serving();
                 let term = self.lease_term;
-                self.stopping = true;
+                if self.life == Life::Running {
+                    let hand_over =
+                        self.leader && !matches!(self.standing, Standing::Retired { .. });
+                    // Sent once the address is released (see `finish`).
+                    self.life = Life::Stopping {
+                        handover: hand_over.then_some((term, served)),
+                    };
+                }
                 self.reset_lease(&mut out);
                 self.release(&mut out);
-                if hand_over {
-                    // Sent once the address is released (see `finish`).
-                    self.handover = Some((term, served));
-                }
             }
         }
         self.decide(now, &mut out);
@@ -657,10 +767,10 @@ impl Core {
     /// After any input: the lease, clock and activation rules.
     fn decide(&mut self, now: u64, out: &mut Vec<Action>) {
         let clock = self.clock;
-        if self.stopping || self.stepped_back {
+        if self.life != Life::Running || matches!(self.standing, Standing::Retired { .. }) {
             return;
         }
-        if clock == ClockView::Condemned && self.leader && self.back_until.is_none() {
+        if clock == ClockView::Condemned && self.leader && self.standing.back_until().is_none() {
             let until = now + 3 * self.settings.election_timeout_max_ms;
             out.push(log(
                 Level::Error,
@@ -668,15 +778,14 @@ impl Core {
             ));
             self.reset_lease(out);
             self.release(out);
-            self.back_until = Some(until);
-            self.back_reason = "clock";
+            self.standing = self.standing.pause(until, "clock");
             out.push(Action::StepBack {
                 why: "this node's clock disagrees with a majority of its peers'".into(),
                 until_ms: Some(until),
             });
             return;
         }
-        if self.serving && now >= self.lease_until_ms && !self.settings.ignore_lapse {
+        if self.serving() && now >= self.lease_until_ms && !self.settings.ignore_lapse {
             out.push(log(
                 Level::Warn,
                 format!("quorum lease of term {} lapsed: stopping service and releasing the access point", self.lease_term),
@@ -685,7 +794,7 @@ impl Core {
             self.release(out);
             return;
         }
-        if self.serving && clock != ClockView::Agrees {
+        if self.serving() && clock != ClockView::Agrees {
             // Without a majority of clocks the batcher stamps nothing: stop
             // serving rather than answer every request with an error.
             out.push(log(
@@ -696,7 +805,7 @@ impl Core {
             self.release(out);
             return;
         }
-        if !self.serving && self.raised && !self.down_needed && !self.may_activate(now) {
+        if !self.serving() && self.address == Address::Up && !self.may_activate(now) {
             // The address is up but this node may not activate (the lease
             // lapsed while `Activate` was in flight): release it now, not
             // when the activation times out.
@@ -710,30 +819,29 @@ impl Core {
             self.release(out);
             return;
         }
-        if !self.serving
+        if !self.serving()
             && self.may_activate(now)
             && clock == ClockView::Agrees
-            && !self.wait_for_tick
+            && !self.retry_at_tick
         {
-            if self.settings.mode == AccessPointMode::Command && !self.raised {
-                if !self.up_in_flight && !self.down_in_flight && !self.down_needed {
-                    self.up_in_flight = true;
+            if self.settings.mode == AccessPointMode::Command && !self.address.raised() {
+                if self.address == Address::Down {
+                    self.address = Address::Raising { then_lower: false };
                     out.push(Action::Up);
                 }
-            } else if !self.activate_in_flight {
-                self.activate_in_flight = true;
+            } else if self.service != Service::Activating {
+                self.service = Service::Activating;
                 out.push(Action::Activate {
                     term: self.lease_term,
                 });
             }
         }
-        if self.serving
+        if self.serving()
             && self.settings.mode != AccessPointMode::None
-            && !self.bound
-            && !self.bind_in_flight
-            && !self.wait_for_tick
+            && self.listener == Listener::Closed
+            && !self.retry_at_tick
         {
-            self.bind_in_flight = true;
+            self.listener = Listener::Binding;
             out.push(Action::Bind);
         }
     }
@@ -760,29 +868,26 @@ impl Core {
         };
         self.leader
             && self.lease_term == self.term
-            && !self.stepped_back
-            && self.back_until.is_none()
-            && !self.stopping
+            && self.standing == Standing::Member
+            && self.life == Life::Running
             && now >= first + self.wait_ms()
             && now < self.lease_until_ms
-    }
-
-    fn holds_listener(&self) -> bool {
-        self.bound || self.bind_in_flight
     }
 
     fn lease_action(&self) -> Action {
         Action::Lease {
             term: self.lease_term,
             until_ms: self.lease_until_ms,
-            serving: self.serving,
+            serving: self.serving(),
         }
     }
 
     /// No lease and no service any more (published at once).
     fn reset_lease(&mut self, out: &mut Vec<Action>) {
-        let had = self.serving || self.lease_until_ms != 0;
-        self.serving = false;
+        let had = self.serving() || self.lease_until_ms != 0;
+        if self.serving() {
+            self.service = Service::Idle;
+        }
         self.lease_until_ms = 0;
         self.first_round_ms = None;
         if had {
@@ -796,21 +901,22 @@ impl Core {
 
     /// Closes the listener and, if `up` ran, runs `down`.
     fn release(&mut self, out: &mut Vec<Action>) {
-        if self.serving {
-            self.serving = false;
+        if self.serving() {
+            self.service = Service::Idle;
             out.push(self.lease_action());
         }
-        if self.bound {
-            self.bound = false;
+        if self.listener == Listener::Bound {
+            self.listener = Listener::Closed;
             out.push(Action::Unbind);
         }
-        if self.raised || self.up_in_flight {
-            self.down_needed = true;
-        }
-        if self.down_needed && !self.down_in_flight && !self.up_in_flight {
-            self.down_in_flight = true;
-            out.push(Action::Down);
-        }
+        self.address = match self.address {
+            Address::Raising { .. } => Address::Raising { then_lower: true },
+            Address::Up | Address::Lowering { running: false } => {
+                out.push(Action::Down);
+                Address::Lowering { running: true }
+            }
+            other => other,
+        };
     }
 
     fn repeat_log(&mut self, now: u64, out: &mut Vec<Action>, message: String) {
@@ -825,17 +931,14 @@ impl Core {
 
     fn finish(&mut self, _now: u64, out: Vec<Action>) -> Vec<Action> {
         let mut out = out;
-        if self.stopping
-            && !self.stopped
+        if let Life::Stopping { handover } = self.life
             && !self.holds()
-            && !self.down_needed
-            && !self.down_in_flight
-            && !self.activate_in_flight
+            && self.service != Service::Activating
         {
-            if let Some((term, served)) = self.handover.take() {
+            if let Some((term, served)) = handover {
                 out.push(Action::Handover { term, served });
             }
-            self.stopped = true;
+            self.life = Life::Stopped;
             out.push(Action::Stopped);
         }
         out
