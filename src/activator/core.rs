@@ -516,7 +516,11 @@ impl Core {
                     self.release(&mut out);
                     self.lease_term = term;
                 }
-                return self.finish(now, out);
+                let out = self.finish(now, out);
+                // The lease rules did not run: a lapse is `decide`'s at the
+                // next other input (the task wakes at the lease's end).
+                self.check_invariants(now, false);
+                return out;
             }
             Input::Tick {
                 clock,
@@ -761,7 +765,83 @@ impl Core {
             }
         }
         self.decide(now, &mut out);
-        self.finish(now, out)
+        let out = self.finish(now, out);
+        self.check_invariants(now, true);
+        out
+    }
+
+    /// Panics, saying which and with the values, if the state breaks one of
+    /// the rules that make serving safe. Run after every step; `decided`:
+    /// the lease rules ran in it (every input but a Raft view).
+    ///
+    /// - serving ⇒ this node leads the lease's term, has a lease, and (once
+    ///   the rules ran, unless the test-only `ignore_lapse` is set) the lease
+    ///   is valid at `now`;
+    /// - serving ⇒ running, a member (not stepped back);
+    /// - in `command` mode, serving ⇒ the address is up (`up` succeeded and
+    ///   no release began); in other modes no address is ever raised;
+    /// - the listener is bound only while the node serves (a bind that
+    ///   completes afterwards is closed in the same step); in `none` mode it
+    ///   is never bound. In `bind` mode the node may serve while its bind has
+    ///   not succeeded yet: it serves on its own address meanwhile;
+    /// - a stopped node holds nothing and runs no activation.
+    fn check_invariants(&self, now: u64, decided: bool) {
+        let serving = self.serving();
+        if serving {
+            assert!(
+                self.leader && self.lease_term == self.term,
+                "activator: serving in term {} but Raft's view is leader={} in term {}",
+                self.lease_term,
+                self.leader,
+                self.term
+            );
+            assert!(
+                self.lease_until_ms > 0,
+                "activator: serving in term {} without a lease",
+                self.lease_term
+            );
+            assert!(
+                !decided || self.settings.ignore_lapse || now < self.lease_until_ms,
+                "activator: serving at {now} on a lease of term {} that lapsed at {}",
+                self.lease_term,
+                self.lease_until_ms
+            );
+            assert!(
+                self.life == Life::Running && self.standing == Standing::Member,
+                "activator: serving while {:?} and {:?}",
+                self.life,
+                self.standing
+            );
+            assert!(
+                self.settings.mode != AccessPointMode::Command || self.address == Address::Up,
+                "activator: serving in command mode with the address {:?}",
+                self.address
+            );
+        }
+        assert!(
+            self.settings.mode == AccessPointMode::Command || self.address == Address::Down,
+            "activator: address {:?} in {:?} mode",
+            self.address,
+            self.settings.mode
+        );
+        assert!(
+            self.listener != Listener::Bound || serving,
+            "activator: the listener is bound but the node does not serve"
+        );
+        assert!(
+            self.settings.mode != AccessPointMode::None || self.listener == Listener::Closed,
+            "activator: listener {:?} in none mode",
+            self.listener
+        );
+        if self.life == Life::Stopped {
+            assert!(
+                !self.holds() && self.service == Service::Idle,
+                "activator: stopped while holding the access point ({:?}, {:?}) or {:?}",
+                self.address,
+                self.listener,
+                self.service
+            );
+        }
     }
 
     /// After any input: the lease, clock and activation rules.
