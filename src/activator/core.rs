@@ -14,7 +14,8 @@
 //! - it activates once it has held a lease for `lease_ms + lease_margin_ms`
 //!   since its first confirmed round (by then any previous leader's lease
 //!   has run out), its clock agrees with a majority, and — in command mode —
-//!   the access point's `up` command has succeeded; activation is the
+//!   the access point's `up` command has succeeded (and no release's `down`
+//!   is still to succeed: a commit that arrives then comes too late); activation is the
 //!   `Activate` entry committed in `T`, and only then does it serve;
 //! - it stops serving when the lease lapses, when no majority of clocks
 //!   agrees with its own, or when it stops leading; then it releases the
@@ -643,7 +644,12 @@ impl Core {
                     self.service = Service::Idle;
                 }
                 match result {
-                    Activation::Committed if term == self.lease_term && self.may_activate(now) => {
+                    Activation::Committed
+                        if term == self.lease_term
+                            && self.may_activate(now)
+                            && (self.settings.mode != AccessPointMode::Command
+                                || self.address == Address::Up) =>
+                    {
                         self.service = Service::Serving;
                         out.push(self.lease_action());
                         out.push(log(
@@ -904,7 +910,10 @@ impl Core {
             && clock == ClockView::Agrees
             && !self.retry_at_tick
         {
-            if self.settings.mode == AccessPointMode::Command && !self.address.raised() {
+            if self.settings.mode == AccessPointMode::Command && self.address != Address::Up {
+                // Activate only with the address up: not while `up` runs,
+                // nor while a release's `down` has not succeeded yet (the
+                // address would go down under a serving node).
                 if self.address == Address::Down {
                     self.address = Address::Raising { then_lower: false };
                     out.push(Action::Up);
