@@ -4,7 +4,16 @@
 //! ([`Action`]); the task in `super` performs the actions and feeds their
 //! results back as inputs. The scenario scripts in
 //! `tests/data/activator/*.script` drive this core with inputs and record
-//! the actions it returns (`tests/activator_scripts.rs`).
+//! the actions it returns (`tests/activator_scripts.rs`); those of
+//! `tests/data/activator/cluster/` drive two or three cores together and
+//! check after every step that no two of them serve at the same time.
+//!
+//! The state is a few enums rather than flags, so that impossible
+//! combinations cannot be built: the access point's address ([`Address`]),
+//! its listener ([`Listener`]), activation and service ([`Service`]),
+//! taking part in elections ([`Standing`]) and the node's life ([`Life`]).
+//! After every step the core checks the rules that make serving safe and
+//! panics, with the values, if one is broken (see `Core::check_invariants`).
 //!
 //! The rules (`docs/architecture.md`, "The activator"), for the leader of term `T`:
 //! - every heartbeat it starts a quorum round (a slow one is not waited
