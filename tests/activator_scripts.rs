@@ -58,6 +58,7 @@ use std::path::{Path, PathBuf};
 
 use raftlm::activator::core::{Action, Activation, ClockView, Core, Input, Settings};
 use raftlm::config::AccessPointMode;
+use raftlm::license::ids::{NodeId, Term};
 
 fn field<'a>(words: &'a [&str], name: &str) -> Option<&'a str> {
     words
@@ -113,10 +114,12 @@ fn input(text: &str) -> Input {
                 Some(&"follower") => false,
                 _ => panic!("`{text}`: raft leader|follower term=N"),
             },
-            term: number(&words, "term", text),
+            term: Term(number(&words, "term", text)),
             leader_id: field(&words, "leader").map(|v| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("`{text}`: leader=N takes a node id"))
+                NodeId(
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("`{text}`: leader=N takes a node id")),
+                )
             }),
         },
         Some("tick") => Input::Tick {
@@ -130,7 +133,7 @@ fn input(text: &str) -> Input {
             jitter_ms: field(&words, "jitter").map_or(0, |v| v.parse().unwrap()),
         },
         Some("round") => Input::Round {
-            term: number(&words, "term", text),
+            term: Term(number(&words, "term", text)),
             t0: number(&words, "t0", text),
             ok: match words.last() {
                 Some(&"ok") => true,
@@ -148,7 +151,7 @@ fn input(text: &str) -> Input {
             result: result(&words, text),
         },
         Some("activated") => Input::Activated {
-            term: number(&words, "term", text),
+            term: Term(number(&words, "term", text)),
             result: match words.get(2) {
                 Some(&"committed") => Activation::Committed,
                 Some(&"other-term") => Activation::OtherTerm,
@@ -161,8 +164,8 @@ fn input(text: &str) -> Input {
             },
         },
         Some("handover") => Input::Handover {
-            from: number(&words, "from", text),
-            term: number(&words, "term", text),
+            from: NodeId(number(&words, "from", text)),
+            term: Term(number(&words, "term", text)),
             served: words.contains(&"served"),
         },
         Some("stop") => Input::Stop,

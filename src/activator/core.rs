@@ -40,6 +40,7 @@
 use std::fmt;
 
 use crate::config::AccessPointMode;
+use crate::license::ids::{NodeId, Term};
 
 /// What the core needs to know of the node's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,9 +97,9 @@ pub enum Input {
         /// This node is the leader.
         leader: bool,
         /// The current term.
-        term: u64,
+        term: Term,
         /// The node this one knows as the leader of `term`, if any.
-        leader_id: Option<u64>,
+        leader_id: Option<NodeId>,
     },
     /// The periodic tick (more often than the heartbeat), with the clock's
     /// verdict and how long this node has not heard from a leader.
@@ -114,7 +115,7 @@ pub enum Input {
     /// A quorum round of `term` that started at `t0` ended.
     Round {
         /// The term it was started in.
-        term: u64,
+        term: Term,
         /// When it started (boot-time ms).
         t0: u64,
         /// Whether a quorum confirmed this node's leadership in `term`.
@@ -133,7 +134,7 @@ pub enum Input {
     /// The `Activate` proposal of `term` ended.
     Activated {
         /// The term it was proposed in.
-        term: u64,
+        term: Term,
         /// How it ended.
         result: Activation,
     },
@@ -148,9 +149,9 @@ pub enum Input {
     /// `term` (any member's certificate can send one).
     Handover {
         /// The node that sent it (bound to its certificate).
-        from: u64,
+        from: NodeId,
         /// The term relinquished.
-        term: u64,
+        term: Term,
         /// Whether that leader served in it.
         served: bool,
     },
@@ -164,13 +165,13 @@ pub enum Action {
     /// Start a quorum round in `term` (report [`Input::Round`] with `t0 = now`).
     Round {
         /// The term.
-        term: u64,
+        term: Term,
     },
     /// Publish the lease: valid in `term` until `until_ms`; `serving` says
     /// whether requests may be answered.
     Lease {
         /// The term.
-        term: u64,
+        term: Term,
         /// Boot-time ms until which it is valid (0: no lease).
         until_ms: u64,
         /// Whether the node serves.
@@ -184,7 +185,7 @@ pub enum Action {
     /// gives up after its activation timeout).
     Activate {
         /// The term.
-        term: u64,
+        term: Term,
     },
     /// Bind the access point's listener and serve on it (report [`Input::Bound`]).
     Bind,
@@ -209,7 +210,7 @@ pub enum Action {
     /// up-to-date follower to start an election at once.
     Handover {
         /// The term this node leads in.
-        term: u64,
+        term: Term,
         /// Whether it served (activated) in it.
         served: bool,
     },
@@ -396,7 +397,7 @@ pub enum Life {
         /// The handover to send once the access point is released: the term
         /// this node led and whether it served in it (`None`: it did not
         /// lead, or had stepped back for good).
-        handover: Option<(u64, bool)>,
+        handover: Option<(Term, bool)>,
     },
     /// Everything is released and [`Action::Stopped`] was returned.
     Stopped,
@@ -408,9 +409,9 @@ pub struct Core {
     settings: Settings,
     /// Raft's last view: whether this node leads, and the term.
     leader: bool,
-    term: u64,
+    term: Term,
     /// The term the lease and activation below belong to.
-    lease_term: u64,
+    lease_term: Term,
     lease_until_ms: u64,
     /// Activation and service in `lease_term`.
     service: Service,
@@ -437,10 +438,10 @@ pub struct Core {
     /// When this node last started an election.
     last_elect_ms: Option<u64>,
     /// A term whose leader served in it and handed over to this node.
-    relinquished: Option<u64>,
+    relinquished: Option<Term>,
     /// The latest term whose leader this node knew, and that leader (from
     /// Raft's view); kept while an election of the next term runs.
-    last_leader: Option<(u64, u64)>,
+    last_leader: Option<(Term, NodeId)>,
 }
 
 impl Core {
@@ -449,8 +450,8 @@ impl Core {
         Core {
             settings,
             leader: false,
-            term: 0,
-            lease_term: 0,
+            term: Term::default(),
+            lease_term: Term::default(),
             lease_until_ms: 0,
             service: Service::Idle,
             first_round_ms: None,
@@ -951,7 +952,7 @@ impl Core {
     fn wait_ms(&self) -> u64 {
         if self
             .relinquished
-            .is_some_and(|term| term + 1 == self.lease_term)
+            .is_some_and(|term| term.0 + 1 == self.lease_term.0)
         {
             0
         } else {
