@@ -18,7 +18,9 @@
 //!   `handover from=ID term=N [served]`, `stop`;
 //! - `  ACTION`, indented: an action the core returned (written by the test);
 //! - `  ! holds` / `  ! serves`, indented with `!`: written after an input when
-//!   the core holds the access point or serves (so a script shows when).
+//!   the core holds the access point or serves (so a script shows when); the
+//!   runner checks that `! serves` agrees with the last lease the core
+//!   published (`lease ... serving=`).
 //!
 //! `settings` may end with `ignore_lapse`: the core keeps serving when its
 //! lease lapses (the test-only `lease` fault; see `Settings::ignore_lapse`).
@@ -177,6 +179,8 @@ fn input(text: &str) -> Input {
 fn replay(path: &Path, text: &str) -> String {
     let mut out = String::new();
     let mut core: Option<Core> = None;
+    // Whether the lease the core last published lets it serve.
+    let mut published = false;
     for line in text.lines() {
         if line.starts_with("  ") {
             continue; // Actions: written again below.
@@ -185,6 +189,7 @@ fn replay(path: &Path, text: &str) -> String {
         out.push('\n');
         if let Some(rest) = line.strip_prefix("settings ") {
             core = Some(Core::new(settings(rest)));
+            published = false;
             continue;
         }
         let Some(rest) = line.strip_prefix("> ") else {
@@ -200,8 +205,17 @@ fn replay(path: &Path, text: &str) -> String {
             .parse()
             .unwrap_or_else(|_| panic!("{}: `{line}`: NOW must be a number", path.display()));
         for action in core.step(now, input(text)) {
+            if let Action::Lease { serving, .. } = action {
+                published = serving;
+            }
             out.push_str(&format!("  {action}\n"));
         }
+        assert_eq!(
+            core.serving(),
+            published,
+            "{}: `{line}`: the core's serving and the lease it published disagree",
+            path.display()
+        );
         if core.serving() {
             out.push_str("  ! serves\n");
         } else if core.holds() {

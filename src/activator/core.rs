@@ -554,24 +554,24 @@ impl Core {
                     out.push(Action::Elect);
                 }
                 self.retry_at_tick = false;
-                if let Some(until) = self.standing.back_until()
-                    && now >= until
-                {
-                    match self.standing {
-                        Standing::Paused { reason, .. } => {
-                            self.standing = Standing::Member;
-                            out.push(Action::Rejoin);
-                            out.push(log(
-                                Level::Info,
-                                format!("{reason} step-back over: taking part in elections again"),
-                            ));
-                        }
-                        Standing::Member | Standing::Retired { .. } => {
-                            self.standing = Standing::Retired {
-                                pause_until_ms: None,
-                            };
-                        }
+                // A step-back that is over ends; one for good stays.
+                match self.standing {
+                    Standing::Paused { until_ms, reason } if now >= until_ms => {
+                        self.standing = Standing::Member;
+                        out.push(Action::Rejoin);
+                        out.push(log(
+                            Level::Info,
+                            format!("{reason} step-back over: taking part in elections again"),
+                        ));
                     }
+                    Standing::Retired {
+                        pause_until_ms: Some(until_ms),
+                    } if now >= until_ms => {
+                        self.standing = Standing::Retired {
+                            pause_until_ms: None,
+                        };
+                    }
+                    _ => {}
                 }
                 if self.address == (Address::Lowering { running: false })
                     && self.listener == Listener::Closed
