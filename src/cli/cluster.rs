@@ -1,4 +1,4 @@
-//! `raftlm cluster members|add-node|remove-node`: the cluster's membership,
+//! `raftlm cluster members|add-node|replace-node|remove-node`: the cluster's membership,
 //! changed online through the active node (administrator certificate).
 //!
 //! `add-node ID PEER_ADDRESS CLIENT_ADDRESS` adds a node started with
@@ -8,7 +8,9 @@
 //! run again after it was interrupted or the active node changed: it
 //! resumes a learner already added and completes a pending joint
 //! configuration (openraft changes voters in two log entries, and a leader
-//! lost between them leaves the first behind).
+//! lost between them leaves the first behind). `replace-node OLD NEW …` is
+//! `add-node NEW …` whose last step swaps OLD for NEW in one change of the
+//! voters, so the cluster never has an even number of voters on the way.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +54,26 @@ pub enum ClusterCommand {
         #[arg(long, env = "RAFTLM_SERVER", default_value = DEFAULT_SERVER, value_name = "S")]
         server: ServerList,
     },
+    /// Replaces voter OLD (gone or going) by a new node under a new id: learner, catch-up, then one change of the voters.
+    ReplaceNode {
+        /// The voter to replace.
+        old: u64,
+        /// The new node's id (never an id used before).
+        new: u64,
+        /// The new node's peer-plane address, host:port.
+        peer_address: String,
+        /// The new node's client-plane address, host:port.
+        client_address: String,
+        /// Made a voter once its log is within this many entries of the active node's.
+        #[arg(long, default_value_t = ADD_NODE_LAG_DEFAULT)]
+        lag: u64,
+        /// How long to wait for it to catch up; the learner stays if it does not.
+        #[arg(long, default_value = ADD_NODE_TIMEOUT_DEFAULT, value_parser = crate::text::parse_duration, value_name = "DURATION")]
+        timeout: Duration,
+        /// The access point or node list: host:port or port@host, comma-separated.
+        #[arg(long, env = "RAFTLM_SERVER", default_value = DEFAULT_SERVER, value_name = "S")]
+        server: ServerList,
+    },
     /// Removes a node (a learner, or a voter that may be gone for good).
     RemoveNode {
         /// The node's id.
@@ -71,6 +93,7 @@ pub fn run(command: ClusterCommand) -> Result<(), Failure> {
     let server = match &command {
         ClusterCommand::Members { server }
         | ClusterCommand::AddNode { server, .. }
+        | ClusterCommand::ReplaceNode { server, .. }
         | ClusterCommand::RemoveNode { server, .. } => server.clone(),
     };
     let client = crate::cli::env_client(server)?;
@@ -95,6 +118,34 @@ pub fn run(command: ClusterCommand) -> Result<(), Failure> {
                     client_address,
                     lag,
                     timeout,
+                    replacing: None,
+                };
+                add_node(&client, &adding).await
+            }
+            ClusterCommand::ReplaceNode {
+                old,
+                new,
+                peer_address,
+                client_address,
+                lag,
+                timeout,
+                ..
+            } => {
+                let view = client.membership().await.map_err(failure)?;
+                let new_is_voter = view.members.iter().any(|m| m.id == new && m.voter);
+                if !new_is_voter && !view.members.iter().any(|m| m.id == old && m.voter) {
+                    return Err(Failure::refused(format!(
+                        "node {old} is not a voter (voters: {})",
+                        ids(view.members.iter().filter(|m| m.voter).map(|m| m.id))
+                    )));
+                }
+                let adding = Adding {
+                    id: new,
+                    peer_address,
+                    client_address,
+                    lag,
+                    timeout,
+                    replacing: Some(old),
                 };
                 add_node(&client, &adding).await
             }
@@ -114,13 +165,16 @@ pub fn run(command: ClusterCommand) -> Result<(), Failure> {
     })
 }
 
-/// What `add-node` was asked.
+/// What `add-node` (or `replace-node`) was asked.
 struct Adding {
     id: u64,
     peer_address: String,
     client_address: String,
     lag: u64,
     timeout: Duration,
+    /// `replace-node`: the voter the new one takes the place of, in the same
+    /// change of the voters.
+    replacing: Option<u64>,
 }
 
 async fn add_node(client: &Client, adding: &Adding) -> Result<(), Failure> {
@@ -149,7 +203,15 @@ async fn add_node(client: &Client, adding: &Adding) -> Result<(), Failure> {
     let view = client.membership().await.map_err(failure)?;
     match view.members.iter().find(|m| m.id == id) {
         Some(member) if member.voter => {
-            println!("node {id} is a voter already");
+            match adding.replacing {
+                Some(old) if view.members.iter().any(|m| m.id == old) => {
+                    // Interrupted after the new node became a voter: finish
+                    // by removing the old one.
+                    let reply = client.remove_node(old, false).await.map_err(failure)?;
+                    changed(&format!("node {old} removed; node {id} is a voter"), &reply);
+                }
+                _ => println!("node {id} is a voter already"),
+            }
             return Ok(());
         }
         Some(_) => println!("node {id} is a learner already: waiting for it to catch up"),
@@ -193,12 +255,17 @@ async fn add_node(client: &Client, adding: &Adding) -> Result<(), Failure> {
         }
         if member.matched_index > 0 && member.lag <= adding.lag {
             let mut wanted = voters(&view);
+            wanted.retain(|v| Some(*v) != adding.replacing);
             wanted.push(id);
             let reply = client
                 .change_voters(&wanted, false)
                 .await
                 .map_err(failure)?;
-            changed(&format!("node {id} is a voter"), &reply);
+            let done = match adding.replacing {
+                Some(old) => format!("node {id} is a voter in place of node {old}"),
+                None => format!("node {id} is a voter"),
+            };
+            changed(&done, &reply);
             return Ok(());
         }
         if Instant::now() >= deadline {
