@@ -384,3 +384,53 @@ async fn the_first_answer_leaves_caching_and_says_how_long() {
         Some(Instant::now() + Duration::from_secs(10))
     );
 }
+
+// The whole session on the paused clock, against an address where nothing
+// listens: the first renewal goes unanswered, so the session enters caching
+// mode no sooner than `unreachable_after` after it started (and within one
+// back-off step of it), and the grace period, counted from the start since
+// the cluster never answered, runs out at exactly its deadline.
+#[tokio::test(start_paused = true)]
+async fn a_session_that_never_reaches_the_cluster_caches_then_runs_out_of_grace() {
+    use crate::client::rpc::{Client, ClientOptions};
+    use crate::client::server_list::ServerList;
+    use crate::tls::client::ClientTls;
+
+    let options = ClientOptions {
+        tls: ClientTls::plaintext(),
+        ..ClientOptions::default()
+    };
+    let backoff_max = options.backoff_max;
+    let client = Client::with_options(ServerList::parse("127.0.0.1:1").unwrap(), options);
+    let started = Instant::now();
+    let session = super::Session::start(
+        client,
+        SessionOptions {
+            vendor: "acme".to_string(),
+            grace_period: GRACE,
+            unreachable_after: UNREACHABLE_AFTER,
+            ..SessionOptions::default()
+        },
+    );
+    let mut state = session.watch_state();
+    state
+        .wait_for(|s| matches!(s, SessionState::Caching { .. }))
+        .await
+        .unwrap();
+    let entered = Instant::now() - started;
+    assert!(
+        entered >= UNREACHABLE_AFTER && entered <= UNREACHABLE_AFTER + backoff_max,
+        "entered caching mode {entered:?} after the start"
+    );
+    assert!(session.state().grants_valid());
+    state
+        .wait_for(|s| matches!(s, SessionState::GraceExpired { .. }))
+        .await
+        .unwrap();
+    assert_eq!(
+        Instant::now() - started,
+        GRACE,
+        "the grace period ends on time"
+    );
+    assert!(!session.state().grants_valid());
+}
