@@ -234,7 +234,8 @@ pub fn offset_text(offset_ms: i64) -> String {
 /// What this node knows of its peers' clocks.
 pub struct Clock {
     node_id: u64,
-    voters: Vec<u64>,
+    // std Mutex: replaced on a membership change, copied by `judge`.
+    voters: Mutex<Vec<u64>>,
     skew_max_ms: u64,
     // std Mutex: one insert or a copy of three entries, never across `.await`.
     samples: Mutex<BTreeMap<u64, Sample>>,
@@ -246,10 +247,16 @@ impl Clock {
     pub fn new(node_id: u64, voters: Vec<u64>, skew_max_ms: u64) -> Clock {
         Clock {
             node_id,
-            voters,
+            voters: Mutex::new(voters),
             skew_max_ms,
             samples: Mutex::default(),
         }
+    }
+
+    /// The voters from now on (after a membership change), this node
+    /// included if it is one.
+    pub fn set_voters(&self, voters: Vec<u64>) {
+        *self.voters.lock().unwrap_or_else(|p| p.into_inner()) = voters;
     }
 
     /// The bound clocks are judged against.
@@ -281,9 +288,14 @@ impl Clock {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let voters = self
+            .voters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         judge(
             self.node_id,
-            &self.voters,
+            &voters,
             &samples,
             self.skew_max_ms,
             wall_ms(),

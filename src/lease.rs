@@ -5,6 +5,8 @@
 
 use std::sync::Mutex;
 
+use crate::license::ids::Term;
+
 /// Milliseconds on `CLOCK_BOOTTIME`: monotonic, and counts time the process
 /// was stopped or the machine suspended.
 pub fn boottime_ms() -> u64 {
@@ -30,7 +32,7 @@ pub struct Lease {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct LeaseState {
     /// The term the lease is for.
-    pub(crate) term: u64,
+    pub(crate) term: Term,
     /// Boot-time ms until which a quorum has confirmed this node leads.
     pub(crate) until_ms: u64,
     /// Whether the node activated in `term` and may serve.
@@ -50,7 +52,7 @@ impl LeaseState {
 
 impl Lease {
     /// The term this node serves in, if it serves right now.
-    pub fn serving_term(&self) -> Option<u64> {
+    pub fn serving_term(&self) -> Option<Term> {
         self.serving_since().map(|(term, _)| term)
     }
 
@@ -58,7 +60,7 @@ impl Lease {
     /// of serving began, if it serves right now. Session liveness counts
     /// silence from no earlier than that moment (`src/server/sessions.rs`):
     /// while the node did not serve, no client could renew with it.
-    pub fn serving_since(&self) -> Option<(u64, u64)> {
+    pub fn serving_since(&self) -> Option<(Term, u64)> {
         let state = *self.inner.lock().unwrap_or_else(|p| p.into_inner());
         state
             .lets_serve(boottime_ms())
@@ -81,7 +83,7 @@ impl Lease {
 mod tests {
     use super::*;
 
-    fn serve(lease: &Lease, term: u64, until_ms: u64) {
+    fn serve(lease: &Lease, term: Term, until_ms: u64) {
         lease.update(|l| {
             l.term = term;
             l.until_ms = until_ms;
@@ -97,18 +99,22 @@ mod tests {
         let lease = Lease::default();
         assert_eq!(lease.serving_since(), None);
         let first = boottime_ms();
-        serve(&lease, 3, first + 60_000);
+        serve(&lease, Term(3), first + 60_000);
         let (term, since) = lease.serving_since().unwrap();
-        assert_eq!(term, 3);
+        assert_eq!(term, Term(3));
         assert!(since >= first);
         std::thread::sleep(std::time::Duration::from_millis(5));
-        serve(&lease, 3, boottime_ms() + 60_000);
-        assert_eq!(lease.serving_since(), Some((3, since)), "renewed in time");
+        serve(&lease, Term(3), boottime_ms() + 60_000);
+        assert_eq!(
+            lease.serving_since(),
+            Some((Term(3), since)),
+            "renewed in time"
+        );
 
-        serve(&lease, 3, 1); // lapsed: its end is long past
+        serve(&lease, Term(3), 1); // lapsed: its end is long past
         assert_eq!(lease.serving_since(), None);
         std::thread::sleep(std::time::Duration::from_millis(5));
-        serve(&lease, 3, boottime_ms() + 60_000);
+        serve(&lease, Term(3), boottime_ms() + 60_000);
         let (_, again) = lease.serving_since().unwrap();
         assert!(
             again >= since + 5,
@@ -116,9 +122,9 @@ mod tests {
         );
 
         std::thread::sleep(std::time::Duration::from_millis(5));
-        serve(&lease, 4, boottime_ms() + 60_000);
+        serve(&lease, Term(4), boottime_ms() + 60_000);
         let (term, newer) = lease.serving_since().unwrap();
-        assert_eq!(term, 4);
+        assert_eq!(term, Term(4));
         assert!(newer >= again + 5, "a new term: {newer} vs {again}");
     }
 }

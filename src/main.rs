@@ -53,11 +53,24 @@ enum Command {
     },
     /// Prints this machine's host id, for license files bound to host ids (like `lmhostid`).
     Hostid(cli::hostid::Args),
+    /// Takes a backup of the license state from the active node (--out FILE), or checks one (--verify FILE).
+    Backup(cli::backup::BackupArgs),
+    /// Writes a backup into an empty data directory, offline, so the node starts as part of a restored cluster.
+    Restore(cli::backup::RestoreArgs),
+    /// Membership: list the members, add a node, remove one.
+    Cluster {
+        #[command(subcommand)]
+        command: cli::cluster::ClusterCommand,
+    },
     /// Runs one node of a cluster.
     Server {
         /// The node's TOML config file.
         #[arg(long)]
         config: std::path::PathBuf,
+        /// Start a new node, with an empty data directory, that waits to be
+        /// added to a running cluster (raftlm cluster add-node) instead of forming one.
+        #[arg(long)]
+        join: bool,
     },
 }
 
@@ -75,7 +88,8 @@ fn main() -> ExitCode {
         }
     };
     let result: Result<(), Failure> = match cli.command {
-        Command::Server { config } => cli::server::run(config),
+        Command::Server { config, join } => cli::server::run(config, join),
+        Command::Cluster { command } => cli::cluster::run(command),
         Command::Demo(args) => cli::demo::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Status(args) => cli::status::run(args),
@@ -84,6 +98,8 @@ fn main() -> ExitCode {
         Command::Checkout(args) => cli::checkout::run(args),
         Command::License { command } => cli::license::run(command),
         Command::Tls { command } => cli::tls::run(command),
+        Command::Backup(args) => cli::backup::run_backup(args),
+        Command::Restore(args) => cli::backup::run_restore(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

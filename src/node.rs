@@ -32,7 +32,7 @@ use crate::server::batcher::Batcher;
 use crate::server::license::LicenseService;
 use crate::server::sessions::SessionTracker;
 use crate::server::sweeper;
-use crate::tls::acceptor::{self, Plane, Refusals, TlsError, TlsState};
+use crate::tls::acceptor::{self, MemberIds, Plane, Refusals, TlsError, TlsState};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,21 @@ pub enum NodeError {
     /// The certificate files cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// `--join` on a data directory that holds something.
+    #[error(
+        "--join starts a new node with an empty data directory, but {} is not empty: start this node without --join (it is a member already), or move the directory aside",
+        .0.display()
+    )]
+    JoinNotEmpty(std::path::PathBuf),
+}
+
+/// How a node starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// As a member: a pristine node forms the cluster of its config.
+    Member,
+    /// As a new node waiting to be added to a running cluster.
+    Join,
 }
 
 /// A running node.
@@ -157,7 +172,29 @@ impl Node {
         peer: TcpListener,
     ) -> Result<Node, NodeError> {
         let span = tracing::info_span!("node", id = config.node_id);
-        Node::start_inner(config, client, peer)
+        Node::start_inner(config, client, peer, Start::Member)
+            .instrument(span)
+            .await
+    }
+
+    /// Starts a new node that waits to be added to a running cluster
+    /// (`raftlm server --join`, then `raftlm cluster add-node`): it never
+    /// forms a cluster of its own, and its data directory must be empty
+    /// ([`NodeError::JoinNotEmpty`] otherwise).
+    pub async fn join(config: Config) -> Result<Node, NodeError> {
+        let client = bind(config.listen_address(), config.own_address()).await?;
+        let peer = bind(config.peer_listen_address(), config.own_peer_address()).await?;
+        Node::join_with_listeners(config, client, peer).await
+    }
+
+    /// [`Node::join`] on already bound listeners.
+    pub async fn join_with_listeners(
+        config: Config,
+        client: TcpListener,
+        peer: TcpListener,
+    ) -> Result<Node, NodeError> {
+        let span = tracing::info_span!("node", id = config.node_id);
+        Node::start_inner(config, client, peer, Start::Join)
             .instrument(span)
             .await
     }
@@ -166,7 +203,13 @@ impl Node {
         config: Config,
         listener: TcpListener,
         peer_listener: TcpListener,
+        start: Start,
     ) -> Result<Node, NodeError> {
+        if start == Start::Join
+            && !crate::raft::restore::is_empty_dir(&config.data_dir).unwrap_or(false)
+        {
+            return Err(NodeError::JoinNotEmpty(config.data_dir.clone()));
+        }
         let node_id = config.node_id;
         // Tasks spawned below run outside the caller's span: give each the
         // node span `start_with_listeners` entered (one `node{id=N}`, not two).
@@ -270,11 +313,15 @@ impl Node {
         )
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
-        if !raft
+        let initialized = raft
             .is_initialized()
             .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?
-        {
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        if start == Start::Join {
+            info!(
+                "joining: this node waits to be added (raftlm cluster add-node) and forms no cluster of its own"
+            );
+        } else if !initialized {
             let members: BTreeMap<u64, Member> = config
                 .nodes
                 .iter()
@@ -318,7 +365,13 @@ impl Node {
         });
         let (stop, _) = watch::channel(false);
         let mut tasks = vec![batcher_task];
-        let members: Vec<u64> = config.nodes.iter().map(|n| n.id).collect();
+        // The peer plane admits the applied membership's nodes; a pristine
+        // node admits its config's (the membership it is about to form), a
+        // joining one every node of the cluster until it is added.
+        let members = match start {
+            Start::Join => MemberIds::unknown(),
+            Start::Member => MemberIds::of(config.nodes.iter().map(|n| n.id)),
+        };
         let member_hosts = crate::config::member_ips(&config.nodes);
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -353,7 +406,7 @@ impl Node {
                     tls.clone(),
                     Plane::Client,
                     crate::tls::acceptor::Members {
-                        ids: Vec::new(),
+                        ids: MemberIds::default(),
                         addresses: member_hosts.clone(),
                     },
                     refusals.clone(),
@@ -472,6 +525,10 @@ impl Node {
             watch_raft_core(shared.raft.clone(), wait_stop(stop.subscribe()))
                 .instrument(span.clone()),
         ));
+        tasks.push(tokio::spawn(
+            watch_membership(shared.clone(), members, wait_stop(stop.subscribe()))
+                .instrument(span.clone()),
+        ));
         info!(%address, %peer_address, "node started");
         Ok(Node {
             shared,
@@ -574,6 +631,39 @@ async fn watch_raft_core(raft: crate::raft::Raft, stop: impl std::future::Future
             }
             error!(%fatal, "the Raft core stopped: this node no longer takes part in the cluster; see the log above, then restart it");
             return;
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Keeps what follows the membership in step with the applied membership
+/// (voters and learners): the ids the peer plane admits and the voters whose
+/// clocks this node's must agree with. Logs each change.
+async fn watch_membership(
+    shared: Arc<Shared>,
+    members: MemberIds,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut metrics = shared.raft.metrics();
+    tokio::pin!(stop);
+    loop {
+        let (ids, voters) = {
+            let m = metrics.borrow_and_update();
+            let membership = m.membership_config.membership();
+            let ids: Vec<u64> = membership.nodes().map(|(id, _)| *id).collect();
+            let voters: Vec<u64> = membership.voter_ids().collect();
+            (ids, voters)
+        };
+        // An uninitialized node (joining) has no membership yet: keep
+        // admitting the cluster's nodes until it is added.
+        if !ids.is_empty() {
+            if members.set(ids.iter().copied()) {
+                info!(members = ?ids, ?voters, "membership applied: the peer plane admits these nodes");
+            }
+            shared.clock.set_voters(voters);
         }
         tokio::select! {
             _ = &mut stop => return,

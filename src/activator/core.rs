@@ -4,7 +4,16 @@
 //! ([`Action`]); the task in `super` performs the actions and feeds their
 //! results back as inputs. The scenario scripts in
 //! `tests/data/activator/*.script` drive this core with inputs and record
-//! the actions it returns (`tests/activator_scripts.rs`).
+//! the actions it returns (`tests/activator_scripts.rs`); those of
+//! `tests/data/activator/cluster/` drive two or three cores together and
+//! check after every step that no two of them serve at the same time.
+//!
+//! The state is a few enums rather than flags, so that impossible
+//! combinations cannot be built: the access point's address ([`Address`]),
+//! its listener ([`Listener`]), activation and service ([`Service`]),
+//! taking part in elections ([`Standing`]) and the node's life ([`Life`]).
+//! After every step the core checks the rules that make serving safe and
+//! panics, with the values, if one is broken (see `Core::check_invariants`).
 //!
 //! The rules (`docs/architecture.md`, "The activator"), for the leader of term `T`:
 //! - every heartbeat it starts a quorum round (a slow one is not waited
@@ -14,7 +23,8 @@
 //! - it activates once it has held a lease for `lease_ms + lease_margin_ms`
 //!   since its first confirmed round (by then any previous leader's lease
 //!   has run out), its clock agrees with a majority, and — in command mode —
-//!   the access point's `up` command has succeeded; activation is the
+//!   the access point's `up` command has succeeded (and no release's `down`
+//!   is still to succeed: a commit that arrives then comes too late); activation is the
 //!   `Activate` entry committed in `T`, and only then does it serve;
 //! - it stops serving when the lease lapses, when no majority of clocks
 //!   agrees with its own, or when it stops leading; then it releases the
@@ -30,6 +40,7 @@
 use std::fmt;
 
 use crate::config::AccessPointMode;
+use crate::license::ids::{NodeId, Term};
 
 /// What the core needs to know of the node's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,9 +97,9 @@ pub enum Input {
         /// This node is the leader.
         leader: bool,
         /// The current term.
-        term: u64,
+        term: Term,
         /// The node this one knows as the leader of `term`, if any.
-        leader_id: Option<u64>,
+        leader_id: Option<NodeId>,
     },
     /// The periodic tick (more often than the heartbeat), with the clock's
     /// verdict and how long this node has not heard from a leader.
@@ -104,7 +115,7 @@ pub enum Input {
     /// A quorum round of `term` that started at `t0` ended.
     Round {
         /// The term it was started in.
-        term: u64,
+        term: Term,
         /// When it started (boot-time ms).
         t0: u64,
         /// Whether a quorum confirmed this node's leadership in `term`.
@@ -123,7 +134,7 @@ pub enum Input {
     /// The `Activate` proposal of `term` ended.
     Activated {
         /// The term it was proposed in.
-        term: u64,
+        term: Term,
         /// How it ended.
         result: Activation,
     },
@@ -138,9 +149,9 @@ pub enum Input {
     /// `term` (any member's certificate can send one).
     Handover {
         /// The node that sent it (bound to its certificate).
-        from: u64,
+        from: NodeId,
         /// The term relinquished.
-        term: u64,
+        term: Term,
         /// Whether that leader served in it.
         served: bool,
     },
@@ -154,13 +165,13 @@ pub enum Action {
     /// Start a quorum round in `term` (report [`Input::Round`] with `t0 = now`).
     Round {
         /// The term.
-        term: u64,
+        term: Term,
     },
     /// Publish the lease: valid in `term` until `until_ms`; `serving` says
     /// whether requests may be answered.
     Lease {
         /// The term.
-        term: u64,
+        term: Term,
         /// Boot-time ms until which it is valid (0: no lease).
         until_ms: u64,
         /// Whether the node serves.
@@ -174,7 +185,7 @@ pub enum Action {
     /// gives up after its activation timeout).
     Activate {
         /// The term.
-        term: u64,
+        term: Term,
     },
     /// Bind the access point's listener and serve on it (report [`Input::Bound`]).
     Bind,
@@ -199,7 +210,7 @@ pub enum Action {
     /// up-to-date follower to start an election at once.
     Handover {
         /// The term this node leads in.
-        term: u64,
+        term: Term,
         /// Whether it served (activated) in it.
         served: bool,
     },
@@ -272,39 +283,152 @@ pub const ROUNDS_IN_FLIGHT_MAX: u32 = 4;
 /// How often a repeated failure (an `up` that keeps failing, a bind) is logged.
 pub const REPEAT_LOG_MS: u64 = 1_000;
 
+/// The access point's address in `command` mode: raised by `up`, released by
+/// `down`. Every other mode stays [`Address::Down`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Address {
+    /// Not raised: no `up` ran, or a `down` succeeded since.
+    Down,
+    /// `up` runs. `then_lower`: the address was released meanwhile, so
+    /// `down` runs once `up` ends, whatever its result (a failed `up` may
+    /// have half raised it).
+    Raising {
+        /// Released while `up` ran.
+        then_lower: bool,
+    },
+    /// `up` succeeded and no `down` has since.
+    Up,
+    /// Released: a `down` must still succeed. `running` while one runs;
+    /// otherwise one failed and is retried at the next tick.
+    Lowering {
+        /// A `down` runs.
+        running: bool,
+    },
+}
+
+impl Address {
+    /// `up` succeeded (or was cut short by a release) and no `down` has
+    /// succeeded since.
+    fn raised(self) -> bool {
+        matches!(self, Address::Up | Address::Lowering { .. })
+    }
+
+    /// A `down` must still succeed (now, or once `up` ends).
+    fn down_needed(self) -> bool {
+        matches!(
+            self,
+            Address::Raising { then_lower: true } | Address::Lowering { .. }
+        )
+    }
+}
+
+/// The access point's listener (`bind` and `command` modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Not bound.
+    Closed,
+    /// A bind runs.
+    Binding,
+    /// Bound, serving on the access point.
+    Bound,
+}
+
+/// Whether the node serves, or is on its way to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Not serving, and no `Activate` proposal runs.
+    Idle,
+    /// An `Activate` proposal runs.
+    Activating,
+    /// Activated in the lease's term: requests are answered.
+    Serving,
+}
+
+/// Whether the node takes part in elections and may lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// It does.
+    Member,
+    /// Stepped back until `until_ms` (its clock is the odd one, or its state
+    /// is behind its peers'); then it rejoins.
+    Paused {
+        /// Boot-time ms at which it rejoins.
+        until_ms: u64,
+        /// `clock` or `catch-up`, for the log line that ends the step-back.
+        reason: &'static str,
+    },
+    /// Stepped back for good (its config cannot be safe with the
+    /// cluster's). A pause that was running when it did is kept until it
+    /// ends, so that the task still wakes then; it ends with no rejoin.
+    Retired {
+        /// The end of that pause, if one runs.
+        pause_until_ms: Option<u64>,
+    },
+}
+
+impl Standing {
+    /// The end of a running step-back, if any.
+    fn back_until(self) -> Option<u64> {
+        match self {
+            Standing::Member => None,
+            Standing::Paused { until_ms, .. } => Some(until_ms),
+            Standing::Retired { pause_until_ms } => pause_until_ms,
+        }
+    }
+
+    /// Takes a step-back until `until_ms` for `reason`.
+    fn pause(self, until_ms: u64, reason: &'static str) -> Standing {
+        match self {
+            Standing::Retired { .. } => Standing::Retired {
+                pause_until_ms: Some(until_ms),
+            },
+            _ => Standing::Paused { until_ms, reason },
+        }
+    }
+}
+
+/// Where the node is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Life {
+    /// Running.
+    Running,
+    /// Told to stop: releasing the access point.
+    Stopping {
+        /// The handover to send once the access point is released: the term
+        /// this node led and whether it served in it (`None`: it did not
+        /// lead, or had stepped back for good).
+        handover: Option<(Term, bool)>,
+    },
+    /// Everything is released and [`Action::Stopped`] was returned.
+    Stopped,
+}
+
 /// The activator's state.
 #[derive(Debug, Clone)]
 pub struct Core {
     settings: Settings,
-    /// Raft's last view.
+    /// Raft's last view: whether this node leads, and the term.
     leader: bool,
-    term: u64,
+    term: Term,
     /// The term the lease and activation below belong to.
-    lease_term: u64,
+    lease_term: Term,
     lease_until_ms: u64,
-    serving: bool,
+    /// Activation and service in `lease_term`.
+    service: Service,
     /// When the first confirmed round of `lease_term` started.
     first_round_ms: Option<u64>,
     /// Quorum rounds started and not yet ended.
     rounds_in_flight: u32,
-    activate_in_flight: bool,
-    /// The `up` command succeeded and no `down` has succeeded since.
-    raised: bool,
-    up_in_flight: bool,
-    /// The address was released: a `down` must still succeed.
-    down_needed: bool,
+    /// The address, in `command` mode.
+    address: Address,
+    /// The listener.
+    listener: Listener,
     /// An `up`, an activation or a bind failed: retry at the next tick, not at once.
-    wait_for_tick: bool,
-    down_in_flight: bool,
-    bound: bool,
-    bind_in_flight: bool,
-    /// Stepped back for good.
-    stepped_back: bool,
-    /// Stepped back until then (a bad clock, or a state behind its peers').
-    back_until: Option<u64>,
-    /// What the step-back until `back_until` is for, for the log line that ends it.
-    back_reason: &'static str,
-    stopping: bool,
+    retry_at_tick: bool,
+    /// Whether this node takes part in elections.
+    standing: Standing,
+    /// Running, stopping or stopped.
+    life: Life,
     /// When a repeated failure was last logged.
     last_repeat_log_ms: Option<u64>,
     /// The clock's verdict at the last tick.
@@ -314,14 +438,10 @@ pub struct Core {
     /// When this node last started an election.
     last_elect_ms: Option<u64>,
     /// A term whose leader served in it and handed over to this node.
-    relinquished: Option<u64>,
+    relinquished: Option<Term>,
     /// The latest term whose leader this node knew, and that leader (from
     /// Raft's view); kept while an election of the next term runs.
-    last_leader: Option<(u64, u64)>,
-    /// Stopping as leader: the handover to send once the address is released.
-    handover: Option<(u64, bool)>,
-    /// [`Action::Stopped`] was returned.
-    stopped: bool,
+    last_leader: Option<(Term, NodeId)>,
 }
 
 impl Core {
@@ -330,38 +450,29 @@ impl Core {
         Core {
             settings,
             leader: false,
-            term: 0,
-            lease_term: 0,
+            term: Term::default(),
+            lease_term: Term::default(),
             lease_until_ms: 0,
-            serving: false,
+            service: Service::Idle,
             first_round_ms: None,
             rounds_in_flight: 0,
-            activate_in_flight: false,
-            raised: false,
-            up_in_flight: false,
-            down_needed: false,
-            wait_for_tick: false,
-            down_in_flight: false,
-            bound: false,
-            bind_in_flight: false,
-            stepped_back: false,
-            back_until: None,
-            back_reason: "clock",
-            stopping: false,
+            address: Address::Down,
+            listener: Listener::Closed,
+            retry_at_tick: false,
+            standing: Standing::Member,
+            life: Life::Running,
             last_repeat_log_ms: None,
             clock: ClockView::Unknown,
             last_round_ms: None,
             last_elect_ms: None,
             relinquished: None,
             last_leader: None,
-            handover: None,
-            stopped: false,
         }
     }
 
     /// Whether the node serves.
     pub fn serving(&self) -> bool {
-        self.serving
+        self.service == Service::Serving
     }
 
     /// When the core wants a tick sooner than the next periodic one (the end
@@ -369,13 +480,13 @@ impl Core {
     pub fn wake_at(&self, now: u64) -> Option<u64> {
         let serve_from = self
             .first_round_ms
-            .filter(|_| !self.serving && self.leader && !self.activate_in_flight)
+            .filter(|_| self.service == Service::Idle && self.leader)
             .map(|first| first + self.wait_ms());
         // The lease's end, while the node serves or holds the address.
-        let lapse = (self.serving || self.raised)
+        let lapse = (self.serving() || self.address.raised())
             .then_some(self.lease_until_ms)
             .filter(|&until| until > 0);
-        [serve_from, self.back_until, lapse]
+        [serve_from, self.standing.back_until(), lapse]
             .into_iter()
             .flatten()
             .filter(|&at| at > now)
@@ -384,7 +495,7 @@ impl Core {
 
     /// Whether the access point may be held: listener bound or `up` run.
     pub fn holds(&self) -> bool {
-        self.bound || self.bind_in_flight || self.raised || self.up_in_flight
+        self.listener != Listener::Closed || self.address != Address::Down
     }
 
     /// Takes one input at boot-time `now` and returns what to do.
@@ -403,7 +514,7 @@ impl Core {
                     self.last_leader = Some((term, id));
                 }
                 if changed && (self.lease_term != term || !leader) {
-                    if self.serving {
+                    if self.serving() {
                         out.push(log(
                             Level::Info,
                             format!(
@@ -416,7 +527,11 @@ impl Core {
                     self.release(&mut out);
                     self.lease_term = term;
                 }
-                return self.finish(now, out);
+                let out = self.finish(now, out);
+                // The lease rules did not run: a lapse is `decide`'s at the
+                // next other input (the task wakes at the lease's end).
+                self.check_invariants(now, false);
+                return out;
             }
             Input::Tick {
                 clock,
@@ -428,9 +543,8 @@ impl Core {
                 // once a leader has been silent for longer than voters refuse
                 // votes for (election_timeout_max_ms), plus the jitter.
                 if !self.leader
-                    && !self.stepped_back
-                    && !self.stopping
-                    && self.back_until.is_none()
+                    && self.standing == Standing::Member
+                    && self.life == Life::Running
                     && silence_ms >= self.settings.election_timeout_max_ms + jitter_ms
                     && self
                         .last_elect_ms
@@ -439,38 +553,39 @@ impl Core {
                     self.last_elect_ms = Some(now);
                     out.push(Action::Elect);
                 }
-                self.wait_for_tick = false;
-                if let Some(until) = self.back_until
-                    && now >= until
-                {
-                    self.back_until = None;
-                    if !self.stepped_back {
+                self.retry_at_tick = false;
+                // A step-back that is over ends; one for good stays.
+                match self.standing {
+                    Standing::Paused { until_ms, reason } if now >= until_ms => {
+                        self.standing = Standing::Member;
                         out.push(Action::Rejoin);
                         out.push(log(
                             Level::Info,
-                            format!(
-                                "{} step-back over: taking part in elections again",
-                                self.back_reason
-                            ),
+                            format!("{reason} step-back over: taking part in elections again"),
                         ));
                     }
+                    Standing::Retired {
+                        pause_until_ms: Some(until_ms),
+                    } if now >= until_ms => {
+                        self.standing = Standing::Retired {
+                            pause_until_ms: None,
+                        };
+                    }
+                    _ => {}
                 }
-                if self.down_needed
-                    && !self.down_in_flight
-                    && !self.up_in_flight
-                    && !self.holds_listener()
+                if self.address == (Address::Lowering { running: false })
+                    && self.listener == Listener::Closed
                 {
                     // A failed down is retried every tick until it succeeds.
-                    self.down_in_flight = true;
+                    self.address = Address::Lowering { running: true };
                     out.push(Action::Down);
                 }
                 if self.leader
                     && self.lease_term == self.term
                     && self.rounds_in_flight < ROUNDS_IN_FLIGHT_MAX
-                    && self.back_until.is_none()
+                    && self.standing == Standing::Member
                     && clock != ClockView::Condemned
-                    && !self.stepped_back
-                    && !self.stopping
+                    && self.life == Life::Running
                     && self
                         .last_round_ms
                         .is_none_or(|at| now >= at + self.settings.heartbeat_ms)
@@ -491,51 +606,61 @@ impl Core {
                 }
             }
             Input::Up { result } => {
-                self.up_in_flight = false;
-                match result {
-                    Ok(()) => {
-                        self.raised = true;
-                        if self.down_needed {
-                            // Released while up ran: take it down again. A
-                            // lease that lapsed meanwhile is `decide`'s.
-                            self.release(&mut out);
-                        }
+                if let Err(message) = &result {
+                    // Retried at the next tick, not at once.
+                    self.retry_at_tick = true;
+                    self.repeat_log(
+                        now,
+                        &mut out,
+                        format!("access point up command failed; retrying, not serving until it succeeds: {message}"),
+                    );
+                }
+                self.address = match (self.address, result.is_ok()) {
+                    // Released while up ran: take it down again (a failed up
+                    // may have half raised the address). A lease that lapsed
+                    // meanwhile is `decide`'s.
+                    (Address::Raising { then_lower: true }, _) => {
+                        Address::Lowering { running: false }
                     }
-                    Err(message) => {
-                        // Retried at the next tick, not at once.
-                        self.wait_for_tick = true;
-                        self.repeat_log(
-                            now,
-                            &mut out,
-                            format!("access point up command failed; retrying, not serving until it succeeds: {message}"),
-                        );
-                        if self.down_needed {
-                            // A failed up may have half raised the address.
-                            self.raised = true;
-                            self.release(&mut out);
-                        }
-                    }
+                    (Address::Lowering { running }, _) => Address::Lowering { running },
+                    (_, true) => Address::Up,
+                    (Address::Raising { then_lower: false }, false) => Address::Down,
+                    (other, false) => other,
+                };
+                if self.address.down_needed() {
+                    self.release(&mut out);
                 }
             }
-            Input::Down { result } => {
-                self.down_in_flight = false;
-                match result {
-                    Ok(()) => {
-                        self.raised = false;
-                        self.down_needed = false;
-                        out.push(log(Level::Info, "access point down".into()));
+            Input::Down { result } => match result {
+                Ok(()) => {
+                    self.address = match self.address {
+                        Address::Raising { .. } => Address::Raising { then_lower: false },
+                        _ => Address::Down,
+                    };
+                    out.push(log(Level::Info, "access point down".into()));
+                }
+                Err(message) => {
+                    if let Address::Lowering { .. } = self.address {
+                        self.address = Address::Lowering { running: false };
                     }
-                    Err(message) => out.push(log(
+                    out.push(log(
                         Level::Error,
                         format!("access point down command failed; retrying every tick: {message}"),
-                    )),
+                    ));
                 }
-            }
+            },
             Input::Activated { term, result } => {
-                self.activate_in_flight = false;
+                if self.service == Service::Activating {
+                    self.service = Service::Idle;
+                }
                 match result {
-                    Activation::Committed if term == self.lease_term && self.may_activate(now) => {
-                        self.serving = true;
+                    Activation::Committed
+                        if term == self.lease_term
+                            && self.may_activate(now)
+                            && (self.settings.mode != AccessPointMode::Command
+                                || self.address == Address::Up) =>
+                    {
+                        self.service = Service::Serving;
                         out.push(self.lease_action());
                         out.push(log(
                             Level::Info,
@@ -550,7 +675,7 @@ impl Core {
                         self.release(&mut out);
                     }
                     Activation::Failed(message) => {
-                        self.wait_for_tick = true;
+                        self.retry_at_tick = true;
                         out.push(log(
                             Level::Warn,
                             format!("activation of term {term} not committed: {message}; releasing the access point"),
@@ -558,15 +683,16 @@ impl Core {
                         self.release(&mut out);
                     }
                     Activation::Behind(why)
-                        if term == self.lease_term && self.leader && self.back_until.is_none() =>
+                        if term == self.lease_term
+                            && self.leader
+                            && self.standing.back_until().is_none() =>
                     {
                         // Step back for a while so that a node whose log is
                         // complete is elected; rejoin afterwards.
                         let until = now + 3 * self.settings.election_timeout_max_ms;
                         self.reset_lease(&mut out);
                         self.release(&mut out);
-                        self.back_until = Some(until);
-                        self.back_reason = "catch-up";
+                        self.standing = self.standing.pause(until, "catch-up");
                         out.push(log(
                             Level::Warn,
                             format!("not activating in term {term}: {why}; stepping back from leadership so that a node with the whole log is elected"),
@@ -577,7 +703,7 @@ impl Core {
                         });
                     }
                     Activation::Behind(why) => {
-                        self.wait_for_tick = true;
+                        self.retry_at_tick = true;
                         out.push(log(
                             Level::Warn,
                             format!("activation of term {term} not proposed: {why}"),
@@ -585,7 +711,9 @@ impl Core {
                         self.release(&mut out);
                     }
                     Activation::Refused(why) => {
-                        self.stepped_back = true;
+                        self.standing = Standing::Retired {
+                            pause_until_ms: self.standing.back_until(),
+                        };
                         self.reset_lease(&mut out);
                         self.release(&mut out);
                         out.push(log(
@@ -599,28 +727,28 @@ impl Core {
                     }
                 }
             }
-            Input::Bound { result } => {
-                self.bind_in_flight = false;
-                match result {
-                    Ok(()) if self.serving => {
-                        self.bound = true;
-                        out.push(log(Level::Info, "access point up".into()));
-                    }
-                    Ok(()) => {
-                        // Bound after the node stopped serving: close it again.
-                        self.bound = true;
-                        self.release(&mut out);
-                    }
-                    Err(message) => {
-                        self.wait_for_tick = true;
-                        self.repeat_log(
-                            now,
-                            &mut out,
-                            format!("access point not bound yet; serving on this node's own address and retrying: {message}"),
-                        );
-                    }
+            Input::Bound { result } => match result {
+                Ok(()) if self.serving() => {
+                    self.listener = Listener::Bound;
+                    out.push(log(Level::Info, "access point up".into()));
                 }
-            }
+                Ok(()) => {
+                    // Bound after the node stopped serving: close it again.
+                    self.listener = Listener::Bound;
+                    self.release(&mut out);
+                }
+                Err(message) => {
+                    if self.listener == Listener::Binding {
+                        self.listener = Listener::Closed;
+                    }
+                    self.retry_at_tick = true;
+                    self.repeat_log(
+                        now,
+                        &mut out,
+                        format!("access point not bound yet; serving on this node's own address and retrying: {message}"),
+                    );
+                }
+            },
             Input::Handover { from, term, served } => {
                 if self.last_leader != Some((term, from)) {
                     let view = match self.last_leader {
@@ -638,29 +766,107 @@ impl Core {
                 }
             }
             Input::Stop => {
-                let hand_over = self.leader && !self.stepped_back && !self.stopping;
-                let served = self.serving;
+                let served = self.serving();
                 let term = self.lease_term;
-                self.stopping = true;
+                if self.life == Life::Running {
+                    let hand_over =
+                        self.leader && !matches!(self.standing, Standing::Retired { .. });
+                    // Sent once the address is released (see `finish`).
+                    self.life = Life::Stopping {
+                        handover: hand_over.then_some((term, served)),
+                    };
+                }
                 self.reset_lease(&mut out);
                 self.release(&mut out);
-                if hand_over {
-                    // Sent once the address is released (see `finish`).
-                    self.handover = Some((term, served));
-                }
             }
         }
         self.decide(now, &mut out);
-        self.finish(now, out)
+        let out = self.finish(now, out);
+        self.check_invariants(now, true);
+        out
+    }
+
+    /// Panics, saying which and with the values, if the state breaks one of
+    /// the rules that make serving safe. Run after every step; `decided`:
+    /// the lease rules ran in it (every input but a Raft view).
+    ///
+    /// - serving ⇒ this node leads the lease's term, has a lease, and (once
+    ///   the rules ran, unless the test-only `ignore_lapse` is set) the lease
+    ///   is valid at `now`;
+    /// - serving ⇒ running, a member (not stepped back);
+    /// - in `command` mode, serving ⇒ the address is up (`up` succeeded and
+    ///   no release began); in other modes no address is ever raised;
+    /// - the listener is bound only while the node serves (a bind that
+    ///   completes afterwards is closed in the same step); in `none` mode it
+    ///   is never bound. In `bind` mode the node may serve while its bind has
+    ///   not succeeded yet: it serves on its own address meanwhile;
+    /// - a stopped node holds nothing and runs no activation.
+    fn check_invariants(&self, now: u64, decided: bool) {
+        let serving = self.serving();
+        if serving {
+            assert!(
+                self.leader && self.lease_term == self.term,
+                "activator: serving in term {} but Raft's view is leader={} in term {}",
+                self.lease_term,
+                self.leader,
+                self.term
+            );
+            assert!(
+                self.lease_until_ms > 0,
+                "activator: serving in term {} without a lease",
+                self.lease_term
+            );
+            assert!(
+                !decided || self.settings.ignore_lapse || now < self.lease_until_ms,
+                "activator: serving at {now} on a lease of term {} that lapsed at {}",
+                self.lease_term,
+                self.lease_until_ms
+            );
+            assert!(
+                self.life == Life::Running && self.standing == Standing::Member,
+                "activator: serving while {:?} and {:?}",
+                self.life,
+                self.standing
+            );
+            assert!(
+                self.settings.mode != AccessPointMode::Command || self.address == Address::Up,
+                "activator: serving in command mode with the address {:?}",
+                self.address
+            );
+        }
+        assert!(
+            self.settings.mode == AccessPointMode::Command || self.address == Address::Down,
+            "activator: address {:?} in {:?} mode",
+            self.address,
+            self.settings.mode
+        );
+        assert!(
+            self.listener != Listener::Bound || serving,
+            "activator: the listener is bound but the node does not serve"
+        );
+        assert!(
+            self.settings.mode != AccessPointMode::None || self.listener == Listener::Closed,
+            "activator: listener {:?} in none mode",
+            self.listener
+        );
+        if self.life == Life::Stopped {
+            assert!(
+                !self.holds() && self.service == Service::Idle,
+                "activator: stopped while holding the access point ({:?}, {:?}) or {:?}",
+                self.address,
+                self.listener,
+                self.service
+            );
+        }
     }
 
     /// After any input: the lease, clock and activation rules.
     fn decide(&mut self, now: u64, out: &mut Vec<Action>) {
         let clock = self.clock;
-        if self.stopping || self.stepped_back {
+        if self.life != Life::Running || matches!(self.standing, Standing::Retired { .. }) {
             return;
         }
-        if clock == ClockView::Condemned && self.leader && self.back_until.is_none() {
+        if clock == ClockView::Condemned && self.leader && self.standing.back_until().is_none() {
             let until = now + 3 * self.settings.election_timeout_max_ms;
             out.push(log(
                 Level::Error,
@@ -668,15 +874,14 @@ impl Core {
             ));
             self.reset_lease(out);
             self.release(out);
-            self.back_until = Some(until);
-            self.back_reason = "clock";
+            self.standing = self.standing.pause(until, "clock");
             out.push(Action::StepBack {
                 why: "this node's clock disagrees with a majority of its peers'".into(),
                 until_ms: Some(until),
             });
             return;
         }
-        if self.serving && now >= self.lease_until_ms && !self.settings.ignore_lapse {
+        if self.serving() && now >= self.lease_until_ms && !self.settings.ignore_lapse {
             out.push(log(
                 Level::Warn,
                 format!("quorum lease of term {} lapsed: stopping service and releasing the access point", self.lease_term),
@@ -685,7 +890,7 @@ impl Core {
             self.release(out);
             return;
         }
-        if self.serving && clock != ClockView::Agrees {
+        if self.serving() && clock != ClockView::Agrees {
             // Without a majority of clocks the batcher stamps nothing: stop
             // serving rather than answer every request with an error.
             out.push(log(
@@ -696,7 +901,7 @@ impl Core {
             self.release(out);
             return;
         }
-        if !self.serving && self.raised && !self.down_needed && !self.may_activate(now) {
+        if !self.serving() && self.address == Address::Up && !self.may_activate(now) {
             // The address is up but this node may not activate (the lease
             // lapsed while `Activate` was in flight): release it now, not
             // when the activation times out.
@@ -710,30 +915,32 @@ impl Core {
             self.release(out);
             return;
         }
-        if !self.serving
+        if !self.serving()
             && self.may_activate(now)
             && clock == ClockView::Agrees
-            && !self.wait_for_tick
+            && !self.retry_at_tick
         {
-            if self.settings.mode == AccessPointMode::Command && !self.raised {
-                if !self.up_in_flight && !self.down_in_flight && !self.down_needed {
-                    self.up_in_flight = true;
+            if self.settings.mode == AccessPointMode::Command && self.address != Address::Up {
+                // Activate only with the address up: not while `up` runs,
+                // nor while a release's `down` has not succeeded yet (the
+                // address would go down under a serving node).
+                if self.address == Address::Down {
+                    self.address = Address::Raising { then_lower: false };
                     out.push(Action::Up);
                 }
-            } else if !self.activate_in_flight {
-                self.activate_in_flight = true;
+            } else if self.service != Service::Activating {
+                self.service = Service::Activating;
                 out.push(Action::Activate {
                     term: self.lease_term,
                 });
             }
         }
-        if self.serving
+        if self.serving()
             && self.settings.mode != AccessPointMode::None
-            && !self.bound
-            && !self.bind_in_flight
-            && !self.wait_for_tick
+            && self.listener == Listener::Closed
+            && !self.retry_at_tick
         {
-            self.bind_in_flight = true;
+            self.listener = Listener::Binding;
             out.push(Action::Bind);
         }
     }
@@ -745,7 +952,7 @@ impl Core {
     fn wait_ms(&self) -> u64 {
         if self
             .relinquished
-            .is_some_and(|term| term + 1 == self.lease_term)
+            .is_some_and(|term| term.0 + 1 == self.lease_term.0)
         {
             0
         } else {
@@ -760,29 +967,26 @@ impl Core {
         };
         self.leader
             && self.lease_term == self.term
-            && !self.stepped_back
-            && self.back_until.is_none()
-            && !self.stopping
+            && self.standing == Standing::Member
+            && self.life == Life::Running
             && now >= first + self.wait_ms()
             && now < self.lease_until_ms
-    }
-
-    fn holds_listener(&self) -> bool {
-        self.bound || self.bind_in_flight
     }
 
     fn lease_action(&self) -> Action {
         Action::Lease {
             term: self.lease_term,
             until_ms: self.lease_until_ms,
-            serving: self.serving,
+            serving: self.serving(),
         }
     }
 
     /// No lease and no service any more (published at once).
     fn reset_lease(&mut self, out: &mut Vec<Action>) {
-        let had = self.serving || self.lease_until_ms != 0;
-        self.serving = false;
+        let had = self.serving() || self.lease_until_ms != 0;
+        if self.serving() {
+            self.service = Service::Idle;
+        }
         self.lease_until_ms = 0;
         self.first_round_ms = None;
         if had {
@@ -796,21 +1000,22 @@ impl Core {
 
     /// Closes the listener and, if `up` ran, runs `down`.
     fn release(&mut self, out: &mut Vec<Action>) {
-        if self.serving {
-            self.serving = false;
+        if self.serving() {
+            self.service = Service::Idle;
             out.push(self.lease_action());
         }
-        if self.bound {
-            self.bound = false;
+        if self.listener == Listener::Bound {
+            self.listener = Listener::Closed;
             out.push(Action::Unbind);
         }
-        if self.raised || self.up_in_flight {
-            self.down_needed = true;
-        }
-        if self.down_needed && !self.down_in_flight && !self.up_in_flight {
-            self.down_in_flight = true;
-            out.push(Action::Down);
-        }
+        self.address = match self.address {
+            Address::Raising { .. } => Address::Raising { then_lower: true },
+            Address::Up | Address::Lowering { running: false } => {
+                out.push(Action::Down);
+                Address::Lowering { running: true }
+            }
+            other => other,
+        };
     }
 
     fn repeat_log(&mut self, now: u64, out: &mut Vec<Action>, message: String) {
@@ -825,17 +1030,14 @@ impl Core {
 
     fn finish(&mut self, _now: u64, out: Vec<Action>) -> Vec<Action> {
         let mut out = out;
-        if self.stopping
-            && !self.stopped
+        if let Life::Stopping { handover } = self.life
             && !self.holds()
-            && !self.down_needed
-            && !self.down_in_flight
-            && !self.activate_in_flight
+            && self.service != Service::Activating
         {
-            if let Some((term, served)) = self.handover.take() {
+            if let Some((term, served)) = handover {
                 out.push(Action::Handover { term, served });
             }
-            self.stopped = true;
+            self.life = Life::Stopped;
             out.push(Action::Stopped);
         }
         out

@@ -277,11 +277,11 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
                         continue;
                     }
                     seen = view;
-                    Input::Raft { leader: view.0, term: view.1, leader_id: view.2 }
+                    Input::Raft { leader: view.0, term: Term(view.1), leader_id: view.2.map(NodeId) }
                 }
             }
             Some(input) = inputs.recv() => input,
-            Some((from, term, served)) = handovers.recv() => Input::Handover { from, term, served },
+            Some((from, term, served)) = handovers.recv() => Input::Handover { from: NodeId(from), term: Term(term), served },
         };
         let actions = core.step(boottime_ms(), input);
         for action in actions {
@@ -322,7 +322,7 @@ async fn perform(
                 let still_leader = {
                     let metrics = ctx.raft.metrics();
                     let m = metrics.borrow();
-                    m.current_leader == Some(ctx.node_id) && m.current_term == term
+                    m.current_leader == Some(ctx.node_id) && m.current_term == term.0
                 };
                 let ok = matches!(round, Ok(Ok(_))) && still_leader;
                 let _ = results.send(Input::Round { term, t0, ok }).await;
@@ -363,7 +363,7 @@ async fn perform(
             tokio::spawn(async move {
                 let timing = ctx.config.timing;
                 let command = Command::Activate {
-                    term: Term(term),
+                    term,
                     node: NodeId(ctx.node_id),
                     cluster_name: ctx.config.cluster_name.clone(),
                     cluster_id: ctx.tls.as_ref().map(|tls| tls.current().cluster_id),
@@ -470,7 +470,7 @@ async fn campaign(ctx: &Context, campaigns: &Campaigns) {
         return;
     }
     let ask = crate::raft::pre_vote::Ask {
-        term: term + 1,
+        term: Term(term + 1),
         last_log_id: ctx.raft.data_metrics().borrow().last_log,
     };
     let mut asks = tokio::task::JoinSet::new();
@@ -515,7 +515,7 @@ async fn campaign(ctx: &Context, campaigns: &Campaigns) {
             .is_none_or(|at| at.elapsed() >= PRE_VOTE_LOG_INTERVAL)
         {
             info!(
-                term = ask.term,
+                term = ask.term.0,
                 granted,
                 voters = voters.len(),
                 lost_rounds = lost.1,
@@ -538,7 +538,7 @@ async fn campaign(ctx: &Context, campaigns: &Campaigns) {
         return;
     }
     info!(
-        term = ask.term,
+        term = ask.term.0,
         granted,
         voters = voters.len(),
         "pre-vote granted by a majority: starting an election"
@@ -651,7 +651,7 @@ async fn caught_up(ctx: &Arc<Context>) -> Result<(), Activation> {
 /// Hands leadership over: picks the follower with the most of the log
 /// (waiting up to [`HANDOVER_CATCH_UP_MAX`] for one to have all of it) and
 /// asks it to start an election. `true` if it was asked.
-async fn hand_over(ctx: &Context, term: u64, served: bool) -> bool {
+async fn hand_over(ctx: &Context, term: Term, served: bool) -> bool {
     let deadline = tokio::time::Instant::now() + HANDOVER_CATCH_UP_MAX;
     let successor = loop {
         let (best, complete) = {
@@ -686,14 +686,14 @@ async fn hand_over(ctx: &Context, term: u64, served: bool) -> bool {
     };
     match ctx
         .network
-        .handover(ctx.node_id, id, &member, term, served)
+        .handover(ctx.node_id, id, &member, term.0, served)
         .await
     {
         Ok(()) => {
             info!(
                 successor = id,
                 ?matched,
-                term,
+                term = term.0,
                 "handed over: node {id} is starting an election"
             );
             // No more heartbeats: if this node cannot grant the vote (it has
@@ -720,7 +720,7 @@ async fn wait_for_successor(ctx: &Context) {
 }
 
 /// What an applied `Activate` means for the node that proposed it in `term`.
-fn activation(outcome: Outcome, log_id: LogId, term: u64) -> Activation {
+fn activation(outcome: Outcome, log_id: LogId, term: Term) -> Activation {
     match outcome {
         Outcome::WrongCluster { held, asked } => Activation::Refused(format!(
             "this node's cluster_name \"{asked}\" is not the cluster's \"{held}\""
@@ -735,7 +735,7 @@ fn activation(outcome: Outcome, log_id: LogId, term: u64) -> Activation {
                 "node {previous} was active with lease_ms = {lease_ms}, and this node waits only lease_ms + lease_margin_ms = {wait_ms} ms before serving, so both could serve at once; give this node's [timing] a lease_ms + lease_margin_ms of at least {lease_ms}, or node {previous} a lease_ms of at most {wait_ms}"
             ))
         }
-        _ if log_id.leader_id.term == term => Activation::Committed,
+        _ if log_id.leader_id.term == term.0 => Activation::Committed,
         _ => Activation::OtherTerm,
     }
 }

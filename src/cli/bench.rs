@@ -267,6 +267,7 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
             &"the installed snapshot holds a different number of grants",
         ));
     }
+    let backup = backup_figures(&source, &temp.0.join("restored")).await?;
     Ok(Report {
         mode: "snapshot".into(),
         sessions: held,
@@ -274,8 +275,71 @@ async fn snapshot(grants: usize) -> Result<Report, Failure> {
         snapshot_bytes: Some(bytes),
         snapshot_build_ms: Some(build_ms),
         snapshot_install_ms: Some(install_ms),
+        backup: Some(backup),
         ..Default::default()
     })
+}
+
+/// What `raftlm backup` and `raftlm restore` cost for the state of `source`:
+/// the file's size, taking it (copy, digest, encode: what the active node
+/// does), checking it (what `--verify` and `restore` do) and restoring it
+/// into the empty directory `into`.
+async fn backup_figures(
+    source: &crate::raft::state_machine::StateMachineStore,
+    into: &std::path::Path,
+) -> Result<BackupFigures, Failure> {
+    use crate::raft::backup::{self, Backup};
+    let fail = |e: &dyn std::fmt::Display| Failure::usage(format!("backup benchmark: {e}"));
+    let started = Instant::now();
+    let (applied, membership, state) = source.copy_applied();
+    let last_applied = applied.ok_or_else(|| fail(&"nothing applied"))?;
+    let bytes = backup::encode(&Backup {
+        cluster_name: "LICSRV".into(),
+        raftlm_version: env!("CARGO_PKG_VERSION").into(),
+        node: 1,
+        created_ms: crate::clock::wall_ms(),
+        term: last_applied.leader_id.term,
+        last_applied,
+        membership,
+        state_digest: state.digest().map_err(|e| fail(&e))?,
+        state,
+    })
+    .map_err(|e| fail(&e))?;
+    let take_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let started = Instant::now();
+    let read = backup::decode(&bytes).map_err(|e| fail(&e))?;
+    backup::verify(&read).map_err(|e| fail(&e))?;
+    let verify_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let member = crate::raft::Member {
+        address: "127.0.0.1:27000".into(),
+        peer_address: "127.0.0.1:27100".into(),
+    };
+    let started = Instant::now();
+    crate::raft::restore::restore(
+        &read,
+        into,
+        1,
+        [(1, member)].into_iter().collect(),
+        crate::raft::restore::restored_term(read.term, None),
+    )
+    .await
+    .map_err(|e| fail(&e))?;
+    let restore_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(BackupFigures {
+        bytes: bytes.len(),
+        take_ms,
+        verify_ms,
+        restore_ms,
+    })
+}
+
+/// [`backup_figures`]' figures.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+struct BackupFigures {
+    bytes: usize,
+    take_ms: f64,
+    verify_ms: f64,
+    restore_ms: f64,
 }
 
 async fn bench(args: BenchArgs) -> Result<(), Failure> {
@@ -551,6 +615,8 @@ struct Report {
     snapshot_build_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot_install_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup: Option<BackupFigures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     flood: Option<crate::cli::bench_flood::FloodFigures>,
 }
@@ -978,6 +1044,12 @@ fn print_text(report: &Report) {
         println!(
             "  snapshot of {} grants: {bytes} bytes, built in {build:.0} ms, installed in {install:.0} ms",
             report.sessions
+        );
+    }
+    if let Some(b) = &report.backup {
+        println!(
+            "  backup of {} grants: {} bytes, taken in {:.0} ms, verified in {:.0} ms, restored in {:.0} ms",
+            report.sessions, b.bytes, b.take_ms, b.verify_ms, b.restore_ms
         );
     }
     if let Some(cpu) = report.active_cpu_percent {

@@ -6,11 +6,13 @@
 //! 3 cluster unreachable; and 130, 143, 129 for `checkout` stopped by SIGINT, SIGTERM, SIGHUP, see
 //! [`signals`]).
 
+pub mod backup;
 pub mod bench;
 pub mod bench_etcd;
 pub mod bench_figures;
 pub mod bench_flood;
 pub mod checkout;
+pub mod cluster;
 pub mod common;
 pub mod demo;
 pub mod down;

@@ -10,8 +10,9 @@ use crate::config::Config;
 use crate::node::Node;
 use crate::sd_notify;
 
-/// Runs one node from its config file.
-pub fn run(config_path: PathBuf) -> Result<(), Failure> {
+/// Runs one node from its config file; with `join`, a new node that waits
+/// to be added to a running cluster ([`Node::join`]).
+pub fn run(config_path: PathBuf, join: bool) -> Result<(), Failure> {
     let config = Config::load(&config_path).map_err(|e| Failure::usage(e.to_string()))?;
     if let Some(dir) = &config.license_dir
         && !dir.is_dir()
@@ -29,9 +30,12 @@ pub fn run(config_path: PathBuf) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::usage(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
-        let node = Node::start(config)
-            .await
-            .map_err(|e| Failure::usage(e.to_string()))?;
+        let started = if join {
+            Node::join(config).await
+        } else {
+            Node::start(config).await
+        };
+        let node = started.map_err(|e| Failure::usage(e.to_string()))?;
         let asked = node.shared().clone();
         let hangups = tokio::spawn(reread_on_hangup(asked.clone()));
         // systemd (Type=notify, WatchdogSec=): ready now, then keep-alives

@@ -250,10 +250,11 @@ pub fn to_text(status: &pb::StatusReply, nodes: &[NodeReach], now_unix: i64) -> 
         let info = reach.and_then(|r| r.reach.info());
         let _ = writeln!(
             out,
-            "    node {}  {}  {}  {}{}{}{}",
+            "    node {}  {}  {}{}  {}{}{}{}",
             node.id,
             node.address,
             node.role,
+            membership_text(node),
             cert_text(info, now_unix),
             clock_text(status, node),
             host_text(node),
@@ -561,6 +562,18 @@ fn clock_text(status: &pb::StatusReply, node: &pb::NodeStatus) -> String {
     }
 }
 
+/// A learner, and how far a member's log is behind the active node's.
+fn membership_text(node: &pb::NodeStatus) -> String {
+    let mut text = String::new();
+    if node.learner {
+        text.push_str(" (learner)");
+    }
+    if node.lag > 0 {
+        text.push_str(&format!(" (log {} behind)", node.lag));
+    }
+    text
+}
+
 /// The `--json` form: one object, on one line.
 pub fn to_json(status: &pb::StatusReply, nodes: &[NodeReach], now_unix: i64) -> String {
     let last = (status.last_activation_ms != 0).then(|| format_time_ms(status.last_activation_ms));
@@ -574,6 +587,9 @@ pub fn to_json(status: &pb::StatusReply, nodes: &[NodeReach], now_unix: i64) -> 
             value["clock_offset_ms"] = n.clock_known.then_some(n.clock_offset_ms).into();
             value["clock_off"] = n.clock_off.into();
             value["host_id"] = (!n.host_id.is_empty()).then(|| n.host_id.clone()).into();
+            value["voter"] = (!n.learner).into();
+            value["matched_index"] = n.matched_index.into();
+            value["lag"] = n.lag.into();
             value
         })
         .collect();

@@ -353,8 +353,22 @@ termed!(
     pb::TrustKeyReply,
     pb::UntrustKeyReply,
     pb::ShutdownReply,
-    pb::RereadLicenseDirReply
+    pb::RereadLicenseDirReply,
+    pb::MembershipReply,
+    pb::MembershipChangeReply,
+    BackupFile
 );
+
+/// A backup file as the active node streamed it ([`Client::backup`]).
+#[derive(Debug, Clone)]
+pub struct BackupFile {
+    /// The term of the node that took it.
+    pub term: u64,
+    /// The last applied log index of the state it holds.
+    pub applied_index: u64,
+    /// The file's bytes (see `src/raft/backup.rs`).
+    pub bytes: Vec<u8>,
+}
 
 /// A handle on the cluster; cheap to clone (clones share channels, the last
 /// answering address and the term fence).
@@ -731,6 +745,126 @@ impl Client {
         Ok(answered.reply)
     }
 
+    /// Takes a backup on the active node and receives it whole, within
+    /// `timeout` (one attempt may take all of it: the state is encoded and
+    /// streamed in pieces of at most 1 MiB).
+    pub async fn backup(&self, timeout: Duration) -> Result<BackupFile, ClientError> {
+        let answered = self
+            .call_each("backup", timeout, timeout, |channel| async move {
+                let mut stream = AdminClient::new(channel)
+                    .backup(pb::BackupRequest {})
+                    .await?
+                    .into_inner();
+                let mut file = BackupFile {
+                    term: 0,
+                    applied_index: 0,
+                    bytes: Vec::new(),
+                };
+                while let Some(chunk) = stream.message().await? {
+                    let total = usize::try_from(chunk.total_bytes).unwrap_or(usize::MAX);
+                    if total > crate::raft::backup::BACKUP_BYTES_MAX
+                        || file.bytes.len() + chunk.data.len() > total
+                    {
+                        return Err(Status::data_loss(format!(
+                            "the backup stream is longer than the {total} bytes it announced"
+                        )));
+                    }
+                    if file.bytes.is_empty() {
+                        file.bytes.reserve_exact(total);
+                    }
+                    file.term = chunk.term;
+                    file.applied_index = chunk.applied_index;
+                    file.bytes.extend_from_slice(&chunk.data);
+                    if file.bytes.len() == total {
+                        return Ok(tonic::Response::new(file));
+                    }
+                }
+                Err(Status::data_loss(format!(
+                    "the backup stream ended after {} bytes, before the end of the file",
+                    file.bytes.len()
+                )))
+            })
+            .await?;
+        Ok(answered.reply)
+    }
+
+    /// The cluster's members as the active node sees them (administrator).
+    pub async fn membership(&self) -> Result<pb::MembershipReply, ClientError> {
+        let answered = self
+            .call(
+                "membership",
+                self.inner.options.call_timeout,
+                |channel| async move {
+                    AdminClient::new(channel)
+                        .membership(pb::MembershipRequest {})
+                        .await
+                },
+            )
+            .await?;
+        Ok(answered.reply)
+    }
+
+    /// Adds node `id` as a learner (administrator).
+    pub async fn add_learner(
+        &self,
+        id: u64,
+        address: &str,
+        peer_address: &str,
+    ) -> Result<pb::MembershipChangeReply, ClientError> {
+        let message = pb::AddLearnerRequest {
+            id,
+            address: address.to_string(),
+            peer_address: peer_address.to_string(),
+        };
+        let answered = self
+            .call("add learner", self.inner.options.call_timeout, |channel| {
+                let message = message.clone();
+                async move { AdminClient::new(channel).add_learner(message).await }
+            })
+            .await?;
+        Ok(answered.reply)
+    }
+
+    /// Makes `voters` the cluster's voters (administrator).
+    pub async fn change_voters(
+        &self,
+        voters: &[u64],
+        force: bool,
+    ) -> Result<pb::MembershipChangeReply, ClientError> {
+        let message = pb::ChangeVotersRequest {
+            voters: voters.to_vec(),
+            force,
+        };
+        let answered = self
+            .call(
+                "change voters",
+                self.inner.options.call_timeout,
+                |channel| {
+                    let message = message.clone();
+                    async move { AdminClient::new(channel).change_voters(message).await }
+                },
+            )
+            .await?;
+        Ok(answered.reply)
+    }
+
+    /// Removes node `id` from the cluster (administrator).
+    pub async fn remove_node(
+        &self,
+        id: u64,
+        force: bool,
+    ) -> Result<pb::MembershipChangeReply, ClientError> {
+        let message = pb::RemoveNodeRequest { id, force };
+        let answered = self
+            .call(
+                "remove node",
+                self.inner.options.call_timeout,
+                |channel| async move { AdminClient::new(channel).remove_node(message).await },
+            )
+            .await?;
+        Ok(answered.reply)
+    }
+
     /// Trusts the vendor public key in `key_file` (the text of a `.pub` file);
     /// returns its key id.
     pub async fn trust_key(&self, key_file: &str) -> Result<String, ClientError> {
@@ -797,11 +931,29 @@ impl Client {
     }
 
     /// Runs `attempt` against node after node until one answers from a term
-    /// the fence admits, a refusal comes back, or `timeout` passes.
+    /// the fence admits, a refusal comes back, or `timeout` passes; each
+    /// attempt has the options' `attempt_timeout`.
     async fn call<T, F, Fut>(
         &self,
         what: &'static str,
         timeout: Duration,
+        attempt: F,
+    ) -> Result<Answered<T>, ClientError>
+    where
+        T: Termed,
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let each = self.inner.options.attempt_timeout;
+        self.call_each(what, timeout, each, attempt).await
+    }
+
+    /// [`call`](Self::call) with `each` as the time one attempt may take.
+    async fn call_each<T, F, Fut>(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        each: Duration,
         mut attempt: F,
     ) -> Result<Answered<T>, ClientError>
     where
@@ -836,7 +988,7 @@ impl Client {
             if !tried.contains(&address) {
                 tried.push(address.clone());
             }
-            let budget = (deadline - now).min(self.inner.options.attempt_timeout);
+            let budget = (deadline - now).min(each);
             let next = match self.channel(&address) {
                 Err(error) => {
                     last = format!("{address}: {error}");

@@ -10,11 +10,13 @@ use std::io::Cursor;
 
 use crate::license::state::{Batch, Outcome};
 
+pub mod backup;
 pub mod disk_sync;
 pub mod log_store;
 pub mod marker;
 pub mod network;
 pub mod pre_vote;
+pub mod restore;
 pub mod state_machine;
 pub mod storage_error;
 pub mod store;

@@ -285,7 +285,7 @@ impl Network {
         let channel = self.channel(target, member).map_err(|e| e.to_string())?;
         let mut request = tonic::Request::new(crate::proto::v1::PreVoteRequest {
             from,
-            term: ask.term,
+            term: ask.term.0,
             last_log_id: ask.last_log_id.map(log_id_message),
         });
         request.set_timeout(timeout);
@@ -712,7 +712,7 @@ impl RaftRpc for RaftService {
         let from = request.get_ref().from;
         self.check_sender(&request, from)?;
         let ask = super::pre_vote::Ask {
-            term: request.get_ref().term,
+            term: crate::license::ids::Term(request.get_ref().term),
             last_log_id: request.get_ref().last_log_id.as_ref().map(log_id_from),
         };
         // This node's view, read and not changed: a pre-vote saves no vote,
@@ -736,15 +736,15 @@ impl RaftRpc for RaftService {
             boottime_ms().saturating_sub(self.contact.load(Ordering::Relaxed))
         };
         let view = super::pre_vote::View {
-            term,
+            term: crate::license::ids::Term(term),
             last_log_id,
             silence_ms,
             election_timeout_min_ms: self.election_timeout_min_ms,
         };
         let verdict = super::pre_vote::answer(&ask, &view);
         match &verdict {
-            Ok(()) => tracing::debug!(from, term = ask.term, "pre-vote granted"),
-            Err(refusal) => tracing::debug!(from, term = ask.term, %refusal, "pre-vote refused"),
+            Ok(()) => tracing::debug!(from, term = ask.term.0, "pre-vote granted"),
+            Err(refusal) => tracing::debug!(from, term = ask.term.0, %refusal, "pre-vote refused"),
         }
         Ok(tonic::Response::new(crate::proto::v1::PreVoteReply {
             granted: verdict.is_ok(),

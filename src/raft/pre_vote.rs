@@ -18,12 +18,13 @@
 use std::fmt;
 
 use super::LogId;
+use crate::license::ids::Term;
 
 /// What a candidate asks: the term it would start and how far its log goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ask {
     /// The term it would start: its current term + 1.
-    pub term: u64,
+    pub term: Term,
     /// Its last log id (`None`: an empty log).
     pub last_log_id: Option<LogId>,
 }
@@ -32,7 +33,7 @@ pub struct Ask {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct View {
     /// Its current term.
-    pub term: u64,
+    pub term: Term,
     /// Its last log id (`None`: an empty log).
     pub last_log_id: Option<LogId>,
     /// Ms since it last heard from a leader: for a follower, since the last
@@ -66,9 +67,9 @@ pub enum Refusal {
     /// The term the candidate would start is below the receiver's.
     TermBehind {
         /// The term asked for.
-        asked: u64,
+        asked: Term,
         /// The receiver's term.
-        own: u64,
+        own: Term,
     },
 }
 
@@ -144,7 +145,7 @@ mod tests {
 
     fn view(silence_ms: u64) -> View {
         View {
-            term: 21,
+            term: Term(21),
             last_log_id: id(21, 1, 100),
             silence_ms,
             election_timeout_min_ms: 250,
@@ -156,19 +157,19 @@ mod tests {
     #[test]
     fn a_silent_leader_and_an_up_to_date_log_are_granted() {
         let ask = Ask {
-            term: 22,
+            term: Term(22),
             last_log_id: id(21, 1, 100),
         };
         assert_eq!(answer(&ask, &view(250)), Ok(()));
         assert_eq!(answer(&ask, &view(u64::MAX)), Ok(()));
         let further = Ask {
-            term: 22,
+            term: Term(22),
             last_log_id: id(21, 1, 101),
         };
         assert_eq!(answer(&further, &view(300)), Ok(()));
         // A later term's entry is more up to date whatever its index.
         let later_term = Ask {
-            term: 23,
+            term: Term(23),
             last_log_id: id(22, 3, 50),
         };
         assert_eq!(answer(&later_term, &view(300)), Ok(()));
@@ -180,7 +181,7 @@ mod tests {
     #[test]
     fn a_leader_heard_within_the_timeout_refuses() {
         let ask = Ask {
-            term: 86,
+            term: Term(86),
             last_log_id: id(21, 1, 100),
         };
         assert_eq!(
@@ -199,7 +200,7 @@ mod tests {
     fn a_log_behind_the_receivers_is_refused() {
         for behind in [id(21, 1, 99), id(20, 2, 500), None] {
             let ask = Ask {
-                term: 22,
+                term: Term(22),
                 last_log_id: behind,
             };
             assert_eq!(
@@ -217,7 +218,7 @@ mod tests {
             ..view(300)
         };
         let ask = Ask {
-            term: 22,
+            term: Term(22),
             last_log_id: None,
         };
         assert_eq!(answer(&ask, &empty), Ok(()));
@@ -227,15 +228,18 @@ mod tests {
     #[test]
     fn a_term_below_the_receivers_is_refused() {
         let ask = Ask {
-            term: 20,
+            term: Term(20),
             last_log_id: id(21, 1, 100),
         };
         assert_eq!(
             answer(&ask, &view(300)),
-            Err(Refusal::TermBehind { asked: 20, own: 21 })
+            Err(Refusal::TermBehind {
+                asked: Term(20),
+                own: Term(21)
+            })
         );
         let same = Ask {
-            term: 21,
+            term: Term(21),
             last_log_id: id(21, 1, 100),
         };
         assert_eq!(answer(&same, &view(300)), Ok(()));

@@ -104,6 +104,20 @@ struct Live {
     state: LicenseState,
 }
 
+/// A snapshot's data for `state` after `last_applied`, with `membership`:
+/// what [`super::restore`] installs.
+pub(crate) fn snapshot_data(
+    last_applied: LogId,
+    membership: StoredMembership,
+    state: LicenseState,
+) -> Result<Vec<u8>, codec::CodecError> {
+    codec::encode(&Live {
+        last_applied: Some(last_applied),
+        last_membership: membership,
+        state,
+    })
+}
+
 /// Runs the license state's invariant checks, turning their panic into a
 /// message, and checks that its grants come from entries it has applied.
 fn check_invariants(live: &Live) -> Result<(), String> {
@@ -218,6 +232,24 @@ impl StateMachineStore {
             .read()
             .expect("license state poisoned by a panic in apply (a bug)");
         f(live.last_applied, &live.state)
+    }
+
+    /// A copy of the last applied log id, the membership applied with it and
+    /// the license state, taken under one read lock (for a backup); the
+    /// copy is made under the lock, anything costly on it comes after.
+    ///
+    /// Panics like [`read`](Self::read) if an earlier `apply` panicked.
+    pub fn copy_applied(&self) -> (Option<LogId>, StoredMembership, LicenseState) {
+        let live = self
+            .inner
+            .live
+            .read()
+            .expect("license state poisoned by a panic in apply (a bug)");
+        (
+            live.last_applied,
+            live.last_membership.clone(),
+            live.state.clone(),
+        )
     }
 
     /// The log id of the last entry applied to the state, `None` before the first.

@@ -16,7 +16,7 @@ use super::marker::MARKER_FILE;
 pub const OWNER_FILE: &str = "RAFTLM_OWNER";
 
 /// What an operator should do about a corrupt database; ends every corruption message.
-const CORRUPT_ADVICE: &str = "the file is corrupt — restore from a backup or remove the directory to rejoin the cluster as an empty node";
+const CORRUPT_ADVICE: &str = "the file is corrupt — restore from a backup (raftlm restore), or move the directory aside and replace this node under a new id (raftlm cluster remove-node, then add-node; docs/operations.md, \"Replacing one node\")";
 
 /// Why a node's data directory could not be opened.
 ///

@@ -57,6 +57,21 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// The reply to a membership change: the membership as it is now.
+    fn membership_changed(
+        &self,
+        warnings: Vec<String>,
+    ) -> Result<Response<pb::MembershipChangeReply>, Status> {
+        let membership = crate::server::membership::view(&self.shared)?;
+        Ok(Response::new(pb::MembershipChangeReply {
+            term: membership.term,
+            membership: Some(membership),
+            warnings,
+        }))
+    }
+}
+
 /// Who is calling an admin RPC: the subject of an administrator's
 /// certificate, or why the call is refused (`UNAUTHENTICATED` without a
 /// certificate, `PERMISSION_DENIED` with one that lacks the role).
@@ -476,6 +491,84 @@ impl Admin for AdminService {
             dir: dir.display().to_string(),
             files,
         }))
+    }
+
+    type BackupStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let author = administrator(&self.shared, &request)?;
+        info!(%author, "backup asked by an administrator");
+        let taken = crate::server::backup::take(&self.shared).await?;
+        let total_bytes = taken.bytes.len() as u64;
+        let chunks: Vec<Result<pb::BackupChunk, Status>> =
+            crate::raft::backup::chunks(&taken.bytes)
+                .map(|piece| {
+                    Ok(pb::BackupChunk {
+                        term: taken.term,
+                        data: piece.to_vec(),
+                        total_bytes,
+                        applied_index: taken.applied_index,
+                    })
+                })
+                .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn membership(
+        &self,
+        request: Request<pb::MembershipRequest>,
+    ) -> Result<Response<pb::MembershipReply>, Status> {
+        administrator(&self.shared, &request)?;
+        Ok(Response::new(crate::server::membership::view(
+            &self.shared,
+        )?))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipChangeReply>, Status> {
+        let author = administrator(&self.shared, &request)?;
+        let asked = request.into_inner();
+        let member = crate::raft::Member {
+            address: asked.address,
+            peer_address: asked.peer_address,
+        };
+        let warnings =
+            crate::server::membership::add_learner(&self.shared, asked.id, member, &author).await?;
+        self.membership_changed(warnings)
+    }
+
+    async fn change_voters(
+        &self,
+        request: Request<pb::ChangeVotersRequest>,
+    ) -> Result<Response<pb::MembershipChangeReply>, Status> {
+        let author = administrator(&self.shared, &request)?;
+        let asked = request.into_inner();
+        let warnings = crate::server::membership::change_voters(
+            &self.shared,
+            asked.voters.into_iter().collect(),
+            asked.force,
+            &author,
+        )
+        .await?;
+        self.membership_changed(warnings)
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipChangeReply>, Status> {
+        let author = administrator(&self.shared, &request)?;
+        let asked = request.into_inner();
+        let warnings =
+            crate::server::membership::remove_node(&self.shared, asked.id, asked.force, &author)
+                .await?;
+        self.membership_changed(warnings)
     }
 
     async fn untrust_key(

@@ -654,6 +654,20 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
     // A node's host id as the cluster records it, or, before any line bound
     // to host ids made the active node record them, as this node hears it.
     let heard = crate::server::hosts::view(shared);
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    let last_index = metrics.last_log_index.unwrap_or(0);
+    // What the active node knows of each member's log (its own: all of it).
+    let matched = |id: u64| -> Option<u64> {
+        if id == shared.node_id {
+            return metrics.last_log_index;
+        }
+        metrics
+            .replication
+            .as_ref()?
+            .get(&id)?
+            .as_ref()
+            .map(|l| l.index)
+    };
     let nodes = membership
         .nodes()
         .map(|(id, node)| {
@@ -688,6 +702,9 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                     .or_else(|| heard.get(id).copied().flatten().flatten())
                     .map(|h| h.to_string())
                     .unwrap_or_default(),
+                learner: !voters.contains(id),
+                matched_index: matched(*id).unwrap_or(0),
+                lag: matched(*id).map_or(0, |m| last_index.saturating_sub(m)),
             }
         })
         .collect();

@@ -7,10 +7,12 @@
 //! [`LicenseState`](crate::license::state::LicenseState).
 
 pub mod admin;
+pub mod backup;
 pub mod batcher;
 pub mod error;
 pub mod hosts;
 pub mod license;
+pub mod membership;
 pub mod rate;
 pub mod sessions;
 pub mod shared;

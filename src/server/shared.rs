@@ -61,7 +61,7 @@ pub struct Shared {
 impl Shared {
     /// The term this node serves in, or why it does not serve.
     pub fn serving(&self) -> Result<u64, ServiceError> {
-        if let Some(term) = self.lease.serving_term() {
+        if let Some(crate::license::ids::Term(term)) = self.lease.serving_term() {
             return Ok(term);
         }
         let metrics = self.raft.metrics();

@@ -28,7 +28,9 @@ pub async fn sweep(shared: std::sync::Arc<Shared>, stop: impl std::future::Futur
         // EXPIRE_ROUNDS_MAX batches a tick), so that expiry keeps up with
         // however many sessions go silent.
         for _ in 0..EXPIRE_ROUNDS_MAX {
-            let Some((term, since_ms)) = shared.lease.serving_since() else {
+            // The sessions table counts terms as bare numbers.
+            let Some((crate::license::ids::Term(term), since_ms)) = shared.lease.serving_since()
+            else {
                 break;
             };
             let known: Vec<SessionId> = shared

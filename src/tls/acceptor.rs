@@ -750,10 +750,55 @@ impl<S: Connected> Connected for Counted<S> {
 #[derive(Debug, Clone, Default)]
 pub struct Members {
     /// Their node ids: on the peer plane, a certificate must name one.
-    pub ids: Vec<u64>,
+    pub ids: MemberIds,
     /// Their hosts' IP addresses: connections from these may use the
     /// reserves and are not limited per address.
     pub addresses: Vec<IpAddr>,
+}
+
+/// The node ids the peer plane admits, as the applied membership names them
+/// (voters and learners), updated on every membership change; a cheap
+/// handle, clones share one set. Before a node knows any membership (it was
+/// started with `--join` and waits to be added) the set is unknown and every
+/// node certificate of the cluster is admitted, so the active node can reach
+/// it.
+#[derive(Debug, Clone, Default)]
+pub struct MemberIds {
+    ids: Arc<RwLock<Option<std::collections::BTreeSet<u64>>>>,
+}
+
+impl MemberIds {
+    /// A set that admits exactly `ids`.
+    pub fn of(ids: impl IntoIterator<Item = u64>) -> MemberIds {
+        let set = MemberIds::default();
+        set.set(ids);
+        set
+    }
+
+    /// A set not known yet: every node certificate of the cluster is admitted.
+    pub fn unknown() -> MemberIds {
+        MemberIds::default()
+    }
+
+    /// Admits exactly `ids` from now on; returns whether the set changed.
+    pub fn set(&self, ids: impl IntoIterator<Item = u64>) -> bool {
+        let new: std::collections::BTreeSet<u64> = ids.into_iter().collect();
+        let mut held = self.ids.write().unwrap_or_else(|p| p.into_inner());
+        if held.as_ref() == Some(&new) {
+            return false;
+        }
+        *held = Some(new);
+        true
+    }
+
+    /// Whether a certificate naming node `id` is admitted.
+    pub fn admits(&self, id: u64) -> bool {
+        self.ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|ids| ids.contains(&id))
+    }
 }
 
 /// The limits one listener admits connections under (see the constants).
@@ -912,7 +957,7 @@ pub fn incoming(
                         if plane == Plane::Peer {
                             let (_, session) = tls.get_ref();
                             match peer_node(session.peer_certificates(), &cluster) {
-                                Ok(id) if members.contains(&id) => {}
+                                Ok(id) if members.admits(id) => {}
                                 Ok(id) => {
                                     refusals.log(
                                         plane,

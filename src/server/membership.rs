@@ -1,0 +1,294 @@
+//! Membership changes on the active node (`raftlm cluster …`): who the
+//! members are and how far each has replicated, adding a learner, changing
+//! the voters, removing a node.
+//!
+//! openraft 0.9.25 changes voters through a joint configuration (two log
+//! entries) and does not check that a learner has caught up; a leader lost
+//! between the two entries leaves the joint configuration behind. So every
+//! change here is checked first, against the applied membership and what
+//! the active node knows of each member, and refused without touching the
+//! log when it cannot be safe:
+//! - a different change while a joint configuration is pending (asking for
+//!   the pending one again completes it);
+//! - new voters that are not members yet (add them as learners first);
+//! - fewer than [`VOTERS_MIN`] voters, unless forced;
+//! - a new voter set of which no majority is reachable (answered within
+//!   [`REACHABLE_WITHIN_HEARTBEATS`] heartbeats), counting this node. The
+//!   check cannot see the future: a voter that dies right after it leaves
+//!   the change uncommitted until it or another voter comes back, which
+//!   `raftlm cluster members` shows as pending;
+//! - removing the active node (it must hand over first: `raftlm down`);
+//! - an address another member uses.
+//!
+//! openraft's `SetNodes`, which it documents as able to split the brain, is
+//! never used. The administrator who asked is logged with every change.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::ChangeMembers;
+use tracing::info;
+
+use crate::proto::v1 as pb;
+use crate::raft::Member;
+use crate::server::{ServiceError, Shared};
+
+/// Fewest voters a change may leave without `force`: three tolerate one
+/// failure; two tolerate none, and a single voter is no cluster.
+pub const VOTERS_MIN: usize = 3;
+/// A member counts as reachable when it answered a Raft RPC of the active
+/// node within this many heartbeats (`timing.heartbeat_ms`: the activator's
+/// quorum rounds reach every voter that often): a few, so one slow answer
+/// does not count against it, and few, because a change whose new voters
+/// have no majority alive cannot commit and leaves the cluster without a
+/// quorum until they come back.
+pub const REACHABLE_WITHIN_HEARTBEATS: u64 = 6;
+
+/// The applied membership and what the active node knows of each member.
+pub fn view(shared: &Shared) -> Result<pb::MembershipReply, ServiceError> {
+    let term = shared.serving()?;
+    let metrics = shared.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let replication = metrics.replication.clone().unwrap_or_default();
+    let members = membership
+        .nodes()
+        .map(|(id, member)| {
+            let own = *id == shared.node_id;
+            let matched = if own {
+                last
+            } else {
+                replication
+                    .get(id)
+                    .and_then(|m| m.as_ref())
+                    .map_or(0, |l| l.index)
+            };
+            pb::MemberStatus {
+                id: *id,
+                address: member.address.clone(),
+                peer_address: member.peer_address.clone(),
+                voter: voters.contains(id),
+                matched_index: matched,
+                lag: last.saturating_sub(matched),
+                reachable: own || reachable(shared, *id),
+            }
+        })
+        .collect();
+    let configs = membership.get_joint_config();
+    let joint = configs.len() > 1;
+    let ids = |i: usize| -> Vec<u64> {
+        configs
+            .get(i)
+            .map(|c| c.iter().copied().collect())
+            .unwrap_or_default()
+    };
+    Ok(pb::MembershipReply {
+        term,
+        node: shared.node_id,
+        last_log_index: last,
+        members,
+        joint,
+        voters_old: if joint { ids(0) } else { Vec::new() },
+        voters_new: if joint { ids(1) } else { Vec::new() },
+    })
+}
+
+fn reachable(shared: &Shared, id: u64) -> bool {
+    let within = std::time::Duration::from_millis(
+        shared.config.timing.heartbeat_ms * REACHABLE_WITHIN_HEARTBEATS,
+    );
+    shared
+        .network
+        .last_contact(id)
+        .is_some_and(|at| at.elapsed() <= within)
+}
+
+fn list(ids: &BTreeSet<u64>) -> String {
+    ids.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Adds node `id` as a learner at `member`'s addresses.
+pub async fn add_learner(
+    shared: &Shared,
+    id: u64,
+    member: Member,
+    author: &str,
+) -> Result<Vec<String>, ServiceError> {
+    let view = view(shared)?;
+    crate::server::error::check_text("address", &member.address)?;
+    crate::server::error::check_text("peer address", &member.peer_address)?;
+    if id == 0 {
+        return Err(ServiceError::InvalidArgument("node ids start at 1".into()));
+    }
+    if let Some(existing) = view.members.iter().find(|m| m.id == id) {
+        if existing.voter {
+            return Err(ServiceError::Refused(format!(
+                "node {id} is a voter already"
+            )));
+        }
+        if existing.address == member.address && existing.peer_address == member.peer_address {
+            return Ok(vec![format!("node {id} is a learner already")]);
+        }
+        return Err(ServiceError::Refused(format!(
+            "node {id} is a learner at {} (peer {}) already; remove it first to add it elsewhere",
+            existing.address, existing.peer_address
+        )));
+    }
+    if let Some(other) = view.members.iter().find(|m| {
+        m.address == member.address
+            || m.peer_address == member.peer_address
+            || m.address == member.peer_address
+            || m.peer_address == member.address
+    }) {
+        return Err(ServiceError::Refused(format!(
+            "node {} uses that address already ({}, peer {})",
+            other.id, other.address, other.peer_address
+        )));
+    }
+    info!(%author, node = id, %member, "adding a learner");
+    shared
+        .raft
+        .add_learner(id, member, false)
+        .await
+        .map_err(|e| refusal_of(shared, e))?;
+    Ok(Vec::new())
+}
+
+/// Makes `wanted` the voters (see the module docs for what is refused).
+pub async fn change_voters(
+    shared: &Shared,
+    wanted: BTreeSet<u64>,
+    force: bool,
+    author: &str,
+) -> Result<Vec<String>, ServiceError> {
+    let view = view(shared)?;
+    let members: BTreeMap<u64, &pb::MemberStatus> =
+        view.members.iter().map(|m| (m.id, m)).collect();
+    let voters: BTreeSet<u64> = view
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    if view.joint {
+        let pending: BTreeSet<u64> = view.voters_new.iter().copied().collect();
+        if pending != wanted {
+            return Err(ServiceError::Refused(format!(
+                "a change of the voters from {} to {} is pending: ask for it again (voters {}) to complete it first",
+                list(&view.voters_old.iter().copied().collect()),
+                list(&pending),
+                list(&pending)
+            )));
+        }
+    } else if wanted == voters {
+        return Ok(vec![format!("the voters are {} already", list(&voters))]);
+    }
+    if let Some(stranger) = wanted.iter().find(|id| !members.contains_key(id)) {
+        return Err(ServiceError::Refused(format!(
+            "node {stranger} is not a member: add it as a learner first (raftlm cluster add-node)"
+        )));
+    }
+    if wanted.len() < VOTERS_MIN && !force {
+        return Err(ServiceError::Refused(format!(
+            "the change leaves {} voter{} ({}); fewer than {VOTERS_MIN} tolerate no failure: add --force to do it anyway",
+            wanted.len(),
+            if wanted.len() == 1 { "" } else { "s" },
+            list(&wanted)
+        )));
+    }
+    if !wanted.contains(&shared.node_id) {
+        return Err(ServiceError::Refused(format!(
+            "node {} is the active node: hand over first (raftlm down stops it after a handover), then remove it",
+            shared.node_id
+        )));
+    }
+    let reachable: BTreeSet<u64> = wanted
+        .iter()
+        .copied()
+        .filter(|id| members.get(id).is_some_and(|m| m.reachable))
+        .collect();
+    if reachable.len() <= wanted.len() / 2 {
+        return Err(ServiceError::Refused(format!(
+            "the new voters {} would have {} of {} reachable ({}): a change needs a majority of them answering",
+            list(&wanted),
+            reachable.len(),
+            wanted.len(),
+            list(&reachable)
+        )));
+    }
+    let mut warnings = Vec::new();
+    if wanted.len().is_multiple_of(2) {
+        warnings.push(format!(
+            "{} voters tolerate {} failure{}, as {} do: an odd number is better",
+            wanted.len(),
+            (wanted.len() - 1) / 2,
+            if (wanted.len() - 1) / 2 == 1 { "" } else { "s" },
+            wanted.len() - 1
+        ));
+    }
+    info!(%author, from = %list(&voters), to = %list(&wanted), "changing the voters");
+    shared
+        .raft
+        .change_membership(ChangeMembers::ReplaceAllVoters(wanted), false)
+        .await
+        .map_err(|e| refusal_of(shared, e))?;
+    Ok(warnings)
+}
+
+/// Removes node `id`: a learner leaves at once, a voter through a change of
+/// the voters without it.
+pub async fn remove_node(
+    shared: &Shared,
+    id: u64,
+    force: bool,
+    author: &str,
+) -> Result<Vec<String>, ServiceError> {
+    let view = view(shared)?;
+    let Some(member) = view.members.iter().find(|m| m.id == id) else {
+        return Err(ServiceError::Refused(format!("node {id} is not a member")));
+    };
+    if member.voter {
+        let wanted: BTreeSet<u64> = view
+            .members
+            .iter()
+            .filter(|m| m.voter && m.id != id)
+            .map(|m| m.id)
+            .collect();
+        return change_voters(shared, wanted, force, author).await;
+    }
+    if view.joint {
+        return Err(ServiceError::Refused(format!(
+            "a change of the voters to {} is pending: complete it first (raftlm cluster add-node or remove-node again)",
+            list(&view.voters_new.iter().copied().collect())
+        )));
+    }
+    info!(%author, node = id, "removing a learner");
+    shared
+        .raft
+        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+        .await
+        .map_err(|e| refusal_of(shared, e))?;
+    Ok(Vec::new())
+}
+
+/// openraft's answer to a membership change, as a service error: not the
+/// leader any more sends the client on, anything else is refused with
+/// openraft's reason.
+fn refusal_of(
+    shared: &Shared,
+    error: openraft::error::RaftError<u64, openraft::error::ClientWriteError<u64, Member>>,
+) -> ServiceError {
+    match error.forward_to_leader() {
+        Some(forward) => ServiceError::NotActive {
+            node: shared.node_id,
+            leader: forward
+                .leader_id
+                .zip(forward.leader_node.as_ref())
+                .map(|(id, member)| (id, member.address.clone())),
+        },
+        None => ServiceError::Refused(format!("the membership change failed: {error}")),
+    }
+}
