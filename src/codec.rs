@@ -115,4 +115,30 @@ mod tests {
         bytes.push(0);
         assert!(matches!(decode::<u8>(&bytes), Err(CodecError::Trailing(1))));
     }
+
+    // The id newtypes are their bare numbers on disk and in JSON: wrapping
+    // a grant token's term and index in `Term` and `LogIndex` left every
+    // stored record and every JSON output as it was, so FORMAT_VERSION
+    // did not move.
+    #[test]
+    fn id_newtypes_encode_as_bare_numbers() {
+        use crate::license::ids::{GrantToken, LogIndex, Term};
+        let token = GrantToken {
+            term: Term(3),
+            index: LogIndex(1042),
+            slot: 7,
+        };
+        assert_eq!(
+            encode(&token).unwrap(),
+            encode(&(3u64, 1042u64, 7u32)).unwrap()
+        );
+        assert_eq!(
+            decode::<GrantToken>(&encode(&token).unwrap()).unwrap(),
+            token
+        );
+        assert_eq!(
+            serde_json::to_string(&token).unwrap(),
+            r#"{"term":3,"index":1042,"slot":7}"#
+        );
+    }
 }

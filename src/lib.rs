@@ -9,6 +9,7 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod fault;
+pub mod keys;
 pub mod lease;
 pub mod license;
 pub mod local;

@@ -22,7 +22,7 @@ use crate::activator::{self, Lease};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::license::HostId;
-use crate::license::signature::{KeyError, VendorPublicKey};
+use crate::license::signature::KeyError;
 use crate::proto::v1::license_server::LicenseServer;
 use crate::raft::network::{Network, RaftService};
 use crate::raft::store::{self, StoreError};
@@ -252,7 +252,7 @@ impl Node {
         let trusted = config
             .vendor_keys
             .iter()
-            .map(|path| VendorPublicKey::load(path))
+            .map(|path| crate::keys::load_public_key(path))
             .collect::<Result<Vec<_>, _>>()?;
         let (mut log_store, state_machine) = store::open(&config.data_dir)?;
         let owner = store::Owner {

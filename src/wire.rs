@@ -3,6 +3,7 @@
 //! conversions between protobuf messages and domain values that both sides
 //! make. The client imports this, never the server.
 
+use crate::license::ids::{LogIndex, Term};
 use crate::license::state::GrantToken;
 use crate::proto::v1 as pb;
 
@@ -18,8 +19,8 @@ pub const LIMIT_KEY: &str = "raftlm-limit";
 /// The wire form of a grant token.
 pub fn token_to_pb(token: GrantToken) -> pb::GrantToken {
     pb::GrantToken {
-        term: token.term,
-        index: token.index,
+        term: token.term.0,
+        index: token.index.0,
         slot: token.slot,
     }
 }
@@ -27,8 +28,8 @@ pub fn token_to_pb(token: GrantToken) -> pb::GrantToken {
 /// A grant token from its wire form.
 pub fn token_from_pb(token: &pb::GrantToken) -> GrantToken {
     GrantToken {
-        term: token.term,
-        index: token.index,
+        term: Term(token.term),
+        index: LogIndex(token.index),
         slot: token.slot,
     }
 }

@@ -239,13 +239,7 @@ async fn cluster_view(
         .grants
         .iter()
         .filter(|g| g.session_handle == session.public())
-        .filter_map(|g| {
-            g.token.map(|t| GrantToken {
-                term: t.term,
-                index: t.index,
-                slot: t.slot,
-            })
-        })
+        .filter_map(|g| g.token.as_ref().map(raftlm::wire::token_from_pb))
         .collect();
     (in_use, tokens)
 }

@@ -128,11 +128,7 @@ async fn replicate_redirect_and_survive_leader_loss() {
         .into_inner();
     assert!(granted.granted, "{granted:?}");
     let token = granted.token.unwrap();
-    let token = raftlm::license::state::GrantToken {
-        term: token.term,
-        index: token.index,
-        slot: token.slot,
-    };
+    let token = raftlm::wire::token_from_pb(&token);
 
     // Applied on all three.
     for node in nodes.iter().flatten() {

@@ -357,7 +357,7 @@ fn cli_prints_the_identity_and_checks_bound_files() {
 mod state {
     use super::*;
     use raftlm::license::state::{
-        Batch, Command, LicenseState, LogPosition, NodeId, Outcome, Term,
+        Batch, Command, LicenseState, LogIndex, LogPosition, NodeId, Outcome, Term,
     };
 
     fn activate(term: u64, cluster_id: Option<ClusterId>) -> Command {
@@ -377,7 +377,13 @@ mod state {
             commands: vec![command],
         };
         state
-            .apply_batch(LogPosition { term: 1, index }, &batch)
+            .apply_batch(
+                LogPosition {
+                    term: Term(1),
+                    index: LogIndex(index),
+                },
+                &batch,
+            )
             .remove(0)
     }
 

@@ -5,8 +5,8 @@ use proptest::prelude::*;
 use raftlm::codec;
 use raftlm::license::signature::{self, VendorSigningKey};
 use raftlm::license::state::{
-    Batch, Command, DEDUP_WINDOW, DenyReason, GrantToken, LicenseState, LogPosition, NodeId,
-    Outcome, RequestId, SessionId, Term,
+    Batch, Command, DEDUP_WINDOW, DenyReason, GrantToken, LicenseState, LogIndex, LogPosition,
+    NodeId, Outcome, RequestId, SessionId, Term,
 };
 use raftlm::license::{Date, Expiry, FeatureLine, LineKind};
 
@@ -57,7 +57,13 @@ fn bootstrapped_state() -> LicenseState {
             },
         ],
     };
-    state.apply_batch(LogPosition { term: 1, index: 1 }, &batch);
+    state.apply_batch(
+        LogPosition {
+            term: Term(1),
+            index: LogIndex(1),
+        },
+        &batch,
+    );
     state
 }
 
@@ -130,8 +136,8 @@ impl Log {
     fn apply_unchecked(&mut self, command: Command) -> Outcome {
         self.index += 1;
         let at = LogPosition {
-            term: 1,
-            index: self.index,
+            term: Term(1),
+            index: LogIndex(self.index),
         };
         let batch = Batch {
             now_ms: NOW_MS,
@@ -142,8 +148,8 @@ impl Log {
     fn apply_at(&mut self, now_ms: u64, command: Command) -> Outcome {
         self.index += 1;
         let at = LogPosition {
-            term: 1,
-            index: self.index,
+            term: Term(1),
+            index: LogIndex(self.index),
         };
         let mut outcomes = self.state.apply_batch(
             at,
@@ -282,20 +288,26 @@ fn tokens_are_term_index_slot() {
             checkout(2, 1, "cad", 1),
         ],
     };
-    let outcomes = state.apply_batch(LogPosition { term: 4, index: 17 }, &batch);
+    let outcomes = state.apply_batch(
+        LogPosition {
+            term: Term(4),
+            index: LogIndex(17),
+        },
+        &batch,
+    );
     assert_eq!(
         token_of(&outcomes[1]),
         GrantToken {
-            term: 4,
-            index: 17,
+            term: Term(4),
+            index: LogIndex(17),
             slot: 1
         }
     );
     assert_eq!(
         token_of(&outcomes[2]),
         GrantToken {
-            term: 4,
-            index: 17,
+            term: Term(4),
+            index: LogIndex(17),
             slot: 2
         }
     );
@@ -309,8 +321,8 @@ fn checkin_needs_the_holding_session() {
     let token = token_of(&log.apply(checkout(1, 1, "cad", 1)));
     assert_eq!(log.apply(checkin(2, 1, token)), Outcome::UnknownGrant);
     let bogus = GrantToken {
-        term: 9,
-        index: 9,
+        term: Term(9),
+        index: LogIndex(9),
         slot: 9,
     };
     assert_eq!(log.apply(checkin(1, 2, bogus)), Outcome::UnknownGrant);
@@ -1169,7 +1181,13 @@ fn a_vendor_keys_bootstrap_happens_once() {
             commands: vec![command.clone()],
         };
         let outcome = state
-            .apply_batch(LogPosition { term: 1, index }, &batch)
+            .apply_batch(
+                LogPosition {
+                    term: Term(1),
+                    index: LogIndex(index),
+                },
+                &batch,
+            )
             .remove(0);
         state.check_invariants();
         outcome

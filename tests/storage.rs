@@ -15,7 +15,7 @@ use openraft::{
 };
 use raftlm::license::signature::{self, VendorSigningKey};
 use raftlm::license::state::{
-    Batch, Command, GrantToken, LicenseState, Outcome, RequestId, SessionId,
+    Batch, Command, GrantToken, LicenseState, LogIndex, Outcome, RequestId, SessionId, Term,
 };
 use raftlm::license::{Expiry, FeatureLine, LineKind};
 use raftlm::raft::log_store::LogStore;
@@ -245,8 +245,8 @@ async fn reopen_keeps_granted_seats_and_replays_committed_log() {
         log.blocking_append(entries.clone()).await.unwrap();
         let outcomes = sm.apply(entries[..3].to_vec()).await.unwrap();
         let token = GrantToken {
-            term: 1,
-            index: 2,
+            term: Term(1),
+            index: LogIndex(2),
             slot: 0,
         };
         assert!(

@@ -129,8 +129,8 @@ impl From<Token> for raftlm::proto::v1::GrantToken {
 impl From<raftlm::license::state::GrantToken> for Token {
     fn from(t: raftlm::license::state::GrantToken) -> Token {
         Token {
-            term: t.term,
-            index: t.index,
+            term: t.term.0,
+            index: t.index.0,
             slot: t.slot,
         }
     }

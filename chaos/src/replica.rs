@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use openraft::EntryPayload;
 use openraft::storage::{RaftLogReader, RaftLogStorage};
-use raftlm::license::state::{LicenseState, LogPosition};
+use raftlm::license::state::{LicenseState, LogIndex, LogPosition, Term};
 use raftlm::raft::log_store::EntryHash;
 use raftlm::raft::{Entry, LogId};
 
@@ -111,8 +111,8 @@ impl Stored {
             };
             if let EntryPayload::Normal(batch) = &entry.payload {
                 let at = LogPosition {
-                    term: entry.log_id.leader_id.term,
-                    index: i,
+                    term: Term(entry.log_id.leader_id.term),
+                    index: LogIndex(i),
                 };
                 catch_unwind(AssertUnwindSafe(|| state.apply_batch(at, batch))).map_err(|p| {
                     format!("applying entry {i} broke an invariant: {}", panic_text(&p))

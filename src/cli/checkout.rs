@@ -177,10 +177,7 @@ async fn checkout(args: Args, mut signals: Signals) -> Result<(), Failure> {
     let vendor_keys = args
         .vendor_keys
         .iter()
-        .map(|p| {
-            crate::license::signature::VendorPublicKey::load(p)
-                .map_err(|e| Failure::usage(e.to_string()))
-        })
+        .map(|p| crate::keys::load_public_key(p).map_err(|e| Failure::usage(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     let options = SessionOptions {
         vendor,

@@ -29,7 +29,7 @@ use clap::Subcommand;
 use crate::cli::Failure;
 use crate::license::file::{self, LICENSE_FILE_BYTES_MAX};
 use crate::license::pool::{self, Verdict};
-use crate::license::signature::{self, VendorPublicKey, VendorSigningKey};
+use crate::license::signature::{self, VendorSigningKey};
 use crate::license::{FeatureLine, LineKind};
 
 /// The license tools.
@@ -157,7 +157,7 @@ fn reread(server: crate::client::ServerList) -> Result<(), Failure> {
 fn trust(path: &Path, server: crate::client::ServerList) -> Result<(), Failure> {
     crate::cli::common::init_logging(crate::cli::common::CLIENT_LOG_DEFAULT);
     // Parsed here first, so a wrong file is a usage error naming it.
-    let key = VendorPublicKey::load(path).map_err(|e| Failure::usage(e.to_string()))?;
+    let key = crate::keys::load_public_key(path).map_err(|e| Failure::usage(e.to_string()))?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
     let client = crate::cli::env_client(server)?;
@@ -259,7 +259,7 @@ fn read_license(path: &Path) -> Result<String, Failure> {
 }
 
 fn sign(key_path: &Path, path: &Path, out: Option<&Path>) -> Result<(), Failure> {
-    let key = VendorSigningKey::load(key_path).map_err(|e| Failure::usage(e.to_string()))?;
+    let key = crate::keys::load_signing_key(key_path).map_err(|e| Failure::usage(e.to_string()))?;
     let text = read_license(path)?;
     let name = path.display().to_string();
     refuse_issued_ahead(&name, &text, crate::clock::real_wall_ms())?;
@@ -343,7 +343,7 @@ fn verify(
 ) -> Result<(), Failure> {
     let trusted = pubkeys
         .iter()
-        .map(|p| VendorPublicKey::load(p).map_err(|e| Failure::usage(e.to_string())))
+        .map(|p| crate::keys::load_public_key(p).map_err(|e| Failure::usage(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     let mut licenses: BTreeMap<String, Vec<FeatureLine>> = BTreeMap::new();
     let now_ms = crate::clock::real_wall_ms();

@@ -70,7 +70,7 @@ impl LocalCluster {
         }
         let key_path = dir.join("acme.key");
         let key = if key_path.exists() {
-            VendorSigningKey::load(&key_path).map_err(|e| Failure::usage(e.to_string()))?
+            crate::keys::load_signing_key(&key_path).map_err(|e| Failure::usage(e.to_string()))?
         } else {
             let key = VendorSigningKey::generate(Some("acme"));
             write(&key_path, &key.to_file_text())?;

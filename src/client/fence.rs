@@ -10,19 +10,22 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::license::ids::Term;
+
 /// A reply from a term older than one already seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("a reply from term {term} was refused: term {highest} has already been seen")]
 pub struct StaleTerm {
     /// The reply's term.
-    pub term: u64,
+    pub term: Term,
     /// The highest term seen before it.
-    pub highest: u64,
+    pub highest: Term,
 }
 
 /// The highest term seen; shared by every clone of a client.
 #[derive(Debug, Default)]
 pub struct TermFence {
+    /// The highest term's number (an atomic holds the bare number).
     highest: AtomicU64,
 }
 
@@ -34,8 +37,8 @@ impl TermFence {
 
     /// Admits a reply from `term` (raising the highest term seen) or refuses it
     /// when a higher term has been seen already. An equal term is admitted.
-    pub fn admit(&self, term: u64) -> Result<(), StaleTerm> {
-        let before = self.highest.fetch_max(term, Ordering::AcqRel);
+    pub fn admit(&self, term: Term) -> Result<(), StaleTerm> {
+        let before = Term(self.highest.fetch_max(term.0, Ordering::AcqRel));
         if term < before {
             Err(StaleTerm {
                 term,
@@ -47,8 +50,8 @@ impl TermFence {
     }
 
     /// The highest term seen, 0 before the first reply.
-    pub fn highest(&self) -> u64 {
-        self.highest.load(Ordering::Acquire)
+    pub fn highest(&self) -> Term {
+        Term(self.highest.load(Ordering::Acquire))
     }
 }
 
@@ -60,31 +63,31 @@ mod tests {
     #[test]
     fn lower_term_is_refused() {
         let fence = TermFence::new();
-        assert_eq!(fence.highest(), 0);
-        assert_eq!(fence.admit(3), Ok(()));
-        assert_eq!(fence.admit(3), Ok(()));
+        assert_eq!(fence.highest(), Term(0));
+        assert_eq!(fence.admit(Term(3)), Ok(()));
+        assert_eq!(fence.admit(Term(3)), Ok(()));
         assert_eq!(
-            fence.admit(2),
+            fence.admit(Term(2)),
             Err(StaleTerm {
-                term: 2,
-                highest: 3
+                term: Term(2),
+                highest: Term(3)
             })
         );
         assert_eq!(
             fence.highest(),
-            3,
+            Term(3),
             "a refused reply does not lower the highest term"
         );
-        assert_eq!(fence.admit(5), Ok(()));
+        assert_eq!(fence.admit(Term(5)), Ok(()));
         assert_eq!(
-            fence.admit(4),
+            fence.admit(Term(4)),
             Err(StaleTerm {
-                term: 4,
-                highest: 5
+                term: Term(4),
+                highest: Term(5)
             })
         );
         assert_eq!(
-            fence.admit(4).unwrap_err().to_string(),
+            fence.admit(Term(4)).unwrap_err().to_string(),
             "a reply from term 4 was refused: term 5 has already been seen"
         );
     }

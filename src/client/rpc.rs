@@ -43,7 +43,7 @@ use crate::client::error::ClientError;
 use crate::client::fence::TermFence;
 use crate::client::server_list::{ServerList, parse_entry};
 use crate::license::secret::SessionSecret;
-use crate::license::state::{DenyReason, GrantToken, RequestId};
+use crate::license::state::{DenyReason, GrantToken, RequestId, Term};
 use crate::proto::v1 as pb;
 use crate::proto::v1::admin_client::AdminClient;
 use crate::proto::v1::license_client::LicenseClient;
@@ -325,19 +325,19 @@ pub struct CacheReport {
 struct Answered<T> {
     reply: T,
     address: String,
-    term: u64,
+    term: Term,
 }
 
 /// A reply that carries the answering node's term.
 trait Termed {
-    fn term(&self) -> u64;
+    fn term(&self) -> Term;
 }
 
 macro_rules! termed {
     ($($reply:ty),*) => {
         $(impl Termed for $reply {
-            fn term(&self) -> u64 {
-                self.term
+            fn term(&self) -> Term {
+                Term(self.term)
             }
         })*
     };
@@ -438,7 +438,7 @@ impl Client {
 
     /// The highest term seen in any reply (0 before the first).
     pub fn highest_term(&self) -> u64 {
-        self.inner.fence.highest()
+        self.inner.fence.highest().0
     }
 
     /// The address that answered last, if any did.
@@ -527,7 +527,7 @@ impl Client {
             released: reply.released,
             feature: reply.feature,
             count: reply.count,
-            term: answered.term,
+            term: answered.term.0,
         })
     }
 
@@ -567,7 +567,7 @@ impl Client {
             .await?;
         let reply = answered.reply;
         Ok(Renewal {
-            term: answered.term,
+            term: answered.term.0,
             address: answered.address,
             unknown: reply.unknown.iter().map(token_from_pb).collect(),
             session_ttl: Duration::from_millis(reply.session_ttl_ms),
@@ -656,7 +656,7 @@ impl Client {
                     feature: status.feature.clone(),
                     version: status.version.clone(),
                     count: status.count,
-                    term,
+                    term: term.0,
                     address: address.clone(),
                     available: reply.available,
                     total: reply.total,
@@ -909,7 +909,7 @@ impl Client {
                 async move { AdminClient::new(channel).untrust_key(message).await }
             })
             .await?;
-        Ok(answered.term)
+        Ok(answered.term.0)
     }
 
     /// Removes the license file `name`; returns the term it was removed in.
@@ -927,7 +927,7 @@ impl Client {
                 },
             )
             .await?;
-        Ok(answered.term)
+        Ok(answered.term.0)
     }
 
     /// Runs `attempt` against node after node until one answers from a term
@@ -1188,7 +1188,7 @@ fn grant_from_reply(
             backing,
             cluster_name: reply.cluster_name.clone(),
             count: reply.count,
-            term,
+            term: term.0,
             address,
             available: reply.available,
             total: reply.total,

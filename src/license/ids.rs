@@ -79,9 +79,9 @@ impl fmt::Display for LogIndex {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GrantToken {
     /// Term of the creating entry.
-    pub term: u64,
+    pub term: Term,
     /// Log index of the creating entry.
-    pub index: u64,
+    pub index: LogIndex,
     /// Position of the check-out within the entry's batch.
     pub slot: u32,
 }
@@ -104,8 +104,8 @@ impl std::str::FromStr for GrantToken {
             return Err(bad());
         }
         Ok(GrantToken {
-            term,
-            index,
+            term: Term(term),
+            index: LogIndex(index),
             slot: u32::try_from(slot).map_err(|_| bad())?,
         })
     }
@@ -115,7 +115,7 @@ impl std::str::FromStr for GrantToken {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogPosition {
     /// Term of the entry.
-    pub term: u64,
+    pub term: Term,
     /// Index of the entry.
-    pub index: u64,
+    pub index: LogIndex,
 }

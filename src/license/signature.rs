@@ -64,13 +64,13 @@
 //! `acme`'s key accepts it only on lines of vendor `acme`, so one vendor
 //! cannot issue seats of another's features. `*` means any vendor.
 //!
-//! Left out: the clock (the caller passes `now_ms`), key storage policy (the
-//! CLI writes the files), revocation and key rotation beyond trusting several
+//! Left out: the clock (the caller passes `now_ms`), the filesystem (key
+//! files are read at the edge, `src/keys.rs`, and their text parsed here),
+//! key storage policy (the CLI writes the files), revocation and key rotation beyond trusting several
 //! keys.
 
 use std::fmt;
 use std::io;
-use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -513,12 +513,6 @@ impl VendorSigningKey {
         Ok(VendorSigningKey::from_seed(vendor.as_deref(), seed))
     }
 
-    /// Reads and parses a secret key file.
-    pub fn load(path: &Path) -> Result<VendorSigningKey, KeyError> {
-        let name = path.display().to_string();
-        VendorSigningKey::parse(&name, &read_key_file(&name, path)?)
-    }
-
     /// The text of a secret key file holding this key.
     pub fn to_file_text(&self) -> String {
         format!(
@@ -601,12 +595,6 @@ impl VendorPublicKey {
         Some(VendorPublicKey { vendor, key })
     }
 
-    /// Reads and parses a public key file.
-    pub fn load(path: &Path) -> Result<VendorPublicKey, KeyError> {
-        let name = path.display().to_string();
-        VendorPublicKey::parse(&name, &read_key_file(&name, path)?)
-    }
-
     /// The text of a public key file holding this key.
     pub fn to_file_text(&self) -> String {
         format!(
@@ -617,21 +605,6 @@ impl VendorPublicKey {
             BASE64.encode(self.key.to_bytes()),
         )
     }
-}
-
-fn read_key_file(name: &str, path: &Path) -> Result<String, KeyError> {
-    let read_error = |source| KeyError::Read {
-        file: name.to_string(),
-        source,
-    };
-    let metadata = std::fs::metadata(path).map_err(read_error)?;
-    if metadata.len() > KEY_FILE_BYTES_MAX {
-        return Err(KeyError::TooLong {
-            file: name.to_string(),
-            max: KEY_FILE_BYTES_MAX,
-        });
-    }
-    std::fs::read_to_string(path).map_err(read_error)
 }
 
 /// The 1-based number of the first key line (for messages after parsing).

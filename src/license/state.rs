@@ -1078,7 +1078,7 @@ impl LicenseState {
         match self
             .grants
             .keys()
-            .find(|token| last_index.is_none_or(|last| token.index > last))
+            .find(|token| last_index.is_none_or(|last| token.index > LogIndex(last)))
         {
             Some(token) => Err(format!(
                 "grant {token} was made by log entry {} but the last entry applied is {}",
@@ -1392,12 +1392,24 @@ mod tests {
                 },
             ],
         };
-        state.apply_batch(LogPosition { term: 1, index: 1 }, &setup);
+        state.apply_batch(
+            LogPosition {
+                term: Term(1),
+                index: LogIndex(1),
+            },
+            &setup,
+        );
         let next = |session| Batch {
             now_ms: 2_000,
             commands: vec![checkout(session)],
         };
-        let outcomes = state.apply_batch(LogPosition { term: 1, index: 3 }, &next(1));
+        let outcomes = state.apply_batch(
+            LogPosition {
+                term: Term(1),
+                index: LogIndex(3),
+            },
+            &next(1),
+        );
         assert!(
             matches!(outcomes[..], [Outcome::Granted { .. }]),
             "{outcomes:?}"
@@ -1413,7 +1425,13 @@ mod tests {
         // What the refusal prevents: entry 1.3 applied again to that state.
         let mut replayed = state.clone();
         let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            replayed.apply_batch(LogPosition { term: 1, index: 3 }, &next(2))
+            replayed.apply_batch(
+                LogPosition {
+                    term: Term(1),
+                    index: LogIndex(3),
+                },
+                &next(2),
+            )
         }));
         assert!(panicked.is_err());
     }
@@ -1436,14 +1454,32 @@ mod tests {
         let mut a = LicenseState::new();
         let mut b = LicenseState::new();
         assert_eq!(a.digest().unwrap(), b.digest().unwrap());
-        a.apply_batch(LogPosition { term: 1, index: 1 }, &activate(1));
-        b.apply_batch(LogPosition { term: 1, index: 1 }, &activate(1));
+        a.apply_batch(
+            LogPosition {
+                term: Term(1),
+                index: LogIndex(1),
+            },
+            &activate(1),
+        );
+        b.apply_batch(
+            LogPosition {
+                term: Term(1),
+                index: LogIndex(1),
+            },
+            &activate(1),
+        );
         let digest = a.digest().unwrap();
         assert_eq!(digest.len(), 64);
         assert!(digest.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(digest, b.digest().unwrap());
         assert_eq!(digest, a.clone().digest().unwrap());
-        b.apply_batch(LogPosition { term: 2, index: 2 }, &activate(2));
+        b.apply_batch(
+            LogPosition {
+                term: Term(2),
+                index: LogIndex(2),
+            },
+            &activate(2),
+        );
         assert_ne!(digest, b.digest().unwrap());
     }
 

@@ -193,7 +193,10 @@ mod tests {
     fn backup() -> Backup {
         let mut state = LicenseState::new();
         state.apply_batch(
-            crate::license::state::LogPosition { term: 3, index: 7 },
+            crate::license::state::LogPosition {
+                term: Term(3),
+                index: crate::license::state::LogIndex(7),
+            },
             &Batch {
                 now_ms: 1_000,
                 commands: vec![Command::Activate {

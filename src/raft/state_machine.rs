@@ -45,7 +45,7 @@ use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Storag
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::license::state::{LicenseState, LogPosition, Outcome};
+use crate::license::state::{LicenseState, LogIndex, LogPosition, Outcome, Term};
 
 use super::storage_error::{StoreError, panic_message, sled_error};
 use super::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -315,8 +315,8 @@ impl StateMachineStore {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(batch) => {
                     let at = LogPosition {
-                        term: log_id.leader_id.term,
-                        index: log_id.index,
+                        term: Term(log_id.leader_id.term),
+                        index: LogIndex(log_id.index),
                     };
                     live.state.apply_batch(at, &batch)
                 }

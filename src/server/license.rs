@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::license::ids::Term;
 use crate::license::secret::{SESSION_SECRET_BYTES, SessionSecret};
 use crate::license::state::{self, Command, DenyReason, Outcome, RequestId, SessionId};
 use crate::proto::v1 as pb;
@@ -218,7 +219,7 @@ impl LicenseService {
         let admitted = self
             .shared
             .sessions
-            .admit(term, id.session, peer, !held, max);
+            .admit(Term(term), id.session, peer, !held, max);
         if admitted == Err(Refusal::Doomed) {
             return Err(ServiceError::Expiring(id.session.to_string()));
         }
@@ -238,7 +239,7 @@ impl LicenseService {
         // a token is taken now and given back if the check-out creates the
         // session.
         if !held && !self.shared.unheld_writes.take(peer) {
-            self.shared.sessions.forget(term, id.session);
+            self.shared.sessions.forget(Term(term), id.session);
             let address = peer.map_or_else(String::new, |a| a.to_string());
             let per_s = self.shared.unheld_writes.per_s();
             return Err(ServiceError::LimitReached {
@@ -270,12 +271,12 @@ impl LicenseService {
                 // Recorded again: a sweep while the request was in flight
                 // forgets a session the state did not hold yet. (Its outcome
                 // is the state's; a doomed mark cannot change it now.)
-                let _ = self.shared.sessions.touch(term, id.session, peer);
+                let _ = self.shared.sessions.touch(Term(term), id.session, peer);
                 self.shared.unheld_writes.give_back(peer);
             } else {
                 // Denied (or not applied): no session was created, so the
                 // place it took in its address's count is free again.
-                self.shared.sessions.forget(term, id.session);
+                self.shared.sessions.forget(Term(term), id.session);
             }
         }
         let (outcome, log_id) = proposed?;
@@ -370,7 +371,7 @@ impl LicenseService {
         }
         // Touched before the state is read, so the sweeper cannot choose the
         // session in between (`SessionTracker::renewing`).
-        let renewing = self.shared.sessions.renewing(term, session, peer);
+        let renewing = self.shared.sessions.renewing(Term(term), session, peer);
         if renewing == Renewing::Doomed {
             return Err(ServiceError::Expiring(session.to_string()));
         }
@@ -393,7 +394,7 @@ impl LicenseService {
         if held && renewing == Renewing::Untracked {
             // Not tracked a moment ago, so the sweeper had not chosen it: the
             // sweeper starts the TTL of a session it has not seen afresh.
-            let _ = self.shared.sessions.touch(term, session, peer);
+            let _ = self.shared.sessions.touch(Term(term), session, peer);
         }
         // Checked again after the read: a reply must not outlive this node's lease.
         let term = self.shared.confirm(term)?;
@@ -431,7 +432,13 @@ impl LicenseService {
             )));
         }
         // A check-in creates no session: only one the state holds is tracked.
-        if held && self.shared.sessions.touch(term, id.session, peer).is_err() {
+        if held
+            && self
+                .shared
+                .sessions
+                .touch(Term(term), id.session, peer)
+                .is_err()
+        {
             return Err(ServiceError::Expiring(id.session.to_string()));
         }
         // A check-in that would change nothing (a grant the session does not

@@ -28,6 +28,13 @@
 //! session ids would fill the state past the limit. After a failover the new
 //! active node starts with an empty count, which rebuilds as sessions renew:
 //! until a session is heard from in the new term it does not count.
+//!
+//! # Time
+//!
+//! Silence is measured on the tracker's [`Clock`]: CLOCK_BOOTTIME in
+//! production, which keeps counting while the machine is suspended (a
+//! suspended node's sessions do fall silent), and tokio's clock in tests,
+//! which a test pauses and advances to the exact moment a session expires.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -35,6 +42,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::lease::boottime_ms;
+use crate::license::ids::Term;
 use crate::license::state::SessionId;
 
 /// Most sessions one `Expire` command names.
@@ -80,16 +88,39 @@ pub fn expired_text(state: &crate::license::state::LicenseState, sessions: &[Ses
     parts.join(", ")
 }
 
+/// Where the tracker reads the time, in ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Clock {
+    /// CLOCK_BOOTTIME ([`boottime_ms`]), the clock the lease's `since_ms`
+    /// is read from: what a node uses.
+    #[default]
+    Boottime,
+    /// Ms since `origin` on tokio's clock, which a test can pause and
+    /// advance; `since_ms` arguments are then on the same scale.
+    Tokio(tokio::time::Instant),
+}
+
+impl Clock {
+    /// The time now, in ms.
+    pub fn now_ms(self) -> u64 {
+        match self {
+            Clock::Boottime => boottime_ms(),
+            Clock::Tokio(origin) => origin.elapsed().as_millis() as u64,
+        }
+    }
+}
+
 /// When each session was last heard from, and from where, for one term.
 #[derive(Default)]
 pub struct SessionTracker {
+    clock: Clock,
     // std Mutex: short critical sections, never held across `.await`.
     inner: Mutex<Tracker>,
 }
 
 #[derive(Default)]
 struct Tracker {
-    term: u64,
+    term: Term,
     last_seen: HashMap<SessionId, Seen>,
     /// Tracked sessions per source address (only addresses with at least one).
     per_address: HashMap<IpAddr, usize>,
@@ -137,17 +168,26 @@ pub enum Renewing {
 }
 
 impl SessionTracker {
+    /// A tracker that reads the time from `clock` ([`SessionTracker::default`]
+    /// reads CLOCK_BOOTTIME).
+    pub fn new(clock: Clock) -> SessionTracker {
+        SessionTracker {
+            clock,
+            inner: Mutex::default(),
+        }
+    }
+
     /// Records that `session` was heard from in `term`, from `address` when
     /// the connection has one; [`Doomed`] if it is being expired.
     pub fn touch(
         &self,
-        term: u64,
+        term: Term,
         session: SessionId,
         address: Option<IpAddr>,
     ) -> Result<(), Doomed> {
         let mut tracker = self.lock();
         tracker.reset_if_new(term);
-        tracker.seen(session, address);
+        tracker.seen(session, address, self.clock.now_ms());
         if tracker.doomed.contains(&session) {
             return Err(Doomed);
         }
@@ -161,13 +201,13 @@ impl SessionTracker {
     /// An untracked session is left alone (a renewal cannot make up sessions
     /// that count against its address); the caller touches it once the state
     /// shows it holds the session.
-    pub fn renewing(&self, term: u64, session: SessionId, address: Option<IpAddr>) -> Renewing {
+    pub fn renewing(&self, term: Term, session: SessionId, address: Option<IpAddr>) -> Renewing {
         let mut tracker = self.lock();
         tracker.reset_if_new(term);
         if !tracker.last_seen.contains_key(&session) {
             return Renewing::Untracked;
         }
-        tracker.seen(session, address);
+        tracker.seen(session, address, self.clock.now_ms());
         if tracker.doomed.contains(&session) {
             Renewing::Doomed
         } else {
@@ -181,7 +221,7 @@ impl SessionTracker {
     /// `max` sessions and `session` is not one of them.
     pub fn admit(
         &self,
-        term: u64,
+        term: Term,
         session: SessionId,
         address: Option<IpAddr>,
         new: bool,
@@ -199,7 +239,7 @@ impl SessionTracker {
                 return Err(Refusal::Limit(sessions));
             }
         }
-        tracker.seen(session, address);
+        tracker.seen(session, address, self.clock.now_ms());
         if tracker.doomed.contains(&session) {
             return Err(Refusal::Doomed);
         }
@@ -208,7 +248,7 @@ impl SessionTracker {
 
     /// Stops tracking `session` in `term`: a request that would have started
     /// it created nothing.
-    pub fn forget(&self, term: u64, session: SessionId) {
+    pub fn forget(&self, term: Term, session: SessionId) {
         let mut tracker = self.lock();
         if tracker.term == term {
             tracker.remove(&session);
@@ -224,18 +264,18 @@ impl SessionTracker {
     /// longer holds them.
     pub fn silent(
         &self,
-        term: u64,
+        term: Term,
         since_ms: u64,
         known: &[SessionId],
         ttl: Duration,
     ) -> Vec<SessionId> {
-        self.silent_at(boottime_ms(), term, since_ms, known, ttl)
+        self.silent_at(self.clock.now_ms(), term, since_ms, known, ttl)
     }
 
     fn silent_at(
         &self,
         now: u64,
-        term: u64,
+        term: Term,
         since_ms: u64,
         known: &[SessionId],
         ttl: Duration,
@@ -282,7 +322,7 @@ impl SessionTracker {
 
     /// The `Expire` of `sessions` chosen in `term` failed: they are no
     /// longer doomed (a request that touched them meanwhile keeps them alive).
-    pub fn settle_failed(&self, term: u64, sessions: &[SessionId]) {
+    pub fn settle_failed(&self, term: Term, sessions: &[SessionId]) {
         let mut tracker = self.lock();
         if tracker.term == term {
             for session in sessions {
@@ -312,7 +352,7 @@ impl SessionTracker {
 }
 
 impl Tracker {
-    fn reset_if_new(&mut self, term: u64) {
+    fn reset_if_new(&mut self, term: Term) {
         if term != self.term {
             self.term = term;
             self.last_seen.clear();
@@ -321,10 +361,9 @@ impl Tracker {
         }
     }
 
-    /// Records `session` as heard from now, from `address` (or from where it
-    /// was last heard, when the connection has no address).
-    fn seen(&mut self, session: SessionId, address: Option<IpAddr>) {
-        let now = boottime_ms();
+    /// Records `session` as heard from at `now` (ms), from `address` (or
+    /// from where it was last heard, when the connection has no address).
+    fn seen(&mut self, session: SessionId, address: Option<IpAddr>, now: u64) {
         let previous = self.last_seen.insert(session, Seen { at: now, address });
         let previous = previous.and_then(|p| p.address);
         match (previous, address) {
@@ -383,39 +422,51 @@ mod tests {
     fn new_sessions_per_address_are_limited() {
         let tracker = SessionTracker::default();
         for i in 0..3 {
-            tracker.admit(1, SessionId(i), Some(A), true, 3).unwrap();
+            tracker
+                .admit(Term(1), SessionId(i), Some(A), true, 3)
+                .unwrap();
         }
         assert_eq!(
-            tracker.admit(1, SessionId(9), Some(A), true, 3),
+            tracker.admit(Term(1), SessionId(9), Some(A), true, 3),
             Err(Refusal::Limit(3))
         );
-        tracker.admit(1, SessionId(0), Some(A), true, 3).unwrap();
-        tracker.admit(1, SessionId(1), Some(A), false, 3).unwrap();
-        tracker.admit(1, SessionId(9), Some(B), true, 3).unwrap();
+        tracker
+            .admit(Term(1), SessionId(0), Some(A), true, 3)
+            .unwrap();
+        tracker
+            .admit(Term(1), SessionId(1), Some(A), false, 3)
+            .unwrap();
+        tracker
+            .admit(Term(1), SessionId(9), Some(B), true, 3)
+            .unwrap();
         assert_eq!((tracker.sessions_from(A), tracker.sessions_from(B)), (3, 1));
 
-        tracker.forget(1, SessionId(2));
+        tracker.forget(Term(1), SessionId(2));
         assert_eq!(tracker.sessions_from(A), 2);
-        tracker.admit(1, SessionId(8), Some(A), true, 3).unwrap();
+        tracker
+            .admit(Term(1), SessionId(8), Some(A), true, 3)
+            .unwrap();
 
         // The state holds 0, 1 and 9 only: 8 is forgotten by the sweep.
         let known = [SessionId(0), SessionId(1), SessionId(9)];
         assert!(
             tracker
-                .silent(1, 0, &known, Duration::from_secs(60))
+                .silent(Term(1), 0, &known, Duration::from_secs(60))
                 .is_empty()
         );
         assert_eq!(tracker.sessions_from(A), 2);
 
         // A session moving to another address is counted there only.
-        tracker.touch(1, SessionId(1), Some(B)).unwrap();
+        tracker.touch(Term(1), SessionId(1), Some(B)).unwrap();
         assert_eq!((tracker.sessions_from(A), tracker.sessions_from(B)), (1, 2));
         // A request without an address keeps the session where it was.
-        tracker.touch(1, SessionId(1), None).unwrap();
+        tracker.touch(Term(1), SessionId(1), None).unwrap();
         assert_eq!(tracker.sessions_from(B), 2);
 
         // A new term starts the count afresh.
-        tracker.admit(2, SessionId(7), Some(A), true, 1).unwrap();
+        tracker
+            .admit(Term(2), SessionId(7), Some(A), true, 1)
+            .unwrap();
         assert_eq!((tracker.sessions_from(A), tracker.sessions_from(B)), (1, 0));
     }
 
@@ -428,24 +479,24 @@ mod tests {
     fn an_outage_of_the_node_is_not_billed_to_its_sessions() {
         let tracker = SessionTracker::default();
         let t = boottime_ms();
-        tracker.touch(1, SessionId(1), Some(A)).unwrap();
+        tracker.touch(Term(1), SessionId(1), Some(A)).unwrap();
         let known = [SessionId(1)];
         let later = t + 7_000;
         // Served all along: silent for 7 s > 6 s.
-        let spell_from_start = tracker.silent_at(later, 1, 0, &known, TTL);
+        let spell_from_start = tracker.silent_at(later, Term(1), 0, &known, TTL);
         assert_eq!(spell_from_start, vec![SessionId(1)]);
 
         let tracker = SessionTracker::default();
-        tracker.touch(1, SessionId(1), Some(A)).unwrap();
+        tracker.touch(Term(1), SessionId(1), Some(A)).unwrap();
         // The lease lapsed and came back in the same term 2 s after the
         // touch: 5 s of silence count, not 7.
         assert!(
             tracker
-                .silent_at(later, 1, t + 2_000, &known, TTL)
+                .silent_at(later, Term(1), t + 2_000, &known, TTL)
                 .is_empty()
         );
         assert_eq!(
-            tracker.silent_at(t + 8_100, 1, t + 2_000, &known, TTL),
+            tracker.silent_at(t + 8_100, Term(1), t + 2_000, &known, TTL),
             vec![SessionId(1)]
         );
     }
@@ -457,46 +508,137 @@ mod tests {
     fn a_session_chosen_for_expiry_is_not_answered_until_it_resolves() {
         let tracker = SessionTracker::default();
         let t = boottime_ms();
-        tracker.touch(1, SessionId(1), Some(A)).unwrap();
-        tracker.touch(1, SessionId(2), Some(A)).unwrap();
+        tracker.touch(Term(1), SessionId(1), Some(A)).unwrap();
+        tracker.touch(Term(1), SessionId(2), Some(A)).unwrap();
         let known = [SessionId(1), SessionId(2)];
         let later = t + 7_000;
-        let chosen = tracker.silent_at(later, 1, 0, &known, TTL);
+        let chosen = tracker.silent_at(later, Term(1), 0, &known, TTL);
         assert_eq!(chosen.len(), 2);
 
-        assert_eq!(tracker.touch(1, SessionId(1), Some(A)), Err(Doomed));
-        assert_eq!(tracker.renewing(1, SessionId(1), Some(A)), Renewing::Doomed);
+        assert_eq!(tracker.touch(Term(1), SessionId(1), Some(A)), Err(Doomed));
         assert_eq!(
-            tracker.admit(1, SessionId(1), Some(A), false, 10),
+            tracker.renewing(Term(1), SessionId(1), Some(A)),
+            Renewing::Doomed
+        );
+        assert_eq!(
+            tracker.admit(Term(1), SessionId(1), Some(A), false, 10),
             Err(Refusal::Doomed)
         );
         assert!(
-            tracker.silent_at(later + 1, 1, 0, &known, TTL).is_empty(),
+            tracker
+                .silent_at(later + 1, Term(1), 0, &known, TTL)
+                .is_empty(),
             "chosen once"
         );
 
         // Session 1's Expire failed: it was touched meanwhile, so it lives.
-        tracker.settle_failed(1, &[SessionId(1)]);
+        tracker.settle_failed(Term(1), &[SessionId(1)]);
         assert_eq!(
-            tracker.renewing(1, SessionId(1), Some(A)),
+            tracker.renewing(Term(1), SessionId(1), Some(A)),
             Renewing::Touched
         );
         // Session 2's Expire was applied: the state no longer holds it.
         let now = boottime_ms();
         assert!(
             tracker
-                .silent_at(now, 1, 0, &[SessionId(1)], TTL)
+                .silent_at(now, Term(1), 0, &[SessionId(1)], TTL)
                 .is_empty()
         );
         assert_eq!(
-            tracker.renewing(1, SessionId(2), Some(A)),
+            tracker.renewing(Term(1), SessionId(2), Some(A)),
             Renewing::Untracked
         );
         assert_eq!(tracker.sessions_from(A), 1);
 
         // A new term forgets every doom.
-        let chosen = tracker.silent_at(later + 20_000, 1, 0, &[SessionId(1)], TTL);
+        let chosen = tracker.silent_at(later + 20_000, Term(1), 0, &[SessionId(1)], TTL);
         assert_eq!(chosen, vec![SessionId(1)]);
-        assert_eq!(tracker.touch(2, SessionId(1), Some(A)), Ok(()));
+        assert_eq!(tracker.touch(Term(2), SessionId(1), Some(A)), Ok(()));
+    }
+
+    /// One millisecond: the step past a deadline that makes it pass.
+    const TICK: Duration = Duration::from_millis(1);
+
+    /// A tracker on tokio's (paused) clock, and that clock's origin.
+    fn paused_tracker() -> (SessionTracker, tokio::time::Instant) {
+        let origin = tokio::time::Instant::now();
+        (SessionTracker::new(Clock::Tokio(origin)), origin)
+    }
+
+    // A session silent for exactly the TTL is still live; one millisecond
+    // later the sweeper expires it.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_session_expires_one_ttl_after_it_was_last_heard() {
+        let (tracker, _) = paused_tracker();
+        let known = [SessionId(1)];
+        tokio::time::advance(Duration::from_secs(2)).await;
+        tracker.touch(Term(1), SessionId(1), Some(A)).unwrap();
+        tokio::time::advance(TTL).await;
+        assert!(tracker.silent(Term(1), 0, &known, TTL).is_empty());
+        tokio::time::advance(TICK).await;
+        assert_eq!(tracker.silent(Term(1), 0, &known, TTL), vec![SessionId(1)]);
+    }
+
+    // A renewal restarts the TTL: the session expires one TTL after its last
+    // renewal, not after its first.
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_restarts_the_ttl() {
+        let (tracker, _) = paused_tracker();
+        let known = [SessionId(1)];
+        tracker.touch(Term(1), SessionId(1), Some(A)).unwrap();
+        tokio::time::advance(TTL / 2).await;
+        assert_eq!(
+            tracker.renewing(Term(1), SessionId(1), Some(A)),
+            Renewing::Touched
+        );
+        tokio::time::advance(TTL).await;
+        assert!(tracker.silent(Term(1), 0, &known, TTL).is_empty());
+        tokio::time::advance(TICK).await;
+        assert_eq!(tracker.silent(Term(1), 0, &known, TTL), vec![SessionId(1)]);
+    }
+
+    // After a term change every session the state holds gets a fresh TTL
+    // from the moment the new term first looks at it, however long it was
+    // silent in the old term: a failover does not expire live clients.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_term_gives_every_session_a_fresh_ttl() {
+        let (tracker, _) = paused_tracker();
+        let known = [SessionId(1)];
+        tracker.touch(Term(1), SessionId(1), Some(A)).unwrap();
+        tokio::time::advance(TTL - Duration::from_secs(1)).await;
+        // The new term's first sweep: silent for 5 s in term 1, fresh in term 2.
+        assert!(tracker.silent(Term(2), 0, &known, TTL).is_empty());
+        tokio::time::advance(Duration::from_secs(1) + TICK).await;
+        assert!(
+            tracker.silent(Term(2), 0, &known, TTL).is_empty(),
+            "term 1's silence is not carried into term 2"
+        );
+        tokio::time::advance(TTL - Duration::from_secs(1) - TICK).await;
+        assert!(tracker.silent(Term(2), 0, &known, TTL).is_empty());
+        tokio::time::advance(TICK).await;
+        assert_eq!(tracker.silent(Term(2), 0, &known, TTL), vec![SessionId(1)]);
+    }
+
+    // While the node did not serve (its lease lapsed), no client could renew
+    // with it: silence counts from when it served again, so the session
+    // expires one TTL after that, not one TTL after it was last heard.
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_of_the_node_is_not_billed_on_the_paused_clock() {
+        let (tracker, origin) = paused_tracker();
+        let known = [SessionId(1)];
+        tracker.touch(Term(1), SessionId(1), Some(A)).unwrap();
+        let outage = Duration::from_secs(4);
+        tokio::time::advance(outage).await;
+        let since_ms = Clock::Tokio(origin).now_ms();
+        tokio::time::advance(TTL).await;
+        assert!(
+            tracker.silent(Term(1), since_ms, &known, TTL).is_empty(),
+            "silent for TTL + outage, but only TTL while serving"
+        );
+        tokio::time::advance(TICK).await;
+        assert_eq!(
+            tracker.silent(Term(1), since_ms, &known, TTL),
+            vec![SessionId(1)]
+        );
     }
 }

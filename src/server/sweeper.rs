@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::license::ids::Term;
 use crate::license::state::{Command, SessionId};
 
 use super::sessions::{EXPIRE_ROUNDS_MAX, expired_text, sweep_period};
@@ -35,7 +36,7 @@ pub async fn sweep(shared: std::sync::Arc<Shared>, stop: impl std::future::Futur
             let known: Vec<SessionId> = shared
                 .state
                 .read(|state| state.sessions().keys().copied().collect());
-            let silent = shared.sessions.silent(term, since_ms, &known, ttl);
+            let silent = shared.sessions.silent(Term(term), since_ms, &known, ttl);
             if silent.is_empty() {
                 break;
             }
@@ -52,7 +53,7 @@ pub async fn sweep(shared: std::sync::Arc<Shared>, stop: impl std::future::Futur
                     info!(count, %log_id, ?outcome, sessions = %who, "expired silent sessions")
                 }
                 Err(error) => {
-                    shared.sessions.settle_failed(term, &silent);
+                    shared.sessions.settle_failed(Term(term), &silent);
                     warn!(count, %error, "could not expire silent sessions");
                     break;
                 }
