@@ -26,8 +26,9 @@ pub enum ClientError {
         /// The cluster's sentence, e.g. `5 seats of "cad" asked for, but only 3 are licensed`.
         message: String,
     },
-    /// No node answered within the call's deadline.
-    #[error("no raftlm node answered (tried {}): {last}", .tried.join(", "))]
+    /// No node answered within the call's deadline (or, when `last` is a
+    /// fenced answer, none answered from a term the client accepts).
+    #[error("{}", unreachable_text(.tried, .last))]
     Unreachable {
         /// The addresses tried, in order, each once.
         tried: Vec<String>,
@@ -90,4 +91,17 @@ impl ClientError {
     pub fn is_refusal(&self) -> bool {
         matches!(self, ClientError::Denied { .. } | ClientError::Refused(_))
     }
+}
+
+/// [`ClientError::Unreachable`]'s sentence: a call whose last answer was
+/// refused by the term fence did get an answer, from a term below one seen
+/// before (a deposed node, or a cluster restored or rebuilt in a lower term),
+/// and says so rather than that nothing answered.
+fn unreachable_text(tried: &[String], last: &str) -> String {
+    let what = if last.contains(" seen before: ") {
+        "no raftlm node answered from a term this client accepts"
+    } else {
+        "no raftlm node answered"
+    };
+    format!("{what} (tried {}): {last}", tried.join(", "))
 }

@@ -14,7 +14,9 @@ use crate::license::ids::Term;
 
 /// A reply from a term older than one already seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a reply from term {term} was refused: term {highest} has already been seen")]
+#[error(
+    "it answered from term {term}, below term {highest} seen before: it was deposed, or the cluster was restored or rebuilt in a lower term (a new client accepts it)"
+)]
 pub struct StaleTerm {
     /// The reply's term.
     pub term: Term,
@@ -88,7 +90,7 @@ mod tests {
         );
         assert_eq!(
             fence.admit(Term(4)).unwrap_err().to_string(),
-            "a reply from term 4 was refused: term 5 has already been seen"
+            "it answered from term 4, below term 5 seen before: it was deposed, or the cluster was restored or rebuilt in a lower term (a new client accepts it)"
         );
     }
 }

@@ -1330,7 +1330,16 @@ mod tests {
         match client.status().await.unwrap_err() {
             ClientError::Unreachable { tried, last } => {
                 assert_eq!(tried, vec![b.clone(), a.clone()]);
-                assert!(last.contains("has already been seen"), "{last}");
+                assert!(last.contains("below term 6 seen before"), "{last}");
+                let text = ClientError::Unreachable {
+                    tried: tried.clone(),
+                    last: last.clone(),
+                }
+                .to_string();
+                assert!(
+                    text.starts_with("no raftlm node answered from a term this client accepts"),
+                    "{text}"
+                );
             }
             other => panic!("expected unreachable, got {other:?}"),
         }
