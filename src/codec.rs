@@ -20,8 +20,10 @@ use serde::de::DeserializeOwned;
 /// no session); 4 — the license state records whether it ever trusted a
 /// vendor key (a `vendor_keys` bootstrap happens once) and the bootstrap is
 /// one command; license lines bound to a cluster identity; 5 — license
-/// lines bound to host ids, and the voters' host ids in the state.
-pub const FORMAT_VERSION: u8 = 5;
+/// lines bound to host ids, and the voters' host ids in the state; 6 — the
+/// node ids that left the cluster (never used again) and membership
+/// changes among the administrators' actions.
+pub const FORMAT_VERSION: u8 = 6;
 
 /// Largest record [`decode`] accepts; guards against a corrupt length prefix
 /// asking for an absurd allocation.

@@ -211,6 +211,21 @@ async fn a_cluster_grows_to_five_survives_two_losses_and_shrinks_back() {
         view.members.iter().all(|m| m.voter && m.reachable),
         "{view:?}"
     );
+    // A removed id is never used again, and every change is recorded with its author.
+    let lost_id = lost[0] as u64 + 1;
+    let error = admin
+        .add_learner(lost_id, "127.0.0.1:9", "127.0.0.1:10")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("never used again"), "{error}");
+    let actions = admin.status().await.unwrap().admin_actions;
+    let recorded: Vec<&str> = actions.iter().map(|a| a.action.as_str()).collect();
+    assert!(
+        recorded.iter().any(|a| a.starts_with("add node 5 (learner)"))
+            && recorded.iter().any(|a| a.starts_with("voters 1, 2, 3, 4 → 1, 2, 3, 4, 5")),
+        "{recorded:?}"
+    );
     // Fewer than three voters needs --force.
     let error = admin
         .remove_node(live_other, false)

@@ -123,6 +123,17 @@ pub enum Command {
         /// Who asked.
         author: String,
     },
+    /// A membership change an administrator asked for, recorded before the
+    /// active node makes it (`src/server/membership.rs`): among the
+    /// administrators' actions, and `retire` among the ids never used again.
+    RecordMembership {
+        /// What was asked, e.g. `add node 4 (learner) at …` or `voters 1, 2, 3 → 1, 2, 4`.
+        action: String,
+        /// Ids that leave the cluster with this change.
+        retire: Vec<u64>,
+        /// Who asked.
+        author: String,
+    },
 }
 
 /// A batch of commands in one log entry, stamped by the active node.
@@ -293,6 +304,13 @@ pub enum Outcome {
         /// The license holding a line it signed.
         license: String,
     },
+    /// A membership change was recorded.
+    MembershipRecorded {
+        /// Ids retired so far, this change's included.
+        retired: u32,
+    },
+    /// A membership change would retire more ids than the state keeps.
+    TooManyRetired,
     /// A `vendor_keys` bootstrap trusted these keys.
     KeysBootstrapped {
         /// Their ids.

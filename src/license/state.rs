@@ -98,6 +98,9 @@ pub const EXPIRED_SESSIONS_REMEMBERED: usize = 100_000;
 pub const CHECKOUT_SEATS_MAX: u32 = 1_000_000;
 /// How many administrators' actions the state remembers, newest last.
 pub const ADMIN_ACTIONS_REMEMBERED: usize = 64;
+/// Most node ids the state keeps as retired: a cluster replaces a machine
+/// now and then, not thousands of times; a change beyond it is refused.
+pub const RETIRED_NODES_MAX: usize = 4096;
 /// First answers of requests from sessions the state does not hold (a
 /// denied first check-out creates no session), newest last, so that a retry
 /// gets its first answer: about six seconds of a flood at 10,000 denials a
@@ -230,6 +233,9 @@ pub struct LicenseState {
     /// imported with (the last [`IMPORTS_REMEMBERED_PER_NAME`]), kept across
     /// removals: a license directory re-imports a file only when it changed.
     imported: BTreeMap<String, VecDeque<[u8; 32]>>,
+    /// Node ids that left the cluster: never members again (a certificate
+    /// issued for one admits nobody), at most [`RETIRED_NODES_MAX`].
+    retired_nodes: BTreeSet<u64>,
 }
 
 /// A digest of license lines' content and signatures (deterministic).
@@ -470,6 +476,27 @@ impl LicenseState {
                 );
                 outcome
             }
+            Command::RecordMembership {
+                action,
+                retire,
+                author,
+            } => {
+                let fresh: BTreeSet<u64> = retire
+                    .iter()
+                    .copied()
+                    .filter(|id| !self.retired_nodes.contains(id))
+                    .collect();
+                let outcome = if self.retired_nodes.len() + fresh.len() > RETIRED_NODES_MAX {
+                    Outcome::TooManyRetired
+                } else {
+                    self.retired_nodes.extend(fresh);
+                    Outcome::MembershipRecorded {
+                        retired: u32::try_from(self.retired_nodes.len()).unwrap_or(u32::MAX),
+                    }
+                };
+                self.record_admin(author, action.clone(), &outcome);
+                outcome
+            }
             Command::UntrustKey { key_id, author } => {
                 let outcome = trust::untrust_key(
                     &mut self.trusted,
@@ -510,6 +537,10 @@ impl LicenseState {
                 format!("refused: license {license} holds lines it signed")
             }
             Outcome::BadKey { reason } => format!("refused: {reason}"),
+            Outcome::MembershipRecorded { .. } => "recorded".to_string(),
+            Outcome::TooManyRetired => {
+                format!("refused: at most {RETIRED_NODES_MAX} node ids are retired")
+            }
             Outcome::HostsReported { voters } => format!("recorded for {voters} voters"),
             Outcome::HostsRefused { voters } => format!(
                 "refused: {voters} voters named, at most {HOST_REPORT_VOTERS_MAX} are recorded"
@@ -1217,6 +1248,11 @@ impl LicenseState {
     }
 
     /// The most recent administrators' actions, oldest first.
+    pub fn retired_nodes(&self) -> &BTreeSet<u64> {
+        &self.retired_nodes
+    }
+
+    /// The last administrators' actions, oldest first.
     pub fn admin_actions(&self) -> &VecDeque<AdminAction> {
         &self.admin_actions
     }

@@ -18,16 +18,19 @@
 //!   the change uncommitted until it or another voter comes back, which
 //!   `raftlm cluster members` shows as pending;
 //! - removing the active node (it must hand over first: `raftlm down`);
-//! - an address another member uses.
+//! - an address another member uses, or an id that left the cluster before.
 //!
 //! openraft's `SetNodes`, which it documents as able to split the brain, is
-//! never used. The administrator who asked is logged with every change.
+//! never used. Every change is first committed as a record (its author,
+//! what was asked, the ids it retires: never members again), listed among
+//! the administrators' actions.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::ChangeMembers;
 use tracing::info;
 
+use crate::license::state::{Command, Outcome};
 use crate::proto::v1 as pb;
 use crate::raft::Member;
 use crate::server::{ServiceError, Shared};
@@ -123,6 +126,11 @@ pub async fn add_learner(
     if id == 0 {
         return Err(ServiceError::InvalidArgument("node ids start at 1".into()));
     }
+    if shared.state.read(|s| s.retired_nodes().contains(&id)) {
+        return Err(ServiceError::Refused(format!(
+            "node id {id} left this cluster before, and ids are never used again (its certificate would speak for it): give the new node a new id"
+        )));
+    }
     if let Some(existing) = view.members.iter().find(|m| m.id == id) {
         if existing.voter {
             return Err(ServiceError::Refused(format!(
@@ -149,6 +157,16 @@ pub async fn add_learner(
         )));
     }
     info!(%author, node = id, %member, "adding a learner");
+    record(
+        shared,
+        format!(
+            "add node {id} (learner) at {} (peer {})",
+            member.address, member.peer_address
+        ),
+        Vec::new(),
+        author,
+    )
+    .await?;
     shared
         .raft
         .add_learner(id, member, false)
@@ -230,6 +248,13 @@ pub async fn change_voters(
         ));
     }
     info!(%author, from = %list(&voters), to = %list(&wanted), "changing the voters");
+    record(
+        shared,
+        format!("voters {} → {}", list(&voters), list(&wanted)),
+        voters.difference(&wanted).copied().collect(),
+        author,
+    )
+    .await?;
     shared
         .raft
         .change_membership(ChangeMembers::ReplaceAllVoters(wanted), false)
@@ -266,12 +291,42 @@ pub async fn remove_node(
         )));
     }
     info!(%author, node = id, "removing a learner");
+    record(
+        shared,
+        format!("remove node {id} (learner)"),
+        vec![id],
+        author,
+    )
+    .await?;
     shared
         .raft
         .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
         .await
         .map_err(|e| refusal_of(shared, e))?;
     Ok(Vec::new())
+}
+
+/// Commits the record of a change (among the administrators' actions, with
+/// the ids it retires) before the change itself: an id is retired even if
+/// the change then fails, which only errs on the side of never reusing it.
+async fn record(
+    shared: &Shared,
+    action: String,
+    retire: Vec<u64>,
+    author: &str,
+) -> Result<(), ServiceError> {
+    let command = Command::RecordMembership {
+        action,
+        retire,
+        author: author.to_string(),
+    };
+    let (outcome, _) = shared.propose(command).await?;
+    match outcome {
+        Outcome::MembershipRecorded { .. } => Ok(()),
+        other => Err(ServiceError::Refused(format!(
+            "the membership change was not recorded: {other:?}"
+        ))),
+    }
 }
 
 /// openraft's answer to a membership change, as a service error: not the
