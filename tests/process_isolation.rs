@@ -59,7 +59,7 @@ async fn serving(cluster: &ProcessCluster, limit: Duration) -> pb::StatusReply {
 // come back the leader is the same node in the same term: no election.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_node_rejoins_without_an_election() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     let targets: Vec<SocketAddr> = cluster
         .peer_addresses
         .iter()
@@ -68,16 +68,11 @@ async fn an_isolated_node_rejoins_without_an_election() {
     let proxies = Proxies::start(LOOPBACK, &targets).await.unwrap();
     // Every node reaches every peer through the proxy of that ordered pair.
     for from in 0..3 {
-        let path = cluster.config(from + 1);
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        for to in (0..3).filter(|&to| to != from) {
-            let proxied = proxies.address(from, to).unwrap().to_string();
-            text = text.replace(
-                &format!("peer_address = \"{}\"", cluster.peer_addresses[to]),
-                &format!("peer_address = \"{proxied}\""),
-            );
-        }
-        std::fs::write(&path, text).unwrap();
+        cluster.tune(from + 1, |config| {
+            for to in (0..3).filter(|&to| to != from) {
+                config.nodes[to].peer_address = proxies.address(from, to).unwrap().to_string();
+            }
+        });
     }
     cluster.start_all();
     let before = serving(&cluster, Duration::from_secs(30)).await;

@@ -246,7 +246,14 @@ impl Cluster {
                     spec.real[j]
                 ));
             }
-            text.push_str(&tls.config_section(i as u64 + 1));
+            let node_tls = tls.node_config(i as u64 + 1);
+            let path = |p: Option<PathBuf>| p.unwrap_or_default().display().to_string();
+            text.push_str(&format!(
+                "\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                path(node_tls.ca),
+                path(node_tls.cert),
+                path(node_tls.key)
+            ));
             text.push_str(&format!(
                 "\n[access_point]\n{}\n[timing]\nsession_ttl_ms = {}\n{}\n\
                  [snapshot]\nlogs_since_last = {}\nlogs_kept = {LOGS_KEPT}\n",

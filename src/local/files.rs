@@ -275,6 +275,20 @@ pub fn no_access_point() -> AccessPoint {
     }
 }
 
+/// Writes `config` to `path` as TOML, under the comment `header`. The config
+/// is not validated: a test may write one the server must refuse.
+pub fn write_config(path: &Path, config: &Config, header: Option<&str>) -> Result<(), FilesError> {
+    let text = toml::to_string(config).map_err(|e| FilesError::Serialize {
+        node: config.node_id,
+        message: e.to_string(),
+    })?;
+    let text = match header {
+        Some(header) => format!("# {header}\n{text}"),
+        None => text,
+    };
+    write_file(path, &text)
+}
+
 fn write_file(path: &Path, text: &str) -> Result<(), FilesError> {
     std::fs::write(path, text).map_err(|source| FilesError::Io {
         path: path.to_path_buf(),
@@ -354,15 +368,7 @@ impl Plan {
             })
             .collect();
         let tls = match tls {
-            Some(tls) => {
-                let (cert, key) = tls.node(own.id);
-                crate::config::Tls {
-                    plaintext: false,
-                    ca: Some(tls.ca()),
-                    cert: Some(cert),
-                    key: Some(key),
-                }
-            }
+            Some(tls) => tls.node_config(own.id),
             None => crate::config::Tls {
                 plaintext: true,
                 ..Default::default()
@@ -440,19 +446,12 @@ impl Plan {
         let mut configs = Vec::new();
         for i in 0..self.nodes.len() {
             let config = self.config(i, &public_in_file, tls.as_ref());
-            let text = toml::to_string(&config).map_err(|e| FilesError::Serialize {
-                node: config.node_id,
-                message: e.to_string(),
-            })?;
-            let text = match &self.header {
-                Some(header) => format!(
-                    "# {}\n{text}",
-                    header.replace("{id}", &config.node_id.to_string())
-                ),
-                None => text,
-            };
+            let header = self
+                .header
+                .as_ref()
+                .map(|h| h.replace("{id}", &config.node_id.to_string()));
             let path = self.config_file(i);
-            write_file(&path, &text)?;
+            write_config(&path, &config, header.as_deref())?;
             configs.push(Config::load(&path)?);
             config_files.push(path);
         }

@@ -100,6 +100,18 @@ pub async fn start_again(config: &Config) -> Result<Node, NodeError> {
     }
 }
 
+/// Starts one node per config on the listeners of `bound` (in order): node
+/// `i + 1` at index `i`, `Some` while it runs.
+pub async fn start_nodes(configs: &[Config], bound: Bound) -> Result<Vec<Option<Node>>, NodeError> {
+    let mut nodes = Vec::with_capacity(configs.len());
+    for (config, (client, peer)) in configs.iter().zip(bound.listeners) {
+        nodes.push(Some(
+            Node::start_with_listeners(config.clone(), client, peer).await?,
+        ));
+    }
+    Ok(nodes)
+}
+
 /// Nodes running in this process, one per config (node `i + 1` at index `i`).
 pub struct InProcess {
     /// Each node's config (tune one with [`config_mut`](Self::config_mut)
@@ -123,15 +135,8 @@ impl std::fmt::Debug for InProcess {
 impl InProcess {
     /// Starts one node per config on the listeners of `bound` (in order).
     pub async fn start(configs: Vec<Config>, bound: Bound) -> Result<InProcess, NodeError> {
-        let mut cluster = InProcess {
-            nodes: configs.iter().map(|_| None).collect(),
-            configs,
-        };
-        for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
-            let node = Node::start_with_listeners(cluster.configs[i].clone(), client, peer).await?;
-            cluster.nodes[i] = Some(node);
-        }
-        Ok(cluster)
+        let nodes = start_nodes(&configs, bound).await?;
+        Ok(InProcess { configs, nodes })
     }
 
     /// How many nodes.

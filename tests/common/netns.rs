@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use raftlm::config::{AccessPoint, AccessPointMode};
+use raftlm::local::files::{self, LicenseFile, Plan, Security};
+
 #[path = "../../chaos/src/lan.rs"]
 mod lan;
 pub use lan::*;
@@ -68,40 +71,31 @@ impl NetnsCluster {
     /// timing) and starts the watchdog threads; no node runs yet.
     pub fn new(lan: Lan, features: &[(&str, u32)]) -> NetnsCluster {
         let dir = tempfile::tempdir().unwrap();
-        let (key, public) = super::vendor_key(dir.path());
-        let licenses = dir.path().join("licenses");
-        std::fs::create_dir_all(&licenses).unwrap();
-        std::fs::write(
-            licenses.join("acme.lic"),
-            super::signed_license(&key, features),
-        )
-        .unwrap();
-        for id in 1..=3usize {
-            let mut text = format!(
-                "node_id = {id}\ncluster_name = \"{}\"\ndata_dir = \"node{id}\"\nvendor_keys = [\"{}\"]\nlicense_dir = \"licenses\"\n",
-                super::CLUSTER,
-                public.display()
-            );
-            for peer in 1..=3 {
-                text.push_str(&format!(
-                    "[[nodes]]\nid = {peer}\naddress = \"{0}:{PORT}\"\npeer_address = \"{0}:{PEER_PORT}\"\n",
-                    host_ip(peer)
-                ));
-            }
-            text.push_str(&super::tls().config_section(id as u64));
-            let script = |name: &str| {
-                format!(
-                    "[\"{}\", \"{{ip}}\", \"{{prefix}}\", \"{{interface}}\"]",
-                    example(name).display()
-                )
-            };
-            text.push_str(&format!(
-                "[access_point]\nmode = \"command\"\naddress = \"{VIP}:{PORT}\"\nprefix = 24\ninterface = \"eth0\"\nup = {}\ndown = {}\n",
-                script("vip-up"),
-                script("vip-down")
-            ));
-            std::fs::write(dir.path().join(format!("node{id}.toml")), text).unwrap();
-        }
+        let addresses: Vec<String> = (1..=3).map(|i| format!("{}:{PORT}", host_ip(i))).collect();
+        let peers: Vec<String> = (1..=3)
+            .map(|i| format!("{}:{PEER_PORT}", host_ip(i)))
+            .collect();
+        let mut plan = Plan::new(dir.path(), files::nodes_at(&addresses, &peers));
+        plan.cluster = super::CLUSTER.to_string();
+        plan.licenses = vec![LicenseFile::features("acme.lic", super::CLUSTER, features)];
+        plan.security = Security::Existing(super::tls().clone());
+        let script = |name: &str| -> Vec<String> {
+            vec![
+                example(name).display().to_string(),
+                "{ip}".into(),
+                "{prefix}".into(),
+                "{interface}".into(),
+            ]
+        };
+        plan.access_point = AccessPoint {
+            mode: AccessPointMode::Command,
+            address: format!("{VIP}:{PORT}").parse().unwrap(),
+            prefix: 24,
+            interface: "eth0".into(),
+            up: script("vip-up"),
+            down: script("vip-down"),
+        };
+        let key = plan.write().unwrap().key;
         let hosts: Vec<Arc<Host>> = (0..3)
             .map(|_| {
                 Arc::new(Host {
