@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use raftlm::local::in_process::{bind, start_again, start_nodes};
+use raftlm::local::in_process::{InProcess, bind, start_again, start_nodes};
 use raftlm::node::Node;
 use raftlm::proto::v1 as pb;
 use raftlm::proto::v1::license_client::LicenseClient;
@@ -1633,4 +1633,76 @@ async fn denials_from_sessions_that_hold_nothing_are_limited_per_address() {
     for node in nodes.into_iter().flatten() {
         node.shutdown().await;
     }
+}
+
+/// The index of a running node of `cluster` that serves, waiting for one.
+async fn serving_in(cluster: &InProcess) -> usize {
+    common::wait_until("a node serves", Duration::from_secs(30), || async {
+        (0..cluster.len()).find(|&i| {
+            cluster
+                .node(i)
+                .is_some_and(|n| n.shared().serving().is_ok())
+        })
+    })
+    .await
+}
+
+// A five-node cluster in one process serves a check-out; with its active
+// node stopped another serves, and the stopped node, started again on its
+// addresses, holds the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_in_process_serve_and_restart_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = common::vendor_key(dir.path());
+    let bound = bind(5).await.unwrap();
+    let configs = common::node_configs(
+        dir.path(),
+        &bound.addresses,
+        &bound.peer_addresses,
+        &public,
+        |_| {},
+    );
+    let mut cluster = InProcess::start(configs, bound).await.unwrap();
+    let leader = serving_in(&cluster).await;
+    let address = cluster.addresses()[leader].clone();
+    let mut admin = common::admin_client(&address).await;
+    admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "acme.lic".into(),
+            text: common::signed_license(&key, &[("cad", 3)]),
+        })
+        .await
+        .unwrap();
+    let granted = common::license_client(&address)
+        .await
+        .checkout(checkout(51, 1, "cad", 2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(granted.granted, "{granted:?}");
+    let token = granted.token.unwrap();
+    let token = raftlm::license::state::GrantToken {
+        term: token.term,
+        index: token.index,
+        slot: token.slot,
+    };
+
+    cluster.stop(leader).await;
+    let next = serving_in(&cluster).await;
+    assert_ne!(next, leader);
+    cluster.restart(leader).await.unwrap();
+    let returned = cluster.node(leader).unwrap();
+    common::wait_until(
+        "the restarted node holds the grant",
+        Duration::from_secs(30),
+        || async {
+            returned
+                .shared()
+                .state
+                .read(|s| s.grant(&token).is_some())
+                .then_some(())
+        },
+    )
+    .await;
+    cluster.shutdown().await;
 }

@@ -212,5 +212,4 @@ pub async fn admin_client(
     raftlm::proto::v1::admin_client::AdminClient::new(channel)
 }
 
-pub mod netns;
 pub mod process;
