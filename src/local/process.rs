@@ -13,9 +13,12 @@
 //! harness and the asynchronous `raftlm demo` and `raftlm bench`.
 //!
 //! No child outlives its launcher: each is started with `PR_SET_PDEATHSIG =
-//! SIGKILL` (it dies with the launching thread's process even if that is
-//! killed with SIGKILL), and dropping [`Processes`] continues a stopped
-//! child and kills and reaps every one.
+//! SIGKILL` (it dies with its parent even if that is killed with SIGKILL),
+//! and dropping [`Processes`] continues a stopped child and kills and reaps
+//! every one. The kernel sends the parent-death signal when the *thread*
+//! that started the child ends: start nodes from a thread that lives as
+//! long as they should (the main or test thread, a runtime's `block_on`),
+//! not from a blocking-pool thread that may retire.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
