@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,6 +15,7 @@ use raftlm::client::{
 };
 use raftlm::config::Config;
 use raftlm::license::signature::VendorSigningKey;
+use raftlm::local::in_process::{bind, start_again, start_nodes};
 use raftlm::node::Node;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -31,18 +31,14 @@ static CLUSTER_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new
 /// Three nodes on loopback that can be stopped and restarted on the same
 /// addresses and data directories.
 struct TestCluster {
-    dir: tempfile::TempDir,
+    /// Keys and data; removed when the cluster is dropped.
+    _dir: tempfile::TempDir,
     key: VendorSigningKey,
-    public: PathBuf,
     addresses: Vec<String>,
-    peer_addresses: Vec<String>,
+    configs: Vec<Config>,
     nodes: Vec<Option<Node>>,
-    tune: Tune,
     _slot: tokio::sync::SemaphorePermit<'static>,
 }
-
-/// A change to every node's config before it starts.
-type Tune = Arc<dyn Fn(&mut Config) + Send + Sync>;
 
 impl TestCluster {
     async fn start() -> TestCluster {
@@ -58,50 +54,36 @@ impl TestCluster {
         .await
     }
 
-    async fn start_tuned(tune: impl Fn(&mut Config) + Send + Sync + 'static) -> TestCluster {
+    /// Starts three nodes, each node's config changed by `tune` first.
+    async fn start_tuned(tune: impl Fn(&mut Config)) -> TestCluster {
         let slot = CLUSTER_SLOTS.acquire().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (key, public) = common::vendor_key(dir.path());
-        let bound = common::bind_three().await;
-        let mut cluster = TestCluster {
-            dir,
+        let bound = bind(3).await.unwrap();
+        let configs = common::node_configs(
+            dir.path(),
+            &bound.addresses,
+            &bound.peer_addresses,
+            &public,
+            |config| {
+                tune(config);
+                config.validate().unwrap();
+            },
+        );
+        TestCluster {
+            _dir: dir,
             key,
-            public,
-            addresses: bound.addresses,
-            peer_addresses: bound.peer_addresses,
-            nodes: vec![None, None, None],
-            tune: Arc::new(tune),
+            addresses: bound.addresses.clone(),
+            nodes: start_nodes(&configs, bound).await.unwrap(),
+            configs,
             _slot: slot,
-        };
-        for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
-            cluster.start_on(i, client, peer).await;
         }
-        cluster
-    }
-
-    async fn start_on(&mut self, i: usize, client: TcpListener, peer: TcpListener) {
-        let mut config = common::node_config(
-            self.dir.path(),
-            i as u64 + 1,
-            &self.addresses,
-            &self.peer_addresses,
-            &self.public,
-        );
-        (self.tune)(&mut config);
-        config.validate().unwrap();
-        self.nodes[i] = Some(
-            Node::start_with_listeners(config, client, peer)
-                .await
-                .unwrap(),
-        );
     }
 
     /// Restarts a stopped node on its old address and data directory.
     async fn restart(&mut self, i: usize) {
         assert!(self.nodes[i].is_none(), "node {} is running", i + 1);
-        let client = common::rebind(&self.addresses[i]).await;
-        let peer = common::rebind(&self.peer_addresses[i]).await;
-        self.start_on(i, client, peer).await;
+        self.nodes[i] = Some(start_again(&self.configs[i]).await.unwrap());
     }
 
     async fn stop(&mut self, i: usize) {

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use raftlm::local::in_process::{InProcess, bind, start_again, start_nodes};
 use raftlm::node::Node;
 use raftlm::proto::v1 as pb;
 use raftlm::proto::v1::license_client::LicenseClient;
@@ -17,23 +18,15 @@ async fn start_cluster(
     raftlm::license::signature::VendorSigningKey,
 ) {
     let (key, public) = common::vendor_key(dir);
-    let bound = common::bind_three().await;
-    let mut nodes = Vec::new();
-    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
-        let config = common::node_config(
-            dir,
-            i as u64 + 1,
-            &bound.addresses,
-            &bound.peer_addresses,
-            &public,
-        );
-        nodes.push(Some(
-            Node::start_with_listeners(config, client, peer)
-                .await
-                .unwrap(),
-        ));
-    }
-    (nodes, key)
+    let bound = bind(3).await.unwrap();
+    let configs = common::node_configs(
+        dir,
+        &bound.addresses,
+        &bound.peer_addresses,
+        &public,
+        |_| {},
+    );
+    (start_nodes(&configs, bound).await.unwrap(), key)
 }
 
 /// Three nodes started from the test configs, with what a test needs to stop
@@ -55,23 +48,10 @@ async fn start_three_with(
     public: &std::path::Path,
     tune: impl Fn(&mut raftlm::config::Config),
 ) -> Started {
-    let bound = common::bind_three().await;
+    let bound = bind(3).await.unwrap();
     let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
-    let configs: Vec<_> = (1..=3)
-        .map(|id| {
-            let mut config = common::node_config(dir, id, &addresses, &peer_addresses, public);
-            tune(&mut config);
-            config
-        })
-        .collect();
-    let mut nodes = Vec::new();
-    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
-        nodes.push(Some(
-            Node::start_with_listeners(configs[i].clone(), client, peer)
-                .await
-                .unwrap(),
-        ));
-    }
+    let configs = common::node_configs(dir, &addresses, &peer_addresses, public, tune);
+    let nodes = start_nodes(&configs, bound).await.unwrap();
     Started {
         nodes,
         configs,
@@ -365,7 +345,7 @@ async fn a_flexnet_file_imports_its_valid_lines_and_holds_expired_ones_at_zero()
 async fn stopped_node_catches_up_through_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = common::vendor_key(dir.path());
-    let bound = common::bind_three().await;
+    let bound = bind(3).await.unwrap();
     let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
     let configs: Vec<_> = (1..=3)
         .map(|id| {
@@ -376,14 +356,7 @@ async fn stopped_node_catches_up_through_a_snapshot() {
             config
         })
         .collect();
-    let mut nodes = Vec::new();
-    for (config, (client, peer)) in configs.iter().cloned().zip(bound.listeners) {
-        nodes.push(Some(
-            Node::start_with_listeners(config, client, peer)
-                .await
-                .unwrap(),
-        ));
-    }
+    let mut nodes = start_nodes(&configs, bound).await.unwrap();
     let leader = leader_of(&nodes).await;
     let lagging = (leader + 1) % 3;
     nodes[lagging].take().unwrap().shutdown().await;
@@ -427,13 +400,7 @@ async fn stopped_node_catches_up_through_a_snapshot() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let returned = common::start_again(
-        &configs[lagging],
-        &addresses[lagging],
-        &peer_addresses[lagging],
-    )
-    .await
-    .unwrap();
+    let returned = start_again(&configs[lagging]).await.unwrap();
     // The state and the metrics are updated one after the other: wait for both.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -629,23 +596,15 @@ async fn license_directory_never_undoes_an_administrator() {
         common::signed_license(&key, &[("sim", 4)]),
     )
     .unwrap();
-    let bound = common::bind_three().await;
-    let mut nodes = Vec::new();
-    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
-        let mut config = common::node_config(
-            dir.path(),
-            i as u64 + 1,
-            &bound.addresses,
-            &bound.peer_addresses,
-            &public,
-        );
-        config.license_dir = Some(licenses.clone());
-        nodes.push(Some(
-            Node::start_with_listeners(config, client, peer)
-                .await
-                .unwrap(),
-        ));
-    }
+    let bound = bind(3).await.unwrap();
+    let configs = common::node_configs(
+        dir.path(),
+        &bound.addresses,
+        &bound.peer_addresses,
+        &public,
+        |config| config.license_dir = Some(licenses.clone()),
+    );
+    let mut nodes = start_nodes(&configs, bound).await.unwrap();
     let leader = leader_of(&nodes).await;
     let holds = |node: &Node, name: &str| {
         node.shared()
@@ -754,7 +713,7 @@ async fn large_entries_fit_messages_and_a_follower_catches_up() {
     use raftlm::server::batcher::{BATCH_BYTES_MAX, COMMAND_BYTES_MAX};
     let dir = tempfile::tempdir().unwrap();
     let (_key, public) = common::vendor_key(dir.path());
-    let bound = common::bind_three().await;
+    let bound = bind(3).await.unwrap();
     let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
     let configs: Vec<_> = (1..=3)
         .map(|id| {
@@ -765,14 +724,7 @@ async fn large_entries_fit_messages_and_a_follower_catches_up() {
             config
         })
         .collect();
-    let mut nodes = Vec::new();
-    for (config, (client, peer)) in configs.iter().cloned().zip(bound.listeners) {
-        nodes.push(Some(
-            Node::start_with_listeners(config, client, peer)
-                .await
-                .unwrap(),
-        ));
-    }
+    let mut nodes = start_nodes(&configs, bound).await.unwrap();
     let leader = leader_of(&nodes).await;
     let shared = nodes[leader].as_ref().unwrap().shared().clone();
 
@@ -817,13 +769,7 @@ async fn large_entries_fit_messages_and_a_follower_catches_up() {
     assert_eq!(entries.len(), 24, "entries: {entries:?}");
     let last = *entries.last().unwrap();
 
-    let returned = common::start_again(
-        &configs[lagging],
-        &addresses[lagging],
-        &peer_addresses[lagging],
-    )
-    .await
-    .unwrap();
+    let returned = start_again(&configs[lagging]).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let applied = returned
@@ -859,7 +805,7 @@ async fn large_entries_fit_messages_and_a_follower_catches_up() {
 async fn incompatible_timing_steps_back_instead_of_serving() {
     let dir = tempfile::tempdir().unwrap();
     let (_key, public) = common::vendor_key(dir.path());
-    let bound = common::bind_three().await;
+    let bound = bind(3).await.unwrap();
     let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
     let configs: Vec<_> = (1..=3)
         .map(|id| {
@@ -876,35 +822,13 @@ async fn incompatible_timing_steps_back_instead_of_serving() {
             config
         })
         .collect();
-    let mut nodes = Vec::new();
-    for (config, (client, peer)) in configs.iter().cloned().zip(bound.listeners) {
-        nodes.push(Some(
-            Node::start_with_listeners(config, client, peer)
-                .await
-                .unwrap(),
-        ));
-    }
+    let mut nodes = start_nodes(&configs, bound).await.unwrap();
     let restart = |i: usize| {
-        let (config, address, peer) = (
-            configs[i].clone(),
-            addresses[i].clone(),
-            peer_addresses[i].clone(),
-        );
+        let config = configs[i].clone();
         async move {
-            // The stopped node's store may take a moment to be let go of.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                let client = common::rebind(&address).await;
-                let peer = common::rebind(&peer).await;
-                match Node::start_with_listeners(config.clone(), client, peer).await {
-                    Ok(node) => break node,
-                    Err(error) if tokio::time::Instant::now() < deadline => {
-                        let _ = error;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(error) => panic!("cannot restart the node: {error}"),
-                }
-            }
+            start_again(&config)
+                .await
+                .unwrap_or_else(|error| panic!("cannot restart the node: {error}"))
         }
     };
     // Stop whichever node serves, wait until another serves, and start the
@@ -1044,7 +968,7 @@ async fn no_file_moves_time_and_an_untrusted_key_stays_untrusted() {
         mut nodes,
         configs,
         addresses,
-        peer_addresses,
+        ..
     } = start_three(dir.path(), &public).await;
     let leader = leader_of(&nodes).await;
     wait_state(&nodes, leader, "the vendor_keys bootstrap", |s| {
@@ -1111,15 +1035,7 @@ async fn no_file_moves_time_and_an_untrusted_key_stays_untrusted() {
         nodes[active].take().unwrap().shutdown().await;
         let stopped = active;
         leader_of(&nodes).await;
-        nodes[stopped] = Some(
-            common::start_again(
-                &configs[stopped],
-                &addresses[stopped],
-                &peer_addresses[stopped],
-            )
-            .await
-            .unwrap(),
-        );
+        nodes[stopped] = Some(start_again(&configs[stopped]).await.unwrap());
         // The new active node's importer has had time to run. Kept: a
         // bootstrap that correctly trusts nothing leaves no trace in the state
         // to wait for, so the check below is of an absence after a window.
@@ -1225,15 +1141,7 @@ async fn idle_sockets_from_one_address_starve_no_one() {
     }
 
     nodes[follower].take().unwrap().shutdown().await;
-    nodes[follower] = Some(
-        common::start_again(
-            &configs[follower],
-            &addresses[follower],
-            &peer_addresses[follower],
-        )
-        .await
-        .unwrap(),
-    );
+    nodes[follower] = Some(start_again(&configs[follower]).await.unwrap());
     let applied = |i: usize| {
         nodes[i]
             .as_ref()
@@ -1612,30 +1520,17 @@ async fn checkins_of_unknown_grants_write_nothing() {
 async fn a_node_refuses_another_nodes_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let (_key, public) = common::vendor_key(dir.path());
-    let bound = common::bind_three().await;
+    let bound = bind(3).await.unwrap();
     let (addresses, peer_addresses) = (bound.addresses.clone(), bound.peer_addresses.clone());
-    let mut nodes = Vec::new();
-    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
-        let config = common::node_config(
-            dir.path(),
-            i as u64 + 1,
-            &addresses,
-            &peer_addresses,
-            &public,
-        );
-        nodes.push(Some(
-            Node::start_with_listeners(config, client, peer)
-                .await
-                .unwrap(),
-        ));
-    }
+    let configs = common::node_configs(dir.path(), &addresses, &peer_addresses, &public, |_| {});
+    let mut nodes = start_nodes(&configs, bound).await.unwrap();
     leader_of(&nodes).await;
     let first = nodes[0].take().unwrap();
     first.shutdown().await;
     let mut config = common::node_config(dir.path(), 1, &addresses, &peer_addresses, &public);
     config.data_dir = dir.path().join("node2");
     nodes[1].take().unwrap().shutdown().await;
-    let refused = match common::start_again(&config, &addresses[0], &peer_addresses[0]).await {
+    let refused = match start_again(&config).await {
         Ok(_) => panic!("node 1 started on node 2's data directory"),
         Err(error) => error.to_string(),
     };
@@ -1734,4 +1629,76 @@ async fn denials_from_sessions_that_hold_nothing_are_limited_per_address() {
     for node in nodes.into_iter().flatten() {
         node.shutdown().await;
     }
+}
+
+/// The index of a running node of `cluster` that serves, waiting for one.
+async fn serving_in(cluster: &InProcess) -> usize {
+    common::wait_until("a node serves", Duration::from_secs(30), || async {
+        (0..cluster.len()).find(|&i| {
+            cluster
+                .node(i)
+                .is_some_and(|n| n.shared().serving().is_ok())
+        })
+    })
+    .await
+}
+
+// A five-node cluster in one process serves a check-out; with its active
+// node stopped another serves, and the stopped node, started again on its
+// addresses, holds the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_in_process_serve_and_restart_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = common::vendor_key(dir.path());
+    let bound = bind(5).await.unwrap();
+    let configs = common::node_configs(
+        dir.path(),
+        &bound.addresses,
+        &bound.peer_addresses,
+        &public,
+        |_| {},
+    );
+    let mut cluster = InProcess::start(configs, bound).await.unwrap();
+    let leader = serving_in(&cluster).await;
+    let address = cluster.addresses()[leader].clone();
+    let mut admin = common::admin_client(&address).await;
+    admin
+        .import_license(pb::ImportLicenseRequest {
+            name: "acme.lic".into(),
+            text: common::signed_license(&key, &[("cad", 3)]),
+        })
+        .await
+        .unwrap();
+    let granted = common::license_client(&address)
+        .await
+        .checkout(checkout(51, 1, "cad", 2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(granted.granted, "{granted:?}");
+    let token = granted.token.unwrap();
+    let token = raftlm::license::state::GrantToken {
+        term: raftlm::license::state::Term(token.term),
+        index: raftlm::license::state::LogIndex(token.index),
+        slot: token.slot,
+    };
+
+    cluster.stop(leader).await;
+    let next = serving_in(&cluster).await;
+    assert_ne!(next, leader);
+    cluster.restart(leader).await.unwrap();
+    let returned = cluster.node(leader).unwrap();
+    common::wait_until(
+        "the restarted node holds the grant",
+        Duration::from_secs(30),
+        || async {
+            returned
+                .shared()
+                .state
+                .read(|s| s.grant(&token).is_some())
+                .then_some(())
+        },
+    )
+    .await;
+    cluster.shutdown().await;
 }

@@ -14,6 +14,7 @@ use raftlm::config::Config;
 use raftlm::license::HostId;
 use raftlm::license::signature;
 use raftlm::license::state::DenyReason;
+use raftlm::local::in_process::{bind, start_again, start_nodes};
 use raftlm::node::Node;
 use raftlm::proto::v1::StatusReply;
 
@@ -43,35 +44,31 @@ struct Cluster {
     nodes: Vec<Option<Node>>,
     configs: Vec<Config>,
     addresses: Vec<String>,
-    peer_addresses: Vec<String>,
     admin: Client,
 }
 
 impl Cluster {
     async fn start(dir: &Path, public: &Path, machines: [u8; 3]) -> Cluster {
-        let bound = common::bind_three().await;
-        let mut nodes = Vec::new();
-        let mut configs = Vec::new();
-        for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
-            let id = i as u64 + 1;
-            let mut config =
-                common::node_config(dir, id, &bound.addresses, &bound.peer_addresses, public);
-            let file = machine_file(dir, id);
-            std::fs::write(&file, format!("{}\n", machine_id(machines[i]))).unwrap();
-            config.machine_id_file = Some(file);
-            configs.push(config.clone());
-            nodes.push(Some(
-                Node::start_with_listeners(config, client, peer)
-                    .await
-                    .unwrap(),
-            ));
-        }
-        let servers: ServerList = bound.addresses.join(",").parse().unwrap();
+        let bound = bind(3).await.unwrap();
+        let configs = common::node_configs(
+            dir,
+            &bound.addresses,
+            &bound.peer_addresses,
+            public,
+            |config| {
+                let file = machine_file(dir, config.node_id);
+                let machine = machines[config.node_id as usize - 1];
+                std::fs::write(&file, format!("{}\n", machine_id(machine))).unwrap();
+                config.machine_id_file = Some(file);
+            },
+        );
+        let addresses = bound.addresses.clone();
+        let nodes = start_nodes(&configs, bound).await.unwrap();
+        let servers: ServerList = addresses.join(",").parse().unwrap();
         Cluster {
             nodes,
             configs,
-            addresses: bound.addresses,
-            peer_addresses: bound.peer_addresses,
+            addresses,
             admin: Client::with_options(servers, options(common::admin_tls())),
         }
     }
@@ -82,15 +79,7 @@ impl Cluster {
         let i = id as usize - 1;
         self.nodes[i].take().unwrap().shutdown().await;
         std::fs::write(machine_file(dir, id), format!("{}\n", machine_id(machine))).unwrap();
-        self.nodes[i] = Some(
-            common::start_again(
-                &self.configs[i],
-                &self.addresses[i],
-                &self.peer_addresses[i],
-            )
-            .await
-            .unwrap(),
-        );
+        self.nodes[i] = Some(start_again(&self.configs[i]).await.unwrap());
     }
 
     /// The first status from an active node that satisfies `ready`.

@@ -10,9 +10,9 @@ mod common;
 use std::time::Duration;
 
 use raftlm::client::{Client, ClientError, ClientOptions, ServerList, Session, SessionOptions};
-use raftlm::config::Tls;
 use raftlm::license::ClusterId;
 use raftlm::license::signature::{self, VendorSigningKey};
+use raftlm::local::in_process::{bind, start_nodes};
 use raftlm::local::tls::ClusterTls;
 use raftlm::node::Node;
 use raftlm::tls::client::ClientTls;
@@ -44,27 +44,25 @@ async fn start(
     ca: Option<&ClusterTls>,
     public: &std::path::Path,
 ) -> Cluster {
-    let bound = common::bind_three().await;
-    let mut nodes = Vec::new();
-    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
-        let id = i as u64 + 1;
-        let mut config =
-            common::node_config(dir, id, &bound.addresses, &bound.peer_addresses, public);
-        if let Some(ca) = ca {
-            let (cert, key) = ca.node(id);
-            config.tls = Tls {
-                plaintext: false,
-                ca: Some(ca.ca()),
-                cert: Some(cert),
-                key: Some(key),
-            };
-        }
-        nodes.push(
-            Node::start_with_listeners(config, client, peer)
-                .await
-                .unwrap(),
-        );
-    }
+    let bound = bind(3).await.unwrap();
+    let configs = common::node_configs(
+        dir,
+        &bound.addresses,
+        &bound.peer_addresses,
+        public,
+        |config| {
+            if let Some(ca) = ca {
+                config.tls = ca.node_config(config.node_id);
+            }
+        },
+    );
+    let addresses = bound.addresses.clone();
+    let nodes: Vec<Node> = start_nodes(&configs, bound)
+        .await
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect();
     let (admin_tls, client_tls) = match ca {
         Some(ca) => (
             ca.administrator()
@@ -74,12 +72,12 @@ async fn start(
         ),
         None => (common::admin_tls(), common::client_tls()),
     };
-    let servers: ServerList = bound.addresses.join(",").parse().unwrap();
+    let servers: ServerList = addresses.join(",").parse().unwrap();
     Cluster {
         nodes,
         admin: Client::with_options(servers, options(admin_tls)),
         client_tls,
-        addresses: bound.addresses,
+        addresses,
     }
 }
 

@@ -82,23 +82,9 @@ async fn a_cluster_grows_to_five_survives_two_losses_and_shrinks_back() {
         common::signed_license(&key, &[("cad", 10)]),
     )
     .unwrap();
-    // Certificates for nodes 4 and 5 from the test CA.
-    raftlm::local::tls::ClusterTls::create(
-        &common::tls().dir,
-        common::CLUSTER,
-        &[4, 5],
-        &["127.0.0.1".to_string()],
-    )
-    .unwrap();
-    let mut listeners = Vec::new();
-    for _ in 0..5 {
-        let client = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listeners.push((client, peer));
-    }
-    let address = |l: &tokio::net::TcpListener| l.local_addr().unwrap().to_string();
-    let addresses: Vec<String> = listeners.iter().map(|(c, _)| address(c)).collect();
-    let peers: Vec<String> = listeners.iter().map(|(_, p)| address(p)).collect();
+    let bound = raftlm::local::in_process::bind(5).await.unwrap();
+    let addresses = bound.addresses.clone();
+    let peers = bound.peer_addresses.clone();
     let config = |id: u64, members: usize| -> Config {
         let mut config = common::node_config(
             dir.path(),
@@ -111,7 +97,7 @@ async fn a_cluster_grows_to_five_survives_two_losses_and_shrinks_back() {
         config
     };
     let mut nodes: Vec<Option<Node>> = Vec::new();
-    for (i, (client, peer)) in listeners.into_iter().enumerate() {
+    for (i, (client, peer)) in bound.listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
         let node = if id <= 3 {
             Node::start_with_listeners(config(id, 3), client, peer).await
@@ -222,8 +208,12 @@ async fn a_cluster_grows_to_five_survives_two_losses_and_shrinks_back() {
     let actions = admin.status().await.unwrap().admin_actions;
     let recorded: Vec<&str> = actions.iter().map(|a| a.action.as_str()).collect();
     assert!(
-        recorded.iter().any(|a| a.starts_with("add node 5 (learner)"))
-            && recorded.iter().any(|a| a.starts_with("voters 1, 2, 3, 4 → 1, 2, 3, 4, 5")),
+        recorded
+            .iter()
+            .any(|a| a.starts_with("add node 5 (learner)"))
+            && recorded
+                .iter()
+                .any(|a| a.starts_with("voters 1, 2, 3, 4 → 1, 2, 3, 4, 5")),
         "{recorded:?}"
     );
     // Fewer than three voters needs --force.
@@ -243,7 +233,7 @@ async fn a_cluster_grows_to_five_survives_two_losses_and_shrinks_back() {
 async fn join_refuses_a_data_directory_that_holds_something() {
     let dir = tempfile::tempdir().unwrap();
     let (_, public) = common::vendor_key(dir.path());
-    let bound = common::bind_three().await;
+    let bound = raftlm::local::in_process::bind(3).await.unwrap();
     let config = common::node_config(
         dir.path(),
         1,

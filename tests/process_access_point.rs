@@ -7,17 +7,23 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::process::{ProcessCluster, status};
+use raftlm::config::AccessPointMode;
 
-fn command_mode(up: &str, down: &str, access_point: &str) -> String {
-    format!("prefix = 32\ninterface = \"lo\"\nup = {up}\ndown = {down}\n",)
-        .replace("ACCESS", access_point)
+/// Puts every node's access point in command mode on `lo` (a /32) with
+/// these up and down commands.
+fn command_mode(cluster: &mut ProcessCluster, up: Vec<String>, down: Vec<String>) {
+    cluster.tune_all(|config| {
+        config.access_point.mode = AccessPointMode::Command;
+        config.access_point.prefix = 32;
+        config.access_point.interface = "lo".into();
+        config.access_point.up = up.clone();
+        config.access_point.down = down.clone();
+    });
 }
 
-/// Replaces the `[access_point]` table of every node config with `table`.
-fn set_access_point(cluster: &ProcessCluster, table: &str) {
-    for id in 1..=3 {
-        cluster.replace_table(id, "[access_point]", table);
-    }
+/// `sh -c SCRIPT`, as a command of the access point.
+fn shell(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
 }
 
 // Every node runs the down command once at start (an earlier process of it
@@ -26,20 +32,15 @@ fn set_access_point(cluster: &ProcessCluster, table: &str) {
 // the down command when it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_and_down_commands_run_around_serving() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     let journal = cluster.dir.path().join("access-point.journal");
     let append = |word: &str| {
-        format!(
-            "[\"sh\", \"-c\", \"echo {word} {{ip}} {{prefix}} {{interface}} >> {}\"]",
+        shell(&format!(
+            "echo {word} {{ip}} {{prefix}} {{interface}} >> {}",
             journal.display()
-        )
+        ))
     };
-    let table = format!(
-        "[access_point]\nmode = \"command\"\naddress = \"{}\"\n{}",
-        cluster.access_point,
-        command_mode(&append("up"), &append("down"), &cluster.access_point)
-    );
-    set_access_point(&cluster, &table);
+    command_mode(&mut cluster, append("up"), append("down"));
     cluster.start_all();
     let reply = cluster.wait_access_point(Duration::from_secs(30)).await;
     let ip = cluster.access_point.rsplit_once(':').unwrap().0.to_string();
@@ -63,7 +64,7 @@ async fn up_and_down_commands_run_around_serving() {
 
     // SIGTERM: the node stops serving and runs its down command on the way out.
     let active = reply.active_node as usize;
-    cluster.signal(active, "TERM");
+    cluster.signal(active, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let text = std::fs::read_to_string(&journal).unwrap();
@@ -103,17 +104,12 @@ async fn up_and_down_commands_run_around_serving() {
 // A failing up command is retried and reported, and the leader does not serve without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_up_command_keeps_the_node_from_serving() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
-    let table = format!(
-        "[access_point]\nmode = \"command\"\naddress = \"{}\"\n{}",
-        cluster.access_point,
-        command_mode(
-            "[\"sh\", \"-c\", \"echo no such interface >&2; exit 1\"]",
-            "[\"true\"]",
-            &cluster.access_point
-        )
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
+    command_mode(
+        &mut cluster,
+        shell("echo no such interface >&2; exit 1"),
+        vec!["true".into()],
     );
-    set_access_point(&cluster, &table);
     cluster.start_all();
     // Let an election happen and the up command fail a few times. Kept: that
     // no node serves is an absence, checked after a window.

@@ -25,7 +25,7 @@ fn client_options() -> ClientOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_restored_from_a_backup_keeps_the_seats_of_running_clients() {
-    let mut cluster = ProcessCluster::new(&[("cad", 3), ("sim", 1)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 3), ("sim", 1)]);
     cluster.start_all();
     cluster.wait_licensed().await;
     let dir = cluster.dir.path().to_path_buf();

@@ -20,7 +20,7 @@ use rand::Rng;
 
 /// Session TTL of the test cluster: far longer than the test, so that no
 /// seat is freed by expiry while it runs.
-const TTL_CONFIG: &str = "[timing]\nsession_ttl_ms = 60000\n";
+const TTL_MS: u64 = 60_000;
 /// Check-outs stopped by a signal.
 const TRIES: usize = 30;
 /// Longest a `raftlm checkout` may take to exit after its signal: its own
@@ -162,7 +162,8 @@ impl Drop for Run {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_at_any_moment_leaves_no_seat_held() {
     // More seats than tries: a try that leaves its seat held does not stop the next.
-    let mut cluster = ProcessCluster::new(&[("cad", 100)], TTL_CONFIG);
+    let mut cluster = ProcessCluster::new(&[("cad", 100)]);
+    cluster.tune_all(|config| config.timing.session_ttl_ms = TTL_MS);
     cluster.start_all();
     cluster.wait_licensed().await;
     let started = Instant::now();
@@ -285,7 +286,8 @@ async fn a_signal_at_any_moment_leaves_no_seat_held() {
 // checked in too at the end of its hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_grant_is_checked_in_before_the_command_exits() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], TTL_CONFIG);
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
+    cluster.tune_all(|config| config.timing.session_ttl_ms = TTL_MS);
     cluster.start_all();
     cluster.wait_licensed().await;
     let other = raftlm::license::signature::VendorSigningKey::generate(Some("acme"));
@@ -327,7 +329,8 @@ async fn an_untrusted_grant_is_checked_in_before_the_command_exits() {
 // at the end of the session TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_never_comes_is_waited_for_a_bounded_time() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "[timing]\nsession_ttl_ms = 3000\n");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
+    cluster.tune_all(|config| config.timing.session_ttl_ms = 3000);
     cluster.start_all();
     cluster.wait_licensed().await;
     let run = Run::start(&cluster, &["--hold", "forever"]);
@@ -337,14 +340,14 @@ async fn an_answer_that_never_comes_is_waited_for_a_bounded_time() {
         "no {SENDING:?} line: {stderr:#?}"
     );
     for id in 1..=3 {
-        cluster.signal(id, "STOP");
+        cluster.signal(id, libc::SIGSTOP);
     }
     let signalled = Instant::now();
     run.signal(libc::SIGINT);
     let (exit, stdout, stderr) = run.finish(stderr);
     let waited = signalled.elapsed();
     for id in 1..=3 {
-        cluster.signal(id, "CONT");
+        cluster.signal(id, libc::SIGCONT);
     }
     let what = format!("{exit} after {waited:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert_eq!(exit.code(), Some(130), "{what}");

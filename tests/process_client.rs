@@ -97,7 +97,8 @@ fn token_string(token: &raftlm::proto::v1::GrantToken) -> String {
 // nodes restart it leaves caching mode and the cluster still holds the same grant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caching_mode_through_a_full_outage() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "[timing]\nsession_ttl_ms = 3000\n");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
+    cluster.tune_all(|config| config.timing.session_ttl_ms = 3000);
     cluster.start_all();
     cluster.wait_licensed().await;
     let mut client = CheckoutProcess::start(&cluster.access_point, "cad", 2);
@@ -130,7 +131,8 @@ async fn caching_mode_through_a_full_outage() {
 // A client process killed without checking in loses its seats after the session TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_client_loses_its_seats_after_the_ttl() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "[timing]\nsession_ttl_ms = 3000\n");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
+    cluster.tune_all(|config| config.timing.session_ttl_ms = 3000);
     cluster.start_all();
     cluster.wait_licensed().await;
     let mut client = CheckoutProcess::start(&cluster.access_point, "cad", 3);

@@ -58,7 +58,7 @@ async fn active_other_than(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_clock_jumps_a_year_stops_serving_and_state_time_stays() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "").with_binary(fault_injection_binary());
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]).with_binary(fault_injection_binary());
     // A license valid for 30 more days (true time).
     let expiry = Date::from_unix_ms(real_now_ms() + 30 * DAY_MS as u64);
     let dated = format!(

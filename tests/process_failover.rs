@@ -10,49 +10,45 @@ use raftlm::proto::v1 as pb;
 
 use common::checkout_request as checkout;
 
-async fn licensed_cluster(features: &[(&str, u32)], extra: &str) -> (ProcessCluster, usize) {
-    let mut cluster = ProcessCluster::new(features, extra);
+/// A started cluster licensed for `features`, every node's config changed
+/// by `tune`, and its active node once the access point serves them all.
+async fn licensed_cluster(
+    features: &[(&str, u32)],
+    tune: impl Fn(&mut raftlm::config::Config),
+) -> (ProcessCluster, usize) {
+    let mut cluster = ProcessCluster::new(features);
+    cluster.tune_all(tune);
     cluster.start_all();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let reply = status(&cluster.access_point).await;
-        if let Some(reply) = reply
-            && reply.features.len() == features.len()
-        {
-            return (cluster, reply.active_node as usize);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "access point not serving licenses\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let reply = common::wait_until(
+        "the access point serves every licensed feature",
+        Duration::from_secs(30),
+        || async {
+            status(&cluster.access_point)
+                .await
+                .filter(|reply| reply.features.len() == features.len())
+        },
+    )
+    .await;
+    (cluster, reply.active_node as usize)
 }
 
 /// Waits until the access point is served by a node other than `old`.
 async fn wait_moved(cluster: &ProcessCluster, old: usize, limit: Duration) -> pb::StatusReply {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(reply) = status(&cluster.access_point).await
-            && reply.active_node as usize != old
-        {
-            return reply;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "access point did not move from node {old}\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("the access point moves from node {old}");
+    let moved = raftlm::local::wait::wait_until(&what, limit, || async {
+        status(&cluster.access_point)
+            .await
+            .filter(|reply| reply.active_node as usize != old)
+    })
+    .await;
+    moved.unwrap_or_else(|timeout| panic!("{timeout}\n{}", cluster.logs()))
 }
 
 // A client holding seats through kill -9 of the active node keeps them: same grant token,
 // no second checkout, seats in use unchanged, and another node owns the access point.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grant_survives_kill_of_the_active_node() {
-    let (mut cluster, active) = licensed_cluster(&[("cad", 5)], "").await;
+    let (mut cluster, active) = licensed_cluster(&[("cad", 5)], |_| {}).await;
     let mut client = license_client(&cluster.access_point).await.unwrap();
     let granted = client
         .checkout(checkout(7, 1, "cad", 2))
@@ -97,7 +93,7 @@ async fn grant_survives_kill_of_the_active_node() {
 // with UNAVAILABLE, never a grant, and the stopped node gives up the access point.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_active_node_is_fenced() {
-    let (cluster, active) = licensed_cluster(&[("cad", 5)], "").await;
+    let (cluster, active) = licensed_cluster(&[("cad", 5)], |_| {}).await;
     let paused_address = cluster.addresses[active - 1].clone();
     // Connect first, so the request is queued on an open connection while the node is stopped.
     let channel = common::client_tls()
@@ -110,7 +106,7 @@ async fn paused_active_node_is_fenced() {
     let mut stale = raftlm::proto::v1::license_client::LicenseClient::new(channel);
     stale.status(pb::StatusRequest {}).await.unwrap();
 
-    cluster.signal(active, "STOP");
+    cluster.signal(active, libc::SIGSTOP);
     let request = tokio::spawn(async move { stale.checkout(checkout(9, 1, "cad", 1)).await });
     // Another node takes over (seen on its own address: the stopped node still holds the access point).
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -136,7 +132,7 @@ async fn paused_active_node_is_fenced() {
     // Kept: the old active node stays stopped a while after the takeover, as a
     // paused process would; its held request must still not be answered.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    cluster.signal(active, "CONT");
+    cluster.signal(active, libc::SIGCONT);
 
     let answer = request.await.unwrap();
     match answer {
@@ -158,7 +154,8 @@ async fn paused_active_node_is_fenced() {
 // seats after the session TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_session_expires_after_ttl() {
-    let (cluster, _) = licensed_cluster(&[("cad", 5)], "[timing]\nsession_ttl_ms = 3000\n").await;
+    let (cluster, _) =
+        licensed_cluster(&[("cad", 5)], |config| config.timing.session_ttl_ms = 3000).await;
     let mut client = license_client(&cluster.access_point).await.unwrap();
     let granted = client
         .checkout(checkout(5, 1, "cad", 3))
@@ -192,7 +189,7 @@ async fn silent_session_expires_after_ttl() {
 // A client asking for more seats than exist is refused at once, with the numbers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_seats_than_licensed_is_refused_with_numbers() {
-    let (cluster, _) = licensed_cluster(&[("cad", 5)], "").await;
+    let (cluster, _) = licensed_cluster(&[("cad", 5)], |_| {}).await;
     let mut client = license_client(&cluster.access_point).await.unwrap();
     let reply = client
         .checkout(checkout(3, 1, "cad", 6))
@@ -206,4 +203,37 @@ async fn more_seats_than_licensed_is_refused_with_numbers() {
         reply.message,
         "6 seats of \"cad\" asked for, but only 5 are licensed"
     );
+}
+
+// A five-node cluster of processes serves a check-out through the access
+// point, and still does with two of its nodes killed (the active one among
+// them): three of five are a majority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_serve_with_two_killed() {
+    let mut cluster = ProcessCluster::with_nodes(5, &[("cad", 5)]);
+    cluster.start_all();
+    cluster.wait_licensed().await;
+    let (active, _) = cluster.wait_active(Duration::from_secs(30)).await;
+    let mut client = license_client(&cluster.access_point).await.unwrap();
+    let first = client
+        .checkout(checkout(51, 1, "cad", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.granted, "{first:?}");
+    let follower = active % 5 + 1;
+    cluster.kill(follower);
+    cluster.kill(active);
+    wait_moved(&cluster, active, Duration::from_secs(30)).await;
+    let second = common::wait_until(
+        "a check-out is granted with two nodes down",
+        Duration::from_secs(30),
+        || async {
+            let mut client = license_client(&cluster.access_point).await?;
+            let reply = client.checkout(checkout(52, 1, "cad", 1)).await.ok()?;
+            Some(reply.into_inner()).filter(|r| r.granted)
+        },
+    )
+    .await;
+    assert_eq!(second.available, 3, "{second:?}");
 }

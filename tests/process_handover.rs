@@ -22,7 +22,7 @@ async fn applied_index(address: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_of_the_active_node_hands_over() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     cluster.start_all();
     let before = cluster.wait_access_point(Duration::from_secs(30)).await;
     let first = before.active_node as usize;
@@ -38,7 +38,7 @@ async fn sigterm_of_the_active_node_hands_over() {
         .into_inner();
     assert!(granted.granted, "{granted:?}");
 
-    cluster.signal(first, "TERM");
+    cluster.signal(first, libc::SIGTERM);
     let after = cluster.wait_access_point(Duration::from_secs(10)).await;
     assert_ne!(after.active_node as usize, first, "{after:?}");
     // The old node exits by itself.
@@ -62,7 +62,7 @@ async fn sigterm_of_the_active_node_hands_over() {
 
 /// Waits up to 20 s for node `id`'s process to exit.
 fn wait_exit(cluster: &mut ProcessCluster, id: usize) {
-    let mut child = cluster.children[id - 1].take().unwrap();
+    let mut child = cluster.processes.take(id - 1).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
         assert!(
@@ -78,7 +78,7 @@ fn wait_exit(cluster: &mut ProcessCluster, id: usize) {
 // `raftlm down --node ID` stops that node and leaves the active one be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raftlm_down_stops_the_active_node_or_the_one_named() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     cluster.start_all();
     let before = cluster.wait_access_point(Duration::from_secs(30)).await;
     let first = before.active_node as usize;
@@ -136,7 +136,7 @@ async fn raftlm_down_stops_the_active_node_or_the_one_named() {
 // 5 s a connection that stayed open used to hold a stopping node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_stops_of_the_active_node_each_end_quickly() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     cluster.start_all();
     let mut times = Vec::new();
     for cycle in 0..20 {
@@ -146,8 +146,8 @@ async fn twenty_stops_of_the_active_node_each_end_quickly() {
         let _held = license_client(&cluster.addresses[active - 1]).await;
         let stops_before = cluster.log(active).matches("stopped\n").count();
         let sent = std::time::Instant::now();
-        cluster.signal(active, "TERM");
-        let mut child = cluster.children[active - 1].take().unwrap();
+        cluster.signal(active, libc::SIGTERM);
+        let mut child = cluster.processes.take(active - 1).unwrap();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;

@@ -80,27 +80,26 @@ async fn wait_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_between_up_and_activation_takes_the_address_down() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     let holders = cluster.dir.path().join("holders.log");
     for id in 1..=3 {
         // `up` records, then takes 300 ms, so the test can stop a peer
         // before the Activate entry commits.
-        let script = |what: &str, pause: &str| {
-            format!(
-                "[\"sh\", \"-c\", \"echo {what} {id} $(date +%s%N) >> {}{pause}\"]",
-                holders.display()
-            )
+        let script = |what: &str, pause: &str| -> Vec<String> {
+            vec![
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    "echo {what} {id} $(date +%s%N) >> {}{pause}",
+                    holders.display()
+                ),
+            ]
         };
-        cluster.replace_table(
-            id,
-            "[access_point]",
-            &format!(
-                "[access_point]\nmode = \"command\"\naddress = \"{}\"\nup = {}\ndown = {}\n",
-                cluster.access_point,
-                script("up", "; sleep 0.3"),
-                script("down", "")
-            ),
-        );
+        cluster.tune(id, |config| {
+            config.access_point.mode = raftlm::config::AccessPointMode::Command;
+            config.access_point.up = script("up", "; sleep 0.3");
+            config.access_point.down = script("down", "");
+        });
     }
     cluster.start_all();
     cluster.wait_access_point(Duration::from_secs(30)).await;
@@ -139,7 +138,7 @@ async fn a_leader_cut_off_between_up_and_activation_takes_the_address_down() {
     .await;
     // Cut the successor off from its only peer while its up command runs.
     let third = (1..=3).find(|&id| id != first && id != successor).unwrap();
-    cluster.signal(third, "STOP");
+    cluster.signal(third, libc::SIGSTOP);
     wait_for(
         Duration::from_secs(10),
         "the successor never took the address down",
@@ -160,7 +159,7 @@ async fn a_leader_cut_off_between_up_and_activation_takes_the_address_down() {
     );
 
     // Heal: the third node resumes, the first comes back; one node holds the address.
-    cluster.signal(third, "CONT");
+    cluster.signal(third, libc::SIGCONT);
     cluster.start(first);
     cluster.wait_access_point(Duration::from_secs(30)).await;
     // Kept: a second holder is an absence to watch for over a window.

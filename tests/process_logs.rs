@@ -10,7 +10,7 @@ use common::process::ProcessCluster;
 /// The active node's log growth, in bytes, over `window` while a standby is
 /// down, with the nodes' `RAFTLM_LOG` set to `filter` (`None`: the default).
 async fn growth_with_one_node_down(filter: Option<&str>, window: Duration) -> (u64, String) {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "").with_log_filter(filter);
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]).with_log_filter(filter);
     cluster.start_all();
     let (_, status) = cluster.wait_active(Duration::from_secs(30)).await;
     let active = status.active_node as usize;
@@ -61,17 +61,11 @@ async fn one_node_down_costs_a_few_log_lines() {
 // line operations.md tells administrators to alert on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn license_directory_problems_are_named_once() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
-    let config = std::fs::read_to_string(cluster.config(1)).unwrap();
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     let missing = cluster.dir.path().join("missing.toml");
-    std::fs::write(
-        &missing,
-        config.replace(
-            "license_dir = \"licenses\"",
-            "license_dir = \"no-such-dir\"",
-        ),
-    )
-    .unwrap();
+    let mut config = cluster.configs[0].clone();
+    config.license_dir = Some(cluster.dir.path().join("no-such-dir"));
+    raftlm::local::files::write_config(&missing, &config, None).unwrap();
     let (code, _out, err) = common::process::raftlm(
         &["server", "--config", missing.to_str().unwrap()],
         cluster.dir.path(),
@@ -126,7 +120,7 @@ async fn wait_feature(cluster: &ProcessCluster, feature: &str) {
 // which lists what became of each file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_license_directory_is_reread_on_sighup_and_by_command() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     cluster.start_all();
     let (active, _) = cluster.wait_active(Duration::from_secs(30)).await;
     let licenses = cluster.dir.path().join("licenses");
@@ -136,8 +130,8 @@ async fn the_license_directory_is_reread_on_sighup_and_by_command() {
     )
     .unwrap();
     let standby = active % 3 + 1;
-    cluster.signal(standby, "HUP");
-    cluster.signal(active, "HUP");
+    cluster.signal(standby, libc::SIGHUP);
+    cluster.signal(active, libc::SIGHUP);
     wait_feature(&cluster, "cam").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !cluster.log(standby).contains("this node is not active") {

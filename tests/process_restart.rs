@@ -14,7 +14,7 @@ use raftlm::proto::v1 as pb;
 // restart, and the seats in use are exactly those grants.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_all_and_restart_keeps_every_acknowledged_grant() {
-    let mut cluster = ProcessCluster::new(&[("cad", 1000)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 1000)]);
     // Pristine nodes, started out of order and apart: they still form one cluster.
     for id in [2, 3, 1] {
         cluster.start(id);
@@ -107,7 +107,7 @@ async fn kill_all_and_restart_keeps_every_acknowledged_grant() {
 // A corrupt data directory is reported at start-up with a clear error and exit code 2, not a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_data_is_reported_not_panicked() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     let data = cluster.dir.path().join("node1");
     std::fs::create_dir_all(&data).unwrap();
     // Start once to create the database, then damage every file in it.
@@ -150,7 +150,8 @@ async fn corrupt_data_is_reported_not_panicked() {
 // A config with a wrong field is refused with exit code 2 and a message naming the field.
 #[test]
 fn bad_config_names_the_field() {
-    let cluster = ProcessCluster::new(&[("cad", 5)], "[timing]\nlease_ms = 900\n");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
+    cluster.tune(1, |config| config.timing.lease_ms = 900);
     let config = cluster.config(1);
     let (code, _, stderr) = raftlm(
         &["server", "--config", config.to_str().unwrap()],
@@ -165,20 +166,14 @@ fn bad_config_names_the_field() {
 // names both files and says they do not belong together.
 #[test]
 fn a_key_that_is_not_the_certificates_is_refused_naming_both_files() {
-    let cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     let tls = common::tls();
     let (cert, _) = tls.node(1);
     let (_, other_key) = tls.node(2);
-    cluster.replace_table(
-        1,
-        "[tls]",
-        &format!(
-            "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-            tls.ca().display(),
-            cert.display(),
-            other_key.display()
-        ),
-    );
+    cluster.tune(1, |config| {
+        config.tls.cert = Some(cert.clone());
+        config.tls.key = Some(other_key.clone());
+    });
     let config = cluster.config(1);
     let (code, _, stderr) = raftlm(
         &["server", "--config", config.to_str().unwrap()],

@@ -115,15 +115,11 @@ fn wait_log(cluster: &ProcessCluster, nodes: &[usize], needle: &str, limit: Dura
     }
 }
 
-fn tls_table(tls: &ClusterTls, id: u64) -> String {
-    tls.config_section(id).trim_start().to_string()
-}
-
 // A node whose certificate comes from another CA cannot join: the members refuse its
 // connections (and it refuses theirs), each log says why, and it never receives the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_with_a_certificate_from_another_ca_cannot_join() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     let rogue = ClusterTls::create(
         &cluster.dir.path().join("rogue-tls"),
         common::CLUSTER,
@@ -131,7 +127,7 @@ async fn node_with_a_certificate_from_another_ca_cannot_join() {
         &["127.0.0.1".to_string()],
     )
     .unwrap();
-    cluster.replace_table(3, "[tls]", &tls_table(&rogue, 3));
+    cluster.tune(3, |config| config.tls = rogue.node_config(3));
     let reply = licensed(&mut cluster).await;
     assert_ne!(reply.active_node, 3);
     // The leader dials node 3 and refuses its certificate; node 3, dialling the members for
@@ -149,7 +145,7 @@ async fn node_with_a_certificate_from_another_ca_cannot_join() {
 // handshake without a member's certificate (an administrator's does not do either).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_port_answers_raft_without_a_peer_certificate() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     licensed(&mut cluster).await;
     let client = common::client_tls();
     let admin = common::admin_tls();
@@ -195,7 +191,7 @@ async fn no_port_answers_raft_without_a_peer_certificate() {
 // vote as node 3, the refusal is logged, and the forged vote moves no term.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_2_cannot_vote_as_node_3() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     let before = licensed(&mut cluster).await;
     let target = if before.active_node == 1 { 2 } else { 1 };
     let from = if target == 2 { 3 } else { 2 };
@@ -220,7 +216,7 @@ async fn node_2_cannot_vote_as_node_3() {
 // and the active node keeps serving in the same term.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handover_from_a_member_that_does_not_lead_is_refused() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     let before = licensed(&mut cluster).await;
     let active = before.active_node;
     let target = if active == 1 { 2 } else { 1 };
@@ -264,7 +260,7 @@ async fn a_handover_from_a_member_that_does_not_lead_is_refused() {
 // and the action is recorded with its author.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_rpcs_need_the_administrator_role() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     licensed(&mut cluster).await;
     let ca_dir = common::tls().dir.clone();
     let out = cluster.dir.path().join("certs");
@@ -364,7 +360,7 @@ async fn admin_rpcs_need_the_administrator_role() {
 // and its next requests are untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_cannot_touch_another_session() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     licensed(&mut cluster).await;
     let ap = cluster.access_point.clone();
     let mut victim = license_client(&ap).await.unwrap();
@@ -448,7 +444,7 @@ async fn a_stranger_cannot_touch_another_session() {
 // certificate, reports it, and the peers keep replicating with the new identities.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_certificates_are_used_without_a_restart() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     let own = ClusterTls::create(
         &cluster.dir.path().join("own-tls"),
         common::CLUSTER,
@@ -457,7 +453,7 @@ async fn rotated_certificates_are_used_without_a_restart() {
     )
     .unwrap();
     for id in 1..=3 {
-        cluster.replace_table(id, "[tls]", &tls_table(&own, id as u64));
+        cluster.tune(id, |config| config.tls = own.node_config(id as u64));
     }
     cluster.start_all();
     let client = own.client().unwrap().with_server_name(common::CLUSTER);

@@ -24,7 +24,7 @@ fn timed_status(cluster: &ProcessCluster, args: &[&str]) -> (i32, String, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_with_two_of_three_nodes_down_reports_no_quorum_quickly() {
-    let mut cluster = ProcessCluster::new(&[("cad", 5)], "");
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
     cluster.start_all();
     let (active, _) = cluster.wait_active(Duration::from_secs(30)).await;
     let nodes = cluster.addresses.join(",");

@@ -1,8 +1,12 @@
-//! Three `raftlm server` processes on loopback: their files, and signals.
+//! The chaos run's `raftlm server` processes on loopback, on
+//! `raftlm::local` (the launcher the demo and the tests use), with what
+//! only chaos needs on top: each node's peer view through the harness's
+//! proxies, power-cut disks, clock jumps, the hosts' systemd side on a LAN,
+//! and a record of exits the harness did not cause.
 //!
-//! [`Cluster::prepare`] writes a vendor key, a license signed with it (in
+//! [`Cluster::prepare`] writes a vendor key, the licenses signed with it (in
 //! each node's `license_dir`), the cluster's certificates (TLS is on, as in
-//! production), and one config per node. Node `i`'s own entry in
+//! production), and one config per node ([`Plan`]). Node `i`'s own entry in
 //! `[[nodes]]` has its real client and peer addresses (and `listen` and
 //! `peer_listen` are set to them), while each peer `j` is listed with the
 //! address of the proxy `i → j` as its peer address (see [`crate::proxy`]):
@@ -11,8 +15,8 @@
 //! this view survives a snapshot installed from another node. Certificates
 //! name nodes, not addresses, so TLS does not mind the proxies.
 //!
-//! Processes are started with `PR_SET_PDEATHSIG = SIGKILL`, so they die with
-//! the harness even if it is killed with SIGKILL; and [`Cluster`]'s `Drop`
+//! Processes run under [`Processes`]: they die with the harness even if it
+//! is killed with SIGKILL (`PR_SET_PDEATHSIG`); and [`Cluster`]'s `Drop`
 //! continues and kills every child (also on panic).
 //!
 //! With a [`Lan`] (`--netns`), node `i + 1` runs in host `h{i+1}`'s network
@@ -22,15 +26,18 @@
 //! [`crate::host`]).
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use raftlm::config::{AccessPoint, AccessPointMode};
 use raftlm::license::feature::Date;
-use raftlm::license::signature::{self, VendorSigningKey};
+use raftlm::local::files::{self, LicenseFile, NodePlan, Plan, Security};
+use raftlm::local::process::{
+    ENV_FAULT_BREAK, ENV_FAULT_CLOCK_FILE, ENV_LOG, LOG_FILTER, Processes, write_clock_offset,
+};
 use raftlm::local::tls::ClusterTls;
 use raftlm::proto::v1 as pb;
 use raftlm::tls::client::ClientTls;
@@ -128,7 +135,7 @@ pub struct Cluster {
     pub admin_tls: ClientTls,
     /// The signed churn license ([`CHURN_LICENSE`]), when the spec has one.
     pub churn_license: Option<String>,
-    children: Vec<Option<Child>>,
+    processes: Processes,
     paused: Vec<bool>,
     /// Exits the harness did not cause, in the order noticed.
     exits: Vec<Exit>,
@@ -169,99 +176,100 @@ pub fn free_port() -> anyhow::Result<u16> {
     anyhow::bail!("no free port on 127.0.0.1 in {PORTS:?}")
 }
 
-fn license_text(features: &[(String, u32)]) -> String {
-    let mut text = format!("SERVER {CLUSTER} ANY 27000\nVENDOR acme\n");
-    for (feature, seats) in features {
-        text.push_str(&format!("FEATURE {feature} acme 2.0 permanent {seats}\n"));
-    }
-    text
-}
-
 impl Cluster {
-    /// Writes the key, the signed license and the three configs.
+    /// Writes the key, the signed licenses and the configs.
     pub fn prepare(spec: ClusterSpec) -> anyhow::Result<Cluster> {
         let dir = &spec.dir;
-        let licenses = dir.join("licenses");
-        std::fs::create_dir_all(&licenses)
-            .with_context(|| format!("cannot create {}", licenses.display()))?;
-        let key = VendorSigningKey::generate(Some("acme"));
-        let public = dir.join("acme.pub");
-        std::fs::write(&public, key.public_key().to_file_text())?;
-        let signed = signature::sign_text("chaos.lic", &license_text(&spec.features), &key)
-            .map_err(|e| anyhow::anyhow!("cannot sign the license: {e}"))?;
-        std::fs::write(licenses.join("chaos.lic"), signed)?;
-        for (feature, seats, last_day, issued) in &spec.dated {
-            let name = format!("dated-{feature}.lic");
-            let text = format!(
-                "SERVER {CLUSTER} ANY 27000\nVENDOR acme\nFEATURE {feature} acme 2.0 {last_day} {seats} ISSUED={issued}\n"
-            );
-            let signed = signature::sign_text(&name, &text, &key)
-                .map_err(|e| anyhow::anyhow!("cannot sign {name}: {e}"))?;
-            std::fs::write(licenses.join(name), signed)?;
-        }
-        let churn_license = match &spec.churn {
-            Some((feature, seats)) => {
-                let text = format!(
-                    "SERVER {CLUSTER} ANY 27000\nVENDOR acme\nFEATURE {feature} acme 2.0 permanent {seats}\n"
-                );
-                Some(
-                    signature::sign_text(CHURN_LICENSE, &text, &key)
-                        .map_err(|e| anyhow::anyhow!("cannot sign {CHURN_LICENSE}: {e}"))?,
-                )
-            }
-            None => None,
-        };
-        let ids: Vec<u64> = (1..=spec.real.len() as u64).collect();
-        let sans = vec!["127.0.0.1".to_string(), spec.access_point.ip().to_string()];
+        let n = spec.real.len();
+        let nodes = (0..n)
+            .map(|i| NodePlan {
+                id: i as u64 + 1,
+                address: spec.real[i].to_string(),
+                peer_address: spec.real_peer[i].to_string(),
+                data_dir: dir.join(format!("data{}", i + 1)),
+                peer_view: Some(
+                    (0..n)
+                        .map(|j| {
+                            if i == j {
+                                spec.real_peer[i].to_string()
+                            } else {
+                                spec.peers[i][j].to_string()
+                            }
+                        })
+                        .collect(),
+                ),
+            })
+            .collect();
+        let mut plan = Plan::new(dir, nodes);
+        plan.cluster = CLUSTER.to_string();
+        plan.header =
+            Some("raftlm-chaos node {id}: peers are reached through the harness's proxies".into());
+        plan.access_point = access_point(&spec);
         // On a LAN clients name the cluster, not an address (as users do).
-        let tls = ClusterTls::create(&dir.join("tls"), CLUSTER, &ids, &sans)
-            .map_err(|e| anyhow::anyhow!("cannot make the certificates: {e}"))?;
-        let mut client_tls = tls.client().map_err(|e| anyhow::anyhow!(e))?;
+        plan.security = Security::Tls {
+            sans: vec!["127.0.0.1".to_string(), spec.access_point.ip().to_string()],
+        };
+        let features: Vec<(&str, u32)> = spec
+            .features
+            .iter()
+            .map(|(feature, seats)| (feature.as_str(), *seats))
+            .collect();
+        plan.licenses = vec![LicenseFile::features("chaos.lic", CLUSTER, &features)];
+        for (feature, seats, last_day, issued) in &spec.dated {
+            plan.licenses.push(LicenseFile::text(
+                &format!("dated-{feature}.lic"),
+                &format!(
+                    "SERVER {CLUSTER} ANY 27000\nVENDOR {VENDOR}\nFEATURE {feature} {VENDOR} 2.0 {last_day} {seats} ISSUED={issued}\n"
+                ),
+            ));
+        }
+        if let Some((feature, seats)) = &spec.churn {
+            plan.licenses.push(
+                LicenseFile::features(CHURN_LICENSE, CLUSTER, &[(feature.as_str(), *seats)])
+                    .not_installed(),
+            );
+        }
+        let real = spec.real.clone();
+        let real_peer = spec.real_peer.clone();
+        let (session_ttl_ms, snapshot_every) = (spec.session_ttl_ms, spec.snapshot_every);
+        let clock = spec.clock_base_ms.is_some();
+        let plan = plan.tuned(move |config| {
+            let i = config.node_id as usize - 1;
+            config.listen = Some(real[i]);
+            config.peer_listen = Some(real_peer[i]);
+            config.timing.session_ttl_ms = session_ttl_ms;
+            if clock {
+                config.timing.clock_skew_max_ms = CLOCK_SKEW_MAX_MS;
+            }
+            config.snapshot.logs_since_last = snapshot_every;
+            config.snapshot.logs_kept = LOGS_KEPT;
+        });
+        let written = plan.write()?;
+        let tls = written
+            .tls
+            .clone()
+            .context("a chaos cluster runs with TLS")?;
+        let mut client_tls = written.client_tls.clone();
         let mut admin_tls = tls.administrator().map_err(|e| anyhow::anyhow!(e))?;
         if spec.netns.is_some() {
             client_tls = client_tls.with_server_name(CLUSTER);
             admin_tls = admin_tls.with_server_name(CLUSTER);
         }
-        for i in 0..spec.real.len() {
-            let mut text = format!(
-                "# raftlm-chaos node {n}: peers are reached through the harness's proxies\n\
-                 node_id = {n}\ncluster_name = \"{CLUSTER}\"\ndata_dir = \"{data}\"\n\
-                 listen = \"{listen}\"\npeer_listen = \"{peer_listen}\"\nvendor_keys = [\"{public}\"]\nlicense_dir = \"{licenses}\"\n",
-                n = i + 1,
-                data = dir.join(format!("data{}", i + 1)).display(),
-                listen = spec.real[i],
-                peer_listen = spec.real_peer[i],
-                public = public.display(),
-                licenses = licenses.display(),
-            );
-            for j in 0..spec.real.len() {
-                let peer_address = if i == j {
-                    spec.real_peer[i]
-                } else {
-                    spec.peers[i][j]
-                };
-                text.push_str(&format!(
-                    "\n[[nodes]]\nid = {}\naddress = \"{}\"\npeer_address = \"{peer_address}\"\n",
-                    j + 1,
-                    spec.real[j]
-                ));
+        let churn_license = written.signed(CHURN_LICENSE).map(str::to_string);
+        let mut processes = Processes::new(&spec.binary, dir, &written.config_files);
+        let log_filter = std::env::var(ENV_LOG).unwrap_or_else(|_| LOG_FILTER.into());
+        processes.set_env_all(ENV_LOG, Some(log_filter.as_ref()));
+        let breaks = (!spec.breaks.is_empty()).then(|| std::ffi::OsStr::new(&spec.breaks));
+        processes.set_env_all(ENV_FAULT_BREAK, breaks);
+        for i in 0..n {
+            if spec.clock_base_ms.is_some() {
+                processes.set_env(
+                    i,
+                    ENV_FAULT_CLOCK_FILE,
+                    Some(clock_file(dir, i).as_os_str()),
+                );
             }
-            text.push_str(&tls.config_section(i as u64 + 1));
-            text.push_str(&format!(
-                "\n[access_point]\n{}\n[timing]\nsession_ttl_ms = {}\n{}\n\
-                 [snapshot]\nlogs_since_last = {}\nlogs_kept = {LOGS_KEPT}\n",
-                access_point_section(&spec),
-                spec.session_ttl_ms,
-                if spec.clock_base_ms.is_some() {
-                    format!("clock_skew_max_ms = {CLOCK_SKEW_MAX_MS}\n")
-                } else {
-                    String::new()
-                },
-                spec.snapshot_every
-            ));
-            std::fs::write(dir.join(format!("node{}.toml", i + 1)), text)?;
         }
-        let n = spec.real.len();
         if let Some(base) = spec.clock_base_ms {
             for i in 0..n {
                 write_clock(&clock_file(dir, i), base)?;
@@ -280,7 +288,7 @@ impl Cluster {
             client_tls,
             admin_tls,
             churn_license,
-            children: (0..n).map(|_| None).collect(),
+            processes,
             paused: vec![false; n],
             exits: Vec::new(),
             seen_running: vec![None; n],
@@ -360,12 +368,12 @@ impl Cluster {
 
     /// How many nodes.
     pub fn len(&self) -> usize {
-        self.children.len()
+        self.processes.len()
     }
 
     /// Whether there are no nodes.
     pub fn is_empty(&self) -> bool {
-        self.children.is_empty()
+        self.processes.is_empty()
     }
 
     /// Node `i`'s data directory.
@@ -374,7 +382,7 @@ impl Cluster {
     }
 
     fn log_path(&self, i: usize) -> PathBuf {
-        self.spec.dir.join(format!("node{}.log", i + 1))
+        self.processes.log_file(i).to_path_buf()
     }
 
     /// Exits the harness did not cause, so far.
@@ -396,18 +404,18 @@ impl Cluster {
     /// (every signal the harness sends to end a node reaps it itself):
     /// recorded in [`exits`](Self::exits).
     fn reap(&mut self, i: usize) {
-        let Some(child) = self.children[i].as_mut() else {
+        let Some(child_pid) = self.processes.pid(i) else {
             return;
         };
         // On a LAN, under the pid lock: the watchdog kills by pid.
         let guard = self.hosts.as_ref().map(|h| h.lock(i));
-        let what = match child.try_wait() {
-            Ok(None) => {
+        let what = match self.processes.try_wait(i) {
+            None => {
                 self.seen_running[i] = Some(std::time::Instant::now());
                 return;
             }
-            Ok(Some(status)) => format!("exited on its own ({status})"),
-            Err(error) => format!("cannot be waited for ({error})"),
+            Some(Ok(status)) => format!("exited on its own ({status})"),
+            Some(Err(error)) => format!("cannot be waited for ({error})"),
         };
         let what = match (&self.hosts, guard) {
             (Some(hosts), Some(mut pid)) => {
@@ -419,7 +427,6 @@ impl Cluster {
                     // be restarted by `supervise`.
                     Some((true, _)) => {
                         self.watchdog_killed[i] = true;
-                        self.children[i] = None;
                         self.paused[i] = false;
                         return;
                     }
@@ -432,7 +439,7 @@ impl Cluster {
                     }
                     None => {
                         // As systemd does with the rest of the unit's cgroup.
-                        host::kill_leftover_group(child.id());
+                        host::kill_leftover_group(child_pid);
                         hosts.exec_stop_post(i);
                         what
                     }
@@ -440,7 +447,6 @@ impl Cluster {
             }
             _ => what,
         };
-        self.children[i] = None;
         self.paused[i] = false;
         self.exits.push(Exit {
             node: i,
@@ -453,52 +459,20 @@ impl Cluster {
     /// Starts node `i` (no-op if it runs); its log is appended to `node{i+1}.log`.
     pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
         self.reap(i);
-        if self.children[i].is_some() {
+        if self.processes.running(i) {
             return Ok(());
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(i))?;
-        let mut command = match &self.hosts {
+        let command = match &self.hosts {
             Some(hosts) => host::command(hosts, i, &self.spec.binary),
-            None => Command::new(&self.spec.binary),
+            None => self.processes.command(),
         };
-        command
-            .arg("server")
-            .arg("--config")
-            .arg(self.spec.dir.join(format!("node{}.toml", i + 1)))
-            .current_dir(&self.spec.dir)
-            .env(
-                "RAFTLM_LOG",
-                std::env::var("RAFTLM_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        if self.spec.clock_base_ms.is_some() {
-            command.env("RAFTLM_FAULT_CLOCK_FILE", clock_file(&self.spec.dir, i));
-        }
-        if self.spec.breaks.is_empty() {
-            command.env_remove("RAFTLM_FAULT_BREAK");
-        } else {
-            command.env("RAFTLM_FAULT_BREAK", &self.spec.breaks);
-        }
-        // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
+        self.processes
+            .start_with(i, command)
             .with_context(|| format!("cannot start {}", self.spec.binary.display()))?;
-        if let Some(hosts) = &self.hosts {
-            hosts.started(i, child.id());
+        if let (Some(hosts), Some(pid)) = (&self.hosts, self.processes.pid(i)) {
+            hosts.started(i, pid);
         }
         self.watchdog_killed[i] = false;
-        self.children[i] = Some(child);
         self.paused[i] = false;
         self.starts += 1;
         self.seen_running[i] = Some(std::time::Instant::now());
@@ -519,7 +493,7 @@ impl Cluster {
     /// Whether node `i`'s process runs (possibly stopped).
     pub fn running(&mut self, i: usize) -> bool {
         self.reap(i);
-        self.children[i].is_some()
+        self.processes.running(i)
     }
 
     /// Whether node `i` is stopped with SIGSTOP.
@@ -528,19 +502,14 @@ impl Cluster {
     }
 
     fn signal(&self, i: usize, signal: libc::c_int) {
-        if let Some(child) = self.children[i].as_ref() {
-            // SAFETY: kill(2) on a child we spawned and have not reaped.
-            unsafe {
-                libc::kill(child.id() as libc::pid_t, signal);
-            }
-        }
+        self.processes.signal(i, signal);
     }
 
     /// SIGKILL to node `i`, and reaps it.
     pub fn kill(&mut self, i: usize) {
         // A process that already ended did not end of this kill.
         self.reap(i);
-        if let Some(child) = self.children[i].take() {
+        if let Some(child) = self.processes.take(i) {
             self.end_process(i, child);
         }
         self.paused[i] = false;
@@ -565,7 +534,7 @@ impl Cluster {
         for &i in nodes {
             // SIGCONT first: a stopped process does not die of SIGKILL until continued.
             self.resume(i);
-            if let Some(child) = self.children[i].take() {
+            if let Some(child) = self.processes.take(i) {
                 self.end_process(i, child);
             }
             self.paused[i] = false;
@@ -591,7 +560,7 @@ impl Cluster {
             hosts.set_paused(i, true);
         }
         self.signal(i, libc::SIGSTOP);
-        self.paused[i] = self.children[i].is_some();
+        self.paused[i] = self.processes.running(i);
     }
 
     /// SIGCONT to node `i`.
@@ -622,7 +591,9 @@ impl Cluster {
     async fn await_stop(&mut self, i: usize) {
         let deadline = tokio::time::Instant::now() + TERMINATE_WAIT;
         let mut what = None;
-        while let Some(child) = self.children[i].as_mut() {
+        // Out of the launcher while it is waited for: ended below either way.
+        let mut taken = self.processes.take(i);
+        while let Some(child) = taken.as_mut() {
             match child.try_wait() {
                 Ok(None) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -647,7 +618,7 @@ impl Cluster {
                 what,
             });
         }
-        if let Some(child) = self.children[i].take() {
+        if let Some(child) = taken {
             self.end_process(i, child);
         }
         self.paused[i] = false;
@@ -699,18 +670,7 @@ impl Cluster {
 
     /// The last lines of every node's log, for error messages.
     pub fn log_tails(&self, lines: usize) -> String {
-        (0..self.len())
-            .map(|i| {
-                let text = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
-                let all: Vec<&str> = text.lines().collect();
-                let tail = all[all.len().saturating_sub(lines)..].join("\n");
-                format!(
-                    "--- {} ({}) ---\n{tail}\n",
-                    label(i),
-                    self.log_path(i).display()
-                )
-            })
-            .collect()
+        self.processes.log_tails(lines)
     }
 
     /// The directory of the run.
@@ -729,26 +689,28 @@ impl Drop for Cluster {
     }
 }
 
-/// The config's `[access_point]` section: bind mode on loopback, or command
-/// mode with the shipped scripts on a LAN.
-fn access_point_section(spec: &ClusterSpec) -> String {
+/// The nodes' access point: bind mode on loopback, or command mode with the
+/// shipped scripts on a LAN.
+fn access_point(spec: &ClusterSpec) -> AccessPoint {
     if spec.netns.is_none() {
-        return format!("mode = \"bind\"\naddress = \"{}\"\n", spec.access_point);
+        return files::bind_access_point(spec.access_point);
     }
-    let script = |name: &str| {
-        format!(
-            "[\"{}\", \"{{ip}}\", \"{{prefix}}\", \"{{interface}}\"]",
-            host::example(name).display()
-        )
+    let script = |name: &str| -> Vec<String> {
+        vec![
+            host::example(name).display().to_string(),
+            "{ip}".into(),
+            "{prefix}".into(),
+            "{interface}".into(),
+        ]
     };
-    format!(
-        "mode = \"command\"\naddress = \"{}\"\nprefix = {}\ninterface = \"{}\"\nup = {}\ndown = {}\n",
-        spec.access_point,
-        lan::PREFIX,
-        lan::INTERFACE,
-        script("vip-up"),
-        script("vip-down")
-    )
+    AccessPoint {
+        mode: AccessPointMode::Command,
+        address: spec.access_point,
+        prefix: lan::PREFIX,
+        interface: lan::INTERFACE.to_string(),
+        up: script("vip-up"),
+        down: script("vip-down"),
+    }
 }
 
 /// The file node `i`'s clock offset is read from.
@@ -758,9 +720,7 @@ fn clock_file(dir: &Path, i: usize) -> PathBuf {
 
 /// Writes a clock offset so that a node never reads a half-written file.
 fn write_clock(path: &Path, offset_ms: i64) -> anyhow::Result<()> {
-    let temporary = path.with_extension("clock-new");
-    std::fs::write(&temporary, offset_ms.to_string())?;
-    std::fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))
+    write_clock_offset(path, offset_ms).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// How long the cluster may take to serve after a start or a heal.

@@ -10,10 +10,9 @@
 //! cannot be caught) are deleted by the next [`Lan::build`], whose names carry
 //! the pid of the process that made them.
 //!
-//! Used by `raftlm-chaos --netns` and, through a `#[path]` include, by the
-//! process tests in `tests/common/netns.rs`: one file, so both sample the
-//! LAN the same way. It needs only `std` and `libc`.
-#![allow(dead_code)]
+//! Used by `raftlm-chaos --netns` and by the network-namespace tests in
+//! `chaos/tests/netns.rs`: one module, so both sample the LAN the same way.
+//! It needs only `std` and `libc`.
 
 use std::collections::BTreeSet;
 use std::fs::File;

@@ -28,7 +28,10 @@ use tonic::transport::Channel;
 
 use crate::cli::Failure;
 use crate::cli::bench_figures::{Latency, gather, latency};
-use crate::cli::local_cluster::{LocalCluster, PEER_PORT_OFFSET};
+use crate::local::files::{self, LicenseFile, PEER_PORT_OFFSET, Plan, Security};
+use crate::local::probe::status_of;
+use crate::local::process::Processes;
+use crate::local::wait::wait_licensed;
 use crate::proto::v1 as pb;
 use crate::proto::v1::license_client::LicenseClient;
 use crate::tls::client::ClientTls;
@@ -124,6 +127,83 @@ fn node_usage(node: usize, pid: u32) -> Option<NodeUsage> {
         peak_rss_mib: kib("VmHWM:") / 1024.0,
         rss_mib: kib("VmRSS:") / 1024.0,
     })
+}
+
+/// The cluster `raftlm bench` started: three `raftlm server` processes on
+/// loopback behind an access point.
+struct LocalCluster {
+    processes: Processes,
+    access_point: String,
+    client_tls: ClientTls,
+}
+
+/// How long a started cluster may take to serve its license.
+const READY_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a node stopped with SIGTERM may take to exit before it is killed.
+const TERMINATE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long each node may take to stop at the end before it is killed.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+impl LocalCluster {
+    /// Writes the files of a cluster in `dir` with nodes on `ports` and
+    /// starts it (its nodes run the running binary).
+    fn start(
+        dir: &std::path::Path,
+        ports: &[u16],
+        access_point: &str,
+        plaintext: bool,
+        tune: impl Fn(&mut crate::config::Config) + Send + Sync + 'static,
+    ) -> Result<LocalCluster, Failure> {
+        let mut plan = Plan::new(dir, files::loopback_nodes(ports)).tuned(tune);
+        let address = access_point
+            .parse()
+            .map_err(|e| Failure::usage(format!("bad access point {access_point}: {e}")))?;
+        plan.access_point = files::bind_access_point(address);
+        plan.licenses = vec![LicenseFile::text("local.lic", BENCH_LICENSE)];
+        plan.security = if plaintext {
+            Security::Plaintext
+        } else {
+            let host = access_point
+                .rsplit_once(':')
+                .map_or(access_point, |(host, _)| host);
+            Security::Tls {
+                sans: vec!["127.0.0.1".to_string(), host.to_string()],
+            }
+        };
+        plan.check_ports_free()
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        let written = plan.write().map_err(|e| Failure::usage(e.to_string()))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| Failure::usage(format!("cannot find the raftlm binary: {e}")))?;
+        let mut cluster = LocalCluster {
+            processes: Processes::new(&exe, dir, &written.config_files),
+            access_point: access_point.to_string(),
+            client_tls: written.client_tls,
+        };
+        for id in 1..=3 {
+            cluster.start_node(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts node `id` (1-based).
+    fn start_node(&mut self, id: usize) -> Result<(), Failure> {
+        self.processes
+            .start(id - 1)
+            .map_err(|e| Failure::usage(format!("cannot start node {id}: {e}")))
+    }
+
+    /// The process id of node `id`, if it runs.
+    fn pid(&self, id: usize) -> Option<u32> {
+        self.processes.pid(id - 1)
+    }
+
+    /// Status from the access point, if it answers within a second.
+    async fn status(&self) -> Option<pb::StatusReply> {
+        status_of(&self.access_point, &self.client_tls).await
+    }
 }
 
 fn usages(cluster: Option<&LocalCluster>) -> Vec<NodeUsage> {
@@ -443,31 +523,27 @@ async fn bench_once(args: &BenchArgs, plaintext: bool) -> Result<Report, Failure
             };
             let ports = free_ports()?;
             let access_point = format!("127.0.0.101:{}", free_port()?);
-            let mut extra = String::new();
-            if args.no_batching {
-                extra.push_str("\n[batching]\ncommands_max = 1\n");
-            }
-            // Every bench session comes from this machine's one address.
-            if let Some(idle) = args.idle_sessions
-                && idle > crate::config::SESSIONS_PER_ADDRESS_MAX
-            {
-                extra.push_str(&format!(
-                    "\n[limits]\nsessions_per_address_max = {}\n",
-                    idle.min(crate::license::state::SESSIONS_MAX)
-                ));
-            }
-            let mut local = LocalCluster::prepare(
-                &dir,
-                &ports,
-                &access_point,
-                BENCH_LICENSE,
-                &extra,
-                plaintext,
-            )?;
+            let no_batching = args.no_batching;
+            let idle_sessions = args.idle_sessions;
+            let tune = move |config: &mut crate::config::Config| {
+                if no_batching {
+                    config.batching.commands_max = 1;
+                }
+                // Every bench session comes from this machine's one address.
+                if let Some(idle) = idle_sessions
+                    && idle > crate::config::SESSIONS_PER_ADDRESS_MAX
+                {
+                    config.limits.sessions_per_address_max =
+                        idle.min(crate::license::state::SESSIONS_MAX);
+                }
+            };
+            let local = LocalCluster::start(&dir, &ports, &access_point, plaintext, tune)?;
             tls = local.client_tls.clone();
-            local.start_all()?;
             eprintln!("bench: started a three-node cluster in {}", dir.display());
-            if local.wait_ready(Duration::from_secs(30)).await.is_none() {
+            if wait_licensed(&access_point, &tls, READY_WAIT)
+                .await
+                .is_err()
+            {
                 return Err(Failure::unreachable(format!(
                     "the cluster did not become ready in 30 s; see the logs in {}",
                     dir.display()
@@ -515,7 +591,7 @@ async fn bench_once(args: &BenchArgs, plaintext: bool) -> Result<Report, Failure
     };
     report.tls = !tls.plaintext;
     if let Some(mut cluster) = cluster {
-        cluster.stop_all().await;
+        cluster.processes.stop_all(STOP_WAIT);
     }
     Ok(report)
 }
@@ -939,9 +1015,9 @@ async fn failover(
         let access_point = cluster.access_point.clone();
         let tls = cluster.client_tls.clone();
         if planned {
-            cluster.terminate(active);
+            cluster.processes.terminate(active - 1);
         } else {
-            cluster.kill(active).await;
+            cluster.processes.kill(active - 1);
         }
         let killed = Instant::now();
         // Clients retry through the access point until a check-out succeeds.
@@ -954,9 +1030,9 @@ async fn failover(
         let how = if planned { "SIGTERM" } else { "kill" };
         eprintln!("bench: {how} {round}/{kills} of node {active}: first check-out after {took} ms");
         if planned {
-            cluster.reap(active).await;
+            cluster.processes.reap(active - 1, TERMINATE_WAIT);
         }
-        cluster.start(active)?;
+        cluster.start_node(active)?;
         // Let the restarted node catch up before the next kill.
         tokio::time::sleep(Duration::from_secs(3)).await;
     }

@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::Failure;
-use crate::cli::local_cluster::{LOCAL_CLUSTER, LocalCluster};
+use crate::local::files::{
+    self, LOCAL_CLUSTER, LicenseFile, Plan, Security, Written, loopback_nodes,
+};
+use crate::local::process::Processes;
+use crate::local::wait::wait_licensed;
 
 /// The demo's access point.
 pub const DEMO_ACCESS_POINT: &str = "127.0.0.100:27000";
@@ -40,6 +44,41 @@ FEATURE sim acme 1.5 31-dec-2030 10
 INCREMENT sim acme 1.5 permanent 2
 ";
 
+/// How long the demo waits for the cluster to serve before it prints what
+/// to try anyway (three nodes elect and import the license in a second or two).
+const READY_WAIT: Duration = Duration::from_secs(20);
+
+/// How long each node may take to stop after Ctrl-C before it is killed.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the demo looks whether a node exited.
+const EXIT_POLL: Duration = Duration::from_millis(500);
+
+/// The plan of the demo's cluster in `dir`: nodes on `ports`, the access
+/// point [`DEMO_ACCESS_POINT`], the sample license.
+pub fn plan(dir: &std::path::Path, ports: &[u16], plaintext: bool) -> Plan {
+    let mut plan = Plan::new(dir, loopback_nodes(ports));
+    plan.access_point = files::bind_access_point(
+        DEMO_ACCESS_POINT
+            .parse()
+            .expect("the demo access point is a socket address"),
+    );
+    plan.licenses = vec![LicenseFile::text("local.lic", SAMPLE_LICENSE)];
+    plan.header =
+        Some("raftlm local node {id}; every field is described in docs/examples/node1.toml".into());
+    plan.security = if plaintext {
+        Security::Plaintext
+    } else {
+        let ap_host = DEMO_ACCESS_POINT
+            .rsplit_once(':')
+            .map_or(DEMO_ACCESS_POINT, |(host, _)| host);
+        Security::Tls {
+            sans: vec!["127.0.0.1".to_string(), ap_host.to_string()],
+        }
+    };
+    plan
+}
+
 /// Runs the demo until Ctrl-C.
 pub fn run(args: DemoArgs) -> Result<(), Failure> {
     let dir = match args.dir {
@@ -50,37 +89,45 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
         .map(|i| args.base_port.checked_add(i))
         .collect::<Option<_>>()
         .ok_or_else(|| Failure::usage("--base-port is too high for three consecutive ports"))?;
-    let cluster = LocalCluster::prepare(
-        &dir,
-        &ports,
-        DEMO_ACCESS_POINT,
-        SAMPLE_LICENSE,
-        "",
-        args.plaintext,
-    )?;
+    let plan = plan(&dir, &ports, args.plaintext);
+    plan.check_ports_free()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let written = plan.write().map_err(|e| Failure::usage(e.to_string()))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::usage(format!("cannot find the raftlm binary: {e}")))?;
+    let processes = Processes::new(&exe, &dir, &written.config_files);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::usage(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(supervise(cluster))
+    runtime.block_on(supervise(&dir, &written, processes))
 }
 
-async fn supervise(mut cluster: LocalCluster) -> Result<(), Failure> {
-    cluster.start_all()?;
+async fn supervise(
+    dir: &std::path::Path,
+    written: &Written,
+    mut processes: Processes,
+) -> Result<(), Failure> {
+    for i in 0..processes.len() {
+        processes
+            .start(i)
+            .map_err(|e| Failure::usage(format!("cannot start node {}: {e}", i + 1)))?;
+    }
     println!(
         "raftlm demo: three nodes of cluster {LOCAL_CLUSTER} in {}",
-        cluster.dir.display()
+        dir.display()
     );
-    for id in 1..=3 {
-        let pid = cluster.pid(id).unwrap_or(0);
+    for (i, config) in written.configs.iter().enumerate() {
+        let pid = processes.pid(i).unwrap_or(0);
         println!(
-            "  node {id} pid {pid:<8} {}  log {}",
-            cluster.addresses[id - 1],
-            cluster.log(id).display()
+            "  node {} pid {pid:<8} {}  log {}",
+            i + 1,
+            config.own_address(),
+            processes.log_file(i).display()
         );
     }
     println!("  access point {DEMO_ACCESS_POINT} (held by the active node)");
-    match &cluster.tls {
+    match &written.tls {
         Some(tls) => {
             println!(
                 "\nTLS is on: certificates are in {}. In the other terminal, first run:\n",
@@ -94,9 +141,12 @@ async fn supervise(mut cluster: LocalCluster) -> Result<(), Failure> {
             "\nTLS is OFF (--plaintext): the cluster is unencrypted. In the other terminal, first run:\n\n  export RAFTLM_PLAINTEXT=1"
         ),
     }
-    match cluster.wait_ready(Duration::from_secs(20)).await {
-        Some(node) => println!("\nnode {node} is active. Try, in another terminal:"),
-        None => {
+    match wait_licensed(DEMO_ACCESS_POINT, &written.client_tls, READY_WAIT).await {
+        Ok(reply) => println!(
+            "\nnode {} is active. Try, in another terminal:",
+            reply.active_node
+        ),
+        Err(_) => {
             println!("\nthe cluster is still electing (see the logs). Try, in another terminal:")
         }
     }
@@ -110,28 +160,24 @@ async fn supervise(mut cluster: LocalCluster) -> Result<(), Failure> {
     );
     println!("\nPress Ctrl-C to stop all nodes.");
 
-    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let mut ticker = tokio::time::interval(EXIT_POLL);
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = ticker.tick() => {}
         }
-        for id in 1..=3 {
-            let exited = match cluster.children[id - 1].as_mut() {
-                Some(child) => child.try_wait().ok().flatten(),
-                None => None,
-            };
-            if let Some(status) = exited {
+        for i in 0..processes.len() {
+            if let Some(Ok(status)) = processes.try_wait(i) {
                 println!(
-                    "node {id} exited ({status}); start it again with: {}",
-                    cluster.start_command(id)
+                    "node {} exited ({status}); start it again with: {}",
+                    i + 1,
+                    processes.start_command(i)
                 );
-                cluster.children[id - 1] = None;
             }
         }
     }
     println!("\nstopping the nodes");
-    cluster.stop_all().await;
-    println!("data and logs are kept in {}", cluster.dir.display());
+    processes.stop_all(STOP_WAIT);
+    println!("data and logs are kept in {}", dir.display());
     Ok(())
 }

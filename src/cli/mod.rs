@@ -19,7 +19,6 @@ pub mod down;
 pub mod hostid;
 pub mod import;
 pub mod license;
-pub mod local_cluster;
 pub mod reach;
 pub mod server;
 pub mod signals;

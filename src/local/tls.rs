@@ -84,14 +84,14 @@ impl ClusterTls {
     }
 
     /// The `[tls]` section of node `id`'s config.
-    pub fn config_section(&self, id: u64) -> String {
+    pub fn node_config(&self, id: u64) -> crate::config::Tls {
         let (cert, key) = self.node(id);
-        format!(
-            "\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-            self.ca().display(),
-            cert.display(),
-            key.display()
-        )
+        crate::config::Tls {
+            plaintext: false,
+            ca: Some(self.ca()),
+            cert: Some(cert),
+            key: Some(key),
+        }
     }
 
     /// How an application dials the cluster: trusting its CA, no certificate.

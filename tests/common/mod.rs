@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use raftlm::config::{Config, NodeAddress, Tls};
+use raftlm::config::{Config, Tls};
 use raftlm::license::secret::SessionSecret;
 use raftlm::license::signature::{self, VendorSigningKey};
+use raftlm::local::files::{self, Plan};
 use raftlm::local::tls::ClusterTls;
 use raftlm::tls::client::ClientTls;
 
@@ -33,7 +34,7 @@ pub fn signed_license(key: &VendorSigningKey, features: &[(&str, u32)]) -> Strin
 }
 
 /// The certificates every test cluster of this test binary uses: one CA,
-/// nodes 1 to 3 and an administrator, made once. Test clients verify the
+/// nodes 1 to 5 and an administrator, made once. Test clients verify the
 /// cluster name (every node certificate carries it), so any address works.
 pub fn tls() -> &'static ClusterTls {
     static TLS: OnceLock<ClusterTls> = OnceLock::new();
@@ -43,7 +44,7 @@ pub fn tls() -> &'static ClusterTls {
             .tempdir()
             .unwrap()
             .keep();
-        ClusterTls::create(&dir, CLUSTER, &[1, 2, 3], &["127.0.0.1".to_string()]).unwrap()
+        ClusterTls::create(&dir, CLUSTER, &[1, 2, 3, 4, 5], &["127.0.0.1".to_string()]).unwrap()
     })
 }
 
@@ -59,17 +60,12 @@ pub fn admin_tls() -> ClientTls {
 
 /// The `[tls]` section of node `id`'s config, as a config value.
 pub fn node_tls(id: u64) -> Tls {
-    let (cert, key) = tls().node(id);
-    Tls {
-        plaintext: false,
-        ca: Some(tls().ca()),
-        cert: Some(cert),
-        key: Some(key),
-    }
+    tls().node_config(id)
 }
 
 /// A node config for node `id` of `addresses`/`peer_addresses` (ids 1..),
-/// data under `dir/node{id}`, TLS on with [`tls`].
+/// data under `dir/node{id}`, TLS on with [`tls`], no access point, the
+/// [`in_process_timing`].
 pub fn node_config(
     dir: &Path,
     id: u64,
@@ -77,36 +73,30 @@ pub fn node_config(
     peer_addresses: &[String],
     vendor_pub: &Path,
 ) -> Config {
-    let nodes = addresses
-        .iter()
-        .zip(peer_addresses)
-        .enumerate()
-        .map(|(i, (address, peer))| NodeAddress {
-            id: i as u64 + 1,
-            address: address.clone(),
-            peer_address: peer.clone(),
-        })
-        .collect();
-    let mut config: Config = Config {
-        node_id: id,
-        cluster_name: CLUSTER.to_string(),
-        data_dir: dir.join(format!("node{id}")),
-        listen: None,
-        peer_listen: None,
-        nodes,
-        vendor_keys: vec![vendor_pub.to_path_buf()],
-        license_dir: None,
-        machine_id_file: None,
-        access_point: Default::default(),
-        timing: in_process_timing(),
-        batching: Default::default(),
-        snapshot: Default::default(),
-        tls: node_tls(id),
-        limits: Default::default(),
-    };
-    config.access_point.mode = raftlm::config::AccessPointMode::None;
+    let mut plan = Plan::new(dir, files::nodes_at(addresses, peer_addresses));
+    plan.cluster = CLUSTER.to_string();
+    let mut config = plan.config(id as usize - 1, vendor_pub, Some(tls()));
+    config.data_dir = dir.join(&config.data_dir);
+    config.timing = in_process_timing();
     config.validate().unwrap();
     config
+}
+
+/// [`node_config`] for every node of `addresses`, each changed by `tune`.
+pub fn node_configs(
+    dir: &Path,
+    addresses: &[String],
+    peer_addresses: &[String],
+    vendor_pub: &Path,
+    tune: impl Fn(&mut Config),
+) -> Vec<Config> {
+    (1..=addresses.len() as u64)
+        .map(|id| {
+            let mut config = node_config(dir, id, addresses, peer_addresses, vendor_pub);
+            tune(&mut config);
+            config
+        })
+        .collect()
 }
 
 /// The timing of in-process test clusters: the shipped timing before it was
@@ -161,97 +151,17 @@ pub fn checkout_request(
     }
 }
 
-/// Listeners on `127.0.0.1:0` for the client and peer planes of three nodes.
-pub struct Bound {
-    /// (client, peer) listeners of node `i + 1`.
-    pub listeners: Vec<(tokio::net::TcpListener, tokio::net::TcpListener)>,
-    /// Client-plane addresses.
-    pub addresses: Vec<String>,
-    /// Peer-plane addresses.
-    pub peer_addresses: Vec<String>,
-}
-
-/// Polls `poll` every 50 ms until it returns `Some`, and returns that value;
-/// panics naming `what` if `deadline` passes first. `poll` returns a future,
-/// so it can probe a node (`|| async { status(&address).await }`) as well as
-/// test a plain condition (`|| async { done().then_some(()) }`). Prefer this
-/// to a fixed sleep: it waits for the condition the test needs, no longer,
-/// and says which one never came. Keep deadlines generous (shared machines).
-pub async fn wait_until<T, F, Fut>(what: &str, deadline: std::time::Duration, mut poll: F) -> T
+/// Polls `poll` until it returns `Some` and returns that value
+/// ([`raftlm::local::wait::wait_until`]); fails the test naming `what` if
+/// `deadline` passes first. Keep deadlines generous (shared machines).
+pub async fn wait_until<T, F, Fut>(what: &str, deadline: std::time::Duration, poll: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let started = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = poll().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < deadline,
-            "timed out after {deadline:?} waiting until {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
-/// Binds the client and peer listeners of an in-process cluster of three.
-pub async fn bind_three() -> Bound {
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push((bind_any().await, bind_any().await));
-    }
-    let address = |l: &tokio::net::TcpListener| l.local_addr().unwrap().to_string();
-    Bound {
-        addresses: listeners.iter().map(|(c, _)| address(c)).collect(),
-        peer_addresses: listeners.iter().map(|(_, p)| address(p)).collect(),
-        listeners,
-    }
-}
-
-async fn bind_any() -> tokio::net::TcpListener {
-    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
-}
-
-/// Binds `address` again after a node on it stopped (the old listener may
-/// take a moment to close).
-pub async fn rebind(address: &str) -> tokio::net::TcpListener {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match tokio::net::TcpListener::bind(address).await {
-            Ok(listener) => return listener,
-            Err(error) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "cannot bind {address} again: {error}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Starts a stopped in-process node again on its addresses. An in-process
-/// node's last tasks may hold its store for a moment after `shutdown`
-/// returns on a loaded machine (a process releases it when it exits), so a
-/// store still locked is retried for a while; any other error is returned.
-pub async fn start_again(
-    config: &raftlm::config::Config,
-    address: &str,
-    peer_address: &str,
-) -> Result<raftlm::node::Node, raftlm::node::NodeError> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let client = rebind(address).await;
-        let peer = rebind(peer_address).await;
-        match raftlm::node::Node::start_with_listeners(config.clone(), client, peer).await {
-            Err(raftlm::node::NodeError::Store(raftlm::raft::store::StoreError::Locked {
-                ..
-            })) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            other => return other,
-        }
+    match raftlm::local::wait::wait_until(what, deadline, poll).await {
+        Ok(value) => value,
+        Err(timeout) => panic!("{timeout}"),
     }
 }
 
@@ -302,5 +212,4 @@ pub async fn admin_client(
     raftlm::proto::v1::admin_client::AdminClient::new(channel)
 }
 
-pub mod netns;
 pub mod process;

@@ -2,9 +2,15 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use raftlm::config::Config;
+use raftlm::local::files::{self, LicenseFile, Plan, Security};
+use raftlm::local::process::{
+    ENV_FAULT_CLOCK_FILE, ENV_LOG, LOG_FILTER, Processes, write_clock_offset,
+};
+use raftlm::local::wait;
 use raftlm::proto::v1 as pb;
 use raftlm::proto::v1::license_client::LicenseClient;
 
@@ -41,134 +47,107 @@ pub fn access_point() -> String {
     )
 }
 
-/// Three `raftlm server` processes and their files.
+/// `raftlm server` processes on loopback (three unless [`ProcessCluster::with_nodes`]
+/// says otherwise) and their files, written by `raftlm::local`.
 pub struct ProcessCluster {
+    /// The processes; declared first so they are killed before the directory goes.
+    pub processes: Processes,
     pub dir: tempfile::TempDir,
     pub addresses: Vec<String>,
     pub peer_addresses: Vec<String>,
     pub access_point: String,
-    pub children: Vec<Option<Child>>,
     pub key: raftlm::license::signature::VendorSigningKey,
-    /// The `raftlm` binary the nodes run: the test's own unless
-    /// [`with_binary`](Self::with_binary) chose another.
-    pub binary: PathBuf,
-    /// `RAFTLM_LOG` for the nodes; `None`: the node's own default.
-    pub log_filter: Option<String>,
+    /// Each node's config as written (node `id` at index `id - 1`).
+    pub configs: Vec<Config>,
 }
 
 impl ProcessCluster {
-    /// Writes keys, a signed license (`features`) in the license directory and
-    /// three configs; `extra` is appended to every config (e.g. a [snapshot] table).
-    pub fn new(features: &[(&str, u32)], extra: &str) -> ProcessCluster {
+    /// Three nodes: keys, a signed license (`features`) in the license
+    /// directory and the configs, written; nothing runs yet.
+    pub fn new(features: &[(&str, u32)]) -> ProcessCluster {
+        ProcessCluster::with_nodes(3, features)
+    }
+
+    /// [`ProcessCluster::new`] with `n` nodes.
+    pub fn with_nodes(n: usize, features: &[(&str, u32)]) -> ProcessCluster {
         let dir = tempfile::tempdir().unwrap();
-        let (key, public) = super::vendor_key(dir.path());
-        let licenses = dir.path().join("licenses");
-        std::fs::create_dir_all(&licenses).unwrap();
-        std::fs::write(
-            licenses.join("acme.lic"),
-            super::signed_license(&key, features),
-        )
-        .unwrap();
-        let addresses: Vec<String> = (0..3)
+        let addresses: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
-        let peer_addresses: Vec<String> = (0..3)
+        let peer_addresses: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
         let access_point = access_point();
-        for id in 1..=3u64 {
-            let mut text = format!(
-                "node_id = {id}\ncluster_name = \"{}\"\ndata_dir = \"node{id}\"\nvendor_keys = [\"{}\"]\nlicense_dir = \"licenses\"\n",
-                super::CLUSTER,
-                public.display()
-            );
-            for (i, (address, peer)) in addresses.iter().zip(&peer_addresses).enumerate() {
-                text.push_str(&format!(
-                    "[[nodes]]\nid = {}\naddress = \"{address}\"\npeer_address = \"{peer}\"\n",
-                    i + 1
-                ));
-            }
-            text.push_str(&super::tls().config_section(id));
-            text.push_str(&format!(
-                "[access_point]\nmode = \"bind\"\naddress = \"{access_point}\"\n"
-            ));
-            text.push_str(extra);
-            std::fs::write(dir.path().join(format!("node{id}.toml")), text).unwrap();
+        let mut plan = Plan::new(dir.path(), files::nodes_at(&addresses, &peer_addresses));
+        plan.cluster = super::CLUSTER.to_string();
+        plan.access_point = files::bind_access_point(access_point.parse().unwrap());
+        plan.licenses = vec![LicenseFile::features("acme.lic", super::CLUSTER, features)];
+        plan.security = Security::Existing(super::tls().clone());
+        let written = plan.write().unwrap();
+        let mut processes = Processes::new(
+            Path::new(env!("CARGO_BIN_EXE_raftlm")),
+            dir.path(),
+            &written.config_files,
+        );
+        processes.set_env_all(ENV_LOG, Some(LOG_FILTER.as_ref()));
+        for i in 0..n {
+            // Read only by a binary built with the test-only feature
+            // fault-injection (src/clock.rs); see `set_clock_offset`.
+            let clock = dir.path().join(format!("node{}.clock", i + 1));
+            processes.set_env(i, ENV_FAULT_CLOCK_FILE, Some(clock.as_os_str()));
         }
         ProcessCluster {
+            processes,
             dir,
             addresses,
             peer_addresses,
             access_point,
-            children: vec![None, None, None],
-            key,
-            binary: PathBuf::from(env!("CARGO_BIN_EXE_raftlm")),
-            log_filter: Some("info,openraft=warn".into()),
+            key: written.key,
+            configs: written.configs,
         }
+    }
+
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.configs.len()
     }
 
     /// Runs the nodes with `RAFTLM_LOG` set to `filter` (`None`: unset, the
     /// node's own default).
     pub fn with_log_filter(mut self, filter: Option<&str>) -> ProcessCluster {
-        self.log_filter = filter.map(str::to_string);
+        self.processes
+            .set_env_all(ENV_LOG, filter.map(std::ffi::OsStr::new));
         self
     }
 
     /// Runs the nodes from `binary` instead (see [`fault_injection_binary`]).
     pub fn with_binary(mut self, binary: PathBuf) -> ProcessCluster {
-        self.binary = binary;
+        self.processes.set_binary(&binary);
         self
     }
 
     /// The config file of node `id` (1-based).
     pub fn config(&self, id: usize) -> PathBuf {
-        self.dir.path().join(format!("node{id}.toml"))
+        self.processes.config(id - 1).to_path_buf()
     }
 
-    /// Replaces the table headed `header` (e.g. `[tls]`) of node `id`'s config with `table`.
-    pub fn replace_table(&self, id: usize, header: &str, table: &str) {
-        let path = self.config(id);
-        let text = std::fs::read_to_string(&path).unwrap();
-        let start = text
-            .find(header)
-            .unwrap_or_else(|| panic!("no {header} in {}", path.display()));
-        let end = text[start + 1..]
-            .find("\n[")
-            .map_or(text.len(), |i| start + 1 + i + 1);
-        let mut new = text[..start].to_string();
-        new.push_str(table);
-        if !table.ends_with('\n') {
-            new.push('\n');
+    /// Changes node `id`'s config with `tune` and writes it again (not
+    /// validated: a test may write one the node must refuse).
+    pub fn tune(&mut self, id: usize, tune: impl FnOnce(&mut Config)) {
+        tune(&mut self.configs[id - 1]);
+        files::write_config(&self.config(id), &self.configs[id - 1], None).unwrap();
+    }
+
+    /// [`tune`](Self::tune) for every node.
+    pub fn tune_all(&mut self, tune: impl Fn(&mut Config)) {
+        for id in 1..=self.len() {
+            self.tune(id, &tune);
         }
-        new.push_str(&text[end..]);
-        std::fs::write(&path, new).unwrap();
     }
 
     /// Starts node `id` (1-based); its log goes to `node{id}.log` in the directory.
     pub fn start(&mut self, id: usize) {
-        assert!(self.children[id - 1].is_none(), "node {id} is running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("node{id}.log")))
-            .unwrap();
-        let mut command = Command::new(&self.binary);
-        match &self.log_filter {
-            Some(filter) => command.env("RAFTLM_LOG", filter),
-            None => command.env_remove("RAFTLM_LOG"),
-        };
-        let child = command
-            .args(["server", "--config"])
-            .arg(self.config(id))
-            // Read only by a binary built with the test-only feature
-            // fault-injection (src/clock.rs); see `set_clock_offset`.
-            .env("RAFTLM_FAULT_CLOCK_FILE", self.clock_file(id))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children[id - 1] = Some(child);
+        self.processes.start(id - 1).unwrap();
     }
 
     /// The file node `id`'s wall-clock offset is read from.
@@ -179,126 +158,77 @@ impl ProcessCluster {
     /// Shifts node `id`'s wall clock by `offset_ms` (from the real clock),
     /// in a binary built with the feature fault-injection.
     pub fn set_clock_offset(&self, id: usize, offset_ms: i64) {
-        let path = self.clock_file(id);
-        let temporary = path.with_extension("tmp");
-        std::fs::write(&temporary, offset_ms.to_string()).unwrap();
-        std::fs::rename(&temporary, &path).unwrap();
+        write_clock_offset(&self.clock_file(id), offset_ms).unwrap();
     }
 
-    /// Starts all three nodes.
+    /// Starts every node.
     pub fn start_all(&mut self) {
-        for id in 1..=3 {
+        for id in 1..=self.len() {
             self.start(id);
         }
     }
 
     /// The process id of node `id`.
     pub fn pid(&self, id: usize) -> u32 {
-        self.children[id - 1]
-            .as_ref()
-            .expect("node not running")
-            .id()
+        self.processes.pid(id - 1).expect("node not running")
     }
 
     /// Sends SIGKILL to node `id` and reaps it.
     pub fn kill(&mut self, id: usize) {
-        if let Some(mut child) = self.children[id - 1].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.processes.kill(id - 1);
     }
 
-    /// Sends a signal (`STOP`, `CONT`, …) to node `id`.
-    pub fn signal(&self, id: usize, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid(id).to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
+    /// Sends `signal` (`libc::SIGSTOP`, …) to node `id`.
+    pub fn signal(&self, id: usize, signal: libc::c_int) {
+        assert!(self.processes.running(id - 1), "node {id} is not running");
+        self.processes.signal(id - 1, signal);
     }
 
     /// The log of node `id` so far, for failure messages.
     pub fn log(&self, id: usize) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
+        self.processes.log(id - 1)
     }
 
     /// All logs, for failure messages.
     pub fn logs(&self) -> String {
-        (1..=3)
-            .map(|id| format!("--- node {id} ---\n{}", self.log(id)))
-            .collect()
+        self.processes.logs()
     }
 
     /// Waits up to 30 s until the access point answers Status with a licensed
     /// feature (the license directory has been imported).
     pub async fn wait_licensed(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while status(&self.access_point)
-            .await
-            .is_none_or(|s| s.features.is_empty())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "cluster not serving\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let tls = super::client_tls();
+        if let Err(timeout) = wait::wait_licensed(&self.access_point, &tls, LICENSED_WAIT).await {
+            panic!("cluster not serving: {timeout}\n{}", self.logs());
         }
     }
 
     /// The 1-based id of the node that answers Status (the active node), waiting up to `limit`.
     pub async fn wait_active(&self, limit: Duration) -> (usize, pb::StatusReply) {
-        let deadline = Instant::now() + limit;
-        loop {
-            for (i, address) in self.addresses.iter().enumerate() {
-                if self.children[i].is_none() {
-                    continue;
-                }
-                if let Some(reply) = status(address).await {
-                    return (i + 1, reply);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no active node within {limit:?}\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let running: Vec<Option<String>> = self
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| self.processes.running(i).then(|| a.clone()))
+            .collect();
+        match wait::wait_active(&running, &super::client_tls(), limit).await {
+            Ok((i, reply)) => (i + 1, reply),
+            Err(timeout) => panic!("no active node: {timeout}\n{}", self.logs()),
         }
     }
 
     /// Waits until the access point answers Status.
     pub async fn wait_access_point(&self, limit: Duration) -> pb::StatusReply {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(reply) = status(&self.access_point).await {
-                return reply;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "access point not up within {limit:?}\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let waited = wait::wait_until("the access point answers Status", limit, || {
+            status(&self.access_point)
+        })
+        .await;
+        waited.unwrap_or_else(|timeout| panic!("{timeout}\n{}", self.logs()))
     }
 }
 
-impl Drop for ProcessCluster {
-    fn drop(&mut self) {
-        for id in 1..=3 {
-            if let Some(child) = self.children[id - 1].as_ref() {
-                // A stopped process must be continued to die promptly on some kernels.
-                let _ = Command::new("kill")
-                    .arg("-CONT")
-                    .arg(child.id().to_string())
-                    .status();
-            }
-            self.kill(id);
-        }
-    }
-}
+/// How long a test cluster may take to import its license and serve it.
+const LICENSED_WAIT: Duration = Duration::from_secs(30);
 
 /// A Status call with a short timeout; `None` if the node does not answer it.
 pub async fn status(address: &str) -> Option<pb::StatusReply> {

@@ -52,3 +52,5 @@ fn build_raftlm_binary() -> PathBuf {
     }
     binary
 }
+
+pub mod netns;

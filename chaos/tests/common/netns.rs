@@ -1,6 +1,7 @@
-//! A three-node cluster on a LAN in a box (`chaos/src/lan.rs`, shared with
-//! `raftlm-chaos --netns`) whose access point is a real address moved by
-//! the shipped `docs/examples/vip-up` and `vip-down` scripts.
+//! A three-node cluster on a LAN in a box ([`raftlm_chaos::lan`], the one
+//! `raftlm-chaos --netns` runs on) whose access point is a real address
+//! moved by the shipped `docs/examples/vip-up` and `vip-down` scripts. Its
+//! files are written by `raftlm::local::files`.
 //!
 //! The harness plays the host's side of the shipped systemd unit
 //! (`docs/examples/raftlm.service`): `ExecStopPost` (vip-down in the host's
@@ -12,25 +13,21 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[path = "../../chaos/src/lan.rs"]
-mod lan;
-pub use lan::*;
+use raftlm::config::{AccessPoint, AccessPointMode};
+use raftlm::local::files::{self, LOCAL_CLUSTER, LicenseFile, Plan, Security};
+use raftlm::local::tls::ClusterTls;
+use raftlm::tls::client::ClientTls;
+pub use raftlm_chaos::host::example;
+pub use raftlm_chaos::lan::*;
 
 /// The harness's `WatchdogSec`, as in `docs/examples/raftlm.service`.
 pub const WATCHDOG: Duration = Duration::from_millis(300);
-
-/// A shipped example script, e.g. `vip-up`.
-pub fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("docs/examples")
-        .join(name)
-}
 
 /// What happened to a node outside raftlm's control, for the test's output.
 #[derive(Debug, Clone)]
@@ -54,6 +51,12 @@ struct Host {
 pub struct NetnsCluster {
     pub dir: tempfile::TempDir,
     pub key: raftlm::license::signature::VendorSigningKey,
+    /// The cluster's certificates.
+    pub tls: ClusterTls,
+    /// How a client dials the cluster (by its name: any address works).
+    pub client_tls: ClientTls,
+    /// The `raftlm` binary the nodes and the client commands run.
+    binary: PathBuf,
     hosts: Vec<Arc<Host>>,
     pub events: Arc<Mutex<Vec<HostEvent>>>,
     epoch: Instant,
@@ -68,40 +71,35 @@ impl NetnsCluster {
     /// timing) and starts the watchdog threads; no node runs yet.
     pub fn new(lan: Lan, features: &[(&str, u32)]) -> NetnsCluster {
         let dir = tempfile::tempdir().unwrap();
-        let (key, public) = super::vendor_key(dir.path());
-        let licenses = dir.path().join("licenses");
-        std::fs::create_dir_all(&licenses).unwrap();
-        std::fs::write(
-            licenses.join("acme.lic"),
-            super::signed_license(&key, features),
-        )
-        .unwrap();
-        for id in 1..=3usize {
-            let mut text = format!(
-                "node_id = {id}\ncluster_name = \"{}\"\ndata_dir = \"node{id}\"\nvendor_keys = [\"{}\"]\nlicense_dir = \"licenses\"\n",
-                super::CLUSTER,
-                public.display()
-            );
-            for peer in 1..=3 {
-                text.push_str(&format!(
-                    "[[nodes]]\nid = {peer}\naddress = \"{0}:{PORT}\"\npeer_address = \"{0}:{PEER_PORT}\"\n",
-                    host_ip(peer)
-                ));
-            }
-            text.push_str(&super::tls().config_section(id as u64));
-            let script = |name: &str| {
-                format!(
-                    "[\"{}\", \"{{ip}}\", \"{{prefix}}\", \"{{interface}}\"]",
-                    example(name).display()
-                )
-            };
-            text.push_str(&format!(
-                "[access_point]\nmode = \"command\"\naddress = \"{VIP}:{PORT}\"\nprefix = 24\ninterface = \"eth0\"\nup = {}\ndown = {}\n",
-                script("vip-up"),
-                script("vip-down")
-            ));
-            std::fs::write(dir.path().join(format!("node{id}.toml")), text).unwrap();
-        }
+        let addresses: Vec<String> = (1..=3).map(|i| format!("{}:{PORT}", host_ip(i))).collect();
+        let peers: Vec<String> = (1..=3)
+            .map(|i| format!("{}:{PEER_PORT}", host_ip(i)))
+            .collect();
+        let mut plan = Plan::new(dir.path(), files::nodes_at(&addresses, &peers));
+        plan.licenses = vec![LicenseFile::features("acme.lic", LOCAL_CLUSTER, features)];
+        plan.security = Security::Tls {
+            sans: vec![VIP.to_string()],
+        };
+        let script = |name: &str| -> Vec<String> {
+            vec![
+                example(name).display().to_string(),
+                "{ip}".into(),
+                "{prefix}".into(),
+                "{interface}".into(),
+            ]
+        };
+        plan.access_point = AccessPoint {
+            mode: AccessPointMode::Command,
+            address: format!("{VIP}:{PORT}").parse().unwrap(),
+            prefix: 24,
+            interface: "eth0".into(),
+            up: script("vip-up"),
+            down: script("vip-down"),
+        };
+        let written = plan.write().unwrap();
+        let tls = written.tls.expect("the cluster runs with TLS");
+        let client_tls = written.client_tls.with_server_name(LOCAL_CLUSTER);
+        let key = written.key;
         let hosts: Vec<Arc<Host>> = (0..3)
             .map(|_| {
                 Arc::new(Host {
@@ -114,6 +112,9 @@ impl NetnsCluster {
         let mut cluster = NetnsCluster {
             dir,
             key,
+            tls,
+            client_tls,
+            binary: super::raftlm_binary(),
             hosts,
             events: Arc::new(Mutex::new(Vec::new())),
             epoch: Instant::now(),
@@ -158,24 +159,21 @@ impl NetnsCluster {
             .open(self.dir.path().join(format!("node{id}.log")))
             .unwrap();
         host.ready.store(false, Ordering::SeqCst);
-        let spawned = Lan::command_in(
-            &self.lan.hosts[id - 1],
-            Path::new(env!("CARGO_BIN_EXE_raftlm")),
-        )
-        .args(["server", "--config"])
-        .arg(self.config(id))
-        .current_dir(self.dir.path())
-        .env("RAFTLM_LOG", "info,openraft=warn")
-        .env("NOTIFY_SOCKET", self.notify_socket(id))
-        .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
-        // Its own process group: the harness kills the whole group, as
-        // systemd kills the unit's cgroup (an up script included).
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+        let spawned = Lan::command_in(&self.lan.hosts[id - 1], &self.binary)
+            .args(["server", "--config"])
+            .arg(self.config(id))
+            .current_dir(self.dir.path())
+            .env("RAFTLM_LOG", "info,openraft=warn")
+            .env("NOTIFY_SOCKET", self.notify_socket(id))
+            .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
+            // Its own process group: the harness kills the whole group, as
+            // systemd kills the unit's cgroup (an up script included).
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         *child = Some(spawned);
     }
 
@@ -245,14 +243,13 @@ impl NetnsCluster {
     /// `raftlm ARGS` run in the client namespace with the test CA, the
     /// administrator certificate and the cluster's TLS name.
     pub fn client_command(&self) -> Command {
-        let (cert, key) = super::tls().admin();
-        let mut command =
-            Lan::command_in(&self.lan.client, Path::new(env!("CARGO_BIN_EXE_raftlm")));
+        let (cert, key) = self.tls.admin();
+        let mut command = Lan::command_in(&self.lan.client, &self.binary);
         command
-            .env("RAFTLM_CA", super::tls().ca())
+            .env("RAFTLM_CA", self.tls.ca())
             .env("RAFTLM_CERT", cert)
             .env("RAFTLM_KEY", key)
-            .env("RAFTLM_TLS_NAME", super::CLUSTER)
+            .env("RAFTLM_TLS_NAME", LOCAL_CLUSTER)
             .env("RAFTLM_SERVER", format!("{VIP}:{PORT}"))
             .env_remove("RAFTLM_PLAINTEXT")
             .current_dir(self.dir.path());

@@ -1,5 +1,5 @@
 //! The access point as users run it: a real address on a LAN in a box
-//! (tests/common/netns.rs) moved between three hosts by the shipped
+//! (`raftlm_chaos::lan`, set up by chaos/tests/common/netns.rs) moved between three hosts by the shipped
 //! `docs/examples/vip-up` and `vip-down` scripts, with the host's side of
 //! the shipped unit (ExecStopPost, the watchdog) played by the harness.
 //! Needs root, `ip` and `arping`; without them the test says why and passes.
@@ -196,6 +196,7 @@ async fn first_checkout(tls: &raftlm::tls::client::ClientTls, start: Instant) ->
 /// receives, it answers with the time to the first granted check-out.
 fn client_in_namespace(
     ns: String,
+    tls: raftlm::tls::client::ClientTls,
 ) -> (
     std::sync::mpsc::Sender<Instant>,
     std::sync::mpsc::Receiver<Duration>,
@@ -203,7 +204,6 @@ fn client_in_namespace(
     use std::os::fd::AsRawFd;
     let (start_tx, start_rx) = std::sync::mpsc::channel::<Instant>();
     let (took_tx, took_rx) = std::sync::mpsc::channel();
-    let tls = common::client_tls();
     std::thread::spawn(move || {
         let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
         // SAFETY: setns on a valid descriptor changes only this thread's
@@ -226,7 +226,7 @@ fn client_in_namespace(
 
 // Not a test: the failover and planned-handover figures through the real
 // access point, from a client in the client namespace (docs/performance.md).
-// Run with `cargo test --release --test process_netns -- --ignored --nocapture`;
+// Run with `cargo test --release -p raftlm-chaos --test netns -- --ignored --nocapture`;
 // RAFTLM_NETNS_KILLS sets the number of kills (default 20).
 #[test]
 #[ignore = "a benchmark; prints figures"]
@@ -243,7 +243,7 @@ fn bench_failover_through_the_real_access_point() {
     cluster.start_all();
     cluster.wait_active(Duration::from_secs(60), None);
     let sampler = Sampler::start(cluster.lan.clone(), Duration::from_millis(15));
-    let (start, took) = client_in_namespace(cluster.lan.client.clone());
+    let (start, took) = client_in_namespace(cluster.lan.client.clone(), cluster.client_tls.clone());
     std::thread::sleep(Duration::from_secs(3));
     let mut results = Vec::new();
     for planned in [false, true] {
