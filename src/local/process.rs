@@ -164,7 +164,18 @@ impl Processes {
     /// Starts node `i` with `command` (the binary, or a wrapper that runs
     /// it): the launcher adds `server --config FILE`, the directory, the
     /// node's environment, its log, and the parent-death signal.
-    pub fn start_with(&mut self, i: usize, mut command: Command) -> std::io::Result<()> {
+    pub fn start_with(&mut self, i: usize, command: Command) -> std::io::Result<()> {
+        self.spawn(i, command, &[])
+    }
+
+    /// Starts node `i` with `args` after `server --config FILE` (for example
+    /// `--join`, a new node that waits to be added to the cluster).
+    pub fn start_with_args(&mut self, i: usize, args: &[&str]) -> std::io::Result<()> {
+        let command = self.command();
+        self.spawn(i, command, args)
+    }
+
+    fn spawn(&mut self, i: usize, mut command: Command, args: &[&str]) -> std::io::Result<()> {
         if self.slots[i].child.is_some() {
             return Err(std::io::Error::other(format!(
                 "node {} runs already",
@@ -180,6 +191,7 @@ impl Processes {
             .arg("server")
             .arg("--config")
             .arg(&slot.config)
+            .args(args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

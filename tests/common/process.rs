@@ -150,6 +150,11 @@ impl ProcessCluster {
         self.processes.start(id - 1).unwrap();
     }
 
+    /// Starts node `id` with `--join`: a new node that waits to be added.
+    pub fn start_joining(&mut self, id: usize) {
+        self.processes.start_with_args(id - 1, &["--join"]).unwrap();
+    }
+
     /// The file node `id`'s wall-clock offset is read from.
     pub fn clock_file(&self, id: usize) -> PathBuf {
         self.dir.path().join(format!("node{id}.clock"))
