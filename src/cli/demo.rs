@@ -26,13 +26,25 @@ pub struct DemoArgs {
     /// Directory for keys, license, configs, data and logs (default: a new temporary directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// First of three consecutive ports for the nodes' own addresses on 127.0.0.1
-    /// (their peer ports are 100 higher).
+    /// First of consecutive ports (one per node) for the nodes' own
+    /// addresses on 127.0.0.1 (their peer ports are 100 higher).
     #[arg(long, default_value_t = 27001)]
     pub base_port: u16,
+    /// How many nodes: 3 (tolerates one failure) or 5 (tolerates two).
+    #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
+    pub nodes: u16,
     /// Run without TLS (anyone on the network can then act as a node or an administrator).
     #[arg(long)]
     pub plaintext: bool,
+}
+
+/// `--nodes`: 3 or 5.
+fn parse_nodes(text: &str) -> Result<u16, String> {
+    match text {
+        "3" => Ok(3),
+        "5" => Ok(5),
+        _ => Err(format!("{text:?}: a demo cluster has 3 or 5 nodes")),
+    }
 }
 
 const SAMPLE_LICENSE: &str = "\
@@ -85,10 +97,15 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
         Some(dir) => dir,
         None => std::env::temp_dir().join(format!("raftlm-demo-{}", std::process::id())),
     };
-    let ports: Vec<u16> = (0..3)
+    let ports: Vec<u16> = (0..args.nodes)
         .map(|i| args.base_port.checked_add(i))
         .collect::<Option<_>>()
-        .ok_or_else(|| Failure::usage("--base-port is too high for three consecutive ports"))?;
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "--base-port is too high for {} consecutive ports",
+                args.nodes
+            ))
+        })?;
     let plan = plan(&dir, &ports, args.plaintext);
     plan.check_ports_free()
         .map_err(|e| Failure::usage(e.to_string()))?;
@@ -113,8 +130,13 @@ async fn supervise(
             .start(i)
             .map_err(|e| Failure::usage(format!("cannot start node {}: {e}", i + 1)))?;
     }
+    let count = match processes.len() {
+        3 => "three".to_string(),
+        5 => "five".to_string(),
+        n => n.to_string(),
+    };
     println!(
-        "raftlm demo: three nodes of cluster {LOCAL_CLUSTER} in {}",
+        "raftlm demo: {count} nodes of cluster {LOCAL_CLUSTER} in {}",
         dir.display()
     );
     for (i, config) in written.configs.iter().enumerate() {
