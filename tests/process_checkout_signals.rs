@@ -131,7 +131,11 @@ impl Run {
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
                 let status = self.child.wait().unwrap();
-                panic!("raftlm checkout did not exit within {EXIT_LIMIT:?} ({status})");
+                stderr.extend(self.stderr.try_iter());
+                panic!(
+                    "raftlm checkout did not exit within {EXIT_LIMIT:?} ({status}); stderr:\n{}",
+                    stderr.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         };

@@ -132,11 +132,20 @@ pub const CHECKIN_ON_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn run(args: Args) -> Result<(), Failure> {
     init_logging(CLIENT_LOG_DEFAULT);
     let runtime = runtime()?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let signals = Signals::install()?;
         checkout(args, signals).await
-    })
+    });
+    // The outcome is decided: exit now, not when a task left behind (a
+    // connection attempt, a blocking lookup) ends, which dropping the
+    // runtime would wait for.
+    runtime.shutdown_timeout(RUNTIME_STOP_MAX);
+    result
 }
+
+/// How long `raftlm checkout` lets the tasks left behind finish once its
+/// outcome is decided, before it exits anyway.
+pub const RUNTIME_STOP_MAX: Duration = Duration::from_millis(100);
 
 fn describe(grant: &Grant) -> String {
     format!(
