@@ -156,11 +156,17 @@ async fn bind(
         })
 }
 
+/// Binds the node's own client and peer addresses, as its config names them.
+async fn bind_own(config: &Config) -> Result<(TcpListener, TcpListener), NodeError> {
+    let client = bind(config.listen_address(), config.own_address()).await?;
+    let peer = bind(config.peer_listen_address(), config.own_peer_address()).await?;
+    Ok((client, peer))
+}
+
 impl Node {
     /// Starts a node, binding its client and peer addresses from the config.
     pub async fn start(config: Config) -> Result<Node, NodeError> {
-        let client = bind(config.listen_address(), config.own_address()).await?;
-        let peer = bind(config.peer_listen_address(), config.own_peer_address()).await?;
+        let (client, peer) = bind_own(&config).await?;
         Node::start_with_listeners(config, client, peer).await
     }
 
@@ -171,10 +177,7 @@ impl Node {
         client: TcpListener,
         peer: TcpListener,
     ) -> Result<Node, NodeError> {
-        let span = tracing::info_span!("node", id = config.node_id);
-        Node::start_inner(config, client, peer, Start::Member)
-            .instrument(span)
-            .await
+        Node::start_as(config, client, peer, Start::Member).await
     }
 
     /// Starts a new node that waits to be added to a running cluster
@@ -182,8 +185,7 @@ impl Node {
     /// forms a cluster of its own, and its data directory must be empty
     /// ([`NodeError::JoinNotEmpty`] otherwise).
     pub async fn join(config: Config) -> Result<Node, NodeError> {
-        let client = bind(config.listen_address(), config.own_address()).await?;
-        let peer = bind(config.peer_listen_address(), config.own_peer_address()).await?;
+        let (client, peer) = bind_own(&config).await?;
         Node::join_with_listeners(config, client, peer).await
     }
 
@@ -193,8 +195,18 @@ impl Node {
         client: TcpListener,
         peer: TcpListener,
     ) -> Result<Node, NodeError> {
+        Node::start_as(config, client, peer, Start::Join).await
+    }
+
+    /// Starts the node in the span every log line of it carries.
+    async fn start_as(
+        config: Config,
+        client: TcpListener,
+        peer: TcpListener,
+        start: Start,
+    ) -> Result<Node, NodeError> {
         let span = tracing::info_span!("node", id = config.node_id);
-        Node::start_inner(config, client, peer, Start::Join)
+        Node::start_inner(config, client, peer, start)
             .instrument(span)
             .await
     }
@@ -526,7 +538,7 @@ impl Node {
                 .instrument(span.clone()),
         ));
         tasks.push(tokio::spawn(
-            watch_membership(shared.clone(), members, wait_stop(stop.subscribe()))
+            crate::server::membership::follow(shared.clone(), members, wait_stop(stop.subscribe()))
                 .instrument(span.clone()),
         ));
         info!(%address, %peer_address, "node started");
@@ -631,39 +643,6 @@ async fn watch_raft_core(raft: crate::raft::Raft, stop: impl std::future::Future
             }
             error!(%fatal, "the Raft core stopped: this node no longer takes part in the cluster; see the log above, then restart it");
             return;
-        }
-        tokio::select! {
-            _ = &mut stop => return,
-            changed = metrics.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
-/// Keeps what follows the membership in step with the applied membership
-/// (voters and learners): the ids the peer plane admits and the voters whose
-/// clocks this node's must agree with. Logs each change.
-async fn watch_membership(
-    shared: Arc<Shared>,
-    members: MemberIds,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    let mut metrics = shared.raft.metrics();
-    tokio::pin!(stop);
-    loop {
-        let (ids, voters) = {
-            let m = metrics.borrow_and_update();
-            let membership = m.membership_config.membership();
-            let ids: Vec<u64> = membership.nodes().map(|(id, _)| *id).collect();
-            let voters: Vec<u64> = membership.voter_ids().collect();
-            (ids, voters)
-        };
-        // An uninitialized node (joining) has no membership yet: keep
-        // admitting the cluster's nodes until it is added.
-        if !ids.is_empty() {
-            if members.set(ids.iter().copied()) {
-                info!(members = ?ids, ?voters, "membership applied: the peer plane admits these nodes");
-            }
-            shared.clock.set_voters(voters);
         }
         tokio::select! {
             _ = &mut stop => return,

@@ -40,16 +40,8 @@ pub enum ClusterCommand {
     AddNode {
         /// The new node's id (its config's node_id; ids are never reused).
         id: u64,
-        /// Its peer-plane address, host:port.
-        peer_address: String,
-        /// Its client-plane address, host:port.
-        client_address: String,
-        /// Made a voter once its log is within this many entries of the active node's.
-        #[arg(long, default_value_t = ADD_NODE_LAG_DEFAULT)]
-        lag: u64,
-        /// How long to wait for it to catch up; the learner stays if it does not.
-        #[arg(long, default_value = ADD_NODE_TIMEOUT_DEFAULT, value_parser = crate::text::parse_duration, value_name = "DURATION")]
-        timeout: Duration,
+        #[command(flatten)]
+        newcomer: Newcomer,
         /// The access point or node list: host:port or port@host, comma-separated.
         #[arg(long, env = "RAFTLM_SERVER", default_value = DEFAULT_SERVER, value_name = "S")]
         server: ServerList,
@@ -60,16 +52,8 @@ pub enum ClusterCommand {
         old: u64,
         /// The new node's id (never an id used before).
         new: u64,
-        /// The new node's peer-plane address, host:port.
-        peer_address: String,
-        /// The new node's client-plane address, host:port.
-        client_address: String,
-        /// Made a voter once its log is within this many entries of the active node's.
-        #[arg(long, default_value_t = ADD_NODE_LAG_DEFAULT)]
-        lag: u64,
-        /// How long to wait for it to catch up; the learner stays if it does not.
-        #[arg(long, default_value = ADD_NODE_TIMEOUT_DEFAULT, value_parser = crate::text::parse_duration, value_name = "DURATION")]
-        timeout: Duration,
+        #[command(flatten)]
+        newcomer: Newcomer,
         /// The access point or node list: host:port or port@host, comma-separated.
         #[arg(long, env = "RAFTLM_SERVER", default_value = DEFAULT_SERVER, value_name = "S")]
         server: ServerList,
@@ -85,6 +69,21 @@ pub enum ClusterCommand {
         #[arg(long, env = "RAFTLM_SERVER", default_value = DEFAULT_SERVER, value_name = "S")]
         server: ServerList,
     },
+}
+
+/// Where a new node is and how long to wait for it (`add-node`, `replace-node`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Newcomer {
+    /// Its peer-plane address, host:port.
+    pub peer_address: String,
+    /// Its client-plane address, host:port.
+    pub client_address: String,
+    /// Made a voter once its log is within this many entries of the active node's.
+    #[arg(long, default_value_t = ADD_NODE_LAG_DEFAULT)]
+    pub lag: u64,
+    /// How long to wait for it to catch up; the learner stays if it does not.
+    #[arg(long, default_value = ADD_NODE_TIMEOUT_DEFAULT, value_parser = crate::text::parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
 }
 
 /// Runs one `raftlm cluster` command.
@@ -104,32 +103,11 @@ pub fn run(command: ClusterCommand) -> Result<(), Failure> {
                 print!("{}", members_text(&view));
                 Ok(())
             }
-            ClusterCommand::AddNode {
-                id,
-                peer_address,
-                client_address,
-                lag,
-                timeout,
-                ..
-            } => {
-                let adding = Adding {
-                    id,
-                    peer_address,
-                    client_address,
-                    lag,
-                    timeout,
-                    replacing: None,
-                };
-                add_node(&client, &adding).await
+            ClusterCommand::AddNode { id, newcomer, .. } => {
+                add_node(&client, id, &newcomer, None).await
             }
             ClusterCommand::ReplaceNode {
-                old,
-                new,
-                peer_address,
-                client_address,
-                lag,
-                timeout,
-                ..
+                old, new, newcomer, ..
             } => {
                 let view = client.membership().await.map_err(failure)?;
                 let new_is_voter = view.members.iter().any(|m| m.id == new && m.voter);
@@ -139,15 +117,7 @@ pub fn run(command: ClusterCommand) -> Result<(), Failure> {
                         ids(view.members.iter().filter(|m| m.voter).map(|m| m.id))
                     )));
                 }
-                let adding = Adding {
-                    id: new,
-                    peer_address,
-                    client_address,
-                    lag,
-                    timeout,
-                    replacing: Some(old),
-                };
-                add_node(&client, &adding).await
+                add_node(&client, new, &newcomer, Some(old)).await
             }
             ClusterCommand::RemoveNode { id, force, .. } => {
                 let view = client.membership().await.map_err(failure)?;
@@ -165,59 +135,25 @@ pub fn run(command: ClusterCommand) -> Result<(), Failure> {
     })
 }
 
-/// What `add-node` (or `replace-node`) was asked.
-struct Adding {
+/// `add-node` (and `replace-node`, which swaps `replacing` for the new
+/// node in the last step): every step reads the membership first, so a run
+/// interrupted anywhere is finished by running it again.
+async fn add_node(
+    client: &Client,
     id: u64,
-    peer_address: String,
-    client_address: String,
-    lag: u64,
-    timeout: Duration,
-    /// `replace-node`: the voter the new one takes the place of, in the same
-    /// change of the voters.
+    newcomer: &Newcomer,
     replacing: Option<u64>,
-}
-
-async fn add_node(client: &Client, adding: &Adding) -> Result<(), Failure> {
-    let id = adding.id;
-    let view = client.membership().await.map_err(failure)?;
-    let voters = |view: &pb::MembershipReply| -> Vec<u64> {
-        view.members
-            .iter()
-            .filter(|m| m.voter)
-            .map(|m| m.id)
-            .collect()
-    };
-    if view.joint {
-        // An interrupted change: complete it first, whatever it was.
-        println!(
-            "a change of the voters from {} to {} is pending: completing it",
-            ids(view.voters_old.iter().copied()),
-            ids(view.voters_new.iter().copied())
-        );
-        let reply = client
-            .change_voters(&view.voters_new, false)
-            .await
-            .map_err(failure)?;
-        changed("pending change completed", &reply);
-    }
+) -> Result<(), Failure> {
+    complete_pending(client).await?;
     let view = client.membership().await.map_err(failure)?;
     match view.members.iter().find(|m| m.id == id) {
         Some(member) if member.voter => {
-            match adding.replacing {
-                Some(old) if view.members.iter().any(|m| m.id == old) => {
-                    // Interrupted after the new node became a voter: finish
-                    // by removing the old one.
-                    let reply = client.remove_node(old, false).await.map_err(failure)?;
-                    changed(&format!("node {old} removed; node {id} is a voter"), &reply);
-                }
-                _ => println!("node {id} is a voter already"),
-            }
-            return Ok(());
+            return finish_replacement(client, &view, id, replacing).await;
         }
         Some(_) => println!("node {id} is a learner already: waiting for it to catch up"),
         None => {
             let reply = client
-                .add_learner(id, &adding.client_address, &adding.peer_address)
+                .add_learner(id, &newcomer.client_address, &newcomer.peer_address)
                 .await
                 .map_err(failure)?;
             for warning in &reply.warnings {
@@ -225,11 +161,75 @@ async fn add_node(client: &Client, adding: &Adding) -> Result<(), Failure> {
             }
             println!(
                 "node {id} added as a learner at {} (peer {})",
-                adding.client_address, adding.peer_address
+                newcomer.client_address, newcomer.peer_address
             );
         }
     }
-    let deadline = Instant::now() + adding.timeout;
+    let view = caught_up(client, id, newcomer).await?;
+    let mut wanted: Vec<u64> = view
+        .members
+        .iter()
+        .filter(|m| m.voter && Some(m.id) != replacing)
+        .map(|m| m.id)
+        .collect();
+    wanted.push(id);
+    let reply = client
+        .change_voters(&wanted, false)
+        .await
+        .map_err(failure)?;
+    let done = match replacing {
+        Some(old) => format!("node {id} is a voter in place of node {old}"),
+        None => format!("node {id} is a voter"),
+    };
+    changed(&done, &reply);
+    Ok(())
+}
+
+/// Completes a change of the voters an earlier run left half done.
+async fn complete_pending(client: &Client) -> Result<(), Failure> {
+    let view = client.membership().await.map_err(failure)?;
+    if !view.joint {
+        return Ok(());
+    }
+    println!(
+        "a change of the voters from {} to {} is pending: completing it",
+        ids(view.voters_old.iter().copied()),
+        ids(view.voters_new.iter().copied())
+    );
+    let reply = client
+        .change_voters(&view.voters_new, false)
+        .await
+        .map_err(failure)?;
+    changed("pending change completed", &reply);
+    Ok(())
+}
+
+/// Node `id` is a voter already: a replacement interrupted after the swap
+/// removes the old voter if it is still a member.
+async fn finish_replacement(
+    client: &Client,
+    view: &pb::MembershipReply,
+    id: u64,
+    replacing: Option<u64>,
+) -> Result<(), Failure> {
+    match replacing {
+        Some(old) if view.members.iter().any(|m| m.id == old) => {
+            let reply = client.remove_node(old, false).await.map_err(failure)?;
+            changed(&format!("node {old} removed; node {id} is a voter"), &reply);
+        }
+        _ => println!("node {id} is a voter already"),
+    }
+    Ok(())
+}
+
+/// Waits until learner `id` is within `--lag` entries, printing its
+/// progress; the membership then.
+async fn caught_up(
+    client: &Client,
+    id: u64,
+    newcomer: &Newcomer,
+) -> Result<pb::MembershipReply, Failure> {
+    let deadline = Instant::now() + newcomer.timeout;
     let mut shown = None;
     loop {
         let view = client.membership().await.map_err(failure)?;
@@ -253,25 +253,13 @@ async fn add_node(client: &Client, adding: &Adding) -> Result<(), Failure> {
             );
             shown = Some(progress);
         }
-        if member.matched_index > 0 && member.lag <= adding.lag {
-            let mut wanted = voters(&view);
-            wanted.retain(|v| Some(*v) != adding.replacing);
-            wanted.push(id);
-            let reply = client
-                .change_voters(&wanted, false)
-                .await
-                .map_err(failure)?;
-            let done = match adding.replacing {
-                Some(old) => format!("node {id} is a voter in place of node {old}"),
-                None => format!("node {id} is a voter"),
-            };
-            changed(&done, &reply);
-            return Ok(());
+        if member.matched_index > 0 && member.lag <= newcomer.lag {
+            return Ok(view);
         }
         if Instant::now() >= deadline {
             return Err(Failure::refused(format!(
                 "node {id} did not catch up within {:?} (it holds the log up to {} of {}); it stays a learner: run this command again to wait longer, or raftlm cluster remove-node {id}",
-                adding.timeout, member.matched_index, view.last_log_index
+                newcomer.timeout, member.matched_index, view.last_log_index
             )));
         }
         tokio::time::sleep(PROGRESS_INTERVAL).await;

@@ -26,6 +26,7 @@
 //! the administrators' actions.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use openraft::ChangeMembers;
 use tracing::info;
@@ -183,67 +184,23 @@ pub async fn change_voters(
     author: &str,
 ) -> Result<Vec<String>, ServiceError> {
     let view = view(shared)?;
-    let members: BTreeMap<u64, &pb::MemberStatus> =
-        view.members.iter().map(|m| (m.id, m)).collect();
     let voters: BTreeSet<u64> = view
         .members
         .iter()
         .filter(|m| m.voter)
         .map(|m| m.id)
         .collect();
-    if view.joint {
-        let pending: BTreeSet<u64> = view.voters_new.iter().copied().collect();
-        if pending != wanted {
-            return Err(ServiceError::Refused(format!(
-                "a change of the voters from {} to {} is pending: ask for it again (voters {}) to complete it first",
-                list(&view.voters_old.iter().copied().collect()),
-                list(&pending),
-                list(&pending)
-            )));
-        }
-    } else if wanted == voters {
+    if !view.joint && wanted == voters {
         return Ok(vec![format!("the voters are {} already", list(&voters))]);
     }
-    if let Some(stranger) = wanted.iter().find(|id| !members.contains_key(id)) {
-        return Err(ServiceError::Refused(format!(
-            "node {stranger} is not a member: add it as a learner first (raftlm cluster add-node)"
-        )));
-    }
-    if wanted.len() < VOTERS_MIN && !force {
-        return Err(ServiceError::Refused(format!(
-            "the change leaves {} voter{} ({}); fewer than {VOTERS_MIN} tolerate no failure: add --force to do it anyway",
-            wanted.len(),
-            if wanted.len() == 1 { "" } else { "s" },
-            list(&wanted)
-        )));
-    }
-    if !wanted.contains(&shared.node_id) {
-        return Err(ServiceError::Refused(format!(
-            "node {} is the active node: hand over first (raftlm down stops it after a handover), then remove it",
-            shared.node_id
-        )));
-    }
-    let reachable: BTreeSet<u64> = wanted
-        .iter()
-        .copied()
-        .filter(|id| members.get(id).is_some_and(|m| m.reachable))
-        .collect();
-    if reachable.len() <= wanted.len() / 2 {
-        return Err(ServiceError::Refused(format!(
-            "the new voters {} would have {} of {} reachable ({}): a change needs a majority of them answering",
-            list(&wanted),
-            reachable.len(),
-            wanted.len(),
-            list(&reachable)
-        )));
-    }
+    check_change(&view, shared.node_id, &wanted, force)?;
     let mut warnings = Vec::new();
     if wanted.len().is_multiple_of(2) {
+        let tolerated = (wanted.len() - 1) / 2;
         warnings.push(format!(
-            "{} voters tolerate {} failure{}, as {} do: an odd number is better",
+            "{} voters tolerate {tolerated} failure{}, as {} do: an odd number is better",
             wanted.len(),
-            (wanted.len() - 1) / 2,
-            if (wanted.len() - 1) / 2 == 1 { "" } else { "s" },
+            if tolerated == 1 { "" } else { "s" },
             wanted.len() - 1
         ));
     }
@@ -261,6 +218,61 @@ pub async fn change_voters(
         .await
         .map_err(|e| refusal_of(shared, e))?;
     Ok(warnings)
+}
+
+/// Why making `wanted` the voters cannot be safe now, if it cannot (see
+/// the module docs); `active` is this node.
+fn check_change(
+    view: &pb::MembershipReply,
+    active: u64,
+    wanted: &BTreeSet<u64>,
+    force: bool,
+) -> Result<(), ServiceError> {
+    let refuse = |why: String| Err(ServiceError::Refused(why));
+    let members: BTreeMap<u64, &pb::MemberStatus> =
+        view.members.iter().map(|m| (m.id, m)).collect();
+    let pending: BTreeSet<u64> = view.voters_new.iter().copied().collect();
+    if view.joint && pending != *wanted {
+        return refuse(format!(
+            "a change of the voters from {} to {} is pending: ask for it again (voters {}) to complete it first",
+            list(&view.voters_old.iter().copied().collect()),
+            list(&pending),
+            list(&pending)
+        ));
+    }
+    if let Some(stranger) = wanted.iter().find(|id| !members.contains_key(id)) {
+        return refuse(format!(
+            "node {stranger} is not a member: add it as a learner first (raftlm cluster add-node)"
+        ));
+    }
+    if wanted.len() < VOTERS_MIN && !force {
+        return refuse(format!(
+            "the change leaves {} voter{} ({}); fewer than {VOTERS_MIN} tolerate no failure: add --force to do it anyway",
+            wanted.len(),
+            if wanted.len() == 1 { "" } else { "s" },
+            list(wanted)
+        ));
+    }
+    if !wanted.contains(&active) {
+        return refuse(format!(
+            "node {active} is the active node: hand over first (raftlm down stops it after a handover), then remove it"
+        ));
+    }
+    let reachable: BTreeSet<u64> = wanted
+        .iter()
+        .copied()
+        .filter(|id| members.get(id).is_some_and(|m| m.reachable))
+        .collect();
+    if reachable.len() <= wanted.len() / 2 {
+        return refuse(format!(
+            "the new voters {} would have {} of {} reachable ({}): a change needs a majority of them answering",
+            list(wanted),
+            reachable.len(),
+            wanted.len(),
+            list(&reachable)
+        ));
+    }
+    Ok(())
 }
 
 /// Removes node `id`: a learner leaves at once, a voter through a change of
@@ -345,5 +357,105 @@ fn refusal_of(
                 .map(|(id, member)| (id, member.address.clone())),
         },
         None => ServiceError::Refused(format!("the membership change failed: {error}")),
+    }
+}
+
+/// Keeps what follows the membership in step with the applied membership
+/// (voters and learners): the ids the peer plane admits and the voters whose
+/// clocks this node's must agree with. Logs each change.
+pub async fn follow(
+    shared: Arc<Shared>,
+    members: crate::tls::acceptor::MemberIds,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut metrics = shared.raft.metrics();
+    tokio::pin!(stop);
+    loop {
+        let (ids, voters) = {
+            let m = metrics.borrow_and_update();
+            let membership = m.membership_config.membership();
+            let ids: Vec<u64> = membership.nodes().map(|(id, _)| *id).collect();
+            let voters: Vec<u64> = membership.voter_ids().collect();
+            (ids, voters)
+        };
+        // An uninitialized node (joining) has no membership yet: keep
+        // admitting the cluster's nodes until it is added.
+        if !ids.is_empty() {
+            if members.set(ids.iter().copied()) {
+                info!(members = ?ids, ?voters, "membership applied: the peer plane admits these nodes");
+            }
+            shared.clock.set_voters(voters);
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u64, voter: bool, reachable: bool) -> pb::MemberStatus {
+        pb::MemberStatus {
+            id,
+            address: format!("127.0.0.1:{}", 27000 + id),
+            peer_address: format!("127.0.0.1:{}", 27100 + id),
+            voter,
+            matched_index: 10,
+            lag: 0,
+            reachable,
+        }
+    }
+
+    fn view(members: Vec<pb::MemberStatus>) -> pb::MembershipReply {
+        pb::MembershipReply {
+            term: 3,
+            node: 1,
+            last_log_index: 10,
+            members,
+            ..Default::default()
+        }
+    }
+
+    fn refusal(view: &pb::MembershipReply, wanted: &[u64], force: bool) -> String {
+        let wanted: BTreeSet<u64> = wanted.iter().copied().collect();
+        match check_change(view, 1, &wanted, force) {
+            Ok(()) => String::new(),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_change_is_refused_when_it_cannot_be_safe() {
+        let five = view((1..=5).map(|id| member(id, true, id <= 3)).collect());
+        // Nodes 4 and 5 are silent: removing 2 leaves 1, 3 of 1, 3, 4, 5.
+        assert!(
+            refusal(&five, &[1, 3, 4, 5], false).contains("2 of 4 reachable (1, 3)"),
+            "{}",
+            refusal(&five, &[1, 3, 4, 5], false)
+        );
+        // Removing a silent one keeps a majority answering.
+        assert_eq!(refusal(&five, &[1, 2, 3, 4], false), "");
+        assert!(refusal(&five, &[1, 2, 3, 6], false).contains("node 6 is not a member"));
+        assert!(refusal(&five, &[2, 3, 4], false).contains("node 1 is the active node"));
+        let three = view((1..=3).map(|id| member(id, true, true)).collect());
+        assert!(refusal(&three, &[1, 2], false).contains("--force"));
+        assert_eq!(refusal(&three, &[1, 2], true), "");
+    }
+
+    #[test]
+    fn only_the_pending_change_may_go_on() {
+        let mut joint = view((1..=4).map(|id| member(id, true, true)).collect());
+        joint.joint = true;
+        joint.voters_old = vec![1, 2, 3];
+        joint.voters_new = vec![1, 2, 3, 4];
+        assert_eq!(refusal(&joint, &[1, 2, 3, 4], false), "");
+        assert!(
+            refusal(&joint, &[1, 2, 4], false).contains("is pending"),
+            "{}",
+            refusal(&joint, &[1, 2, 4], false)
+        );
     }
 }
