@@ -131,10 +131,14 @@ pub const CHECKIN_ON_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// is sent to the cluster.
 pub fn run(args: Args) -> Result<(), Failure> {
     init_logging(CLIENT_LOG_DEFAULT);
+    // Held back until their handlers are heard (see `Blocked`); the
+    // runtime's threads never take them.
+    let blocked = crate::cli::signals::Blocked::stops();
     let runtime = runtime()?;
     let result = runtime.block_on(async {
-        let signals = Signals::install()?;
-        checkout(args, signals).await
+        let signals = Signals::install();
+        blocked.release();
+        checkout(args, signals?).await
     });
     // The outcome is decided: exit now, not when a task left behind (a
     // connection attempt, a blocking lookup) ends, which dropping the

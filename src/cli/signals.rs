@@ -99,6 +99,47 @@ impl Signals {
     }
 }
 
+/// SIGINT, SIGTERM and SIGHUP held back from the calling thread (and every
+/// thread it starts afterwards) until [`Blocked::release`].
+///
+/// tokio installs a signal's process handler before it registers the stream
+/// that hears it: a signal landing between the two would be handled and
+/// heard by nobody, and the command would go on holding its seats. So a
+/// command blocks the signals before it starts its runtime (whose threads
+/// inherit the mask and never take them), installs [`Signals`], then
+/// releases them on the thread that runs its main future: a signal that came
+/// meanwhile is delivered then, to a handler whose stream hears it.
+pub struct Blocked {
+    previous: libc::sigset_t,
+}
+
+impl Blocked {
+    /// Blocks the three signals on this thread.
+    pub fn stops() -> Blocked {
+        // SAFETY: sigset_t is plain data, initialized by sigemptyset before
+        // use; pthread_sigmask only reads `set` and writes `previous`.
+        unsafe {
+            let mut set = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut set);
+            for number in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaddset(&mut set, number);
+            }
+            let mut previous = std::mem::zeroed::<libc::sigset_t>();
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous);
+            Blocked { previous }
+        }
+    }
+
+    /// Restores this thread's mask as it was before [`Blocked::stops`]:
+    /// signals that arrived meanwhile are delivered now.
+    pub fn release(self) {
+        // SAFETY: `previous` was filled by pthread_sigmask in `stops`.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut());
+        }
+    }
+}
+
 /// A handler for `stop`'s signal, or `None` if the process was started with it ignored.
 fn handler(stop: Stop) -> Result<Option<Signal>, Failure> {
     if ignored(stop.number()) {
