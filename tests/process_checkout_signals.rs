@@ -66,16 +66,29 @@ struct Run {
 
 impl Run {
     fn start(cluster: &ProcessCluster, extra: &[&str]) -> Run {
-        let mut child = common::process::raftlm_command()
+        use std::os::unix::process::CommandExt;
+        let mut command = common::process::raftlm_command();
+        command
             .args(["checkout", "cad", "--server", &cluster.access_point])
             .args(extra)
             .env("RAFTLM_LOG", "error,raftlm::client::session=debug")
             .current_dir(cluster.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        // The command keeps a signal it was started with ignored (as under
+        // nohup, which a test runner may itself run under): start it with
+        // the three signals at their defaults, as from a terminal.
+        // SAFETY: signal(2) is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                for number in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                    libc::signal(number, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
         let (sender, stderr) = mpsc::channel();
         let pipe = child.stderr.take().unwrap();
         std::thread::spawn(move || {
