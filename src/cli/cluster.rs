@@ -307,3 +307,50 @@ pub fn members_text(view: &pb::MembershipReply) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_show_voters_learners_lag_and_a_pending_change() {
+        let member = |id: u64, voter: bool, lag: u64, reachable: bool| pb::MemberStatus {
+            id,
+            address: format!("10.0.0.{id}:27000"),
+            peer_address: format!("10.0.0.{id}:27100"),
+            voter,
+            matched_index: 40 - lag,
+            lag,
+            reachable,
+        };
+        let view = pb::MembershipReply {
+            term: 7,
+            node: 1,
+            last_log_index: 40,
+            members: vec![
+                member(1, true, 0, true),
+                member(2, true, 0, false),
+                member(4, false, 25, true),
+            ],
+            joint: true,
+            voters_old: vec![1, 2, 3],
+            voters_new: vec![1, 2, 4],
+        };
+        let text = members_text(&view);
+        assert!(
+            text.starts_with("members (term 7, active node 1, last log index 40):"),
+            "{text}"
+        );
+        assert!(text.contains("node 2  voter    10.0.0.2:27000 (peer 10.0.0.2:27100)  log up to 40 (0 behind)  not answering"), "{text}");
+        assert!(
+            text.contains(
+                "node 4  learner  10.0.0.4:27000 (peer 10.0.0.4:27100)  log up to 15 (25 behind)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("pending: the voters change from 1, 2, 3 to 1, 2, 4"),
+            "{text}"
+        );
+    }
+}

@@ -203,3 +203,17 @@ async fn supervise(
     println!("data and logs are kept in {}", dir.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_demo_cluster_has_three_or_five_nodes() {
+        assert_eq!(parse_nodes("3"), Ok(3));
+        assert_eq!(parse_nodes("5"), Ok(5));
+        for bad in ["4", "1", "", "five"] {
+            assert!(parse_nodes(bad).is_err(), "{bad:?}");
+        }
+    }
+}

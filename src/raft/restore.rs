@@ -138,6 +138,91 @@ pub async fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::license::state::{Batch, Command, LicenseState, LogPosition, NodeId, Term};
+    use crate::raft::backup::Backup;
+    use crate::raft::{LogId, StoredMembership};
+
+    fn backup() -> Backup {
+        let mut state = LicenseState::new();
+        state.apply_batch(
+            LogPosition {
+                term: Term(4),
+                index: crate::license::state::LogIndex(9),
+            },
+            &Batch {
+                now_ms: 1_000,
+                commands: vec![Command::Activate {
+                    term: Term(4),
+                    node: NodeId(2),
+                    cluster_name: "LICSRV".into(),
+                    cluster_id: None,
+                    lease_ms: 250,
+                    wait_ms: 350,
+                }],
+            },
+        );
+        Backup {
+            cluster_name: "LICSRV".into(),
+            raftlm_version: env!("CARGO_PKG_VERSION").into(),
+            node: 2,
+            created_ms: 5,
+            term: 4,
+            last_applied: LogId::new(openraft::CommittedLeaderId::new(4, 2), 9),
+            membership: StoredMembership::default(),
+            state_digest: state.digest().unwrap(),
+            state,
+        }
+    }
+
+    fn members() -> BTreeMap<u64, Member> {
+        (1..=3)
+            .map(|id| {
+                let member = Member {
+                    address: format!("127.0.0.1:{}", 27000 + id),
+                    peer_address: format!("127.0.0.1:{}", 27100 + id),
+                };
+                (id, member)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_restored_store_opens_with_the_backup_state_its_members_and_a_higher_vote() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("node1");
+        let taken = backup();
+        let term = restored_term(taken.term, None);
+        restore(&taken, &data, 1, members(), term).await.unwrap();
+        let (mut log, mut machine) = store::open(&data).unwrap();
+        let vote = log.read_vote().await.unwrap().unwrap();
+        assert_eq!(vote.leader_id().term, term);
+        assert!(!vote.is_committed());
+        let (applied, membership) = machine.applied_state().await.unwrap();
+        assert_eq!(applied, Some(taken.last_applied));
+        let voters: Vec<u64> = membership.membership().voter_ids().collect();
+        assert_eq!(voters, vec![1, 2, 3]);
+        assert_eq!(
+            machine.read(|s| s.digest().unwrap()),
+            taken.state_digest,
+            "the restored state is the backup's"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restore_refuses_a_directory_that_holds_anything_or_a_stranger() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("node1");
+        std::fs::create_dir_all(data.join("leftover")).unwrap();
+        let error = restore(&backup(), &data, 1, members(), 5)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RestoreError::NotEmpty(_)), "{error}");
+        let empty = dir.path().join("node9");
+        let error = restore(&backup(), &empty, 9, members(), 5)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RestoreError::NotAMember(9)), "{error}");
+    }
 
     #[test]
     fn the_restored_term_is_above_the_backup_and_the_given_floor() {
