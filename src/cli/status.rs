@@ -1282,4 +1282,24 @@ mod tests {
         assert_eq!(value["nodes"][1]["cert_days_left"], 12);
         assert_eq!(value["plaintext"], false);
     }
+
+    // A learner and a lagging member show in the text and the JSON.
+    #[test]
+    fn learners_and_lag_show() {
+        let mut status = sample();
+        status.nodes[1].learner = true;
+        status.nodes[1].matched_index = 90;
+        status.nodes[1].lag = 10;
+        let value: serde_json::Value =
+            serde_json::from_str(&to_json(&status, &reports(), NOW)).unwrap();
+        assert_eq!(value["nodes"][0]["voter"], true);
+        assert_eq!(value["nodes"][1]["voter"], false);
+        assert_eq!(value["nodes"][1]["matched_index"], 90);
+        assert_eq!(value["nodes"][1]["lag"], 10);
+        assert_eq!(
+            membership_text(&status.nodes[1]),
+            " (learner) (log 10 behind)"
+        );
+        assert_eq!(membership_text(&status.nodes[0]), "");
+    }
 }

@@ -185,41 +185,48 @@ pub fn chunks(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     bytes.chunks(BACKUP_CHUNK_BYTES_MAX)
 }
 
+/// A backup of a state with one activation by node 1 at `term`, log index
+/// `index`, for tests.
+#[cfg(test)]
+pub(crate) fn sample(term: u64, index: u64) -> Backup {
+    use crate::license::state::{Batch, Command, LogIndex, LogPosition, NodeId, Term};
+    let mut state = LicenseState::new();
+    state.apply_batch(
+        LogPosition {
+            term: Term(term),
+            index: LogIndex(index),
+        },
+        &Batch {
+            now_ms: 1_000,
+            commands: vec![Command::Activate {
+                term: Term(term),
+                node: NodeId(1),
+                cluster_name: "LICSRV".into(),
+                cluster_id: None,
+                lease_ms: 250,
+                wait_ms: 350,
+            }],
+        },
+    );
+    Backup {
+        cluster_name: "LICSRV".into(),
+        raftlm_version: env!("CARGO_PKG_VERSION").into(),
+        node: 1,
+        created_ms: 5,
+        term,
+        last_applied: LogId::new(openraft::CommittedLeaderId::new(term, 1), index),
+        membership: StoredMembership::default(),
+        state_digest: state.digest().expect("a small state encodes"),
+        state,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::license::state::{Batch, Command, NodeId, Term};
 
     fn backup() -> Backup {
-        let mut state = LicenseState::new();
-        state.apply_batch(
-            crate::license::state::LogPosition {
-                term: Term(3),
-                index: crate::license::state::LogIndex(7),
-            },
-            &Batch {
-                now_ms: 1_000,
-                commands: vec![Command::Activate {
-                    term: Term(3),
-                    node: NodeId(1),
-                    cluster_name: "LICSRV".into(),
-                    cluster_id: None,
-                    lease_ms: 250,
-                    wait_ms: 350,
-                }],
-            },
-        );
-        Backup {
-            cluster_name: "LICSRV".into(),
-            raftlm_version: env!("CARGO_PKG_VERSION").into(),
-            node: 1,
-            created_ms: 5,
-            term: 3,
-            last_applied: LogId::new(openraft::CommittedLeaderId::new(3, 1), 7),
-            membership: StoredMembership::default(),
-            state_digest: state.digest().unwrap(),
-            state,
-        }
+        sample(3, 7)
     }
 
     #[test]

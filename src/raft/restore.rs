@@ -138,40 +138,10 @@ pub async fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::license::state::{Batch, Command, LicenseState, LogPosition, NodeId, Term};
     use crate::raft::backup::Backup;
-    use crate::raft::{LogId, StoredMembership};
 
     fn backup() -> Backup {
-        let mut state = LicenseState::new();
-        state.apply_batch(
-            LogPosition {
-                term: Term(4),
-                index: crate::license::state::LogIndex(9),
-            },
-            &Batch {
-                now_ms: 1_000,
-                commands: vec![Command::Activate {
-                    term: Term(4),
-                    node: NodeId(2),
-                    cluster_name: "LICSRV".into(),
-                    cluster_id: None,
-                    lease_ms: 250,
-                    wait_ms: 350,
-                }],
-            },
-        );
-        Backup {
-            cluster_name: "LICSRV".into(),
-            raftlm_version: env!("CARGO_PKG_VERSION").into(),
-            node: 2,
-            created_ms: 5,
-            term: 4,
-            last_applied: LogId::new(openraft::CommittedLeaderId::new(4, 2), 9),
-            membership: StoredMembership::default(),
-            state_digest: state.digest().unwrap(),
-            state,
-        }
+        crate::raft::backup::sample(4, 9)
     }
 
     fn members() -> BTreeMap<u64, Member> {

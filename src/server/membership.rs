@@ -369,18 +369,27 @@ pub async fn follow(
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut metrics = shared.raft.metrics();
+    // Metrics change on every append; the membership only with its own log
+    // entry, so the sets are rebuilt only when that entry's id moves.
+    let mut seen: Option<Option<crate::raft::LogId>> = None;
     tokio::pin!(stop);
     loop {
-        let (ids, voters) = {
+        let changed = {
             let m = metrics.borrow_and_update();
-            let membership = m.membership_config.membership();
-            let ids: Vec<u64> = membership.nodes().map(|(id, _)| *id).collect();
-            let voters: Vec<u64> = membership.voter_ids().collect();
-            (ids, voters)
+            let at = *m.membership_config.log_id();
+            (seen != Some(at)).then(|| {
+                seen = Some(at);
+                let membership = m.membership_config.membership();
+                let ids: Vec<u64> = membership.nodes().map(|(id, _)| *id).collect();
+                let voters: Vec<u64> = membership.voter_ids().collect();
+                (ids, voters)
+            })
         };
         // An uninitialized node (joining) has no membership yet: keep
         // admitting the cluster's nodes until it is added.
-        if !ids.is_empty() {
+        if let Some((ids, voters)) = changed
+            && !ids.is_empty()
+        {
             if members.set(ids.iter().copied()) {
                 info!(members = ?ids, ?voters, "membership applied: the peer plane admits these nodes");
             }
