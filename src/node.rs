@@ -22,9 +22,10 @@ use crate::activator::{self, Lease};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::license::HostId;
+use crate::license::formats::Advertisement;
 use crate::license::signature::KeyError;
 use crate::proto::v1::license_server::LicenseServer;
-use crate::raft::network::{Network, RaftService};
+use crate::raft::network::{Network, RaftService, SelfReport};
 use crate::raft::store::{self, StoreError};
 use crate::raft::{Member, Raft};
 use crate::server::Shared;
@@ -305,13 +306,17 @@ impl Node {
             );
         }
         let host_id = read_host_id(config.machine_id_file());
+        let report = SelfReport {
+            host_id,
+            formats: Advertisement::this_build(formats_cap()),
+        };
         let network = Network::new(
             &config.cluster_name,
             peers,
             tls.clone(),
             refusals.clone(),
             clock.clone(),
-            host_id,
+            report.clone(),
         );
         if config.access_point.mode == crate::config::AccessPointMode::Command {
             activator::clear_stale_address(&config.access_point).await;
@@ -401,7 +406,7 @@ impl Node {
             refusals.clone(),
             leader_contact.clone(),
             handover_sender,
-            host_id,
+            report,
             config.timing.election_timeout_min_ms,
         ));
         // The access point serves the same router as the node's own address.
@@ -526,6 +531,10 @@ impl Node {
                 .instrument(span.clone()),
         ));
         tasks.push(tokio::spawn(
+            crate::server::formats::watch(shared.clone(), wait_stop(stop.subscribe()))
+                .instrument(span.clone()),
+        ));
+        tasks.push(tokio::spawn(
             import_license_dir(shared.clone(), wait_stop(stop.subscribe()))
                 .instrument(span.clone()),
         ));
@@ -613,6 +622,29 @@ impl Node {
 pub fn machine_host_id(path: &Path) -> Result<HostId, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     HostId::from_machine_id(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The environment variable that caps the record formats a node says it
+/// reads and accepts on the peer plane: a test setting that makes a node of
+/// this release behave, on the wire, as one of the previous release does.
+pub const FORMATS_MAX_ENV: &str = "RAFTLM_FORMATS_MAX";
+
+/// [`FORMATS_MAX_ENV`], logged when set.
+fn formats_cap() -> Option<u8> {
+    let text = std::env::var(FORMATS_MAX_ENV).ok()?;
+    match text.trim().parse::<u8>() {
+        Ok(cap) => {
+            warn!(
+                cap,
+                "{FORMATS_MAX_ENV} is set: this node says it reads record formats up to {cap} and refuses newer ones on the peer plane (a test setting)"
+            );
+            Some(cap)
+        }
+        Err(_) => {
+            warn!(value = %text, "{FORMATS_MAX_ENV} is not a format number; ignored");
+            None
+        }
+    }
 }
 
 /// [`machine_host_id`], logged: a node without a host id runs, but license

@@ -63,6 +63,7 @@ fn vote_request(from: u64, term: u64) -> pb::RaftMessage {
         payload: raftlm::codec::encode(&vote).unwrap(),
         wall_ms: 0,
         host_id: String::new(),
+        ..Default::default()
     }
 }
 

@@ -352,13 +352,14 @@ async fn old_format_data_directory_is_refused() {
     let message = error.to_string();
     assert!(message.contains("record format 1"), "{message}");
     assert!(
-        message.contains(&format!("reads format {}", raftlm::codec::FORMAT_VERSION)),
+        message.contains(&format!(
+            "reads formats {}–{}",
+            raftlm::codec::FORMAT_OLDEST,
+            raftlm::codec::FORMAT_NEWEST
+        )),
         "{message}"
     );
-    assert!(
-        message.contains("start the node with an empty one"),
-        "{message}"
-    );
+    assert!(message.contains("raftlm cluster replace-node"), "{message}");
 }
 
 // A snapshot received from the network that does not decode or disagrees with its metadata is refused, not installed.

@@ -1,5 +1,6 @@
-//! `raftlm cluster members|add-node|replace-node|remove-node`: the cluster's membership,
-//! changed online through the active node (administrator certificate).
+//! `raftlm cluster members|add-node|replace-node|remove-node|set-address`: the
+//! cluster's membership, changed online through the active node
+//! (administrator certificate).
 //!
 //! `add-node ID PEER_ADDRESS CLIENT_ADDRESS` adds a node started with
 //! `raftlm server --join` as a learner, waits until it is within `--lag`
@@ -11,12 +12,15 @@
 //! lost between them leaves the first behind). `replace-node OLD NEW …` is
 //! `add-node NEW …` whose last step swaps OLD for NEW in one change of the
 //! voters, so the cluster never has an even number of voters on the way.
+//! `set-address ID PEER_ADDRESS CLIENT_ADDRESS` moves a member, keeping its
+//! id, through the log (`src/server/addresses.rs`).
 
 use std::time::{Duration, Instant};
 
 use crate::cli::Failure;
 use crate::cli::common::{CLIENT_LOG_DEFAULT, failure, init_logging, runtime};
 use crate::client::{Client, DEFAULT_SERVER, ServerList};
+use crate::license::formats::Advertisement;
 use crate::proto::v1 as pb;
 
 /// How far behind the active node's log a learner may be when it is made a
@@ -58,6 +62,18 @@ pub enum ClusterCommand {
         #[arg(long, env = "RAFTLM_SERVER", default_value = DEFAULT_SERVER, value_name = "S")]
         server: ServerList,
     },
+    /// Moves member ID to new addresses (its data directory moves with it, so it keeps its id).
+    SetAddress {
+        /// The member's id.
+        id: u64,
+        /// Its new peer-plane address, host:port.
+        peer_address: String,
+        /// Its new client-plane address, host:port.
+        client_address: String,
+        /// The access point or node list: host:port or port@host, comma-separated.
+        #[arg(long, env = "RAFTLM_SERVER", default_value = DEFAULT_SERVER, value_name = "S")]
+        server: ServerList,
+    },
     /// Removes a node (a learner, or a voter that may be gone for good).
     RemoveNode {
         /// The node's id.
@@ -93,7 +109,8 @@ pub fn run(command: ClusterCommand) -> Result<(), Failure> {
         ClusterCommand::Members { server }
         | ClusterCommand::AddNode { server, .. }
         | ClusterCommand::ReplaceNode { server, .. }
-        | ClusterCommand::RemoveNode { server, .. } => server.clone(),
+        | ClusterCommand::RemoveNode { server, .. }
+        | ClusterCommand::SetAddress { server, .. } => server.clone(),
     };
     let client = crate::cli::env_client(server)?;
     runtime()?.block_on(async move {
@@ -118,6 +135,19 @@ pub fn run(command: ClusterCommand) -> Result<(), Failure> {
                     )));
                 }
                 add_node(&client, new, &newcomer, Some(old)).await
+            }
+            ClusterCommand::SetAddress {
+                id,
+                peer_address,
+                client_address,
+                ..
+            } => {
+                let reply = client
+                    .set_address(id, &client_address, &peer_address)
+                    .await
+                    .map_err(failure)?;
+                changed(&format!("node {id} moved"), &reply);
+                Ok(())
             }
             ClusterCommand::RemoveNode { id, force, .. } => {
                 let view = client.membership().await.map_err(failure)?;
@@ -253,6 +283,14 @@ async fn caught_up(
             );
             shown = Some(progress);
         }
+        let write = u8::try_from(view.write_format).unwrap_or(u8::MAX);
+        if let Some(said) = advertisement(member)
+            && !said.reads(write)
+        {
+            return Err(Failure::refused(format!(
+                "node {id} ({said}) does not read format {write}, which the cluster writes: it cannot follow the log. Start it with a release that reads format {write}, or raftlm cluster remove-node {id}"
+            )));
+        }
         if member.matched_index > 0 && member.lag <= newcomer.lag {
             return Ok(view);
         }
@@ -280,22 +318,38 @@ fn ids(ids: impl Iterator<Item = u64>) -> String {
     ids.map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
 }
 
+/// What a member said it reads, if the active node knows.
+pub fn advertisement(m: &pb::MemberStatus) -> Option<Advertisement> {
+    release(&m.version, m.reads_formats_min, m.reads_formats_max)
+}
+
+/// A release and the formats it reads, from a reply's fields (`None`: unknown).
+pub fn release(version: &str, min: u32, max: u32) -> Option<Advertisement> {
+    let format = |n: u32| u8::try_from(n).ok().filter(|n| *n > 0);
+    Some(Advertisement {
+        version: version.to_string(),
+        reads_min: format(min)?,
+        reads_max: format(max)?,
+    })
+}
+
 /// The membership as `raftlm cluster members` prints it.
 pub fn members_text(view: &pb::MembershipReply) -> String {
     let mut text = format!(
-        "members (term {}, active node {}, last log index {}):\n",
-        view.term, view.node, view.last_log_index
+        "members (term {}, active node {}, last log index {}, write format {}):\n",
+        view.term, view.node, view.last_log_index, view.write_format
     );
     for m in &view.members {
         text.push_str(&format!(
-            "  node {}  {}  {} (peer {})  log up to {} ({} behind){}\n",
+            "  node {}  {}  {} (peer {})  log up to {} ({} behind){}{}\n",
             m.id,
             if m.voter { "voter  " } else { "learner" },
             m.address,
             m.peer_address,
             m.matched_index,
             m.lag,
-            if m.reachable { "" } else { "  not answering" }
+            if m.reachable { "" } else { "  not answering" },
+            advertisement(m).map_or(String::new(), |said| format!("  {said}"))
         ));
     }
     if view.joint {
@@ -322,6 +376,7 @@ mod tests {
             matched_index: 40 - lag,
             lag,
             reachable,
+            ..Default::default()
         };
         let view = pb::MembershipReply {
             term: 7,
@@ -335,10 +390,11 @@ mod tests {
             joint: true,
             voters_old: vec![1, 2, 3],
             voters_new: vec![1, 2, 4],
+            write_format: 7,
         };
         let text = members_text(&view);
         assert!(
-            text.starts_with("members (term 7, active node 1, last log index 40):"),
+            text.starts_with("members (term 7, active node 1, last log index 40, write format 7):"),
             "{text}"
         );
         assert!(text.contains("node 2  voter    10.0.0.2:27000 (peer 10.0.0.2:27100)  log up to 40 (0 behind)  not answering"), "{text}");

@@ -62,7 +62,7 @@ impl Reach {
     }
 
     /// What went wrong, as a phrase; for an answer, the node's own view:
-    /// `standby, term 7, applied 1042, committed 1042, version 0.1.0`.
+    /// `standby, term 7, applied 1042, committed 1042, version 0.2.0`.
     pub fn detail(&self) -> String {
         match self {
             Reach::Answered(info) => {

@@ -210,6 +210,11 @@ pub fn to_text(status: &pb::StatusReply, nodes: &[NodeReach], now_unix: i64) -> 
             status.cluster_id, status.cluster_name, status.cluster_id
         );
     }
+    let _ = writeln!(
+        out,
+        "    Record format: the cluster writes format {}",
+        status.write_format
+    );
     if status.plaintext {
         let _ = writeln!(
             out,
@@ -571,6 +576,13 @@ fn membership_text(node: &pb::NodeStatus) -> String {
     if node.lag > 0 {
         text.push_str(&format!(" (log {} behind)", node.lag));
     }
+    if let Some(said) = crate::cli::cluster::release(
+        &node.version,
+        node.reads_formats_min,
+        node.reads_formats_max,
+    ) {
+        text.push_str(&format!(" ({said})"));
+    }
     text
 }
 
@@ -590,6 +602,10 @@ pub fn to_json(status: &pb::StatusReply, nodes: &[NodeReach], now_unix: i64) -> 
             value["voter"] = (!n.learner).into();
             value["matched_index"] = n.matched_index.into();
             value["lag"] = n.lag.into();
+            value["version"] = (!n.version.is_empty()).then(|| n.version.clone()).into();
+            value["reads_formats"] = (n.reads_formats_max > 0)
+                .then(|| serde_json::json!([n.reads_formats_min, n.reads_formats_max]))
+                .into();
             value
         })
         .collect();
@@ -653,6 +669,7 @@ pub fn to_json(status: &pb::StatusReply, nodes: &[NodeReach], now_unix: i64) -> 
         "cluster_id": (!status.cluster_id.is_empty()).then(|| status.cluster_id.clone()),
         "term": status.term,
         "plaintext": status.plaintext,
+        "write_format": status.write_format,
         "active_node": status.active_node,
         "active_address": status.active_address,
         "last_failover_ms": status.last_activation_ms,
@@ -821,6 +838,7 @@ mod tests {
         pb::StatusReply {
             term: 5,
             cluster_name: "LICSRV".into(),
+            write_format: 7,
             active_node: 2,
             active_address: "127.0.0.1:27002".into(),
             nodes: vec![

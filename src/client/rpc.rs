@@ -865,6 +865,28 @@ impl Client {
         Ok(answered.reply)
     }
 
+    /// Moves member `id` to `address` (client plane) and `peer_address`
+    /// (`raftlm cluster set-address`). Administrator certificate.
+    pub async fn set_address(
+        &self,
+        id: u64,
+        address: &str,
+        peer_address: &str,
+    ) -> Result<pb::MembershipChangeReply, ClientError> {
+        let message = pb::SetAddressRequest {
+            id,
+            address: address.to_string(),
+            peer_address: peer_address.to_string(),
+        };
+        let answered = self
+            .call("set address", self.inner.options.call_timeout, |channel| {
+                let message = message.clone();
+                async move { AdminClient::new(channel).set_address(message).await }
+            })
+            .await?;
+        Ok(answered.reply)
+    }
+
     /// Trusts the vendor public key in `key_file` (the text of a `.pub` file);
     /// returns its key id.
     pub async fn trust_key(&self, key_file: &str) -> Result<String, ClientError> {

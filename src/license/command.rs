@@ -12,6 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::feature::FeatureLine;
+use super::formats::Advertisement;
 use super::host::HostId;
 use super::identity::ClusterId;
 use super::ids::{GrantToken, NodeId, RequestId, SessionId, Term};
@@ -134,6 +135,43 @@ pub enum Command {
         /// Who asked.
         author: String,
     },
+    /// The active node's record of what every member says it reads, and
+    /// the format the cluster writes from now on (`src/server/formats.rs`).
+    /// Added in format 7.
+    RecordFormats {
+        /// Every voter and learner, with what it said.
+        #[serde(with = "crate::codec::only_in_7")]
+        members: Vec<(NodeId, Advertisement)>,
+        /// The write format: the current one, or a newer one every member reads.
+        write: u8,
+        /// The node that proposed it, e.g. `node 2 (active)`.
+        author: String,
+    },
+    /// A member moved to new addresses (`raftlm cluster set-address`): they
+    /// replace the ones its membership entry holds. Added in format 7.
+    SetAddress {
+        /// The member.
+        #[serde(with = "crate::codec::only_in_7")]
+        node: NodeId,
+        /// Its client-plane address.
+        address: String,
+        /// Its peer-plane address.
+        peer_address: String,
+        /// Who asked.
+        author: String,
+    },
+}
+
+impl Command {
+    /// The oldest record format that can hold this command.
+    pub fn format(&self) -> u8 {
+        match self {
+            Command::RecordFormats { .. } | Command::SetAddress { .. } => {
+                super::formats::FORMAT_SET_ADDRESS
+            }
+            _ => crate::codec::FORMAT_OLDEST,
+        }
+    }
 }
 
 /// A batch of commands in one log entry, stamped by the active node.
@@ -336,5 +374,23 @@ pub enum Outcome {
     BadKey {
         /// Why.
         reason: String,
+    },
+    /// What the members read was recorded; the cluster writes `write` (it
+    /// wrote `from` before).
+    FormatsRecorded {
+        /// The write format before.
+        from: u8,
+        /// The write format now.
+        write: u8,
+    },
+    /// A `RecordFormats` or `SetAddress` that the state refused.
+    FormatsRefused {
+        /// Why.
+        reason: String,
+    },
+    /// A member's addresses were moved.
+    AddressSet {
+        /// The member.
+        node: NodeId,
     },
 }

@@ -6,6 +6,7 @@
 pub mod command;
 pub mod feature;
 pub mod file;
+pub mod formats;
 pub mod host;
 pub mod identity;
 pub mod ids;

@@ -75,6 +75,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::feature::{Expiry, FeatureLine};
+use super::formats::{ClusterFormats, FORMAT_MEMBERS_MAX};
 use super::host::HostReport;
 use super::identity::ClusterId;
 use super::pool::{self, At, Pool, PoolKey, Verdict, Version};
@@ -236,6 +237,11 @@ pub struct LicenseState {
     /// Node ids that left the cluster: never members again (a certificate
     /// issued for one admits nobody), at most [`RETIRED_NODES_MAX`].
     retired_nodes: BTreeSet<u64>,
+    /// The format the cluster writes, what each member reads, and members'
+    /// moved addresses. Added in format 7: a format-6 record has none and
+    /// reads as the default (format 6, nothing recorded).
+    #[serde(with = "crate::codec::added_in_7")]
+    formats: ClusterFormats,
 }
 
 /// A digest of license lines' content and signatures (deterministic).
@@ -489,12 +495,53 @@ impl LicenseState {
                 let outcome = if self.retired_nodes.len() + fresh.len() > RETIRED_NODES_MAX {
                     Outcome::TooManyRetired
                 } else {
+                    for id in &fresh {
+                        self.formats.forget(*id);
+                    }
                     self.retired_nodes.extend(fresh);
                     Outcome::MembershipRecorded {
                         retired: u32::try_from(self.retired_nodes.len()).unwrap_or(u32::MAX),
                     }
                 };
                 self.record_admin(author, action.clone(), &outcome);
+                outcome
+            }
+            Command::RecordFormats {
+                members,
+                write,
+                author,
+            } => {
+                let outcome = self.formats.record(members, *write);
+                let listed: Vec<String> = members
+                    .iter()
+                    .take(FORMAT_MEMBERS_MAX)
+                    .map(|(node, said)| format!("node {} {said}", node.0))
+                    .collect();
+                self.record_admin(
+                    author,
+                    format!(
+                        "record formats: {}; write format {write}",
+                        listed.join(", ")
+                    ),
+                    &outcome,
+                );
+                outcome
+            }
+            Command::SetAddress {
+                node,
+                address,
+                peer_address,
+                author,
+            } => {
+                let outcome = self.formats.set_address(*node, address, peer_address);
+                self.record_admin(
+                    author,
+                    format!(
+                        "set address of node {}: client {address}, peer {peer_address}",
+                        node.0
+                    ),
+                    &outcome,
+                );
                 outcome
             }
             Command::UntrustKey { key_id, author } => {
@@ -538,6 +585,12 @@ impl LicenseState {
             }
             Outcome::BadKey { reason } => format!("refused: {reason}"),
             Outcome::MembershipRecorded { .. } => "recorded".to_string(),
+            Outcome::FormatsRecorded { from, write } if from == write => "recorded".to_string(),
+            Outcome::FormatsRecorded { from, write } => {
+                format!("recorded; the cluster writes format {write} (was {from})")
+            }
+            Outcome::AddressSet { .. } => "moved".to_string(),
+            Outcome::FormatsRefused { reason } => format!("refused: {reason}"),
             Outcome::TooManyRetired => {
                 format!("refused: at most {RETIRED_NODES_MAX} node ids are retired")
             }
@@ -1125,6 +1178,7 @@ impl LicenseState {
     /// O(grants); tests and snapshot loading call it.
     pub fn check_invariants(&self) {
         self.check_seats();
+        self.formats.check_invariants();
         let mut counted: BTreeMap<PoolKey, BTreeMap<Version, u32>> = BTreeMap::new();
         for (token, grant) in &self.grants {
             assert_eq!(
@@ -1195,7 +1249,9 @@ impl LicenseState {
     /// only when asked (`NodeInfo` with `with_state_digest`).
     pub fn digest(&self) -> Result<String, crate::codec::CodecError> {
         use sha2::{Digest, Sha256};
-        let bytes = crate::codec::encode(self)?;
+        // In the cluster's write format, so that nodes of two releases
+        // holding the same state agree during a rolling upgrade.
+        let bytes = crate::codec::encode_as(self.formats.write, self)?;
         let hash = Sha256::digest(&bytes);
         Ok(hash.iter().map(|b| format!("{b:02x}")).collect())
     }
@@ -1250,6 +1306,21 @@ impl LicenseState {
     /// The most recent administrators' actions, oldest first.
     pub fn retired_nodes(&self) -> &BTreeSet<u64> {
         &self.retired_nodes
+    }
+
+    /// The format the cluster writes, what each member reads, and members'
+    /// moved addresses.
+    pub fn formats(&self) -> &ClusterFormats {
+        &self.formats
+    }
+
+    /// Puts `formats` in place: a restore starts the new cluster's record
+    /// afresh (its members are the config's) but keeps the write format.
+    pub fn reset_formats(&mut self) {
+        self.formats = ClusterFormats {
+            write: self.formats.write,
+            ..ClusterFormats::default()
+        };
     }
 
     /// The last administrators' actions, oldest first.

@@ -123,11 +123,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The file's bytes for `backup`.
+/// The file's bytes for `backup`, in the record format its cluster writes
+/// (so a backup of a cluster that has not raised its format yet is one the
+/// previous release reads too).
 pub fn encode(backup: &Backup) -> Result<Vec<u8>, CodecError> {
+    encode_as(backup.state.formats().write, backup)
+}
+
+/// The file's bytes for `backup`, in record format `format`.
+pub fn encode_as(format: u8, backup: &Backup) -> Result<Vec<u8>, CodecError> {
     let mut out = BACKUP_MAGIC.to_vec();
     out.push(BACKUP_FORMAT);
-    out.extend(codec::encode(backup)?);
+    out.extend(codec::encode_as(format, backup)?);
     let checksum = Sha256::digest(&out);
     out.extend_from_slice(&checksum);
     Ok(out)

@@ -13,10 +13,17 @@
 //! value. Message sizes are bounded by [`RAFT_MESSAGE_BYTES_MAX`]; an
 //! AppendEntries over [`APPEND_BYTES_MAX`] is not sent but answered
 //! `PayloadTooLarge` with a smaller entry count, which openraft retries with.
+//!
+//! Record formats: every message and reply says which record formats its
+//! sender reads ([`Advertisement`]); a request is encoded in the newest
+//! format its receiver said it reads (the oldest this build reads until it
+//! has said), and a reply in the newest its requester reads. So a node of
+//! the previous release, which sends no such fields, is written to in its
+//! own format (docs/decisions/0022-format-negotiation.md).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::error::{
@@ -36,6 +43,7 @@ use crate::clock::{self, Clock};
 use crate::codec;
 use crate::lease::boottime_ms;
 use crate::license::HostId;
+use crate::license::formats::Advertisement;
 use crate::proto::v1::RaftMessage;
 use crate::proto::v1::raft_client::RaftClient;
 use crate::proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
@@ -74,6 +82,16 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// A peer's channel, filed with the address and the TLS generation it was built for.
 type CachedChannel = (String, u64, Channel);
 
+/// What this node says about itself in every peer-plane message, request
+/// or reply.
+#[derive(Debug, Clone)]
+pub struct SelfReport {
+    /// Its host id (`None`: it has none).
+    pub host_id: Option<HostId>,
+    /// Its release and the record formats it reads.
+    pub formats: Advertisement,
+}
+
 /// Creates Raft clients: one cached, lazily connected channel per peer.
 #[derive(Clone)]
 pub struct Network {
@@ -96,6 +114,14 @@ pub struct Network {
     /// The host id each peer's last reply carried (`None`: it has none;
     /// std Mutex: one insert or copy, no `.await`).
     peer_hosts: Arc<Mutex<BTreeMap<u64, Option<HostId>>>>,
+    /// What this node says it reads, sent with every request.
+    advertisement: Arc<Advertisement>,
+    /// What each peer's last reply said it reads (std Mutex: no `.await`).
+    peer_formats: Arc<Mutex<BTreeMap<u64, Advertisement>>>,
+    /// Peer addresses moved with `raftlm cluster set-address`, as the
+    /// applied state has them: they win over the config and the membership
+    /// (std RwLock: one look-up or replacement, no `.await`).
+    moved: Arc<RwLock<BTreeMap<u64, String>>>,
     /// Peers whose calls fail, for logging that can be kept: when it starts,
     /// a count once a minute, when it ends (std Mutex: no `.await`).
     outages: Arc<Mutex<HashMap<u64, Outage>>>,
@@ -128,14 +154,15 @@ impl Network {
     /// A factory with no connections yet: peers at `peers` (from this node's
     /// config), dialled with mutual TLS from `tls` (plaintext when `None`);
     /// each reply's wall clock is filed in `clock` and its host id kept
-    /// ([`Network::peer_hosts`]); this node's `host_id` goes with requests.
+    /// ([`Network::peer_hosts`]); what this node says of itself (`report`)
+    /// goes with requests.
     pub fn new(
         cluster: &str,
         peers: BTreeMap<u64, String>,
         tls: Option<Arc<TlsState>>,
         refusals: Arc<Refusals>,
         clock: Arc<Clock>,
-        host_id: Option<HostId>,
+        report: SelfReport,
     ) -> Network {
         Network {
             cluster: Arc::from(cluster),
@@ -146,9 +173,44 @@ impl Network {
             contacts: Arc::default(),
             outages: Arc::default(),
             clock,
-            host_id,
+            host_id: report.host_id,
             peer_hosts: Arc::default(),
+            advertisement: Arc::new(report.formats),
+            peer_formats: Arc::default(),
+            moved: Arc::default(),
         }
+    }
+
+    /// What this node says it reads.
+    pub fn advertisement(&self) -> &Advertisement {
+        &self.advertisement
+    }
+
+    /// What each peer that answered a Raft RPC from this node said it reads
+    /// in its last reply.
+    pub fn peer_formats(&self) -> BTreeMap<u64, Advertisement> {
+        self.peer_formats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The format a request to `peer` is written in: the newest it said it
+    /// reads, else the oldest this build reads.
+    fn format_for(&self, peer: u64) -> u8 {
+        self.peer_formats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .map_or(codec::FORMAT_OLDEST, |a| {
+                a.reads_max
+                    .clamp(codec::FORMAT_OLDEST, codec::FORMAT_NEWEST)
+            })
+    }
+
+    /// Replaces the moved peer addresses (from the applied state).
+    pub fn set_moved(&self, moved: BTreeMap<u64, String>) {
+        *self.moved.write().unwrap_or_else(|p| p.into_inner()) = moved;
     }
 
     /// This node's host id, if it has one.
@@ -297,15 +359,26 @@ impl Network {
         }
     }
 
-    /// The peer address of `target`: from this node's config, else the membership's.
-    fn address_of<'a>(&'a self, target: u64, member: &'a Member) -> &'a str {
+    /// The peer address of `target`: where `set-address` moved it, else
+    /// from this node's config, else the membership's.
+    fn address_of(&self, target: u64, member: &Member) -> String {
+        if let Some(moved) = self
+            .moved
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&target)
+        {
+            return moved.clone();
+        }
         self.peers
             .get(&target)
             .map_or(member.peer_address.as_str(), String::as_str)
+            .to_string()
     }
 
     fn channel(&self, target: u64, member: &Member) -> Result<Channel, NetworkError> {
         let addr = self.address_of(target, member);
+        let addr = addr.as_str();
         let generation = self.tls.as_ref().map_or(0, |t| *t.generation().borrow());
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((cached_addr, cached_generation, channel)) = channels.get(&target)
@@ -344,7 +417,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &Member) -> Connection {
         Connection {
             target,
-            address: self.address_of(target, node).to_string(),
+            address: self.address_of(target, node),
             member: node.clone(),
             network: self.clone(),
         }
@@ -378,8 +451,8 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload =
-            codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let payload = codec::encode_as(self.network.format_for(self.target), request)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.send(kind, payload, timeout).await
     }
 
@@ -401,10 +474,14 @@ impl Connection {
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+        let said = &self.network.advertisement;
         let mut request = tonic::Request::new(RaftMessage {
             payload,
             wall_ms: clock::wall_ms(),
             host_id: host_text(self.network.host_id),
+            version: said.version.clone(),
+            reads_formats_min: u32::from(said.reads_min),
+            reads_formats_max: u32::from(said.reads_max),
         });
         request.set_timeout(timeout);
         let sent_boot_ms = boottime_ms();
@@ -441,6 +518,11 @@ impl Connection {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(self.target, HostId::parse(&reply.host_id));
+        self.network
+            .peer_formats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.target, advertisement_of(&reply));
         let result: Result<Resp, RaftError<u64, E>> =
             codec::decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.network
@@ -465,7 +547,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
-        let payload = codec::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let payload = codec::encode_as(self.network.format_for(self.target), &rpc)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if let Some(hint) = entries_that_fit(rpc.entries.len(), payload.len()) {
             // openraft sends again with at most `hint` entries.
             return Err(RPCError::PayloadTooLarge(
@@ -538,6 +621,11 @@ pub struct RaftService {
     refusals: Arc<Refusals>,
     /// This node's host id, written as replies carry it (empty: none).
     host_id: String,
+    /// What this node says it reads, in every reply; requests in a newer
+    /// format are refused.
+    advertisement: Advertisement,
+    /// Formats of refused requests, each logged once.
+    refused_formats: Mutex<BTreeSet<u8>>,
 }
 
 impl RaftService {
@@ -550,7 +638,7 @@ impl RaftService {
         refusals: Arc<Refusals>,
         contact: Arc<AtomicU64>,
         handovers: tokio::sync::mpsc::Sender<(u64, u64, bool)>,
-        host_id: Option<HostId>,
+        report: SelfReport,
         election_timeout_min_ms: u64,
     ) -> RaftServer<RaftService> {
         RaftServer::new(RaftService {
@@ -560,7 +648,9 @@ impl RaftService {
             election_timeout_min_ms,
             cluster,
             refusals,
-            host_id: host_text(host_id),
+            host_id: host_text(report.host_id),
+            advertisement: report.formats,
+            refused_formats: Mutex::default(),
         })
         .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX)
@@ -590,27 +680,79 @@ impl RaftService {
     }
 }
 
-fn decode_request<T: DeserializeOwned>(payload: &[u8]) -> Result<T, tonic::Status> {
-    codec::decode(payload)
-        .map_err(|e| tonic::Status::invalid_argument(format!("raft message does not decode: {e}")))
+impl RaftService {
+    /// Decodes a request's payload, refusing one in a format this node does
+    /// not read (logged once per format) rather than failing on it later.
+    fn decode<T: DeserializeOwned>(&self, payload: &[u8]) -> Result<T, tonic::Status> {
+        if let Some(found) = codec::format_of(payload) {
+            self.check_format(found, "a Raft message")?;
+        }
+        codec::decode(payload).map_err(|e| {
+            tonic::Status::invalid_argument(format!("raft message does not decode: {e}"))
+        })
+    }
+
+    /// Refuses `what` written in `found` unless this node reads it.
+    fn check_format(&self, found: u8, what: &str) -> Result<(), tonic::Status> {
+        if self.advertisement.reads(found) {
+            return Ok(());
+        }
+        let reason = format!(
+            "{what} in record format {found} refused: this node ({}) does not read it",
+            self.advertisement
+        );
+        if self
+            .refused_formats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(found)
+        {
+            tracing::warn!(%reason, "refused a message this node cannot read; logged once per format");
+        }
+        Err(tonic::Status::failed_precondition(reason))
+    }
+
+    /// A reply in the newest format the requester said it reads.
+    fn reply<T: Serialize>(
+        &self,
+        value: &T,
+        request: &RaftMessage,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let format = advertisement_of(request)
+            .reads_max
+            .clamp(codec::FORMAT_OLDEST, codec::FORMAT_NEWEST);
+        let payload = codec::encode_as(format, value)
+            .map_err(|e| tonic::Status::internal(format!("raft reply does not encode: {e}")))?;
+        Ok(tonic::Response::new(RaftMessage {
+            payload,
+            wall_ms: clock::wall_ms(),
+            host_id: self.host_id.clone(),
+            version: self.advertisement.version.clone(),
+            reads_formats_min: u32::from(self.advertisement.reads_min),
+            reads_formats_max: u32::from(self.advertisement.reads_max),
+        }))
+    }
+}
+
+/// What a message's sender said it reads; a message without it comes from
+/// a release before format 7.
+fn advertisement_of(message: &RaftMessage) -> Advertisement {
+    if message.reads_formats_max == 0 {
+        return Advertisement::before_advertising();
+    }
+    let format = |n: u32| u8::try_from(n).unwrap_or(u8::MAX);
+    let mut version = message.version.clone();
+    version.truncate(crate::license::formats::VERSION_TEXT_MAX);
+    Advertisement {
+        version,
+        reads_min: format(message.reads_formats_min),
+        reads_max: format(message.reads_formats_max),
+    }
 }
 
 /// A host id as the peer plane carries it: `host:<hex>`, or empty.
 fn host_text(host_id: Option<HostId>) -> String {
     host_id.map(|id| id.to_string()).unwrap_or_default()
-}
-
-fn encode_reply<T: Serialize>(
-    value: &T,
-    host_id: &str,
-) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-    let payload = codec::encode(value)
-        .map_err(|e| tonic::Status::internal(format!("raft reply does not encode: {e}")))?;
-    Ok(tonic::Response::new(RaftMessage {
-        payload,
-        wall_ms: clock::wall_ms(),
-        host_id: host_id.to_string(),
-    }))
 }
 
 #[tonic::async_trait]
@@ -619,26 +761,26 @@ impl RaftRpc for RaftService {
         &self,
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = decode_request(&request.get_ref().payload)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = self.decode(&request.get_ref().payload)?;
         self.check_sender(&request, rpc.vote.leader_id().voted_for().unwrap_or(0))?;
         let reply = self.raft.append_entries(rpc).await;
         if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
             self.contact.store(boottime_ms(), Ordering::Relaxed);
         }
-        encode_reply(&reply, &self.host_id)
+        self.reply(&reply, request.get_ref())
     }
 
     async fn vote(
         &self,
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let rpc: VoteRequest<u64> = decode_request(&request.get_ref().payload)?;
+        let rpc: VoteRequest<u64> = self.decode(&request.get_ref().payload)?;
         self.check_sender(&request, rpc.vote.leader_id().voted_for().unwrap_or(0))?;
         let reply = self.raft.vote(rpc).await;
         if matches!(&reply, Ok(r) if r.vote_granted) {
             self.contact.store(boottime_ms(), Ordering::Relaxed);
         }
-        encode_reply(&reply, &self.host_id)
+        self.reply(&reply, request.get_ref())
     }
 
     async fn handover(
@@ -757,9 +899,17 @@ impl RaftRpc for RaftService {
         &self,
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
-        let rpc: InstallSnapshotRequest<TypeConfig> = decode_request(&request.get_ref().payload)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = self.decode(&request.get_ref().payload)?;
         self.check_sender(&request, rpc.vote.leader_id().voted_for().unwrap_or(0))?;
-        encode_reply(&self.raft.install_snapshot(rpc).await, &self.host_id)
+        // The snapshot's data is a record of its own: its first chunk starts
+        // with the format it was written in.
+        if rpc.offset == 0
+            && let Some(found) = codec::format_of(&rpc.data)
+        {
+            self.check_format(found, "a snapshot")?;
+        }
+        let reply = self.raft.install_snapshot(rpc).await;
+        self.reply(&reply, request.get_ref())
     }
 }
 

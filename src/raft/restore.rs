@@ -117,8 +117,11 @@ pub async fn restore(
     let last = backup.last_applied;
     let membership =
         StoredMembership::new(Some(last), openraft::Membership::new(vec![voters], members));
-    let data = snapshot_data(last, membership.clone(), backup.state.clone())
-        .map_err(|e| write(e.to_string()))?;
+    // The new cluster's members are the config's: what the old ones read
+    // and where they moved is forgotten (the write format is kept).
+    let mut state = backup.state.clone();
+    state.reset_formats();
+    let data = snapshot_data(last, membership.clone(), state).map_err(|e| write(e.to_string()))?;
     let meta = SnapshotMeta {
         last_log_id: Some(last),
         last_membership: membership,

@@ -338,9 +338,11 @@ impl StateMachineStore {
     fn encode_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
         // Encoding under the read lock gives data and metadata of the same
         // moment; `apply` waits for the encoding.
+        // In the cluster's write format: a snapshot may be sent to a member
+        // of the previous release, which reads no newer one.
         let live = self.live_read()?;
-        let data =
-            codec::encode(&*live).map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
+        let data = codec::encode_as(live.state.formats().write, &*live)
+            .map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
         let built = self.inner.snapshots_built.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match live.last_applied {
             Some(id) => format!("{}-{}-{built}", id.leader_id.term, id.index),

@@ -100,8 +100,8 @@ pub enum StoreError {
         source: sled::Error,
     },
     /// The database was written by a raftlm whose record format this build
-    /// does not read (format 1 had no peer addresses in the member list).
-    #[error("data directory {}: the database was written in record format {found}, but this raftlm reads format {}; it cannot be upgraded in place: stop the node, move the directory aside and start the node with an empty one, so it rejoins the cluster and receives its state from the others", dir.display(), codec::FORMAT_VERSION)]
+    /// does not read: each release reads its own format and the previous one.
+    #[error("data directory {}: the database was written in record format {found}, but this raftlm reads formats {}–{}; {}", dir.display(), codec::FORMAT_OLDEST, codec::FORMAT_NEWEST, if *found > codec::FORMAT_NEWEST { "it was written by a newer raftlm: run that release on this node" } else { "it cannot be upgraded in place by this release (upgrade one release at a time), or replace the node: stop it, move the directory aside and bring in a successor with `raftlm cluster replace-node`, which receives its state from the others" })]
     Format {
         /// The data directory.
         dir: PathBuf,

@@ -137,10 +137,12 @@ fn check_format(dir: &Path, meta: &sled::Tree) -> Result<(), StoreError> {
         .get(CREATED_KEY)
         .map_err(|e| sled_error(dir, "read the creation record", e))?;
     match created.as_deref().and_then(|bytes| bytes.first()) {
-        Some(&found) if found != codec::FORMAT_VERSION => Err(StoreError::Format {
-            dir: dir.to_path_buf(),
-            found,
-        }),
+        Some(&found) if !(codec::FORMAT_OLDEST..=codec::FORMAT_NEWEST).contains(&found) => {
+            Err(StoreError::Format {
+                dir: dir.to_path_buf(),
+                found,
+            })
+        }
         _ => Ok(()),
     }
 }

@@ -571,6 +571,23 @@ impl Admin for AdminService {
         self.membership_changed(warnings)
     }
 
+    async fn set_address(
+        &self,
+        request: Request<pb::SetAddressRequest>,
+    ) -> Result<Response<pb::MembershipChangeReply>, Status> {
+        let author = administrator(&self.shared, &request)?;
+        let asked = request.into_inner();
+        let warnings = crate::server::addresses::set_address(
+            &self.shared,
+            asked.id,
+            &asked.address,
+            &asked.peer_address,
+            &author,
+        )
+        .await?;
+        self.membership_changed(warnings)
+    }
+
     async fn untrust_key(
         &self,
         request: Request<pb::UntrustKeyRequest>,

@@ -501,7 +501,10 @@ impl LicenseService {
             .map(|_| ())
             .map_err(|e| ServiceError::NotActive {
                 node: self.shared.node_id,
-                leader: leader_of(&e),
+                leader: leader_of(&e).map(|(id, address)| {
+                    let moved = self.shared.moved_address(id);
+                    (id, moved.map_or(address, |m| m.address))
+                }),
             })
     }
 
@@ -654,6 +657,8 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
     // A node's host id as the cluster records it, or, before any line bound
     // to host ids made the active node record them, as this node hears it.
     let heard = crate::server::hosts::view(shared);
+    // What each member says it reads (as the active node hears it).
+    let formats = crate::server::formats::view(shared);
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
     let last_index = metrics.last_log_index.unwrap_or(0);
     // What the active node knows of each member's log (its own: all of it).
@@ -687,9 +692,13 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                     .is_some_and(|at| at.elapsed() < REACHABLE_WITHIN);
                 if reachable { "standby" } else { "unreachable" }
             };
+            let said = formats.get(id).cloned().flatten();
             pb::NodeStatus {
                 id: *id,
-                address: node.address.clone(),
+                address: shared.client_address(*id, node),
+                version: said.as_ref().map(|a| a.version.clone()).unwrap_or_default(),
+                reads_formats_min: said.as_ref().map_or(0, |a| u32::from(a.reads_min)),
+                reads_formats_max: said.as_ref().map_or(0, |a| u32::from(a.reads_max)),
                 role: role.to_string(),
                 clock_offset_ms,
                 clock_known,
@@ -710,8 +719,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
         .collect();
     let active_address = metrics
         .current_leader
-        .and_then(|id| membership.get_node(&id))
-        .map(|n| n.address.clone())
+        .and_then(|id| Some(shared.client_address(id, membership.get_node(&id)?)))
         .unwrap_or_default();
     // The index is read with the state, under one lock: the reply shows the
     // state as of exactly `applied_index` (openraft's metrics may lag it).
@@ -766,6 +774,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 })
                 .collect(),
             plaintext: shared.tls.is_none(),
+            write_format: u32::from(state.formats().write),
             cluster_id: state
                 .cluster_id()
                 .map(|id| id.to_string())

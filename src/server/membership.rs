@@ -55,6 +55,7 @@ pub fn view(shared: &Shared) -> Result<pb::MembershipReply, ServiceError> {
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let last = metrics.last_log_index.unwrap_or(0);
     let replication = metrics.replication.clone().unwrap_or_default();
+    let formats = super::formats::view(shared);
     let members = membership
         .nodes()
         .map(|(id, member)| {
@@ -67,10 +68,17 @@ pub fn view(shared: &Shared) -> Result<pb::MembershipReply, ServiceError> {
                     .and_then(|m| m.as_ref())
                     .map_or(0, |l| l.index)
             };
+            let moved = shared.moved_address(*id);
+            let said = formats.get(id).cloned().flatten();
             pb::MemberStatus {
                 id: *id,
-                address: member.address.clone(),
-                peer_address: member.peer_address.clone(),
+                address: moved
+                    .as_ref()
+                    .map_or_else(|| member.address.clone(), |m| m.address.clone()),
+                peer_address: moved.map_or_else(|| member.peer_address.clone(), |m| m.peer_address),
+                version: said.as_ref().map(|a| a.version.clone()).unwrap_or_default(),
+                reads_formats_min: said.as_ref().map_or(0, |a| u32::from(a.reads_min)),
+                reads_formats_max: said.as_ref().map_or(0, |a| u32::from(a.reads_max)),
                 voter: voters.contains(id),
                 matched_index: matched,
                 lag: last.saturating_sub(matched),
@@ -94,6 +102,7 @@ pub fn view(shared: &Shared) -> Result<pb::MembershipReply, ServiceError> {
         joint,
         voters_old: if joint { ids(0) } else { Vec::new() },
         voters_new: if joint { ids(1) } else { Vec::new() },
+        write_format: u32::from(shared.state.read(|state| state.formats().write)),
     })
 }
 
@@ -354,7 +363,7 @@ fn refusal_of(
             leader: forward
                 .leader_id
                 .zip(forward.leader_node.as_ref())
-                .map(|(id, member)| (id, member.address.clone())),
+                .map(|(id, member)| (id, shared.client_address(id, member))),
         },
         None => ServiceError::Refused(format!("the membership change failed: {error}")),
     }
@@ -415,6 +424,7 @@ mod tests {
             matched_index: 10,
             lag: 0,
             reachable,
+            ..Default::default()
         }
     }
 

@@ -6,10 +6,12 @@
 //! the [`Batcher`], and turn the outcome into a reply. The rules live in
 //! [`LicenseState`](crate::license::state::LicenseState).
 
+pub mod addresses;
 pub mod admin;
 pub mod backup;
 pub mod batcher;
 pub mod error;
+pub mod formats;
 pub mod hosts;
 pub mod license;
 pub mod membership;

@@ -72,12 +72,25 @@ impl Shared {
             .filter(|id| *id != self.node_id)
             .and_then(|id| {
                 let node = metrics.membership_config.membership().get_node(&id)?;
-                Some((id, node.address.clone()))
+                Some((id, self.client_address(id, node)))
             });
         Err(ServiceError::NotActive {
             node: self.node_id,
             leader,
         })
+    }
+
+    /// Member `id`'s client-plane address: where `raftlm cluster
+    /// set-address` moved it, else its membership entry's.
+    pub fn client_address(&self, id: u64, member: &crate::raft::Member) -> String {
+        self.moved_address(id)
+            .map_or_else(|| member.address.clone(), |moved| moved.address)
+    }
+
+    /// Member `id`'s client and peer addresses if `set-address` moved it.
+    pub fn moved_address(&self, id: u64) -> Option<crate::license::formats::MemberAddress> {
+        self.state
+            .read(|state| state.formats().addresses.get(&id).cloned())
     }
 
     /// Checks, just before a reply is sent, that this node still serves in

@@ -1,0 +1,198 @@
+//! Record formats and moved addresses with real processes.
+//!
+//! A node capped at the previous record format (the test setting
+//! `RAFTLM_FORMATS_MAX`, which makes it say it reads format 6 only and
+//! refuse newer messages on the peer plane, as the previous release does)
+//! holds the cluster's write format at 6, and a command kind of format 7
+//! (`set-address`) is refused naming it. Restarted without the cap, the
+//! format rises to 7 and the command succeeds: a member moves to another
+//! loopback address under its own id, replicates there although the other
+//! nodes' configs still name its old address, and a client that knows only
+//! another node follows the hint to its new address.
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::{ProcessCluster, free_port, raftlm, status};
+use raftlm::client::{Client, ClientOptions, ServerList, Session, SessionOptions};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn session(addresses: &[String]) -> Session {
+    let servers: ServerList = addresses.join(",").parse().unwrap();
+    let client = Client::with_options(
+        servers,
+        ClientOptions {
+            tls: common::client_tls(),
+            ..ClientOptions::default()
+        },
+    );
+    Session::start(
+        client,
+        SessionOptions {
+            vendor: "acme".into(),
+            user: "ada".into(),
+            host: "ws1".into(),
+            ..SessionOptions::default()
+        },
+    )
+}
+
+/// `raftlm ARGS… --server ADDRESSES`: exit code and output.
+fn command(cluster: &ProcessCluster, addresses: &[String], args: &[&str]) -> (i32, String) {
+    let server = addresses.join(",");
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--server", &server]);
+    let (code, out, err) = raftlm(&all, cluster.dir.path());
+    (code, format!("{out}{err}"))
+}
+
+/// Waits until the active node's status satisfies `check`.
+async fn status_until(
+    cluster: &ProcessCluster,
+    what: &str,
+    check: impl Fn(&raftlm::proto::v1::StatusReply) -> bool,
+) -> raftlm::proto::v1::StatusReply {
+    let running: Vec<String> = (0..cluster.len())
+        .filter(|i| cluster.processes.running(*i))
+        .map(|i| cluster.addresses[i].clone())
+        .collect();
+    common::wait_until(what, PATIENCE, || async {
+        for address in &running {
+            if let Some(reply) = status(address).await
+                && check(&reply)
+            {
+                return Some(reply);
+            }
+        }
+        None
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_at_the_previous_format_holds_the_cluster_back_until_upgraded() {
+    let mut cluster = ProcessCluster::new(&[("cad", 10)]);
+    cluster
+        .processes
+        .set_env(2, raftlm::node::FORMATS_MAX_ENV, Some("6".as_ref()));
+    cluster.start_all();
+    cluster.wait_licensed().await;
+    let all = cluster.addresses.clone();
+    let holder = session(&all);
+    let grant = holder.checkout("cad", 2).await.unwrap();
+
+    // The active node has heard node 3 say it reads format 6 only: the
+    // cluster keeps writing format 6, and a format-7 command is refused
+    // naming node 3, without touching the log.
+    let held = status_until(&cluster, "node 3 says it reads format 6", |s| {
+        s.nodes
+            .iter()
+            .any(|n| n.id == 3 && n.reads_formats_max == 6)
+    })
+    .await;
+    assert_eq!(held.write_format, 6, "{held:?}");
+    let moved_peer = format!("127.0.0.1:{}", free_port());
+    let moved_client = format!("127.0.0.1:{}", free_port());
+    let (code, out) = command(
+        &cluster,
+        &all,
+        &["cluster", "set-address", "2", &moved_peer, &moved_client],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("set-address needs record format 7, but the cluster writes format 6")
+            && out.contains("node 3 (raftlm ")
+            && out.contains("reads format 6)"),
+        "{out}"
+    );
+    let (code, out) = command(&cluster, &all, &["cluster", "members"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("write format 6"), "{out}");
+
+    // Node 3 restarts without the cap: the format rises.
+    cluster.kill(3);
+    cluster
+        .processes
+        .set_env(2, raftlm::node::FORMATS_MAX_ENV, None);
+    cluster.start(3);
+    let raised = status_until(&cluster, "the cluster writes format 7", |s| {
+        s.write_format == 7
+    })
+    .await;
+    assert!(
+        raised
+            .admin_actions
+            .iter()
+            .any(|a| a.action.starts_with("record formats:")
+                && a.result.contains("the cluster writes format 7 (was 6)")),
+        "{:?}",
+        raised.admin_actions
+    );
+
+    // A follower moves to another address under its own id.
+    let (active, _) = cluster.wait_active(PATIENCE).await;
+    let mover = (1..=3).find(|&id| id != active).unwrap();
+    let other = (1..=3).find(|&id| id != active && id != mover).unwrap();
+    cluster.kill(mover);
+    let (code, out) = command(
+        &cluster,
+        &all,
+        &[
+            "cluster",
+            "set-address",
+            &mover.to_string(),
+            &moved_peer,
+            &moved_client,
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{}", cluster.logs());
+    assert!(out.contains(&format!("node {mover} moved")), "{out}");
+    assert!(
+        out.contains(&format!("{moved_client} (peer {moved_peer})")),
+        "{out}"
+    );
+    // Only the mover's own config changes; the others keep the old address.
+    cluster.tune(mover, |config| {
+        let own = config
+            .nodes
+            .iter_mut()
+            .find(|n| n.id == mover as u64)
+            .unwrap();
+        own.address = moved_client.clone();
+        own.peer_address = moved_peer.clone();
+    });
+    cluster.addresses[mover - 1] = moved_client.clone();
+    cluster.start(mover);
+    let now = cluster.addresses.clone();
+    let moved = status_until(&cluster, "status lists the new address", |s| {
+        s.nodes
+            .iter()
+            .any(|n| n.id == mover as u64 && n.address == moved_client && n.role == "standby")
+    })
+    .await;
+    assert_eq!(moved.write_format, 7);
+
+    // The mover becomes the active node; a client that knows only another
+    // node follows that node's hint to the new address.
+    for _ in 0..6 {
+        let (active, _) = cluster.wait_active(PATIENCE).await;
+        if active == mover {
+            break;
+        }
+        let (code, out) = command(&cluster, &now, &["down"]);
+        assert_eq!(code, 0, "{out}");
+        cluster
+            .processes
+            .reap(active - 1, Duration::from_secs(10))
+            .expect("the stopped node exits");
+        cluster.start(active);
+    }
+    let (active, _) = cluster.wait_active(PATIENCE).await;
+    assert_eq!(active, mover, "the moved node never became active");
+    let guided = session(std::slice::from_ref(&cluster.addresses[other - 1]));
+    let second = guided.checkout("cad", 1).await.unwrap();
+    guided.checkin(&second).await.unwrap();
+    holder.checkin(&grant).await.unwrap();
+}
