@@ -57,7 +57,9 @@ enum Command {
     Backup(cli::backup::BackupArgs),
     /// Writes a backup into an empty data directory, offline, so the node starts as part of a restored cluster.
     Restore(cli::backup::RestoreArgs),
-    /// Membership: list the members, add a node, remove one.
+    /// Frees seats a program holds: one grant, a session's, or a user's on a host (like `lmremove`).
+    Remove(cli::remove::Args),
+    /// Membership: list the members, add a node, remove one, move one.
     Cluster {
         #[command(subcommand)]
         command: cli::cluster::ClusterCommand,
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cli::bench::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::Down(args) => cli::down::run(args),
+        Command::Remove(args) => cli::remove::run(args),
         Command::Hostid(args) => cli::hostid::run(args),
         Command::Checkout(args) => cli::checkout::run(args),
         Command::License { command } => cli::license::run(command),

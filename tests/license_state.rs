@@ -177,6 +177,128 @@ fn token_of(outcome: &Outcome) -> GrantToken {
     }
 }
 
+// An administrator's removal frees the seats of exactly the grants named,
+// records who asked, and tells only the holder's renewals; a removal of a
+// grant gone meanwhile changes nothing. A selection that matches nothing,
+// or grants of two vendors without --vendor, is refused before the log.
+#[test]
+fn removed_grants_free_their_seats_and_name_who_removed_them() {
+    use raftlm::proto::v1::RemoveGrantsRequest;
+    use raftlm::server::remove::select;
+    let mut log = Log::new();
+    // Sessions with a public handle (the upper 64 bits) of their own.
+    let id = |n: u64| SessionId(u128::from(n) << 64);
+    let checkout =
+        |n: u64, seq: u64, feature: &str, count: u32| match checkout(0, seq, feature, count) {
+            Command::Checkout {
+                vendor,
+                feature,
+                version,
+                count,
+                user,
+                host,
+                ..
+            } => Command::Checkout {
+                request: RequestId {
+                    session: id(n),
+                    seq,
+                },
+                vendor,
+                feature,
+                version,
+                count,
+                user,
+                host,
+            },
+            other => other,
+        };
+    log.import("acme.lic", vec![line("cad", 3, Expiry::Permanent, "A1")]);
+    let first = token_of(&log.apply(checkout(1, 1, "cad", 2)));
+    let second = token_of(&log.apply(checkout(2, 1, "cad", 1)));
+    assert!(matches!(
+        log.apply(checkout(3, 1, "cad", 1)),
+        Outcome::Denied { .. }
+    ));
+    let session = id(1).public();
+    let asked = RemoveGrantsRequest {
+        session,
+        ..Default::default()
+    };
+    let (tokens, text) = select(&log.state, &asked).unwrap();
+    assert_eq!(tokens, vec![first]);
+    assert_eq!(text, format!("session {session}"));
+    let outcome = log.apply(Command::RemoveGrants {
+        tokens: tokens.clone(),
+        asked: text,
+        author: "CN=admin".into(),
+    });
+    let Outcome::GrantsRemoved { removed } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(removed.len(), 1);
+    assert_eq!((removed[0].count, removed[0].user.as_str()), (2, "ada"));
+    assert!(log.state.grant(&first).is_none());
+    let removal = log.state.removal(&first, id(1)).unwrap();
+    assert_eq!(removal.author, "CN=admin");
+    assert!(log.state.removal(&first, id(2)).is_none());
+    assert!(log.state.removal(&second, id(2)).is_none());
+    let last = log.state.admin_actions().back().unwrap();
+    assert!(last.result.starts_with("removed 1:"), "{last:?}");
+    // The seats are free again.
+    assert!(matches!(
+        log.apply(checkout(3, 2, "cad", 2)),
+        Outcome::Granted { .. }
+    ));
+    // Removing it again changes nothing; the selection is refused first.
+    assert_eq!(
+        log.apply(Command::RemoveGrants {
+            tokens,
+            asked: "again".into(),
+            author: "CN=admin".into(),
+        }),
+        Outcome::GrantsRemoved { removed: vec![] }
+    );
+    assert!(select(&log.state, &asked).is_err());
+    let by_grant = RemoveGrantsRequest {
+        grant: second.to_string(),
+        ..Default::default()
+    };
+    assert_eq!(select(&log.state, &by_grant).unwrap().0, vec![second]);
+    let by_holder = RemoveGrantsRequest {
+        feature: "cad".into(),
+        user: "ada".into(),
+        host: "ws1".into(),
+        ..Default::default()
+    };
+    assert_eq!(select(&log.state, &by_holder).unwrap().0.len(), 2);
+    let two_ways = RemoveGrantsRequest {
+        grant: second.to_string(),
+        session,
+        ..Default::default()
+    };
+    assert!(select(&log.state, &two_ways).is_err());
+    let nobody = RemoveGrantsRequest {
+        feature: "cad".into(),
+        user: "eve".into(),
+        host: "ws1".into(),
+        ..Default::default()
+    };
+    let refused = select(&log.state, &nobody).unwrap_err().to_string();
+    assert!(refused.contains("no grant matches"), "{refused}");
+}
+
+// A removal is a command of record format 7: a format-6 log cannot hold it.
+#[test]
+fn a_removal_is_not_written_in_format_6() {
+    let command = Command::RemoveGrants {
+        tokens: vec![],
+        asked: "session 1".into(),
+        author: "CN=admin".into(),
+    };
+    assert!(codec::encode_as(6, &command).is_err());
+    assert_eq!(command.format(), 7);
+}
+
 // Seats are granted until the pool is empty, then refused with the numbers; check-in frees them.
 #[test]
 fn checkout_until_exhausted_then_checkin() {

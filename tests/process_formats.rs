@@ -196,3 +196,109 @@ async fn a_node_at_the_previous_format_holds_the_cluster_back_until_upgraded() {
     guided.checkin(&second).await.unwrap();
     holder.checkin(&grant).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raftlm_remove_frees_a_seat_held_by_raftlm_checkout_which_says_who_removed_it() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut cluster = ProcessCluster::new(&[("cad", 1)]);
+    // Heartbeats every second or so: the holder hears of the removal soon.
+    cluster.tune_all(|config| config.timing.session_ttl_ms = 3_000);
+    cluster.start_all();
+    cluster.wait_licensed().await;
+    status_until(&cluster, "the cluster writes format 7", |s| {
+        s.write_format == 7
+    })
+    .await;
+    let server = cluster.access_point.clone();
+    let mut holder = common::process::raftlm_command()
+        .args(["checkout", "cad", "--hold", "forever", "--server", &server])
+        .current_dir(cluster.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, said) = std::sync::mpsc::channel();
+    let pipe = holder.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let held = status_until(&cluster, "the seat is held", |s| s.grants.len() == 1).await;
+    let grant = &held.grants[0];
+    let handle = grant.session_handle.to_string();
+
+    // Without an administrator certificate: refused.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_raftlm"))
+        .args(["remove", "--session", &handle, "--server", &server])
+        .env("RAFTLM_CA", common::tls().ca())
+        .env("RAFTLM_TLS_NAME", common::CLUSTER)
+        .env_remove("RAFTLM_CERT")
+        .env_remove("RAFTLM_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{err}");
+    assert!(err.contains("administrator certificate"), "{err}");
+    // A request that matches nothing is refused without touching the log.
+    let before = status(&server).await.unwrap().applied_index;
+    let (code, out) = command(
+        &cluster,
+        std::slice::from_ref(&server),
+        &[
+            "remove",
+            "--feature",
+            "cad",
+            "--user",
+            "nobody",
+            "--host",
+            "nowhere",
+        ],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("no grant matches"), "{out}");
+    assert_eq!(status(&server).await.unwrap().applied_index, before);
+
+    let (code, out) = command(
+        &cluster,
+        std::slice::from_ref(&server),
+        &["remove", "--session", &handle],
+    );
+    assert_eq!(code, 0, "{out}\n{}", cluster.logs());
+    assert!(
+        out.contains(&format!(
+            "seat(s) of acme \"cad\" held by {} on {}",
+            grant.user, grant.host
+        )),
+        "{out}"
+    );
+    let freed = status_until(&cluster, "the seat is free", |s| s.grants.is_empty()).await;
+    assert!(
+        freed
+            .admin_actions
+            .iter()
+            .any(|a| a.action == format!("remove session {handle}")
+                && a.result.starts_with("removed 1:")),
+        "{:?}",
+        freed.admin_actions
+    );
+    let told = loop {
+        let line = said
+            .recv_timeout(PATIENCE)
+            .expect("raftlm checkout never said the grant was removed");
+        if line.contains("was removed by") {
+            break line;
+        }
+    };
+    assert!(told.contains("it is not checked out again"), "{told}");
+    // It does not take the seat back by itself.
+    let other = session(std::slice::from_ref(&server));
+    let taken = other.checkout("cad", 1).await.unwrap();
+    other.checkin(&taken).await.unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+}

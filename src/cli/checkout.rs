@@ -403,6 +403,18 @@ fn print_event(event: &SessionEvent) {
                 "grant {token} ({count} seat(s) of \"{feature}\") was lost: the cluster expired the session"
             )
         }
+        SessionEvent::GrantRemoved {
+            token,
+            feature,
+            count,
+            by,
+            at,
+        } => {
+            say!(
+                "grant {token} ({count} seat(s) of \"{feature}\") was removed by {by} at {}: its seats are free, and it is not checked out again",
+                format_time(*at)
+            )
+        }
         SessionEvent::SessionRestarted { old, new } => {
             say!("session {old} expired; continuing as session {new}")
         }

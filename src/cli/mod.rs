@@ -20,6 +20,7 @@ pub mod hostid;
 pub mod import;
 pub mod license;
 pub mod reach;
+pub mod remove;
 pub mod server;
 pub mod signals;
 pub mod status;

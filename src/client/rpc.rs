@@ -310,6 +310,19 @@ pub struct Renewal {
     pub session_ttl: Duration,
     /// The cluster expired the session: start a new one.
     pub session_expired: bool,
+    /// Grants of `unknown` an administrator removed: who, and when.
+    pub removed: Vec<Removed>,
+}
+
+/// A grant an administrator removed (`raftlm remove`), as a renewal says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// The grant's token.
+    pub token: GrantToken,
+    /// Who removed it (the administrator certificate's subject).
+    pub by: String,
+    /// When (the cluster's state time).
+    pub at: std::time::SystemTime,
 }
 
 /// What a session in caching mode reports with its renewals.
@@ -356,6 +369,7 @@ termed!(
     pb::RereadLicenseDirReply,
     pb::MembershipReply,
     pb::MembershipChangeReply,
+    pb::RemoveGrantsReply,
     BackupFile
 );
 
@@ -572,6 +586,17 @@ impl Client {
             unknown: reply.unknown.iter().map(token_from_pb).collect(),
             session_ttl: Duration::from_millis(reply.session_ttl_ms),
             session_expired: reply.session_expired,
+            removed: reply
+                .removed
+                .iter()
+                .filter_map(|r| {
+                    Some(Removed {
+                        token: token_from_pb(r.token.as_ref()?),
+                        by: r.author.clone(),
+                        at: std::time::UNIX_EPOCH + Duration::from_millis(r.at_ms),
+                    })
+                })
+                .collect(),
         })
     }
 
@@ -860,6 +885,25 @@ impl Client {
                 "remove node",
                 self.inner.options.call_timeout,
                 |channel| async move { AdminClient::new(channel).remove_node(message).await },
+            )
+            .await?;
+        Ok(answered.reply)
+    }
+
+    /// Removes grants as `asked` names them (`raftlm remove`, lmremove).
+    /// Administrator certificate.
+    pub async fn remove_grants(
+        &self,
+        asked: pb::RemoveGrantsRequest,
+    ) -> Result<pb::RemoveGrantsReply, ClientError> {
+        let answered = self
+            .call(
+                "remove grants",
+                self.inner.options.call_timeout,
+                |channel| {
+                    let message = asked.clone();
+                    async move { AdminClient::new(channel).remove_grants(message).await }
+                },
             )
             .await?;
         Ok(answered.reply)

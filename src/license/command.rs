@@ -147,6 +147,20 @@ pub enum Command {
         /// The node that proposed it, e.g. `node 2 (active)`.
         author: String,
     },
+    /// An administrator removes grants (`raftlm remove`, lmremove): their
+    /// seats are free again, and their holders' renewals say who removed
+    /// them. The active node resolved what was asked into `tokens`; grants
+    /// gone meanwhile are skipped. Added in format 7.
+    RemoveGrants {
+        /// The grants, at most
+        /// [`REMOVE_GRANTS_MAX`](super::removal::REMOVE_GRANTS_MAX).
+        #[serde(with = "crate::codec::only_in_7")]
+        tokens: Vec<GrantToken>,
+        /// What was asked, e.g. `--session 1234 --feature cad`.
+        asked: String,
+        /// Who asked.
+        author: String,
+    },
     /// A member moved to new addresses (`raftlm cluster set-address`): they
     /// replace the ones its membership entry holds. Added in format 7.
     SetAddress {
@@ -166,12 +180,31 @@ impl Command {
     /// The oldest record format that can hold this command.
     pub fn format(&self) -> u8 {
         match self {
-            Command::RecordFormats { .. } | Command::SetAddress { .. } => {
-                super::formats::FORMAT_SET_ADDRESS
-            }
+            Command::RecordFormats { .. }
+            | Command::SetAddress { .. }
+            | Command::RemoveGrants { .. } => super::formats::FORMAT_SET_ADDRESS,
             _ => crate::codec::FORMAT_OLDEST,
         }
     }
+}
+
+/// A grant an administrator removed, as it was when removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedGrant {
+    /// Its token.
+    pub token: GrantToken,
+    /// The vendor of its feature.
+    pub vendor: String,
+    /// Its feature.
+    pub feature: String,
+    /// Seats it held.
+    pub count: u32,
+    /// The holding session.
+    pub session: SessionId,
+    /// The user its client reported.
+    pub user: String,
+    /// The host its client reported.
+    pub host: String,
 }
 
 /// A batch of commands in one log entry, stamped by the active node.
@@ -387,6 +420,11 @@ pub enum Outcome {
     FormatsRefused {
         /// Why.
         reason: String,
+    },
+    /// Grants an administrator removed.
+    GrantsRemoved {
+        /// Each grant removed, as it was.
+        removed: Vec<RemovedGrant>,
     },
     /// A member's addresses were moved.
     AddressSet {

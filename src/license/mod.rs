@@ -11,6 +11,7 @@ pub mod host;
 pub mod identity;
 pub mod ids;
 pub mod pool;
+pub mod removal;
 pub mod secret;
 pub mod signature;
 pub mod state;

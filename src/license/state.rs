@@ -79,10 +79,11 @@ use super::formats::{ClusterFormats, FORMAT_MEMBERS_MAX};
 use super::host::HostReport;
 use super::identity::ClusterId;
 use super::pool::{self, At, Pool, PoolKey, Verdict, Version};
+use super::removal::{REMOVE_GRANTS_MAX, Removal, Removals};
 use super::signature::{self, VendorPublicKey};
 use super::trust;
 
-pub use super::command::{Batch, Command, DenyReason, Outcome};
+pub use super::command::{Batch, Command, DenyReason, Outcome, RemovedGrant};
 pub use super::ids::{GrantToken, LogIndex, LogPosition, NodeId, RequestId, SessionId, Term};
 pub use super::trust::{TRUSTED_KEYS_MAX, TrustedKey, key_id_of};
 
@@ -242,6 +243,10 @@ pub struct LicenseState {
     /// reads as the default (format 6, nothing recorded).
     #[serde(with = "crate::codec::added_in_7")]
     formats: ClusterFormats,
+    /// Grants administrators removed, for their holders' renewals. Added in
+    /// format 7.
+    #[serde(with = "crate::codec::added_in_7")]
+    removals: Removals,
 }
 
 /// A digest of license lines' content and signatures (deterministic).
@@ -527,6 +532,15 @@ impl LicenseState {
                 );
                 outcome
             }
+            Command::RemoveGrants {
+                tokens,
+                asked,
+                author,
+            } => {
+                let outcome = self.remove_grants(tokens, author);
+                self.record_admin(author, format!("remove {asked}"), &outcome);
+                outcome
+            }
             Command::SetAddress {
                 node,
                 address,
@@ -590,6 +604,18 @@ impl LicenseState {
                 format!("recorded; the cluster writes format {write} (was {from})")
             }
             Outcome::AddressSet { .. } => "moved".to_string(),
+            Outcome::GrantsRemoved { removed } => {
+                let listed: Vec<String> = removed
+                    .iter()
+                    .map(|g| {
+                        format!(
+                            "{} {} of {} {} (user {}, host {}, session {})",
+                            g.token, g.count, g.vendor, g.feature, g.user, g.host, g.session
+                        )
+                    })
+                    .collect();
+                format!("removed {}: {}", removed.len(), listed.join("; "))
+            }
             Outcome::FormatsRefused { reason } => format!("refused: {reason}"),
             Outcome::TooManyRetired => {
                 format!("refused: at most {RETIRED_NODES_MAX} node ids are retired")
@@ -822,6 +848,40 @@ impl LicenseState {
             session.grants.remove(&token);
         }
         Some(grant)
+    }
+
+    /// Removes the grants of `tokens` that are still held (at most
+    /// [`REMOVE_GRANTS_MAX`]), remembering each for its holder.
+    fn remove_grants(&mut self, tokens: &[GrantToken], author: &str) -> Outcome {
+        let mut removed = Vec::new();
+        for token in tokens.iter().take(REMOVE_GRANTS_MAX) {
+            let Some(grant) = self.release(*token) else {
+                continue;
+            };
+            self.removals.record(
+                *token,
+                Removal {
+                    session: grant.session,
+                    author: author.to_string(),
+                    at_ms: self.now_ms,
+                },
+            );
+            removed.push(RemovedGrant {
+                token: *token,
+                vendor: grant.vendor,
+                feature: grant.feature,
+                count: grant.count,
+                session: grant.session,
+                user: grant.user,
+                host: grant.host,
+            });
+        }
+        Outcome::GrantsRemoved { removed }
+    }
+
+    /// Who removed `token` from `session`, and when, if remembered.
+    pub fn removal(&self, token: &GrantToken, session: SessionId) -> Option<&Removal> {
+        self.removals.of(token, session)
     }
 
     fn expire(&mut self, sessions: &[SessionId]) -> Outcome {
@@ -1179,6 +1239,7 @@ impl LicenseState {
     pub fn check_invariants(&self) {
         self.check_seats();
         self.formats.check_invariants();
+        self.removals.check_invariants();
         let mut counted: BTreeMap<PoolKey, BTreeMap<Version, u32>> = BTreeMap::new();
         for (token, grant) in &self.grants {
             assert_eq!(

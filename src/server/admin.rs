@@ -571,6 +571,24 @@ impl Admin for AdminService {
         self.membership_changed(warnings)
     }
 
+    async fn remove_grants(
+        &self,
+        request: Request<pb::RemoveGrantsRequest>,
+    ) -> Result<Response<pb::RemoveGrantsReply>, Status> {
+        let author = administrator(&self.shared, &request)?;
+        let asked = request.into_inner();
+        let (removed, applied_index) =
+            crate::server::remove::remove(&self.shared, &asked, &author).await?;
+        Ok(Response::new(pb::RemoveGrantsReply {
+            term: self.shared.serving()?,
+            removed: removed
+                .iter()
+                .map(crate::server::remove::removed_pb)
+                .collect(),
+            applied_index,
+        }))
+    }
+
     async fn set_address(
         &self,
         request: Request<pb::SetAddressRequest>,

@@ -375,8 +375,8 @@ impl LicenseService {
         if renewing == Renewing::Doomed {
             return Err(ServiceError::Expiring(session.to_string()));
         }
-        let (unknown, session_expired, held) = self.shared.state.read(|state| {
-            let unknown = request
+        let (unknown, removed, session_expired, held) = self.shared.state.read(|state| {
+            let unknown: Vec<pb::GrantToken> = request
                 .tokens
                 .iter()
                 .filter(|t| {
@@ -386,8 +386,19 @@ impl LicenseService {
                 })
                 .cloned()
                 .collect();
+            let removed = unknown
+                .iter()
+                .filter_map(|t| {
+                    let removal = state.removal(&token_from_pb(t), session)?;
+                    Some(pb::GrantRemoval {
+                        token: Some(*t),
+                        author: removal.author.clone(),
+                        at_ms: removal.at_ms,
+                    })
+                })
+                .collect();
             let held = state.sessions().contains_key(&session);
-            (unknown, state.is_expired(session), held)
+            (unknown, removed, state.is_expired(session), held)
         });
         // Only a session the state holds is tracked: a renewal cannot make up
         // sessions that count against its address.
@@ -403,6 +414,7 @@ impl LicenseService {
             unknown,
             session_ttl_ms: self.shared.config.timing.session_ttl_ms,
             session_expired,
+            removed,
         })
     }
 

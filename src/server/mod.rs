@@ -16,6 +16,7 @@ pub mod hosts;
 pub mod license;
 pub mod membership;
 pub mod rate;
+pub mod remove;
 pub mod sessions;
 pub mod shared;
 pub mod sweeper;

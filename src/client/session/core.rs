@@ -536,6 +536,11 @@ impl Core {
         self.announce(previous, &renewal);
         self.last_connected = Some((renewal.address.clone(), Term(renewal.term)));
         if session == self.session {
+            for removed in &renewal.removed {
+                if self.held.get(&removed.token).is_some_and(|h| !h.releasing) {
+                    self.removed(removed);
+                }
+            }
             for token in &renewal.unknown {
                 if self.held.get(token).is_some_and(|h| !h.releasing) {
                     self.lose(*token);
@@ -649,6 +654,28 @@ impl Core {
     }
 
     /// A held grant is gone from the cluster: report it and check it out again.
+    /// An administrator removed a held grant: forgotten, announced, and not
+    /// checked out again.
+    fn removed(&mut self, removed: &crate::client::rpc::Removed) {
+        let Some(held) = self.held.remove(&removed.token) else {
+            return;
+        };
+        info!(
+            session = %self.session,
+            token = %removed.token,
+            feature = %held.grant.feature,
+            by = %removed.by,
+            "an administrator removed a grant; it is not checked out again"
+        );
+        self.emit(SessionEvent::GrantRemoved {
+            token: removed.token,
+            feature: held.grant.feature.clone(),
+            count: held.grant.count,
+            by: removed.by.clone(),
+            at: removed.at,
+        });
+    }
+
     fn lose(&mut self, token: GrantToken) {
         let Some(held) = self.held.remove(&token) else {
             return;

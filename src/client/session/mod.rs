@@ -291,6 +291,20 @@ pub enum SessionEvent {
         /// Its seats.
         count: u32,
     },
+    /// An administrator removed this grant (`raftlm remove`): its seats are
+    /// free, and the session does not check the feature out again by itself.
+    GrantRemoved {
+        /// The removed grant's token.
+        token: GrantToken,
+        /// Its feature.
+        feature: String,
+        /// Its seats.
+        count: u32,
+        /// Who removed it (the administrator certificate's subject).
+        by: String,
+        /// When (the cluster's state time).
+        at: SystemTime,
+    },
     /// The cluster expired the session; the session goes on under a new id.
     SessionRestarted {
         /// The expired session id.

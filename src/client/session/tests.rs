@@ -64,6 +64,7 @@ fn renewal(address: &str, term: u64, ttl: Duration) -> Renewal {
         unknown: Vec::new(),
         session_ttl: ttl,
         session_expired: false,
+        removed: Vec::new(),
     }
 }
 
