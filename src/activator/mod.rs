@@ -648,7 +648,7 @@ async fn caught_up(ctx: &Arc<Context>) -> Result<(), Activation> {
     }
 }
 
-/// Hands leadership over: picks the follower with the most of the log
+/// Hands leadership over: picks the voter with the most of the log
 /// (waiting up to [`HANDOVER_CATCH_UP_MAX`] for one to have all of it) and
 /// asks it to start an election. `true` if it was asked.
 async fn hand_over(ctx: &Context, term: Term, served: bool) -> bool {
@@ -658,10 +658,12 @@ async fn hand_over(ctx: &Context, term: Term, served: bool) -> bool {
             let metrics = ctx.raft.metrics();
             let m = metrics.borrow();
             let last = m.last_log_index;
+            // Learners are replicated to as well, but cannot be elected.
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
             let best = m.replication.as_ref().and_then(|replication| {
                 replication
                     .iter()
-                    .filter(|(id, _)| **id != ctx.node_id)
+                    .filter(|(id, _)| **id != ctx.node_id && voters.contains(id))
                     .max_by_key(|(_, matched)| matched.map(|l| l.index))
                     .map(|(id, matched)| (*id, matched.map(|l| l.index)))
             });
