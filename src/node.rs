@@ -298,6 +298,13 @@ impl Node {
                 "built with the test-only feature fault-injection and RAFTLM_FAULT_CLOCK_FILE set: this node's wall clock is shifted by that file"
             );
         }
+        crate::fault::set_node(node_id);
+        if let Some(point) = crate::fault::exit_point() {
+            warn!(
+                ?point,
+                "built with the test-only feature fault-injection and RAFTLM_FAULT_EXIT set: this node exits on purpose at that point"
+            );
+        }
         if !crate::fault::breaks().is_empty() {
             warn!(
                 breaks = ?crate::fault::breaks(),
