@@ -239,7 +239,8 @@ fn check_change(
     Ok(())
 }
 
-/// [`check_change`] but for the rule on the active node: whether the
+/// The checks of a change of the voters but for the rule on the active
+/// node (the active node itself refuses to be left out): whether the
 /// change could be made once the active node has handed over. The
 /// administrator's command asks this of the membership it read before it
 /// stops the active node, so that it does not stop a node for a change the
