@@ -304,7 +304,7 @@ impl Network {
             .map_or(member.peer_address.as_str(), String::as_str)
     }
 
-    fn channel(&self, target: u64, member: &Member) -> Result<Channel, NetworkError> {
+    pub(crate) fn channel(&self, target: u64, member: &Member) -> Result<Channel, NetworkError> {
         let addr = self.address_of(target, member);
         let generation = self.tls.as_ref().map_or(0, |t| *t.generation().borrow());
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
