@@ -1,6 +1,6 @@
 //! `raftlm down [--node ID] [--server S]`: stops one node gracefully
 //! (FlexNet's `lmdown`, for one node). Without `--node` it stops the active
-//! node, which hands over to the most up-to-date follower first (service
+//! node, which hands over to the most up-to-date voter first (service
 //! pauses for tens of milliseconds); with `--node ID` it stops that node,
 //! reached at its own address as `raftlm status` lists it. Needs an
 //! administrator certificate (`RAFTLM_CERT`, `RAFTLM_KEY`). A node started by
@@ -51,7 +51,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
 }
 
 /// Asks node `id`, at its own `address`, to stop: an active node hands
-/// over to the most up-to-date follower first. Returns the id of the node
+/// over to the most up-to-date voter first. Returns the id of the node
 /// that is stopping. `raftlm cluster remove-node` and `replace-node` use it
 /// to move the service off a node they take out.
 pub async fn stop_node(id: u64, address: &str) -> Result<u64, Failure> {
