@@ -187,10 +187,10 @@ impl RestoreCheck {
         })
     }
 
-    /// Whether this node may activate, asking `voters` (this node among
-    /// them) over `network`, the first round within `timeout`: `Err` with a
-    /// short reason if not, after logging the whole reason once and waiting
-    /// [`RECHECK_INTERVAL`].
+    /// Whether this node may start an election or activate, asking
+    /// `voters` (this node among them) over `network`, the first round
+    /// within `timeout`: `Err` with a short reason if not, after logging the
+    /// whole reason once and waiting [`RECHECK_INTERVAL`].
     pub async fn check(
         &self,
         node_id: u64,
