@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/raftlm/v1/license.proto",
         "proto/raftlm/v1/admin.proto",
         "proto/raftlm/v1/raft.proto",
+        "proto/raftlm/v1/restore.proto",
         // etcd's Put and Status, for `raftlm bench --compare-etcd` only.
         "proto/etcd/rpc.proto",
     ];

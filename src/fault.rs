@@ -7,6 +7,12 @@
 //! an invariant. Without the feature [`broken`] is a constant `false` and the
 //! variable is never read: no shipped build can be broken this way. (The
 //! feature's other use, the clock offset, lives in `src/clock.rs`.)
+//!
+//! The same feature lets a process test crash a node at a chosen point, to
+//! show that what is left behind is recovered: `RAFTLM_FAULT_EXIT` names an
+//! [`ExitPoint`], read once at start, and the node exits with
+//! [`EXIT_CODE`] when it gets there. Without the feature [`exit_after_joint`]
+//! does nothing and the variable is never read.
 
 /// A part of raftlm that can be broken on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,4 +89,83 @@ pub fn breaks() -> &'static [Break] {
 #[cfg(not(feature = "fault-injection"))]
 pub fn breaks() -> &'static [Break] {
     &[]
+}
+
+/// A point at which a node exits on purpose (test-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitPoint {
+    /// `after-joint`: the leader exits as it applies a joint configuration
+    /// it proposed. openraft's `change_membership` has then committed the
+    /// joint entry and not yet proposed the final one (it does so once the
+    /// joint entry is applied), so the cluster is left in the joint
+    /// configuration, as when a leader dies between the two entries.
+    AfterJoint,
+}
+
+impl ExitPoint {
+    /// Every exit point, by the name `RAFTLM_FAULT_EXIT` uses.
+    pub const ALL: [(&'static str, ExitPoint); 1] = [("after-joint", ExitPoint::AfterJoint)];
+}
+
+/// The exit status of a node that exited at an [`ExitPoint`].
+pub const EXIT_CODE: i32 = 86;
+
+/// Tells the exit points which node this process runs (one node per
+/// process: exit points are for process tests).
+pub fn set_node(id: u64) {
+    #[cfg(feature = "fault-injection")]
+    {
+        let _ = NODE.set(id);
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = id;
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+static NODE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// The exit point named in `RAFTLM_FAULT_EXIT`, if any (none without the
+/// feature; an unknown name is none).
+pub fn exit_point() -> Option<ExitPoint> {
+    #[cfg(feature = "fault-injection")]
+    {
+        static POINT: std::sync::OnceLock<Option<ExitPoint>> = std::sync::OnceLock::new();
+        *POINT.get_or_init(|| {
+            let name = std::env::var("RAFTLM_FAULT_EXIT").unwrap_or_default();
+            ExitPoint::ALL
+                .iter()
+                .find(|(n, _)| *n == name.trim())
+                .map(|(_, p)| *p)
+        })
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        None
+    }
+}
+
+/// Called by the state machine as it applies the membership entry
+/// `log_id`: at the exit point `after-joint`, exits if the entry is a joint
+/// configuration this node proposed (its log id names this node as leader).
+pub fn exit_after_joint(
+    log_id: &crate::raft::LogId,
+    membership: &openraft::Membership<u64, crate::raft::Member>,
+) {
+    #[cfg(feature = "fault-injection")]
+    if exit_point() == Some(ExitPoint::AfterJoint)
+        && membership.get_joint_config().len() > 1
+        && NODE.get() == Some(&log_id.leader_id.node_id)
+    {
+        tracing::error!(
+            %log_id,
+            "test-only exit point after-joint: exiting as the joint configuration this node proposed is applied"
+        );
+        std::process::exit(EXIT_CODE);
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = (log_id, membership);
+    }
 }

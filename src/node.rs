@@ -64,6 +64,11 @@ pub enum NodeError {
         .0.display()
     )]
     JoinNotEmpty(std::path::PathBuf),
+    /// The record of a restore ([`crate::raft::restored::RESTORED_FILE`]) cannot be read.
+    #[error(
+        "cannot read what this node was restored from ({0}): restore the node again from the same backup as the others"
+    )]
+    Restored(String),
 }
 
 /// How a node starts.
@@ -276,6 +281,11 @@ impl Node {
         if let Some(warning) = store::claim(&config.data_dir, &owner)? {
             warn!("{warning}");
         }
+        let restored_from = crate::raft::restored::RestoredFrom::read(&config.data_dir)
+            .map_err(NodeError::Restored)?;
+        if let Some(record) = &restored_from {
+            info!(backup = %record.backup(), restored_term = record.restored_term, "restored from a backup");
+        }
         log_store.break_leader_tail(node_id);
         if crate::fault::broken(crate::fault::Break::RestoredLeader) {
             warn!(
@@ -297,6 +307,13 @@ impl Node {
         if crate::clock::fault_injection_active() {
             warn!(
                 "built with the test-only feature fault-injection and RAFTLM_FAULT_CLOCK_FILE set: this node's wall clock is shifted by that file"
+            );
+        }
+        crate::fault::set_node(node_id);
+        if let Some(point) = crate::fault::exit_point() {
+            warn!(
+                ?point,
+                "built with the test-only feature fault-injection and RAFTLM_FAULT_EXIT set: this node exits on purpose at that point"
             );
         }
         if !crate::fault::breaks().is_empty() {
@@ -409,6 +426,11 @@ impl Node {
             report,
             config.timing.election_timeout_min_ms,
         ));
+        let restore_check =
+            crate::raft::restored::RestoreCheck::new(restored_from, shared.state.clone());
+        let peer_router = peer_router.add_service(
+            crate::raft::restored::RestoreCheckService::server(restore_check.clone()),
+        );
         // The access point serves the same router as the node's own address.
         let serve: activator::ServeListener = {
             let router = client_router.clone();
@@ -481,6 +503,7 @@ impl Node {
             handovers: std::sync::Mutex::new(Some(handover_receiver)),
             network: shared.network.clone(),
             tls: tls.clone(),
+            restore_check,
         });
         // The peer plane stops after the activator: a stopping leader that
         // handed over must still be able to grant its successor's vote.

@@ -107,6 +107,9 @@ pub struct Context {
     /// The node's TLS material (`None` without TLS): its CA gives the
     /// cluster identity an activation carries.
     pub tls: Option<Arc<crate::tls::acceptor::TlsState>>,
+    /// What this node was restored from, checked against every voter's
+    /// before an activation (`src/raft/restored.rs`).
+    pub restore_check: Arc<crate::raft::restored::RestoreCheck>,
 }
 
 /// How long a stopping leader waits for a follower to have its whole log
@@ -370,7 +373,9 @@ async fn perform(
                     lease_ms: timing.lease_ms,
                     wait_ms: timing.lease_ms + timing.lease_margin_ms,
                 };
-                let result = match caught_up(&ctx).await {
+                // Both ask every voter, and wait at most a lease for each.
+                let (restored, caught) = tokio::join!(same_backup(&ctx), caught_up(&ctx));
+                let result = match restored.and(caught) {
                     Err(not) => not,
                     Ok(()) => {
                         match tokio::time::timeout(ACTIVATE_TIMEOUT, (ctx.propose)(command)).await {
@@ -468,6 +473,21 @@ async fn campaign(ctx: &Context, campaigns: &Campaigns) {
     };
     if !voters.iter().any(|(id, _)| *id == ctx.node_id) {
         return;
+    }
+    // A node restored from a backup starts no election before every voter
+    // has said it was restored from the same one: a leader replicating to
+    // a node restored from another would put its entries over that node's
+    // committed ones (openraft stops that node's Raft on it).
+    if ctx.restore_check.pending(false).is_some() {
+        let timeout = Duration::from_millis(ctx.config.timing.lease_ms);
+        if ctx
+            .restore_check
+            .check(ctx.node_id, voters.clone(), &ctx.network, timeout)
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
     let ask = crate::raft::pre_vote::Ask {
         term: Term(term + 1),
@@ -648,7 +668,28 @@ async fn caught_up(ctx: &Arc<Context>) -> Result<(), Activation> {
     }
 }
 
-/// Hands leadership over: picks the follower with the most of the log
+/// Checks, before this leader proposes `Activate`, that the voters were not
+/// restored from different backups (`src/raft/restored.rs`): while a
+/// restore is pending, every voter must have been restored from the same
+/// one and still hold its state.
+async fn same_backup(ctx: &Arc<Context>) -> Result<(), Activation> {
+    let voters: Vec<(u64, Option<crate::raft::Member>)> = {
+        let metrics = ctx.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .map(|id| (id, membership.get_node(&id).cloned()))
+            .collect()
+    };
+    let timeout = Duration::from_millis(ctx.config.timing.lease_ms);
+    ctx.restore_check
+        .check(ctx.node_id, voters, &ctx.network, timeout)
+        .await
+        .map_err(Activation::Failed)
+}
+
+/// Hands leadership over: picks the voter with the most of the log
 /// (waiting up to [`HANDOVER_CATCH_UP_MAX`] for one to have all of it) and
 /// asks it to start an election. `true` if it was asked.
 async fn hand_over(ctx: &Context, term: Term, served: bool) -> bool {
@@ -658,10 +699,12 @@ async fn hand_over(ctx: &Context, term: Term, served: bool) -> bool {
             let metrics = ctx.raft.metrics();
             let m = metrics.borrow();
             let last = m.last_log_index;
+            // Learners are replicated to as well, but cannot be elected.
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
             let best = m.replication.as_ref().and_then(|replication| {
                 replication
                     .iter()
-                    .filter(|(id, _)| **id != ctx.node_id)
+                    .filter(|(id, _)| **id != ctx.node_id && voters.contains(id))
                     .max_by_key(|(_, matched)| matched.map(|l| l.index))
                     .map(|(id, matched)| (*id, matched.map(|l| l.index)))
             });

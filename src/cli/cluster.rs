@@ -14,7 +14,15 @@
 //! voters, so the cluster never has an even number of voters on the way.
 //! `set-address ID PEER_ADDRESS CLIENT_ADDRESS` moves a member, keeping its
 //! id, through the log (`src/server/addresses.rs`).
+//!
+//! Taking out the active node (`remove-node` of it, or `replace-node` whose
+//! OLD is it) first checks that the change could be made without it, then
+//! has it hand over and stop as `raftlm down` does, waits for another node
+//! to be active and makes the change through that one. Run again after an
+//! interruption, the command finds the node stopped and no longer active,
+//! and goes on.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::cli::Failure;
@@ -30,6 +38,10 @@ pub const ADD_NODE_LAG_DEFAULT: u64 = 100;
 pub const ADD_NODE_TIMEOUT_DEFAULT: &str = "5m";
 /// How often `add-node` looks at the learner's progress.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// How long `remove-node` and `replace-node` wait for another node to be
+/// active after the active node they take out handed over: an election and
+/// an activation take about a second; this leaves room for a slow machine.
+pub const HANDOVER_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// `raftlm cluster` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -50,7 +62,7 @@ pub enum ClusterCommand {
         #[arg(long, env = "RAFTLM_SERVER", default_value = DEFAULT_SERVER, value_name = "S")]
         server: ServerList,
     },
-    /// Replaces voter OLD (gone or going) by a new node under a new id: learner, catch-up, then one change of the voters.
+    /// Replaces voter OLD (gone or going) by a new node under a new id: learner, catch-up, then one change of the voters (an active OLD hands over and stops first).
     ReplaceNode {
         /// The voter to replace.
         old: u64,
@@ -74,7 +86,7 @@ pub enum ClusterCommand {
         #[arg(long, env = "RAFTLM_SERVER", default_value = DEFAULT_SERVER, value_name = "S")]
         server: ServerList,
     },
-    /// Removes a node (a learner, or a voter that may be gone for good).
+    /// Removes a node (a learner, or a voter that may be gone for good; the active node hands over and stops first).
     RemoveNode {
         /// The node's id.
         id: u64,
@@ -157,12 +169,76 @@ pub fn run(command: ClusterCommand) -> Result<(), Failure> {
                         ids(view.members.iter().map(|m| m.id))
                     )));
                 }
-                let reply = client.remove_node(id, force).await.map_err(failure)?;
-                changed(&format!("node {id} removed"), &reply);
-                Ok(())
+                if view.node == id {
+                    let wanted = voters_but(&view, id);
+                    hand_over_first(&client, &view, id, &wanted, force).await?;
+                }
+                match client.remove_node(id, force).await {
+                    Ok(reply) => {
+                        changed(&format!("node {id} removed"), &reply);
+                        Ok(())
+                    }
+                    // The client retries a call that got no answer in time;
+                    // a retry of a removal that was made is refused as "not
+                    // a member". It was one when this command began.
+                    Err(error) => {
+                        let now = client.membership().await.map_err(failure)?;
+                        if now.members.iter().any(|m| m.id == id) || now.joint {
+                            return Err(failure(error));
+                        }
+                        println!("node {id} removed");
+                        print!("{}", members_text(&now));
+                        Ok(())
+                    }
+                }
             }
         }
     })
+}
+
+/// The voters of `view` but `id`.
+fn voters_but(view: &pb::MembershipReply, id: u64) -> BTreeSet<u64> {
+    view.members
+        .iter()
+        .filter(|m| m.voter && m.id != id)
+        .map(|m| m.id)
+        .collect()
+}
+
+/// Node `id` is the active node and the change takes it out of the voters
+/// (making them `wanted`): checks that the change could be made without it
+/// (so that no node is stopped for a change the next active node would
+/// refuse), has it hand over and stop as `raftlm down` does, and waits
+/// until another node is active.
+async fn hand_over_first(
+    client: &Client,
+    view: &pb::MembershipReply,
+    id: u64,
+    wanted: &BTreeSet<u64>,
+    force: bool,
+) -> Result<(), Failure> {
+    crate::server::membership::check_voters(view, wanted, force)
+        .map_err(|refusal| Failure::refused(refusal.to_string()))?;
+    let Some(member) = view.members.iter().find(|m| m.id == id) else {
+        return Err(Failure::refused(format!("node {id} is not a member")));
+    };
+    println!("node {id} is the active node: it hands over and stops first (as with raftlm down)");
+    crate::cli::down::stop_node(id, &member.address).await?;
+    let deadline = Instant::now() + HANDOVER_WAIT_MAX;
+    loop {
+        match client.membership().await {
+            Ok(now) if now.node != id => {
+                println!("node {} is active (term {})", now.node, now.term);
+                return Ok(());
+            }
+            _ if Instant::now() >= deadline => {
+                return Err(Failure::unreachable(format!(
+                    "no other node became active within {HANDOVER_WAIT_MAX:?} of node {id}'s handover; run the command again once one is"
+                )));
+            }
+            _ => tokio::time::sleep(PROGRESS_INTERVAL).await,
+        }
+    }
 }
 
 /// `add-node` (and `replace-node`, which swaps `replacing` for the new
@@ -196,6 +272,13 @@ async fn add_node(
         }
     }
     let view = caught_up(client, id, newcomer).await?;
+    if let Some(old) = replacing
+        && old == view.node
+    {
+        let mut wanted = voters_but(&view, old);
+        wanted.insert(id);
+        hand_over_first(client, &view, old, &wanted, false).await?;
+    }
     let mut wanted: Vec<u64> = view
         .members
         .iter()
@@ -244,6 +327,9 @@ async fn finish_replacement(
 ) -> Result<(), Failure> {
     match replacing {
         Some(old) if view.members.iter().any(|m| m.id == old) => {
+            if view.node == old {
+                hand_over_first(client, view, old, &voters_but(view, old), false).await?;
+            }
             let reply = client.remove_node(old, false).await.map_err(failure)?;
             changed(&format!("node {old} removed; node {id} is a voter"), &reply);
         }

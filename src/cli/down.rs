@@ -1,6 +1,6 @@
 //! `raftlm down [--node ID] [--server S]`: stops one node gracefully
 //! (FlexNet's `lmdown`, for one node). Without `--node` it stops the active
-//! node, which hands over to the most up-to-date follower first (service
+//! node, which hands over to the most up-to-date voter first (service
 //! pauses for tens of milliseconds); with `--node ID` it stops that node,
 //! reached at its own address as `raftlm status` lists it. Needs an
 //! administrator certificate (`RAFTLM_CERT`, `RAFTLM_KEY`). A node started by
@@ -42,15 +42,22 @@ pub fn run(args: Args) -> Result<(), Failure> {
                             .join(", ")
                     )));
                 };
-                let list: ServerList = node
-                    .address
-                    .parse()
-                    .map_err(|e| Failure::usage(format!("node {id}'s address: {e}")))?;
-                let direct = crate::cli::env_client(list)?;
-                direct.shutdown(id).await.map_err(failure)?
+                stop_node(id, &node.address).await?
             }
         };
         println!("node {stopped} is stopping (an active node hands over first)");
         Ok(())
     })
+}
+
+/// Asks node `id`, at its own `address`, to stop: an active node hands
+/// over to the most up-to-date voter first. Returns the id of the node
+/// that is stopping. `raftlm cluster remove-node` and `replace-node` use it
+/// to move the service off a node they take out.
+pub async fn stop_node(id: u64, address: &str) -> Result<u64, Failure> {
+    let list: ServerList = address
+        .parse()
+        .map_err(|e| Failure::usage(format!("node {id}'s address: {e}")))?;
+    let direct = crate::cli::env_client(list)?;
+    direct.shutdown(id).await.map_err(failure)
 }

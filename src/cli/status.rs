@@ -215,6 +215,20 @@ pub fn to_text(status: &pb::StatusReply, nodes: &[NodeReach], now_unix: i64) -> 
         "    Record format: the cluster writes format {}",
         status.write_format
     );
+    if !status.voters_new.is_empty() {
+        let ids = |ids: &[u64]| {
+            ids.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "    Membership change pending: the voters change from {} to {} (raftlm cluster add-node or remove-node again completes it)",
+            ids(&status.voters_old),
+            ids(&status.voters_new)
+        );
+    }
     if status.plaintext {
         let _ = writeln!(
             out,
@@ -664,7 +678,7 @@ pub fn to_json(status: &pb::StatusReply, nodes: &[NodeReach], now_unix: i64) -> 
             })
         })
         .collect();
-    serde_json::json!({
+    let mut value = serde_json::json!({
         "cluster": status.cluster_name,
         "cluster_id": (!status.cluster_id.is_empty()).then(|| status.cluster_id.clone()),
         "term": status.term,
@@ -725,8 +739,13 @@ pub fn to_json(status: &pb::StatusReply, nodes: &[NodeReach], now_unix: i64) -> 
                 "since_ms": k.since_ms,
             }))
             .collect::<Vec<_>>(),
-    })
-    .to_string()
+    });
+    // Outside the macro: one object with this many keys is past its
+    // recursion limit.
+    value["pending_voters"] = (!status.voters_new.is_empty())
+        .then(|| serde_json::json!({ "from": status.voters_old, "to": status.voters_new }))
+        .into();
+    value.to_string()
 }
 
 /// One node in the JSON form: what its own report says, or how it failed
@@ -839,6 +858,8 @@ mod tests {
             term: 5,
             cluster_name: "LICSRV".into(),
             write_format: 7,
+            voters_old: Vec::new(),
+            voters_new: Vec::new(),
             active_node: 2,
             active_address: "127.0.0.1:27002".into(),
             nodes: vec![
@@ -1319,5 +1340,34 @@ mod tests {
             " (learner) (log 10 behind)"
         );
         assert_eq!(membership_text(&status.nodes[0]), "");
+        assert_eq!(value["pending_voters"], serde_json::Value::Null);
+        assert_eq!(value["write_format"], 7);
+        // A pending change of the voters, and what each node reads.
+        status.voters_old = vec![1, 2, 3];
+        status.voters_new = vec![1, 2, 4];
+        status.nodes[1].version = "0.2.0".into();
+        status.nodes[1].reads_formats_min = 6;
+        status.nodes[1].reads_formats_max = 7;
+        let value: serde_json::Value =
+            serde_json::from_str(&to_json(&status, &reports(), NOW)).unwrap();
+        assert_eq!(value["pending_voters"]["to"], serde_json::json!([1, 2, 4]));
+        assert_eq!(
+            value["nodes"][1]["reads_formats"],
+            serde_json::json!([6, 7])
+        );
+        let text = to_text(&status, &reports(), NOW);
+        assert!(
+            text.contains("Membership change pending: the voters change from 1, 2, 3 to 1, 2, 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Record format: the cluster writes format 7"),
+            "{text}"
+        );
+        assert!(
+            membership_text(&status.nodes[1]).ends_with("(raftlm 0.2.0 reads formats 6–7)"),
+            "{}",
+            membership_text(&status.nodes[1])
+        );
     }
 }

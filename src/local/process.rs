@@ -40,6 +40,9 @@ pub const ENV_FAULT_CLOCK_FILE: &str = "RAFTLM_FAULT_CLOCK_FILE";
 /// The environment variable naming what a fault-injection build breaks
 /// (`src/fault.rs`).
 pub const ENV_FAULT_BREAK: &str = "RAFTLM_FAULT_BREAK";
+/// The environment variable naming where a fault-injection build exits on
+/// purpose (`src/fault.rs`, `ExitPoint`).
+pub const ENV_FAULT_EXIT: &str = "RAFTLM_FAULT_EXIT";
 
 /// The environment variable of the log filter.
 pub const ENV_LOG: &str = "RAFTLM_LOG";

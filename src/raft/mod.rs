@@ -17,6 +17,7 @@ pub mod marker;
 pub mod network;
 pub mod pre_vote;
 pub mod restore;
+pub mod restored;
 pub mod state_machine;
 pub mod storage_error;
 pub mod store;

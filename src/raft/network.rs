@@ -376,7 +376,7 @@ impl Network {
             .to_string()
     }
 
-    fn channel(&self, target: u64, member: &Member) -> Result<Channel, NetworkError> {
+    pub(crate) fn channel(&self, target: u64, member: &Member) -> Result<Channel, NetworkError> {
         let addr = self.address_of(target, member);
         let addr = addr.as_str();
         let generation = self.tls.as_ref().map_or(0, |t| *t.generation().borrow());

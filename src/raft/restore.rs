@@ -9,7 +9,9 @@
 //!   the membership of the restored node's config (every member a voter);
 //! - a vote in a term above the backup's ([`restored_term`]), for no leader
 //!   yet (uncommitted, this node's own), so the first election of the
-//!   restored cluster is in a higher term still.
+//!   restored cluster is in a higher term still;
+//! - which backup it was ([`super::restored`]), so that nodes restored from
+//!   different backups refuse to form a cluster.
 //!
 //! Clients refuse answers from a term lower than the highest they saw, and
 //! grant tokens embed the term, so a restored cluster in a lower term would be
@@ -121,6 +123,9 @@ pub async fn restore(
     // and where they moved is forgotten (the write format is kept).
     let mut state = backup.state.clone();
     state.reset_formats();
+    // What the restored nodes compare at their first activation: the state
+    // as restored (equal to the backup's unless it recorded formats).
+    let restored_digest = state.digest().map_err(|e| write(e.to_string()))?;
     let data = snapshot_data(last, membership.clone(), state).map_err(|e| write(e.to_string()))?;
     let meta = SnapshotMeta {
         last_log_id: Some(last),
@@ -134,6 +139,12 @@ pub async fn restore(
     log.save_vote(&Vote::new(term, node_id))
         .await
         .map_err(|e| write(e.to_string()))?;
+    super::restored::RestoredFrom {
+        state_digest: restored_digest,
+        ..super::restored::RestoredFrom::of(backup, term)
+    }
+    .write(dir)
+    .map_err(|e| write(e.to_string()))?;
     tracing::info!(dir = %shown, node = node_id, term, last_applied = %last, "restored from a backup");
     Ok(())
 }
@@ -178,6 +189,12 @@ mod tests {
             machine.read(|s| s.digest().unwrap()),
             taken.state_digest,
             "the restored state is the backup's"
+        );
+        let record = crate::raft::restored::RestoredFrom::read(&data).unwrap();
+        assert_eq!(
+            record,
+            Some(crate::raft::restored::RestoredFrom::of(&taken, term)),
+            "the restore records which backup it was"
         );
     }
 

@@ -321,6 +321,7 @@ impl StateMachineStore {
                     live.state.apply_batch(at, &batch)
                 }
                 EntryPayload::Membership(membership) => {
+                    crate::fault::exit_after_joint(&log_id, &membership);
                     live.last_membership = StoredMembership::new(Some(log_id), membership);
                     Vec::new()
                 }

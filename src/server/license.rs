@@ -672,6 +672,15 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
     // What each member says it reads (as the active node hears it).
     let formats = crate::server::formats::view(shared);
     let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    // A pending change of the voters: both halves of the joint configuration.
+    let joint = membership.get_joint_config();
+    let half = |i: usize| -> Vec<u64> {
+        match joint.get(i) {
+            Some(ids) if joint.len() > 1 => ids.iter().copied().collect(),
+            _ => Vec::new(),
+        }
+    };
+    let (voters_old, voters_new) = (half(0), half(1));
     let last_index = metrics.last_log_index.unwrap_or(0);
     // What the active node knows of each member's log (its own: all of it).
     let matched = |id: u64| -> Option<u64> {
@@ -787,6 +796,8 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 .collect(),
             plaintext: shared.tls.is_none(),
             write_format: u32::from(state.formats().write),
+            voters_old: voters_old.clone(),
+            voters_new: voters_new.clone(),
             cluster_id: state
                 .cluster_id()
                 .map(|id| id.to_string())

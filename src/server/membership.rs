@@ -17,7 +17,9 @@
 //!   check cannot see the future: a voter that dies right after it leaves
 //!   the change uncommitted until it or another voter comes back, which
 //!   `raftlm cluster members` shows as pending;
-//! - removing the active node (it must hand over first: `raftlm down`);
+//! - removing the active node: it must hand over first, which `raftlm
+//!   cluster remove-node` and `replace-node` do (the node stops after its
+//!   handover, as with `raftlm down`) before they ask the new active node;
 //! - an address another member uses, or an id that left the cluster before.
 //!
 //! openraft's `SetNodes`, which it documents as able to split the brain, is
@@ -237,6 +239,26 @@ fn check_change(
     wanted: &BTreeSet<u64>,
     force: bool,
 ) -> Result<(), ServiceError> {
+    check_voters(view, wanted, force)?;
+    if !wanted.contains(&active) {
+        return Err(ServiceError::Refused(format!(
+            "node {active} is the active node: it must hand over first (raftlm cluster remove-node and replace-node do, as raftlm down does); run the command again"
+        )));
+    }
+    Ok(())
+}
+
+/// The checks of a change of the voters but for the rule on the active
+/// node (the active node itself refuses to be left out): whether the
+/// change could be made once the active node has handed over. The
+/// administrator's command asks this of the membership it read before it
+/// stops the active node, so that it does not stop a node for a change the
+/// new active node would refuse.
+pub fn check_voters(
+    view: &pb::MembershipReply,
+    wanted: &BTreeSet<u64>,
+    force: bool,
+) -> Result<(), ServiceError> {
     let refuse = |why: String| Err(ServiceError::Refused(why));
     let members: BTreeMap<u64, &pb::MemberStatus> =
         view.members.iter().map(|m| (m.id, m)).collect();
@@ -260,11 +282,6 @@ fn check_change(
             wanted.len(),
             if wanted.len() == 1 { "" } else { "s" },
             list(wanted)
-        ));
-    }
-    if !wanted.contains(&active) {
-        return refuse(format!(
-            "node {active} is the active node: hand over first (raftlm down stops it after a handover), then remove it"
         ));
     }
     let reachable: BTreeSet<u64> = wanted
@@ -459,6 +476,8 @@ mod tests {
         assert_eq!(refusal(&five, &[1, 2, 3, 4], false), "");
         assert!(refusal(&five, &[1, 2, 3, 6], false).contains("node 6 is not a member"));
         assert!(refusal(&five, &[2, 3, 4], false).contains("node 1 is the active node"));
+        // Once node 1 has handed over, the same change may be made.
+        assert!(check_voters(&five, &BTreeSet::from([2, 3, 4]), false).is_ok());
         let three = view((1..=3).map(|id| member(id, true, true)).collect());
         assert!(refusal(&three, &[1, 2], false).contains("--force"));
         assert_eq!(refusal(&three, &[1, 2], true), "");
