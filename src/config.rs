@@ -106,6 +106,30 @@ pub struct Config {
     /// Limits on what one client source may hold.
     #[serde(default)]
     pub limits: Limits,
+    /// The read-only HTTP surface: health, readiness and metrics. Not
+    /// written when it is off, so a config without it reads the same in a
+    /// release that has no `[http]`.
+    #[serde(default, skip_serializing_if = "Http::is_off")]
+    pub http: Http,
+}
+
+/// The read-only HTTP surface (`src/server/http.rs`): `GET /healthz`,
+/// `/readyz`, `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Where it is served, plaintext: a management address (the surface
+    /// shows seat counts and the cluster's health, never a user, host or
+    /// session). None: no HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Http {
+    /// Whether no HTTP is served.
+    pub fn is_off(&self) -> bool {
+        self.listen.is_none()
+    }
 }
 
 /// Live sessions whose requests come from one source IP address, by default

@@ -85,6 +85,8 @@ pub struct Node {
     shared: Arc<Shared>,
     address: std::net::SocketAddr,
     peer_address: std::net::SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, if anywhere.
+    http_address: Option<std::net::SocketAddr>,
     stop: watch::Sender<bool>,
     /// Stops the peer plane, after the activator has stopped.
     peer_stop: watch::Sender<bool>,
@@ -573,11 +575,29 @@ impl Node {
             crate::server::membership::follow(shared.clone(), members, wait_stop(stop.subscribe()))
                 .instrument(span.clone()),
         ));
+        let http_address = match config.http.listen {
+            None => None,
+            Some(listen) => {
+                let listener = bind(Some(listen), "http.listen").await?;
+                let bound = listener.local_addr().ok();
+                tasks.push(tokio::spawn(
+                    crate::server::http::serve(
+                        shared.clone(),
+                        listener,
+                        wait_stop(stop.subscribe()),
+                    )
+                    .instrument(span.clone()),
+                ));
+                info!(address = ?bound, "HTTP surface: /healthz, /readyz, /metrics");
+                bound
+            }
+        };
         info!(%address, %peer_address, "node started");
         Ok(Node {
             shared,
             address,
             peer_address,
+            http_address,
             stop,
             peer_stop,
             activator,
@@ -603,6 +623,11 @@ impl Node {
     /// The address the node serves the peer plane (Raft RPCs) on.
     pub fn peer_address(&self) -> std::net::SocketAddr {
         self.peer_address
+    }
+
+    /// Where the HTTP surface listens (`[http] listen`), if it is on.
+    pub fn http_address(&self) -> Option<std::net::SocketAddr> {
+        self.http_address
     }
 
     /// Stops serving, stops Raft and every task, and waits for them.

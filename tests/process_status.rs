@@ -132,3 +132,162 @@ async fn status_with_two_of_three_nodes_down_reports_no_quorum_quickly() {
     assert_eq!(other["address"], "nosuchhost.invalid:27000", "{json}");
     assert_eq!(other["reachability"], "unresolvable", "{json}");
 }
+
+/// `METHOD PATH` over plain HTTP/1.1: the status code and the body.
+async fn http(address: &str, method: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: raftlm\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let code = answer.split(' ').nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+/// The value of the sample `name{labels}` in OpenMetrics `text`.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+// Every node serves /healthz; exactly the active node answers /readyz 200,
+// and after it is killed another does once it serves; /metrics parses and
+// its seat figures equal status; other paths are 404, other methods 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_surface_shows_health_readiness_and_metrics() {
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
+    let http_addresses: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", common::process::free_port()))
+        .collect();
+    for (i, address) in http_addresses.iter().enumerate() {
+        let listen = address.parse().unwrap();
+        cluster.tune(i + 1, |config| config.http.listen = Some(listen));
+    }
+    cluster.start_all();
+    cluster.wait_licensed().await;
+    let (active, status) = cluster.wait_active(Duration::from_secs(30)).await;
+    let session = raftlm::client::Session::start(
+        raftlm::client::Client::with_options(
+            cluster.access_point.parse().unwrap(),
+            raftlm::client::ClientOptions {
+                tls: common::client_tls(),
+                ..Default::default()
+            },
+        ),
+        raftlm::client::SessionOptions {
+            vendor: "acme".into(),
+            user: "<script>ada</script>".into(),
+            host: "ws1".into(),
+            ..Default::default()
+        },
+    );
+    let grant = session.checkout("cad", 2).await.unwrap();
+
+    for address in &http_addresses {
+        let (code, body) = http(address, "GET", "/healthz").await.unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    let ready = |expected: usize| {
+        let addresses = http_addresses.clone();
+        async move {
+            let mut ready = Vec::new();
+            for (i, address) in addresses.iter().enumerate() {
+                if let Some((200, _)) = http(address, "GET", "/readyz").await {
+                    ready.push(i + 1);
+                }
+            }
+            (ready.len() == 1)
+                .then(|| ready[0])
+                .filter(|_| expected > 0)
+        }
+    };
+    let answering =
+        common::wait_until("one node is ready", Duration::from_secs(30), || ready(1)).await;
+    assert_eq!(answering, active);
+    let standby = (1..=3).find(|&id| id != active).unwrap();
+    let (code, body) = http(&http_addresses[standby - 1], "GET", "/readyz")
+        .await
+        .unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("is not the active node"), "{body}");
+
+    let (code, metrics) = http(&http_addresses[active - 1], "GET", "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{metrics}");
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+    let cad = status.features.iter().find(|f| f.feature == "cad").unwrap();
+    let labels = r#"{vendor="acme",feature="cad"}"#;
+    assert_eq!(
+        sample(&metrics, &format!("raftlm_seats_licensed{labels}")),
+        Some(f64::from(cad.licensed)),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, &format!("raftlm_seats_in_use{labels}")),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, &format!("raftlm_seats_free{labels}")),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(sample(&metrics, "raftlm_active"), Some(1.0), "{metrics}");
+    assert!(
+        matches!(sample(&metrics, "raftlm_write_format"), Some(f) if f == 6.0 || f == 7.0),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("ada") && !metrics.contains("ws1"),
+        "{metrics}"
+    );
+    let (_, standby_metrics) = http(&http_addresses[standby - 1], "GET", "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(
+        sample(&standby_metrics, "raftlm_active"),
+        Some(0.0),
+        "{standby_metrics}"
+    );
+
+    let (code, _) = http(&http_addresses[0], "GET", "/nope").await.unwrap();
+    assert_eq!(code, 404);
+    let (code, _) = http(&http_addresses[0], "POST", "/metrics").await.unwrap();
+    assert_eq!(code, 405);
+    let (code, body) = http(&http_addresses[0], "HEAD", "/healthz").await.unwrap();
+    assert_eq!((code, body.as_str()), (200, ""));
+
+    // The active node dies: another answers /readyz once it serves.
+    cluster.kill(active);
+    let survivors: Vec<String> = (1..=3)
+        .filter(|&id| id != active)
+        .map(|id| http_addresses[id - 1].clone())
+        .collect();
+    let next = common::wait_until("another node is ready", Duration::from_secs(30), || {
+        let survivors = survivors.clone();
+        async move {
+            for address in &survivors {
+                if let Some((200, _)) = http(address, "GET", "/readyz").await {
+                    return Some(address.clone());
+                }
+            }
+            None
+        }
+    })
+    .await;
+    assert_ne!(next, http_addresses[active - 1]);
+    drop(grant);
+}

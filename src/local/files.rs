@@ -394,6 +394,7 @@ impl Plan {
             snapshot: Default::default(),
             tls,
             limits: Default::default(),
+            http: Default::default(),
         };
         (self.tune)(&mut config);
         config

@@ -13,6 +13,7 @@ pub mod batcher;
 pub mod error;
 pub mod formats;
 pub mod hosts;
+pub mod http;
 pub mod license;
 pub mod membership;
 pub mod rate;
