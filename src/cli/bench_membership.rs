@@ -3,8 +3,9 @@
 //!
 //! 1. N sessions take one seat each and keep it (the nodes' session TTL is
 //!    [`HELD_TTL_MS`], so they need no heartbeats), and the nodes snapshot
-//!    every [`SNAPSHOT_EVERY`] entries keeping [`LOGS_KEPT`]: by then the log
-//!    a new node would need is purged, and it catches up by snapshot.
+//!    every [`SNAPSHOT_EVERY`] entries keeping [`LOGS_KEPT`]; the change
+//!    waits for the log to pass [`PURGED_AFTER`]: the log a new node would
+//!    need is then purged, and it catches up by snapshot.
 //! 2. `--sessions` workers do check-out/check-in cycles throughout; the
 //!    check-outs granted are counted over [`WINDOW`] before the change,
 //!    during it, and over [`WINDOW`] after it.
@@ -13,7 +14,10 @@
 //!    replaces the highest-numbered follower by it. Meanwhile the membership
 //!    is read every [`WATCH_EVERY`]: when the new node shows up as a
 //!    learner, when it is within `raftlm cluster add-node`'s default lag of
-//!    the active node's log (caught up), and when it is a voter.
+//!    the active node's log (caught up), and when it is a voter. Should the
+//!    chosen follower become the active node meanwhile (the command refuses
+//!    to remove the active node), the command runs again for another
+//!    follower, resuming with the learner already added.
 //! 4. The new node's peer address in the membership is a counting proxy in
 //!    this process: the bytes sent to it until it caught up are what the
 //!    catch-up cost on the network (TLS records: the snapshot and the log
@@ -53,6 +57,11 @@ const WARM_UP: Duration = Duration::from_secs(2);
 pub const WATCH_EVERY: Duration = Duration::from_millis(50);
 /// How long the replacement may take, at most.
 const CHANGE_LIMIT: Duration = Duration::from_secs(300);
+/// Rounds of check-outs that take the grants, at most (each round makes
+/// again those the last one could not).
+const FILL_ROUNDS_MAX: usize = 5;
+/// Runs of `replace-node` at most (see [`MembershipFigures::attempts`]).
+const REPLACE_ATTEMPTS_MAX: u32 = 3;
 /// How long the joining node may take to listen.
 const LISTEN_WAIT: Duration = Duration::from_secs(30);
 /// What a node logs when it installs a snapshot sent by the leader.
@@ -61,6 +70,9 @@ const SNAPSHOT_INSTALLED: &str = "snapshot installed";
 /// The config changes of this benchmark's cluster.
 pub fn tune(config: &mut crate::config::Config) {
     config.timing.session_ttl_ms = HELD_TTL_MS;
+    // Every session comes from this machine's one address, and a check-out
+    // whose answer was lost may have made a session all the same.
+    config.limits.sessions_per_address_max = crate::license::state::SESSIONS_MAX;
     config.snapshot.logs_since_last = SNAPSHOT_EVERY;
     config.snapshot.logs_kept = LOGS_KEPT;
 }
@@ -87,8 +99,11 @@ pub(crate) struct MembershipFigures {
     pub(crate) catch_up_bytes_from: Option<u64>,
     /// From the command's start to the successor a voter in the membership, ms.
     pub(crate) voter_ms: Option<f64>,
-    /// The command's run, start to exit, ms.
+    /// The command's run, start to exit, ms (every attempt).
     pub(crate) command_ms: f64,
+    /// Runs of the command: more than one when the follower chosen became
+    /// the active node during the change (the command refuses to remove it).
+    pub(crate) attempts: u32,
     /// Check-outs granted per second before, during and after the change.
     pub(crate) checkouts_per_s_before: f64,
     pub(crate) checkouts_per_s_during: f64,
@@ -139,14 +154,27 @@ pub(crate) async fn measure(
     let target = cluster.access_point.clone();
     let connections = channels(&target, &cluster.client_tls, LOAD_CONNECTIONS_MAX).await?;
 
-    // 1. The grants held.
-    let (held, mut errors) = hold_grants(&connections, grants, "held").await;
+    // 1. The grants held: check-outs refused while the cluster was busy
+    // (a lease that lapsed, an election) are made again by new sessions.
+    let mut held = Vec::with_capacity(grants);
+    let mut errors = std::collections::BTreeMap::new();
+    for _ in 0..FILL_ROUNDS_MAX {
+        if held.len() >= grants {
+            break;
+        }
+        let (more, refused) = hold_grants(&connections, grants - held.len(), "held").await;
+        held.extend(more);
+        for (kind, n) in refused {
+            *errors.entry(format!("fill: {kind}")).or_default() += n;
+        }
+    }
     let fill_s = started.elapsed().as_secs_f64();
 
     // 2. The load, and the window before.
     let shared = Arc::new(Shared::default());
     let tasks = spawn_load(&connections, sessions, &shared);
     tokio::time::sleep(WARM_UP).await;
+    log_purged(&admin).await?;
     let before_start = mark(&shared);
     tokio::time::sleep(WINDOW).await;
     let before_end = mark(&shared);
@@ -157,14 +185,7 @@ pub(crate) async fn measure(
     );
 
     // 3. The replacement.
-    let status = cluster
-        .status()
-        .await
-        .ok_or_else(|| Failure::unreachable("the access point does not answer"))?;
-    let replaced = (1..=cluster.voters as u64)
-        .rev()
-        .find(|&id| id != status.active_node)
-        .unwrap_or(1);
+    let mut replaced = follower(&admin, cluster.voters).await?;
     let successor_id = successor as u64;
     let (client_address, peer_address) = cluster.addresses[successor - 1].clone();
     let proxy = CountingProxy::start(&peer_address).await?;
@@ -174,22 +195,44 @@ pub(crate) async fn measure(
         .map_err(|e| Failure::usage(format!("cannot start node {successor_id}: {e}")))?;
     listening(&client_address).await?;
     let command_start = mark(&shared);
-    let mut command = replace_command(
-        cluster,
-        replaced,
-        successor_id,
-        &proxy.address.to_string(),
-        &client_address,
-    )?;
-    let child = command
-        .spawn()
-        .map_err(|e| Failure::usage(format!("cannot run raftlm cluster replace-node: {e}")))?;
-    let output = tokio::spawn(child.wait_with_output());
-    let watched = watch(&admin, successor_id, &proxy, command_start.0, &output).await;
-    let output = output
-        .await
-        .map_err(|e| Failure::usage(format!("raftlm cluster replace-node: {e}")))?
-        .map_err(|e| Failure::usage(format!("raftlm cluster replace-node: {e}")))?;
+    let mut watched = Watched::default();
+    let mut attempts = 0;
+    let output = loop {
+        attempts += 1;
+        let mut command = replace_command(
+            cluster,
+            replaced,
+            successor_id,
+            &proxy.address.to_string(),
+            &client_address,
+        )?;
+        let child = command
+            .spawn()
+            .map_err(|e| Failure::usage(format!("cannot run raftlm cluster replace-node: {e}")))?;
+        let output = tokio::spawn(child.wait_with_output());
+        watch(
+            &admin,
+            successor_id,
+            &proxy,
+            command_start.0,
+            &output,
+            &mut watched,
+        )
+        .await;
+        let output = output
+            .await
+            .map_err(|e| Failure::usage(format!("raftlm cluster replace-node: {e}")))?
+            .map_err(|e| Failure::usage(format!("raftlm cluster replace-node: {e}")))?;
+        // The command refuses to remove the active node; when leadership
+        // moved to the chosen follower meanwhile, it runs again for another
+        // (resuming: the learner is added already).
+        let moved = String::from_utf8_lossy(&output.stderr).contains("is the active node");
+        if output.status.success() || !moved || attempts >= REPLACE_ATTEMPTS_MAX {
+            break output;
+        }
+        eprintln!("bench: node {replaced} became the active node; replacing another follower");
+        replaced = follower(&admin, cluster.voters).await?;
+    };
     let command_end = mark(&shared);
     if !output.status.success() {
         return Err(Failure::refused(format!(
@@ -216,10 +259,11 @@ pub(crate) async fn measure(
     shared.done.store(true, Ordering::Relaxed);
     let (_, load_errors) = gather(tasks).await;
     for (kind, n) in load_errors {
-        *errors.entry(kind).or_default() += n;
+        *errors.entry(format!("load: {kind}")).or_default() += n;
     }
     proxy.stop();
     Ok(MembershipFigures {
+        attempts,
         grants_held: held.len(),
         fill_s,
         replaced,
@@ -240,6 +284,47 @@ pub(crate) async fn measure(
         seconds: started.elapsed().as_secs_f64(),
         errors,
     })
+}
+
+/// The active node's last log index beyond which its log has certainly
+/// been snapshotted and purged past the start: a snapshot
+/// [`SNAPSHOT_EVERY`] entries in, with time to build it.
+const PURGED_AFTER: u64 = SNAPSHOT_EVERY * 3 / 2;
+/// How long the load may take to write that far.
+const PURGE_WAIT: Duration = Duration::from_secs(120);
+
+/// Waits until the active node's log is past [`PURGED_AFTER`], so that a
+/// new node must catch up by snapshot.
+async fn log_purged(admin: &Client) -> Result<(), Failure> {
+    let deadline = Instant::now() + PURGE_WAIT;
+    loop {
+        if let Ok(view) = admin.membership().await
+            && view.last_log_index >= PURGED_AFTER
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::unreachable(format!(
+                "the log did not reach index {PURGED_AFTER} within {PURGE_WAIT:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The highest-numbered voter of `1..=voters` that is not the active node.
+/// The membership names the active node without listing every grant, as a
+/// status would.
+async fn follower(admin: &Client, voters: usize) -> Result<u64, Failure> {
+    let active = admin
+        .membership()
+        .await
+        .map_err(|e| Failure::unreachable(format!("no membership from the access point: {e}")))?
+        .node;
+    Ok((1..=voters as u64)
+        .rev()
+        .find(|&id| id != active)
+        .unwrap_or(1))
 }
 
 /// Waits until `address` accepts connections.
@@ -305,6 +390,8 @@ fn replace_command(
 #[derive(Debug, Default)]
 struct Watched {
     log_index: u64,
+    /// When the new node was first seen a member.
+    learner_at: Option<Instant>,
     /// (ms from learner to caught up, bytes to it, bytes from it).
     caught_up: Option<(f64, u64, u64)>,
     voter_ms: Option<f64>,
@@ -319,10 +406,9 @@ async fn watch(
     proxy: &CountingProxy,
     started: Instant,
     command: &tokio::task::JoinHandle<std::io::Result<std::process::Output>>,
-) -> Watched {
+    watched: &mut Watched,
+) {
     let lag_max = crate::cli::cluster::ADD_NODE_LAG_DEFAULT;
-    let mut watched = Watched::default();
-    let mut learner_at = None;
     loop {
         // One more read after the command ended: it may have made the
         // node a voter since the last.
@@ -333,7 +419,7 @@ async fn watch(
             }
             if let Some(member) = view.members.iter().find(|m| m.id == id) {
                 let now = Instant::now();
-                let since = *learner_at.get_or_insert(now);
+                let since = *watched.learner_at.get_or_insert(now);
                 if watched.caught_up.is_none() && member.matched_index > 0 && member.lag <= lag_max
                 {
                     watched.caught_up = Some((
@@ -348,7 +434,7 @@ async fn watch(
             }
         }
         if finished {
-            return watched;
+            return;
         }
         tokio::time::sleep(WATCH_EVERY).await;
     }
@@ -437,7 +523,7 @@ pub(crate) fn text(m: &MembershipFigures) -> String {
     format!(
         "  {} grants held (taken in {:.1} s); node {} replaced node {} at log index {}\n  \
          learner catch-up: {}, {} sent to it ({} back); by snapshot: {}\n  \
-         replace-node: a voter after {}, the command done in {:.0} ms\n  \
+         replace-node: a voter after {}, the command done in {:.0} ms ({} run{})\n  \
          check-outs/s: {:.0} before, {:.0} during the change, {:.0} after ({} s windows)\n",
         m.grants_held,
         m.fill_s,
@@ -450,6 +536,8 @@ pub(crate) fn text(m: &MembershipFigures) -> String {
         if m.snapshot_installed { "yes" } else { "no" },
         ms(m.voter_ms),
         m.command_ms,
+        m.attempts,
+        if m.attempts == 1 { "" } else { "s" },
         m.checkouts_per_s_before,
         m.checkouts_per_s_during,
         m.checkouts_per_s_after,
