@@ -1,5 +1,5 @@
-//! `raftlm-chaos`: runs a chaos test of a three-node raftlm cluster and
-//! prints a report (see `chaos/README.md`).
+//! `raftlm-chaos`: runs a chaos test of a three- or five-node raftlm
+//! cluster and prints a report (see `chaos/README.md`).
 //!
 //! Exit codes: 0 every invariant held; 1 a violation was found; 2 the run
 //! could not be set up or was interrupted.
@@ -15,9 +15,9 @@ use raftlm_chaos::lan;
 use raftlm_chaos::nemesis::FaultKind;
 use raftlm_chaos::run::{self, RunConfig};
 
-/// Chaos test of a three-node raftlm cluster: kills, pauses, restarts and
-/// cut links under a recorded workload, then a check that no seat was lost
-/// or granted twice.
+/// Chaos test of a three- or five-node raftlm cluster: kills, pauses,
+/// restarts and cut links under a recorded workload, then a check that no
+/// seat was lost or granted twice.
 #[derive(Debug, Parser)]
 #[command(name = "raftlm-chaos", version, about)]
 struct Args {
@@ -37,6 +37,12 @@ struct Args {
     /// Concurrent client sessions.
     #[arg(long, default_value_t = 32)]
     sessions: usize,
+    /// Nodes in the cluster: 3, or 5 (kills, pauses and power cuts then take
+    /// a second node half the time, and a third of the partitions are a 2|3
+    /// split; the report counts these two-node faults apart). Five nodes run
+    /// on loopback only, not with --netns.
+    #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
+    nodes: usize,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -106,6 +112,14 @@ fn built_with_fault_injection(binary: &std::path::Path) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("fault-injection"))
 }
 
+/// `--nodes`: 3 or 5.
+fn parse_nodes(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n @ (3 | 5)) => Ok(n),
+        _ => Err(format!("{text:?}: a chaos cluster has 3 or 5 nodes")),
+    }
+}
+
 /// A fault type, or `none` (no fault).
 fn parse_fault(text: &str) -> Result<Option<FaultKind>, String> {
     if text == "none" {
@@ -125,6 +139,13 @@ fn main() -> ExitCode {
     // before the runtime starts: every thread and socket of the run is then
     // a client host's.
     let lan = if args.netns {
+        if args.nodes != 3 {
+            eprintln!(
+                "raftlm-chaos: --netns builds three node hosts; run --nodes {} on loopback (without --netns)",
+                args.nodes
+            );
+            return ExitCode::from(2);
+        }
         if args.hostile {
             eprintln!(
                 "raftlm-chaos: --hostile sends from 127.0.0.3, 127.0.0.77 and 127.0.0.78, which cannot reach a LAN; run it without --netns"
@@ -248,6 +269,7 @@ async fn run_main(args: Args, lan: Option<Arc<lan::Lan>>) -> ExitCode {
         apps: args.apps,
         netns: lan,
         host_side: !args.without_host_side,
+        nodes: args.nodes,
     };
     eprintln!("raftlm-chaos: seed {seed} (replay: {})", config.replay());
     // Dropping the run on Ctrl-C or SIGTERM kills every node it started.

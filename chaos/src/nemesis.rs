@@ -21,8 +21,8 @@
 //!   black-holes new connections at random; with `--netns`, `isolate` sets
 //!   the node host's link down instead (its clients lose it too);
 //! - `restart` — a graceful stop (SIGTERM) of one node and a start;
-//! - `kill-all` — SIGKILL of all three nodes, then all restarted on their data;
-//! - `power` — the power fails on one node or on all three at once: every
+//! - `kill-all` — SIGKILL of every node, then all restarted on their data;
+//! - `power` — the power fails on one node or on every node at once: every
 //!   write not yet synced is dropped from its disk (see [`crate::powerfs`]),
 //!   the process dies, and it restarts on what its disk kept;
 //! - `clock` — one node's wall clock (the active one 60 % of the time) jumps
@@ -36,6 +36,15 @@
 //!   another node is paused; a kill of the active node and then, during the
 //!   new leader's `L + M` wait, of another node; or successive kills of each
 //!   new active node (each restarted as the next goes down).
+//!
+//! With five nodes (`--nodes 5`) a majority survives two nodes down, so
+//! faults take up to two at once: half the kills, pauses and power cuts of
+//! one node take a second node with them, and a third of the partitions are
+//! a 2|3 split (two nodes, the active one 60 % of the time, cut off from the
+//! other three). Their names end in `/two-nodes` (`kill/two-nodes`,
+//! `pause/two-nodes`, `power/two-nodes`, `partition/two-nodes`), so the
+//! report counts them, and their unavailability, apart. With three nodes
+//! nothing of this is drawn, and a seed replays the schedule it always did.
 //!
 //! Faults are drawn from a shuffled deck of the enabled types, so every
 //! type appears once before any appears twice (a type listed twice is in
@@ -180,6 +189,8 @@ pub struct PowerCuts {
     pub every_node: u64,
     /// Cuts of one node.
     pub one_node: u64,
+    /// Cuts of two nodes at once (five-node runs).
+    pub two_nodes: u64,
     /// Nodes that came back with their log ending below what they had
     /// applied, each with the fault it came from.
     pub tail_losses: Vec<String>,
@@ -193,8 +204,13 @@ impl PowerCuts {
             .iter()
             .filter(|l| l.contains("(active)"))
             .count();
+        let two = if self.two_nodes > 0 {
+            format!("{} of two nodes, ", self.two_nodes)
+        } else {
+            String::new()
+        };
         let mut line = format!(
-            "{} of every node, {} of one node; nodes back with a lost log tail: {} (the active node: {leaders})",
+            "{} of every node, {two}{} of one node; nodes back with a lost log tail: {} (the active node: {leaders})",
             self.every_node,
             self.one_node,
             self.tail_losses.len()
@@ -205,6 +221,57 @@ impl PowerCuts {
         }
         line
     }
+}
+
+/// The fewest nodes at which the nemesis takes two down at once: a
+/// majority is left (three of five). A three-node run never draws for it,
+/// so its schedule is what it was before five-node runs existed.
+pub const TWO_NODE_FAULTS_FROM: usize = 5;
+
+/// With [`TWO_NODE_FAULTS_FROM`] nodes or more, the chance that a kill, a
+/// pause or a power cut of one node takes a second node with it.
+pub const TWO_NODE_CHANCE: f64 = 0.5;
+
+/// With [`TWO_NODE_FAULTS_FROM`] nodes or more, the chance that a partition
+/// is a 2|3 split.
+pub const SPLIT_CHANCE: f64 = 0.35;
+
+/// The partition variant that is a 2|3 split (the others are 0–7).
+const SPLIT: u32 = 8;
+
+/// The suffix of the name of a fault on two nodes at once (`kill/two-nodes`,
+/// `pause/two-nodes`, `power/two-nodes`, `partition/two-nodes`): the report
+/// counts them apart.
+pub const TWO_NODES: &str = "/two-nodes";
+
+/// A fault's name and nodes: `kind` on `node`, or `kind/two-nodes` on
+/// `node` and `second`.
+fn named(kind: &'static str, node: usize, second: Option<usize>) -> (&'static str, Vec<usize>) {
+    match second {
+        None => (kind, vec![node]),
+        Some(second) => {
+            let name = match kind {
+                "kill" => "kill/two-nodes",
+                "pause" => "pause/two-nodes",
+                _ => "power/two-nodes",
+            };
+            (name, vec![node, second])
+        }
+    }
+}
+
+/// ` and n4` for a second node, else nothing.
+fn and(second: Option<usize>) -> String {
+    second.map_or_else(String::new, |s| format!(" and {}", label(s)))
+}
+
+/// `n1,n4`.
+fn labels(nodes: &[usize]) -> String {
+    nodes
+        .iter()
+        .map(|&i| label(i))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Most a pause lasts beyond its base (the election timeout, or the session
@@ -256,6 +323,8 @@ impl Nemesis {
     ) {
         if nodes == n {
             self.power_cuts.every_node += 1;
+        } else if nodes == 2 {
+            self.power_cuts.two_nodes += 1;
         } else {
             self.power_cuts.one_node += 1;
         }
@@ -350,6 +419,51 @@ impl Nemesis {
         }
     }
 
+    /// With [`TWO_NODE_FAULTS_FROM`] nodes or more, a second node other
+    /// than `node` with probability [`TWO_NODE_CHANCE`]; with fewer, `None`
+    /// and nothing drawn.
+    fn second(&mut self, n: usize, node: usize) -> Option<usize> {
+        if n < TWO_NODE_FAULTS_FROM || !self.rng.gen_bool(TWO_NODE_CHANCE) {
+            return None;
+        }
+        Some((node + self.rng.gen_range(1..n)) % n)
+    }
+
+    /// A 2|3 split (`partition/two-nodes`): a node (the active one 60 % of
+    /// the time) and another cut off from the other three, which keep a
+    /// majority; the two still reach each other.
+    async fn split(
+        &mut self,
+        cluster: &mut Cluster,
+        proxies: &Proxies,
+        cut: Link,
+        how: &str,
+    ) -> (&'static str, String, String) {
+        let n = cluster.len();
+        let (node, active) = self.target(cluster, 0.6).await;
+        let other = (node + self.rng.gen_range(1..n)) % n;
+        let minority = [node, other];
+        let majority: Vec<usize> = (0..n).filter(|i| !minority.contains(i)).collect();
+        for &a in &minority {
+            for &b in &majority {
+                proxies.set_both(a, b, cut);
+            }
+        }
+        (
+            "partition/two-nodes",
+            labels(&minority),
+            format!(
+                "{}{} and {} cut off from {} ({how}): a {}|{} split",
+                label(node),
+                if active { " (active)" } else { "" },
+                label(other),
+                labels(&majority),
+                minority.len(),
+                majority.len()
+            ),
+        )
+    }
+
     /// The active node (if any answers quickly) or, with probability `1 - p_active`, a random one.
     async fn target(&mut self, cluster: &mut Cluster, p_active: f64) -> (usize, bool) {
         let random = self.rng.gen_range(0..cluster.len());
@@ -379,20 +493,29 @@ impl Nemesis {
         match kind {
             FaultKind::Kill => {
                 let (node, active) = self.target(cluster, 0.6).await;
+                let second = self.second(cluster.len(), node);
                 let down = ms(&mut self.rng, 500, 3000);
                 let what = format!(
-                    "kill -9 {}{}, restart after {down:?}",
+                    "kill -9 {}{}{}, restart after {down:?}",
                     label(node),
-                    if active { " (active)" } else { "" }
+                    if active { " (active)" } else { "" },
+                    and(second)
                 );
-                Self::record(history, "kill", "start", &label(node), &what);
-                cluster.kill(node);
+                let (name, nodes) = named("kill", node, second);
+                let names = labels(&nodes);
+                Self::record(history, name, "start", &names, &what);
+                for &i in &nodes {
+                    cluster.kill(i);
+                }
                 tokio::time::sleep(down).await;
-                cluster.start(node)?;
-                Self::record(history, "kill", "end", &label(node), &what);
+                for &i in &nodes {
+                    cluster.start(i)?;
+                }
+                Self::record(history, name, "end", &names, &what);
             }
             FaultKind::Pause => {
                 let (node, active) = self.target(cluster, 0.7).await;
+                let second = self.second(cluster.len(), node);
                 let base = if self.rng.gen_bool(0.2) {
                     self.spec.session_ttl_ms
                 } else {
@@ -401,15 +524,22 @@ impl Nemesis {
                 let paused =
                     Duration::from_millis(base) + ms(&mut self.rng, 200, PAUSE_EXTRA_MAX_MS);
                 let what = format!(
-                    "SIGSTOP {}{} for {paused:?}, then SIGCONT",
+                    "SIGSTOP {}{}{} for {paused:?}, then SIGCONT",
                     label(node),
-                    if active { " (active)" } else { "" }
+                    if active { " (active)" } else { "" },
+                    and(second)
                 );
-                Self::record(history, "pause", "start", &label(node), &what);
-                cluster.pause(node);
+                let (name, nodes) = named("pause", node, second);
+                let names = labels(&nodes);
+                Self::record(history, name, "start", &names, &what);
+                for &i in &nodes {
+                    cluster.pause(i);
+                }
                 tokio::time::sleep(paused).await;
-                cluster.resume(node);
-                Self::record(history, "pause", "end", &label(node), &what);
+                for &i in &nodes {
+                    cluster.resume(i);
+                }
+                Self::record(history, name, "end", &names, &what);
             }
             FaultKind::Partition => {
                 let hold = ms(&mut self.rng, 1000, 5000);
@@ -418,7 +548,15 @@ impl Nemesis {
                 let how = if blackhole { "black-holed" } else { "refused" };
                 let n = cluster.len();
                 let mut hold = hold;
-                let (name, nodes, what) = match self.rng.gen_range(0..8) {
+                // With three nodes nothing is drawn for the split.
+                let split = n >= TWO_NODE_FAULTS_FROM && self.rng.gen_bool(SPLIT_CHANCE);
+                let variant = if split {
+                    SPLIT
+                } else {
+                    self.rng.gen_range(0..8)
+                };
+                let (name, nodes, what) = match variant {
+                    SPLIT => self.split(cluster, proxies, cut, how).await,
                     0 => {
                         let (node, active) = self.target(cluster, 0.6).await;
                         let how = self.cut_off(cluster, proxies, node, cut);
@@ -635,8 +773,19 @@ impl Nemesis {
                     ((0..n).collect::<Vec<_>>(), "every node".to_string())
                 } else {
                     let (node, active) = self.target(cluster, 0.6).await;
-                    let whom = format!("{}{}", label(node), if active { " (active)" } else { "" });
-                    (vec![node], whom)
+                    let second = self.second(n, node);
+                    let whom = format!(
+                        "{}{}{}",
+                        label(node),
+                        if active { " (active)" } else { "" },
+                        and(second)
+                    );
+                    (named("power", node, second).1, whom)
+                };
+                let name = if nodes.len() == 2 {
+                    "power/two-nodes"
+                } else {
+                    "power"
                 };
                 let down = ms(&mut self.rng, 500, 3000);
                 let what =
@@ -644,7 +793,7 @@ impl Nemesis {
                 let names: Vec<String> = nodes.iter().map(|&i| label(i)).collect();
                 let names = names.join(",");
                 let watch = crate::tail::TailWatch::before(cluster, &nodes).await;
-                Self::record(history, "power", "start", &names, &what);
+                Self::record(history, name, "start", &names, &what);
                 let losses = cluster.power_cut(&nodes)?;
                 let lost: Vec<String> = nodes
                     .iter()
@@ -670,7 +819,7 @@ impl Nemesis {
                 for tail in &tails {
                     what.push_str(&format!("; {tail}"));
                 }
-                Self::record(history, "power", "end", &names, &what);
+                Self::record(history, name, "end", &names, &what);
                 // Every node's log ids, entry hashes and state digests, once
                 // a node serves and again after the restarted ones wrote:
                 // a leader that lost its tail may write other entries under

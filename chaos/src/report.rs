@@ -10,6 +10,7 @@ use crate::checker::{
     DrainFinding, InvariantResult, OutcomeCounts, ReplicaView, Unavailability, Verdict,
 };
 use crate::lan::Sampled;
+use crate::nemesis::TWO_NODES;
 
 /// One node's store, summarized for the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +169,9 @@ impl LanFindings {
 pub struct Report {
     /// The seed: replays every random choice.
     pub seed: u64,
+    /// Nodes in the cluster (3 or 5).
+    #[serde(default)]
+    pub nodes: usize,
     /// The command line that replays this run.
     pub replay: String,
     /// Fault-injection time asked for, seconds.
@@ -192,6 +196,9 @@ pub struct Report {
     pub faults: BTreeMap<String, u64>,
     /// Faults injected in all.
     pub faults_total: u64,
+    /// Of them, faults on two nodes at once (named `…/two-nodes`; five-node runs).
+    #[serde(default)]
+    pub two_node_faults: u64,
     /// Invariants, each with its counter-examples.
     pub invariants: Vec<InvariantResult>,
     /// Time from each fault to the next answered check-out, per type.
@@ -255,6 +262,12 @@ impl Report {
         self.operations = verdict.operations.clone();
         self.faults = verdict.faults.clone();
         self.faults_total = verdict.faults.values().sum();
+        self.two_node_faults = verdict
+            .faults
+            .iter()
+            .filter(|(name, _)| name.ends_with(TWO_NODES))
+            .map(|(_, n)| n)
+            .sum();
         self.invariants = verdict.invariants.clone();
         self.unavailability = verdict.unavailability.clone();
         self.grants = verdict.grants;
@@ -274,9 +287,14 @@ impl Report {
     /// The report as text for a terminal.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
+        let nodes = if self.nodes > 3 {
+            format!("{} nodes, ", self.nodes)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "raftlm-chaos: seed {}, {:.0} s of faults ({:.0} s in all), {} sessions, faults {}",
+            "raftlm-chaos: seed {}, {nodes}{:.0} s of faults ({:.0} s in all), {} sessions, faults {}",
             self.seed,
             self.duration_s,
             self.elapsed_s,
@@ -331,6 +349,21 @@ impl Report {
             self.faults_total,
             faults.join(", ")
         );
+        if self.nodes > 3 {
+            let two: Vec<String> = self
+                .faults
+                .iter()
+                .filter(|(k, _)| k.ends_with(TWO_NODES))
+                .map(|(k, n)| format!("{} {n}", k.trim_end_matches(TWO_NODES)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "faults on two nodes at once: {} ({}); on one node or every node: {}",
+                self.two_node_faults,
+                two.join(", "),
+                self.faults_total - self.two_node_faults
+            );
+        }
         let _ = writeln!(out, "disk: {}", self.disk);
         let _ = writeln!(out, "network namespaces: {}", self.network_namespaces);
         if !self.log_views.is_empty() {

@@ -136,6 +136,9 @@ pub struct RunConfig {
     /// `--without-host-side`, expected to fail
     /// `one-host-answers-for-the-access-point`).
     pub host_side: bool,
+    /// Nodes in the cluster: 3, or 5 (faults then take up to two at once;
+    /// see [`crate::nemesis`]).
+    pub nodes: usize,
 }
 
 /// The run's license: features and seats. With the default 32 sessions, each
@@ -159,12 +162,17 @@ impl RunConfig {
             faults.push("none");
         }
         format!(
-            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {} --apps {}{}{}{}{}",
+            "raftlm-chaos --seed {} --duration {}s --faults {} --sessions {} --apps {}{}{}{}{}{}",
             self.seed,
             self.duration.as_secs(),
             faults.join(","),
             self.sessions,
             self.apps,
+            if self.nodes == 3 {
+                String::new()
+            } else {
+                format!(" --nodes {}", self.nodes)
+            },
             if self.netns.is_some() { " --netns" } else { "" },
             if self.host_side {
                 ""
@@ -243,6 +251,12 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         config.binary.display()
     );
     anyhow::ensure!(config.sessions > 0, "--sessions must be at least 1");
+    let n = config.nodes;
+    anyhow::ensure!(n == 3 || n == 5, "--nodes must be 3 or 5, not {n}");
+    anyhow::ensure!(
+        n == 3 || config.netns.is_none(),
+        "--netns builds three node hosts: run five nodes on loopback"
+    );
     let run_dir = match &config.keep {
         Some(dir) => {
             if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
@@ -271,10 +285,10 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
                 Ok(format!("{}:{port}", lan::host_ip(id)).parse()?)
             };
             (
-                (1..=3)
+                (1..=n)
                     .map(|id| on(id, lan::PORT))
                     .collect::<anyhow::Result<Vec<_>>>()?,
-                (1..=3)
+                (1..=n)
                     .map(|id| on(id, lan::PEER_PORT))
                     .collect::<anyhow::Result<Vec<_>>>()?,
                 lan::CLIENT_IP.parse()?,
@@ -283,21 +297,21 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         }
         None => {
             let mut addresses: Vec<SocketAddr> = Vec::new();
-            while addresses.len() < 6 {
+            while addresses.len() < 2 * n {
                 let address = SocketAddr::from(([127, 0, 0, 1], cluster::free_port()?));
                 if !addresses.contains(&address) {
                     addresses.push(address);
                 }
             }
-            let real_peer = addresses.split_off(3);
+            let real_peer = addresses.split_off(n);
             (addresses, real_peer, proxy::LOOPBACK, access_point()?)
         }
     };
     // The proxies sit on the peer plane: they cut and delay Raft traffic.
     let proxies = Proxies::start(proxy_address, &real_peer).await?;
-    let peers: Vec<Vec<SocketAddr>> = (0..3)
+    let peers: Vec<Vec<SocketAddr>> = (0..n)
         .map(|i| {
-            (0..3)
+            (0..n)
                 .map(|j| proxies.address(i, j).unwrap_or(real_peer[j]))
                 .collect()
         })
@@ -333,7 +347,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             real
         ),
     );
-    for i in 0..3 {
+    for i in 0..n {
         cluster.start(i)?;
     }
     if cluster.wait_ready(READY_LIMIT).await.is_none() {
@@ -471,13 +485,13 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     progress(config, "healing every fault");
     proxies.heal();
     if let Some(lan) = &config.netns {
-        for id in 1..=3 {
+        for id in 1..=n {
             if !lan.link_up(id) {
                 lan.link(id, true);
             }
         }
     }
-    for i in 0..3 {
+    for i in 0..n {
         if cluster.paused(i) {
             cluster.resume(i);
         }
@@ -530,9 +544,10 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     // check-out follows it, so it has no unavailability to measure.
     let mut event = Event::new("nemesis", EventType::Info, OpKind::Nemesis, 0);
     let mut final_watch = None;
+    let every: Vec<usize> = (0..n).collect();
     if config.power() {
-        final_watch = Some(crate::tail::TailWatch::before(&mut cluster, &[0, 1, 2]).await);
-        let losses = cluster.power_cut(&[0, 1, 2])?;
+        final_watch = Some(crate::tail::TailWatch::before(&mut cluster, &every).await);
+        let losses = cluster.power_cut(&every)?;
         let lost: u64 = losses.iter().map(|l| l.bytes).sum();
         event.fault = Some(FaultKind::Power.name().into());
         event.detail = Some(format!(
@@ -540,7 +555,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             lost / 1024
         ));
     } else {
-        for i in 0..3 {
+        for &i in &every {
             cluster.kill(i);
         }
         event.fault = Some(FaultKind::KillAll.name().into());
@@ -548,12 +563,12 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             Some("final: kill -9 of every node, all restarted at once (end of run)".into());
     }
     history.record(event);
-    for i in 0..3 {
+    for &i in &every {
         cluster.start(i)?;
     }
     if let Some(watch) = final_watch {
         let tails = watch.after(&cluster).await;
-        nemesis.count_power_cut(3, 3, "final power cut", &tails);
+        nemesis.count_power_cut(n, n, "final power cut", &tails);
     }
     let ready = cluster.wait_ready(READY_LIMIT).await.is_some();
     recovered(&cluster, ready, "after the final kill-all and restart");
@@ -642,7 +657,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
             }
         }
     }
-    let dirs: Vec<PathBuf> = (0..3).map(|i| cluster.data_dir(i)).collect();
+    let dirs: Vec<PathBuf> = (0..n).map(|i| cluster.data_dir(i)).collect();
     progress(config, "reading every node's own store");
     let (replicas, stored_logs) = tokio::task::spawn_blocking(move || replica::read(&dirs))
         .await
@@ -688,6 +703,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
     }
     let report = Report {
         seed: config.seed,
+        nodes: n,
         replay: config.replay(),
         duration_s: config.duration.as_secs_f64(),
         elapsed_s: started.elapsed().as_secs_f64(),
@@ -710,6 +726,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Report> {
         operations: BTreeMap::new(),
         faults: BTreeMap::new(),
         faults_total: 0,
+        two_node_faults: 0,
         invariants: Vec::new(),
         unavailability: BTreeMap::new(),
         grants: 0,

@@ -1,7 +1,9 @@
 //! Fixed-seed chaos runs against the debug `raftlm` binary: about 60 s of
 //! every fault type but power cuts (clock jumps included), 45 s of power cuts mixed with
-//! kills and pauses, and 40 s of kills, pauses, partitions and power cuts on a
-//! LAN in a box (`--netns`), under the recorded workload, and not one violation.
+//! kills and pauses, 30 s of kills, pauses and partitions on five nodes with
+//! up to two of them down at once, and 40 s of kills, pauses, partitions and
+//! power cuts on a LAN in a box (`--netns`), under the recorded workload, and
+//! not one violation.
 //!
 //! Then three runs with a part of raftlm broken on purpose (`--break`), each
 //! of which must be caught by the invariant that guards that part.
@@ -42,6 +44,11 @@ const RUN_LIMIT: Duration = Duration::from_secs(300);
 const POWER_SEED: &str = "20261201";
 /// Fault-injection time of the power-cut run.
 const POWER_DURATION: &str = "45s";
+
+/// The seed of the five-node run.
+const FIVE_SEED: &str = "20261208";
+/// Fault-injection time of the five-node run.
+const FIVE_DURATION: &str = "30s";
 
 /// The seed of the LAN-in-a-box run.
 const NETNS_SEED: &str = "1";
@@ -349,6 +356,28 @@ fn power_cuts_lose_no_acknowledged_grant() {
             .is_some_and(|d| d.contains("power-cut filesystem")),
         "{}",
         report["disk"]
+    );
+}
+
+// Five nodes, where kills and pauses take a second node half the time and a
+// third of the partitions cut two nodes off from the other three (2|3): the
+// same promises hold with two nodes down at once, every one of the five
+// replicas converges, and the report counts the two-node faults apart.
+#[test]
+fn five_nodes_hold_with_two_down() {
+    let report = run_chaos(
+        FIVE_SEED,
+        FIVE_DURATION,
+        "kill,pause,partition",
+        &["kill", "pause", "partition"],
+        &["--nodes", "5"],
+    );
+    assert_eq!(report["nodes"], 5, "{}", report["replay"]);
+    assert_eq!(report["replicas"].as_array().map(Vec::len), Some(5));
+    assert!(
+        report["two_node_faults"].as_u64().unwrap_or(0) > 0,
+        "no fault took two nodes: {}",
+        report["faults"]
     );
 }
 

@@ -1,9 +1,9 @@
 //! `raftlm bench`: load generator, idle-session cost and failover timer.
 //!
-//! By default it starts its own three-node cluster of real `raftlm server`
-//! processes on loopback (real disk, default config, a generated license)
-//! and drives it through the access point; `--server S` targets a running
-//! cluster instead. Figures are printed as text, or as one JSON object with
+//! By default it starts its own cluster of three (or, with `--nodes 5`,
+//! five) real `raftlm server` processes on loopback (real disk, default
+//! config, a generated license; see `bench_cluster.rs`) and drives it
+//! through the access point; `--server S` targets a running cluster instead. Figures are printed as text, or as one JSON object with
 //! `--json`; a progress line goes to stderr every second.
 //!
 //! - load (`--sessions N --duration D`): N concurrent sessions do
@@ -16,21 +16,25 @@
 //! - failover (`--failover K`): kills the active node K times while clients
 //!   work, restarting it each time; reports the time from the kill to the
 //!   first successful check-out through the access point.
+//! - membership (`--membership-grants N`): with N grants held, replaces a
+//!   follower by a new node under load (see `bench_membership.rs`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use crate::cli::Failure;
+use crate::cli::bench_cluster::{
+    LocalCluster, READY_WAIT, STOP_WAIT, TERMINATE_WAIT, free_port, free_ports,
+};
 use crate::cli::bench_figures::{Latency, gather, latency};
-use crate::local::files::{self, LicenseFile, PEER_PORT_OFFSET, Plan, Security};
-use crate::local::probe::status_of;
-use crate::local::process::Processes;
+use crate::cli::bench_load::{
+    LOAD_CONNECTIONS_MAX, Shared, channel, channels, hold_grants, spawn_load,
+};
 use crate::local::wait::wait_licensed;
 use crate::proto::v1 as pb;
 use crate::proto::v1::license_client::LicenseClient;
@@ -89,11 +93,27 @@ pub struct BenchArgs {
     /// The etcd binary for --compare-etcd (default: `etcd` on PATH).
     #[arg(long, requires = "compare_etcd")]
     pub etcd: Option<PathBuf>,
+    /// Voters of the cluster bench starts: 3 or 5.
+    #[arg(long, default_value_t = 3, value_parser = parse_nodes, conflicts_with = "server")]
+    pub nodes: usize,
+    /// Instead of load: hold this many grants, then replace a follower by a
+    /// new node (`raftlm cluster replace-node`) while --sessions sessions
+    /// work; times the learner's catch-up (by snapshot), counts the bytes
+    /// sent to it, times the whole replacement and compares the check-outs
+    /// per second before, during and after it.
+    #[arg(long, conflicts_with_all = ["server", "failover", "idle_sessions", "snapshot_grants", "flood", "compare_tls", "compare_etcd"])]
+    pub membership_grants: Option<usize>,
+}
+
+/// `--nodes`: a cluster of three or five voters.
+fn parse_nodes(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n @ (3 | 5)) => Ok(n),
+        _ => Err(format!("{text:?}: a cluster bench starts has 3 or 5 nodes")),
+    }
 }
 
 use crate::text::parse_duration;
-
-const BENCH_LICENSE: &str = "SERVER LICSRV ANY 27000\nVENDOR acme\nFEATURE bench acme 1.0 permanent 1000000\nFEATURE scarce acme 1.0 permanent 1\n";
 
 /// CPU time and peak RSS of one node process.
 #[derive(Debug, Default, Serialize, Clone)]
@@ -129,88 +149,11 @@ fn node_usage(node: usize, pid: u32) -> Option<NodeUsage> {
     })
 }
 
-/// The cluster `raftlm bench` started: three `raftlm server` processes on
-/// loopback behind an access point.
-struct LocalCluster {
-    processes: Processes,
-    access_point: String,
-    client_tls: ClientTls,
-}
-
-/// How long a started cluster may take to serve its license.
-const READY_WAIT: Duration = Duration::from_secs(30);
-
-/// How long a node stopped with SIGTERM may take to exit before it is killed.
-const TERMINATE_WAIT: Duration = Duration::from_secs(10);
-
-/// How long each node may take to stop at the end before it is killed.
-const STOP_WAIT: Duration = Duration::from_secs(5);
-
-impl LocalCluster {
-    /// Writes the files of a cluster in `dir` with nodes on `ports` and
-    /// starts it (its nodes run the running binary).
-    fn start(
-        dir: &std::path::Path,
-        ports: &[u16],
-        access_point: &str,
-        plaintext: bool,
-        tune: impl Fn(&mut crate::config::Config) + Send + Sync + 'static,
-    ) -> Result<LocalCluster, Failure> {
-        let mut plan = Plan::new(dir, files::loopback_nodes(ports)).tuned(tune);
-        let address = access_point
-            .parse()
-            .map_err(|e| Failure::usage(format!("bad access point {access_point}: {e}")))?;
-        plan.access_point = files::bind_access_point(address);
-        plan.licenses = vec![LicenseFile::text("local.lic", BENCH_LICENSE)];
-        plan.security = if plaintext {
-            Security::Plaintext
-        } else {
-            let host = access_point
-                .rsplit_once(':')
-                .map_or(access_point, |(host, _)| host);
-            Security::Tls {
-                sans: vec!["127.0.0.1".to_string(), host.to_string()],
-            }
-        };
-        plan.check_ports_free()
-            .map_err(|e| Failure::usage(e.to_string()))?;
-        let written = plan.write().map_err(|e| Failure::usage(e.to_string()))?;
-        let exe = std::env::current_exe()
-            .map_err(|e| Failure::usage(format!("cannot find the raftlm binary: {e}")))?;
-        let mut cluster = LocalCluster {
-            processes: Processes::new(&exe, dir, &written.config_files),
-            access_point: access_point.to_string(),
-            client_tls: written.client_tls,
-        };
-        for id in 1..=3 {
-            cluster.start_node(id)?;
-        }
-        Ok(cluster)
-    }
-
-    /// Starts node `id` (1-based).
-    fn start_node(&mut self, id: usize) -> Result<(), Failure> {
-        self.processes
-            .start(id - 1)
-            .map_err(|e| Failure::usage(format!("cannot start node {id}: {e}")))
-    }
-
-    /// The process id of node `id`, if it runs.
-    fn pid(&self, id: usize) -> Option<u32> {
-        self.processes.pid(id - 1)
-    }
-
-    /// Status from the access point, if it answers within a second.
-    async fn status(&self) -> Option<pb::StatusReply> {
-        status_of(&self.access_point, &self.client_tls).await
-    }
-}
-
 fn usages(cluster: Option<&LocalCluster>) -> Vec<NodeUsage> {
     let Some(cluster) = cluster else {
         return Vec::new();
     };
-    (1..=3)
+    (1..=cluster.processes.len())
         .filter_map(|id| node_usage(id, cluster.pid(id)?))
         .collect()
 }
@@ -521,25 +464,38 @@ async fn bench_once(args: &BenchArgs, plaintext: bool) -> Result<Report, Failure
                     temp.0.clone()
                 }
             };
-            let ports = free_ports()?;
+            // The membership benchmark adds a node of its own.
+            let spares = usize::from(args.membership_grants.is_some());
+            let ports = free_ports(args.nodes + spares)?;
             let access_point = format!("127.0.0.101:{}", free_port()?);
             let no_batching = args.no_batching;
-            let idle_sessions = args.idle_sessions;
+            // Every bench session comes from this machine's one address.
+            let held = args
+                .idle_sessions
+                .or(args.membership_grants.map(|g| g + args.sessions));
+            let membership = args.membership_grants.is_some();
             let tune = move |config: &mut crate::config::Config| {
                 if no_batching {
                     config.batching.commands_max = 1;
                 }
-                // Every bench session comes from this machine's one address.
-                if let Some(idle) = idle_sessions
-                    && idle > crate::config::SESSIONS_PER_ADDRESS_MAX
+                if let Some(held) = held
+                    && held > crate::config::SESSIONS_PER_ADDRESS_MAX
                 {
                     config.limits.sessions_per_address_max =
-                        idle.min(crate::license::state::SESSIONS_MAX);
+                        held.min(crate::license::state::SESSIONS_MAX);
+                }
+                if membership {
+                    crate::cli::bench_membership::tune(config);
                 }
             };
-            let local = LocalCluster::start(&dir, &ports, &access_point, plaintext, tune)?;
+            let local =
+                LocalCluster::start(&dir, &ports, args.nodes, &access_point, plaintext, tune)?;
             tls = local.client_tls.clone();
-            eprintln!("bench: started a three-node cluster in {}", dir.display());
+            eprintln!(
+                "bench: started a {}-node cluster in {}",
+                args.nodes,
+                dir.display()
+            );
             if wait_licensed(&access_point, &tls, READY_WAIT)
                 .await
                 .is_err()
@@ -559,6 +515,21 @@ async fn bench_once(args: &BenchArgs, plaintext: bool) -> Result<Report, Failure
             .as_mut()
             .ok_or_else(|| Failure::usage("failover needs a local cluster"))?;
         failover(cluster, kills, args.planned).await?
+    } else if let Some(grants) = args.membership_grants {
+        let cluster = cluster
+            .as_mut()
+            .ok_or_else(|| Failure::usage("the membership benchmark needs a local cluster"))?;
+        let figures = crate::cli::bench_membership::measure(cluster, grants, args.sessions).await?;
+        Report {
+            mode: "membership".into(),
+            sessions: args.sessions,
+            duration_s: figures.seconds,
+            batching: !args.no_batching,
+            errors: figures.errors.clone(),
+            nodes: usages(Some(cluster)),
+            membership: Some(figures),
+            ..Default::default()
+        }
     } else if let Some(sessions) = args.flood {
         let before = usages(cluster.as_ref());
         let mut figures = crate::cli::bench_flood::flood(&target, &tls, sessions).await?;
@@ -590,6 +561,7 @@ async fn bench_once(args: &BenchArgs, plaintext: bool) -> Result<Report, Failure
         .await?
     };
     report.tls = !tls.plaintext;
+    report.voters = cluster.as_ref().map(|c| c.voters);
     if let Some(mut cluster) = cluster {
         cluster.processes.stop_all(STOP_WAIT);
     }
@@ -623,37 +595,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Three client ports whose peer ports (`+ PEER_PORT_OFFSET`) are free too.
-fn free_ports() -> Result<Vec<u16>, Failure> {
-    for _ in 0..32 {
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>()?;
-        let peers_free = ports.iter().all(|p| {
-            p.checked_add(PEER_PORT_OFFSET)
-                .is_some_and(|peer| std::net::TcpListener::bind(("127.0.0.1", peer)).is_ok())
-        });
-        if peers_free {
-            return Ok(ports);
-        }
-    }
-    Err(Failure::usage("no three free port pairs on 127.0.0.1"))
-}
-
-fn free_port() -> Result<u16, Failure> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Failure::usage(format!("no free port on 127.0.0.1: {e}")))
-}
-
-async fn channel(address: &str, tls: &ClientTls) -> Result<Channel, Failure> {
-    tls.endpoint(address, Duration::from_secs(1))
-        .map_err(|e| Failure::usage(format!("bad server address {address}: {e}")))?
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| Failure::unreachable(format!("cannot connect to {address}: {e}")))
 }
 
 /// Everything bench measured.
@@ -695,15 +636,11 @@ struct Report {
     backup: Option<BackupFigures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     flood: Option<crate::cli::bench_flood::FloodFigures>,
-}
-
-fn error_kind(status: &tonic::Status) -> String {
-    format!("{:?}", status.code()).to_lowercase()
-}
-
-struct Shared {
-    done: AtomicBool,
-    ops: AtomicU64,
+    /// The voters of the cluster bench started (`None`: `--server`, or no cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    voters: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    membership: Option<crate::cli::bench_membership::MembershipFigures>,
 }
 
 async fn load(
@@ -714,86 +651,11 @@ async fn load(
     cluster: Option<&LocalCluster>,
     no_batching: bool,
 ) -> Result<Report, Failure> {
-    let channels: Vec<Channel> = {
-        let mut v = Vec::new();
-        for _ in 0..sessions.clamp(1, 8) {
-            v.push(channel(target, tls).await?);
-        }
-        v
-    };
+    let channels = channels(target, tls, sessions.clamp(1, LOAD_CONNECTIONS_MAX)).await?;
     let before = usages(cluster);
-    let shared = Arc::new(Shared {
-        done: AtomicBool::new(false),
-        ops: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::default());
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..sessions {
-        let mut client = LicenseClient::new(channels[i % channels.len()].clone());
-        let shared = shared.clone();
-        tasks.push(tokio::spawn(async move {
-            let session = crate::license::secret::SessionSecret::generate()
-                .as_bytes()
-                .to_vec();
-            let mut seq = 0u64;
-            let mut samples = Vec::new();
-            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            while !shared.done.load(Ordering::Relaxed) {
-                seq += 1;
-                let request = pb::CheckoutRequest {
-                    vendor: "acme".into(),
-                    version: String::new(),
-                    request: Some(pb::RequestId {
-                        session_secret: session.clone(),
-                        seq,
-                    }),
-                    feature: "bench".into(),
-                    count: 1,
-                    user: "bench".into(),
-                    host: "bench".into(),
-                };
-                let t = Instant::now();
-                let token = match client.checkout(request).await {
-                    Ok(reply) => {
-                        let reply = reply.into_inner();
-                        samples.push(t.elapsed().as_micros() as u64);
-                        shared.ops.fetch_add(1, Ordering::Relaxed);
-                        if !reply.granted {
-                            *errors
-                                .entry(format!("denied: {}", reply.message))
-                                .or_default() += 1;
-                            continue;
-                        }
-                        reply.token
-                    }
-                    Err(status) => {
-                        *errors.entry(error_kind(&status)).or_default() += 1;
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                seq += 1;
-                let t = Instant::now();
-                match client
-                    .checkin(pb::CheckinRequest {
-                        request: Some(pb::RequestId {
-                            session_secret: session.clone(),
-                            seq,
-                        }),
-                        token,
-                    })
-                    .await
-                {
-                    Ok(_) => {
-                        samples.push(t.elapsed().as_micros() as u64);
-                        shared.ops.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(status) => *errors.entry(error_kind(&status)).or_default() += 1,
-                }
-            }
-            (samples, errors)
-        }));
-    }
+    let tasks = spawn_load(&channels, sessions, &shared);
     let mut last = 0;
     while started.elapsed() < duration {
         tokio::time::sleep(Duration::from_secs(1).min(duration.saturating_sub(started.elapsed())))
@@ -855,55 +717,9 @@ async fn idle_sessions(
     let rss_before = pid
         .and_then(|p| node_usage(active, p))
         .map_or(0.0, |u| u.rss_mib);
-    let channels: Vec<Channel> = {
-        let mut v = Vec::new();
-        for _ in 0..8 {
-            v.push(channel(target, tls).await?);
-        }
-        v
-    };
+    let channels = channels(target, tls, LOAD_CONNECTIONS_MAX).await?;
     // Check out one seat per session, in parallel waves.
-    let mut held: Vec<(Vec<u8>, pb::GrantToken)> = Vec::with_capacity(sessions);
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let wave = 512;
-    let mut next = 0;
-    while next < sessions {
-        let mut tasks = Vec::new();
-        for i in next..(next + wave).min(sessions) {
-            let mut client = LicenseClient::new(channels[i % channels.len()].clone());
-            tasks.push(tokio::spawn(async move {
-                let session = crate::license::secret::SessionSecret::generate()
-                    .as_bytes()
-                    .to_vec();
-                let request = pb::CheckoutRequest {
-                    vendor: "acme".into(),
-                    version: String::new(),
-                    request: Some(pb::RequestId {
-                        session_secret: session.clone(),
-                        seq: 1,
-                    }),
-                    feature: "bench".into(),
-                    count: 1,
-                    user: "idle".into(),
-                    host: "bench".into(),
-                };
-                (session, client.checkout(request).await)
-            }));
-        }
-        for task in tasks {
-            match task.await {
-                Ok((session, Ok(reply))) => match reply.into_inner().token {
-                    Some(token) => held.push((session, token)),
-                    None => *errors.entry("denied".into()).or_default() += 1,
-                },
-                Ok((_, Err(status))) => *errors.entry(error_kind(&status)).or_default() += 1,
-                Err(_) => *errors.entry("task".into()).or_default() += 1,
-            }
-        }
-        next += wave;
-        eprint!("\rbench: {} of {sessions} grants held   ", held.len());
-    }
-    eprintln!();
+    let (held, errors) = hold_grants(&channels, sessions, "idle").await;
     // Heartbeat each session every TTL/3 (10 s by default), spread evenly.
     let interval = Duration::from_millis(status_ttl_ms(target, tls).await / 3);
     let cpu_before = pid
@@ -1009,7 +825,7 @@ async fn failover(
             Failure::unreachable("the access point does not answer before a kill")
         })?;
         let active = status.active_node as usize;
-        if !(1..=3).contains(&active) {
+        if !(1..=cluster.voters).contains(&active) {
             return Err(Failure::unreachable("no active node before a kill"));
         }
         let access_point = cluster.access_point.clone();
@@ -1056,8 +872,11 @@ fn print_text(report: &Report) {
         (_, true) => ", TLS on",
         (_, false) => ", TLS off",
     };
+    let voters = report
+        .voters
+        .map_or_else(String::new, |n| format!(", {n} nodes"));
     println!(
-        "raftlm bench — {} ({} sessions, {:.1} s{tls})",
+        "raftlm bench — {} ({} sessions, {:.1} s{tls}{voters})",
         report.mode, report.sessions, report.duration_s
     );
     if let (Some(ops), Some(n)) = (report.ops_per_s, report.operations) {
@@ -1127,6 +946,9 @@ fn print_text(report: &Report) {
             "  backup of {} grants: {} bytes, taken in {:.0} ms, verified in {:.0} ms, restored in {:.0} ms",
             report.sessions, b.bytes, b.take_ms, b.verify_ms, b.restore_ms
         );
+    }
+    if let Some(m) = &report.membership {
+        print!("{}", crate::cli::bench_membership::text(m));
     }
     if let Some(cpu) = report.active_cpu_percent {
         println!("  active node: {cpu:.1}% of one core while heartbeating");

@@ -8,9 +8,12 @@
 
 pub mod backup;
 pub mod bench;
+pub mod bench_cluster;
 pub mod bench_etcd;
 pub mod bench_figures;
 pub mod bench_flood;
+pub mod bench_load;
+pub mod bench_membership;
 pub mod checkout;
 pub mod cluster;
 pub mod common;
