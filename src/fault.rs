@@ -146,26 +146,21 @@ pub fn exit_point() -> Option<ExitPoint> {
     }
 }
 
-/// Called by the state machine as it applies the membership entry
-/// `log_id`: at the exit point `after-joint`, exits if the entry is a joint
-/// configuration this node proposed (its log id names this node as leader).
-pub fn exit_after_joint(
-    log_id: &crate::raft::LogId,
-    membership: &openraft::Membership<u64, crate::raft::Member>,
-) {
+/// Called by the state machine as it applies a membership entry at log
+/// index `index`, proposed by node `leader`, `joint` if it holds a joint
+/// configuration: at the exit point `after-joint`, exits if it is a joint
+/// configuration this node proposed.
+pub fn exit_after_joint(index: u64, leader: u64, joint: bool) {
     #[cfg(feature = "fault-injection")]
-    if exit_point() == Some(ExitPoint::AfterJoint)
-        && membership.get_joint_config().len() > 1
-        && NODE.get() == Some(&log_id.leader_id.node_id)
-    {
+    if exit_point() == Some(ExitPoint::AfterJoint) && joint && NODE.get() == Some(&leader) {
         tracing::error!(
-            %log_id,
+            index,
             "test-only exit point after-joint: exiting as the joint configuration this node proposed is applied"
         );
         std::process::exit(EXIT_CODE);
     }
     #[cfg(not(feature = "fault-injection"))]
     {
-        let _ = (log_id, membership);
+        let _ = (index, leader, joint);
     }
 }

@@ -10,8 +10,9 @@
 //! names the members that keep it there). See
 //! docs/decisions/0022-format-negotiation.md.
 //!
-//! Free functions over the state's field, which `LicenseState` (`state.rs`)
-//! calls: this module imports the commands and outcomes, never the state.
+//! Values and rules over the state's field, which `LicenseState`
+//! (`state.rs`) applies and turns into outcomes: this module imports
+//! neither the commands nor the state (the commands carry its values).
 //!
 //! [`Command::RecordFormats`]: super::command::Command::RecordFormats
 
@@ -20,7 +21,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::command::Outcome;
 use super::ids::NodeId;
 use crate::codec::{FORMAT_NEWEST, FORMAT_OLDEST};
 
@@ -147,9 +147,10 @@ impl ClusterFormats {
     }
 
     /// Applies a `RecordFormats`: records what the members said and raises
-    /// the write format to `write` when every listed member reads it.
-    pub fn record(&mut self, members: &[(NodeId, Advertisement)], write: u8) -> Outcome {
-        let refused = |reason: String| Outcome::FormatsRefused { reason };
+    /// the write format to `write` when every listed member reads it. The
+    /// write format before, or why nothing changed.
+    pub fn record(&mut self, members: &[(NodeId, Advertisement)], write: u8) -> Result<u8, String> {
+        let refused = Err::<u8, String>;
         if members.len() > FORMAT_MEMBERS_MAX {
             return refused(format!(
                 "{} members listed, at most {FORMAT_MEMBERS_MAX}",
@@ -181,12 +182,17 @@ impl ClusterFormats {
         let from = self.write;
         self.members = members.iter().map(|(id, a)| (id.0, a.clone())).collect();
         self.write = write;
-        Outcome::FormatsRecorded { from, write }
+        Ok(from)
     }
 
-    /// Applies a `SetAddress`.
-    pub fn set_address(&mut self, node: NodeId, address: &str, peer_address: &str) -> Outcome {
-        let refused = |reason: String| Outcome::FormatsRefused { reason };
+    /// Applies a `SetAddress`, or says why nothing changed.
+    pub fn set_address(
+        &mut self,
+        node: NodeId,
+        address: &str,
+        peer_address: &str,
+    ) -> Result<(), String> {
+        let refused = Err::<(), String>;
         if address.len() > ADDRESS_TEXT_MAX || peer_address.len() > ADDRESS_TEXT_MAX {
             return refused(format!(
                 "an address is longer than {ADDRESS_TEXT_MAX} bytes"
@@ -210,7 +216,7 @@ impl ClusterFormats {
                 peer_address: peer_address.to_string(),
             },
         );
-        Outcome::AddressSet { node }
+        Ok(())
     }
 
     /// Forgets a node that left the cluster.
@@ -266,18 +272,12 @@ mod tests {
         ];
         assert!(matches!(
             formats.record(&old, 7),
-            Outcome::FormatsRefused { reason } if reason.contains("node 3 (a release before 0.2.0 reads format 6)")
+            Err(reason) if reason.contains("node 3 (a release before 0.2.0 reads format 6)")
         ));
         assert_eq!(formats.write, 6);
         let new = vec![(NodeId(1), said(6, 7)), (NodeId(3), said(6, 7))];
-        assert_eq!(
-            formats.record(&new, 7),
-            Outcome::FormatsRecorded { from: 6, write: 7 }
-        );
-        assert!(matches!(
-            formats.record(&new, 6),
-            Outcome::FormatsRefused { .. }
-        ));
+        assert_eq!(formats.record(&new, 7), Ok(6));
+        assert!(formats.record(&new, 6).is_err());
         assert_eq!(formats.members.len(), 2);
         formats.forget(3);
         assert_eq!(formats.members.len(), 1);
@@ -302,19 +302,17 @@ mod tests {
     #[test]
     fn moving_an_address_waits_for_its_format() {
         let mut formats = ClusterFormats::default();
-        assert!(matches!(
-            formats.set_address(NodeId(2), "127.0.0.9:1", "127.0.0.9:2"),
-            Outcome::FormatsRefused { .. }
-        ));
+        assert!(
+            formats
+                .set_address(NodeId(2), "127.0.0.9:1", "127.0.0.9:2")
+                .is_err()
+        );
         formats.write = 7;
         assert_eq!(
             formats.set_address(NodeId(2), "127.0.0.9:1", "127.0.0.9:2"),
-            Outcome::AddressSet { node: NodeId(2) }
+            Ok(())
         );
         let long = "x".repeat(ADDRESS_TEXT_MAX + 1);
-        assert!(matches!(
-            formats.set_address(NodeId(2), &long, "a"),
-            Outcome::FormatsRefused { .. }
-        ));
+        assert!(formats.set_address(NodeId(2), &long, "a").is_err());
     }
 }

@@ -516,7 +516,13 @@ impl LicenseState {
                 write,
                 author,
             } => {
-                let outcome = self.formats.record(members, *write);
+                let outcome = match self.formats.record(members, *write) {
+                    Ok(from) => Outcome::FormatsRecorded {
+                        from,
+                        write: *write,
+                    },
+                    Err(reason) => Outcome::FormatsRefused { reason },
+                };
                 let listed: Vec<String> = members
                     .iter()
                     .take(FORMAT_MEMBERS_MAX)
@@ -547,7 +553,10 @@ impl LicenseState {
                 peer_address,
                 author,
             } => {
-                let outcome = self.formats.set_address(*node, address, peer_address);
+                let outcome = match self.formats.set_address(*node, address, peer_address) {
+                    Ok(()) => Outcome::AddressSet { node: *node },
+                    Err(reason) => Outcome::FormatsRefused { reason },
+                };
                 self.record_admin(
                     author,
                     format!(

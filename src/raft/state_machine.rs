@@ -321,7 +321,11 @@ impl StateMachineStore {
                     live.state.apply_batch(at, &batch)
                 }
                 EntryPayload::Membership(membership) => {
-                    crate::fault::exit_after_joint(&log_id, &membership);
+                    crate::fault::exit_after_joint(
+                        log_id.index,
+                        log_id.leader_id.node_id,
+                        membership.get_joint_config().len() > 1,
+                    );
                     live.last_membership = StoredMembership::new(Some(log_id), membership);
                     Vec::new()
                 }
