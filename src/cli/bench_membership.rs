@@ -289,7 +289,7 @@ pub(crate) async fn measure(
 /// The active node's last log index beyond which its log has certainly
 /// been snapshotted and purged past the start: a snapshot
 /// [`SNAPSHOT_EVERY`] entries in, with time to build it.
-const PURGED_AFTER: u64 = SNAPSHOT_EVERY * 3 / 2;
+pub const PURGED_AFTER: u64 = SNAPSHOT_EVERY * 3 / 2;
 /// How long the load may take to write that far.
 const PURGE_WAIT: Duration = Duration::from_secs(120);
 
