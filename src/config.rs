@@ -229,6 +229,11 @@ pub struct NodeAddress {
     pub address: String,
     /// `host:port` the other nodes use to reach it (the peer plane: Raft RPCs).
     pub peer_address: String,
+    /// The machine's name as `lmutil lmstat` shows it (default: the host of
+    /// `address`). Scrapers key servers by its first DNS label, so give
+    /// members on one host (or named by IP) names of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The IP addresses the members are named by (in `address` or

@@ -59,6 +59,12 @@ enum Command {
     Restore(cli::backup::RestoreArgs),
     /// Frees seats a program holds: one grant, a session's, or a user's on a host (like `lmremove`).
     Remove(cli::remove::Args),
+    /// FlexNet's lmutil: lmstat, lmcksum and lmremove with their arguments and output (also as a link named lmutil or lmstat).
+    Lmutil {
+        /// The tool and its arguments, e.g. `lmstat -c 27000@lic1 -a`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
     /// Membership: list the members, add a node, remove one, move one.
     Cluster {
         #[command(subcommand)]
@@ -77,6 +83,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Run through a link named lmutil or lmstat: lmutil's own arguments.
+    let mut argv = std::env::args();
+    let called = argv
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()));
+    let lmutil = match called.as_deref() {
+        Some("lmutil") => Some(argv.collect::<Vec<_>>()),
+        Some("lmstat") => Some(std::iter::once("lmstat".to_string()).chain(argv).collect()),
+        _ => None,
+    };
+    if let Some(args) = lmutil {
+        return finish(cli::lmutil::run(args));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -97,6 +117,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status::run(args),
         Command::Down(args) => cli::down::run(args),
         Command::Remove(args) => cli::remove::run(args),
+        Command::Lmutil { args } => cli::lmutil::run(args),
         Command::Hostid(args) => cli::hostid::run(args),
         Command::Checkout(args) => cli::checkout::run(args),
         Command::License { command } => cli::license::run(command),
@@ -104,6 +125,11 @@ fn main() -> ExitCode {
         Command::Backup(args) => cli::backup::run_backup(args),
         Command::Restore(args) => cli::backup::run_restore(args),
     };
+    finish(result)
+}
+
+/// The exit code of a command's result; a failure's sentence goes to stderr.
+fn finish(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

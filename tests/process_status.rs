@@ -291,3 +291,154 @@ async fn the_http_surface_shows_health_readiness_and_metrics() {
     assert_ne!(next, http_addresses[active - 1]);
     drop(grant);
 }
+
+/// Runs the binary through a link named `name` with `args`: exit code,
+/// stdout and stderr.
+fn linked(cluster: &ProcessCluster, name: &str, args: &[&str]) -> (i32, String, String) {
+    let link = cluster.dir.path().join(name);
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_raftlm"), &link).unwrap();
+    }
+    let mut command = std::process::Command::new(&link);
+    for (key, value) in common::process::raftlm_command().get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let output = command
+        .args(args)
+        .current_dir(cluster.dir.path())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+// Through a link named lmutil, `lmutil lmstat -c … -a` lists every member
+// by its [[nodes]] name, the active one as MASTER, and each grant with a
+// handle that `lmutil lmremove -h` takes back; a link named lmstat is
+// `lmutil lmstat`; an unknown option prints lmutil's usage (exit 2), and no
+// server answering is lmutil's -15 (exit 241).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lmutil_through_a_link_reads_and_removes_as_flexnets_does() {
+    let mut cluster = ProcessCluster::new(&[("cad", 5)]);
+    cluster.tune_all(|config| {
+        for node in &mut config.nodes {
+            node.name = Some(format!("lic{}", node.id));
+        }
+    });
+    cluster.start_all();
+    cluster.wait_licensed().await;
+    let (active, _) = cluster.wait_active(Duration::from_secs(30)).await;
+    let servers: Vec<String> = cluster
+        .addresses
+        .iter()
+        .map(|a| {
+            let (host, port) = a.rsplit_once(':').unwrap();
+            format!("{port}@{host}")
+        })
+        .collect();
+    let servers = servers.join(",");
+    let session = raftlm::client::Session::start(
+        raftlm::client::Client::with_options(
+            cluster.access_point.parse().unwrap(),
+            raftlm::client::ClientOptions {
+                tls: common::client_tls(),
+                ..Default::default()
+            },
+        ),
+        raftlm::client::SessionOptions {
+            vendor: "acme".into(),
+            user: "ada".into(),
+            host: "ws1".into(),
+            ..Default::default()
+        },
+    );
+    let _grant = session.checkout("cad", 2).await.unwrap();
+    // The write format is 7 (raftlm remove needs it) once the cluster settled.
+    common::wait_until(
+        "the cluster writes format 7",
+        Duration::from_secs(30),
+        || async {
+            common::process::status(&cluster.access_point)
+                .await
+                .filter(|s| s.write_format == 7)
+        },
+    )
+    .await;
+
+    let (code, out, err) = linked(&cluster, "lmutil", &["lmstat", "-c", &servers, "-a"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let ports: Vec<&str> = cluster
+        .addresses
+        .iter()
+        .map(|a| a.rsplit_once(':').unwrap().1)
+        .collect();
+    assert!(
+        out.contains(&format!(
+            "License server status: {}@lic1,{}@lic2,{}@lic3\n",
+            ports[0], ports[1], ports[2]
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "lic{active}: license server UP (MASTER) v{}\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{out}"
+    );
+    assert!(out.contains("  acme: UP v"), "{out}");
+    assert!(
+        out.contains("Users of cad:  (Total of 5 licenses issued;  Total of 2 licenses in use)"),
+        "{out}"
+    );
+    let held = out
+        .lines()
+        .find(|l| l.starts_with("    ada ws1 /dev/tty (v"))
+        .unwrap_or_else(|| panic!("no grant line:\n{out}"));
+    assert!(held.ends_with(", 2 licenses"), "{held}");
+    let handle = held
+        .split(&format!("lic{active}/{} ", ports[active - 1]))
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no handle in {held}"))
+        .to_string();
+    let (code, out, err) = linked(&cluster, "lmstat", &["-c", &servers, "-f", "cad"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Users of cad:"), "{out}");
+
+    let (code, out, err) = linked(
+        &cluster,
+        "lmutil",
+        &[
+            "lmremove",
+            "-c",
+            &servers,
+            "-h",
+            "cad",
+            &format!("lic{active}"),
+            ports[active - 1],
+            &handle,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("removed grant"), "{out}");
+    let (_, out, _) = linked(&cluster, "lmutil", &["lmstat", "-c", &servers, "-a"]);
+    assert!(out.contains("Total of 0 licenses in use"), "{out}");
+
+    let (code, _, err) = linked(&cluster, "lmutil", &["lmstat", "-x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("usage: lmutil lmstat"), "{err}");
+    let nobody = format!("{}@127.0.0.1", common::process::free_port());
+    let (code, _, err) = linked(&cluster, "lmutil", &["lmstat", "-c", &nobody, "-a"]);
+    assert_eq!(code, 241, "{err}");
+    assert!(
+        err.contains("Cannot connect to license server system"),
+        "{err}"
+    );
+}

@@ -187,6 +187,7 @@ impl Cluster {
                 address: spec.real[i].to_string(),
                 peer_address: spec.real_peer[i].to_string(),
                 data_dir: dir.join(format!("data{}", i + 1)),
+                name: None,
                 peer_view: Some(
                     (0..n)
                         .map(|j| {

@@ -69,7 +69,16 @@ const EXIT_POLL: Duration = Duration::from_millis(500);
 /// The plan of the demo's cluster in `dir`: nodes on `ports`, the access
 /// point [`DEMO_ACCESS_POINT`], the sample license.
 pub fn plan(dir: &std::path::Path, ports: &[u16], plaintext: bool) -> Plan {
-    let mut plan = Plan::new(dir, loopback_nodes(ports));
+    // Named lic1, lic2, …: lmstat shows members by name, and scrapers key
+    // them by their first DNS label (every demo node is on 127.0.0.1).
+    let nodes = loopback_nodes(ports)
+        .into_iter()
+        .map(|node| files::NodePlan {
+            name: Some(format!("lic{}", node.id)),
+            ..node
+        })
+        .collect();
+    let mut plan = Plan::new(dir, nodes);
     plan.access_point = files::bind_access_point(
         DEMO_ACCESS_POINT
             .parse()

@@ -22,6 +22,7 @@ pub mod down;
 pub mod hostid;
 pub mod import;
 pub mod license;
+pub mod lmutil;
 pub mod reach;
 pub mod remove;
 pub mod server;

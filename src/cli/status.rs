@@ -124,7 +124,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
 /// Asks the active node for the status and, at the same time, every node
 /// for its own report, all within `timeout`; once the active node has
 /// answered, the reports still missing get [`NODE_INFO_TIMEOUT`] more.
-async fn gather(
+pub(crate) async fn gather(
     client: &Client,
     addresses: &[String],
     tls: &ClientTls,

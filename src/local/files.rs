@@ -90,6 +90,8 @@ pub struct NodePlan {
     /// The peer addresses this node dials, one per node of the plan in its
     /// order (its own entry is not used); `None`: the nodes' own.
     pub peer_view: Option<Vec<String>>,
+    /// Its `[[nodes]] name`, if any (`lmutil lmstat` shows it).
+    pub name: Option<String>,
 }
 
 /// How the cluster's planes are secured.
@@ -233,6 +235,7 @@ pub fn loopback_nodes(ports: &[u16]) -> Vec<NodePlan> {
                 peer_address: format!("127.0.0.1:{}", port.saturating_add(PEER_PORT_OFFSET)),
                 data_dir: PathBuf::from(format!("data/node{id}")),
                 peer_view: None,
+                name: None,
             }
         })
         .collect()
@@ -253,6 +256,7 @@ pub fn nodes_at(addresses: &[String], peer_addresses: &[String]) -> Vec<NodePlan
                 peer_address: peer.clone(),
                 data_dir: PathBuf::from(format!("node{id}")),
                 peer_view: None,
+                name: None,
             }
         })
         .collect()
@@ -359,6 +363,7 @@ impl Plan {
             .iter()
             .enumerate()
             .map(|(j, node)| NodeAddress {
+                name: node.name.clone(),
                 id: node.id,
                 address: node.address.clone(),
                 peer_address: match &own.peer_view {

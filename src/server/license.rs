@@ -716,6 +716,13 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
             let said = formats.get(id).cloned().flatten();
             pb::NodeStatus {
                 id: *id,
+                name: shared
+                    .config
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == *id)
+                    .and_then(|n| n.name.clone())
+                    .unwrap_or_default(),
                 address: shared.client_address(*id, node),
                 version: said.as_ref().map(|a| a.version.clone()).unwrap_or_default(),
                 reads_formats_min: said.as_ref().map_or(0, |a| u32::from(a.reads_min)),
