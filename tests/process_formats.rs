@@ -14,62 +14,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{ProcessCluster, free_port, raftlm, status};
-use raftlm::client::{Client, ClientOptions, ServerList, Session, SessionOptions};
-
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn session(addresses: &[String]) -> Session {
-    let servers: ServerList = addresses.join(",").parse().unwrap();
-    let client = Client::with_options(
-        servers,
-        ClientOptions {
-            tls: common::client_tls(),
-            ..ClientOptions::default()
-        },
-    );
-    Session::start(
-        client,
-        SessionOptions {
-            vendor: "acme".into(),
-            user: "ada".into(),
-            host: "ws1".into(),
-            ..SessionOptions::default()
-        },
-    )
-}
-
-/// `raftlm ARGS… --server ADDRESSES`: exit code and output.
-fn command(cluster: &ProcessCluster, addresses: &[String], args: &[&str]) -> (i32, String) {
-    let server = addresses.join(",");
-    let mut all = args.to_vec();
-    all.extend_from_slice(&["--server", &server]);
-    let (code, out, err) = raftlm(&all, cluster.dir.path());
-    (code, format!("{out}{err}"))
-}
-
-/// Waits until the active node's status satisfies `check`.
-async fn status_until(
-    cluster: &ProcessCluster,
-    what: &str,
-    check: impl Fn(&raftlm::proto::v1::StatusReply) -> bool,
-) -> raftlm::proto::v1::StatusReply {
-    let running: Vec<String> = (0..cluster.len())
-        .filter(|i| cluster.processes.running(*i))
-        .map(|i| cluster.addresses[i].clone())
-        .collect();
-    common::wait_until(what, PATIENCE, || async {
-        for address in &running {
-            if let Some(reply) = status(address).await
-                && check(&reply)
-            {
-                return Some(reply);
-            }
-        }
-        None
-    })
-    .await
-}
+use common::process::{
+    PATIENCE, ProcessCluster, free_port, raftlm_at as command, session, status, status_until,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_at_the_previous_format_holds_the_cluster_back_until_upgraded() {
@@ -80,7 +27,7 @@ async fn a_node_at_the_previous_format_holds_the_cluster_back_until_upgraded() {
     cluster.start_all();
     cluster.wait_licensed().await;
     let all = cluster.addresses.clone();
-    let holder = session(&all);
+    let holder = session(&all, "ada");
     let grant = holder.checkout("cad", 2).await.unwrap();
 
     // The active node has heard node 3 say it reads format 6 only: the
@@ -191,7 +138,7 @@ async fn a_node_at_the_previous_format_holds_the_cluster_back_until_upgraded() {
     }
     let (active, _) = cluster.wait_active(PATIENCE).await;
     assert_eq!(active, mover, "the moved node never became active");
-    let guided = session(std::slice::from_ref(&cluster.addresses[other - 1]));
+    let guided = session(std::slice::from_ref(&cluster.addresses[other - 1]), "ada");
     let second = guided.checkout("cad", 1).await.unwrap();
     guided.checkin(&second).await.unwrap();
     holder.checkin(&grant).await.unwrap();
@@ -296,7 +243,7 @@ async fn raftlm_remove_frees_a_seat_held_by_raftlm_checkout_which_says_who_remov
     };
     assert!(told.contains("it is not checked out again"), "{told}");
     // It does not take the seat back by itself.
-    let other = session(std::slice::from_ref(&server));
+    let other = session(std::slice::from_ref(&server), "ada");
     let taken = other.checkout("cad", 1).await.unwrap();
     other.checkin(&taken).await.unwrap();
     let _ = holder.kill();

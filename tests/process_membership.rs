@@ -8,33 +8,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::process::{ProcessCluster, raftlm};
-use raftlm::client::{Client, ClientOptions, ServerList, Session, SessionOptions};
-use raftlm::proto::v1 as pb;
-
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn session(addresses: &[String]) -> Session {
-    let servers: ServerList = addresses.join(",").parse().unwrap();
-    let client = Client::with_options(
-        servers,
-        ClientOptions {
-            tls: common::client_tls(),
-            ..ClientOptions::default()
-        },
-    );
-    Session::start(
-        client,
-        SessionOptions {
-            vendor: "acme".into(),
-            user: "ada".into(),
-            host: "ws1".into(),
-            ..SessionOptions::default()
-        },
-    )
-}
+use common::process::{PATIENCE, ProcessCluster, raftlm_at, same_state, session};
 
 /// A cluster of `n` configured nodes whose first three form it (the others
 /// are started to join), snapshotting often so a newcomer catches up from a
@@ -53,39 +27,9 @@ fn cluster(n: usize) -> ProcessCluster {
 
 /// `raftlm cluster …` against the nodes at `addresses`.
 fn cluster_command(cluster: &ProcessCluster, addresses: &[String], args: &[&str]) -> (i32, String) {
-    let server = addresses.join(",");
     let mut all = vec!["cluster"];
     all.extend_from_slice(args);
-    all.extend_from_slice(&["--server", &server]);
-    let (code, out, err) = raftlm(&all, cluster.dir.path());
-    (code, format!("{out}{err}"))
-}
-
-/// Each running node's applied index and state digest, once they all agree.
-async fn same_state(addresses: &[String]) -> (u64, String) {
-    let ask = pb::NodeInfoRequest {
-        with_state_digest: true,
-        ..Default::default()
-    };
-    common::wait_until("every replica holds the same state", PATIENCE, || async {
-        let mut seen = Vec::new();
-        for address in addresses {
-            let mut client = raftlm::proto::v1::license_client::LicenseClient::new(
-                common::admin_tls()
-                    .endpoint(address, Duration::from_secs(2))
-                    .ok()?
-                    .connect()
-                    .await
-                    .ok()?,
-            );
-            let info = client.node_info(ask).await.ok()?.into_inner();
-            seen.push((info.applied_index, info.state_digest));
-        }
-        seen.windows(2)
-            .all(|w| w[0] == w[1])
-            .then(|| seen[0].clone())
-    })
-    .await
+    raftlm_at(cluster, addresses, &all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +40,7 @@ async fn a_wiped_node_is_replaced_under_a_new_id() {
     }
     cluster.wait_licensed().await;
     let first_three = cluster.addresses[..3].to_vec();
-    let session = session(&first_three);
+    let session = session(&first_three, "ada");
     let mut grants = Vec::new();
     for _ in 0..30 {
         grants.push(session.checkout("cad", 1).await.unwrap());
@@ -216,7 +160,7 @@ async fn a_cluster_grows_to_five_loses_two_and_shrinks_back() {
         .filter(|id| *id != active && *id != other)
         .map(|id| all[id - 1].clone())
         .collect();
-    let session = session(&alive);
+    let session = session(&alive, "ada");
     let grant = session.checkout("cad", 1).await.unwrap();
 
     // Removing a live node would leave 2 of 4 voters reachable.

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{ProcessCluster, raftlm};
+use common::process::ProcessCluster;
 use raftlm::client::{Client, ClientOptions, ServerList, Session, SessionEvent, SessionOptions};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -25,12 +25,9 @@ fn cluster() -> ProcessCluster {
 
 /// `raftlm cluster …` against every node: (exit code, stdout and stderr).
 fn cluster_command(cluster: &ProcessCluster, args: &[&str]) -> (i32, String) {
-    let server = cluster.addresses.join(",");
     let mut all = vec!["cluster"];
     all.extend_from_slice(args);
-    all.extend_from_slice(&["--server", &server]);
-    let (code, out, err) = raftlm(&all, cluster.dir.path());
-    (code, format!("{out}{err}"))
+    common::process::raftlm_at(cluster, &cluster.addresses, &all)
 }
 
 /// Seats of `cad` in use, as the active node reports them.

@@ -10,46 +10,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{ProcessCluster, fault_injection_binary, raftlm};
+use common::process::{ProcessCluster, fault_injection_binary};
 use raftlm::local::process::ENV_FAULT_EXIT;
-use raftlm::proto::v1 as pb;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// `raftlm cluster …` against the nodes at `addresses`: (exit code, stdout
 /// and stderr).
 fn cluster_command(cluster: &ProcessCluster, addresses: &[String], args: &[&str]) -> (i32, String) {
-    let server = addresses.join(",");
     let mut all = vec!["cluster"];
     all.extend_from_slice(args);
-    all.extend_from_slice(&["--server", &server]);
-    let (code, out, err) = raftlm(&all, cluster.dir.path());
-    (code, format!("{out}{err}"))
-}
-
-/// Waits until every node at `addresses` has applied the same state.
-async fn same_state(addresses: &[String]) {
-    let ask = pb::NodeInfoRequest {
-        with_state_digest: true,
-        ..Default::default()
-    };
-    common::wait_until("every replica holds the same state", PATIENCE, || async {
-        let mut seen = Vec::new();
-        for address in addresses {
-            let mut client = pb::license_client::LicenseClient::new(
-                common::admin_tls()
-                    .endpoint(address, Duration::from_secs(2))
-                    .ok()?
-                    .connect()
-                    .await
-                    .ok()?,
-            );
-            let info = client.node_info(ask).await.ok()?.into_inner();
-            seen.push((info.applied_index, info.state_digest));
-        }
-        seen.windows(2).all(|w| w[0] == w[1]).then_some(())
-    })
-    .await
+    common::process::raftlm_at(cluster, addresses, &all)
 }
 
 /// A promise of decision 0021: a change of the voters left in openraft's
@@ -123,5 +94,5 @@ async fn a_change_left_joint_by_a_dead_leader_is_completed_by_running_it_again()
     // The dead leader, started again without the exit point, catches up.
     cluster.processes.set_env(leader - 1, ENV_FAULT_EXIT, None);
     cluster.start(leader);
-    same_state(&cluster.addresses).await;
+    common::process::same_state(&cluster.addresses).await;
 }

@@ -178,20 +178,9 @@ async fn the_http_surface_shows_health_readiness_and_metrics() {
     cluster.start_all();
     cluster.wait_licensed().await;
     let (active, status) = cluster.wait_active(Duration::from_secs(30)).await;
-    let session = raftlm::client::Session::start(
-        raftlm::client::Client::with_options(
-            cluster.access_point.parse().unwrap(),
-            raftlm::client::ClientOptions {
-                tls: common::client_tls(),
-                ..Default::default()
-            },
-        ),
-        raftlm::client::SessionOptions {
-            vendor: "acme".into(),
-            user: "<script>ada</script>".into(),
-            host: "ws1".into(),
-            ..Default::default()
-        },
+    let session = common::process::session(
+        std::slice::from_ref(&cluster.access_point),
+        "<script>ada</script>",
     );
     let grant = session.checkout("cad", 2).await.unwrap();
 
@@ -343,21 +332,7 @@ async fn lmutil_through_a_link_reads_and_removes_as_flexnets_does() {
         })
         .collect();
     let servers = servers.join(",");
-    let session = raftlm::client::Session::start(
-        raftlm::client::Client::with_options(
-            cluster.access_point.parse().unwrap(),
-            raftlm::client::ClientOptions {
-                tls: common::client_tls(),
-                ..Default::default()
-            },
-        ),
-        raftlm::client::SessionOptions {
-            vendor: "acme".into(),
-            user: "ada".into(),
-            host: "ws1".into(),
-            ..Default::default()
-        },
-    );
+    let session = common::process::session(std::slice::from_ref(&cluster.access_point), "ada");
     let _grant = session.checkout("cad", 2).await.unwrap();
     // The write format is 7 (raftlm remove needs it) once the cluster settled.
     common::wait_until(

@@ -21,14 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::process::{ProcessCluster, raftlm, status};
-use raftlm::client::{Client, ClientOptions, ServerList, Session, SessionOptions};
-use raftlm::proto::v1 as pb;
+use common::process::{PATIENCE, ProcessCluster, raftlm, same_state, session, status_until};
 
 /// raftlm 0.1.0: the last commit that reads and writes record format 6 only.
 const PREVIOUS_RELEASE: &str = "8431d39384f5dba6720f9dd80c81ee396e0a7ffb";
 
-const PATIENCE: Duration = Duration::from_secs(60);
 const SEATS: u32 = 20;
 const HELD: usize = 10;
 
@@ -93,76 +90,6 @@ fn previous_binary() -> Option<PathBuf> {
         .unwrap();
     assert!(built.success(), "the previous release does not build");
     Some(binary)
-}
-
-fn session(addresses: &[String], user: &str) -> Session {
-    let servers: ServerList = addresses.join(",").parse().unwrap();
-    let client = Client::with_options(
-        servers,
-        ClientOptions {
-            tls: common::client_tls(),
-            ..ClientOptions::default()
-        },
-    );
-    Session::start(
-        client,
-        SessionOptions {
-            vendor: "acme".into(),
-            user: user.into(),
-            host: "ws1".into(),
-            ..SessionOptions::default()
-        },
-    )
-}
-
-/// Waits until some running node's status satisfies `check`.
-async fn status_until(
-    cluster: &ProcessCluster,
-    what: &str,
-    check: impl Fn(&pb::StatusReply) -> bool,
-) -> pb::StatusReply {
-    let running: Vec<String> = (0..cluster.len())
-        .filter(|i| cluster.processes.running(*i))
-        .map(|i| cluster.addresses[i].clone())
-        .collect();
-    common::wait_until(what, PATIENCE, || async {
-        for address in &running {
-            if let Some(reply) = status(address).await
-                && check(&reply)
-            {
-                return Some(reply);
-            }
-        }
-        None
-    })
-    .await
-}
-
-/// Each node's applied index and state digest, once they all agree.
-async fn same_state(addresses: &[String]) -> (u64, String) {
-    let ask = pb::NodeInfoRequest {
-        with_state_digest: true,
-        ..Default::default()
-    };
-    common::wait_until("every replica holds the same state", PATIENCE, || async {
-        let mut seen = Vec::new();
-        for address in addresses {
-            let mut client = pb::license_client::LicenseClient::new(
-                common::admin_tls()
-                    .endpoint(address, Duration::from_secs(2))
-                    .ok()?
-                    .connect()
-                    .await
-                    .ok()?,
-            );
-            let info = client.node_info(ask).await.ok()?.into_inner();
-            seen.push((info.applied_index, info.state_digest));
-        }
-        seen.windows(2)
-            .all(|w| w[0] == w[1])
-            .then(|| seen[0].clone())
-    })
-    .await
 }
 
 /// Restarts node `id` with `binary` after it stopped.

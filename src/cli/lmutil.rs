@@ -388,11 +388,7 @@ pub fn lmstat_text(
         if held.is_empty() {
             continue;
         }
-        let expiry = if feature.expiry.is_empty() {
-            "permanent"
-        } else {
-            feature.expiry.as_str()
-        };
+        let expiry = expiry_of(feature);
         let _ = writeln!(
             out,
             "  \"{}\" v{}, vendor: {}, expiry: {expiry}",
@@ -443,6 +439,24 @@ fn word(text: &str) -> String {
     }
 }
 
+/// A feature's latest expiry as lmstat writes it.
+fn expiry_of(feature: &pb::FeatureStatus) -> &str {
+    if feature.expiry.is_empty() {
+        "permanent"
+    } else {
+        feature.expiry.as_str()
+    }
+}
+
+/// Whether `-f` and `-S` leave `feature` out.
+fn left_out(asked: &Lmstat, feature: &pb::FeatureStatus) -> bool {
+    asked
+        .feature
+        .as_ref()
+        .is_some_and(|f| *f != feature.feature)
+        || asked.vendor.as_ref().is_some_and(|v| *v != feature.vendor)
+}
+
 /// `lmstat -i`: the feature table.
 pub fn info_text(status: &pb::StatusReply, asked: &Lmstat) -> String {
     let mut out = String::new();
@@ -459,16 +473,10 @@ pub fn info_text(status: &pb::StatusReply, asked: &Lmstat) -> String {
         "_______                         _________   _________    __________   ______"
     );
     for f in &status.features {
-        if asked.feature.as_ref().is_some_and(|x| *x != f.feature)
-            || asked.vendor.as_ref().is_some_and(|v| *v != f.vendor)
-        {
+        if left_out(asked, f) {
             continue;
         }
-        let expiry = if f.expiry.is_empty() {
-            "permanent"
-        } else {
-            f.expiry.as_str()
-        };
+        let expiry = expiry_of(f);
         let _ = writeln!(
             out,
             "{:<31} {:<11} {:<12} {:<12} {}",

@@ -317,3 +317,89 @@ pub fn raftlm(args: &[&str], cwd: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// How long the helpers below wait for a cluster to reach a state.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A license session of vendor acme for `user` on host ws1, through the
+/// nodes at `addresses`.
+pub fn session(addresses: &[String], user: &str) -> raftlm::client::Session {
+    let servers: raftlm::client::ServerList = addresses.join(",").parse().unwrap();
+    let client = raftlm::client::Client::with_options(
+        servers,
+        raftlm::client::ClientOptions {
+            tls: super::client_tls(),
+            ..raftlm::client::ClientOptions::default()
+        },
+    );
+    raftlm::client::Session::start(
+        client,
+        raftlm::client::SessionOptions {
+            vendor: "acme".into(),
+            user: user.into(),
+            host: "ws1".into(),
+            ..raftlm::client::SessionOptions::default()
+        },
+    )
+}
+
+/// `raftlm ARGS… --server ADDRESSES` with an administrator's certificate:
+/// the exit code, and stdout and stderr together.
+pub fn raftlm_at(cluster: &ProcessCluster, addresses: &[String], args: &[&str]) -> (i32, String) {
+    let server = addresses.join(",");
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--server", &server]);
+    let (code, out, err) = raftlm(&all, cluster.dir.path());
+    (code, format!("{out}{err}"))
+}
+
+/// Waits up to [`PATIENCE`] until a running node's Status satisfies `check`.
+pub async fn status_until(
+    cluster: &ProcessCluster,
+    what: &str,
+    check: impl Fn(&pb::StatusReply) -> bool,
+) -> pb::StatusReply {
+    let running: Vec<String> = (0..cluster.len())
+        .filter(|i| cluster.processes.running(*i))
+        .map(|i| cluster.addresses[i].clone())
+        .collect();
+    super::wait_until(what, PATIENCE, || async {
+        for address in &running {
+            if let Some(reply) = status(address).await
+                && check(&reply)
+            {
+                return Some(reply);
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// Each node's applied index and state digest at `addresses`, once they all
+/// agree (waiting up to [`PATIENCE`]).
+pub async fn same_state(addresses: &[String]) -> (u64, String) {
+    let ask = pb::NodeInfoRequest {
+        with_state_digest: true,
+        ..Default::default()
+    };
+    super::wait_until("every replica holds the same state", PATIENCE, || async {
+        let mut seen = Vec::new();
+        for address in addresses {
+            let mut client = LicenseClient::new(
+                super::admin_tls()
+                    .endpoint(address, Duration::from_secs(2))
+                    .ok()?
+                    .connect()
+                    .await
+                    .ok()?,
+            );
+            let info = client.node_info(ask).await.ok()?.into_inner();
+            seen.push((info.applied_index, info.state_digest));
+        }
+        seen.windows(2)
+            .all(|w| w[0] == w[1])
+            .then(|| seen[0].clone())
+    })
+    .await
+}
