@@ -260,7 +260,7 @@ async fn a_flexnet_file_imports_its_valid_lines_and_holds_expired_ones_at_zero()
 
     // The status gives the seats per expiry and marks the expired line.
     let status = license
-        .status(pb::StatusRequest {})
+        .status(pb::StatusRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -1708,4 +1708,90 @@ async fn five_nodes_in_process_serve_and_restart_a_node() {
     )
     .await;
     cluster.shutdown().await;
+}
+
+// Status lists the grants in pages: at most grants_max (and never more than
+// the server's limit) per reply, grants_next to go on, grants_total in all;
+// a vendor or feature filter narrows the features, lines and grants. The
+// client's status() gathers every page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_pages_its_grants_and_filters_by_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, key) = start_cluster(dir.path()).await;
+    let leader = leader_of(&nodes).await;
+    let address = nodes[leader].as_ref().unwrap().address().to_string();
+    common::admin_client(&address)
+        .await
+        .import_license(pb::ImportLicenseRequest {
+            name: "acme.lic".into(),
+            text: common::signed_license(&key, &[("cad", 30), ("sim", 5)]),
+        })
+        .await
+        .unwrap();
+    let mut license = common::license_client(&address).await;
+    for i in 0..25u64 {
+        let reply = license
+            .checkout(checkout(300 + i, 1, "cad", 1))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(reply.granted);
+    }
+    assert!(
+        license
+            .checkout(checkout(400, 1, "sim", 2))
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+    );
+    let page = |after: Option<pb::GrantToken>, feature: &str| pb::StatusRequest {
+        feature: feature.into(),
+        grants_after: after,
+        grants_max: 10,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let reply = license
+            .status(page(after, "cad"))
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        assert_eq!(reply.grants_total, 25);
+        assert!(reply.grants.len() <= 10);
+        assert!(
+            reply.features.iter().all(|f| f.feature == "cad"),
+            "{reply:?}"
+        );
+        assert!(reply.lines.iter().all(|l| l.feature == "cad"));
+        seen.extend(reply.grants.iter().map(|g| g.token.unwrap()));
+        match reply.grants_next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 25);
+    let mut unique = seen.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), 25, "a grant listed twice");
+    let all = license
+        .status(pb::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((all.grants.len(), all.grants_total), (26, 26));
+    assert!(all.grants_next.is_none());
+    let bad = license
+        .status(pb::StatusRequest {
+            feature: "x".repeat(300),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 }

@@ -104,7 +104,7 @@ async fn paused_active_node_is_fenced() {
         .await
         .unwrap();
     let mut stale = raftlm::proto::v1::license_client::LicenseClient::new(channel);
-    stale.status(pb::StatusRequest {}).await.unwrap();
+    stale.status(pb::StatusRequest::default()).await.unwrap();
 
     cluster.signal(active, libc::SIGSTOP);
     let request = tokio::spawn(async move { stale.checkout(checkout(9, 1, "cad", 1)).await });

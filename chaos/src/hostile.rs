@@ -892,7 +892,7 @@ impl Client {
         let Some(mut client) = self.client() else {
             return Vec::new();
         };
-        match client.status(pb::StatusRequest {}).await {
+        match client.status(pb::StatusRequest::default()).await {
             Ok(reply) => reply.into_inner().grants,
             Err(_) => Vec::new(),
         }

@@ -1004,7 +1004,7 @@ impl Reader {
                 Some(mut client) => {
                     attempt(
                         self.spec.attempt_timeout,
-                        client.status(pb::StatusRequest {}),
+                        client.status(pb::StatusRequest::default()),
                     )
                     .await
                 }

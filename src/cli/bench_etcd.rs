@@ -139,7 +139,7 @@ async fn leader(urls: &[String]) -> Option<String> {
             continue;
         };
         let Ok(reply) = MaintenanceClient::new(channel)
-            .status(StatusRequest {})
+            .status(StatusRequest::default())
             .await
         else {
             continue;

@@ -860,6 +860,8 @@ mod tests {
             write_format: 7,
             voters_old: Vec::new(),
             voters_new: Vec::new(),
+            grants_next: None,
+            grants_total: 0,
             active_node: 2,
             active_address: "127.0.0.1:27002".into(),
             nodes: vec![

@@ -714,16 +714,34 @@ impl Client {
     /// The cluster's status: nodes, the active node and term, features, grants.
     /// A linearizable read on the active node.
     pub async fn status(&self) -> Result<pb::StatusReply, ClientError> {
+        let mut reply = self.status_page(pb::StatusRequest::default()).await?;
+        // The grants come in pages of at most 10,000; each page is read at
+        // its own moment, so a grant made meanwhile may be missing and one
+        // returned meanwhile may be listed.
+        while let Some(after) = reply.grants_next.take() {
+            let page = self
+                .status_page(pb::StatusRequest {
+                    grants_after: Some(after),
+                    ..Default::default()
+                })
+                .await?;
+            reply.grants.extend(page.grants);
+            reply.grants_next = page.grants_next;
+        }
+        Ok(reply)
+    }
+
+    /// One page of the status: `asked` filters by vendor and feature and
+    /// names where the grants continue (`grants_after`).
+    pub async fn status_page(
+        &self,
+        asked: pb::StatusRequest,
+    ) -> Result<pb::StatusReply, ClientError> {
         let answered = self
-            .call(
-                "status",
-                self.inner.options.call_timeout,
-                |channel| async move {
-                    LicenseClient::new(channel)
-                        .status(pb::StatusRequest {})
-                        .await
-                },
-            )
+            .call("status", self.inner.options.call_timeout, |channel| {
+                let asked = asked.clone();
+                async move { LicenseClient::new(channel).status(asked).await }
+            })
             .await?;
         Ok(answered.reply)
     }

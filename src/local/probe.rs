@@ -34,7 +34,7 @@ pub async fn status_within(
         .await
         .ok()?;
     LicenseClient::new(channel)
-        .status(pb::StatusRequest {})
+        .status(pb::StatusRequest::default())
         .await
         .ok()
         .map(|r| r.into_inner())

@@ -40,6 +40,9 @@ pub const RENEW_TOKENS_MAX: usize = 4096;
 /// this many grants of five names of at most [`NAME_BYTES_MAX`] bytes each,
 /// about 1.4 MB, within a client's default 4 MiB message limit.
 pub const SESSION_GRANTS_PAGE_MAX: usize = 1024;
+/// Most grants one Status reply lists (about 75 bytes each: well under the
+/// clients' 4 MiB reply limit); the rest come in further pages.
+pub const STATUS_GRANTS_PAGE_MAX: usize = 10_000;
 /// Largest license-service request accepted, in bytes (a renewal quoting
 /// [`RENEW_TOKENS_MAX`] tokens fits with room to spare).
 pub const CLIENT_REQUEST_BYTES_MAX: usize = 64 * 1024;
@@ -494,10 +497,12 @@ impl LicenseService {
         Ok(reply)
     }
 
-    async fn status(&self) -> Result<pb::StatusReply, ServiceError> {
+    async fn status(&self, request: pb::StatusRequest) -> Result<pb::StatusReply, ServiceError> {
+        check_name("vendor", &request.vendor, false)?;
+        check_name("feature", &request.feature, false)?;
         let term = self.shared.serving()?;
         self.linearizable().await?;
-        let reply = status_reply(&self.shared, term);
+        let reply = status_reply(&self.shared, term, &request);
         self.shared.confirm(term)?;
         Ok(reply)
     }
@@ -609,6 +614,45 @@ fn leader_of(
     }
 }
 
+/// One page of the grants of `asked`'s vendor and feature: the grants after
+/// `asked.grants_after`, at most `asked.grants_max` (and never more than
+/// [`STATUS_GRANTS_PAGE_MAX`]), the token to ask the next page after, and how
+/// many match in all.
+fn grants_page(
+    state: &state::LicenseState,
+    asked: &pb::StatusRequest,
+    wanted: impl Fn(&str, &str) -> bool,
+) -> (Vec<pb::GrantStatus>, Option<pb::GrantToken>, u64) {
+    use std::ops::Bound;
+    let limit = match asked.grants_max as usize {
+        0 => STATUS_GRANTS_PAGE_MAX,
+        n => n.min(STATUS_GRANTS_PAGE_MAX),
+    };
+    let matching = |g: &&state::Grant| wanted(&g.vendor, &g.feature);
+    let total = if asked.vendor.is_empty() && asked.feature.is_empty() {
+        state.grants().len() as u64
+    } else {
+        state.grants().values().filter(matching).count() as u64
+    };
+    let from = match &asked.grants_after {
+        Some(after) => Bound::Excluded(token_from_pb(after)),
+        None => Bound::Unbounded,
+    };
+    let mut page: Vec<pb::GrantStatus> = state
+        .grants()
+        .range((from, Bound::Unbounded))
+        .map(|(_, g)| g)
+        .filter(matching)
+        .take(limit + 1)
+        .map(grant_status)
+        .collect();
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last().and_then(|g| g.token)
+    });
+    (page, next.flatten(), total)
+}
+
 /// Every imported line with whether it counts and why not (a line that has
 /// expired at state time, or is bound to host ids a majority of the voters
 /// do not report, counts 0 seats).
@@ -661,7 +705,7 @@ fn license_lines(state: &state::LicenseState) -> Vec<pb::LicenseLine> {
 }
 
 /// Builds the status reply from the local state and Raft metrics.
-pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
+pub fn status_reply(shared: &Shared, term: u64, asked: &pb::StatusRequest) -> pb::StatusReply {
     let metrics = shared.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let clocks = shared.clock.judge();
@@ -752,9 +796,14 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
     // The index is read with the state, under one lock: the reply shows the
     // state as of exactly `applied_index` (openraft's metrics may lag it).
     shared.state.read_applied(|applied, state| {
+        let wanted = |vendor: &str, feature: &str| {
+            (asked.vendor.is_empty() || asked.vendor == vendor)
+                && (asked.feature.is_empty() || asked.feature == feature)
+        };
         let features = state
             .features()
             .into_iter()
+            .filter(|f| wanted(&f.vendor, &f.feature))
             .map(|f| pb::FeatureStatus {
                 feature: f.feature,
                 vendor: f.vendor,
@@ -775,7 +824,7 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                     .collect(),
             })
             .collect();
-        let grants = state.grants().values().map(grant_status).collect();
+        let (grants, grants_next, grants_total) = grants_page(state, asked, wanted);
         let activation = state.activation();
         pb::StatusReply {
             term,
@@ -785,6 +834,8 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
             nodes,
             features,
             grants,
+            grants_next,
+            grants_total,
             last_activation_ms: activation.map_or(0, |a| a.at_ms),
             activations: state.activations(),
             applied_index: applied.map_or(0, |l| l.index),
@@ -809,7 +860,10 @@ pub fn status_reply(shared: &Shared, term: u64) -> pb::StatusReply {
                 .cluster_id()
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
-            lines: license_lines(state),
+            lines: license_lines(state)
+                .into_iter()
+                .filter(|l| wanted(&l.vendor, &l.feature))
+                .collect(),
             trusted_keys: state
                 .trusted_keys()
                 .iter()
@@ -871,9 +925,11 @@ impl License for LicenseService {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
-        Ok(Response::new(LicenseService::status(self).await?))
+        Ok(Response::new(
+            LicenseService::status(self, request.into_inner()).await?,
+        ))
     }
 
     async fn session_grants(
