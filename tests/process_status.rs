@@ -243,6 +243,12 @@ async fn the_http_surface_shows_health_readiness_and_metrics() {
         !metrics.contains("ada") && !metrics.contains("ws1"),
         "{metrics}"
     );
+    assert_eq!(
+        metrics.matches("raftlm_member_lag{").count(),
+        3,
+        "each member's lag (the active node's own too), with its role: {metrics}"
+    );
+    assert!(metrics.contains(r#"role="voter""#), "{metrics}");
     let (_, standby_metrics) = http(&http_addresses[standby - 1], "GET", "/metrics")
         .await
         .unwrap();

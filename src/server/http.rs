@@ -242,9 +242,16 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     applied.set(count(m.last_applied.map_or(0, |l| l.index)));
     if serving && let Some(replication) = &m.replication {
         let last = m.last_log_index.unwrap_or(0);
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
         for (id, at) in replication {
             let index = at.map_or(0, |l| l.index);
-            let labels: Labels = vec![("node", id.to_string())];
+            let role = if voters.contains(id) {
+                "voter"
+            } else {
+                "learner"
+            };
+            let labels: Labels = vec![("node", id.to_string()), ("role", role.to_string())];
             matched.get_or_create(&labels).set(count(index));
             lag.get_or_create(&labels)
                 .set(count(last.saturating_sub(index)));
