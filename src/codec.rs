@@ -25,7 +25,8 @@ use serde::de::DeserializeOwned;
 /// changes among the administrators' actions; 7 — the license state records
 /// the cluster's write format, each member's release and the formats it
 /// reads, and members' moved addresses (`Command::RecordFormats`,
-/// `Command::SetAddress`).
+/// `Command::SetAddress`); grants administrators removed
+/// (`Command::RemoveGrants`) and check-outs counted per feature and outcome.
 pub const FORMAT_NEWEST: u8 = 7;
 
 /// The oldest record format this build reads: the previous release's, so a

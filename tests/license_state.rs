@@ -287,6 +287,25 @@ fn removed_grants_free_their_seats_and_name_who_removed_them() {
     assert!(refused.contains("no grant matches"), "{refused}");
 }
 
+// Check-outs are counted per feature, granted and denied by reason, in the
+// replicated state; a retried request is counted once (its first answer is
+// replayed).
+#[test]
+fn checkouts_are_counted_once_per_request_by_outcome() {
+    let mut log = Log::new();
+    log.import("acme.lic", vec![line("cad", 2, Expiry::Permanent, "A1")]);
+    log.apply(checkout(1, 1, "cad", 2));
+    log.apply(checkout(1, 1, "cad", 2)); // a retry of the same request
+    log.apply(checkout(2, 1, "cad", 1)); // in use
+    log.apply(checkout(3, 1, "cad", 5)); // more than licensed
+    let counts =
+        &log.state.checkout_counts().by_feature()[&("acme".to_string(), "cad".to_string())];
+    assert_eq!(counts.granted, 1);
+    assert_eq!(counts.denied.get("in_use"), Some(&1));
+    assert_eq!(counts.denied.get("exceeds_licensed"), Some(&1));
+    assert_eq!(counts.denied.values().sum::<u64>(), 2);
+}
+
 // A removal is a command of record format 7: a format-6 log cannot hold it.
 #[test]
 fn a_removal_is_not_written_in_format_6() {

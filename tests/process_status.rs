@@ -249,6 +249,11 @@ async fn the_http_surface_shows_health_readiness_and_metrics() {
         "each member's lag (the active node's own too), with its role: {metrics}"
     );
     assert!(metrics.contains(r#"role="voter""#), "{metrics}");
+    assert_eq!(
+        sample(&metrics, &format!("raftlm_checkouts_granted_total{labels}")),
+        Some(1.0),
+        "{metrics}"
+    );
     let (_, standby_metrics) = http(&http_addresses[standby - 1], "GET", "/metrics")
         .await
         .unwrap();

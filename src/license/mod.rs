@@ -4,6 +4,7 @@
 //! milliseconds passed in by the caller.
 
 pub mod command;
+pub mod counters;
 pub mod feature;
 pub mod file;
 pub mod formats;

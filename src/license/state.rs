@@ -74,6 +74,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::counters::CheckoutCounts;
 use super::feature::{Expiry, FeatureLine};
 use super::formats::{ClusterFormats, FORMAT_MEMBERS_MAX};
 use super::host::HostReport;
@@ -247,6 +248,10 @@ pub struct LicenseState {
     /// format 7.
     #[serde(with = "crate::codec::added_in_7")]
     removals: Removals,
+    /// Check-outs granted and denied, per feature and reason, for metrics
+    /// that survive a failover. Added in format 7.
+    #[serde(with = "crate::codec::added_in_7")]
+    checkouts: CheckoutCounts,
 }
 
 /// A digest of license lines' content and signatures (deterministic).
@@ -383,7 +388,9 @@ impl LicenseState {
                     count: *count,
                 };
                 self.deduplicated(*request, |state| {
-                    state.checkout(token, request.session, &want, user, host)
+                    let outcome = state.checkout(token, request.session, &want, user, host);
+                    state.checkouts.count(vendor, feature, &outcome);
+                    outcome
                 })
             }
             Command::Checkin { request, token } => {
@@ -888,6 +895,11 @@ impl LicenseState {
         Outcome::GrantsRemoved { removed }
     }
 
+    /// Check-outs granted and denied so far, per feature and reason.
+    pub fn checkout_counts(&self) -> &CheckoutCounts {
+        &self.checkouts
+    }
+
     /// Who removed `token` from `session`, and when, if remembered.
     pub fn removal(&self, token: &GrantToken, session: SessionId) -> Option<&Removal> {
         self.removals.of(token, session)
@@ -1249,6 +1261,7 @@ impl LicenseState {
         self.check_seats();
         self.formats.check_invariants();
         self.removals.check_invariants();
+        self.checkouts.check_invariants();
         let mut counted: BTreeMap<PoolKey, BTreeMap<Version, u32>> = BTreeMap::new();
         for (token, grant) in &self.grants {
             assert_eq!(

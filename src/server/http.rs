@@ -22,6 +22,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -115,6 +116,13 @@ type Labels = Vec<(&'static str, String)>;
 /// A gauge family registered under `name`.
 fn family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
     let family = Family::<Labels, Gauge>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
+/// A counter family registered under `name` (exposed as `name_total`).
+fn counters(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let family = Family::<Labels, Counter>::default();
     registry.register(name, help, family.clone());
     family
 }
@@ -220,6 +228,16 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         "Seconds until this node's certificate expires",
     );
 
+    let granted = counters(
+        &mut registry,
+        "checkouts_granted",
+        "Check-outs granted, counted in the replicated state (they survive failover)",
+    );
+    let denied = counters(
+        &mut registry,
+        "checkouts_denied",
+        "Check-outs denied, by reason, counted in the replicated state (a feature no line names is answered without the log and not counted)",
+    );
     shared.state.read(|state| {
         for f in state.features() {
             let labels: Labels = vec![("vendor", f.vendor.clone()), ("feature", f.feature.clone())];
@@ -228,6 +246,15 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
             in_use.get_or_create(&labels).set(count(f.in_use));
             free.get_or_create(&labels)
                 .set(count(f.unexpired.saturating_sub(f.in_use)));
+        }
+        for ((vendor, feature), counts) in state.checkout_counts().by_feature() {
+            let labels: Labels = vec![("vendor", vendor.clone()), ("feature", feature.clone())];
+            granted.get_or_create(&labels).inc_by(counts.granted);
+            for (reason, n) in &counts.denied {
+                let mut labels = labels.clone();
+                labels.push(("reason", reason.clone()));
+                denied.get_or_create(&labels).inc_by(*n);
+            }
         }
         grants.set(count(state.grants().len()));
         sessions.set(count(state.sessions().len()));
