@@ -170,6 +170,22 @@ impl Log {
     }
 }
 
+/// Raises `log`'s state to record format 7, as the active node does once
+/// every member reads it (what format 7 added is kept from then on).
+fn at_format_7(log: &mut Log) {
+    use raftlm::license::formats::Advertisement;
+    let said = Advertisement::this_build(None);
+    let outcome = log.apply(Command::RecordFormats {
+        members: vec![(NodeId(1), said)],
+        write: 7,
+        author: "node 1 (active)".into(),
+    });
+    assert!(
+        matches!(outcome, Outcome::FormatsRecorded { write: 7, .. }),
+        "{outcome:?}"
+    );
+}
+
 fn token_of(outcome: &Outcome) -> GrantToken {
     match outcome {
         Outcome::Granted { token, .. } => *token,
@@ -213,6 +229,7 @@ fn removed_grants_free_their_seats_and_name_who_removed_them() {
             other => other,
         };
     log.import("acme.lic", vec![line("cad", 3, Expiry::Permanent, "A1")]);
+    at_format_7(&mut log);
     let first = token_of(&log.apply(checkout(1, 1, "cad", 2)));
     let second = token_of(&log.apply(checkout(2, 1, "cad", 1)));
     assert!(matches!(
@@ -293,7 +310,12 @@ fn removed_grants_free_their_seats_and_name_who_removed_them() {
 #[test]
 fn checkouts_are_counted_once_per_request_by_outcome() {
     let mut log = Log::new();
+    // Not counted while the cluster writes format 6.
     log.import("acme.lic", vec![line("cad", 2, Expiry::Permanent, "A1")]);
+    let early = token_of(&log.apply(checkout(9, 1, "cad", 1)));
+    assert!(log.state.checkout_counts().by_feature().is_empty());
+    log.apply(checkin(9, 2, early));
+    at_format_7(&mut log);
     log.apply(checkout(1, 1, "cad", 2));
     log.apply(checkout(1, 1, "cad", 2)); // a retry of the same request
     log.apply(checkout(2, 1, "cad", 1)); // in use

@@ -171,6 +171,11 @@ impl ClusterFormats {
                 self.write
             ));
         }
+        if write < FORMAT_SET_ADDRESS {
+            return refused(format!(
+                "what the members read is recorded from format {FORMAT_SET_ADDRESS} on, not in format {write}"
+            ));
+        }
         if write > FORMAT_NEWEST {
             return refused(format!(
                 "format {write} is newer than this node reads ({FORMAT_NEWEST})"

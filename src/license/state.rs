@@ -76,7 +76,7 @@ use serde::{Deserialize, Serialize};
 
 use super::counters::CheckoutCounts;
 use super::feature::{Expiry, FeatureLine};
-use super::formats::{ClusterFormats, FORMAT_MEMBERS_MAX};
+use super::formats::{ClusterFormats, FORMAT_MEMBERS_MAX, FORMAT_SET_ADDRESS};
 use super::host::HostReport;
 use super::identity::ClusterId;
 use super::pool::{self, At, Pool, PoolKey, Verdict, Version};
@@ -389,7 +389,12 @@ impl LicenseState {
                 };
                 self.deduplicated(*request, |state| {
                     let outcome = state.checkout(token, request.session, &want, user, host);
-                    state.checkouts.count(vendor, feature, &outcome);
+                    // Counted from the moment the cluster writes format 7:
+                    // a format-6 snapshot or digest could not carry counts,
+                    // and a node installing one would disagree for good.
+                    if state.formats.write >= FORMAT_SET_ADDRESS {
+                        state.checkouts.count(vendor, feature, &outcome);
+                    }
                     outcome
                 })
             }
@@ -869,6 +874,14 @@ impl LicenseState {
     /// Removes the grants of `tokens` that are still held (at most
     /// [`REMOVE_GRANTS_MAX`]), remembering each for its holder.
     fn remove_grants(&mut self, tokens: &[GrantToken], author: &str) -> Outcome {
+        if self.formats.write < FORMAT_SET_ADDRESS {
+            return Outcome::FormatsRefused {
+                reason: format!(
+                    "removing grants needs record format {FORMAT_SET_ADDRESS}; the cluster writes {}",
+                    self.formats.write
+                ),
+            };
+        }
         let mut removed = Vec::new();
         for token in tokens.iter().take(REMOVE_GRANTS_MAX) {
             let Some(grant) = self.release(*token) else {
@@ -1262,6 +1275,18 @@ impl LicenseState {
         self.formats.check_invariants();
         self.removals.check_invariants();
         self.checkouts.check_invariants();
+        // What format 7 added stays empty while the cluster writes 6: a
+        // format-6 encoding (a snapshot, a digest) leaves it out.
+        if self.formats.write < FORMAT_SET_ADDRESS {
+            assert!(
+                self.removals.is_empty()
+                    && self.checkouts.by_feature().is_empty()
+                    && self.formats.members.is_empty()
+                    && self.formats.addresses.is_empty(),
+                "the state writes format {} but holds what format {FORMAT_SET_ADDRESS} added",
+                self.formats.write
+            );
+        }
         let mut counted: BTreeMap<PoolKey, BTreeMap<Version, u32>> = BTreeMap::new();
         for (token, grant) in &self.grants {
             assert_eq!(

@@ -16,10 +16,10 @@
 //!
 //! Record formats: every message and reply says which record formats its
 //! sender reads ([`Advertisement`]); a request is encoded in the newest
-//! format its receiver said it reads (the oldest this build reads until it
-//! has said), and a reply in the newest its requester reads. So a node of
-//! the previous release, which sends no such fields, is written to in its
-//! own format (docs/decisions/0022-format-negotiation.md).
+//! format its receiver said it reads (until it has said, the oldest format
+//! that holds the request), and a reply in the newest its requester reads.
+//! So a node of the previous release, which sends no such fields, is
+//! written to in its own format (docs/decisions/0022-format-negotiation.md).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -196,16 +196,36 @@ impl Network {
     }
 
     /// The format a request to `peer` is written in: the newest it said it
-    /// reads, else the oldest this build reads.
-    fn format_for(&self, peer: u64) -> u8 {
+    /// reads, else (`None`) unknown.
+    fn format_for(&self, peer: u64) -> Option<u8> {
         self.peer_formats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&peer)
-            .map_or(codec::FORMAT_OLDEST, |a| {
+            .map(|a| {
                 a.reads_max
                     .clamp(codec::FORMAT_OLDEST, codec::FORMAT_NEWEST)
             })
+    }
+
+    /// `request` encoded for `peer`: in the newest format it said it reads;
+    /// to a peer that has not said yet (a new node, or this node just
+    /// started), in the oldest format that holds it, so a node of the
+    /// previous release reads it if it can, and a new node that could not
+    /// be written to in the oldest format hears from this node at all and
+    /// says what it reads in its reply.
+    fn encode_for<T: Serialize + ?Sized>(
+        &self,
+        peer: u64,
+        request: &T,
+    ) -> Result<Vec<u8>, codec::CodecError> {
+        match self.format_for(peer) {
+            Some(format) => codec::encode_as(format, request),
+            None => match codec::encode_as(codec::FORMAT_OLDEST, request) {
+                Err(codec::CodecError::TooNew(_)) => codec::encode(request),
+                encoded => encoded,
+            },
+        }
     }
 
     /// Replaces the moved peer addresses (from the applied state).
@@ -451,7 +471,9 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload = codec::encode_as(self.network.format_for(self.target), request)
+        let payload = self
+            .network
+            .encode_for(self.target, request)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.send(kind, payload, timeout).await
     }
@@ -547,7 +569,9 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
-        let payload = codec::encode_as(self.network.format_for(self.target), &rpc)
+        let payload = self
+            .network
+            .encode_for(self.target, &rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if let Some(hint) = entries_that_fit(rpc.entries.len(), payload.len()) {
             // openraft sends again with at most `hint` entries.
