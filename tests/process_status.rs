@@ -177,6 +177,11 @@ async fn the_http_surface_shows_health_readiness_and_metrics() {
     }
     cluster.start_all();
     cluster.wait_licensed().await;
+    // Check-outs are counted once the cluster writes format 7.
+    common::process::status_until(&cluster, "the cluster writes format 7", |s| {
+        s.write_format == 7
+    })
+    .await;
     let (active, status) = cluster.wait_active(Duration::from_secs(30)).await;
     let session = common::process::session(
         std::slice::from_ref(&cluster.access_point),
@@ -235,8 +240,9 @@ async fn the_http_surface_shows_health_readiness_and_metrics() {
         "{metrics}"
     );
     assert_eq!(sample(&metrics, "raftlm_active"), Some(1.0), "{metrics}");
-    assert!(
-        matches!(sample(&metrics, "raftlm_write_format"), Some(f) if f == 6.0 || f == 7.0),
+    assert_eq!(
+        sample(&metrics, "raftlm_write_format"),
+        Some(7.0),
         "{metrics}"
     );
     assert!(
