@@ -243,24 +243,27 @@ const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 
 /// `Www M/D H:MM` as lmstat writes a start time (UTC).
 pub fn start_text(ms: u64) -> String {
-    let days = ms / 86_400_000;
-    let (_, month, day) = crate::license::feature::Date::from_unix_ms(ms).ymd();
-    let minutes = (ms / 60_000) % 1440;
-    format!(
-        "{} {month}/{day} {}:{:02}",
-        WEEKDAYS[((days + 4) % 7) as usize],
-        minutes / 60,
-        minutes % 60
-    )
+    lmstat_time(ms, false)
 }
 
 /// `Www M/D/YYYY H:MM` as lmstat's header writes now (UTC).
 fn header_time(ms: u64) -> String {
+    lmstat_time(ms, true)
+}
+
+/// A moment as lmstat writes it (UTC): weekday, month/day, the year if
+/// `with_year`, hour:minute.
+fn lmstat_time(ms: u64, with_year: bool) -> String {
     let days = ms / 86_400_000;
     let (year, month, day) = crate::license::feature::Date::from_unix_ms(ms).ymd();
+    let year = if with_year {
+        format!("/{year}")
+    } else {
+        String::new()
+    };
     let minutes = (ms / 60_000) % 1440;
     format!(
-        "{} {month}/{day}/{year} {}:{:02}",
+        "{} {month}/{day}{year} {}:{:02}",
         WEEKDAYS[((days + 4) % 7) as usize],
         minutes / 60,
         minutes % 60
@@ -673,6 +676,7 @@ mod tests {
         assert!(is_handle_of(handle_of(&token(7, 3)), &token(7, 3)));
         // 7 December 2026, a Monday, 09:05 UTC.
         assert_eq!(start_text(1_796_634_300_000), "Mon 12/7 9:05");
+        assert_eq!(header_time(1_796_634_300_000), "Mon 12/7/2026 9:05");
     }
 
     #[test]
